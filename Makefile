@@ -1,0 +1,20 @@
+# The two commands of the README. Everything they need is installed by the scripts they call.
+.PHONY: demo test cluster-up cluster-down crds
+
+# The main job: a local demo of the whole story (for now: a real local control plane with the
+# kubectl-gitops CRDs installed).
+demo:
+	bash tests/demo.sh
+
+# Every test: fmt, clippy, unit tests, then the conformance suite on a local control plane.
+test:
+	bash tests/run-all.sh
+
+cluster-up:
+	bash tests/cluster/up.sh
+cluster-down:
+	bash tests/cluster/down.sh
+
+# Regenerate reconciler/config/crd from the API types.
+crds:
+	cargo run --bin gitops-crdgen

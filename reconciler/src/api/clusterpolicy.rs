@@ -1,0 +1,61 @@
+//! ClusterPolicy: a policy platform teams enforce on every matching Kustomization.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{FailurePolicy, PolicyModule};
+
+/// The desired state of a ClusterPolicy. It runs before the Kustomization's own policies, and
+/// tenants cannot remove it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "kubectl-gitops.io",
+    version = "v1alpha1",
+    kind = "ClusterPolicy",
+    status = "ClusterPolicyStatus",
+    category = "gitops",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.module.path)").message("module.path is not available to a ClusterPolicy (it has no source); use builtin, configMapRef or url"))]
+#[x_kube(validation = Rule::new("!has(self.module.configMapRef) || has(self.module.configMapRef.namespace)").message("module.configMapRef.namespace is required for a ClusterPolicy"))]
+pub struct ClusterPolicySpec {
+    /// The component to run.
+    pub module: PolicyModule,
+    /// Configuration handed to the policy (any JSON); checked by its `validate-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub config: Option<serde_json::Value>,
+    /// What to do when the policy fails to run. Default Fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// Which Kustomizations the policy applies to; all of them when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<KustomizationSelector>,
+}
+
+/// Selects Kustomizations by the labels of their namespace and by their own labels. Both must
+/// match when both are set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KustomizationSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomization_selector: Option<LabelSelector>,
+}
+
+/// The observed state of a ClusterPolicy: whether its module loads and its config validates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,71 @@
+//! Condition types, reasons, labels and annotations: the stable vocabulary of status.
+//!
+//! Every controller and the CLI use these constants; a reason string never appears as a literal
+//! anywhere else. Types follow kstatus: `Ready` is the summary, `Reconciling` and `Stalled` are
+//! "abnormal-true" conditions that are only present while true.
+
+/// Condition types.
+pub mod types {
+    /// Summary condition: True when the last reconcile of the current generation succeeded.
+    pub const READY: &str = "Ready";
+    /// Present (True) while a reconcile is in progress; the message names the current stage.
+    pub const RECONCILING: &str = "Reconciling";
+    /// Present (True) when the object cannot make progress without a change to its spec.
+    pub const STALLED: &str = "Stalled";
+    /// GitRepository: an artifact for the last fetched revision is in storage.
+    pub const ARTIFACT_IN_STORAGE: &str = "ArtifactInStorage";
+    /// GitRepository: the last fetch failed (the previous artifact, if any, stays in place).
+    pub const FETCH_FAILED: &str = "FetchFailed";
+    /// Kustomization: the health checks of the last applied revision pass.
+    pub const HEALTHY: &str = "Healthy";
+}
+
+/// Condition reasons (CamelCase, stable: users alert on them).
+pub mod reasons {
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const RECONCILIATION_SUCCEEDED: &str = "ReconciliationSucceeded";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    // Source (GitRepository)
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    pub const GIT_OPERATION_FAILED: &str = "GitOperationFailed";
+    pub const STORAGE_OPERATION_FAILED: &str = "StorageOperationFailed";
+    pub const HOSTILE_CONTENT: &str = "HostileContent";
+    // Kustomization pipeline stages, one reason each.
+    pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
+    pub const BUILD_FAILED: &str = "BuildFailed";
+    pub const POLICY_DENIED: &str = "PolicyDenied";
+    pub const POLICY_FAILED: &str = "PolicyFailed";
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    pub const PRUNE_FAILED: &str = "PruneFailed";
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
+}
+
+/// Labels and annotations the project reads or writes on Kubernetes objects.
+pub mod meta {
+    /// Owner label: name of the Kustomization that applied the object.
+    pub const OWNER_NAME_LABEL: &str = "kubectl-gitops.io/name";
+    /// Owner label: namespace of the Kustomization that applied the object.
+    pub const OWNER_NAMESPACE_LABEL: &str = "kubectl-gitops.io/namespace";
+    /// `kubectl-gitops.io/prune: disabled` keeps an object when it leaves the inventory.
+    pub const PRUNE_ANNOTATION: &str = "kubectl-gitops.io/prune";
+    pub const PRUNE_DISABLED: &str = "disabled";
+    /// Written by `kubectl gitops reconcile`; echoed in `status.lastHandledReconcileAt`.
+    pub const RECONCILE_REQUESTED_AT_ANNOTATION: &str = "kubectl-gitops.io/reconcile-requested-at";
+    /// Per-object opt-in to recreate on immutable-field changes (like `spec.force`).
+    pub const FORCE_ANNOTATION: &str = "kubectl-gitops.io/force";
+    /// Field manager of every server-side apply the reconciler makes.
+    pub const FIELD_MANAGER: &str = "gitops-reconciler";
+    /// Finalizer on Kustomizations (deletionPolicy) and GitRepositories (artifact cleanup).
+    pub const FINALIZER: &str = "kubectl-gitops.io/finalizer";
+}
+
+/// The status of a condition as Kubernetes spells it.
+pub mod status {
+    pub const TRUE: &str = "True";
+    pub const FALSE: &str = "False";
+    pub const UNKNOWN: &str = "Unknown";
+}

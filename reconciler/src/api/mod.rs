@@ -1,0 +1,23 @@
+//! The `kubectl-gitops.io/v1alpha1` API: CRD types, conditions, durations and CRD generation.
+
+pub mod clusterpolicy;
+pub mod common;
+pub mod conditions;
+pub mod crd;
+pub mod duration;
+pub mod gitrepository;
+pub mod kustomization;
+
+pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
+pub use common::{FailurePolicy, PolicyModule, Selector};
+pub use gitrepository::{
+    Artifact, GitRepository, GitRepositoryRef, GitRepositorySpec, GitRepositoryStatus,
+};
+pub use kustomization::{
+    Inventory, InventoryEntry, Kustomization, KustomizationSpec, KustomizationStatus,
+};
+
+/// API group of every kind of this project.
+pub const GROUP: &str = "kubectl-gitops.io";
+/// API version of every kind of this project.
+pub const VERSION: &str = "v1alpha1";

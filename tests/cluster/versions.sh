@@ -1,0 +1,10 @@
+# Versions of the Go-built components of the local control plane.
+# Sourced by the scripts in this directory; bump here and the caches rebuild.
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.7.0
+KREW_VERSION=v0.4.3
+# Where expensive builds are cached, outside any checkout.
+GITOPS_CACHE_DIR=${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-gitops}
+# Where `up` keeps the running cluster's state (PKI, logs, PIDs, kubeconfig).
+GITOPS_CLUSTER_DIR=${GITOPS_CLUSTER_DIR:-$GITOPS_CACHE_DIR/cluster}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test of kubectl-gitops: formatting, lints, unit tests, then brings up the local
+# control plane, runs the smoke test and the conformance suite against it, and brings it down
+# again (also on failure). This is the README's test command (`make test`).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+. tests/cluster/versions.sh
+# Keep Rust builds warm across fresh clones: target dir in the cache unless the caller chose one.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$GITOPS_CACHE_DIR/target}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
+step() { printf '\n==== %s  (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+t0=$SECONDS
+
+step "setup"
+bash tests/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test (unit)"
+cargo test --workspace
+
+# A cluster of our own, in its own state directory, unless the caller points us at one.
+if [ -z "${GITOPS_TEST_KUBECONFIG:-}" ]; then
+  export GITOPS_CLUSTER_DIR="$GITOPS_CACHE_DIR/cluster-test-$$"
+  step "local control plane up"
+  trap 'step "local control plane down"; bash tests/cluster/down.sh --purge' EXIT
+  GITOPS_TEST_KUBECONFIG=$(bash tests/cluster/up.sh)
+  export GITOPS_TEST_KUBECONFIG
+fi
+
+step "smoke test"
+bash tests/cluster/smoke.sh
+step "conformance suite against $GITOPS_TEST_KUBECONFIG"
+cargo test -p gitops-conformance -- --ignored --test-threads=4
+
+printf '\nall tests passed in %ss\n' "$((SECONDS - t0))"

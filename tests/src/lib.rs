@@ -1,0 +1,164 @@
+//! Conformance harness: everything a test needs to talk to the cluster that
+//! `GITOPS_TEST_KUBECONFIG` points to (kind for users; the local control plane of
+//! `tests/cluster/` in this repository's CI).
+//!
+//! Conformance tests are `#[ignore]`d so that `cargo test --workspace` needs no cluster; the
+//! suite runs with `cargo test -p gitops-conformance -- --ignored --test-threads=4`. Each test
+//! works in its own namespace ([`TestNamespace`]), deleted when the test ends, pass or fail.
+//! Tests drive the cluster through the real `kubectl`, as users do.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The env var naming the kubeconfig of the cluster under test.
+pub const KUBECONFIG_ENV: &str = "GITOPS_TEST_KUBECONFIG";
+
+/// Path of the kubeconfig under test; panics with instructions when it is not set.
+pub fn kubeconfig() -> PathBuf {
+    match std::env::var_os(KUBECONFIG_ENV) {
+        Some(path) if Path::new(&path).is_file() => PathBuf::from(path),
+        Some(path) => panic!(
+            "{KUBECONFIG_ENV}={} does not name a file",
+            Path::new(&path).display()
+        ),
+        None => panic!(
+            "{KUBECONFIG_ENV} is not set: point it at a cluster's kubeconfig (bash tests/cluster/up.sh prints one)"
+        ),
+    }
+}
+
+/// Root of the repository (for manifests under reconciler/config/...).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The outcome of one kubectl invocation.
+#[derive(Debug)]
+pub struct KubectlResult {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for KubectlResult {
+    fn from(out: Output) -> Self {
+        Self {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `kubectl --kubeconfig <under test> ARGS`, with `stdin` piped in when given.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> KubectlResult {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig()).args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        pipe.write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    child
+        .wait_with_output()
+        .expect("kubectl runs to completion")
+        .into()
+}
+
+/// Runs kubectl and panics with its stderr unless it succeeds; returns stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let res = kubectl(args, stdin);
+    assert!(
+        res.success,
+        "kubectl {} failed:\n{}",
+        args.join(" "),
+        res.stderr
+    );
+    res.stdout
+}
+
+/// Installs (server-side applies) the committed CRDs and waits until they are Established.
+/// Idempotent; safe to call from every test.
+pub fn install_crds() {
+    let dir = repo_root().join("reconciler/config/crd");
+    let dir = dir.to_string_lossy();
+    kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=gitops-conformance",
+            "-f",
+            &dir,
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &dir,
+        ],
+        None,
+    );
+}
+
+/// A namespace that exists for the lifetime of one test and is deleted (without waiting) when
+/// dropped, whether the test passed or panicked.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates `gitops-test-<prefix>-<pid>-<n>`.
+    pub fn new(prefix: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("gt-{prefix}-{}-{n}", std::process::id());
+        kubectl_ok(&["create", "namespace", &name], None);
+        Self { name }
+    }
+
+    /// `kubectl -n <ns> ARGS`.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> KubectlResult {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        kubectl(&full, stdin)
+    }
+
+    /// Applies a manifest in this namespace; returns the result without asserting.
+    pub fn create(&self, manifest: &str) -> KubectlResult {
+        self.kubectl(&["create", "-f", "-"], Some(manifest))
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &[
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
