@@ -18,3 +18,9 @@ cluster-down:
 # Regenerate reconciler/config/crd from the API types.
 crds:
 	cargo run --bin gitops-crdgen
+
+# The bench suite (not tests): each bench prints its figure, its goal and the ratio against a
+# baseline measured in the same run.
+.PHONY: bench
+bench:
+	bash tests/bench.sh

@@ -9,6 +9,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # Debian packages: command or file that proves presence -> package.
 need_pkgs=()
+post_install=()
 want() { # want PACKAGE PATH-OR-COMMAND
   if [[ $2 == /* ]]; then [ -e "$2" ] || need_pkgs+=("$1"); else command -v "$2" >/dev/null 2>&1 || need_pkgs+=("$1"); fi
 }
@@ -17,6 +18,11 @@ want curl curl
 want git git
 want python3 python3
 want make make
+for extra in "$here"/setup.d/*.sh; do
+  [ -e "$extra" ] || continue
+  # shellcheck source=/dev/null
+  . "$extra"
+done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     log "missing packages: ${need_pkgs[*]} (run as root or install them yourself)"; exit 1
@@ -26,6 +32,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+for fn in "${post_install[@]}"; do "$fn"; done
+
 command -v cargo >/dev/null || { log "Rust (cargo) is required: install it with rustup"; exit 1; }
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
@@ -33,4 +41,6 @@ done
 command -v go >/dev/null || { log "Go >= 1.24 is required to build the local control plane"; exit 1; }
 command -v kubectl >/dev/null || { log "kubectl is required (v1.32 or newer)"; exit 1; }
 
+# Per-area requirements (git servers, wasm toolchain, ...), one file per area, in name order.
+# Each file is sourced with want/log available and may append to need_pkgs before the install.
 "$here/cluster/build.sh" k8s etcd kwok

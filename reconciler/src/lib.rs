@@ -1,5 +1,12 @@
 //! kubectl-gitops reconciler library: the API types and every stage of the pipeline, shared by
 //! the in-cluster `gitops-reconciler` binary and the `kubectl-gitops` CLI.
+//!
+//! Stages (DESIGN.md): [`source`] → [`build`] → [`policy`] → [`apply`], wired by [`controller`].
 
 pub mod api;
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod policy;
+pub mod source;
 pub mod yaml;

@@ -1,0 +1,1 @@
+//! kube-runtime controllers wiring the stages; status, events, metrics (issues 3 and 7).
