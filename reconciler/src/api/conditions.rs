@@ -69,3 +69,97 @@ pub mod status {
     pub const FALSE: &str = "False";
     pub const UNKNOWN: &str = "Unknown";
 }
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Sets (adds or replaces) the condition of `type_` in `conditions`, keeping
+/// `lastTransitionTime` when the status did not change — the one way every controller writes a
+/// condition.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+) {
+    let message = message.into();
+    let now = Time(jiff::Timestamp::now());
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.last_transition_time = now;
+            }
+            existing.status = status.to_owned();
+            existing.reason = reason.to_owned();
+            existing.message = message;
+            existing.observed_generation = observed_generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation,
+            last_transition_time: now,
+        }),
+    }
+}
+
+/// Removes the condition of `type_` (used for the abnormal-true `Reconciling` and `Stalled`).
+pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+/// The condition of `type_`, if present.
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// True when the `Ready` condition is present with status True.
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    get(conditions, types::READY).is_some_and(|c| c.status == status::TRUE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_keeps_transition_time_when_status_is_unchanged() {
+        let mut conditions = Vec::new();
+        set(
+            &mut conditions,
+            types::READY,
+            status::FALSE,
+            reasons::PROGRESSING,
+            "fetching",
+            Some(1),
+        );
+        let first = conditions[0].last_transition_time.clone();
+        set(
+            &mut conditions,
+            types::READY,
+            status::FALSE,
+            reasons::GIT_OPERATION_FAILED,
+            "boom",
+            Some(2),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions[0].reason, reasons::GIT_OPERATION_FAILED);
+        assert_eq!(conditions[0].observed_generation, Some(2));
+        assert!(!is_ready(&conditions));
+        set(
+            &mut conditions,
+            types::READY,
+            status::TRUE,
+            reasons::SUCCEEDED,
+            "ok",
+            Some(2),
+        );
+        assert!(is_ready(&conditions));
+        remove(&mut conditions, types::READY);
+        assert!(get(&conditions, types::READY).is_none());
+    }
+}
