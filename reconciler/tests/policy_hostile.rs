@@ -4,11 +4,16 @@
 mod policy_support;
 
 use gitops_reconciler::api::FailurePolicy;
-use gitops_reconciler::policy::{PipelineError, PolicyContext, PolicyError, PolicyHost, PolicyStep};
+use gitops_reconciler::policy::{
+    PipelineError, PolicyContext, PolicyError, PolicyHost, PolicyStep,
+};
 use policy_support::*;
 use std::time::{Duration, Instant};
 
-fn run(host: &PolicyHost, step: PolicyStep) -> Result<gitops_reconciler::policy::PipelineOutcome, PipelineError> {
+fn run(
+    host: &PolicyHost,
+    step: PolicyStep,
+) -> Result<gitops_reconciler::policy::PipelineOutcome, PipelineError> {
     host.run_pipeline(&[step], &PolicyContext::default(), objects())
 }
 
@@ -34,9 +39,18 @@ fn infinite_loop_is_stopped_at_the_deadline() {
     let started = Instant::now();
     let e = failure(&host, hostile("loop"));
     let elapsed = started.elapsed();
-    assert!(matches!(e, PolicyError::Timeout { ref policy, operation: "transform", deadline } if policy == "hostile-loop" && deadline == Duration::from_millis(200)), "{e:?}");
-    assert!(elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(3), "stopped after {elapsed:?}");
-    assert!(e.to_string().contains("hostile-loop") && e.to_string().contains("deadline"), "{e}");
+    assert!(
+        matches!(e, PolicyError::Timeout { ref policy, operation: "transform", deadline } if policy == "hostile-loop" && deadline == Duration::from_millis(200)),
+        "{e:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(3),
+        "stopped after {elapsed:?}"
+    );
+    assert!(
+        e.to_string().contains("hostile-loop") && e.to_string().contains("deadline"),
+        "{e}"
+    );
     still_works(&host);
 }
 
@@ -47,7 +61,10 @@ fn memory_bomb_is_stopped_at_the_cap_and_rss_stays_bounded() {
     let before = rss_bytes();
     for _ in 0..3 {
         let e = failure(&host, hostile("memory"));
-        assert!(matches!(e, PolicyError::MemoryExhausted { limit, .. } if limit == 64 << 20), "{e:?}");
+        assert!(
+            matches!(e, PolicyError::MemoryExhausted { limit, .. } if limit == 64 << 20),
+            "{e:?}"
+        );
     }
     let grown = rss_bytes().saturating_sub(before);
     assert!(grown < 256 << 20, "RSS grew by {grown} bytes");
@@ -58,7 +75,16 @@ fn memory_bomb_is_stopped_at_the_cap_and_rss_stays_bounded() {
 fn deep_recursion_traps_without_aborting_the_process() {
     let host = host_with(|_| {});
     let e = failure(&host, hostile("recursion"));
-    assert!(matches!(e, PolicyError::Trap { operation: "transform", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            PolicyError::Trap {
+                operation: "transform",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     still_works(&host);
 }
 
@@ -66,7 +92,10 @@ fn deep_recursion_traps_without_aborting_the_process() {
 fn panic_is_a_trap_error() {
     let host = host_with(|_| {});
     let e = failure(&host, hostile("panic"));
-    assert!(matches!(e, PolicyError::Trap { ref policy, .. } if policy == "hostile-panic"), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::Trap { ref policy, .. } if policy == "hostile-panic"),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("trapped"), "{e}");
     still_works(&host);
 }
@@ -75,7 +104,17 @@ fn panic_is_a_trap_error() {
 fn too_many_objects_are_refused() {
     let host = host_with(|_| {});
     let e = failure(&host, hostile("many-objects"));
-    assert!(matches!(e, PolicyError::TooManyObjects { count: 200_000, limit: 100_000, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            PolicyError::TooManyObjects {
+                count: 200_000,
+                limit: 100_000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     still_works(&host);
 }
 
@@ -84,7 +123,10 @@ fn oversized_output_is_refused_before_the_host_copies_it() {
     // 200,000 list slots alone need 4.8 MB of host memory: over a 1 MiB output cap.
     let host = host_with(|c| c.max_output_bytes = 1 << 20);
     let e = failure(&host, hostile("many-objects"));
-    assert!(matches!(e, PolicyError::OutputTooLarge { limit, .. } if limit == 1 << 20), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::OutputTooLarge { limit, .. } if limit == 1 << 20),
+        "{e:?}"
+    );
     // One 24 MiB object against a 16 MiB cap (memory raised so the guest can build it).
     let host = host_with(|c| {
         c.max_output_bytes = 16 << 20;
@@ -101,7 +143,10 @@ fn oversized_output_is_refused_before_the_host_copies_it() {
 fn malformed_output_names_the_policy_and_index() {
     let host = host_with(|_| {});
     let e = failure(&host, hostile("bad-json"));
-    assert!(matches!(e, PolicyError::MalformedOutput { ref policy, index: 0, ref reason } if policy == "hostile-bad-json" && reason.contains("not a JSON object")), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::MalformedOutput { ref policy, index: 0, ref reason } if policy == "hostile-bad-json" && reason.contains("not a JSON object")),
+        "{e:?}"
+    );
     still_works(&host);
 }
 
@@ -121,7 +166,10 @@ fn invalid_config_is_refused_by_validate_config() {
     let mut step = hostile("ok");
     step.config = serde_json::json!({"mode": "explode"});
     let e = failure(&host, step);
-    assert!(matches!(e, PolicyError::InvalidConfig { ref path, ref message, .. } if path.as_deref() == Some("/mode") && message.contains("explode")), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::InvalidConfig { ref path, ref message, .. } if path.as_deref() == Some("/mode") && message.contains("explode")),
+        "{e:?}"
+    );
     still_works(&host);
 }
 
@@ -133,12 +181,18 @@ fn digest_mismatch_is_refused_before_compiling() {
         *sha256 = "0".repeat(64);
     }
     let e = failure(&host, step);
-    assert!(matches!(e, PolicyError::DigestMismatch { ref expected, .. } if *expected == "0".repeat(64)), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::DigestMismatch { ref expected, .. } if *expected == "0".repeat(64)),
+        "{e:?}"
+    );
     let mut step = hostile("ok");
     if let gitops_reconciler::policy::ModuleSource::Component { sha256, .. } = &mut step.module {
         *sha256 = "ABC".to_owned();
     }
-    assert!(matches!(failure(&host, step), PolicyError::BadDigest { .. }));
+    assert!(matches!(
+        failure(&host, step),
+        PolicyError::BadDigest { .. }
+    ));
     still_works(&host);
 }
 
@@ -154,10 +208,25 @@ fn wat_step(name: &str, wat: &str) -> PolicyStep {
 #[test]
 fn denied_wasi_import_is_refused_at_load_naming_it() {
     let host = host_with(|_| {});
-    let e = failure(&host, wat_step("sockets", r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#));
-    assert!(matches!(e, PolicyError::ImportDenied { ref import, .. } if import == "wasi:sockets/tcp@0.2.0"), "{e:?}");
+    let e = failure(
+        &host,
+        wat_step(
+            "sockets",
+            r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#,
+        ),
+    );
+    assert!(
+        matches!(e, PolicyError::ImportDenied { ref import, .. } if import == "wasi:sockets/tcp@0.2.0"),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("wasi:sockets/tcp@0.2.0"));
-    let e = failure(&host, wat_step("http", r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#));
+    let e = failure(
+        &host,
+        wat_step(
+            "http",
+            r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#,
+        ),
+    );
     assert!(matches!(e, PolicyError::ImportDenied { .. }), "{e:?}");
     still_works(&host);
 }
@@ -166,7 +235,10 @@ fn denied_wasi_import_is_refused_at_load_naming_it() {
 fn missing_exports_and_core_modules_are_not_policy_components() {
     let host = host_with(|_| {});
     let e = failure(&host, wat_step("empty", "(component)"));
-    assert!(matches!(e, PolicyError::InvalidComponent { ref policy, ref reason } if policy == "empty" && !reason.is_empty()), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::InvalidComponent { ref policy, ref reason } if policy == "empty" && !reason.is_empty()),
+        "{e:?}"
+    );
     let e = failure(&host, wat_step("core", "(module)"));
     assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e:?}");
     let e = failure(&host, wat_step("garbage", "\0asm garbage"));
@@ -178,7 +250,10 @@ fn missing_exports_and_core_modules_are_not_policy_components() {
 fn oversized_module_is_refused() {
     let host = host_with(|c| c.max_module_bytes = 1024);
     let e = failure(&host, hostile("ok"));
-    assert!(matches!(e, PolicyError::ModuleTooLarge { limit: 1024, .. }), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::ModuleTooLarge { limit: 1024, .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -187,10 +262,17 @@ fn failure_policy_ignore_skips_a_failing_policy_but_never_a_tenancy_breach() {
     let mut looping = hostile("loop");
     looping.failure_policy = FailurePolicy::Ignore;
     let outcome = host
-        .run_pipeline(&[looping, hostile("ok")], &PolicyContext::default(), objects())
+        .run_pipeline(
+            &[looping, hostile("ok")],
+            &PolicyContext::default(),
+            objects(),
+        )
         .expect("the failing step is ignored");
     assert_eq!(outcome.objects, objects());
-    assert!(matches!(outcome.ignored_failures.as_slice(), [PolicyError::Timeout { .. }]));
+    assert!(matches!(
+        outcome.ignored_failures.as_slice(),
+        [PolicyError::Timeout { .. }]
+    ));
 
     let mut breach = hostile("add-cluster-object");
     breach.failure_policy = FailurePolicy::Ignore;
@@ -215,7 +297,10 @@ fn concurrent_calls_are_isolated() {
             let host = host.clone();
             std::thread::spawn(move || {
                 if i % 3 == 0 {
-                    assert!(matches!(failure(&host, hostile("loop")), PolicyError::Timeout { .. }));
+                    assert!(matches!(
+                        failure(&host, hostile("loop")),
+                        PolicyError::Timeout { .. }
+                    ));
                 } else {
                     for _ in 0..20 {
                         still_works(&host);

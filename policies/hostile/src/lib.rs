@@ -4,7 +4,8 @@
 //! tell that the instance after a hostile one still works.
 
 use gitops_policy_sdk::{
-    ConfigError, Context, Level, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json, log,
+    ConfigError, Context, Level, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json,
+    log,
 };
 use std::hint::black_box;
 
@@ -59,22 +60,28 @@ impl Policy for Hostile {
     }
 
     fn parse_config(config: &Value) -> Result<Mode, ConfigError> {
-        Ok(match config.get("mode").and_then(Value::as_str).unwrap_or("ok") {
-            "ok" => Mode::Ok,
-            "loop" => Mode::Loop,
-            "memory" => Mode::Memory,
-            "recursion" => Mode::Recursion,
-            "panic" => Mode::Panic,
-            "many-objects" => Mode::ManyObjects,
-            "big-object" => Mode::BigObject,
-            "bad-json" => Mode::BadJson,
-            "log-flood" => Mode::LogFlood,
-            "add-cluster-object" => Mode::AddClusterObject,
-            other => return Err(ConfigError::at("/mode", format!("unknown mode {other:?}"))),
-        })
+        Ok(
+            match config.get("mode").and_then(Value::as_str).unwrap_or("ok") {
+                "ok" => Mode::Ok,
+                "loop" => Mode::Loop,
+                "memory" => Mode::Memory,
+                "recursion" => Mode::Recursion,
+                "panic" => Mode::Panic,
+                "many-objects" => Mode::ManyObjects,
+                "big-object" => Mode::BigObject,
+                "bad-json" => Mode::BadJson,
+                "log-flood" => Mode::LogFlood,
+                "add-cluster-object" => Mode::AddClusterObject,
+                other => return Err(ConfigError::at("/mode", format!("unknown mode {other:?}"))),
+            },
+        )
     }
 
-    fn transform(_ctx: &Context, mode: &Mode, objects: Vec<Value>) -> Result<Vec<Value>, PolicyError> {
+    fn transform(
+        _ctx: &Context,
+        mode: &Mode,
+        objects: Vec<Value>,
+    ) -> Result<Vec<Value>, PolicyError> {
         match mode {
             Mode::Ok => Ok(objects),
             Mode::Loop => loop {
@@ -92,7 +99,9 @@ impl Policy for Hostile {
             }
             Mode::Panic => panic!("hostile policy panics on purpose"),
             Mode::ManyObjects => Ok(vec![json!({}); 200_000]),
-            Mode::BigObject => Ok(vec![json!({"kind": "ConfigMap", "data": {"x": "x".repeat(24 << 20)}})]),
+            Mode::BigObject => Ok(vec![
+                json!({"kind": "ConfigMap", "data": {"x": "x".repeat(24 << 20)}}),
+            ]),
             Mode::BadJson => Ok(vec![Value::String("not an object".to_owned())]),
             Mode::AddClusterObject => {
                 let mut objects = objects;

@@ -17,7 +17,9 @@
 //! Jobs and CronJobs.
 
 use gitops_policy_sdk::object::{CONTAINER_LISTS, pod_spec_pointer};
-use gitops_policy_sdk::{ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json};
+use gitops_policy_sdk::{
+    ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json,
+};
 use std::collections::BTreeMap;
 
 /// The policy.
@@ -65,7 +67,8 @@ impl<'a> ImageRef<'a> {
     /// The fully qualified repository: `docker.io/library/redis` for `redis`.
     pub fn repository(&self) -> String {
         let first = self.name.split('/').next().unwrap_or_default();
-        let has_registry = self.name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+        let has_registry = self.name.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
         if has_registry {
             self.name.to_owned()
         } else if self.name.contains('/') {
@@ -79,7 +82,10 @@ impl<'a> ImageRef<'a> {
 /// True if `repository` is `prefix` or below it (path-segment boundary).
 fn under(repository: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
-    repository == prefix || repository.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    repository == prefix
+        || repository
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Every container image field of `object`: (JSON pointer of the `image` field, image).
@@ -125,7 +131,11 @@ pub fn check(object: &Value, config: &Config) -> Vec<Violation> {
         }
         if !config.allowed_registries.is_empty() {
             let repository = r.repository();
-            if !config.allowed_registries.iter().any(|p| under(&repository, p)) {
+            if !config
+                .allowed_registries
+                .iter()
+                .any(|p| under(&repository, p))
+            {
                 violations.push(Violation::deny(
                     object,
                     &field,
@@ -155,17 +165,27 @@ pub fn pin(object: &mut Value, config: &Config) {
     }
 }
 
-fn bool_field(map: &serde_json::Map<String, Value>, key: &str, default: bool) -> Result<bool, ConfigError> {
+fn bool_field(
+    map: &serde_json::Map<String, Value>,
+    key: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match map.get(key) {
         None => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ConfigError::at(format!("/{key}"), format!("{key} must be true or false"))),
+        Some(_) => Err(ConfigError::at(
+            format!("/{key}"),
+            format!("{key} must be true or false"),
+        )),
     }
 }
 
 fn is_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 impl Policy for ImagePinning {
@@ -204,25 +224,41 @@ impl Policy for ImagePinning {
         };
         const KNOWN: [&str; 4] = ["allowedRegistries", "denyLatest", "denyUntagged", "digests"];
         if let Some(key) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(ConfigError::at(format!("/{key}"), format!("unknown field {key:?}")));
+            return Err(ConfigError::at(
+                format!("/{key}"),
+                format!("unknown field {key:?}"),
+            ));
         }
         let mut allowed_registries = Vec::new();
         if let Some(list) = map.get("allowedRegistries") {
-            let list = list
-                .as_array()
-                .ok_or_else(|| ConfigError::at("/allowedRegistries", "allowedRegistries must be a list of strings"))?;
+            let list = list.as_array().ok_or_else(|| {
+                ConfigError::at(
+                    "/allowedRegistries",
+                    "allowedRegistries must be a list of strings",
+                )
+            })?;
             for (i, r) in list.iter().enumerate() {
                 match r.as_str() {
-                    Some(s) if !s.trim_matches('/').is_empty() => allowed_registries.push(s.trim_end_matches('/').to_owned()),
-                    _ => return Err(ConfigError::at(format!("/allowedRegistries/{i}"), "must be a non-empty string like \"ghcr.io/acme\"")),
+                    Some(s) if !s.trim_matches('/').is_empty() => {
+                        allowed_registries.push(s.trim_end_matches('/').to_owned())
+                    }
+                    _ => {
+                        return Err(ConfigError::at(
+                            format!("/allowedRegistries/{i}"),
+                            "must be a non-empty string like \"ghcr.io/acme\"",
+                        ));
+                    }
                 }
             }
         }
         let mut digests = BTreeMap::new();
         if let Some(map) = map.get("digests") {
-            let map = map
-                .as_object()
-                .ok_or_else(|| ConfigError::at("/digests", "digests must map image references to sha256 digests"))?;
+            let map = map.as_object().ok_or_else(|| {
+                ConfigError::at(
+                    "/digests",
+                    "digests must map image references to sha256 digests",
+                )
+            })?;
             for (image, digest) in map {
                 match digest.as_str() {
                     Some(d) if is_digest(d) => {
@@ -245,7 +281,11 @@ impl Policy for ImagePinning {
         })
     }
 
-    fn transform(_ctx: &Context, config: &Config, mut objects: Vec<Value>) -> Result<Vec<Value>, PolicyError> {
+    fn transform(
+        _ctx: &Context,
+        config: &Config,
+        mut objects: Vec<Value>,
+    ) -> Result<Vec<Value>, PolicyError> {
         for object in objects.iter_mut() {
             pin(object, config);
         }
@@ -266,12 +306,21 @@ mod tests {
     #[test]
     fn parses_references() {
         let r = ImageRef::parse("localhost:5000/team/app:1.2@sha256:abc");
-        assert_eq!((r.name, r.tag, r.digest), ("localhost:5000/team/app", Some("1.2"), Some("sha256:abc")));
+        assert_eq!(
+            (r.name, r.tag, r.digest),
+            ("localhost:5000/team/app", Some("1.2"), Some("sha256:abc"))
+        );
         assert_eq!(r.repository(), "localhost:5000/team/app");
         let r = ImageRef::parse("localhost:5000/app");
         assert_eq!((r.name, r.tag), ("localhost:5000/app", None));
-        assert_eq!(ImageRef::parse("redis").repository(), "docker.io/library/redis");
-        assert_eq!(ImageRef::parse("schooldevops/vote:v1").repository(), "docker.io/schooldevops/vote");
+        assert_eq!(
+            ImageRef::parse("redis").repository(),
+            "docker.io/library/redis"
+        );
+        assert_eq!(
+            ImageRef::parse("schooldevops/vote:v1").repository(),
+            "docker.io/schooldevops/vote"
+        );
         assert!(under("ghcr.io/acme/app", "ghcr.io/acme"));
         assert!(!under("ghcr.io/acmeevil/app", "ghcr.io/acme"));
     }
@@ -287,6 +336,9 @@ mod tests {
 
     #[test]
     fn fixtures() {
-        gitops_policy_sdk::testing::check_fixtures::<ImagePinning>(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/image-pinning"));
+        gitops_policy_sdk::testing::check_fixtures::<ImagePinning>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/image-pinning"
+        ));
     }
 }

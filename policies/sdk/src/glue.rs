@@ -2,7 +2,9 @@
 //! Compiled on every target so the conversions are checked and tested natively.
 
 use crate::bindings::kubectl_gitops::policy::types as wit;
-use crate::{ConfigError, Context, Metadata, ObjectRef, Policy, PolicyError, PolicyKind, Severity, Value};
+use crate::{
+    ConfigError, Context, Metadata, ObjectRef, Policy, PolicyError, PolicyKind, Severity, Value,
+};
 
 /// `metadata` export.
 pub fn metadata<P: Policy>() -> wit::Metadata {
@@ -31,7 +33,8 @@ fn parse_config_json(config: &str) -> Result<Value, ConfigError> {
     if config.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(config).map_err(|e| ConfigError::new(format!("config is not valid JSON: {e}")))
+    serde_json::from_str(config)
+        .map_err(|e| ConfigError::new(format!("config is not valid JSON: {e}")))
 }
 
 fn config_error(e: ConfigError) -> wit::ConfigError {
@@ -106,7 +109,11 @@ pub fn transform<P: Policy>(
 }
 
 /// `validate` export.
-pub fn validate<P: Policy>(ctx: wit::Context, config: &str, objects: Vec<String>) -> Vec<wit::Violation> {
+pub fn validate<P: Policy>(
+    ctx: wit::Context,
+    config: &str,
+    objects: Vec<String>,
+) -> Vec<wit::Violation> {
     let whole_set = |message: String| {
         vec![wit::Violation {
             object: None,

@@ -16,6 +16,8 @@ pub mod testing;
 pub mod glue;
 
 /// The bindings generated from `wit/policy.wit`, for authors who want the raw contract.
+// Generated code: the canonical-ABI glue takes one argument per flattened value.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -86,7 +88,9 @@ impl ObjectRef {
     /// The reference of `object` (empty strings for missing fields).
     pub fn of(object: &Value) -> ObjectRef {
         ObjectRef {
-            api_version: object::str_at(object, "/apiVersion").unwrap_or_default().to_owned(),
+            api_version: object::str_at(object, "/apiVersion")
+                .unwrap_or_default()
+                .to_owned(),
             kind: object::kind(object).to_owned(),
             namespace: object::namespace(object).map(str::to_owned),
             name: object::name(object).to_owned(),
@@ -277,8 +281,10 @@ macro_rules! export_policy {
                 }
                 fn validate_config(
                     config: ::std::string::String,
-                ) -> ::std::result::Result<(), $crate::bindings::kubectl_gitops::policy::types::ConfigError>
-                {
+                ) -> ::std::result::Result<
+                    (),
+                    $crate::bindings::kubectl_gitops::policy::types::ConfigError,
+                > {
                     $crate::glue::validate_config::<$policy>(&config)
                 }
                 fn transform(
@@ -295,11 +301,12 @@ macro_rules! export_policy {
                     context: $crate::bindings::kubectl_gitops::policy::types::Context,
                     config: ::std::string::String,
                     objects: ::std::vec::Vec<::std::string::String>,
-                ) -> ::std::vec::Vec<$crate::bindings::kubectl_gitops::policy::types::Violation> {
+                ) -> ::std::vec::Vec<$crate::bindings::kubectl_gitops::policy::types::Violation>
+                {
                     $crate::glue::validate::<$policy>(context, &config, objects)
                 }
             }
-            $crate::bindings::export_component!(Component with_types_in $crate::bindings);
+    $crate::bindings::export_component!(Component with_types_in $crate::bindings);
         };
     };
 }

@@ -49,11 +49,7 @@ pub fn set_namespace(object: &mut Value, namespace: &str) {
 
 /// The value of label `key`, if set.
 pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object
-        .get("metadata")?
-        .get("labels")?
-        .get(key)?
-        .as_str()
+    object.get("metadata")?.get("labels")?.get(key)?.as_str()
 }
 
 /// The pod spec of a workload (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
@@ -61,9 +57,12 @@ pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
 pub fn pod_spec_pointer(object: &Value) -> Option<&'static str> {
     match kind(object) {
         "Pod" => Some("/spec"),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
-            Some("/spec/template/spec")
-        }
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => Some("/spec/template/spec"),
         "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
         _ => None,
     }

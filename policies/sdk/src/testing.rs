@@ -16,7 +16,9 @@ pub struct Outcome {
 impl Outcome {
     /// True if no finding denies.
     pub fn allowed(&self) -> bool {
-        self.violations.iter().all(|v| v.severity != Severity::Error)
+        self.violations
+            .iter()
+            .all(|v| v.severity != Severity::Error)
     }
 }
 
@@ -31,7 +33,11 @@ pub enum RunError {
 
 /// Runs `P` on `objects` as the host would: parse the config, transform (if the policy
 /// transforms), then validate (if it validates).
-pub fn run<P: Policy>(ctx: &Context, config: &Value, objects: Vec<Value>) -> Result<Outcome, RunError> {
+pub fn run<P: Policy>(
+    ctx: &Context,
+    config: &Value,
+    objects: Vec<Value>,
+) -> Result<Outcome, RunError> {
     let parsed = P::parse_config(config).map_err(RunError::Config)?;
     let kind = P::metadata().kind;
     let objects = match kind {
@@ -42,7 +48,10 @@ pub fn run<P: Policy>(ctx: &Context, config: &Value, objects: Vec<Value>) -> Res
         crate::PolicyKind::Transform => Vec::new(),
         _ => P::validate(ctx, &parsed, &objects),
     };
-    Ok(Outcome { objects, violations })
+    Ok(Outcome {
+        objects,
+        violations,
+    })
 }
 
 /// A context for tests: Kustomization `flux-system/apps`, revision `main@sha1:0…0`.
@@ -122,8 +131,18 @@ pub struct ExpectedViolation {
 
 impl ExpectedViolation {
     /// Compares with an actual violation given as its parts; returns what differs.
-    pub fn matches(&self, object: &str, field: &str, severity: &str, message: &str) -> Result<(), String> {
-        if self.object != object || self.field != field || self.severity != severity || !message.contains(&self.message) {
+    pub fn matches(
+        &self,
+        object: &str,
+        field: &str,
+        severity: &str,
+        message: &str,
+    ) -> Result<(), String> {
+        if self.object != object
+            || self.field != field
+            || self.severity != severity
+            || !message.contains(&self.message)
+        {
             return Err(format!(
                 "expected {} {} {} containing {:?}, got {object} {field} {severity} {message:?}",
                 self.object, self.field, self.severity, self.message
@@ -146,9 +165,17 @@ pub fn load_fixtures(dir: &str) -> Vec<(String, Fixture)> {
     paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-            let fixture = serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()));
-            (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), fixture)
+            let text = std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            let fixture = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()));
+            (
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                fixture,
+            )
         })
         .collect()
 }
@@ -163,9 +190,13 @@ pub fn check_fixtures<P: Policy>(dir: &str) {
         };
         let result = run::<P>(&ctx, &f.config, f.input.clone());
         let problem = match (result, &f.expect.config_error) {
-            (Err(RunError::Config(e)), Some(path)) => {
-                (e.path.as_deref().unwrap_or("") != path).then(|| format!("config error at {:?}, expected {path:?}: {}", e.path, e.message))
-            }
+            (Err(RunError::Config(e)), Some(path)) => (e.path.as_deref().unwrap_or("") != path)
+                .then(|| {
+                    format!(
+                        "config error at {:?}, expected {path:?}: {}",
+                        e.path, e.message
+                    )
+                }),
             (Err(e), _) => Some(format!("unexpected error {e:?}")),
             (Ok(_), Some(path)) => Some(format!("config accepted, expected an error at {path:?}")),
             (Ok(outcome), None) => {
@@ -180,15 +211,29 @@ pub fn check_fixtures<P: Policy>(dir: &str) {
                     ));
                 }
                 if outcome.violations.len() != f.expect.violations.len() {
-                    problems.push(format!("{} violations, expected {}: {:?}", outcome.violations.len(), f.expect.violations.len(), outcome.violations));
+                    problems.push(format!(
+                        "{} violations, expected {}: {:?}",
+                        outcome.violations.len(),
+                        f.expect.violations.len(),
+                        outcome.violations
+                    ));
                 }
                 for (want, got) in f.expect.violations.iter().zip(&outcome.violations) {
-                    let object = got.object.as_ref().map(ToString::to_string).unwrap_or_default();
+                    let object = got
+                        .object
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     let severity = match got.severity {
                         Severity::Error => "error",
                         Severity::Warning => "warning",
                     };
-                    if let Err(e) = want.matches(&object, got.field.as_deref().unwrap_or(""), severity, &got.message) {
+                    if let Err(e) = want.matches(
+                        &object,
+                        got.field.as_deref().unwrap_or(""),
+                        severity,
+                        &got.message,
+                    ) {
                         problems.push(e);
                     }
                 }
@@ -199,5 +244,9 @@ pub fn check_fixtures<P: Policy>(dir: &str) {
             failures.push(format!("{name} ({}): {p}", f.description));
         }
     }
-    assert!(failures.is_empty(), "fixture failures:\n{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "fixture failures:\n{}",
+        failures.join("\n\n")
+    );
 }

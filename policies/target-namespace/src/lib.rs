@@ -13,7 +13,9 @@
 //!   `spec.service.namespace` of APIServices are set to `<name>` where a service is referenced.
 
 use gitops_policy_sdk::object::{self, str_at};
-use gitops_policy_sdk::{ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, json};
+use gitops_policy_sdk::{
+    ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, json,
+};
 use std::collections::BTreeSet;
 
 /// Cluster-scoped kinds of Kubernetes v1.34 (and of kubectl-gitops itself), as
@@ -24,11 +26,23 @@ pub const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("", "Node"),
     ("", "PersistentVolume"),
     ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingAdmissionPolicyBinding",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
     ("apiextensions.k8s.io", "CustomResourceDefinition"),
     ("apiregistration.k8s.io", "APIService"),
     ("authentication.k8s.io", "SelfSubjectReview"),
@@ -76,7 +90,9 @@ impl Config {
     /// True if objects of `group`/`kind` are cluster-scoped.
     pub fn is_cluster_scoped(&self, group: &str, kind: &str) -> bool {
         CLUSTER_SCOPED.binary_search(&(group, kind)).is_ok()
-            || self.cluster_scoped.contains(&(group.to_owned(), kind.to_owned()))
+            || self
+                .cluster_scoped
+                .contains(&(group.to_owned(), kind.to_owned()))
     }
 }
 
@@ -84,7 +100,8 @@ impl Config {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -117,14 +134,19 @@ pub fn retarget(object: &mut Value, config: &Config) {
                 }
             }
         }
-        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration") => {
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration",
+        ) => {
             if let Some(Value::Array(webhooks)) = object.get_mut("webhooks") {
                 for webhook in webhooks.iter_mut() {
                     set_service_namespace(webhook, "/clientConfig/service", ns);
                 }
             }
         }
-        ("apiregistration.k8s.io", "APIService") => set_service_namespace(object, "/spec/service", ns),
+        ("apiregistration.k8s.io", "APIService") => {
+            set_service_namespace(object, "/spec/service", ns)
+        }
         _ => {}
     }
     if !config.is_cluster_scoped(&group, &kind) {
@@ -139,9 +161,10 @@ impl Policy for TargetNamespace {
         Metadata {
             name: "target-namespace".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            description: "Moves every namespaced object into one namespace (spec.targetNamespace), \
+            description:
+                "Moves every namespaced object into one namespace (spec.targetNamespace), \
                           with kustomize namespace-transformer semantics."
-                .to_owned(),
+                    .to_owned(),
             kind: PolicyKind::Transform,
             config_schema: Some(
                 json!({
@@ -159,11 +182,17 @@ impl Policy for TargetNamespace {
     }
 
     fn parse_config(config: &Value) -> Result<Config, ConfigError> {
-        let map = config
-            .as_object()
-            .ok_or_else(|| ConfigError::new("config must be an object like {\"namespace\": \"apps\"}"))?;
-        if let Some(key) = map.keys().find(|k| *k != "namespace" && *k != "clusterScoped") {
-            return Err(ConfigError::at(format!("/{key}"), format!("unknown field {key:?}")));
+        let map = config.as_object().ok_or_else(|| {
+            ConfigError::new("config must be an object like {\"namespace\": \"apps\"}")
+        })?;
+        if let Some(key) = map
+            .keys()
+            .find(|k| *k != "namespace" && *k != "clusterScoped")
+        {
+            return Err(ConfigError::at(
+                format!("/{key}"),
+                format!("unknown field {key:?}"),
+            ));
         }
         let namespace = map
             .get("namespace")
@@ -172,19 +201,26 @@ impl Policy for TargetNamespace {
         if !is_dns_label(namespace) {
             return Err(ConfigError::at(
                 "/namespace",
-                format!("{namespace:?} is not a valid namespace name (lowercase DNS label, at most 63 characters)"),
+                format!(
+                    "{namespace:?} is not a valid namespace name (lowercase DNS label, at most 63 characters)"
+                ),
             ));
         }
         let mut cluster_scoped = BTreeSet::new();
         if let Some(list) = map.get("clusterScoped") {
-            let list = list
-                .as_array()
-                .ok_or_else(|| ConfigError::at("/clusterScoped", "clusterScoped must be a list of \"Kind.group\" strings"))?;
+            let list = list.as_array().ok_or_else(|| {
+                ConfigError::at(
+                    "/clusterScoped",
+                    "clusterScoped must be a list of \"Kind.group\" strings",
+                )
+            })?;
             for (i, entry) in list.iter().enumerate() {
-                let entry = entry
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .ok_or_else(|| ConfigError::at(format!("/clusterScoped/{i}"), "must be a non-empty \"Kind.group\" string"))?;
+                let entry = entry.as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
+                    ConfigError::at(
+                        format!("/clusterScoped/{i}"),
+                        "must be a non-empty \"Kind.group\" string",
+                    )
+                })?;
                 let (kind, group) = entry.split_once('.').unwrap_or((entry, ""));
                 cluster_scoped.insert((group.to_owned(), kind.to_owned()));
             }
@@ -195,7 +231,11 @@ impl Policy for TargetNamespace {
         })
     }
 
-    fn transform(_ctx: &Context, config: &Config, mut objects: Vec<Value>) -> Result<Vec<Value>, PolicyError> {
+    fn transform(
+        _ctx: &Context,
+        config: &Config,
+        mut objects: Vec<Value>,
+    ) -> Result<Vec<Value>, PolicyError> {
         for object in objects.iter_mut() {
             if !object.is_object() {
                 return Err(PolicyError::on(object, "object is not a JSON object"));
@@ -227,7 +267,10 @@ mod tests {
         assert_eq!(e.path.as_deref(), Some("/extra"));
         let e = TargetNamespace::parse_config(&Value::Null).unwrap_err();
         assert!(e.message.contains("namespace"));
-        let c = TargetNamespace::parse_config(&json!({"namespace": "ok", "clusterScoped": ["Widget.example.com", "Thing"]})).unwrap();
+        let c = TargetNamespace::parse_config(
+            &json!({"namespace": "ok", "clusterScoped": ["Widget.example.com", "Thing"]}),
+        )
+        .unwrap();
         assert!(c.is_cluster_scoped("example.com", "Widget"));
         assert!(c.is_cluster_scoped("", "Thing"));
         assert!(!c.is_cluster_scoped("", "Widget"));
@@ -235,6 +278,9 @@ mod tests {
 
     #[test]
     fn fixtures() {
-        gitops_policy_sdk::testing::check_fixtures::<TargetNamespace>(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/target-namespace"));
+        gitops_policy_sdk::testing::check_fixtures::<TargetNamespace>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/target-namespace"
+        ));
     }
 }

@@ -3,9 +3,18 @@
 
 /// Names and component bytes of the built-in policies.
 pub const BUILTINS: &[(&str, &[u8])] = &[
-    ("image-pinning", include_bytes!("../../../policies/dist/image-pinning.wasm")),
-    ("replica-bounds", include_bytes!("../../../policies/dist/replica-bounds.wasm")),
-    ("target-namespace", include_bytes!("../../../policies/dist/target-namespace.wasm")),
+    (
+        "image-pinning",
+        include_bytes!("../../../policies/dist/image-pinning.wasm"),
+    ),
+    (
+        "replica-bounds",
+        include_bytes!("../../../policies/dist/replica-bounds.wasm"),
+    ),
+    (
+        "target-namespace",
+        include_bytes!("../../../policies/dist/target-namespace.wasm"),
+    ),
 ];
 
 /// The bytes of built-in `name`.

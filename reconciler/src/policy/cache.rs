@@ -59,7 +59,8 @@ impl DiskCache {
 
     /// The entry path for a component digest (`sha256` is lowercase hex, checked by the caller).
     pub(crate) fn entry_path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
     }
 
     /// Reads and verifies the entry for `sha256`; returns the serialized component.
@@ -77,7 +78,9 @@ impl DiskCache {
     pub(crate) fn write(&self, sha256: &str, payload: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.entry_path(sha256);
-        let tmp = self.dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".{sha256}.{}.tmp", std::process::id()));
         let result = write_entry(&tmp, payload).and_then(|()| std::fs::rename(&tmp, &path));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -113,7 +116,8 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_damage_is_detected() {
-        let dir = std::env::temp_dir().join(format!("gitops-policy-cache-unit-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gitops-policy-cache-unit-{}", std::process::id()));
         let cache = DiskCache::new(dir.clone(), "e".repeat(32));
         let sha = "a".repeat(64);
         assert!(matches!(cache.read(&sha), Err(Miss::Absent)));

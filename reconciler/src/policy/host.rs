@@ -4,8 +4,8 @@ use super::bindings::{self, Policy, PolicyPre, kubectl_gitops::policy::types as 
 use super::cache::{DiskCache, Miss, engine_hash};
 use super::store::{LogBudget, StoreState};
 use super::{
-    ModuleSource, ObjectRef, PipelineError, PipelineOutcome, PolicyContext, PolicyError, PolicyKind, PolicyStep,
-    Severity, Violation, builtin, output, tenancy,
+    ModuleSource, ObjectRef, PipelineError, PipelineOutcome, PolicyContext, PolicyError,
+    PolicyKind, PolicyStep, Severity, Violation, builtin, output, tenancy,
 };
 use crate::api::FailurePolicy;
 use serde_json::Value;
@@ -121,7 +121,9 @@ pub struct PolicyHost {
 
 impl std::fmt::Debug for PolicyHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyHost").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("PolicyHost")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,7 +159,9 @@ const GRANTED_IMPORTS: &[&str] = &[
 ];
 
 fn import_granted(name: &str) -> bool {
-    GRANTED_IMPORTS.iter().any(|prefix| name.starts_with(prefix))
+    GRANTED_IMPORTS
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 impl PolicyHost {
@@ -187,7 +191,8 @@ impl PolicyHost {
 
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        Policy::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(engine_err)?;
+        Policy::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -202,7 +207,9 @@ impl PolicyHost {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| PolicyError::Engine(format!("starting the epoch ticker thread: {e}")))?;
+                .map_err(|e| {
+                    PolicyError::Engine(format!("starting the epoch ticker thread: {e}"))
+                })?;
         }
 
         let disk = config
@@ -213,7 +220,8 @@ impl PolicyHost {
             .iter()
             .map(|(name, bytes)| (*name, sha256_hex(bytes)))
             .collect();
-        let deadline_ticks = config.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
+        let deadline_ticks =
+            config.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
         Ok(PolicyHost {
             inner: Arc::new(Inner {
                 engine,
@@ -246,7 +254,11 @@ impl PolicyHost {
         self.check_config(&step.name, &module, &step.config.to_string())
     }
 
-    fn module(&self, policy: &str, source: &ModuleSource) -> Result<Arc<LoadedModule>, PolicyError> {
+    fn module(
+        &self,
+        policy: &str,
+        source: &ModuleSource,
+    ) -> Result<Arc<LoadedModule>, PolicyError> {
         let inner = &self.inner;
         let (bytes, sha256): (&[u8], String) = match source {
             ModuleSource::Builtin(name) => {
@@ -263,7 +275,11 @@ impl PolicyHost {
                 (bytes, sha)
             }
             ModuleSource::Component { bytes, sha256 } => {
-                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                if sha256.len() != 64
+                    || !sha256
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
                     return Err(PolicyError::BadDigest {
                         policy: policy.to_owned(),
                         sha256: sha256.clone(),
@@ -298,7 +314,12 @@ impl PolicyHost {
 
     /// The compiled component: from the disk cache if a verified entry exists, else compiled
     /// (bounded in time) and written back.
-    fn component(&self, policy: &str, bytes: &[u8], sha256: &str) -> Result<Component, PolicyError> {
+    fn component(
+        &self,
+        policy: &str,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<Component, PolicyError> {
         let inner = &self.inner;
         if let Some(disk) = &inner.disk {
             match disk.read(sha256) {
@@ -311,7 +332,9 @@ impl PolicyHost {
                     // `Component::serialize` produced.
                     match unsafe { Component::deserialize(&inner.engine, &payload) } {
                         Ok(c) => return Ok(c),
-                        Err(e) => tracing::warn!(policy, sha256, error = %e, "cached compiled policy rejected; recompiling"),
+                        Err(e) => {
+                            tracing::warn!(policy, sha256, error = %e, "cached compiled policy rejected; recompiling")
+                        }
                     }
                 }
                 Err(Miss::Absent) => {}
@@ -347,7 +370,12 @@ impl PolicyHost {
                 });
             }
         };
-        tracing::debug!(policy, sha256, elapsed_ms = started.elapsed().as_millis() as u64, "compiled policy component");
+        tracing::debug!(
+            policy,
+            sha256,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled policy component"
+        );
         if let Some(disk) = &inner.disk {
             match component.serialize() {
                 Ok(payload) => {
@@ -355,14 +383,21 @@ impl PolicyHost {
                         tracing::warn!(policy, sha256, error = %e, "could not write the policy cache entry");
                     }
                 }
-                Err(e) => tracing::warn!(policy, sha256, error = %e, "could not serialize a compiled policy"),
+                Err(e) => {
+                    tracing::warn!(policy, sha256, error = %e, "could not serialize a compiled policy")
+                }
             }
         }
         Ok(component)
     }
 
     /// Checks imports, links, type-checks the world, and reads the metadata.
-    fn link(&self, policy: &str, component: &Component, sha256: String) -> Result<LoadedModule, PolicyError> {
+    fn link(
+        &self,
+        policy: &str,
+        component: &Component,
+        sha256: String,
+    ) -> Result<LoadedModule, PolicyError> {
         let inner = &self.inner;
         let invalid = |e: wasmtime::Error| PolicyError::InvalidComponent {
             policy: policy.to_owned(),
@@ -422,10 +457,16 @@ impl PolicyHost {
         store.set_epoch_deadline(inner.deadline_ticks);
         store.epoch_deadline_trap();
         store.set_hostcall_fuel(config.max_output_bytes);
-        let result = pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store));
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
         let dropped = store.data().dropped_logs;
         if dropped > 0 {
-            tracing::warn!(policy, dropped, "policy log lines over the per-call limit were dropped");
+            tracing::warn!(
+                policy,
+                dropped,
+                "policy log lines over the per-call limit were dropped"
+            );
         }
         result.map_err(|e| {
             let policy = policy.to_owned();
@@ -460,17 +501,27 @@ impl PolicyHost {
         })
     }
 
-    fn check_config(&self, policy: &str, module: &LoadedModule, config: &str) -> Result<(), PolicyError> {
-        let key = (module.info.sha256.clone(), Sha256::digest(config.as_bytes()).into());
+    fn check_config(
+        &self,
+        policy: &str,
+        module: &LoadedModule,
+        config: &str,
+    ) -> Result<(), PolicyError> {
+        let key = (
+            module.info.sha256.clone(),
+            Sha256::digest(config.as_bytes()).into(),
+        );
         if lock(&self.inner.valid_configs).contains(&key) {
             return Ok(());
         }
-        self.call(&module.pre, policy, "validate-config", |p, s| p.call_validate_config(s, &config.to_owned()))?
-            .map_err(|e| PolicyError::InvalidConfig {
-                policy: policy.to_owned(),
-                path: e.path,
-                message: e.message,
-            })?;
+        self.call(&module.pre, policy, "validate-config", |p, s| {
+            p.call_validate_config(s, &config.to_owned())
+        })?
+        .map_err(|e| PolicyError::InvalidConfig {
+            policy: policy.to_owned(),
+            path: e.path,
+            message: e.message,
+        })?;
         let mut valid = lock(&self.inner.valid_configs);
         if valid.len() >= 4096 {
             valid.clear();
@@ -536,7 +587,9 @@ impl PolicyHost {
             docs.iter()
                 .map(|d| serde_json::from_str(d))
                 .collect::<Result<Vec<Value>, _>>()
-                .map_err(|e| PolicyError::Engine(format!("re-reading checked policy output: {e}")))?
+                .map_err(|e| {
+                    PolicyError::Engine(format!("re-reading checked policy output: {e}"))
+                })?
         } else {
             objects
         };
@@ -561,7 +614,9 @@ impl PolicyHost {
         }
         if !denials.is_empty() {
             denials.append(&mut outcome.warnings);
-            return Err(PipelineError::Denied { violations: denials });
+            return Err(PipelineError::Denied {
+                violations: denials,
+            });
         }
         outcome.objects = final_objects;
         Ok(outcome)
@@ -580,10 +635,12 @@ impl PolicyHost {
     ) -> Result<Vec<String>, PolicyError> {
         let policy = step.name.as_str();
         let out = self
-            .call(&module.pre, policy, "transform", |p, s| p.call_transform(s, wit_ctx, &config.to_owned(), docs))?
+            .call(&module.pre, policy, "transform", |p, s| {
+                p.call_transform(s, wit_ctx, &config.to_owned(), docs)
+            })?
             .map_err(|e| PolicyError::Failed {
                 policy: policy.to_owned(),
-                object: e.object.map(wit_object_ref),
+                object: e.object.map(|o| Box::new(wit_object_ref(o))),
                 message: e.message,
             })?;
         if out.len() > self.inner.config.max_objects {
@@ -612,7 +669,11 @@ impl PolicyHost {
 /// `failurePolicy: Ignore` covers a policy that fails to *run* (deadline, memory, trap, bad
 /// output, its own error). A module that cannot be trusted or loaded (digest, imports, world,
 /// config) or a transform that breaks tenancy always fails the pipeline.
-fn ignore_or_fail(step: &PolicyStep, e: PolicyError, outcome: &mut PipelineOutcome) -> Result<(), PipelineError> {
+fn ignore_or_fail(
+    step: &PolicyStep,
+    e: PolicyError,
+    outcome: &mut PipelineOutcome,
+) -> Result<(), PipelineError> {
     let ignorable = matches!(
         e,
         PolicyError::Timeout { .. }
@@ -646,7 +707,13 @@ fn error_text(e: &wasmtime::Error) -> String {
 }
 
 fn object_ref(object: &Value) -> ObjectRef {
-    let s = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let s = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     ObjectRef {
         api_version: s("/apiVersion"),
         kind: s("/kind"),

@@ -9,10 +9,16 @@ use std::path::{Path, PathBuf};
 pub enum ManifestError {
     /// A file or directory could not be read.
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file is not valid YAML/JSON.
     #[error("parsing {path}: {source}")]
-    Parse { path: PathBuf, source: crate::yaml::YamlError },
+    Parse {
+        path: PathBuf,
+        source: crate::yaml::YamlError,
+    },
     /// A document is not a Kubernetes object (a mapping with apiVersion and kind).
     #[error("{path}: document {index} is not a Kubernetes object (needs apiVersion and kind)")]
     NotAnObject { path: PathBuf, index: usize },
@@ -32,16 +38,22 @@ pub fn read_manifests(path: &Path) -> Result<Vec<Value>, ManifestError> {
     let mut objects = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| io_error(&file, source))?;
-        let docs: Vec<Value> = crate::yaml::from_str_multi(&text).map_err(|source| ManifestError::Parse {
-            path: file.clone(),
-            source,
-        })?;
+        let docs: Vec<Value> =
+            crate::yaml::from_str_multi(&text).map_err(|source| ManifestError::Parse {
+                path: file.clone(),
+                source,
+            })?;
         for (index, doc) in docs.into_iter().enumerate() {
             if doc.is_null() {
                 continue;
             }
-            if doc.get("apiVersion").and_then(Value::as_str).is_none() || doc.get("kind").and_then(Value::as_str).is_none() {
-                return Err(ManifestError::NotAnObject { path: file.clone(), index });
+            if doc.get("apiVersion").and_then(Value::as_str).is_none()
+                || doc.get("kind").and_then(Value::as_str).is_none()
+            {
+                return Err(ManifestError::NotAnObject {
+                    path: file.clone(),
+                    index,
+                });
             }
             match (doc.get("kind").and_then(Value::as_str), doc.get("items")) {
                 (Some("List"), Some(Value::Array(items))) => objects.extend(items.iter().cloned()),
@@ -60,16 +72,28 @@ fn io_error(path: &Path, source: std::io::Error) -> ManifestError {
 }
 
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
-    let io = |source| ManifestError::Io { path: dir.to_owned(), source };
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    let io = |source| ManifestError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
-        let kind = entry.file_type().map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        let kind = entry.file_type().map_err(|source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if kind.is_dir() {
             collect(&path, files)?;
         } else if kind.is_file()
-            && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
         {
             files.push(path);
         }

@@ -26,15 +26,28 @@ struct MetaHead<'a> {
 
 /// Checks one object document and returns its identity.
 pub(crate) fn identify(document: &str) -> Result<ObjectRef, String> {
-    let head: Head<'_> = serde_json::from_str(document).map_err(|e| format!("not a JSON object: {e}"))?;
-    let api_version = head.api_version.filter(|s| !s.is_empty()).ok_or("apiVersion is missing")?;
-    let kind = head.kind.filter(|s| !s.is_empty()).ok_or("kind is missing")?;
+    let head: Head<'_> =
+        serde_json::from_str(document).map_err(|e| format!("not a JSON object: {e}"))?;
+    let api_version = head
+        .api_version
+        .filter(|s| !s.is_empty())
+        .ok_or("apiVersion is missing")?;
+    let kind = head
+        .kind
+        .filter(|s| !s.is_empty())
+        .ok_or("kind is missing")?;
     let metadata = head.metadata.ok_or("metadata is missing")?;
-    let name = metadata.name.filter(|s| !s.is_empty()).ok_or("metadata.name is missing")?;
+    let name = metadata
+        .name
+        .filter(|s| !s.is_empty())
+        .ok_or("metadata.name is missing")?;
     Ok(ObjectRef {
         api_version: api_version.into_owned(),
         kind: kind.into_owned(),
-        namespace: metadata.namespace.filter(|s| !s.is_empty()).map(Cow::into_owned),
+        namespace: metadata
+            .namespace
+            .filter(|s| !s.is_empty())
+            .map(Cow::into_owned),
         name: name.into_owned(),
     })
 }
@@ -53,9 +66,23 @@ mod tests {
         let r = identify(r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a","namespace":"n","labels":{}},"spec":[1,2]}"#).unwrap();
         assert_eq!(r.to_string(), "Deployment n/a");
         assert_eq!(group(&r.api_version), "apps");
-        assert!(identify(r#""just a string""#).unwrap_err().contains("not a JSON object"));
-        assert!(identify(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#).unwrap_err().contains("metadata.name"));
-        assert!(identify(r#"{"kind":"ConfigMap","metadata":{"name":"x"}}"#).unwrap_err().contains("apiVersion"));
-        assert!(identify(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}"#).is_err());
+        assert!(
+            identify(r#""just a string""#)
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            identify(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#)
+                .unwrap_err()
+                .contains("metadata.name")
+        );
+        assert!(
+            identify(r#"{"kind":"ConfigMap","metadata":{"name":"x"}}"#)
+                .unwrap_err()
+                .contains("apiVersion")
+        );
+        assert!(
+            identify(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}"#).is_err()
+        );
     }
 }

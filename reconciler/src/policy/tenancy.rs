@@ -37,7 +37,10 @@ pub(crate) fn check(
     output: &[(ObjectRef, &str)],
 ) -> Result<(), PolicyError> {
     let scope = Scope::new(tenancy);
-    let mut namespaces: BTreeSet<&str> = input.iter().filter_map(|o| o.namespace.as_deref()).collect();
+    let mut namespaces: BTreeSet<&str> = input
+        .iter()
+        .filter_map(|o| o.namespace.as_deref())
+        .collect();
     namespaces.extend(ctx.target_namespace.as_deref());
     namespaces.extend(tenancy.allowed_namespaces.iter().map(String::as_str));
     let same = |a: &ObjectRef, b: &ObjectRef| {
@@ -48,7 +51,7 @@ pub(crate) fn check(
             if !tenancy.allow_cluster_scoped && !input.iter().any(|i| same(i, object)) {
                 return Err(PolicyError::Tenancy {
                     policy: (*policy).to_owned(),
-                    object: object.clone(),
+                    object: Box::new(object.clone()),
                     reason: "adds a cluster-scoped object that was not in the build".to_owned(),
                 });
             }
@@ -57,8 +60,10 @@ pub(crate) fn check(
         {
             return Err(PolicyError::Tenancy {
                 policy: (*policy).to_owned(),
-                object: object.clone(),
-                reason: format!("namespace {ns:?} is neither the target namespace, a namespace of the build, nor an allowed namespace"),
+                object: Box::new(object.clone()),
+                reason: format!(
+                    "namespace {ns:?} is neither the target namespace, a namespace of the build, nor an allowed namespace"
+                ),
             });
         }
     }

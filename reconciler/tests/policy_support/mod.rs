@@ -24,7 +24,8 @@ pub fn component(bytes: Vec<u8>) -> ModuleSource {
 
 /// The committed hostile test component.
 pub fn hostile_bytes() -> Vec<u8> {
-    std::fs::read(repo().join("policies/dist/hostile.wasm")).expect("policies/dist/hostile.wasm is committed")
+    std::fs::read(repo().join("policies/dist/hostile.wasm"))
+        .expect("policies/dist/hostile.wasm is committed")
 }
 
 /// A step running the hostile component in `mode`.
@@ -65,9 +66,14 @@ fn warm_cache() {
         })
         .expect("host");
         let mut sources = vec![component(hostile_bytes())];
-        sources.extend(gitops_reconciler::policy::BUILTINS.iter().map(|(n, _)| ModuleSource::Builtin((*n).to_owned())));
+        sources.extend(
+            gitops_reconciler::policy::BUILTINS
+                .iter()
+                .map(|(n, _)| ModuleSource::Builtin((*n).to_owned())),
+        );
         for source in sources {
-            host.load("warm-up", &source).expect("committed components load");
+            host.load("warm-up", &source)
+                .expect("committed components load");
         }
     });
 }
