@@ -52,8 +52,14 @@ mod tests {
     #[test]
     fn changed_or_missing_fields_are_drift() {
         let intent = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
-        assert!(!is_subset(&intent, &json!({"spec": {"replicas": 3, "ports": [{"port": 80}]}})));
-        assert!(!is_subset(&intent, &json!({"spec": {"ports": [{"port": 80}]}})));
+        assert!(!is_subset(
+            &intent,
+            &json!({"spec": {"replicas": 3, "ports": [{"port": 80}]}})
+        ));
+        assert!(!is_subset(
+            &intent,
+            &json!({"spec": {"ports": [{"port": 80}]}})
+        ));
         assert!(!is_subset(
             &intent,
             &json!({"spec": {"replicas": 2, "ports": [{"port": 80}, {"port": 81}]}})

@@ -70,7 +70,10 @@ fn condition_text(object: &Value, type_: &str) -> String {
 /// The health of `object` (a live object as the apiserver returns it).
 pub fn health(object: &Value) -> Health {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
     if object.pointer("/metadata/deletionTimestamp").is_some() {
         return Health::InProgress("being deleted".into());
@@ -157,7 +160,9 @@ fn stateful_set(object: &Value) -> Health {
     if ready < desired {
         return Health::InProgress(format!("{ready}/{desired} replicas ready"));
     }
-    let on_delete = object.pointer("/spec/updateStrategy/type").and_then(Value::as_str)
+    let on_delete = object
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
         == Some("OnDelete");
     if !on_delete {
         let current_rev = object.pointer("/status/currentRevision");
@@ -233,8 +238,7 @@ fn pvc(object: &Value) -> Health {
 }
 
 fn service(object: &Value) -> Health {
-    let is_lb =
-        object.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+    let is_lb = object.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
     let has_ingress = object
         .pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
@@ -289,7 +293,10 @@ fn generic(object: &Value) -> Health {
         return Health::InProgress(condition_text(object, "Ready"));
     }
     if condition_is(object, "Ready", "Unknown") {
-        return Health::InProgress(format!("Ready is Unknown: {}", condition_text(object, "Ready")));
+        return Health::InProgress(format!(
+            "Ready is Unknown: {}",
+            condition_text(object, "Ready")
+        ));
     }
     Health::Current
 }
@@ -350,8 +357,7 @@ pub async fn wait(
             (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
             _ => Api::all_with(client.clone(), &resource),
         };
-        let config =
-            watcher::Config::default().fields(&format!("metadata.name={}", object.name));
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", object.name));
         let object = object.clone();
         let tx = tx.clone();
         watches.spawn(async move {
@@ -485,7 +491,10 @@ mod tests {
         let lb = json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "LoadBalancer"}});
         assert!(!health(&lb).is_current());
         let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}});
-        assert_eq!(health(&pvc), Health::InProgress("claim is Pending, not Bound".into()));
+        assert_eq!(
+            health(&pvc),
+            Health::InProgress("claim is Pending, not Bound".into())
+        );
         let cr = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"generation": 3},
                         "status": {"observedGeneration": 3, "conditions": [{"type": "Ready", "status": "False", "reason": "Waiting", "message": "db"}]}});
         assert_eq!(health(&cr), Health::InProgress("Waiting: db".into()));
@@ -496,6 +505,9 @@ mod tests {
         assert!(health(&plain).is_current());
         let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"generation": 1},
             "spec": {"replicas": 3}, "status": {"observedGeneration": 1, "readyReplicas": 1}});
-        assert_eq!(health(&sts), Health::InProgress("1/3 replicas ready".into()));
+        assert_eq!(
+            health(&sts),
+            Health::InProgress("1/3 replicas ready".into())
+        );
     }
 }

@@ -216,13 +216,20 @@ mod tests {
         let live = json!({"metadata": {"annotations": {"x/y": "hpa"}}, "spec": {"replicas": 7}});
         rules.adopt_live_values(&id, &mut intent, &live);
         assert_eq!(intent.pointer("/spec/replicas"), Some(&json!(7)));
-        assert_eq!(intent.pointer("/metadata/annotations/x~1y"), Some(&json!("hpa")));
+        assert_eq!(
+            intent.pointer("/metadata/annotations/x~1y"),
+            Some(&json!("hpa"))
+        );
 
         let mut other = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "redis", "labels": {"app": "vote"}}, "spec": {"replicas": 2}});
         let id = ObjectRef::from_object(&other).unwrap();
         rules.adopt_live_values(&id, &mut other, &live);
-        assert_eq!(other.pointer("/spec/replicas"), Some(&json!(2)), "name does not match");
+        assert_eq!(
+            other.pointer("/spec/replicas"),
+            Some(&json!(2)),
+            "name does not match"
+        );
     }
 
     #[test]

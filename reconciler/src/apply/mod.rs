@@ -164,13 +164,17 @@ pub enum ApplyError {
     Invalid { index: usize, message: String },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("{object}: namespaced kind without metadata.namespace (set it in the manifest or use spec.targetNamespace)")]
+    #[error(
+        "{object}: namespaced kind without metadata.namespace (set it in the manifest or use spec.targetNamespace)"
+    )]
     NamespaceMissing { object: String },
     #[error("{object} appears more than once in the build")]
     Duplicate { object: String },
     #[error("{object} is managed by Kustomization {owner}; refusing to take it over")]
     Conflict { object: String, owner: String },
-    #[error("{object}: immutable field {field} changed; set spec.force: true or annotate the object with kubectl-gitops.io/force: enabled to recreate it ({message})")]
+    #[error(
+        "{object}: immutable field {field} changed; set spec.force: true or annotate the object with kubectl-gitops.io/force: enabled to recreate it ({message})"
+    )]
     Immutable {
         object: String,
         field: String,

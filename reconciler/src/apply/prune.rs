@@ -112,9 +112,9 @@ pub async fn prune(
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 outcome.gone.push(object.clone())
             }
-            Err(kube::Error::Api(status)) => {
-                outcome.failed.push((object.clone(), status.message.clone()))
-            }
+            Err(kube::Error::Api(status)) => outcome
+                .failed
+                .push((object.clone(), status.message.clone())),
             Err(e) => outcome.failed.push((object.clone(), e.to_string())),
         }
     }

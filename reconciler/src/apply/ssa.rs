@@ -281,7 +281,8 @@ pub async fn apply(
             let written: Vec<ObjectRef> = done
                 .iter()
                 .filter(|(r, a)| {
-                    *a != Action::Unchanged && (r.kind == "CustomResourceDefinition" || r.kind == "Namespace")
+                    *a != Action::Unchanged
+                        && (r.kind == "CustomResourceDefinition" || r.kind == "Namespace")
                 })
                 .map(|(r, _)| r.clone())
                 .collect();
@@ -349,10 +350,13 @@ async fn read_live(
             if found.is_some() {
                 return Ok((api, found));
             }
-            let live = api.get_opt(&p.id.name).await.map_err(|e| ApplyError::Read {
-                object: p.id.to_string(),
-                message: status_message(&e),
-            })?;
+            let live = api
+                .get_opt(&p.id.name)
+                .await
+                .map_err(|e| ApplyError::Read {
+                    object: p.id.to_string(),
+                    message: status_message(&e),
+                })?;
             let live = live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null));
             Ok::<_, ApplyError>((api, live))
         }
@@ -529,7 +533,10 @@ mod tests {
         prepare_intent(&mut a, &id, &owner, 0).unwrap();
         prepare_intent(&mut b, &id, &owner, 0).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.pointer("/metadata/labels/kubectl-gitops.io~1name"), Some(&json!("app")));
+        assert_eq!(
+            a.pointer("/metadata/labels/kubectl-gitops.io~1name"),
+            Some(&json!("app"))
+        );
         assert_eq!(a.pointer("/metadata/uid"), None);
         let digest = a
             .pointer("/metadata/annotations/kubectl-gitops.io~1intent-digest")
@@ -554,6 +561,9 @@ mod tests {
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}
         })]);
-        assert_eq!(kinds.get(&("example.com".into(), "Widget".into())), Some(&false));
+        assert_eq!(
+            kinds.get(&("example.com".into(), "Widget".into())),
+            Some(&false)
+        );
     }
 }
