@@ -124,7 +124,13 @@ pub fn map_missing_crd(error: kube::Error, kind: &str) -> anyhow::Error {
 
 /// What the CLI needs from the status of a reconciled kind.
 pub trait Reconcilable:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + 'static
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + 'static
 {
     fn conditions(&self) -> &[Condition];
     fn last_handled_reconcile_at(&self) -> Option<&str>;
@@ -202,9 +208,7 @@ pub fn finished_outcome<K: Reconcilable>(object: &K) -> Option<Outcome> {
     {
         return None;
     }
-    if object.observed_generation().is_none() {
-        return None;
-    }
+    object.observed_generation()?;
     if let Some(stalled) = conditions::get(conds, types::STALLED)
         && stalled.status == conditions::status::TRUE
     {

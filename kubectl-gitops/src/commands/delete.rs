@@ -27,10 +27,7 @@ async fn delete<K: Reconcilable>(
     global: &GlobalArgs,
     args: &DeleteArgs,
     ui: &mut Ui<'_>,
-) -> anyhow::Result<Exit>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-{
+) -> anyhow::Result<Exit> {
     let kind = K::kind(&());
     let namespace = &global.namespace;
     let client = cluster::connect(global).await?;

@@ -81,7 +81,7 @@ pub fn keep(line: &str, args: &LogsArgs) -> bool {
         return false;
     }
     if let Some(name) = &args.name
-        && !field(&["name"]).is_some_and(|n| &n == name)
+        && field(&["name"]).is_none_or(|n| &n != name)
         && !line.contains(name.as_str())
     {
         return false;

@@ -55,10 +55,7 @@ pub async fn reconcile<K: Reconcilable>(
     namespace: &str,
     name: &str,
     ui: &mut Ui<'_>,
-) -> anyhow::Result<Exit>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-{
+) -> anyhow::Result<Exit> {
     let kind = K::kind(&());
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let object = cluster::get(&api, namespace, name).await?;

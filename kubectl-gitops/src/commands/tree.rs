@@ -48,8 +48,8 @@ pub struct Node {
 }
 
 fn inventory_ids(ks: &Kustomization) -> Vec<ObjectId> {
-    let mut ids: Vec<ObjectId> = ks
-        .status
+    // Inventory order is the reconciler's apply order: keep it.
+    ks.status
         .as_ref()
         .and_then(|s| s.inventory.as_ref())
         .map(|inv| {
@@ -58,9 +58,7 @@ fn inventory_ids(ks: &Kustomization) -> Vec<ObjectId> {
                 .filter_map(|e| ObjectId::parse(&e.id))
                 .collect()
         })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+        .unwrap_or_default()
 }
 
 fn expand<'a>(
@@ -256,7 +254,13 @@ fn condition_summary(
 }
 
 fn print_block(ui: &mut Ui<'_>, pairs: &[(&str, String)]) -> anyhow::Result<()> {
-    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    // One width for every block of a trace ("Kustomization:" and "GitRepository:" are longest).
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(14);
     for (key, value) in pairs {
         writeln!(
             ui.out,
