@@ -1,1 +1,248 @@
 //! The apply stage: staged server-side apply, inventory, prune and health (issue 7).
+//!
+//! Flow for one Kustomization (the controller drives it):
+//! 1. [`plan`] (reads discovery only): validates every built object, decides its scope, adds the
+//!    owner labels and the intent digest, sorts it into a [`Stage`]. The plan's references are
+//!    the new inventory, which the controller records (union with the old one) *before* step 2.
+//! 2. [`apply`]: per stage — CRDs/Namespaces/ClusterRoles, then `*Class` kinds, then the rest —
+//!    read the live objects, skip those whose intent is unchanged and not drifted, dry-run all
+//!    remaining objects of the stage, and only when every dry-run passed write them; after the
+//!    first stage wait until CRDs are established and Namespaces active.
+//! 3. [`prune`]: delete, in reverse stage order, objects that left the inventory and still carry
+//!    this Kustomization's owner labels (never those annotated `kubectl-gitops.io/prune: disabled`).
+//! 4. [`health::wait`]: watch-driven kstatus rules.
+
+pub mod diff;
+pub mod health;
+pub mod ignore;
+pub mod inventory;
+pub mod object;
+pub mod resolve;
+
+mod prune;
+mod ssa;
+
+use std::fmt;
+
+use serde_json::Value;
+
+pub use health::{Health, HealthError};
+pub use ignore::DriftRules;
+pub use object::ObjectRef;
+pub use prune::{PruneOutcome, prune};
+pub use resolve::{ResolveError, Resolver};
+pub use ssa::{ApplyOptions, Plan, Planned, apply, plan};
+
+use crate::api::conditions::meta;
+
+/// Annotation holding the sha256 of the intent the reconciler last applied to an object; an
+/// equal digest plus a live object that still contains the intent means nothing to send.
+pub const INTENT_DIGEST_ANNOTATION: &str = "kubectl-gitops.io/intent-digest";
+
+/// The Kustomization that owns the applied objects (its owner labels).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Owner {
+    /// Label selector matching this owner's objects.
+    pub fn selector(&self) -> String {
+        format!(
+            "{}={},{}={}",
+            meta::OWNER_NAME_LABEL,
+            self.name,
+            meta::OWNER_NAMESPACE_LABEL,
+            self.namespace
+        )
+    }
+
+    /// The owner named by the labels of a live object, if any.
+    pub fn of(live: &Value) -> Option<Owner> {
+        let labels = live.pointer("/metadata/labels")?;
+        let name = labels.get(meta::OWNER_NAME_LABEL)?.as_str()?;
+        let namespace = labels
+            .get(meta::OWNER_NAMESPACE_LABEL)
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Some(Owner {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The apply stages, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// CustomResourceDefinitions, Namespaces and ClusterRoles: everything else may depend on them.
+    Definitions,
+    /// `*Class` kinds (StorageClass, IngressClass, PriorityClass, RuntimeClass, ...).
+    Classes,
+    /// Everything else.
+    Resources,
+}
+
+impl Stage {
+    pub fn of(object: &ObjectRef) -> Stage {
+        match (object.group.as_str(), object.kind.as_str()) {
+            ("apiextensions.k8s.io", "CustomResourceDefinition")
+            | ("", "Namespace")
+            | ("rbac.authorization.k8s.io", "ClusterRole") => Stage::Definitions,
+            (_, kind) if kind.ends_with("Class") => Stage::Classes,
+            _ => Stage::Resources,
+        }
+    }
+}
+
+/// What the apply did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    /// Deleted and created again because an immutable field changed (force).
+    Recreated,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Recreated => "recreated",
+        })
+    }
+}
+
+/// The result of an apply: one action per object, in plan order.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeSet {
+    pub changes: Vec<(ObjectRef, Action)>,
+}
+
+impl ChangeSet {
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|(_, a)| *a == action).count()
+    }
+
+    /// True when at least one object was written.
+    pub fn wrote(&self) -> bool {
+        self.changes.iter().any(|(_, a)| *a != Action::Unchanged)
+    }
+
+    /// `created 3, configured 1` (zero counts left out; `unchanged N` when nothing changed).
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [Action::Created, Action::Configured, Action::Recreated]
+            .into_iter()
+            .filter_map(|a| {
+                let n = self.count(a);
+                (n > 0).then(|| format!("{a} {n}"))
+            })
+            .collect();
+        if parts.is_empty() {
+            format!("unchanged {}", self.count(Action::Unchanged))
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Why the apply stage failed. Every variant names the object(s) and the cause; nothing of the
+/// failing stage was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("object #{index} of the build: {message}")]
+    Invalid { index: usize, message: String },
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(
+        "{object}: namespaced kind without metadata.namespace (set it in the manifest or use spec.targetNamespace)"
+    )]
+    NamespaceMissing { object: String },
+    #[error("{object} appears more than once in the build")]
+    Duplicate { object: String },
+    #[error("{object} is managed by Kustomization {owner}; refusing to take it over")]
+    Conflict { object: String, owner: String },
+    #[error(
+        "{object}: immutable field {field} changed; set spec.force: true or annotate the object with kubectl-gitops.io/force: enabled to recreate it ({message})"
+    )]
+    Immutable {
+        object: String,
+        field: String,
+        message: String,
+    },
+    #[error("dry-run rejected {} object(s), nothing of this stage was applied: {}", .0.len(), .0.join("; "))]
+    DryRun(Vec<String>),
+    #[error("{object}: {message}")]
+    Write { object: String, message: String },
+    #[error("{object}: read failed: {message}")]
+    Read { object: String, message: String },
+    #[error("waiting for definitions: {0}")]
+    Definitions(#[source] HealthError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(api: &str, kind: &str) -> ObjectRef {
+        ObjectRef::from_object(&json!({"apiVersion": api, "kind": kind, "metadata": {"name": "x"}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn stages() {
+        assert_eq!(
+            Stage::of(&obj("apiextensions.k8s.io/v1", "CustomResourceDefinition")),
+            Stage::Definitions
+        );
+        assert_eq!(Stage::of(&obj("v1", "Namespace")), Stage::Definitions);
+        assert_eq!(
+            Stage::of(&obj("rbac.authorization.k8s.io/v1", "ClusterRole")),
+            Stage::Definitions
+        );
+        assert_eq!(
+            Stage::of(&obj("storage.k8s.io/v1", "StorageClass")),
+            Stage::Classes
+        );
+        assert_eq!(Stage::of(&obj("apps/v1", "Deployment")), Stage::Resources);
+    }
+
+    #[test]
+    fn summary_counts() {
+        let mut cs = ChangeSet::default();
+        cs.changes.push((obj("v1", "A"), Action::Created));
+        cs.changes.push((obj("v1", "B"), Action::Created));
+        cs.changes.push((obj("v1", "C"), Action::Configured));
+        cs.changes.push((obj("v1", "D"), Action::Unchanged));
+        assert_eq!(cs.summary(), "created 2, configured 1");
+        assert!(cs.wrote());
+        let idle = ChangeSet {
+            changes: vec![(obj("v1", "D"), Action::Unchanged)],
+        };
+        assert_eq!(idle.summary(), "unchanged 1");
+        assert!(!idle.wrote());
+    }
+
+    #[test]
+    fn owner_from_labels() {
+        let live = json!({"metadata": {"labels": {"kubectl-gitops.io/name": "app", "kubectl-gitops.io/namespace": "team"}}});
+        let owner = Owner::of(&live).unwrap();
+        assert_eq!(owner.to_string(), "team/app");
+        assert_eq!(
+            owner.selector(),
+            "kubectl-gitops.io/name=app,kubectl-gitops.io/namespace=team"
+        );
+        assert!(Owner::of(&json!({"metadata": {}})).is_none());
+    }
+}

@@ -1,0 +1,513 @@
+//! Health of applied objects: kstatus-equivalent rules (pure functions over the live object)
+//! and a watch-driven wait that returns as soon as every object is healthy.
+//!
+//! The rules follow kstatus (sigs.k8s.io/cli-utils/pkg/kstatus): an object whose controller has
+//! not observed its latest generation is in progress; workloads are current when every desired
+//! replica is updated and available; custom resources report through `Ready`, `Reconciling` and
+//! `Stalled` conditions.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+
+use super::object::ObjectRef;
+use super::resolve::Resolver;
+
+/// The health of one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Fully reconciled by its controller.
+    Current,
+    /// Still converging; the message says what is missing.
+    InProgress(String),
+    /// Will not converge without a change (e.g. a Deployment past its progress deadline).
+    Failed(String),
+}
+
+impl Health {
+    pub fn is_current(&self) -> bool {
+        matches!(self, Health::Current)
+    }
+}
+
+fn int(object: &Value, pointer: &str) -> Option<i64> {
+    object.pointer(pointer).and_then(Value::as_i64)
+}
+
+fn conditions(object: &Value) -> impl Iterator<Item = &Value> {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    conditions(object).find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+}
+
+fn condition_is(object: &Value, type_: &str, status: &str) -> bool {
+    condition(object, type_).and_then(|c| c.get("status").and_then(Value::as_str)) == Some(status)
+}
+
+fn condition_text(object: &Value, type_: &str) -> String {
+    let Some(c) = condition(object, type_) else {
+        return String::new();
+    };
+    let reason = c.get("reason").and_then(Value::as_str).unwrap_or("");
+    let message = c.get("message").and_then(Value::as_str).unwrap_or("");
+    match (reason.is_empty(), message.is_empty()) {
+        (false, false) => format!("{reason}: {message}"),
+        (false, true) => reason.to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+/// The health of `object` (a live object as the apiserver returns it).
+pub fn health(object: &Value) -> Health {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
+    if object.pointer("/metadata/deletionTimestamp").is_some() {
+        return Health::InProgress("being deleted".into());
+    }
+    // A controller that has not seen the latest spec says nothing about it yet.
+    if let (Some(generation), Some(observed)) = (
+        int(object, "/metadata/generation"),
+        int(object, "/status/observedGeneration"),
+    ) && observed < generation
+    {
+        return Health::InProgress(format!(
+            "generation {generation} not yet observed (observed {observed})"
+        ));
+    }
+    match (group, kind) {
+        ("apps", "Deployment") => deployment(object),
+        ("apps", "StatefulSet") => stateful_set(object),
+        ("apps", "DaemonSet") => daemon_set(object),
+        ("apps", "ReplicaSet") => replica_set(object),
+        ("batch", "Job") => job(object),
+        ("batch", "CronJob") => Health::Current,
+        ("", "Pod") => pod(object),
+        ("", "PersistentVolumeClaim") => pvc(object),
+        ("", "Service") => service(object),
+        ("", "Namespace") => namespace(object),
+        ("policy", "PodDisruptionBudget") => pdb(object),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(object),
+        _ => generic(object),
+    }
+}
+
+fn needs_observed_generation(object: &Value) -> Option<Health> {
+    if int(object, "/metadata/generation").is_some()
+        && int(object, "/status/observedGeneration").is_none()
+    {
+        return Some(Health::InProgress("status not yet reported".into()));
+    }
+    None
+}
+
+fn deployment(object: &Value) -> Health {
+    if let Some(h) = needs_observed_generation(object) {
+        return h;
+    }
+    if let Some(c) = condition(object, "Progressing")
+        && c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
+    {
+        return Health::Failed(format!(
+            "progress deadline exceeded: {}",
+            condition_text(object, "Progressing")
+        ));
+    }
+    let desired = int(object, "/spec/replicas").unwrap_or(1);
+    let updated = int(object, "/status/updatedReplicas").unwrap_or(0);
+    let replicas = int(object, "/status/replicas").unwrap_or(0);
+    let available = int(object, "/status/availableReplicas").unwrap_or(0);
+    let ready = int(object, "/status/readyReplicas").unwrap_or(0);
+    if updated < desired {
+        return Health::InProgress(format!("{updated}/{desired} replicas updated"));
+    }
+    if replicas > updated {
+        return Health::InProgress(format!(
+            "{} old replicas pending termination",
+            replicas - updated
+        ));
+    }
+    if available < desired {
+        return Health::InProgress(format!("{available}/{desired} replicas available"));
+    }
+    if ready < desired {
+        return Health::InProgress(format!("{ready}/{desired} replicas ready"));
+    }
+    Health::Current
+}
+
+fn stateful_set(object: &Value) -> Health {
+    if let Some(h) = needs_observed_generation(object) {
+        return h;
+    }
+    let desired = int(object, "/spec/replicas").unwrap_or(1);
+    let ready = int(object, "/status/readyReplicas").unwrap_or(0);
+    let current = int(object, "/status/currentReplicas").unwrap_or(0);
+    let updated = int(object, "/status/updatedReplicas").unwrap_or(0);
+    if ready < desired {
+        return Health::InProgress(format!("{ready}/{desired} replicas ready"));
+    }
+    let on_delete = object
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        == Some("OnDelete");
+    if !on_delete {
+        let current_rev = object.pointer("/status/currentRevision");
+        let update_rev = object.pointer("/status/updateRevision");
+        if current_rev != update_rev {
+            return Health::InProgress(format!("{updated}/{desired} replicas updated"));
+        }
+        if current < desired {
+            return Health::InProgress(format!("{current}/{desired} replicas current"));
+        }
+    }
+    Health::Current
+}
+
+fn daemon_set(object: &Value) -> Health {
+    if let Some(h) = needs_observed_generation(object) {
+        return h;
+    }
+    let desired = int(object, "/status/desiredNumberScheduled").unwrap_or(0);
+    let updated = int(object, "/status/updatedNumberScheduled").unwrap_or(0);
+    let available = int(object, "/status/numberAvailable").unwrap_or(0);
+    if updated < desired {
+        return Health::InProgress(format!("{updated}/{desired} pods updated"));
+    }
+    if available < desired {
+        return Health::InProgress(format!("{available}/{desired} pods available"));
+    }
+    Health::Current
+}
+
+fn replica_set(object: &Value) -> Health {
+    let desired = int(object, "/spec/replicas").unwrap_or(1);
+    let available = int(object, "/status/availableReplicas").unwrap_or(0);
+    if condition_is(object, "ReplicaFailure", "True") {
+        return Health::Failed(condition_text(object, "ReplicaFailure"));
+    }
+    if available < desired {
+        return Health::InProgress(format!("{available}/{desired} replicas available"));
+    }
+    Health::Current
+}
+
+fn job(object: &Value) -> Health {
+    if condition_is(object, "Failed", "True") {
+        return Health::Failed(format!("job failed: {}", condition_text(object, "Failed")));
+    }
+    if condition_is(object, "Complete", "True") {
+        return Health::Current;
+    }
+    // kstatus: a started Job is current (it is doing what its spec says).
+    if object.pointer("/status/startTime").is_some() {
+        return Health::Current;
+    }
+    Health::InProgress("job not started".into())
+}
+
+fn pod(object: &Value) -> Health {
+    match object.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Succeeded") => Health::Current,
+        Some("Failed") => Health::Failed("pod failed".into()),
+        Some("Running") if condition_is(object, "Ready", "True") => Health::Current,
+        Some(phase) => Health::InProgress(format!("pod is {phase}, not ready")),
+        None => Health::InProgress("pod not scheduled".into()),
+    }
+}
+
+fn pvc(object: &Value) -> Health {
+    match object.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Bound") => Health::Current,
+        Some(phase) => Health::InProgress(format!("claim is {phase}, not Bound")),
+        None => Health::InProgress("claim not bound".into()),
+    }
+}
+
+fn service(object: &Value) -> Health {
+    let is_lb = object.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+    let has_ingress = object
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if is_lb && !has_ingress {
+        return Health::InProgress("load balancer has no ingress address yet".into());
+    }
+    Health::Current
+}
+
+fn namespace(object: &Value) -> Health {
+    match object.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Active") => Health::Current,
+        Some(phase) => Health::InProgress(format!("namespace is {phase}")),
+        None => Health::InProgress("namespace not yet active".into()),
+    }
+}
+
+fn pdb(object: &Value) -> Health {
+    if let Some(h) = needs_observed_generation(object) {
+        return h;
+    }
+    let healthy = int(object, "/status/currentHealthy").unwrap_or(0);
+    let desired = int(object, "/status/desiredHealthy").unwrap_or(0);
+    if healthy < desired {
+        return Health::InProgress(format!("{healthy}/{desired} pods healthy"));
+    }
+    Health::Current
+}
+
+fn crd(object: &Value) -> Health {
+    if condition_is(object, "NamesAccepted", "False") {
+        return Health::Failed(format!(
+            "names not accepted: {}",
+            condition_text(object, "NamesAccepted")
+        ));
+    }
+    if condition_is(object, "Established", "True") {
+        return Health::Current;
+    }
+    Health::InProgress("not yet established".into())
+}
+
+fn generic(object: &Value) -> Health {
+    if condition_is(object, "Stalled", "True") {
+        return Health::Failed(condition_text(object, "Stalled"));
+    }
+    if condition_is(object, "Reconciling", "True") {
+        return Health::InProgress(condition_text(object, "Reconciling"));
+    }
+    if condition_is(object, "Ready", "False") {
+        return Health::InProgress(condition_text(object, "Ready"));
+    }
+    if condition_is(object, "Ready", "Unknown") {
+        return Health::InProgress(format!(
+            "Ready is Unknown: {}",
+            condition_text(object, "Ready")
+        ));
+    }
+    Health::Current
+}
+
+/// Why the wait did not end with every object current.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The objects that are not current when the timeout fired, each with why.
+    #[error("timeout waiting for: {}", format_unready(.0))]
+    Timeout(Vec<(ObjectRef, String)>),
+    /// Objects that failed (will not converge without a change).
+    #[error("{}", format_unready(.0))]
+    Failed(Vec<(ObjectRef, String)>),
+    /// An object could not be read at all.
+    #[error("{object}: {message}")]
+    Read { object: String, message: String },
+}
+
+fn format_unready(items: &[(ObjectRef, String)]) -> String {
+    items
+        .iter()
+        .map(|(r, why)| format!("{r}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Waits until every object in `objects` is [`Health::Current`], driven by one watch per object
+/// (a field selector on its name), so readiness is noticed the moment the apiserver reports it.
+///
+/// Guarantees: returns `Ok` only when every object was observed current; returns
+/// [`HealthError::Failed`] as soon as every object has settled and at least one failed, and
+/// [`HealthError::Timeout`] naming each unsettled object and its last known state otherwise. A
+/// missing object counts as not ready ("not found"). The watches end when this returns.
+pub async fn wait(
+    client: &kube::Client,
+    resolver: &Resolver,
+    objects: &[ObjectRef],
+    timeout: Duration,
+) -> Result<(), HealthError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last: BTreeMap<ObjectRef, Health> = objects
+        .iter()
+        .map(|o| (o.clone(), Health::InProgress("not yet observed".into())))
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(ObjectRef, Health)>();
+    // Dropping the JoinSet aborts every watch that is still running.
+    let mut watches = tokio::task::JoinSet::new();
+    for object in objects {
+        let (resource, namespaced) =
+            resolver
+                .resolve(client, object)
+                .await
+                .map_err(|e| HealthError::Read {
+                    object: object.to_string(),
+                    message: e.to_string(),
+                })?;
+        let api: Api<DynamicObject> = match (&object.namespace, namespaced) {
+            (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", object.name));
+        let object = object.clone();
+        let tx = tx.clone();
+        watches.spawn(async move {
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = stream.next().await {
+                let health = match event {
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                        health_of_dynamic(&object, &obj)
+                    }
+                    Ok(watcher::Event::Delete(_)) => Health::InProgress("not found".into()),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                    Err(e) => Health::InProgress(format!("watch error: {e}")),
+                };
+                let settled = !matches!(health, Health::InProgress(_));
+                if tx.send((object.clone(), health)).is_err() || settled {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let settled = |last: &BTreeMap<ObjectRef, Health>| {
+        last.values().all(|h| !matches!(h, Health::InProgress(_)))
+    };
+    while !settled(&last) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((object, health))) => {
+                last.insert(object, health);
+            }
+            // Every watch ended (they only end once settled) or the deadline passed.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let failed: Vec<_> = last
+        .iter()
+        .filter_map(|(o, h)| match h {
+            Health::Failed(why) => Some((o.clone(), why.clone())),
+            _ => None,
+        })
+        .collect();
+    let unready: Vec<_> = last
+        .iter()
+        .filter_map(|(o, h)| match h {
+            Health::InProgress(why) => Some((o.clone(), why.clone())),
+            _ => None,
+        })
+        .collect();
+    if !unready.is_empty() {
+        let mut all = unready;
+        all.extend(failed);
+        return Err(HealthError::Timeout(all));
+    }
+    if !failed.is_empty() {
+        return Err(HealthError::Failed(failed));
+    }
+    Ok(())
+}
+
+/// Health of a watched dynamic object; watch events may lack the type fields, so they are
+/// filled in from the reference.
+pub fn health_of_dynamic(object: &ObjectRef, live: &DynamicObject) -> Health {
+    match serde_json::to_value(live) {
+        Ok(mut value) => {
+            if let Some(map) = value.as_object_mut() {
+                map.insert("apiVersion".into(), Value::String(object.api_version()));
+                map.insert("kind".into(), Value::String(object.kind.clone()));
+            }
+            health(&value)
+        }
+        Err(e) => Health::InProgress(format!("unreadable object: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deploy(spec_replicas: i64, status: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "vote", "generation": 2},
+               "spec": {"replicas": spec_replicas}, "status": status})
+    }
+
+    #[test]
+    fn deployment_rules() {
+        assert_eq!(
+            health(&deploy(2, json!({"observedGeneration": 1}))),
+            Health::InProgress("generation 2 not yet observed (observed 1)".into())
+        );
+        assert_eq!(
+            health(&deploy(
+                2,
+                json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1, "readyReplicas": 1})
+            )),
+            Health::InProgress("1/2 replicas available".into())
+        );
+        assert_eq!(
+            health(&deploy(
+                2,
+                json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2})
+            )),
+            Health::InProgress("1 old replicas pending termination".into())
+        );
+        assert!(health(&deploy(
+            2,
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2})
+        ))
+        .is_current());
+        assert!(matches!(
+            health(&deploy(
+                2,
+                json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]})
+            )),
+            Health::Failed(m) if m.contains("too slow")
+        ));
+    }
+
+    #[test]
+    fn other_kinds() {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "status": {"phase": "Active"}});
+        assert!(health(&ns).is_current());
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                         "status": {"conditions": [{"type": "Established", "status": "False"}]}});
+        assert!(!health(&crd).is_current());
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+                         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
+        assert!(matches!(health(&job), Health::Failed(_)));
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "ClusterIP"}});
+        assert!(health(&svc).is_current());
+        let lb = json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "LoadBalancer"}});
+        assert!(!health(&lb).is_current());
+        let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}});
+        assert_eq!(
+            health(&pvc),
+            Health::InProgress("claim is Pending, not Bound".into())
+        );
+        let cr = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"generation": 3},
+                        "status": {"observedGeneration": 3, "conditions": [{"type": "Ready", "status": "False", "reason": "Waiting", "message": "db"}]}});
+        assert_eq!(health(&cr), Health::InProgress("Waiting: db".into()));
+        let stalled = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                        "status": {"conditions": [{"type": "Stalled", "status": "True", "reason": "Broken"}]}});
+        assert!(matches!(health(&stalled), Health::Failed(_)));
+        let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {}});
+        assert!(health(&plain).is_current());
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"generation": 1},
+            "spec": {"replicas": 3}, "status": {"observedGeneration": 1, "readyReplicas": 1}});
+        assert_eq!(
+            health(&sts),
+            Health::InProgress("1/3 replicas ready".into())
+        );
+    }
+}

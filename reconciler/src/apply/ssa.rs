@@ -1,0 +1,569 @@
+//! Planning and staged server-side apply.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::health;
+use super::ignore::DriftRules;
+use super::object::ObjectRef;
+use super::resolve::Resolver;
+use super::{Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff};
+use crate::api::conditions::meta;
+
+/// How to apply.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    pub owner: Owner,
+    /// `spec.force`: recreate objects whose immutable fields changed.
+    pub force: bool,
+    /// Requests in flight at once (`--concurrent-apply`).
+    pub concurrency: usize,
+    /// `spec.ignore`.
+    pub drift: DriftRules,
+    /// Bound on waiting for CRDs to be established and Namespaces to be active.
+    pub definitions_timeout: Duration,
+}
+
+/// One object of the plan, ready to send.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub id: ObjectRef,
+    pub stage: Stage,
+    pub namespaced: bool,
+    /// The object as it will be applied: owner labels and intent digest included.
+    pub intent: Value,
+}
+
+/// The validated objects of a build in apply order (stage, then build order).
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub objects: Vec<Planned>,
+}
+
+impl Plan {
+    /// The new inventory, in apply order.
+    pub fn refs(&self) -> Vec<ObjectRef> {
+        self.objects.iter().map(|p| p.id.clone()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// Kinds defined by CRDs of the build itself: (group, kind) → namespaced.
+fn kinds_defined_by(objects: &[Value]) -> HashMap<(String, String), bool> {
+    objects
+        .iter()
+        .filter(|o| {
+            o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+                && o.get("apiVersion")
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.starts_with("apiextensions.k8s.io/"))
+        })
+        .filter_map(|crd| {
+            let group = crd.pointer("/spec/group")?.as_str()?;
+            let kind = crd.pointer("/spec/names/kind")?.as_str()?;
+            let namespaced = crd.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
+            Some(((group.to_owned(), kind.to_owned()), namespaced))
+        })
+        .collect()
+}
+
+/// Server-populated metadata that must not be sent.
+const SERVER_FIELDS: &[&str] = &[
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "managedFields",
+    "generation",
+    "selfLink",
+    "deletionTimestamp",
+];
+
+/// Validates and prepares the built objects (reads discovery only, writes nothing).
+///
+/// Guarantees: every object has apiVersion/kind/name, a kind the cluster (or a CRD of the same
+/// build) defines, a namespace exactly when its kind is namespaced, is unique, and carries the
+/// owner labels and the intent digest annotation.
+pub async fn plan(
+    client: &kube::Client,
+    resolver: &Resolver,
+    objects: Vec<Value>,
+    owner: &Owner,
+) -> Result<Plan, ApplyError> {
+    let defined = kinds_defined_by(&objects);
+    let mut seen = HashSet::new();
+    let mut planned = Vec::with_capacity(objects.len());
+    for (index, mut object) in objects.into_iter().enumerate() {
+        if !object.is_object() {
+            return Err(ApplyError::Invalid {
+                index,
+                message: "not a JSON object".into(),
+            });
+        }
+        let mut id = ObjectRef::from_object(&object)
+            .map_err(|message| ApplyError::Invalid { index, message })?;
+        let namespaced = match defined.get(&(id.group.clone(), id.kind.clone())) {
+            Some(namespaced) => *namespaced,
+            None => resolver.resolve(client, &id).await?.1,
+        };
+        if !namespaced {
+            id.namespace = None;
+        } else if id.namespace.is_none() {
+            return Err(ApplyError::NamespaceMissing {
+                object: id.to_string(),
+            });
+        }
+        if !seen.insert(id.id()) {
+            return Err(ApplyError::Duplicate {
+                object: id.to_string(),
+            });
+        }
+        prepare_intent(&mut object, &id, owner, index)?;
+        planned.push(Planned {
+            stage: Stage::of(&id),
+            id,
+            namespaced,
+            intent: object,
+        });
+    }
+    planned.sort_by_key(|p| p.stage);
+    Ok(Plan { objects: planned })
+}
+
+fn prepare_intent(
+    object: &mut Value,
+    id: &ObjectRef,
+    owner: &Owner,
+    index: usize,
+) -> Result<(), ApplyError> {
+    let invalid = |message: &str| ApplyError::Invalid {
+        index,
+        message: format!("{id}: {message}"),
+    };
+    let metadata = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| invalid("metadata is not an object"))?;
+    for field in SERVER_FIELDS {
+        metadata.remove(*field);
+    }
+    match &id.namespace {
+        Some(ns) => {
+            metadata.insert("namespace".into(), Value::String(ns.clone()));
+        }
+        None => {
+            metadata.remove("namespace");
+        }
+    }
+    let labels = metadata
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| invalid("metadata.labels is not an object"))?;
+    labels.insert(
+        meta::OWNER_NAME_LABEL.into(),
+        Value::String(owner.name.clone()),
+    );
+    labels.insert(
+        meta::OWNER_NAMESPACE_LABEL.into(),
+        Value::String(owner.namespace.clone()),
+    );
+    if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
+        annotations.remove(INTENT_DIGEST_ANNOTATION);
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+    let bytes = serde_json::to_vec(object).map_err(|e| invalid(&e.to_string()))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let metadata = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| invalid("metadata is not an object"))?;
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| invalid("metadata.annotations is not an object"))?;
+    annotations.insert(INTENT_DIGEST_ANNOTATION.into(), Value::String(digest));
+    Ok(())
+}
+
+fn api_for(
+    client: &kube::Client,
+    resource: &ApiResource,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+fn status_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The field named by an "field is immutable" rejection, if that is what `err` is.
+fn immutable_field(err: &kube::Error) -> Option<String> {
+    let kube::Error::Api(status) = err else {
+        return None;
+    };
+    if status.code != 422 {
+        return None;
+    }
+    if let Some(cause) = status
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.iter().find(|c| c.message.contains("immutable")))
+    {
+        return Some(cause.field.clone());
+    }
+    status.message.contains("field is immutable").then(|| {
+        status
+            .message
+            .split_once("is invalid: ")
+            .and_then(|(_, rest)| rest.split(':').next())
+            .unwrap_or("?")
+            .to_owned()
+    })
+}
+
+fn wants_force(intent: &Value, opts: &ApplyOptions) -> bool {
+    opts.force
+        || intent
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(meta::FORCE_ANNOTATION))
+            .and_then(Value::as_str)
+            == Some("enabled")
+}
+
+/// One object of a stage with everything needed to decide and send.
+struct Work<'a> {
+    planned: &'a Planned,
+    api: Api<DynamicObject>,
+    /// The intent after drift rules took live values.
+    intent: Value,
+    live: Option<Value>,
+}
+
+/// Applies the plan stage by stage (see the module docs of [`crate::apply`]).
+///
+/// Guarantees: within a stage, nothing is written unless every object that needs a write passed
+/// its dry-run; objects whose digest and content match the live object are not sent at all;
+/// objects owned by another Kustomization are refused. Caveats: earlier stages stay applied when
+/// a later stage fails (they are in the pending inventory, so prune and retries see them).
+pub async fn apply(
+    client: &kube::Client,
+    resolver: &Resolver,
+    plan: &Plan,
+    opts: &ApplyOptions,
+) -> Result<ChangeSet, ApplyError> {
+    let mut changes = ChangeSet::default();
+    for stage in [Stage::Definitions, Stage::Classes, Stage::Resources] {
+        let items: Vec<&Planned> = plan.objects.iter().filter(|p| p.stage == stage).collect();
+        if items.is_empty() {
+            continue;
+        }
+        let done = apply_stage(client, resolver, &items, opts).await?;
+        if stage == Stage::Definitions {
+            // CRDs must be established and Namespaces active before anything uses them.
+            let written: Vec<ObjectRef> = done
+                .iter()
+                .filter(|(r, a)| {
+                    *a != Action::Unchanged
+                        && (r.kind == "CustomResourceDefinition" || r.kind == "Namespace")
+                })
+                .map(|(r, _)| r.clone())
+                .collect();
+            if !written.is_empty() {
+                health::wait(client, resolver, &written, opts.definitions_timeout)
+                    .await
+                    .map_err(ApplyError::Definitions)?;
+            }
+        }
+        changes.changes.extend(done);
+    }
+    Ok(changes)
+}
+
+async fn read_live(
+    client: &kube::Client,
+    resolver: &Resolver,
+    items: &[&Planned],
+    opts: &ApplyOptions,
+) -> Result<Vec<(Api<DynamicObject>, Option<Value>)>, ApplyError> {
+    // One LIST per (resource, namespace) finds every object we own; only objects not found that
+    // way (new, or not labelled by us yet) are read one by one.
+    let mut apis = Vec::with_capacity(items.len());
+    let mut keys = Vec::with_capacity(items.len());
+    let mut groups: HashMap<(String, String, Option<String>), Api<DynamicObject>> = HashMap::new();
+    for p in items {
+        let (resource, _) = resolver.resolve(client, &p.id).await?;
+        let ns = p.id.namespace.clone();
+        let api = api_for(client, &resource, ns.as_deref());
+        let key = (resource.api_version.clone(), resource.plural.clone(), ns);
+        groups.entry(key.clone()).or_insert_with(|| api.clone());
+        keys.push((key.0, key.1, key.2, p.id.name.clone()));
+        apis.push(api);
+    }
+    let selector = opts.owner.selector();
+    let lists = stream::iter(groups.into_iter().map(|(key, api)| {
+        let selector = selector.clone();
+        async move {
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| ApplyError::Read {
+                    object: format!("{} in {}", key.1, key.2.as_deref().unwrap_or("cluster")),
+                    message: status_message(&e),
+                })?;
+            Ok::<_, ApplyError>((key, list.items))
+        }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    let mut owned: HashMap<(String, String, Option<String>, String), Value> = HashMap::new();
+    for result in lists {
+        let (key, items) = result?;
+        for obj in items {
+            if let Some(name) = obj.metadata.name.clone() {
+                let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
+                owned.insert((key.0.clone(), key.1.clone(), key.2.clone(), name), value);
+            }
+        }
+    }
+    let lookups = stream::iter(items.iter().zip(apis).zip(keys).map(|((p, api), key)| {
+        let found = owned.remove(&key);
+        async move {
+            if found.is_some() {
+                return Ok((api, found));
+            }
+            let live = api
+                .get_opt(&p.id.name)
+                .await
+                .map_err(|e| ApplyError::Read {
+                    object: p.id.to_string(),
+                    message: status_message(&e),
+                })?;
+            let live = live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null));
+            Ok::<_, ApplyError>((api, live))
+        }
+    }))
+    .buffered(opts.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    lookups.into_iter().collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Skip,
+    Create,
+    Configure,
+    Recreate,
+}
+
+async fn apply_stage(
+    client: &kube::Client,
+    resolver: &Resolver,
+    items: &[&Planned],
+    opts: &ApplyOptions,
+) -> Result<Vec<(ObjectRef, Action)>, ApplyError> {
+    let live = read_live(client, resolver, items, opts).await?;
+    let mut work = Vec::with_capacity(items.len());
+    let mut decisions = Vec::with_capacity(items.len());
+    for (planned, (api, live)) in items.iter().zip(live) {
+        let mut intent = planned.intent.clone();
+        let decision = match &live {
+            None => Decision::Create,
+            Some(live) => {
+                if let Some(other) = Owner::of(live)
+                    && other != opts.owner
+                {
+                    return Err(ApplyError::Conflict {
+                        object: planned.id.to_string(),
+                        owner: other.to_string(),
+                    });
+                }
+                opts.drift.adopt_live_values(&planned.id, &mut intent, live);
+                let digest = |v: &Value| {
+                    v.pointer("/metadata/annotations")
+                        .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
+                        .cloned()
+                };
+                if digest(live) == digest(&intent) && diff::is_subset(&intent, live) {
+                    Decision::Skip
+                } else {
+                    Decision::Configure
+                }
+            }
+        };
+        decisions.push(decision);
+        work.push(Work {
+            planned,
+            api,
+            intent,
+            live,
+        });
+    }
+
+    // Dry-run every object that needs a write; collect every rejection before deciding.
+    let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
+    let results = stream::iter(work.iter().zip(&decisions).map(|(w, d)| {
+        let dry = dry.clone();
+        async move {
+            if *d == Decision::Skip {
+                return Ok(());
+            }
+            w.api
+                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
+                .await
+                .map(|_| ())
+        }
+    }))
+    .buffered(opts.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    let mut rejected = Vec::new();
+    for ((w, decision), result) in work.iter().zip(decisions.iter_mut()).zip(results) {
+        let Err(err) = result else { continue };
+        match immutable_field(&err) {
+            Some(_) if wants_force(&w.intent, opts) && w.live.is_some() => {
+                *decision = Decision::Recreate;
+            }
+            Some(field) => {
+                return Err(ApplyError::Immutable {
+                    object: w.planned.id.to_string(),
+                    field,
+                    message: status_message(&err),
+                });
+            }
+            None => rejected.push(format!("{}: {}", w.planned.id, status_message(&err))),
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(ApplyError::DryRun(rejected));
+    }
+
+    // Every dry-run passed: write.
+    let params = PatchParams::apply(meta::FIELD_MANAGER).force();
+    let results = stream::iter(work.iter().zip(&decisions).map(|(w, d)| {
+        let params = params.clone();
+        async move {
+            let action = match d {
+                Decision::Skip => return Ok(Action::Unchanged),
+                Decision::Create => Action::Created,
+                Decision::Configure => Action::Configured,
+                Decision::Recreate => {
+                    recreate_prelude(w).await?;
+                    Action::Recreated
+                }
+            };
+            w.api
+                .patch(&w.planned.id.name, &params, &Patch::Apply(&w.intent))
+                .await
+                .map_err(|e| ApplyError::Write {
+                    object: w.planned.id.to_string(),
+                    message: status_message(&e),
+                })?;
+            Ok::<_, ApplyError>(action)
+        }
+    }))
+    .buffered(opts.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    let mut out = Vec::with_capacity(work.len());
+    for (w, result) in work.iter().zip(results) {
+        out.push((w.planned.id.clone(), result?));
+    }
+    Ok(out)
+}
+
+/// Deletes the live object and waits until it is gone, so it can be created again.
+async fn recreate_prelude(w: &Work<'_>) -> Result<(), ApplyError> {
+    let name = &w.planned.id.name;
+    let write_err = |e: kube::Error| ApplyError::Write {
+        object: w.planned.id.to_string(),
+        message: format!("recreate: {}", status_message(&e)),
+    };
+    w.api
+        .delete(name, &DeleteParams::foreground())
+        .await
+        .map_err(write_err)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while w.api.get_opt(name).await.map_err(write_err)?.is_some() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApplyError::Write {
+                object: w.planned.id.to_string(),
+                message: "recreate: the old object was not deleted within 60s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn intent_gets_owner_labels_and_a_stable_digest() {
+        let owner = Owner {
+            name: "app".into(),
+            namespace: "team".into(),
+        };
+        let mut a = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "x", "uid": "u", "resourceVersion": "5"}, "data": {"k": "v"}});
+        let id = ObjectRef::from_object(&a).unwrap();
+        let mut b = a.clone();
+        prepare_intent(&mut a, &id, &owner, 0).unwrap();
+        prepare_intent(&mut b, &id, &owner, 0).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a.pointer("/metadata/labels/kubectl-gitops.io~1name"),
+            Some(&json!("app"))
+        );
+        assert_eq!(a.pointer("/metadata/uid"), None);
+        let digest = a
+            .pointer("/metadata/annotations/kubectl-gitops.io~1intent-digest")
+            .unwrap()
+            .clone();
+        // Re-preparing an already prepared intent yields the same digest.
+        let mut again = a.clone();
+        prepare_intent(&mut again, &id, &owner, 0).unwrap();
+        assert_eq!(again, a);
+        let mut c = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "x"}, "data": {"k": "w"}});
+        prepare_intent(&mut c, &id, &owner, 0).unwrap();
+        assert_ne!(
+            c.pointer("/metadata/annotations/kubectl-gitops.io~1intent-digest"),
+            Some(&digest)
+        );
+    }
+
+    #[test]
+    fn crds_of_the_build_define_scopes() {
+        let kinds = kinds_defined_by(&[json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}
+        })]);
+        assert_eq!(
+            kinds.get(&("example.com".into(), "Widget".into())),
+            Some(&false)
+        );
+    }
+}

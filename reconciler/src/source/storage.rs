@@ -1,0 +1,368 @@
+//! Content-addressed artifact storage on the local filesystem.
+//!
+//! Layout under the storage root:
+//! - `gitrepository/<namespace>/<name>/<sha256-hex>.tar.gz` — artifacts, named by their digest
+//!   (so a stored file can always be re-verified against its own name);
+//! - `git/<namespace>/<name>.git` — the bare object store each GitRepository fetches into.
+//!
+//! Writes go to a temporary file in the same directory, are synced, then renamed, so a reader
+//! never sees a partial artifact. GC keeps the most recently stored N artifacts per object.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::artifact::{ArtifactError, ArtifactWriter, PackedArtifact, UnpackLimits, digest_hex};
+
+/// Why a storage operation failed (reason StorageOperationFailed).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O on '{path}': {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid object name '{0}' for storage")]
+    InvalidName(String),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Kubernetes names are DNS labels/subdomains: this keeps path components safe even if the
+/// apiserver's validation was bypassed.
+fn check_name(name: &str) -> Result<(), StorageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidName(name.to_owned()))
+    }
+}
+
+/// The artifact store rooted at one directory.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    root: PathBuf,
+}
+
+/// An artifact being written into storage; see [`Storage::begin`].
+pub struct PendingArtifact {
+    writer: ArtifactWriter<io::BufWriter<fs::File>>,
+    temp: PathBuf,
+    dir: PathBuf,
+    relative_dir: String,
+}
+
+/// A stored artifact: where it is and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredArtifact {
+    /// Path relative to the storage root, `gitrepository/<ns>/<name>/<hex>.tar.gz`; also the
+    /// URL path under which the server serves it.
+    pub path: String,
+    pub packed: PackedArtifact,
+}
+
+impl PendingArtifact {
+    /// The writer to add entries to.
+    pub fn writer(&mut self) -> &mut ArtifactWriter<io::BufWriter<fs::File>> {
+        &mut self.writer
+    }
+
+    /// Finishes the archive and moves it to its content address. Storing the same content
+    /// again replaces nothing and refreshes its age for GC.
+    pub fn commit(self) -> Result<StoredArtifact, StorageError> {
+        let temp = self.temp.clone();
+        let result = (|| {
+            let (packed, buffered) = self.writer.finish()?;
+            let file = buffered
+                .into_inner()
+                .map_err(|e| io_err(&self.temp)(e.into_error()))?;
+            file.sync_all().map_err(io_err(&self.temp))?;
+            drop(file);
+            let hex = digest_hex(&packed.digest)?.to_owned();
+            let final_path = self.dir.join(format!("{hex}.tar.gz"));
+            fs::rename(&self.temp, &final_path).map_err(io_err(&final_path))?;
+            Ok(StoredArtifact {
+                path: format!("{}/{hex}.tar.gz", self.relative_dir),
+                packed,
+            })
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
+    /// Drops the partial artifact.
+    pub fn abort(self) {
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+impl Storage {
+    /// A store rooted at `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io_err(&root))?;
+        Ok(Self { root })
+    }
+
+    /// The storage root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Relative directory of the artifacts of one GitRepository.
+    pub fn artifact_dir(namespace: &str, name: &str) -> Result<String, StorageError> {
+        check_name(namespace)?;
+        check_name(name)?;
+        Ok(format!("gitrepository/{namespace}/{name}"))
+    }
+
+    /// The bare git object store of one GitRepository.
+    pub fn git_dir(&self, namespace: &str, name: &str) -> Result<PathBuf, StorageError> {
+        check_name(namespace)?;
+        check_name(name)?;
+        Ok(self
+            .root
+            .join("git")
+            .join(namespace)
+            .join(format!("{name}.git")))
+    }
+
+    /// Starts writing an artifact for `namespace/name`.
+    pub fn begin(
+        &self,
+        namespace: &str,
+        name: &str,
+        limits: UnpackLimits,
+    ) -> Result<PendingArtifact, StorageError> {
+        let relative_dir = Self::artifact_dir(namespace, name)?;
+        let dir = self.root.join(&relative_dir);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let nonce = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let temp = dir.join(format!(".tmp-{}-{nonce}", std::process::id()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_err(&temp))?;
+        Ok(PendingArtifact {
+            writer: ArtifactWriter::new(io::BufWriter::with_capacity(1 << 16, file), limits),
+            temp,
+            dir,
+            relative_dir,
+        })
+    }
+
+    /// Absolute path of a stored artifact given its relative path; `None` when the relative path
+    /// is not of the shape this store writes (so nothing outside the store can be named).
+    pub fn resolve(&self, relative: &str) -> Option<PathBuf> {
+        let parts: Vec<&str> = relative.split('/').collect();
+        match parts.as_slice() {
+            ["gitrepository", ns, name, file] => {
+                check_name(ns).ok()?;
+                check_name(name).ok()?;
+                let hex = file.strip_suffix(".tar.gz")?;
+                digest_hex(&format!("sha256:{hex}")).ok()?;
+                Some(self.root.join(relative))
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the artifact at `relative` exists.
+    pub fn exists(&self, relative: &str) -> bool {
+        self.resolve(relative).is_some_and(|p| p.is_file())
+    }
+
+    /// Marks an artifact as most recently used (for GC order).
+    pub fn touch(&self, relative: &str) -> Result<(), StorageError> {
+        if let Some(path) = self.resolve(relative) {
+            let file = fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.set_modified(SystemTime::now())
+                .map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes all but the `keep` most recent artifacts of `namespace/name`, never the one at
+    /// `current` (relative path). Stale temporary files are removed too. Returns how many
+    /// artifacts were deleted.
+    pub fn gc(
+        &self,
+        namespace: &str,
+        name: &str,
+        keep: usize,
+        current: Option<&str>,
+    ) -> Result<usize, StorageError> {
+        let relative_dir = Self::artifact_dir(namespace, name)?;
+        let dir = self.root.join(&relative_dir);
+        let read = match fs::read_dir(&dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut artifacts = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(io_err(&dir))?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            if file_name.starts_with(".tmp-") {
+                // A crash mid-write leaves these; ones older than a minute are abandoned.
+                if modified.elapsed().is_ok_and(|age| age.as_secs() > 60) {
+                    let _ = fs::remove_file(entry.path());
+                }
+                continue;
+            }
+            if file_name.ends_with(".tar.gz") {
+                artifacts.push((modified, file_name));
+            }
+        }
+        artifacts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut deleted = 0;
+        for (_, file_name) in artifacts.into_iter().skip(keep) {
+            let relative = format!("{relative_dir}/{file_name}");
+            if current == Some(relative.as_str()) {
+                continue;
+            }
+            let path = dir.join(&file_name);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Removes everything stored for `namespace/name` (artifacts and object store): used when
+    /// the GitRepository is deleted.
+    pub fn remove_all(&self, namespace: &str, name: &str) -> Result<(), StorageError> {
+        let dir = self.root.join(Self::artifact_dir(namespace, name)?);
+        for path in [dir, self.git_dir(namespace, name)?] {
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a stored artifact and checks its bytes against the digest in its file name.
+    pub fn read_verified(&self, relative: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(path) = self.resolve(relative) else {
+            return Ok(None);
+        };
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let expected = format!("sha256:{}", name.trim_end_matches(".tar.gz"));
+        let actual = super::artifact::digest_of(&bytes);
+        if actual != expected {
+            return Err(ArtifactError::DigestMismatch { expected, actual }.into());
+        }
+        Ok(Some(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(name: &str) -> Storage {
+        let dir =
+            std::env::temp_dir().join(format!("gitops-storage-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Storage::new(dir).unwrap()
+    }
+
+    fn put(storage: &Storage, content: &[u8]) -> StoredArtifact {
+        let mut pending = storage
+            .begin("ns", "repo", UnpackLimits::default())
+            .unwrap();
+        pending.writer().add_file("a.yaml", false, content).unwrap();
+        pending.commit().unwrap()
+    }
+
+    #[test]
+    fn stores_by_digest_and_reads_back_verified() {
+        let storage = store("digest");
+        let stored = put(&storage, b"one");
+        let hex = digest_hex(&stored.packed.digest).unwrap();
+        assert_eq!(stored.path, format!("gitrepository/ns/repo/{hex}.tar.gz"));
+        let bytes = storage.read_verified(&stored.path).unwrap().unwrap();
+        assert_eq!(bytes.len() as u64, stored.packed.size);
+        // Same content, same address.
+        assert_eq!(put(&storage, b"one").path, stored.path);
+        // Tampering is detected.
+        fs::write(storage.resolve(&stored.path).unwrap(), b"tampered").unwrap();
+        assert!(matches!(
+            storage.read_verified(&stored.path),
+            Err(StorageError::Artifact(ArtifactError::DigestMismatch { .. }))
+        ));
+        assert!(storage.resolve("../etc/passwd").is_none());
+        assert!(
+            storage
+                .resolve("gitrepository/ns/../x/abc.tar.gz")
+                .is_none()
+        );
+        fs::remove_dir_all(storage.root()).unwrap();
+    }
+
+    #[test]
+    fn gc_keeps_the_newest_and_the_current() {
+        let storage = store("gc");
+        let mut stored = Vec::new();
+        for i in 0..5u8 {
+            stored.push(put(&storage, &[i]));
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
+        let deleted = storage.gc("ns", "repo", 2, Some(&stored[0].path)).unwrap();
+        assert_eq!(deleted, 2);
+        assert!(storage.exists(&stored[0].path), "current kept");
+        assert!(!storage.exists(&stored[1].path));
+        assert!(!storage.exists(&stored[2].path));
+        assert!(storage.exists(&stored[3].path));
+        assert!(storage.exists(&stored[4].path));
+        storage.remove_all("ns", "repo").unwrap();
+        assert!(!storage.exists(&stored[4].path));
+        fs::remove_dir_all(storage.root()).unwrap();
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        let storage = store("names");
+        assert!(storage.begin("..", "x", UnpackLimits::default()).is_err());
+        assert!(storage.begin("ns", "a/b", UnpackLimits::default()).is_err());
+        fs::remove_dir_all(storage.root()).unwrap();
+    }
+}

@@ -1,0 +1,439 @@
+//! The apply stage against a real apiserver: staged server-side apply with dry-run first,
+//! unchanged objects not re-sent, drift reverted, conflicts refused, immutable fields, prune
+//! safety and watch-driven health.
+
+mod kustomization_support;
+
+use std::time::{Duration, Instant};
+
+use gitops_conformance::{TestNamespace, kubectl_ok};
+use gitops_reconciler::apply::{self, Action, ApplyError, HealthError, Resolver, inventory};
+use kustomization_support::*;
+
+fn app(ns: &str, replicas: u32, data: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {ns}}}
+data: {{mode: "{data}"}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: registry.k8s.io/pause:3.10}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"#
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn applies_skips_unchanged_and_reverts_drift() {
+    let ns = TestNamespace::new("ks-apply");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+
+    let (plan, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 2, "a"), &opts)
+        .await
+        .expect("first apply");
+    assert_eq!(changes.count(Action::Created), 3, "{changes:?}");
+    assert_eq!(
+        inventory::of(&plan.refs())
+            .entries
+            .iter()
+            .map(|e| e.id.clone())
+            .collect::<Vec<_>>(),
+        [
+            format!("{}_settings__ConfigMap", ns.name),
+            format!("{}_web_apps_Deployment", ns.name),
+            format!("{}_web__Service", ns.name),
+        ]
+    );
+    let cm = get(&ns.name, "configmap", "settings").expect("created");
+    assert_eq!(
+        cm.pointer("/metadata/labels/kubectl-gitops.io~1name"),
+        Some(&"app".into())
+    );
+    assert_eq!(
+        cm.pointer("/metadata/labels/kubectl-gitops.io~1namespace"),
+        Some(&ns.name.clone().into())
+    );
+    let with_fields: serde_json::Value = serde_json::from_str(
+        &ns.kubectl(
+            &[
+                "get",
+                "configmap",
+                "settings",
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ],
+            None,
+        )
+        .stdout,
+    )
+    .unwrap();
+    let managers: Vec<String> = with_fields["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields shown")
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(managers, ["gitops-reconciler"]);
+    let rv = cm["metadata"]["resourceVersion"].clone();
+
+    // Nothing changed: nothing is sent.
+    let (_, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 2, "a"), &opts)
+        .await
+        .expect("second apply");
+    assert_eq!(changes.count(Action::Unchanged), 3, "{changes:?}");
+    assert!(!changes.wrote());
+    assert_eq!(
+        get(&ns.name, "configmap", "settings").unwrap()["metadata"]["resourceVersion"],
+        rv
+    );
+
+    // A kubectl edit of a managed field is drift: reverted, and only that object is written.
+    ns.kubectl(
+        &[
+            "patch",
+            "configmap",
+            "settings",
+            "-p",
+            r#"{"data":{"mode":"hacked"}}"#,
+        ],
+        None,
+    );
+    ns.kubectl(&["scale", "deployment", "web", "--replicas=5"], None);
+    let (_, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 2, "a"), &opts)
+        .await
+        .expect("drift apply");
+    assert_eq!(changes.count(Action::Configured), 2, "{changes:?}");
+    assert_eq!(changes.count(Action::Unchanged), 1, "{changes:?}");
+    let cm = get(&ns.name, "configmap", "settings").unwrap();
+    assert_eq!(cm["data"]["mode"], "a");
+    let web = get(&ns.name, "deployment", "web").unwrap();
+    assert_eq!(web["spec"]["replicas"], 2);
+
+    // With a drift rule, replicas owned by someone else (an HPA) are not fought.
+    let mut hpa_opts = opts.clone();
+    hpa_opts.drift = apply::DriftRules::new(&[serde_json::from_value(serde_json::json!({
+        "paths": ["/spec/replicas"], "target": {"kind": "Deployment"}
+    }))
+    .unwrap()])
+    .unwrap();
+    ns.kubectl(&["scale", "deployment", "web", "--replicas=4"], None);
+    let (_, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 2, "a"), &hpa_opts)
+        .await
+        .expect("apply with drift rule");
+    assert_eq!(changes.count(Action::Unchanged), 3, "{changes:?}");
+    assert_eq!(
+        get(&ns.name, "deployment", "web").unwrap()["spec"]["replicas"],
+        4
+    );
+    // ...but a real change of the intent is still applied, without resetting replicas.
+    let (_, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 2, "b"), &hpa_opts)
+        .await
+        .expect("apply new intent with drift rule");
+    assert_eq!(changes.count(Action::Configured), 1, "{changes:?}");
+    assert_eq!(
+        get(&ns.name, "deployment", "web").unwrap()["spec"]["replicas"],
+        4
+    );
+    assert_eq!(
+        get(&ns.name, "configmap", "settings").unwrap()["data"]["mode"],
+        "b"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn a_rejected_object_leaves_its_stage_untouched() {
+    let ns = TestNamespace::new("ks-dryrun");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    let manifest = format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: {ns}}}\nspec:\n  ports: [{{port: 99999}}]\n",
+        app(&ns.name, 1, "a"),
+        ns = ns.name
+    );
+    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect_err("the invalid Service must fail the dry-run");
+    let message = err.to_string();
+    assert!(matches!(err, ApplyError::DryRun(_)), "{message}");
+    assert!(
+        message.contains(&format!("Service {}/broken", ns.name)) && message.contains("99999"),
+        "{message}"
+    );
+    for (kind, name) in [
+        ("configmap", "settings"),
+        ("deployment", "web"),
+        ("service", "web"),
+    ] {
+        assert!(
+            get(&ns.name, kind, name).is_none(),
+            "{kind}/{name} was written although the stage failed its dry-run"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn a_crd_its_namespace_and_its_custom_resources_in_one_build() {
+    let client = client().await;
+    let resolver = Resolver::new();
+    let suffix = std::process::id();
+    let group = format!("t{suffix}.conformance.kubectl-gitops.io");
+    let target = format!("gt-crd-{suffix}");
+    let opts = options(owner("platform", "default"));
+    let manifest = format!(
+        r#"
+apiVersion: {group}/v1
+kind: Widget
+metadata: {{name: w1, namespace: {target}}}
+spec: {{size: 3}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {target}}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: widgets.{group}}}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{size: {{type: integer}}}}}}
+"#
+    );
+    let result = plan_and_apply(&client, &resolver, &manifest, &opts).await;
+    let (plan, changes) = result.expect("CRD + namespace + CR apply");
+    assert_eq!(changes.count(Action::Created), 3, "{changes:?}");
+    // Stage order: the CRD and the Namespace before the Widget.
+    assert_eq!(plan.objects.last().unwrap().id.kind, "Widget");
+    let widget = kubectl_ok(
+        &[
+            "-n",
+            &target,
+            "get",
+            &format!("widgets.{group}"),
+            "w1",
+            "-o",
+            "jsonpath={.spec.size}",
+        ],
+        None,
+    );
+    assert_eq!(widget, "3");
+    // Prune everything (allowed here): CR first, then namespace and CRD.
+    let outcome = apply::prune(&client, &resolver, &plan.refs(), &opts.owner).await;
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(outcome.deleted.len(), 3);
+    assert_eq!(outcome.deleted[0].kind, "Widget");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn prune_deletes_only_what_is_still_ours() {
+    let ns = TestNamespace::new("ks-prune");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    let cm = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {}\n{extra}data: {{k: v}}\n---\n",
+            ns.name
+        )
+    };
+    let old = format!(
+        "{}{}{}{}",
+        cm("keep", ""),
+        cm("gone", ""),
+        cm(
+            "sticky",
+            "  annotations: {kubectl-gitops.io/prune: disabled}\n"
+        ),
+        cm("adopted", "")
+    );
+    let (old_plan, _) = plan_and_apply(&client, &resolver, &old, &opts)
+        .await
+        .expect("apply");
+    // Someone else takes "adopted" over (relabels it): it is not ours to delete any more.
+    ns.kubectl(
+        &[
+            "label",
+            "configmap",
+            "adopted",
+            "kubectl-gitops.io/name=other",
+            "--overwrite",
+        ],
+        None,
+    );
+    let new_plan = apply::plan(&client, &resolver, objects(&cm("keep", "")), &opts.owner)
+        .await
+        .unwrap();
+    let old_inventory = inventory::of(&old_plan.refs());
+    let stale = inventory::stale(Some(&old_inventory), &new_plan.refs());
+    assert_eq!(stale.len(), 3);
+    let outcome = apply::prune(&client, &resolver, &stale, &opts.owner).await;
+    assert_eq!(
+        outcome
+            .deleted
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["gone"]
+    );
+    assert_eq!(outcome.skipped.len(), 2, "{:?}", outcome.skipped);
+    assert!(outcome.failed.is_empty());
+    assert!(get(&ns.name, "configmap", "gone").is_none());
+    assert!(get(&ns.name, "configmap", "keep").is_some());
+    assert!(get(&ns.name, "configmap", "sticky").is_some());
+    assert!(get(&ns.name, "configmap", "adopted").is_some());
+    let remaining = inventory::without(
+        &inventory::union(Some(&old_inventory), &new_plan.refs()),
+        &outcome.removed(),
+    );
+    assert_eq!(remaining, inventory::of(&new_plan.refs()));
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn an_object_of_another_kustomization_is_a_conflict() {
+    let ns = TestNamespace::new("ks-conflict");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: shared, namespace: {}}}\ndata: {{k: a}}\n",
+        ns.name
+    );
+    plan_and_apply(
+        &client,
+        &resolver,
+        &manifest,
+        &options(owner("first", &ns.name)),
+    )
+    .await
+    .expect("first owner");
+    for _ in 0..2 {
+        let err = plan_and_apply(
+            &client,
+            &resolver,
+            &manifest.replace("k: a", "k: b"),
+            &options(owner("second", &ns.name)),
+        )
+        .await
+        .expect_err("second owner must be refused");
+        assert!(
+            err.to_string()
+                .contains(&format!("is managed by Kustomization {}/first", ns.name)),
+            "{err}"
+        );
+    }
+    let cm = get(&ns.name, "configmap", "shared").unwrap();
+    assert_eq!(
+        cm["data"]["k"], "a",
+        "no flapping: the first owner's value stays"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn immutable_field_changes_need_force() {
+    let ns = TestNamespace::new("ks-immutable");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let mut opts = options(owner("app", &ns.name));
+    let job = |image: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: migrate, namespace: {}}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: m, image: {image}}}]\n",
+            ns.name
+        )
+    };
+    plan_and_apply(&client, &resolver, &job("busybox:1"), &opts)
+        .await
+        .expect("create job");
+    let err = plan_and_apply(&client, &resolver, &job("busybox:2"), &opts)
+        .await
+        .expect_err("changing a Job's template is refused without force");
+    let message = err.to_string();
+    assert!(matches!(err, ApplyError::Immutable { .. }), "{message}");
+    assert!(
+        message.contains(&format!("Job {}/migrate", ns.name)) && message.contains("spec.template"),
+        "{message}"
+    );
+    opts.force = true;
+    let (_, changes) = plan_and_apply(&client, &resolver, &job("busybox:2"), &opts)
+        .await
+        .expect("force recreates");
+    assert_eq!(changes.count(Action::Recreated), 1, "{changes:?}");
+    let live = get(&ns.name, "job", "migrate").unwrap();
+    assert_eq!(
+        live.pointer("/spec/template/spec/containers/0/image"),
+        Some(&"busybox:2".into())
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn health_is_watch_driven_and_timeouts_name_the_object() {
+    let ns = TestNamespace::new("ks-health");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    let stuck = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: stuck, namespace: {}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: stuck}}}}\n  template:\n    metadata: {{labels: {{app: stuck}}}}\n    spec:\n      nodeSelector: {{no-such-node: 'true'}}\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n",
+        ns.name
+    );
+    let manifest = format!("{}---\n{stuck}", app(&ns.name, 2, "a"));
+    let (plan, _) = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect("apply");
+    let healthy: Vec<_> = plan
+        .refs()
+        .into_iter()
+        .filter(|r| r.name != "stuck")
+        .collect();
+    let started = Instant::now();
+    apply::health::wait(&client, &resolver, &healthy, Duration::from_secs(60))
+        .await
+        .expect("the schedulable Deployment becomes ready");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let err = apply::health::wait(&client, &resolver, &plan.refs(), Duration::from_secs(3))
+        .await
+        .expect_err("the unschedulable Deployment never becomes ready");
+    assert!(matches!(err, HealthError::Timeout(ref items) if items.len() == 1));
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "Deployment {}/stuck: 0/2 replicas available",
+            ns.name
+        )),
+        "{message}"
+    );
+}
