@@ -81,8 +81,9 @@ fn listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
     } else {
         text.to_owned()
     };
-    full.parse()
-        .with_context(|| format!("'{text}' is not a listen address such as :8080 or 127.0.0.1:8080"))
+    full.parse().with_context(|| {
+        format!("'{text}' is not a listen address such as :8080 or 127.0.0.1:8080")
+    })
 }
 
 fn init_logging(format: LogFormat) {
@@ -156,7 +157,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    for (what, addr) in [("metrics", &args.metrics_addr), ("health", &args.health_addr)] {
+    for (what, addr) in [
+        ("metrics", &args.metrics_addr),
+        ("health", &args.health_addr),
+    ] {
         let addr = listen_addr(addr)?;
         let listener = TcpListener::bind(addr)
             .await
@@ -215,7 +219,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None
         }
     };
-    let _ = (&args.storage_addr, &args.storage_adv_addr, args.allow_file_urls);
+    let _ = (
+        &args.storage_addr,
+        &args.storage_adv_addr,
+        args.allow_file_urls,
+    );
     let fetcher = ArtifactFetcher::new(storage, UnpackLimits::default());
     let config = KustomizationConfig {
         concurrent: args.concurrent,

@@ -439,7 +439,9 @@ async fn apply_stage(
                 if skip {
                     return Ok(());
                 }
-                api.patch(&name, &dry, &Patch::Apply(&intent)).await.map(|_| ())
+                api.patch(&name, &dry, &Patch::Apply(&intent))
+                    .await
+                    .map(|_| ())
             }
         })
         .collect();

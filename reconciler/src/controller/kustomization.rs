@@ -184,12 +184,8 @@ impl Context {
             return client.clone();
         }
         let mut config = self.kube_config.clone();
+        // Only the user: the apiserver adds the ServiceAccount's groups itself.
         config.auth_info.impersonate = Some(user.clone());
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".into(),
-            format!("system:serviceaccounts:{namespace}"),
-            "system:authenticated".into(),
-        ]);
         match kube::Client::try_from(config) {
             Ok(client) => {
                 cache.insert(user, client.clone());
@@ -327,23 +323,18 @@ impl Run<'_> {
                     source.name
                 ))
             })?;
-        repo.status
-            .and_then(|s| s.artifact)
-            .ok_or_else(|| {
-                StageError::SourceNotReady(format!(
-                    "GitRepository {source_ns}/{} has no artifact yet",
-                    source.name
-                ))
-            })
+        repo.status.and_then(|s| s.artifact).ok_or_else(|| {
+            StageError::SourceNotReady(format!(
+                "GitRepository {source_ns}/{} has no artifact yet",
+                source.name
+            ))
+        })
     }
 
     /// Stage 2: every dependency Ready at its source's current revision; cycles refused.
     async fn dependencies(&self) -> Result<(), StageError> {
         if self.ks.spec.depends_on.is_empty() {
             return Ok(());
-        }
-        if let Some(cycle) = find_cycle(&self.ctx.store, &self.namespace, &self.name) {
-            return Err(StageError::DependencyCycle(cycle));
         }
         for dep in &self.ks.spec.depends_on {
             let ns = dep.namespace.clone().unwrap_or(self.namespace.clone());
@@ -413,7 +404,9 @@ impl Run<'_> {
                     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &self.namespace);
                     api.get_opt(&reference.name)
                         .await
-                        .map_err(|e| StageError::Build(format!("postBuild.substituteFrom {what}: {e}")))?
+                        .map_err(|e| {
+                            StageError::Build(format!("postBuild.substituteFrom {what}: {e}"))
+                        })?
                         .map(|cm| cm.data.unwrap_or_default())
                 }
                 SubstituteKind::Secret => {
@@ -454,6 +447,10 @@ impl Run<'_> {
 
     /// Stages 3–8. Returns what was applied; status fields are updated along the way.
     async fn pipeline(&mut self, durations: &Durations) -> Result<Applied, StageError> {
+        // A cycle can never resolve: report it before anything else.
+        if let Some(cycle) = find_cycle(&self.ctx.store, &self.namespace, &self.name) {
+            return Err(StageError::DependencyCycle(cycle));
+        }
         let artifact = self.source().await?;
         let revision = artifact.revision.clone();
         self.status.last_attempted_revision = Some(revision.clone());
@@ -463,7 +460,8 @@ impl Run<'_> {
         let dir = self.ctx.fetcher.unpack(&artifact).await?;
         let substitute = self.substitutions(&client).await?;
         let objects = build_stage(dir.path(), self.ks, substitute).await?;
-        let objects = policy_stage(self.ks, &self.namespace, &self.name, &revision, objects).await?;
+        let objects =
+            policy_stage(self.ks, &self.namespace, &self.name, &revision, objects).await?;
         drop(dir);
 
         let owner = Owner {
@@ -723,7 +721,10 @@ async fn reconcile_apply(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action
 
     // A new generation announces itself before the (possibly long) pipeline.
     if original.observed_generation != generation {
-        run.progressing(format!("reconciling generation {}", generation.unwrap_or(0)));
+        run.progressing(format!(
+            "reconciling generation {}",
+            generation.unwrap_or(0)
+        ));
         run.write_status().await?;
     }
 
@@ -889,14 +890,18 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, Reconc
             message: failed.join("; "),
         });
     }
-    info!(deleted = outcome.deleted.len(), "deleted; pruned the inventory");
+    info!(
+        deleted = outcome.deleted.len(),
+        "deleted; pruned the inventory"
+    );
     Ok(Action::await_change())
 }
 
 async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileFailure> {
     let namespace = ks.namespace().unwrap_or_default();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &namespace);
-    let span = info_span!("reconcile", kind = KIND, namespace = %namespace, name = %ks.name_any());
+    let span =
+        info_span!("reconcile", kind = KIND, namespace = %namespace, object = %ks.name_any());
     async move {
         finalizer(&api, meta::FINALIZER, ks, |event| async {
             match event {
@@ -921,12 +926,15 @@ fn error_policy(ks: Arc<Kustomization>, error: &ReconcileFailure, _ctx: Arc<Cont
     Action::requeue(Duration::from_secs(10))
 }
 
-/// Hash of the reconcile-requested-at annotation: a new value triggers a reconcile.
+/// Hash of what besides the generation triggers a reconcile: the reconcile-requested-at
+/// annotation and the finalizers (adding ours does not change the generation).
 fn requested_at(ks: &Kustomization) -> Option<u64> {
     use std::hash::{Hash, Hasher};
-    let value = ks.annotations().get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut hasher);
+    ks.annotations()
+        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
+        .hash(&mut hasher);
+    ks.finalizers().hash(&mut hasher);
     Some(hasher.finish())
 }
 

@@ -81,7 +81,11 @@ impl LeaderElector {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
-        let acquired = if ours { spec.acquire_time.clone() } else { None };
+        let acquired = if ours {
+            spec.acquire_time.clone()
+        } else {
+            None
+        };
         lease.spec = Some(self.spec(transitions, acquired));
         match self.api.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
@@ -100,7 +104,9 @@ impl LeaderElector {
                     return;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "leader election: cannot read or write the lease"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: cannot read or write the lease")
+                }
             }
             tokio::time::sleep(self.config.retry_period).await;
         }

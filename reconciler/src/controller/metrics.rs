@@ -140,11 +140,17 @@ mod tests {
         m.record_ready("Kustomization", "ns", "app", Some("True"));
         m.count_objects("created", 3);
         let text = m.encode();
-        assert!(text.contains("gitops_reconcile_duration_seconds_bucket{"), "{text}");
+        assert!(
+            text.contains("gitops_reconcile_duration_seconds_bucket{"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"gitops_reconcile_condition{kind="Kustomization",namespace="ns",name="app",type="Ready",status="True"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"gitops_applied_objects_total{action="created"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"gitops_applied_objects_total{action="created"} 3"#),
+            "{text}"
+        );
     }
 }

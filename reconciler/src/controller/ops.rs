@@ -29,7 +29,11 @@ impl Readiness {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -99,14 +103,26 @@ mod tests {
     fn routes() {
         let metrics = Metrics::default();
         let readiness = Readiness::default();
-        assert_eq!(route(&metrics, &readiness, "/healthz").status(), StatusCode::OK);
+        assert_eq!(
+            route(&metrics, &readiness, "/healthz").status(),
+            StatusCode::OK
+        );
         assert_eq!(
             route(&metrics, &readiness, "/readyz").status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         readiness.set(true);
-        assert_eq!(route(&metrics, &readiness, "/readyz").status(), StatusCode::OK);
-        assert_eq!(route(&metrics, &readiness, "/metrics").status(), StatusCode::OK);
-        assert_eq!(route(&metrics, &readiness, "/etc/passwd").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            route(&metrics, &readiness, "/readyz").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            route(&metrics, &readiness, "/metrics").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            route(&metrics, &readiness, "/etc/passwd").status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }
