@@ -1,0 +1,667 @@
+//! The command line: clap types only. Parsing lives here so that every command module receives
+//! plain option structs and can be tested without building argument vectors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Documented exit codes, printed at the end of `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (diff: no differences)
+  1  the operation ran and reports a failure: a reconcile ended not Ready, check found a problem,
+     diff found differences
+  2  invalid usage: unknown or conflicting flags, malformed values
+  3  an object named on the command line does not exist
+  4  the cluster cannot be reached or refused the credentials
+  5  timed out waiting for the cluster or the reconciler
+  6  any other error";
+
+/// GitOps for Kubernetes with WebAssembly policies.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-gitops",
+    bin_name = "kubectl gitops",
+    version,
+    about = "GitOps for Kubernetes with WebAssembly policies",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts (the same names as flux and kubectl).
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace of the kubectl-gitops objects.
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        default_value = "gitops-system",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+    /// How long to wait for the cluster and the reconciler (Go duration: 30s, 5m, 1h).
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// More output on stderr (-v: debug, -vv: trace).
+    #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// A Go-style duration, validated with the same parser the reconciler uses.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    gitops_reconciler::api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+/// How listing commands print objects.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The objects as YAML (a List).
+    Yaml,
+    /// The objects as JSON (a List).
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the client version, and the server's when a cluster is reachable.
+    Version(VersionArgs),
+    /// Check the cluster: prerequisites (--pre) or the installed CRDs and reconciler.
+    Check(CheckArgs),
+    /// Install the CRDs and the reconciler (or print the manifests with --export).
+    Install(InstallArgs),
+    /// Remove the reconciler, the CRDs and every kubectl-gitops object.
+    Uninstall(UninstallArgs),
+    /// Commit the install manifests to a git repository and let the cluster manage itself from it.
+    #[command(subcommand)]
+    Bootstrap(BootstrapCommand),
+    /// Create or update sources, kustomizations and secrets.
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// List sources and kustomizations with their status.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Ask the reconciler to reconcile an object now and wait for the outcome.
+    #[command(subcommand)]
+    Reconcile(ReconcileCommand),
+    /// Stop reconciling objects (the cluster keeps its current state).
+    #[command(subcommand)]
+    Suspend(SelectCommand),
+    /// Resume reconciling suspended objects and wait for the outcome.
+    #[command(subcommand)]
+    Resume(SelectCommand),
+    /// Delete sources and kustomizations.
+    #[command(subcommand)]
+    Delete(DeleteCommand),
+    /// Print objects as clean YAML to commit to git.
+    #[command(subcommand)]
+    Export(SelectCommand),
+    /// Show what a kustomization would change in the cluster (exit 1 when it differs).
+    #[command(subcommand)]
+    Diff(LocalBuildCommand),
+    /// Print the objects a kustomization renders, after its policies.
+    #[command(subcommand)]
+    Build(LocalBuildCommand),
+    /// Show the objects a kustomization manages, as a tree.
+    #[command(subcommand)]
+    Tree(TreeCommand),
+    /// Show which kustomization and source manage an object.
+    Trace(TraceArgs),
+    /// Show the Kubernetes events of kubectl-gitops objects.
+    Events(EventsArgs),
+    /// Show the reconciler's logs.
+    Logs(LogsArgs),
+    /// Work with WebAssembly policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VersionArgs {
+    /// Print only the client version (no cluster access).
+    #[arg(long)]
+    pub client: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Check only the prerequisites of an install: Kubernetes version and permissions.
+    #[arg(long)]
+    pub pre: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InstallArgs {
+    /// Print the manifests instead of applying them.
+    #[arg(long)]
+    pub export: bool,
+    /// Reconciler image reference (default: the image this release was built with).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UninstallArgs {
+    /// Keep the namespace.
+    #[arg(long)]
+    pub keep_namespace: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 's', long)]
+    pub silent: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BootstrapCommand {
+    /// Bootstrap from any git server reachable with git (https or ssh).
+    Git(BootstrapGitArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BootstrapGitArgs {
+    /// Repository URL (https://, http:// with --allow-insecure-http, or ssh://).
+    #[arg(long)]
+    pub url: String,
+    /// Branch to commit to and reconcile from.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory of the cluster's manifests inside the repository.
+    #[arg(long, value_name = "DIR")]
+    pub path: String,
+    /// User name for https.
+    #[arg(
+        short = 'u',
+        long,
+        requires = "password",
+        conflicts_with = "private_key_file"
+    )]
+    pub username: Option<String>,
+    /// Password or token for https.
+    #[arg(short = 'p', long, requires = "username")]
+    pub password: Option<String>,
+    /// SSH private key for ssh:// URLs.
+    #[arg(long, value_name = "FILE")]
+    pub private_key_file: Option<PathBuf>,
+    /// Reconcile interval of the self-managing objects.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_text)]
+    pub interval: String,
+    /// Allow a plain http:// URL (test servers only).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+}
+
+/// Validates a duration but keeps the user's spelling for the object (`30s` stays `30s`).
+pub fn parse_duration_text(text: &str) -> Result<String, String> {
+    parse_duration(text).map(|_| text.to_owned())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CreateCommand {
+    /// Create or update a source.
+    #[command(subcommand)]
+    Source(CreateSourceCommand),
+    /// Create or update a Kustomization.
+    #[command(visible_alias = "ks")]
+    Kustomization(CreateKustomizationArgs),
+    /// Create or update a secret.
+    #[command(subcommand)]
+    Secret(CreateSecretCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CreateSourceCommand {
+    /// Create or update a GitRepository.
+    Git(CreateSourceGitArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CreateSecretCommand {
+    /// Create or update a Secret with git credentials.
+    Git(CreateSecretGitArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("git_ref").args(["branch", "tag", "tag_semver", "commit"])))]
+pub struct CreateSourceGitArgs {
+    /// Name of the GitRepository.
+    pub name: String,
+    /// Repository URL (https://, ssh://, http:// with --insecure).
+    #[arg(long)]
+    pub url: String,
+    /// Branch to follow.
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Tag to check out.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Semver range of tags to follow, e.g. '>=1.0.0'.
+    #[arg(long)]
+    pub tag_semver: Option<String>,
+    /// Commit SHA-1 to check out.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// How often to check the remote for changes.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_text)]
+    pub interval: String,
+    /// Timeout of git operations (spec.timeout).
+    #[arg(long = "fetch-timeout", value_parser = parse_duration_text)]
+    pub fetch_timeout: Option<String>,
+    /// Secret with the git credentials (see `create secret git`).
+    #[arg(long, value_name = "NAME")]
+    pub secret_ref: Option<String>,
+    /// Paths to leave out of the artifact, gitignore syntax (comma separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "PATTERN")]
+    pub ignore_paths: Vec<String>,
+    /// Allow a plain http:// URL.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the object as YAML instead of applying it.
+    #[arg(long)]
+    pub export: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateKustomizationArgs {
+    /// Name of the Kustomization.
+    pub name: String,
+    /// The source: [GitRepository/][namespace/]name.
+    #[arg(long)]
+    pub source: String,
+    /// Directory inside the source to build.
+    #[arg(long, default_value = "./")]
+    pub path: String,
+    /// How often to reconcile the cluster with the source.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_text)]
+    pub interval: String,
+    /// Delete objects that leave the source.
+    #[arg(long)]
+    pub prune: bool,
+    /// Wait for every applied object to become ready.
+    #[arg(long)]
+    pub wait: bool,
+    /// Namespace every namespaced object is placed in.
+    #[arg(long, value_name = "NS")]
+    pub target_namespace: Option<String>,
+    /// Kustomizations that must be ready first: [namespace/]name (repeatable).
+    #[arg(long, value_delimiter = ',')]
+    pub depends_on: Vec<String>,
+    /// Objects whose health gates readiness: Kind/name[.namespace] (repeatable).
+    #[arg(long, value_delimiter = ',')]
+    pub health_check: Vec<String>,
+    /// ServiceAccount to impersonate when applying.
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
+    /// A built-in policy: builtin:NAME[:CONFIG] where CONFIG is a JSON file or inline JSON.
+    #[arg(long, value_name = "builtin:NAME[:CONFIG]")]
+    pub policy: Vec<String>,
+    /// A policy component from a local file: FILE.wasm[:CONFIG] (stored in a ConfigMap).
+    #[arg(long, value_name = "FILE.wasm[:CONFIG]")]
+    pub policy_module: Vec<PathBuf>,
+    /// Reconcile timeout (spec.timeout).
+    #[arg(long = "apply-timeout", value_parser = parse_duration_text)]
+    pub apply_timeout: Option<String>,
+    /// Print the objects as YAML instead of applying them.
+    #[arg(long)]
+    pub export: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["username", "bearer_token", "private_key_file"])))]
+pub struct CreateSecretGitArgs {
+    /// Name of the Secret.
+    pub name: String,
+    /// URL of the repository the credentials are for (decides which kind of credentials fit).
+    #[arg(long)]
+    pub url: String,
+    /// User name for https basic auth.
+    #[arg(short = 'u', long, requires = "password")]
+    pub username: Option<String>,
+    /// Password for https basic auth.
+    #[arg(short = 'p', long, requires = "username")]
+    pub password: Option<String>,
+    /// Bearer token for https.
+    #[arg(long)]
+    pub bearer_token: Option<String>,
+    /// SSH private key file for ssh:// URLs.
+    #[arg(long, value_name = "FILE")]
+    pub private_key_file: Option<PathBuf>,
+    /// known_hosts file for ssh:// URLs.
+    #[arg(long, value_name = "FILE", requires = "private_key_file")]
+    pub known_hosts_file: Option<PathBuf>,
+    /// Print the Secret as YAML instead of applying it.
+    #[arg(long)]
+    pub export: bool,
+}
+
+/// Flags shared by the listing commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ListArgs {
+    /// Only this object.
+    pub name: Option<String>,
+    /// List in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// After listing, watch for changes (until Ctrl-C or --timeout).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Only objects whose condition has this status, e.g. ready=false.
+    #[arg(long, value_name = "CONDITION=STATUS")]
+    pub status_selector: Option<String>,
+    /// Label selector, e.g. team=web.
+    #[arg(short = 'l', long = "label-selector", value_name = "SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Add a SOURCE column (kustomizations).
+    #[arg(long)]
+    pub show_source: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Do not print the header line.
+    #[arg(long)]
+    pub no_header: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetCommand {
+    /// List sources.
+    #[command(subcommand)]
+    Sources(GetSourcesCommand),
+    /// List Kustomizations.
+    #[command(visible_alias = "ks", alias = "kustomization")]
+    Kustomizations(ListArgs),
+    /// List every source and Kustomization.
+    All(ListArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetSourcesCommand {
+    /// List GitRepositories.
+    Git(ListArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReconcileCommand {
+    /// Reconcile a source.
+    #[command(subcommand)]
+    Source(ReconcileSourceCommand),
+    /// Reconcile a Kustomization.
+    #[command(visible_alias = "ks")]
+    Kustomization(ReconcileKustomizationArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReconcileSourceCommand {
+    /// Reconcile a GitRepository.
+    Git(NameArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NameArgs {
+    pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReconcileKustomizationArgs {
+    pub name: String,
+    /// Reconcile the source first.
+    #[arg(long)]
+    pub with_source: bool,
+}
+
+/// `suspend`, `resume` and `export` select one object or all of a kind.
+#[derive(Subcommand, Debug)]
+pub enum SelectCommand {
+    /// Sources.
+    #[command(subcommand)]
+    Source(SelectSourceCommand),
+    /// Kustomizations.
+    #[command(visible_alias = "ks")]
+    Kustomization(Selection),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SelectSourceCommand {
+    /// GitRepositories.
+    Git(Selection),
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["name", "all"])))]
+pub struct Selection {
+    pub name: Option<String>,
+    /// Every object of this kind in the namespace.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeleteCommand {
+    /// Delete a source.
+    #[command(subcommand)]
+    Source(DeleteSourceCommand),
+    /// Delete a Kustomization.
+    #[command(visible_alias = "ks")]
+    Kustomization(DeleteArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeleteSourceCommand {
+    /// Delete a GitRepository.
+    Git(DeleteArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Do not ask for confirmation.
+    #[arg(short = 's', long)]
+    pub silent: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LocalBuildCommand {
+    /// A Kustomization.
+    #[command(visible_alias = "ks")]
+    Kustomization(LocalBuildArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LocalBuildArgs {
+    pub name: String,
+    /// Build this local directory instead of the source's artifact.
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TreeCommand {
+    /// The inventory of a Kustomization.
+    #[command(visible_alias = "ks")]
+    Kustomization(NameArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// The object: KIND/NAME (e.g. deployment/vote) or KIND NAME.
+    #[arg(num_args = 1..=2, required = true)]
+    pub object: Vec<String>,
+    /// API version of the kind when its name is ambiguous, e.g. apps/v1.
+    #[arg(long)]
+    pub api_version: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EventsArgs {
+    /// Only events of this object: Kind/name.
+    #[arg(long = "for", value_name = "KIND/NAME")]
+    pub for_object: Option<String>,
+    /// Keep printing new events (until Ctrl-C or --timeout).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Events in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Do not print the header line.
+    #[arg(long)]
+    pub no_header: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    /// Keep streaming.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines of this level or more severe.
+    #[arg(long, value_enum)]
+    pub level: Option<LogLevel>,
+    /// Only lines about objects of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only lines about objects with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lines from the end of the log to start with.
+    #[arg(long, default_value_t = 100)]
+    pub tail: i64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Run a policy over local manifests and print the outcome.
+    Test(PolicyTestArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PolicyTestArgs {
+    /// The policy: a component file (.wasm) or builtin:NAME.
+    #[arg(long)]
+    pub module: String,
+    /// Policy configuration (a JSON file).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory (or file) of manifests to run the policy over.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub filename: PathBuf,
+    /// Target namespace given to the policy context.
+    #[arg(long)]
+    pub target_namespace: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_have_flux_defaults() {
+        let cli = Cli::try_parse_from(["kubectl-gitops", "get", "ks"]).unwrap();
+        assert_eq!(cli.global.namespace, "gitops-system");
+        assert_eq!(cli.global.timeout, Duration::from_secs(300));
+        let cli = Cli::try_parse_from([
+            "kubectl-gitops",
+            "get",
+            "sources",
+            "git",
+            "-n",
+            "apps",
+            "--timeout",
+            "30s",
+            "-A",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.namespace, "apps");
+        assert_eq!(cli.global.timeout, Duration::from_secs(30));
+        match cli.command {
+            Command::Get(GetCommand::Sources(GetSourcesCommand::Git(list))) => {
+                assert!(list.all_namespaces);
+                assert_eq!(list.output, OutputFormat::Json);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn conflicting_and_invalid_flags_are_usage_errors() {
+        for args in [
+            &[
+                "kubectl-gitops",
+                "create",
+                "source",
+                "git",
+                "a",
+                "--url",
+                "https://x/y",
+                "--branch",
+                "main",
+                "--tag",
+                "v1",
+            ][..],
+            &[
+                "kubectl-gitops",
+                "create",
+                "secret",
+                "git",
+                "s",
+                "--url",
+                "https://x/y",
+            ],
+            &[
+                "kubectl-gitops",
+                "create",
+                "secret",
+                "git",
+                "s",
+                "--url",
+                "https://x/y",
+                "-u",
+                "me",
+            ],
+            &["kubectl-gitops", "get", "ks", "--timeout", "0s"],
+            &["kubectl-gitops", "get", "ks", "-o", "xml"],
+            &["kubectl-gitops", "suspend", "ks"],
+            &["kubectl-gitops", "suspend", "ks", "a", "--all"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err(&format!("{args:?} parsed"));
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The connection to the cluster: a kube client from the global flags, plus the few operations
+//! several commands share (read an object with a useful error, request a reconcile, wait for its
+//! outcome).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gitops_reconciler::api::conditions::{self, meta, types};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cli::GlobalArgs;
+use crate::error::{Exit, Failure, HINT_CHECK};
+
+/// Field manager of every server-side apply the CLI makes.
+pub const FIELD_MANAGER: &str = "kubectl-gitops";
+
+/// Connects with the kubeconfig and context chosen by the global flags.
+pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions {
+        context: global.context.clone(),
+        cluster: None,
+        user: None,
+    };
+    let mut config = match &global.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                Failure::new(
+                    Exit::Unreachable,
+                    format!("cannot read kubeconfig {}: {e}", path.display()),
+                )
+            })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| Failure::new(Exit::Unreachable, format!("invalid kubeconfig: {e}")))?
+        }
+        None if global.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Failure::new(Exit::Unreachable, format!("invalid kubeconfig: {e}")))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            Failure::new(Exit::Unreachable, format!("no cluster configured: {e}"))
+                .hint("set KUBECONFIG or pass --kubeconfig")
+        })?,
+    };
+    config.connect_timeout = Some(global.timeout.min(Duration::from_secs(10)));
+    config.read_timeout = Some(global.timeout.max(Duration::from_secs(30)));
+    Client::try_from(config).context("creating the Kubernetes client")
+}
+
+/// `Kind namespace/name` for messages.
+pub fn describe<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
+    format!("{} {namespace}/{name}", K::kind(&()))
+}
+
+/// Reads one object; a missing object is an [`Exit::NotFound`] naming kind, namespace and name.
+pub async fn get<K>(api: &Api<K>, namespace: &str, name: &str) -> anyhow::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(Some(object)) => Ok(object),
+        Ok(None) => Err(Failure::new(
+            Exit::NotFound,
+            format!("{} not found", describe::<K>(namespace, name)),
+        )
+        .hint(format!(
+            "list them with kubectl gitops get {} -n {namespace}",
+            list_command::<K>()
+        ))
+        .into()),
+        Err(e) => {
+            Err(anyhow::Error::from(e)
+                .context(format!("reading {}", describe::<K>(namespace, name))))
+        }
+    }
+}
+
+fn list_command<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "GitRepository" => "sources git",
+        "Kustomization" => "kustomizations",
+        _ => "all",
+    }
+}
+
+/// Server-side applies `object` with the CLI's field manager (create or update).
+pub async fn apply<K>(api: &Api<K>, object: &K) -> anyhow::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|e| map_missing_crd(e, K::kind(&()).as_ref()))
+    .with_context(|| format!("applying {}", describe::<K>(&namespace, &name)))
+}
+
+/// A 404 for a whole resource type means the CRDs are not installed: say so.
+pub fn map_missing_crd(error: kube::Error, kind: &str) -> anyhow::Error {
+    if let kube::Error::Api(status) = &error
+        && status.code == 404
+        && status
+            .message
+            .contains("could not find the requested resource")
+    {
+        return Failure::new(
+            Exit::NotFound,
+            format!("the cluster does not know the kind {kind}"),
+        )
+        .hint(HINT_CHECK)
+        .into();
+    }
+    error.into()
+}
+
+/// What the CLI needs from the status of a reconciled kind.
+pub trait Reconcilable:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + 'static
+{
+    fn conditions(&self) -> &[Condition];
+    fn last_handled_reconcile_at(&self) -> Option<&str>;
+    fn observed_generation(&self) -> Option<i64>;
+    fn suspended(&self) -> bool;
+    /// The revision to report in the outcome line.
+    fn revision(&self) -> Option<&str>;
+    /// `fetched revision` / `applied revision`.
+    const OUTCOME_VERB: &'static str;
+}
+
+impl Reconcilable for gitops_reconciler::api::GitRepository {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+    fn suspended(&self) -> bool {
+        self.spec.suspend == Some(true)
+    }
+    fn revision(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.artifact.as_ref())
+            .map(|a| a.revision.as_str())
+    }
+    const OUTCOME_VERB: &'static str = "fetched revision";
+}
+
+impl Reconcilable for gitops_reconciler::api::Kustomization {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+    fn suspended(&self) -> bool {
+        self.spec.suspend == Some(true)
+    }
+    fn revision(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.as_deref())
+    }
+    const OUTCOME_VERB: &'static str = "applied revision";
+}
+
+/// Where a reconcile ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ready=True; the revision, if the status names one.
+    Ready(Option<String>),
+    /// Ready=False (or Stalled): the reason and message of the condition.
+    NotReady { reason: String, message: String },
+}
+
+/// The outcome of the last finished reconcile of `object`, if the current generation finished
+/// one: `Ready` decided (True/False) and no `Reconciling` condition, or `Stalled`.
+pub fn finished_outcome<K: Reconcilable>(object: &K) -> Option<Outcome> {
+    let conds = object.conditions();
+    let generation = object.meta().generation;
+    if let (Some(generation), Some(observed)) = (generation, object.observed_generation())
+        && observed < generation
+    {
+        return None;
+    }
+    object.observed_generation()?;
+    if let Some(stalled) = conditions::get(conds, types::STALLED)
+        && stalled.status == conditions::status::TRUE
+    {
+        return Some(Outcome::NotReady {
+            reason: stalled.reason.clone(),
+            message: stalled.message.clone(),
+        });
+    }
+    if conditions::get(conds, types::RECONCILING)
+        .is_some_and(|c| c.status == conditions::status::TRUE)
+    {
+        return None;
+    }
+    let ready = conditions::get(conds, types::READY)?;
+    match ready.status.as_str() {
+        conditions::status::TRUE => Some(Outcome::Ready(object.revision().map(str::to_owned))),
+        conditions::status::FALSE => Some(Outcome::NotReady {
+            reason: ready.reason.clone(),
+            message: ready.message.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Polls `name` every `every` until `done` returns `Some`, or fails with [`Exit::Timeout`]
+/// after `timeout`. A missing object is an error.
+pub async fn wait_for<K, T>(
+    api: &Api<K>,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&K) -> Option<T>,
+) -> anyhow::Result<T>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let start = Instant::now();
+    let every = Duration::from_millis(250);
+    loop {
+        let object = get(api, namespace, name).await?;
+        if let Some(value) = done(&object) {
+            return Ok(value);
+        }
+        if start.elapsed() >= timeout {
+            return Err(Failure::new(
+                Exit::Timeout,
+                format!(
+                    "timed out after {} waiting for {}",
+                    human_duration(timeout),
+                    describe::<K>(namespace, name)
+                ),
+            )
+            .hint("is the reconciler running? run kubectl gitops check")
+            .into());
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Sets the reconcile-requested-at annotation to now and returns the value written.
+pub async fn request_reconcile<K: Reconcilable>(
+    api: &Api<K>,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let token = jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {meta::RECONCILE_REQUESTED_AT_ANNOTATION: token}}
+    });
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(token),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            // Distinguish a missing object from missing CRDs.
+            get(api, namespace, name).await?;
+            Err(kube::Error::Api(status).into())
+        }
+        Err(e) => Err(map_missing_crd(e, K::kind(&()).as_ref())
+            .context(format!("annotating {}", describe::<K>(namespace, name)))),
+    }
+}
+
+/// Waits until the status echoes `token` in `lastHandledReconcileAt` and the reconcile finished.
+pub async fn wait_reconciled<K: Reconcilable>(
+    api: &Api<K>,
+    namespace: &str,
+    name: &str,
+    token: &str,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    wait_for(api, namespace, name, timeout, |object: &K| {
+        if object.last_handled_reconcile_at() != Some(token) {
+            return None;
+        }
+        finished_outcome(object)
+    })
+    .await
+}
+
+/// `2s`, `1m30s`, `5m`: durations as people write them.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let mut text = String::new();
+    if h > 0 {
+        text.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        text.push_str(&format!("{m}m"));
+    }
+    if s > 0 || text.is_empty() {
+        text.push_str(&format!("{s}s"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitops_reconciler::api::{GitRepository, GitRepositoryStatus};
+
+    fn repo(generation: i64, status: GitRepositoryStatus) -> GitRepository {
+        let mut repo: GitRepository = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "GitRepository",
+            "metadata": {"name": "r", "namespace": "n", "generation": generation},
+            "spec": {"url": "https://example.com/r.git", "interval": "1m"}
+        }))
+        .unwrap();
+        repo.status = Some(status);
+        repo
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        let mut v = Vec::new();
+        conditions::set(&mut v, type_, status, reason, message, Some(1));
+        v.remove(0)
+    }
+
+    #[test]
+    fn outcome_waits_for_the_current_generation_and_the_end_of_reconciling() {
+        let ready = cond("Ready", "True", "Succeeded", "stored artifact");
+        let reconciling = cond("Reconciling", "True", "Progressing", "fetching");
+        let old = repo(
+            2,
+            GitRepositoryStatus {
+                observed_generation: Some(1),
+                conditions: vec![ready.clone()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(finished_outcome(&old), None);
+        let busy = repo(
+            2,
+            GitRepositoryStatus {
+                observed_generation: Some(2),
+                conditions: vec![ready.clone(), reconciling],
+                ..Default::default()
+            },
+        );
+        assert_eq!(finished_outcome(&busy), None);
+        let done = repo(
+            2,
+            GitRepositoryStatus {
+                observed_generation: Some(2),
+                conditions: vec![ready],
+                ..Default::default()
+            },
+        );
+        assert_eq!(finished_outcome(&done), Some(Outcome::Ready(None)));
+        let failed = repo(
+            1,
+            GitRepositoryStatus {
+                observed_generation: Some(1),
+                conditions: vec![cond("Ready", "False", "GitOperationFailed", "no such host")],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            finished_outcome(&failed),
+            Some(Outcome::NotReady {
+                reason: "GitOperationFailed".into(),
+                message: "no such host".into()
+            })
+        );
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+    }
+}

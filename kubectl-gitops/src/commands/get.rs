@@ -1,0 +1,470 @@
+//! `kubectl gitops get sources git | kustomizations | all`: status tables (NAME REVISION
+//! SUSPENDED READY MESSAGE, with NAMESPACE for -A and SOURCE for --show-source), YAML/JSON,
+//! label and status selectors, and `-w` to keep printing changes.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use gitops_reconciler::api::{GitRepository, Kustomization};
+use kube::api::ListParams;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cli::{GetCommand, GetSourcesCommand, GlobalArgs, ListArgs, OutputFormat};
+use crate::error::{Exit, fail};
+use crate::objects::{self, StatusRow};
+use crate::ui::{Ui, render_table};
+
+pub async fn run(
+    global: &GlobalArgs,
+    command: GetCommand,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Exit> {
+    let (args, kinds): (ListArgs, &[Kind]) = match command {
+        GetCommand::Sources(GetSourcesCommand::Git(args)) => (args, &[Kind::GitRepository]),
+        GetCommand::Kustomizations(args) => (args, &[Kind::Kustomization]),
+        GetCommand::All(args) => (args, &[Kind::GitRepository, Kind::Kustomization]),
+    };
+    let selector = match &args.status_selector {
+        Some(text) => Some(StatusSelector::parse(text)?),
+        None => None,
+    };
+    if args.watch && args.output != OutputFormat::Table {
+        return Err(fail(Exit::Usage, "--watch prints tables only: drop -o"));
+    }
+    let client = crate::cluster::connect(global).await?;
+    let options = Listing {
+        args: &args,
+        selector: selector.as_ref(),
+        prefix_kind: kinds.len() > 1,
+    };
+    let mut items = Vec::new();
+    let mut sections = Vec::new();
+    for kind in kinds {
+        let (rows, raw) = match kind {
+            Kind::GitRepository => {
+                list::<GitRepository>(&client, global, &args, objects::git_repository_row).await?
+            }
+            Kind::Kustomization => {
+                list::<Kustomization>(&client, global, &args, objects::kustomization_row).await?
+            }
+        };
+        let (rows, raw): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .zip(raw)
+            .filter(|(row, _)| selector.as_ref().is_none_or(|s| s.matches(row)))
+            .unzip();
+        items.extend(raw);
+        sections.push((*kind, rows));
+    }
+    match args.output {
+        OutputFormat::Table => {
+            let mut printed_any = false;
+            for (i, (kind, rows)) in sections.iter().enumerate() {
+                if rows.is_empty() && kinds.len() > 1 {
+                    continue;
+                }
+                if i > 0 && printed_any {
+                    writeln!(ui.out)?;
+                }
+                write!(ui.out, "{}", table(&options, rows))?;
+                printed_any |= !rows.is_empty();
+                if rows.is_empty() && !args.watch {
+                    let scope = if args.all_namespaces {
+                        "any namespace".to_owned()
+                    } else {
+                        format!("namespace {}", global.namespace)
+                    };
+                    ui.warning(&format!("no {} found in {scope}", kind.plural()))?;
+                }
+            }
+        }
+        OutputFormat::Json => {
+            let list = list_object(items);
+            writeln!(ui.out, "{}", serde_json::to_string_pretty(&list)?)?;
+        }
+        OutputFormat::Yaml => {
+            let list = list_object(items);
+            write!(ui.out, "{}", gitops_reconciler::yaml::to_string(&list)?)?;
+        }
+    }
+    ui.out.flush()?;
+    if args.watch {
+        watch(&client, global, &options, kinds, ui).await?;
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    GitRepository,
+    Kustomization,
+}
+
+impl Kind {
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::GitRepository => "GitRepositories",
+            Kind::Kustomization => "Kustomizations",
+        }
+    }
+}
+
+/// What decides the shape of the table.
+pub struct Listing<'a> {
+    pub args: &'a ListArgs,
+    pub selector: Option<&'a StatusSelector>,
+    /// `get all`: names are printed as `gitrepository/name`.
+    pub prefix_kind: bool,
+}
+
+fn api<K>(client: &Client, global: &GlobalArgs, all: bool) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    if all {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), &global.namespace)
+    }
+}
+
+async fn list<K>(
+    client: &Client,
+    global: &GlobalArgs,
+    args: &ListArgs,
+    row: fn(&K) -> StatusRow,
+) -> anyhow::Result<(Vec<StatusRow>, Vec<serde_json::Value>)>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = api(client, global, args.all_namespaces);
+    let items: Vec<K> = match &args.name {
+        Some(name) => {
+            if args.all_namespaces {
+                return Err(fail(Exit::Usage, "a NAME cannot be combined with -A"));
+            }
+            vec![crate::cluster::get(&api, &global.namespace, name).await?]
+        }
+        None => {
+            let mut params = ListParams::default();
+            if let Some(labels) = &args.label_selector {
+                params = params.labels(labels);
+            }
+            api.list(&params)
+                .await
+                .map_err(|e| crate::cluster::map_missing_crd(e, K::kind(&()).as_ref()))
+                .with_context(|| format!("listing {}s", K::kind(&())))?
+                .items
+        }
+    };
+    let mut pairs: Vec<(StatusRow, serde_json::Value)> = items
+        .iter()
+        .map(|item| {
+            let value = serde_json::to_value(item).map(objects::without_managed_fields)?;
+            Ok((row(item), value))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    pairs.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+    Ok(pairs.into_iter().unzip())
+}
+
+fn list_object(items: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+/// The header of a listing.
+pub fn header(listing: &Listing<'_>) -> Vec<&'static str> {
+    let mut header = Vec::new();
+    if listing.args.all_namespaces {
+        header.push("NAMESPACE");
+    }
+    header.push("NAME");
+    if listing.args.show_source {
+        header.push("SOURCE");
+    }
+    header.extend(["REVISION", "SUSPENDED", "READY", "MESSAGE"]);
+    header
+}
+
+/// The cells of one row, in [`header`] order.
+pub fn cells(listing: &Listing<'_>, row: &StatusRow) -> Vec<String> {
+    let mut cells = Vec::new();
+    if listing.args.all_namespaces {
+        cells.push(row.namespace.clone());
+    }
+    if listing.prefix_kind {
+        cells.push(format!("{}/{}", row.kind.to_ascii_lowercase(), row.name));
+    } else {
+        cells.push(row.name.clone());
+    }
+    if listing.args.show_source {
+        cells.push(row.source.clone());
+    }
+    cells.push(row.revision.clone());
+    cells.push(if row.suspended { "True" } else { "False" }.to_owned());
+    cells.push(row.ready.clone());
+    cells.push(row.message.clone());
+    cells
+}
+
+/// The table of `rows` (escaped, aligned).
+pub fn table(listing: &Listing<'_>, rows: &[StatusRow]) -> String {
+    let body: Vec<Vec<String>> = rows.iter().map(|r| cells(listing, r)).collect();
+    render_table(&header(listing), &body, listing.args.no_header)
+}
+
+/// `--status-selector ready=false`: a condition type and the status it must have
+/// (case-insensitive; an absent condition counts as `Unknown`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSelector {
+    pub condition: String,
+    pub status: String,
+}
+
+impl StatusSelector {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let Some((condition, status)) = text.split_once('=') else {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "invalid --status-selector '{text}': expected CONDITION=STATUS, e.g. ready=false"
+                ),
+            ));
+        };
+        let status = status.trim().to_ascii_lowercase();
+        if condition.trim().is_empty() || !["true", "false", "unknown"].contains(&status.as_str()) {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "invalid --status-selector '{text}': STATUS must be true, false or unknown"
+                ),
+            ));
+        }
+        Ok(Self {
+            condition: condition.trim().to_owned(),
+            status,
+        })
+    }
+
+    pub fn matches(&self, row: &StatusRow) -> bool {
+        row.condition_status(&self.condition)
+            .eq_ignore_ascii_case(&self.status)
+    }
+}
+
+/// After the listing: one row per change, without header, until Ctrl-C or --timeout.
+async fn watch(
+    client: &Client,
+    global: &GlobalArgs,
+    listing: &Listing<'_>,
+    kinds: &[Kind],
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<()> {
+    let mut config = watcher::Config::default();
+    if let Some(labels) = &listing.args.label_selector {
+        config = config.labels(labels);
+    }
+    if let Some(name) = &listing.args.name {
+        config = config.fields(&format!("metadata.name={name}"));
+    }
+    let all = listing.args.all_namespaces;
+    let repos = watcher(api::<GitRepository>(client, global, all), config.clone())
+        .filter_map(|e| async move { row_of(e, objects::git_repository_row) });
+    let kss = watcher(api::<Kustomization>(client, global, all), config)
+        .filter_map(|e| async move { row_of(e, objects::kustomization_row) });
+    let mut stream = match kinds {
+        [Kind::GitRepository] => repos.boxed(),
+        [Kind::Kustomization] => kss.boxed(),
+        _ => futures::stream::select(repos, kss).boxed(),
+    };
+    let quiet = Listing {
+        args: &ListArgs {
+            no_header: true,
+            ..listing.args.clone()
+        },
+        selector: listing.selector,
+        prefix_kind: listing.prefix_kind,
+    };
+    // The first events replay the initial listing; print changes only after it settled.
+    let settle = tokio::time::Instant::now() + Duration::from_millis(500);
+    let deadline = tokio::time::sleep(global.timeout);
+    tokio::pin!(deadline);
+    let mut last: std::collections::HashMap<(String, String, String), Vec<String>> =
+        std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return Ok(()),
+            event = stream.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let row = event?;
+                if listing.selector.is_some_and(|s| !s.matches(&row)) {
+                    continue;
+                }
+                let key = (row.kind.to_owned(), row.namespace.clone(), row.name.clone());
+                let line = cells(&quiet, &row);
+                let changed = last.get(&key) != Some(&line);
+                last.insert(key, line);
+                if changed && tokio::time::Instant::now() >= settle {
+                    write!(ui.out, "{}", table(&quiet, std::slice::from_ref(&row)))?;
+                    ui.out.flush()?;
+                }
+            }
+        }
+    }
+}
+
+fn row_of<K>(
+    event: Result<watcher::Event<K>, watcher::Error>,
+    row: fn(&K) -> StatusRow,
+) -> Option<anyhow::Result<StatusRow>> {
+    match event {
+        Ok(watcher::Event::Apply(object)) | Ok(watcher::Event::InitApply(object)) => {
+            Some(Ok(row(&object)))
+        }
+        Ok(_) => None,
+        Err(e) => Some(Err(anyhow::Error::from(e).context("watching for changes"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitops_reconciler::api::conditions;
+    use serde_json::json;
+
+    fn repo(
+        ns: &str,
+        name: &str,
+        revision: Option<&str>,
+        ready: Option<(&str, &str)>,
+    ) -> StatusRow {
+        let mut status = json!({"observedGeneration": 1});
+        if let Some(rev) = revision {
+            status["artifact"] = json!({"revision": rev, "digest": "sha256:00", "size": 1,
+                "url": "http://x", "path": "p", "lastUpdateTime": "2026-01-01T00:00:00Z"});
+        }
+        if let Some((s, message)) = ready {
+            let mut conds = Vec::new();
+            conditions::set(&mut conds, "Ready", s, "Succeeded", message, Some(1));
+            status["conditions"] = serde_json::to_value(conds).unwrap();
+        }
+        let object: GitRepository = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "GitRepository",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"url": "https://example.com/r.git", "interval": "1m"},
+            "status": status,
+        }))
+        .unwrap();
+        objects::git_repository_row(&object)
+    }
+
+    fn ks(ns: &str, name: &str, suspended: bool) -> StatusRow {
+        let object: Kustomization = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Kustomization",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"sourceRef": {"kind": "GitRepository", "name": "instavote"},
+                     "interval": "1m", "suspend": suspended},
+        }))
+        .unwrap();
+        objects::kustomization_row(&object)
+    }
+
+    fn golden(args: ListArgs, prefix_kind: bool, rows: &[StatusRow]) -> String {
+        table(
+            &Listing {
+                args: &args,
+                selector: None,
+                prefix_kind,
+            },
+            rows,
+        )
+    }
+
+    const REV: &str = "main@sha1:4f1c2e6bd8f1a0f3b2c9f7e4d3a2b1c0e9f8d7c6";
+
+    #[test]
+    fn golden_sources_table() {
+        let rows = [
+            repo(
+                "gitops-system",
+                "instavote",
+                Some(REV),
+                Some(("True", &format!("stored artifact for revision '{REV}'"))),
+            ),
+            repo(
+                "gitops-system",
+                "broken",
+                None,
+                Some((
+                    "False",
+                    "failed to checkout and determine revision: unable to clone: authentication required",
+                )),
+            ),
+            repo("gitops-system", "new", None, None),
+        ];
+        assert_eq!(
+            golden(ListArgs::default(), false, &rows),
+            include_str!("../../tests/golden/get-sources-git.txt")
+        );
+    }
+
+    #[test]
+    fn golden_kustomizations_all_namespaces_with_source() {
+        let rows = [ks("apps", "vote-dev", false), ks("team-b", "redis", true)];
+        let args = ListArgs {
+            all_namespaces: true,
+            show_source: true,
+            ..ListArgs::default()
+        };
+        assert_eq!(
+            golden(args, false, &rows),
+            include_str!("../../tests/golden/get-kustomizations-all-namespaces.txt")
+        );
+    }
+
+    #[test]
+    fn golden_get_all_prefixes_kinds_and_no_header_drops_the_header() {
+        let rows = [repo(
+            "gitops-system",
+            "instavote",
+            Some(REV),
+            Some(("True", "ok")),
+        )];
+        let args = ListArgs {
+            no_header: true,
+            ..ListArgs::default()
+        };
+        assert_eq!(
+            golden(args, true, &rows),
+            format!("gitrepository/instavote   {REV}   False   True   ok\n")
+        );
+    }
+
+    #[test]
+    fn status_selector_matches_conditions_case_insensitively() {
+        let ready = repo("n", "a", None, Some(("True", "ok")));
+        let failing = repo("n", "b", None, Some(("False", "bad")));
+        let fresh = repo("n", "c", None, None);
+        let not_ready = StatusSelector::parse("ready=false").unwrap();
+        assert!(!not_ready.matches(&ready));
+        assert!(not_ready.matches(&failing));
+        assert!(!not_ready.matches(&fresh));
+        assert!(
+            StatusSelector::parse("Ready=Unknown")
+                .unwrap()
+                .matches(&fresh)
+        );
+        for bad in ["ready", "=true", "ready=maybe"] {
+            let err = StatusSelector::parse(bad).unwrap_err();
+            assert_eq!(crate::error::report(&err).exit, Exit::Usage, "{bad}");
+        }
+    }
+}

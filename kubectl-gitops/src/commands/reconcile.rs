@@ -1,0 +1,87 @@
+//! `kubectl gitops reconcile source git NAME | kustomization NAME [--with-source]`: write the
+//! reconcile-requested-at annotation, wait until the status echoes it in
+//! `lastHandledReconcileAt`, print the outcome, exit 1 when it is not Ready.
+
+use gitops_reconciler::api::{GitRepository, Kustomization};
+use kube::{Api, Client};
+
+use crate::cli::{GlobalArgs, ReconcileCommand, ReconcileSourceCommand};
+use crate::cluster::{self, Reconcilable};
+use crate::commands::create::report_outcome;
+use crate::error::{Exit, Failure};
+use crate::ui::Ui;
+
+pub async fn run(
+    global: &GlobalArgs,
+    command: ReconcileCommand,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Exit> {
+    let client = cluster::connect(global).await?;
+    match command {
+        ReconcileCommand::Source(ReconcileSourceCommand::Git(args)) => {
+            reconcile::<GitRepository>(&client, global, &global.namespace, &args.name, ui).await
+        }
+        ReconcileCommand::Kustomization(args) => {
+            if args.with_source {
+                let api: Api<Kustomization> = Api::namespaced(client.clone(), &global.namespace);
+                let ks = cluster::get(&api, &global.namespace, &args.name).await?;
+                let source_ns = ks
+                    .spec
+                    .source_ref
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| global.namespace.clone());
+                let exit = reconcile::<GitRepository>(
+                    &client,
+                    global,
+                    &source_ns,
+                    &ks.spec.source_ref.name,
+                    ui,
+                )
+                .await?;
+                if exit != Exit::Success {
+                    return Ok(exit);
+                }
+            }
+            reconcile::<Kustomization>(&client, global, &global.namespace, &args.name, ui).await
+        }
+    }
+}
+
+/// Requests a reconcile of one object and reports its outcome.
+pub async fn reconcile<K: Reconcilable>(
+    client: &Client,
+    global: &GlobalArgs,
+    namespace: &str,
+    name: &str,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Exit> {
+    let kind = K::kind(&());
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let object = cluster::get(&api, namespace, name).await?;
+    if object.suspended() {
+        return Err(Failure::new(
+            Exit::Failed,
+            format!("{kind} {namespace}/{name} is suspended"),
+        )
+        .hint(format!(
+            "resume it first: kubectl gitops resume {} {name} -n {namespace}",
+            resume_noun(&kind)
+        ))
+        .into());
+    }
+    ui.step(&format!("annotating {kind} {namespace}/{name}"))?;
+    let token = cluster::request_reconcile(&api, namespace, name).await?;
+    let outcome = {
+        let _spinner = ui.waiting(&format!("waiting for {kind} reconciliation"))?;
+        cluster::wait_reconciled(&api, namespace, name, &token, global.timeout).await?
+    };
+    report_outcome::<K>(ui, &outcome)
+}
+
+fn resume_noun(kind: &str) -> &'static str {
+    match kind {
+        "GitRepository" => "source git",
+        _ => "kustomization",
+    }
+}
