@@ -47,3 +47,17 @@ pub fn from_str_multi<T: DeserializeOwned>(text: &str) -> Result<Vec<T>, YamlErr
 }
 
 use serde::Deserialize as _;
+
+/// Parses a multi-document YAML stream straight into JSON values (no intermediate YAML tree);
+/// empty documents are skipped. Used by the build engine, where this is the hot path.
+/// serde_yaml bounds nesting depth (128) and alias expansion, so hostile input fails fast.
+pub fn json_documents(text: &str) -> Result<Vec<serde_json::Value>, YamlError> {
+    let mut out = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(document).map_err(YamlError::from_serde)?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}

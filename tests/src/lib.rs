@@ -7,6 +7,8 @@
 //! works in its own namespace ([`TestNamespace`]), deleted when the test ends, pass or fail.
 //! Tests drive the cluster through the real `kubectl`, as users do.
 
+pub mod kustomize_corpus;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,95 @@
+//! Typed errors of the build stage. Every variant names the file (a path relative to the build
+//! root, `/` separated) and, where the cause is inside a YAML document, the line.
+
+/// Why a build failed. Maps to the Kustomization condition reason `BuildFailed`.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A file or directory could not be read.
+    #[error("{file}: {message}")]
+    Io { file: String, message: String },
+    /// A path in a kustomization points outside the build root (`..` past the root, absolute).
+    #[error("{file}: path '{path}' escapes the source root")]
+    EscapesRoot { file: String, path: String },
+    /// A path goes through a symbolic link; builds never follow symlinks.
+    #[error("{file}: '{path}' is a symbolic link; symlinks are not followed")]
+    Symlink { file: String, path: String },
+    /// A referenced path does not exist.
+    #[error("{file}: '{path}' does not exist")]
+    NotFound { file: String, path: String },
+    /// A YAML document could not be parsed.
+    #[error("{file}{}: invalid YAML: {message}", line.map(|l| format!(":{l}")).unwrap_or_else(|| " (line unknown: the YAML parser did not report one)".to_string()))]
+    Yaml {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A file is not valid UTF-8 text.
+    #[error("{file}:{line}: not valid UTF-8 text")]
+    NotUtf8 { file: String, line: usize },
+    /// An input exceeds a size bound (file size, document count, total bytes, depth).
+    #[error("{file}: {what} exceeds the limit of {limit}")]
+    TooLarge {
+        file: String,
+        what: &'static str,
+        limit: usize,
+    },
+    /// Kustomizations include each other in a cycle.
+    #[error("{file}: kustomization cycle: {chain}")]
+    Cycle { file: String, chain: String },
+    /// A feature this engine refuses (remote bases, helm charts, KRM functions, ...).
+    #[error("{file}: {feature} is not supported: {detail}")]
+    Unsupported {
+        file: String,
+        feature: &'static str,
+        detail: String,
+    },
+    /// The kustomization file itself is invalid (unknown field, wrong type, wrong kind).
+    #[error("{file}: invalid kustomization: {message}")]
+    InvalidKustomization { file: String, message: String },
+    /// A document is not a Kubernetes object (no kind, not a mapping, ...).
+    #[error("{file}: {message}")]
+    InvalidObject { file: String, message: String },
+    /// Two objects have the same group/kind/namespace/name.
+    #[error("{file}: duplicate object {id}: may not add an object whose id is already registered")]
+    DuplicateId { file: String, id: String },
+    /// A patch could not be applied.
+    #[error("{file}: patch: {message}")]
+    Patch { file: String, message: String },
+    /// A configMapGenerator or secretGenerator entry is invalid.
+    #[error("{file}: generator '{name}': {message}")]
+    Generator {
+        file: String,
+        name: String,
+        message: String,
+    },
+    /// A transformer (images, replicas, replacements, labels, name references) failed.
+    #[error("{file}: {message}")]
+    Transform { file: String, message: String },
+    /// postBuild variable substitution failed for an object.
+    #[error("postBuild substitution in {object}: {message}")]
+    Substitution { object: String, message: String },
+}
+
+impl BuildError {
+    /// The file the error is about (relative to the build root), if it is about one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            BuildError::Io { file, .. }
+            | BuildError::EscapesRoot { file, .. }
+            | BuildError::Symlink { file, .. }
+            | BuildError::NotFound { file, .. }
+            | BuildError::Yaml { file, .. }
+            | BuildError::NotUtf8 { file, .. }
+            | BuildError::TooLarge { file, .. }
+            | BuildError::Cycle { file, .. }
+            | BuildError::Unsupported { file, .. }
+            | BuildError::InvalidKustomization { file, .. }
+            | BuildError::InvalidObject { file, .. }
+            | BuildError::DuplicateId { file, .. }
+            | BuildError::Patch { file, .. }
+            | BuildError::Generator { file, .. }
+            | BuildError::Transform { file, .. } => Some(file),
+            BuildError::Substitution { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Accumulating a kustomization: its resources (files and nested kustomizations), generators,
+//! components, then its transformers in kustomize's order.
+
+use std::collections::HashSet;
+
+use super::BuildError;
+use super::generators::{self, GenKind};
+use super::kustomization::{Kustomization, SortOptions};
+use super::loader::{self, Loader};
+use super::patches;
+use super::replacements;
+use super::resource::Resource;
+use super::transform;
+
+/// Walks kustomization trees for one build. Holds the chain of directories being built to
+/// detect cycles.
+pub(crate) struct Builder<'a> {
+    pub loader: Loader<'a>,
+    stack: Vec<String>,
+    objects: usize,
+}
+
+type Key = (String, String, String, String);
+
+/// Resources being accumulated plus the ids already taken.
+pub(crate) struct Accumulated {
+    pub resources: Vec<Resource>,
+    keys: HashSet<Key>,
+}
+
+impl Accumulated {
+    pub fn new() -> Self {
+        Accumulated {
+            resources: Vec::new(),
+            keys: HashSet::new(),
+        }
+    }
+
+    fn push(&mut self, r: Resource, file: &str) -> Result<(), BuildError> {
+        let id = r.id();
+        if !self.keys.insert(id.key()) {
+            return Err(BuildError::DuplicateId {
+                file: file.to_string(),
+                id: id.to_string(),
+            });
+        }
+        self.resources.push(r);
+        Ok(())
+    }
+
+    fn rekey(&mut self) {
+        self.keys = self.resources.iter().map(|r| r.id().key()).collect();
+    }
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(loader: Loader<'a>) -> Self {
+        Builder {
+            loader,
+            stack: Vec::new(),
+            objects: 0,
+        }
+    }
+
+    /// Reads the kustomization of `dir`. Without a kustomization file, the root of the build
+    /// (`generate`) gets one listing its YAML files as Flux generates it; elsewhere it is an
+    /// error.
+    pub fn load(
+        &self,
+        dir: &str,
+        referrer: &str,
+        generate: bool,
+    ) -> Result<(Kustomization, String), BuildError> {
+        match self.loader.kustomization_file(dir)? {
+            Some(file) => {
+                let text = self.loader.read_text(&file, referrer)?;
+                let k: Kustomization = crate::yaml::from_str::<Option<Kustomization>>(&text)
+                    .map_err(|e| match e.line {
+                        Some(_) if !e.to_string().contains("unknown field") => BuildError::Yaml {
+                            file: file.clone(),
+                            line: e.line,
+                            message: e.to_string(),
+                        },
+                        _ => BuildError::InvalidKustomization {
+                            file: file.clone(),
+                            message: e.to_string(),
+                        },
+                    })?
+                    .unwrap_or_default();
+                if let Some((field, what)) = k.refused_feature() {
+                    return Err(BuildError::Unsupported {
+                        file,
+                        feature: field,
+                        detail: format!("{what} would run code or fetch from outside the source"),
+                    });
+                }
+                Ok((k, file))
+            }
+            None if generate => Ok((
+                Kustomization {
+                    resources: self.scan(dir)?,
+                    ..Default::default()
+                },
+                loader::join(dir, "kustomization.yaml"),
+            )),
+            None => Err(BuildError::NotFound {
+                file: referrer.to_string(),
+                path: format!("{}/kustomization.yaml", loader::display(dir)),
+            }),
+        }
+    }
+
+    /// Flux's generated kustomization: every `.yaml`/`.yml` file below `dir` in walk order,
+    /// except that a subdirectory with its own kustomization file is listed as a whole.
+    fn scan(&self, dir: &str) -> Result<Vec<String>, BuildError> {
+        let mut out = Vec::new();
+        self.scan_into(dir, "", &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn scan_into(
+        &self,
+        dir: &str,
+        prefix: &str,
+        out: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<(), BuildError> {
+        if depth > self.loader.limits.max_depth {
+            return Err(BuildError::TooLarge {
+                file: loader::display(dir).to_string(),
+                what: "directory depth",
+                limit: self.loader.limits.max_depth,
+            });
+        }
+        for (name, is_dir) in self.loader.list_dir(dir)? {
+            let rel = loader::join(dir, &name);
+            let shown = loader::join(prefix, &name);
+            if is_dir {
+                if self.loader.kustomization_file(&rel)?.is_some() {
+                    out.push(shown);
+                } else {
+                    self.scan_into(&rel, &shown, out, depth + 1)?;
+                }
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                out.push(shown);
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the kustomization in `dir` (a `resources:` entry or the build root).
+    pub fn accumulate_dir(
+        &mut self,
+        dir: &str,
+        referrer: &str,
+        generate: bool,
+    ) -> Result<(Vec<Resource>, Option<SortOptions>), BuildError> {
+        if self.stack.iter().any(|d| d == dir) {
+            let mut chain: Vec<&str> = self.stack.iter().map(|s| loader::display(s)).collect();
+            chain.push(loader::display(dir));
+            return Err(BuildError::Cycle {
+                file: referrer.to_string(),
+                chain: chain.join(" -> "),
+            });
+        }
+        if self.stack.len() >= self.loader.limits.max_depth {
+            return Err(BuildError::TooLarge {
+                file: referrer.to_string(),
+                what: "kustomization nesting depth",
+                limit: self.loader.limits.max_depth,
+            });
+        }
+        let (k, file) = self.load(dir, referrer, generate)?;
+        if k.kind.as_deref() == Some("Component") {
+            return Err(BuildError::InvalidKustomization {
+                file,
+                message: "a Component can only be used under 'components', not as a resource"
+                    .into(),
+            });
+        }
+        self.stack.push(dir.to_string());
+        let acc = self.run(&k, dir, &file, Accumulated::new())?;
+        self.stack.pop();
+        Ok((acc.resources, k.sort_options.clone()))
+    }
+
+    /// Applies one kustomization (or component) on top of `acc`.
+    pub fn run(
+        &mut self,
+        k: &Kustomization,
+        dir: &str,
+        file: &str,
+        mut acc: Accumulated,
+    ) -> Result<Accumulated, BuildError> {
+        // 1. resources (and the legacy `bases`).
+        for entry in k.resources.iter().chain(k.bases.iter()) {
+            if loader::is_remote(entry) {
+                return Err(BuildError::Unsupported {
+                    file: file.to_string(),
+                    feature: "remote resources",
+                    detail: format!("'{entry}': builds only read the source artifact"),
+                });
+            }
+            let rel = self.loader.resolve(dir, entry, file)?;
+            match self.loader.kind_of(&rel, file)? {
+                None => {
+                    return Err(BuildError::NotFound {
+                        file: file.to_string(),
+                        path: entry.clone(),
+                    });
+                }
+                Some(true) => {
+                    let (rs, _) = self.accumulate_dir(&rel, file, false)?;
+                    for r in rs {
+                        acc.push(r, file)?;
+                    }
+                }
+                Some(false) => {
+                    let text = self.loader.read_text(&rel, file)?;
+                    let objs = loader::parse_objects(&text, &rel, &self.loader.limits)?;
+                    self.objects += objs.len();
+                    if self.objects > self.loader.limits.max_objects {
+                        return Err(BuildError::TooLarge {
+                            file: rel,
+                            what: "number of objects in the build",
+                            limit: self.loader.limits.max_objects,
+                        });
+                    }
+                    for o in objs {
+                        acc.push(Resource::new(o), &rel)?;
+                    }
+                }
+            }
+        }
+        // 2. generators.
+        let global = k.generator_options.as_ref();
+        for (kind, list) in [
+            (GenKind::ConfigMap, &k.config_map_generator),
+            (GenKind::Secret, &k.secret_generator),
+        ] {
+            for g in list {
+                generators::generate(&self.loader, dir, file, kind, g, global, &mut acc.resources)?;
+            }
+        }
+        acc.rekey();
+        // 3. components.
+        for c in &k.components {
+            if loader::is_remote(c) {
+                return Err(BuildError::Unsupported {
+                    file: file.to_string(),
+                    feature: "remote components",
+                    detail: format!("'{c}': builds only read the source artifact"),
+                });
+            }
+            let rel = self.loader.resolve(dir, c, file)?;
+            if self.loader.kind_of(&rel, file)? != Some(true) {
+                return Err(BuildError::NotFound {
+                    file: file.to_string(),
+                    path: c.clone(),
+                });
+            }
+            if self.stack.contains(&rel) || self.stack.len() >= self.loader.limits.max_depth {
+                return Err(BuildError::Cycle {
+                    file: file.to_string(),
+                    chain: format!("{} -> {}", loader::display(dir), rel),
+                });
+            }
+            let (ck, cfile) = self.load(&rel, file, false)?;
+            if ck.kind.as_deref() != Some("Component") {
+                return Err(BuildError::InvalidKustomization {
+                    file: cfile,
+                    message: "listed under 'components' but its kind is not Component".into(),
+                });
+            }
+            self.stack.push(rel.clone());
+            acc = self.run(&ck, &rel, &cfile, acc)?;
+            self.stack.pop();
+        }
+        // 4. transformers, in kustomize's order.
+        let rs = &mut acc.resources;
+        patches::apply_legacy_smp(&self.loader, dir, file, &k.patches_strategic_merge, rs)?;
+        patches::apply_entries(&self.loader, dir, file, &k.patches, rs)?;
+        if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
+            transform::namespace(rs, ns);
+        }
+        transform::prefix_suffix(
+            rs,
+            k.name_prefix.as_deref().unwrap_or(""),
+            k.name_suffix.as_deref().unwrap_or(""),
+        );
+        transform::labels(rs, &k.common_labels, &k.labels);
+        transform::annotations(rs, &k.common_annotations);
+        patches::apply_legacy_json(&self.loader, dir, file, &k.patches_json6902, rs)?;
+        transform::replicas(rs, &k.replicas, file)?;
+        transform::images(rs, &k.images);
+        replacements::apply(&self.loader, dir, file, &k.replacements, rs)?;
+        acc.rekey();
+        Ok(acc)
+    }
+}

@@ -1,0 +1,338 @@
+//! The simple built-in transformers: namespace, name prefix/suffix, labels, annotations,
+//! images and replicas — kustomize v5 semantics.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::BuildError;
+use super::fieldspec::{self, SELECTOR_LABELS, TEMPLATE_ANNOTATIONS, TEMPLATE_LABELS};
+use super::kustomization::{ImageEntry, LabelEntry, ReplicaEntry};
+use super::resource::Resource;
+
+/// `namespace:` — sets metadata.namespace on namespaced objects, renames Namespace objects,
+/// and moves ServiceAccount subjects of (Cluster)RoleBindings that were in "default".
+pub(crate) fn namespace(resources: &mut [Resource], ns: &str) {
+    for r in resources.iter_mut() {
+        let id = r.id();
+        if id.kind == "Namespace" && id.group.is_empty() {
+            if id.name != ns {
+                r.set_name(ns);
+            }
+            continue;
+        }
+        if !id.is_cluster_scoped() {
+            r.set_namespace(ns);
+        }
+        if (id.kind == "RoleBinding" || id.kind == "ClusterRoleBinding")
+            && id.group == "rbac.authorization.k8s.io"
+            && let Some(Value::Array(subjects)) = r.obj.get_mut("subjects")
+        {
+            for s in subjects {
+                let is_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount");
+                let in_default = s.get("namespace").and_then(Value::as_str) == Some("default");
+                if is_sa
+                    && in_default
+                    && let Some(m) = s.as_object_mut()
+                {
+                    m.insert("namespace".into(), Value::String(ns.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Kinds whose names prefixes and suffixes never touch.
+fn keeps_name(group: &str, kind: &str) -> bool {
+    kind == "CustomResourceDefinition"
+        || kind == "Namespace"
+        || (kind == "APIService" && group == "apiregistration.k8s.io")
+}
+
+pub(crate) fn prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
+    if prefix.is_empty() && suffix.is_empty() {
+        return;
+    }
+    for r in resources.iter_mut() {
+        let id = r.id();
+        if keeps_name(&id.group, &id.kind) {
+            continue;
+        }
+        let name = format!("{prefix}{}{suffix}", id.name);
+        r.set_name(&name);
+        if !prefix.is_empty() {
+            r.prefixes.push(prefix.to_string());
+        }
+        if !suffix.is_empty() {
+            r.suffixes.push(suffix.to_string());
+        }
+    }
+}
+
+fn set_all(m: &mut Map<String, Value>, pairs: &BTreeMap<String, String>) {
+    for (k, v) in pairs {
+        m.insert(k.clone(), Value::String(v.clone()));
+    }
+}
+
+/// `commonLabels` (everywhere incl. selectors) and `labels` entries.
+pub(crate) fn labels(
+    resources: &mut [Resource],
+    common: &BTreeMap<String, String>,
+    entries: &[LabelEntry],
+) {
+    if !common.is_empty() {
+        apply_labels(resources, common, true, true, &[]);
+    }
+    for e in entries {
+        if e.pairs.is_empty() {
+            continue;
+        }
+        let specs: Vec<UserSpec<'_>> = e
+            .fields
+            .iter()
+            .map(|f| {
+                (
+                    f.group.as_deref(),
+                    f.version.as_deref(),
+                    f.kind.as_deref(),
+                    f.path.as_str(),
+                    f.create,
+                )
+            })
+            .collect();
+        apply_labels(
+            resources,
+            &e.pairs,
+            e.include_selectors,
+            e.include_selectors || e.include_templates,
+            &specs,
+        );
+    }
+}
+
+type UserSpec<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a str,
+    bool,
+);
+
+fn apply_labels(
+    resources: &mut [Resource],
+    pairs: &BTreeMap<String, String>,
+    selectors: bool,
+    templates: bool,
+    user: &[UserSpec<'_>],
+) {
+    for r in resources.iter_mut() {
+        let id = r.id();
+        fieldspec::visit_maps(&mut r.obj, "metadata/labels", true, &mut |m| {
+            set_all(m, pairs)
+        });
+        if templates {
+            for s in TEMPLATE_LABELS.iter().filter(|s| s.applies_to(&id)) {
+                fieldspec::visit_maps(&mut r.obj, s.path, s.create, &mut |m| set_all(m, pairs));
+            }
+        }
+        if selectors {
+            for s in SELECTOR_LABELS.iter().filter(|s| s.applies_to(&id)) {
+                fieldspec::visit_maps(&mut r.obj, s.path, s.create, &mut |m| set_all(m, pairs));
+            }
+        }
+        for (g, v, k, path, create) in user {
+            let ok = g.is_none_or(|g| g == id.group)
+                && v.is_none_or(|v| v == id.version)
+                && k.is_none_or(|k| k == id.kind);
+            if ok {
+                fieldspec::visit_maps(&mut r.obj, path, *create, &mut |m| set_all(m, pairs));
+            }
+        }
+    }
+}
+
+pub(crate) fn annotations(resources: &mut [Resource], pairs: &BTreeMap<String, String>) {
+    if pairs.is_empty() {
+        return;
+    }
+    for r in resources.iter_mut() {
+        let id = r.id();
+        fieldspec::visit_maps(&mut r.obj, "metadata/annotations", true, &mut |m| {
+            set_all(m, pairs)
+        });
+        for s in TEMPLATE_ANNOTATIONS.iter().filter(|s| s.applies_to(&id)) {
+            fieldspec::visit_maps(&mut r.obj, s.path, s.create, &mut |m| set_all(m, pairs));
+        }
+    }
+}
+
+/// Splits an image reference into name, tag and digest, as kustomize does.
+pub(crate) fn split_image(image: &str) -> (&str, &str, &str) {
+    let slash = image.find('/').filter(|i| *i > 0).unwrap_or(0);
+    let search = &image[slash..];
+    let at = search.find('@');
+    let colon = search.find(':');
+    match (colon, at) {
+        (None, None) => (image, "", ""),
+        (c, Some(a)) if c.is_none_or(|c| a < c) => {
+            let a = a + slash;
+            (&image[..a], "", &image[a + 1..])
+        }
+        (Some(c), Some(a)) => {
+            let (c, a) = (c + slash, a + slash);
+            (&image[..c], &image[c + 1..a], &image[a + 1..])
+        }
+        (Some(c), None) => {
+            let c = c + slash;
+            (&image[..c], &image[c + 1..], "")
+        }
+        (None, Some(_)) => unreachable!("covered by the digest-only arm"),
+    }
+}
+
+/// kustomize matches `^<name>(@sha256)?(:[a-zA-Z0-9_.{}-]*)?$` (name not escaped).
+fn image_matches(value: &str, name: &str) -> bool {
+    let Some(mut rest) = value.strip_prefix(name) else {
+        return false;
+    };
+    if let Some(r) = rest.strip_prefix("@sha256") {
+        rest = r;
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    match rest.strip_prefix(':') {
+        Some(tag) => tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.{}-".contains(c)),
+        None => false,
+    }
+}
+
+fn update_image(value: &str, e: &ImageEntry) -> Option<String> {
+    if !image_matches(value, &e.name) {
+        return None;
+    }
+    let (name, tag, digest) = split_image(value);
+    let mut name = name.to_string();
+    let mut tag = tag.to_string();
+    let mut digest = digest.to_string();
+    if let Some(n) = e.new_name.as_deref().filter(|n| !n.is_empty()) {
+        name = n.to_string();
+    }
+    let new_tag = e.new_tag.as_deref().unwrap_or("");
+    let new_digest = e.digest.as_deref().unwrap_or("");
+    if !new_tag.is_empty() && !new_digest.is_empty() {
+        tag = new_tag.to_string();
+        digest = new_digest.to_string();
+    } else if !new_tag.is_empty() {
+        tag = new_tag.to_string();
+        digest.clear();
+    } else if !new_digest.is_empty() {
+        tag.clear();
+        digest = new_digest.to_string();
+    }
+    if let Some(s) = e.tag_suffix.as_deref().filter(|s| !s.is_empty()) {
+        tag.push_str(s);
+    }
+    if !tag.is_empty() {
+        name.push(':');
+        name.push_str(&tag);
+    }
+    if !digest.is_empty() {
+        name.push('@');
+        name.push_str(&digest);
+    }
+    Some(name)
+}
+
+/// `images:` — every `containers`/`initContainers` list anywhere in an object has its images
+/// rewritten (kustomize's legacy walk), and so do the `image` fields of pod specs.
+pub(crate) fn images(resources: &mut [Resource], entries: &[ImageEntry]) {
+    if entries.is_empty() {
+        return;
+    }
+    for r in resources.iter_mut() {
+        walk_images(&mut r.obj, entries);
+    }
+}
+
+fn walk_images(v: &mut Value, entries: &[ImageEntry]) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if (k == "containers" || k == "initContainers")
+                    && child.is_array()
+                    && let Value::Array(items) = child
+                {
+                    for c in items.iter_mut() {
+                        if let Some(Value::String(image)) = c.get_mut("image") {
+                            for e in entries {
+                                if let Some(new) = update_image(image, e) {
+                                    *image = new;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                walk_images(child, entries);
+            }
+        }
+        Value::Array(items) => {
+            for i in items {
+                walk_images(i, entries);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(crate) fn replicas(
+    resources: &mut [Resource],
+    entries: &[ReplicaEntry],
+    file: &str,
+) -> Result<(), BuildError> {
+    for e in entries {
+        let mut found = false;
+        for r in resources.iter_mut() {
+            if r.name() != e.name && r.org_id().name != e.name {
+                continue;
+            }
+            if !fieldspec::REPLICAS_KINDS.contains(&r.kind()) {
+                continue;
+            }
+            found = true;
+            let spec = super::resource::map_entry(&mut r.obj, "spec");
+            spec.insert("replicas".into(), Value::from(e.count));
+        }
+        if !found {
+            return Err(BuildError::Transform {
+                file: file.to_string(),
+                message: format!(
+                    "replicas: no Deployment, ReplicationController, ReplicaSet or StatefulSet named '{}'",
+                    e.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_images_like_kustomize() {
+        assert_eq!(split_image("nginx"), ("nginx", "", ""));
+        assert_eq!(split_image("nginx:1.2"), ("nginx", "1.2", ""));
+        assert_eq!(split_image("reg:5000/app:v1"), ("reg:5000/app", "v1", ""));
+        assert_eq!(split_image("app@sha256:abc"), ("app", "", "sha256:abc"));
+        assert_eq!(split_image("app:v@sha256:abc"), ("app", "v", "sha256:abc"));
+        assert!(image_matches("nginx:1.2", "nginx"));
+        assert!(!image_matches("nginx-x:1.2", "nginx"));
+        assert!(image_matches("nginx@sha256:abcd", "nginx"));
+    }
+}

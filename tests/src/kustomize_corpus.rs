@@ -1,0 +1,285 @@
+//! Helpers for the kustomize differential tests, the property test and the build bench: run
+//! `kubectl kustomize` on a tree the way the engine sees it, and compare outputs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gitops_reconciler::api::kustomization::{CommonMetadata, Image, Patch};
+use gitops_reconciler::build::BuildOptions;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Flux-style build fields of a corpus case (`options.json`).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaseOptions {
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+    #[serde(default)]
+    pub name_suffix: Option<String>,
+    #[serde(default)]
+    pub patches: Vec<Patch>,
+    #[serde(default)]
+    pub images: Vec<Image>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    #[serde(default)]
+    pub common_metadata: Option<CommonMetadata>,
+}
+
+impl CaseOptions {
+    /// Reads `options.json` of a case directory, or the defaults.
+    pub fn read(case: &Path) -> Self {
+        match std::fs::read_to_string(case.join("options.json")) {
+            Ok(t) => serde_json::from_str(&t)
+                .unwrap_or_else(|e| panic!("{}/options.json: {e}", case.display())),
+            Err(_) => CaseOptions::default(),
+        }
+    }
+
+    pub fn to_build_options(&self) -> BuildOptions {
+        BuildOptions {
+            path: self.path.clone(),
+            name_prefix: self.name_prefix.clone(),
+            name_suffix: self.name_suffix.clone(),
+            patches: self.patches.clone(),
+            images: self.images.clone(),
+            components: self.components.clone(),
+            common_metadata: self.common_metadata.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn has_outer(&self) -> bool {
+        self.name_prefix.is_some()
+            || self.name_suffix.is_some()
+            || !self.patches.is_empty()
+            || !self.images.is_empty()
+            || !self.components.is_empty()
+            || self.common_metadata.is_some()
+    }
+}
+
+/// Panics with a clear message when kubectl is not installed.
+pub fn require_kubectl() {
+    let ok = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "kubectl is required for the kustomize differential tests (kubectl v1.32 with kustomize v5.5; \
+         tests/setup.d installs it) but `kubectl version --client` failed"
+    );
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "gitops-kustomize-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let t = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).expect("copy");
+        }
+    }
+}
+
+fn has_kustomization(dir: &Path) -> bool {
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+}
+
+/// Flux's generated kustomization for a directory without one.
+fn flux_listing(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry"))
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        let shown = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if e.file_type().expect("type").is_dir() {
+            if has_kustomization(&e.path()) {
+                out.push(shown);
+            } else {
+                flux_listing(&e.path(), &shown, out);
+            }
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(shown);
+        }
+    }
+}
+
+/// Runs `kubectl kustomize` on what the engine builds for `options` under `root`.
+pub fn kubectl_build(root: &Path, options: &CaseOptions) -> Result<Vec<Value>, String> {
+    let path = options.path.trim_start_matches("./").trim_end_matches('/');
+    let target = if path.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(path)
+    };
+    let needs_copy = options.has_outer() || !has_kustomization(&target);
+    let scratch = Scratch::new("kubectl");
+    let dir = if needs_copy {
+        let tree = scratch.0.join("tree");
+        copy_tree(root, &tree);
+        let inner = if path.is_empty() {
+            tree.clone()
+        } else {
+            tree.join(path)
+        };
+        if !has_kustomization(&inner) {
+            let mut res = Vec::new();
+            flux_listing(&inner, "", &mut res);
+            let k = serde_json::json!({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": res,
+            });
+            std::fs::write(inner.join("kustomization.yaml"), k.to_string()).expect("write");
+        }
+        if options.has_outer() {
+            let rel = if path.is_empty() {
+                "tree".to_string()
+            } else {
+                format!("tree/{path}")
+            };
+            let mut k = serde_json::json!({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [rel.clone()],
+            });
+            if let Some(p) = &options.name_prefix {
+                k["namePrefix"] = Value::String(p.clone());
+            }
+            if let Some(s) = &options.name_suffix {
+                k["nameSuffix"] = Value::String(s.clone());
+            }
+            if !options.patches.is_empty() {
+                k["patches"] = serde_json::to_value(&options.patches).expect("json");
+            }
+            if !options.images.is_empty() {
+                k["images"] = serde_json::to_value(&options.images).expect("json");
+            }
+            if !options.components.is_empty() {
+                k["components"] = options
+                    .components
+                    .iter()
+                    .map(|c| Value::String(format!("{rel}/{c}")))
+                    .collect();
+            }
+            if let Some(m) = &options.common_metadata {
+                if !m.labels.is_empty() {
+                    k["labels"] = serde_json::json!([{"pairs": m.labels}]);
+                }
+                if !m.annotations.is_empty() {
+                    k["commonAnnotations"] = serde_json::to_value(&m.annotations).expect("json");
+                }
+            }
+            std::fs::write(scratch.0.join("kustomization.yaml"), k.to_string()).expect("write");
+            scratch.0.clone()
+        } else {
+            inner
+        }
+    } else {
+        target
+    };
+    kubectl_kustomize(&dir)
+}
+
+/// `kubectl kustomize <dir>` parsed into JSON values.
+pub fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("running kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let text = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
+    gitops_reconciler::yaml::json_documents(&text).map_err(|e| e.to_string())
+}
+
+/// `None` if equal; otherwise a description of the first difference.
+pub fn compare(expected: &[Value], actual: &[Value]) -> Option<String> {
+    let id = |v: &Value| {
+        format!(
+            "{}/{} {}",
+            v.get("kind").and_then(Value::as_str).unwrap_or("?"),
+            v.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+        )
+    };
+    for (i, (e, a)) in expected.iter().zip(actual.iter()).enumerate() {
+        if e != a {
+            return Some(format!(
+                "object #{i} differs:\n  kubectl: {}\n  engine:  {}",
+                serde_json::to_string(e).unwrap_or_default(),
+                serde_json::to_string(a).unwrap_or_default()
+            ));
+        }
+    }
+    if expected.len() != actual.len() {
+        return Some(format!(
+            "kubectl produced {} objects [{}], the engine {} [{}]",
+            expected.len(),
+            expected.iter().map(id).collect::<Vec<_>>().join(", "),
+            actual.len(),
+            actual.iter().map(id).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    None
+}
+
+/// Writes files (path → content) under `dir`.
+pub fn write_tree(dir: &Path, files: &BTreeMap<String, String>) {
+    for (p, c) in files {
+        let full = dir.join(p);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(full, c).expect("write");
+    }
+}
