@@ -81,7 +81,7 @@ pub struct Context {
     resolver: Arc<Resolver>,
     fetcher: ArtifactFetcher,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    reporter: Reporter,
     store: Store<Kustomization>,
     impersonated: Mutex<HashMap<String, kube::Client>>,
 }
@@ -588,16 +588,19 @@ impl Run<'_> {
     }
 }
 
-/// The build stage. Wired to the build engine (issue 4) once it lands on main.
+/// The build stage: the kustomize engine on the unpacked artifact (blocking, off the runtime).
 async fn build_stage(
     root: &std::path::Path,
     ks: &Kustomization,
     substitute: BTreeMap<String, String>,
 ) -> Result<Vec<Value>, StageError> {
-    let _ = (root, ks, substitute);
-    Err(StageError::Build(
-        "the build engine is not part of this reconciler build yet (issue 4)".into(),
-    ))
+    let mut options = crate::build::BuildOptions::from_spec(&ks.spec);
+    options.substitute = substitute;
+    let root = root.to_owned();
+    tokio::task::spawn_blocking(move || crate::build::build(&root, &options))
+        .await
+        .map_err(|e| StageError::Build(format!("build task failed: {e}")))?
+        .map_err(|e| StageError::Build(e.to_string()))
 }
 
 /// The policy stage. Wired to the policy host (issue 5) once it lands on main; until then a
@@ -677,7 +680,10 @@ async fn publish(ctx: &Context, ks: &Kustomization, type_: EventType, reason: &s
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &ks.object_ref(&())).await {
+    // kube's Recorder folds events with the same reason into one series and keeps the first
+    // note; each of our notes is distinct (revision, counts), so every publish starts afresh.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &ks.object_ref(&())).await {
         warn!(error = %e, "cannot publish event");
     }
 }
@@ -999,7 +1005,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client,
         kube_config,
         resolver: Arc::new(Resolver::new()),
