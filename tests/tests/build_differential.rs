@@ -31,7 +31,7 @@ fn corpus_matches_kubectl_kustomize() {
         .collect();
     cases.sort();
     assert!(
-        cases.len() >= 60,
+        cases.len() >= 80,
         "the corpus has only {} cases",
         cases.len()
     );

@@ -122,6 +122,21 @@ fn set(v: &mut Value, steps: &[Step], create: bool, f: &mut dyn FnMut(&mut Value
     }
 }
 
+/// Replacement selectors match group, version, kind, name and namespace exactly (no regular
+/// expressions, unlike patch targets).
+fn exact(s: &Selector) -> Selector {
+    let esc = |v: &Option<String>| v.as_ref().map(|x| regex::escape(x));
+    Selector {
+        group: esc(&s.group),
+        version: esc(&s.version),
+        kind: esc(&s.kind),
+        name: esc(&s.name),
+        namespace: esc(&s.namespace),
+        label_selector: s.label_selector.clone(),
+        annotation_selector: s.annotation_selector.clone(),
+    }
+}
+
 /// A string as YAML would read it unquoted (numbers, booleans, null become typed).
 fn retyped(v: &Value) -> Value {
     match v {
@@ -224,11 +239,11 @@ pub(crate) fn apply(
             let Some(select) = &t.select else {
                 return Err(err("a replacement target has no select".into()));
             };
-            let sel = CompiledSelector::new(select).map_err(&err)?;
+            let sel = CompiledSelector::new(&exact(select)).map_err(&err)?;
             let rejects: Vec<CompiledSelector> = t
                 .reject
                 .iter()
-                .map(CompiledSelector::new)
+                .map(|r| CompiledSelector::new(&exact(r)))
                 .collect::<Result<_, _>>()
                 .map_err(&err)?;
             let opts = t.options.clone().unwrap_or_default();

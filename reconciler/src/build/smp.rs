@@ -1,8 +1,9 @@
 //! Strategic merge patch, as kustomize (kyaml merge2) applies it: maps merge, `null` deletes,
 //! lists merge by the schema's merge key (new elements first), other lists — including every
 //! list of a custom resource — are replaced. Directives:
-//! `$patch: delete|replace|merge`, `$setElementOrder/<list>`, `$deleteFromPrimitiveList/<list>`,
-//! `$retainKeys` (dropped).
+//! `$patch: delete|replace|merge`, `$deleteFromPrimitiveList/<list>`, `$retainKeys` (dropped).
+//! `$setElementOrder/<list>` is NOT interpreted: kustomize v5.5 copies it into the object as a
+//! plain field (unlike `kubectl patch`), and the output must match.
 
 use serde_json::{Map, Value};
 
@@ -67,13 +68,8 @@ fn field(ty: Ty, name: &str) -> (Option<&'static Field>, Ty) {
 }
 
 fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) {
-    let mut orders: Vec<(&str, &Value)> = Vec::new();
     for (k, pv) in patch {
         if k == "$patch" || k == "$retainKeys" {
-            continue;
-        }
-        if let Some(list) = k.strip_prefix("$setElementOrder/") {
-            orders.push((list, pv));
             continue;
         }
         if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -107,11 +103,6 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) 
                 let v = clean(pv);
                 dest.insert(k.clone(), v);
             }
-        }
-    }
-    for (list, order) in orders {
-        if let (Some(Value::Array(d)), Value::Array(order)) = (dest.get_mut(list), order) {
-            set_element_order(d, order);
         }
     }
 }
@@ -184,25 +175,6 @@ fn same_key(a: &Value, b: &Value, keys: &[String]) -> bool {
     })
 }
 
-fn set_element_order(dest: &mut Vec<Value>, order: &[Value]) {
-    let mut out = Vec::with_capacity(dest.len());
-    let mut rest: Vec<Option<Value>> = dest.drain(..).map(Some).collect();
-    for o in order {
-        let pos = rest.iter().position(|d| match (d, o) {
-            (Some(d), Value::Object(om)) => om.iter().all(|(k, v)| d.get(k) == Some(v)),
-            (Some(d), o) => d == o,
-            (None, _) => false,
-        });
-        if let Some(i) = pos
-            && let Some(v) = rest[i].take()
-        {
-            out.push(v);
-        }
-    }
-    out.extend(rest.into_iter().flatten());
-    *dest = out;
-}
-
 /// A patch value with directives and null fields removed, for inserting where nothing was.
 fn clean(v: &Value) -> Value {
     match v {
@@ -217,9 +189,15 @@ fn clean(v: &Value) -> Value {
     }
 }
 
+/// Directive keys kyaml consumes. (`$setElementOrder/...` is not one: kustomize v5.5 keeps it
+/// in the output as an ordinary field, and so does this engine.)
+fn is_directive(k: &str) -> bool {
+    k == "$patch" || k == "$retainKeys" || k.starts_with("$deleteFromPrimitiveList/")
+}
+
 fn clean_map(m: &Map<String, Value>) -> Map<String, Value> {
     m.iter()
-        .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+        .filter(|(k, v)| !is_directive(k) && !v.is_null())
         .map(|(k, v)| (k.clone(), clean(v)))
         .collect()
 }
