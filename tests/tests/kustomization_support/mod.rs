@@ -168,7 +168,7 @@ impl PublishedSource {
 /// only Kustomizations labelled `conformance-shard=<shard>` (so parallel tests never share
 /// objects). Stopped when dropped.
 pub struct RunningController {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
     pub shard: String,
     pub storage: tempfile_dir::Dir,
 }
@@ -214,19 +214,16 @@ impl RunningController {
             Some(Storage::new(&storage).expect("storage")),
             UnpackLimits::default(),
         );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(kustomization::run(
+        let task = tokio::spawn(kustomization::run(
             client,
             config,
             ks_config,
             fetcher,
             Default::default(),
-            async move {
-                let _ = rx.await;
-            },
+            std::future::pending(),
         ));
         Self {
-            stop: Some(tx),
+            task,
             shard: shard.into(),
             storage: tempfile_dir::Dir(storage),
         }
@@ -234,9 +231,12 @@ impl RunningController {
 }
 
 impl Drop for RunningController {
-    /// Stops the controller after releasing the finalizers of its shard's Kustomizations, so
+    /// Stops the controller, then releases the finalizers of its shard's Kustomizations, so
     /// the test namespace can be deleted whether the test passed or not.
     fn drop(&mut self) {
+        self.task.abort();
+        // Let the runtime's other workers drop the aborted controller and its reconciles.
+        std::thread::sleep(Duration::from_millis(500));
         let selector = format!("conformance-shard={}", self.shard);
         let names = gitops_conformance::kubectl(
             &[
@@ -266,9 +266,6 @@ impl Drop for RunningController {
                     None,
                 );
             }
-        }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
         }
     }
 }
