@@ -1,13 +1,11 @@
 //! Hostile policy components against the host's limits. After every misbehaviour the next
 //! call of a good policy on the same host must succeed.
 
-mod policy_support;
-
+use crate::support::*;
 use gitops_reconciler::api::FailurePolicy;
 use gitops_reconciler::policy::{
     PipelineError, PolicyContext, PolicyError, PolicyHost, PolicyStep,
 };
-use policy_support::*;
 use std::time::{Duration, Instant};
 
 fn run(

@@ -1,13 +1,11 @@
 //! The built-in policies as components through the host, on the same fixtures their crates
 //! test natively (`policies/fixtures/`), and the pipeline around them.
 
-mod policy_support;
-
+use crate::support::*;
 use gitops_policy_sdk::testing::load_fixtures;
 use gitops_reconciler::policy::{
     PipelineError, PolicyContext, PolicyError, PolicyKind, Severity, Tenancy, Violation,
 };
-use policy_support::*;
 use serde_json::json;
 
 fn severity(v: &Violation) -> &'static str {

@@ -1,10 +1,8 @@
 //! The on-disk cache of compiled components: reuse across hosts (restarts), and recompiling
 //! when an entry is damaged.
 
-mod policy_support;
-
+use crate::support::*;
 use gitops_reconciler::policy::{HostConfig, PolicyContext, PolicyHost};
-use policy_support::*;
 use std::path::{Path, PathBuf};
 
 fn private_dir(name: &str) -> PathBuf {

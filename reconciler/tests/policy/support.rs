@@ -1,5 +1,4 @@
 //! Shared helpers of the policy host tests.
-#![allow(dead_code)] // each test crate uses a different subset
 
 use gitops_reconciler::api::FailurePolicy;
 use gitops_reconciler::policy::{HostConfig, ModuleSource, PolicyHost, PolicyStep};
