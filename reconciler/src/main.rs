@@ -1,13 +1,260 @@
 //! `gitops-reconciler`: the in-cluster controller. Wiring only; the stages live in the library.
+//!
+//! Runs in a cluster (in-cluster config) or outside of one (`KUBECONFIG`). On SIGTERM/SIGINT the
+//! controllers stop taking new work, reconciles in flight finish, the lease is released.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, ValueEnum};
+use gitops_reconciler::controller::fetch::ArtifactFetcher;
+use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
+use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
+use gitops_reconciler::controller::metrics::Metrics;
+use gitops_reconciler::controller::ops::{self, Readiness};
+use gitops_reconciler::source::artifact::UnpackLimits;
+use gitops_reconciler::source::storage::Storage;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
 
 /// The kubectl-gitops reconciler.
 #[derive(Parser, Debug)]
 #[command(name = "gitops-reconciler", version, about)]
-struct Args {}
+struct Args {
+    /// Directory of the artifact storage.
+    #[arg(long, default_value = "/data")]
+    storage_path: PathBuf,
+    /// Listen address of the artifact server.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    storage_addr: String,
+    /// host:port written into artifact URLs (default: the storage address).
+    #[arg(long)]
+    storage_adv_addr: Option<String>,
+    /// Listen address of /metrics.
+    #[arg(long, default_value = ":8080")]
+    metrics_addr: String,
+    /// Listen address of /healthz and /readyz.
+    #[arg(long, default_value = ":9440")]
+    health_addr: String,
+    /// Objects reconciled at once, per kind.
+    #[arg(long, default_value_t = 4)]
+    concurrent: u16,
+    /// Apply requests in flight per Kustomization.
+    #[arg(long, default_value_t = 16)]
+    concurrent_apply: usize,
+    /// Accept file:// source URLs (tests only).
+    #[arg(long)]
+    allow_file_urls: bool,
+    /// Refuse references to objects in other namespaces.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    no_cross_namespace_refs: bool,
+    /// ServiceAccount impersonated for Kustomizations without spec.serviceAccountName.
+    #[arg(long)]
+    default_service_account: Option<String>,
+    /// Reconcile only objects matching this label selector (sharding).
+    #[arg(long)]
+    watch_label_selector: Option<String>,
+    /// Run only while holding the leader Lease.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: $POD_NAMESPACE or gitops-system).
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("the reconciler controllers are not implemented yet (see the open issues)")
+/// `:8080` → `0.0.0.0:8080`.
+fn listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.parse().with_context(|| {
+        format!("'{text}' is not a listen address such as :8080 or 127.0.0.1:8080")
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        // The reconcile span carries kind/namespace/name: every line names its object.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "gitops-reconciler".into());
+    format!("{host}_{}", std::process::id())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gitops-reconciler failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let kube_config = kube::Config::infer()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = kube::Client::try_from(kube_config.clone()).context("Kubernetes client")?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(async move {
+        terminated().await;
+        tracing::info!("termination signal: finishing reconciles in flight");
+        let _ = stop_tx.send(true);
+    });
+
+    for (what, addr) in [
+        ("metrics", &args.metrics_addr),
+        ("health", &args.health_addr),
+    ] {
+        let addr = listen_addr(addr)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({what})"))?;
+        tracing::info!(%addr, "serving {what}");
+        tokio::spawn(ops::serve(
+            listener,
+            metrics.clone(),
+            readiness.clone(),
+            stopped(),
+        ));
+    }
+
+    let elector = if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "gitops-system".into());
+        let name = match &args.watch_label_selector {
+            // One lease per shard.
+            Some(selector) => format!(
+                "gitops-reconciler-{:x}",
+                selector
+                    .bytes()
+                    .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b))
+                        .wrapping_mul(0x100000001b3))
+            ),
+            None => "gitops-reconciler".into(),
+        };
+        let elector = LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace,
+                name,
+                identity: identity(),
+                lease_duration: Duration::from_secs(15),
+                retry_period: Duration::from_secs(2),
+            },
+        );
+        readiness.set(true);
+        tokio::select! {
+            () = elector.acquire() => {},
+            () = stopped() => return Ok(()),
+        }
+        Some(Arc::new(elector))
+    } else {
+        None
+    };
+    readiness.set(true);
+
+    let storage = match Storage::new(&args.storage_path) {
+        Ok(storage) => Some(storage),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %args.storage_path.display(), "no local artifact storage; artifacts are downloaded over HTTP");
+            None
+        }
+    };
+    let _ = (
+        &args.storage_addr,
+        &args.storage_adv_addr,
+        args.allow_file_urls,
+    );
+    let fetcher = ArtifactFetcher::new(storage, UnpackLimits::default());
+    let config = KustomizationConfig {
+        concurrent: args.concurrent,
+        concurrent_apply: args.concurrent_apply,
+        no_cross_namespace_refs: args.no_cross_namespace_refs,
+        default_service_account: args.default_service_account.clone(),
+        watch_label_selector: args.watch_label_selector.clone(),
+    };
+    let controllers = kustomization::run(
+        client.clone(),
+        kube_config,
+        config,
+        fetcher,
+        metrics.clone(),
+        stopped(),
+    );
+
+    match &elector {
+        Some(elector) => {
+            let holder = elector.clone();
+            tokio::select! {
+                () = controllers => {},
+                () = holder.hold() => {
+                    // Another replica may be reconciling already: stop at once.
+                    anyhow::bail!("leadership lost");
+                }
+            }
+            elector.release().await;
+        }
+        None => controllers.await,
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -13,3 +13,4 @@ want libcurl4-openssl-dev /usr/include/x86_64-linux-gnu/curl/curl.h
 want libssl-dev /usr/include/openssl/ssl.h
 want pkg-config pkg-config
 want zlib1g-dev /usr/include/zlib.h
+want lighttpd-mod-openssl /usr/lib/lighttpd/mod_openssl.so

@@ -7,6 +7,7 @@
 //! works in its own namespace ([`TestNamespace`]), deleted when the test ends, pass or fail.
 //! Tests drive the cluster through the real `kubectl`, as users do.
 
+pub mod git;
 pub mod kustomize_corpus;
 
 use std::io::Write;

@@ -318,22 +318,26 @@ async fn read_live(
         apis.push(api);
     }
     let selector = opts.owner.selector();
-    let lists = stream::iter(groups.into_iter().map(|(key, api)| {
-        let selector = selector.clone();
-        async move {
-            let list = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| ApplyError::Read {
-                    object: format!("{} in {}", key.1, key.2.as_deref().unwrap_or("cluster")),
-                    message: status_message(&e),
-                })?;
-            Ok::<_, ApplyError>((key, list.items))
-        }
-    }))
-    .buffer_unordered(opts.concurrency.max(1))
-    .collect::<Vec<_>>()
-    .await;
+    let lists: Vec<_> = groups
+        .into_iter()
+        .map(|(key, api)| {
+            let selector = selector.clone();
+            async move {
+                let list = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| ApplyError::Read {
+                        object: format!("{} in {}", key.1, key.2.as_deref().unwrap_or("cluster")),
+                        message: status_message(&e),
+                    })?;
+                Ok::<_, ApplyError>((key, list.items))
+            }
+        })
+        .collect();
+    let lists = stream::iter(lists)
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
     let mut owned: HashMap<(String, String, Option<String>, String), Value> = HashMap::new();
     for result in lists {
         let (key, items) = result?;
@@ -344,26 +348,30 @@ async fn read_live(
             }
         }
     }
-    let lookups = stream::iter(items.iter().zip(apis).zip(keys).map(|((p, api), key)| {
-        let found = owned.remove(&key);
-        async move {
-            if found.is_some() {
-                return Ok((api, found));
-            }
-            let live = api
-                .get_opt(&p.id.name)
-                .await
-                .map_err(|e| ApplyError::Read {
-                    object: p.id.to_string(),
+    let lookups: Vec<_> = items
+        .iter()
+        .zip(apis)
+        .zip(keys)
+        .map(|((p, api), key)| {
+            let found = owned.remove(&key);
+            let id = p.id.clone();
+            async move {
+                if found.is_some() {
+                    return Ok((api, found));
+                }
+                let live = api.get_opt(&id.name).await.map_err(|e| ApplyError::Read {
+                    object: id.to_string(),
                     message: status_message(&e),
                 })?;
-            let live = live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null));
-            Ok::<_, ApplyError>((api, live))
-        }
-    }))
-    .buffered(opts.concurrency.max(1))
-    .collect::<Vec<_>>()
-    .await;
+                let live = live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null));
+                Ok::<_, ApplyError>((api, live))
+            }
+        })
+        .collect();
+    let lookups = stream::iter(lookups)
+        .buffered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
     lookups.into_iter().collect()
 }
 
@@ -421,21 +429,26 @@ async fn apply_stage(
 
     // Dry-run every object that needs a write; collect every rejection before deciding.
     let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
-    let results = stream::iter(work.iter().zip(&decisions).map(|(w, d)| {
-        let dry = dry.clone();
-        async move {
-            if *d == Decision::Skip {
-                return Ok(());
+    let dry_runs: Vec<_> = work
+        .iter()
+        .zip(&decisions)
+        .map(|(w, d)| {
+            let (dry, skip) = (dry.clone(), *d == Decision::Skip);
+            let (api, name, intent) = (w.api.clone(), w.planned.id.name.clone(), w.intent.clone());
+            async move {
+                if skip {
+                    return Ok(());
+                }
+                api.patch(&name, &dry, &Patch::Apply(&intent))
+                    .await
+                    .map(|_| ())
             }
-            w.api
-                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
-                .await
-                .map(|_| ())
-        }
-    }))
-    .buffered(opts.concurrency.max(1))
-    .collect::<Vec<_>>()
-    .await;
+        })
+        .collect();
+    let results = stream::iter(dry_runs)
+        .buffered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
     let mut rejected = Vec::new();
     for ((w, decision), result) in work.iter().zip(decisions.iter_mut()).zip(results) {
         let Err(err) = result else { continue };
@@ -459,31 +472,36 @@ async fn apply_stage(
 
     // Every dry-run passed: write.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
-    let results = stream::iter(work.iter().zip(&decisions).map(|(w, d)| {
-        let params = params.clone();
-        async move {
-            let action = match d {
-                Decision::Skip => return Ok(Action::Unchanged),
-                Decision::Create => Action::Created,
-                Decision::Configure => Action::Configured,
-                Decision::Recreate => {
-                    recreate_prelude(w).await?;
-                    Action::Recreated
-                }
-            };
-            w.api
-                .patch(&w.planned.id.name, &params, &Patch::Apply(&w.intent))
-                .await
-                .map_err(|e| ApplyError::Write {
-                    object: w.planned.id.to_string(),
-                    message: status_message(&e),
-                })?;
-            Ok::<_, ApplyError>(action)
-        }
-    }))
-    .buffered(opts.concurrency.max(1))
-    .collect::<Vec<_>>()
-    .await;
+    let writes: Vec<_> = work
+        .iter()
+        .zip(&decisions)
+        .map(|(w, d)| {
+            let (params, decision) = (params.clone(), *d);
+            let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
+            async move {
+                let action = match decision {
+                    Decision::Skip => return Ok(Action::Unchanged),
+                    Decision::Create => Action::Created,
+                    Decision::Configure => Action::Configured,
+                    Decision::Recreate => {
+                        recreate_prelude(&api, &id).await?;
+                        Action::Recreated
+                    }
+                };
+                api.patch(&id.name, &params, &Patch::Apply(&intent))
+                    .await
+                    .map_err(|e| ApplyError::Write {
+                        object: id.to_string(),
+                        message: status_message(&e),
+                    })?;
+                Ok::<_, ApplyError>(action)
+            }
+        })
+        .collect();
+    let results = stream::iter(writes)
+        .buffered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
         out.push((w.planned.id.clone(), result?));
@@ -492,21 +510,19 @@ async fn apply_stage(
 }
 
 /// Deletes the live object and waits until it is gone, so it can be created again.
-async fn recreate_prelude(w: &Work<'_>) -> Result<(), ApplyError> {
-    let name = &w.planned.id.name;
+async fn recreate_prelude(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<(), ApplyError> {
     let write_err = |e: kube::Error| ApplyError::Write {
-        object: w.planned.id.to_string(),
+        object: id.to_string(),
         message: format!("recreate: {}", status_message(&e)),
     };
-    w.api
-        .delete(name, &DeleteParams::foreground())
+    api.delete(&id.name, &DeleteParams::foreground())
         .await
         .map_err(write_err)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while w.api.get_opt(name).await.map_err(write_err)?.is_some() {
+    while api.get_opt(&id.name).await.map_err(write_err)?.is_some() {
         if tokio::time::Instant::now() > deadline {
             return Err(ApplyError::Write {
-                object: w.planned.id.to_string(),
+                object: id.to_string(),
                 message: "recreate: the old object was not deleted within 60s".into(),
             });
         }

@@ -220,6 +220,21 @@ impl<W: Write> ArtifactWriter<W> {
         Ok(())
     }
 
+    /// Checks that one more file of `size` bytes fits the limits, before its content is read.
+    pub fn check_capacity(&self, size: u64) -> Result<(), ArtifactError> {
+        if self.entries + 1 > self.limits.max_entries {
+            return Err(ArtifactError::TooManyEntries {
+                limit: self.limits.max_entries,
+            });
+        }
+        if self.content_bytes.saturating_add(size) > self.limits.max_total_bytes {
+            return Err(ArtifactError::TooLarge {
+                limit: self.limits.max_total_bytes,
+            });
+        }
+        Ok(())
+    }
+
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);

@@ -64,3 +64,260 @@ pub fn get(ns: &str, kind: &str, name: &str) -> Option<Value> {
     }
     Some(serde_json::from_str(&res.stdout).expect("kubectl prints JSON"))
 }
+
+/// An artifact published the way the source controller publishes one: a real tar.gz in a
+/// storage directory and the GitRepository's `status.artifact` pointing at it. Used where the
+/// test is about the Kustomization controller, not about git.
+pub struct PublishedSource {
+    pub storage: std::path::PathBuf,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PublishedSource {
+    /// Creates the GitRepository `name` in `namespace` (no artifact yet).
+    pub fn new(storage: &std::path::Path, namespace: &str, name: &str) -> Self {
+        gitops_conformance::kubectl_ok(
+            &["-n", namespace, "apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata: {{name: {name}}}\nspec:\n  url: https://git.invalid/{name}.git\n  interval: 1h\n  suspend: true\n"
+            )),
+        );
+        Self {
+            storage: storage.to_owned(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Packs `files` (path → content) as revision `main@sha1:<commit>` and publishes it.
+    pub fn publish(&self, commit_byte: char, files: &[(&str, &str)]) -> String {
+        use gitops_reconciler::source::artifact::UnpackLimits;
+        use gitops_reconciler::source::storage::Storage;
+        let storage = Storage::new(&self.storage).expect("storage dir");
+        let mut pending = storage
+            .begin(&self.namespace, &self.name, UnpackLimits::default())
+            .expect("begin artifact");
+        let mut sorted: Vec<_> = files.to_vec();
+        sorted.sort();
+        let mut dirs = std::collections::BTreeSet::new();
+        for (path, _) in &sorted {
+            let mut prefix = String::new();
+            for part in path
+                .split('/')
+                .collect::<Vec<_>>()
+                .iter()
+                .rev()
+                .skip(1)
+                .rev()
+            {
+                prefix = if prefix.is_empty() {
+                    part.to_string()
+                } else {
+                    format!("{prefix}/{part}")
+                };
+                dirs.insert(prefix.clone());
+            }
+        }
+        for dir in &dirs {
+            pending.writer().add_dir(dir).expect("add dir");
+        }
+        for (path, content) in &sorted {
+            pending
+                .writer()
+                .add_file(path, false, content.as_bytes())
+                .expect("add file");
+        }
+        let stored = pending.commit().expect("commit artifact");
+        let revision = format!(
+            "main@sha1:{}",
+            std::iter::repeat_n(commit_byte, 40).collect::<String>()
+        );
+        let status = serde_json::json!({"status": {
+            "artifact": {
+                "revision": revision,
+                "digest": stored.packed.digest,
+                "size": stored.packed.size,
+                "url": format!("http://127.0.0.1:9/{}", stored.path),
+                "path": stored.path,
+                "lastUpdateTime": "2026-01-01T00:00:00Z",
+            },
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                "message": format!("stored artifact for revision '{revision}'"),
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+        }});
+        gitops_conformance::kubectl_ok(
+            &[
+                "-n",
+                &self.namespace,
+                "patch",
+                "gitrepository",
+                &self.name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ],
+            None,
+        );
+        revision
+    }
+}
+
+/// The Kustomization controller of the library, running in this test process and reconciling
+/// only Kustomizations labelled `conformance-shard=<shard>` (so parallel tests never share
+/// objects). Stopped when dropped.
+pub struct RunningController {
+    task: tokio::task::JoinHandle<()>,
+    pub shard: String,
+    pub storage: tempfile_dir::Dir,
+}
+
+pub mod tempfile_dir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl RunningController {
+    pub async fn start(shard: &str) -> Self {
+        Self::start_with(shard, |_| {}).await
+    }
+
+    pub async fn start_with(
+        shard: &str,
+        adjust: impl FnOnce(&mut gitops_reconciler::controller::kustomization::KustomizationConfig),
+    ) -> Self {
+        use gitops_reconciler::controller::fetch::ArtifactFetcher;
+        use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
+        use gitops_reconciler::source::artifact::UnpackLimits;
+        use gitops_reconciler::source::storage::Storage;
+        let storage = std::env::temp_dir().join(format!("gitops-conf-{shard}"));
+        std::fs::create_dir_all(&storage).expect("storage dir");
+        let path = gitops_conformance::kubeconfig();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config");
+        let client = kube::Client::try_from(config.clone()).expect("client");
+        let mut ks_config = KustomizationConfig {
+            concurrent: 4,
+            watch_label_selector: Some(format!("conformance-shard={shard}")),
+            ..Default::default()
+        };
+        adjust(&mut ks_config);
+        let fetcher = ArtifactFetcher::new(
+            Some(Storage::new(&storage).expect("storage")),
+            UnpackLimits::default(),
+        );
+        let task = tokio::spawn(kustomization::run(
+            client,
+            config,
+            ks_config,
+            fetcher,
+            Default::default(),
+            std::future::pending(),
+        ));
+        Self {
+            task,
+            shard: shard.into(),
+            storage: tempfile_dir::Dir(storage),
+        }
+    }
+}
+
+impl Drop for RunningController {
+    /// Stops the controller, then releases the finalizers of its shard's Kustomizations, so
+    /// the test namespace can be deleted whether the test passed or not.
+    fn drop(&mut self) {
+        self.task.abort();
+        // Let the runtime's other workers drop the aborted controller and its reconciles.
+        std::thread::sleep(Duration::from_millis(500));
+        let selector = format!("conformance-shard={}", self.shard);
+        let names = gitops_conformance::kubectl(
+            &[
+                "get",
+                "kustomizations",
+                "-A",
+                "-l",
+                &selector,
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{\"\\n\"}{end}",
+            ],
+            None,
+        );
+        for line in names.stdout.lines() {
+            if let Some((ns, name)) = line.split_once(' ') {
+                let _ = gitops_conformance::kubectl(
+                    &[
+                        "-n",
+                        ns,
+                        "patch",
+                        "kustomization",
+                        name,
+                        "--type=merge",
+                        "-p",
+                        r#"{"metadata":{"finalizers":null}}"#,
+                    ],
+                    None,
+                );
+            }
+        }
+    }
+}
+
+/// A Kustomization manifest in the controller's shard.
+pub fn kustomization(name: &str, shard: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata:\n  name: {name}\n  labels: {{conformance-shard: {shard}}}\nspec:\n{spec}"
+    )
+}
+
+/// The Kustomization's status as JSON.
+pub fn ks_status(ns: &str, name: &str) -> Value {
+    get(ns, "kustomization", name)
+        .and_then(|k| k.get("status").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// The Ready condition: (status, reason, message).
+pub fn ready(ns: &str, name: &str) -> Option<(String, String, String)> {
+    let status = ks_status(ns, name);
+    let c = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        c["message"].as_str()?.to_owned(),
+    ))
+}
+
+/// Polls `check` every 200 ms until it returns Some or `timeout` passes (then panics with the
+/// last state described by `describe`).
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last state: {}",
+                describe()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

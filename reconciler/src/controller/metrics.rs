@@ -1,0 +1,156 @@
+//! Prometheus metrics of the reconciler (OpenMetrics text on `/metrics`).
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `Kustomization` or `GitRepository`.
+    pub kind: String,
+    /// `success` or the failure reason (a stable, bounded set).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub r#type: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `created`, `configured`, `recreated`, `unchanged`, `pruned`.
+    pub action: String,
+}
+
+/// Every metric of the process, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_duration: Family<ReconcileLabels, Histogram>,
+    pub conditions: Family<ConditionLabels, Gauge>,
+    pub objects: Family<ActionLabels, Counter>,
+    encode_lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gitops");
+        let reconcile_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles by kind and result",
+            reconcile_duration.clone(),
+        );
+        let conditions = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "reconcile_condition",
+            "1 for the current status of each condition of each object",
+            conditions.clone(),
+        );
+        let objects = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "applied_objects",
+            "Objects handled by apply and prune, by action",
+            objects.clone(),
+        );
+        Self {
+            registry,
+            reconcile_duration,
+            conditions,
+            objects,
+            encode_lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let _guard = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records the Ready condition of an object: the gauge of the current status is 1, the
+    /// others 0 (so alerts can use `== 1`).
+    pub fn record_ready(&self, kind: &str, namespace: &str, name: &str, status: Option<&str>) {
+        for candidate in ["True", "False", "Unknown"] {
+            let labels = ConditionLabels {
+                kind: kind.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                r#type: "Ready".to_owned(),
+                status: candidate.to_owned(),
+            };
+            let value = i64::from(status == Some(candidate));
+            self.conditions.get_or_create(&labels).set(value);
+        }
+    }
+
+    /// Drops the condition series of a deleted object.
+    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        for candidate in ["True", "False", "Unknown"] {
+            self.conditions.remove(&ConditionLabels {
+                kind: kind.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                r#type: "Ready".to_owned(),
+                status: candidate.to_owned(),
+            });
+        }
+    }
+
+    pub fn count_objects(&self, action: &str, n: usize) {
+        if n > 0 {
+            self.objects
+                .get_or_create(&ActionLabels {
+                    action: action.to_owned(),
+                })
+                .inc_by(n as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_contains_the_series() {
+        let m = Metrics::default();
+        m.reconcile_duration
+            .get_or_create(&ReconcileLabels {
+                kind: "Kustomization".into(),
+                result: "success".into(),
+            })
+            .observe(0.2);
+        m.record_ready("Kustomization", "ns", "app", Some("True"));
+        m.count_objects("created", 3);
+        let text = m.encode();
+        assert!(
+            text.contains("gitops_reconcile_duration_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gitops_reconcile_condition{kind="Kustomization",namespace="ns",name="app",type="Ready",status="True"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gitops_applied_objects_total{action="created"} 3"#),
+            "{text}"
+        );
+    }
+}

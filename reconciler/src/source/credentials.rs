@@ -1,0 +1,185 @@
+//! Credentials from the Secret named by `spec.secretRef`, with Flux's key names.
+//!
+//! Invariant: no value read here is ever formatted by `Debug`/`Display` (the `Debug` impl
+//! prints key names only) or put into a URL; the fetch hands them to gix through its
+//! credential callback and header options, and [`Credentials::secrets`] lists them for
+//! [`super::remote::redact`].
+
+use std::collections::BTreeMap;
+
+use super::SourceError;
+
+/// How to authenticate to the git server.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    #[default]
+    None,
+    /// HTTP basic auth (a personal access token goes in `password`).
+    Basic { username: String, password: String },
+    /// HTTP `Authorization: Bearer <token>`.
+    Bearer { token: String },
+    /// SSH private key with the known_hosts lines the server's host key must match.
+    Ssh {
+        identity: Vec<u8>,
+        known_hosts: Vec<u8>,
+        password: Option<String>,
+    },
+}
+
+/// Everything the Secret provides.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub auth: Auth,
+    /// PEM CA bundle (`ca.crt`) to verify an HTTPS server with.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.auth {
+            Auth::None => "none",
+            Auth::Basic { .. } => "basic",
+            Auth::Bearer { .. } => "bearer",
+            Auth::Ssh { .. } => "ssh",
+        };
+        f.debug_struct("Credentials")
+            .field("auth", &kind)
+            .field("ca", &self.ca_pem.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Reads the Secret's `data` (already base64-decoded). `secret` names it in errors.
+    pub fn from_secret_data(
+        secret: &str,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self, SourceError> {
+        let text = |key: &str| -> Result<Option<String>, SourceError> {
+            match data.get(key) {
+                None => Ok(None),
+                Some(bytes) => String::from_utf8(bytes.clone()).map(Some).map_err(|_| {
+                    SourceError::Credentials {
+                        secret: secret.to_owned(),
+                        reason: format!("key '{key}' is not UTF-8"),
+                    }
+                }),
+            }
+        };
+        let username = text("username")?;
+        let password = text("password")?;
+        let token = text("bearerToken")?;
+        let auth = match (
+            username,
+            password,
+            token,
+            data.get("identity"),
+            data.get("known_hosts"),
+        ) {
+            (_, _, Some(_), Some(_), _) => {
+                return Err(SourceError::Credentials {
+                    secret: secret.to_owned(),
+                    reason: "set either bearerToken or identity, not both".to_owned(),
+                });
+            }
+            (Some(_), _, Some(_), _, _) | (_, Some(_), Some(_), _, _) => {
+                return Err(SourceError::Credentials {
+                    secret: secret.to_owned(),
+                    reason: "set either username/password or bearerToken, not both".to_owned(),
+                });
+            }
+            (_, password, None, Some(identity), known_hosts) => {
+                let known_hosts = known_hosts
+                    .cloned()
+                    .ok_or_else(|| SourceError::Credentials {
+                        secret: secret.to_owned(),
+                        reason:
+                            "key 'identity' needs 'known_hosts' (host keys are always verified)"
+                                .to_owned(),
+                    })?;
+                Auth::Ssh {
+                    identity: identity.clone(),
+                    known_hosts,
+                    password,
+                }
+            }
+            (None, None, Some(token), None, _) => Auth::Bearer {
+                token: token.trim().to_owned(),
+            },
+            (Some(username), Some(password), None, None, _) => Auth::Basic { username, password },
+            (Some(_), None, None, None, _) | (None, Some(_), None, None, _) => {
+                return Err(SourceError::Credentials {
+                    secret: secret.to_owned(),
+                    reason: "keys 'username' and 'password' must be set together".to_owned(),
+                });
+            }
+            (None, None, None, None, _) => Auth::None,
+        };
+        Ok(Self {
+            auth,
+            ca_pem: data.get("ca.crt").cloned(),
+        })
+    }
+
+    /// The secret values, for redaction.
+    pub fn secrets(&self) -> Vec<&str> {
+        match &self.auth {
+            Auth::None => Vec::new(),
+            Auth::Basic { password, .. } => vec![password.as_str()],
+            Auth::Bearer { token } => vec![token.as_str()],
+            Auth::Ssh { password, .. } => password.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// True when credentials would be sent to the server.
+    pub fn sends_credentials(&self) -> bool {
+        !matches!(self.auth, Auth::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_each_kind_and_never_debug_prints_values() {
+        let basic =
+            Credentials::from_secret_data("s", &data(&[("username", "u"), ("password", "canary")]))
+                .unwrap();
+        assert!(matches!(basic.auth, Auth::Basic { .. }));
+        assert!(!format!("{basic:?}").contains("canary"));
+        let bearer = Credentials::from_secret_data(
+            "s",
+            &data(&[("bearerToken", "tok\n"), ("ca.crt", "PEM")]),
+        )
+        .unwrap();
+        assert!(
+            bearer.auth
+                == Auth::Bearer {
+                    token: "tok".into()
+                }
+        );
+        assert_eq!(bearer.ca_pem.as_deref(), Some(&b"PEM"[..]));
+        let none = Credentials::from_secret_data("s", &data(&[])).unwrap();
+        assert!(!none.sends_credentials());
+    }
+
+    #[test]
+    fn refuses_incomplete_or_ambiguous_secrets() {
+        for pairs in [
+            &[("username", "u")][..],
+            &[("identity", "key")][..],
+            &[("username", "u"), ("password", "p"), ("bearerToken", "t")][..],
+        ] {
+            let err = Credentials::from_secret_data("my-secret", &data(pairs)).unwrap_err();
+            assert!(err.to_string().contains("my-secret"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Real git servers and repositories for the source tests (issue 3).
+//!
+//! [`GitServer::start`] runs `tests/git/serve.sh` (lighttpd + git-http-backend, nginx +
+//! fcgiwrap, git daemon or sshd on a free loopback port) and stops exactly what it started when
+//! dropped. [`Repo`] is a bare repository under the server's directory plus a working clone to
+//! commit, tag and force-push with the real `git`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Which server to start (see `tests/git/serve.sh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// lighttpd + git-http-backend, TLS with a throwaway CA, basic auth.
+    Https,
+    /// lighttpd + git-http-backend, plain HTTP, no auth.
+    Http,
+    /// nginx + fcgiwrap + git-http-backend, TLS, `Authorization: Bearer <token>` required.
+    Bearer,
+    /// `git daemon` (git://).
+    Daemon,
+    /// Debian's sshd with a deploy key and known_hosts.
+    Ssh,
+}
+
+impl ServerKind {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Http => "http",
+            Self::Bearer => "bearer",
+            Self::Daemon => "daemon",
+            Self::Ssh => "ssh",
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under the system temp dir, unique per process and call.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gitops-{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A running git server; stopped (exactly the processes it started) on drop.
+pub struct GitServer {
+    pub kind: ServerKind,
+    /// Bare repositories served.
+    pub repos: PathBuf,
+    /// Everything `serve.sh` printed (url, ca, username, password, token, identity, ...).
+    pub info: BTreeMap<String, String>,
+    run: PathBuf,
+    stopped: bool,
+}
+
+impl GitServer {
+    /// Starts a server of `kind` over a fresh repositories directory.
+    pub fn start(kind: ServerKind) -> Self {
+        Self::start_with_env(kind, &[])
+    }
+
+    /// Like [`start`](Self::start) with extra environment for `serve.sh` (e.g.
+    /// `GITOPS_GIT_PASSWORD`).
+    pub fn start_with_env(kind: ServerKind, env: &[(&str, &str)]) -> Self {
+        let base = temp_dir(&format!("git-{}", kind.arg()));
+        let repos = base.join("repos");
+        let run = base.join("run");
+        std::fs::create_dir_all(&repos).expect("create repos dir");
+        let script = crate::repo_root().join("tests/git/serve.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).arg(kind.arg()).arg(&repos).arg(&run);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run tests/git/serve.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut info = BTreeMap::new();
+        for line in stdout.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                info.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let server = Self {
+            kind,
+            repos,
+            info,
+            run,
+            stopped: false,
+        };
+        assert!(
+            out.status.success(),
+            "serve.sh {} failed: {}\n{}",
+            kind.arg(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server
+    }
+
+    /// A value printed by `serve.sh`; panics when missing.
+    pub fn get(&self, key: &str) -> &str {
+        self.info
+            .get(key)
+            .unwrap_or_else(|| panic!("serve.sh printed no {key}= for {:?}", self.kind))
+    }
+
+    /// URL of repository `name` (without `.git`).
+    pub fn url(&self, name: &str) -> String {
+        format!("{}{name}.git", self.get("url"))
+    }
+
+    /// Creates a bare repository `name` served by this server, with a working clone.
+    pub fn repo(&self, name: &str) -> Repo {
+        Repo::create(&self.repos, name)
+    }
+
+    /// Stops the server now (e.g. to simulate an outage).
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            let script = crate::repo_root().join("tests/git/stop.sh");
+            let _ = Command::new("bash")
+                .arg(script)
+                .arg(&self.run)
+                .arg("--keep")
+                .status();
+            self.stopped = true;
+        }
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(base) = self.repos.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
+/// Runs `git` hermetically (no user/system config) in `dir`; panics on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "gitops-test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "gitops-test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare repository and a working clone to change it with.
+pub struct Repo {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Repo {
+    /// Creates `<repos>/<name>.git` (default branch main) and a working clone next to it.
+    pub fn create(repos: &Path, name: &str) -> Self {
+        let bare = repos.join(format!("{name}.git"));
+        std::fs::create_dir_all(&bare).expect("create bare dir");
+        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        // Allow fetching a pinned commit by id over protocol v0 too.
+        git(
+            &bare,
+            &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+        );
+        let work = temp_dir(&format!("work-{name}"));
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(
+            &work,
+            &[
+                "remote",
+                "add",
+                "origin",
+                bare.to_str().expect("utf-8 path"),
+            ],
+        );
+        Self { bare, work }
+    }
+
+    /// Writes `files` (path → content; `None` deletes), commits on the current branch, pushes
+    /// it, and returns the commit id.
+    pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
+        for (path, content) in files {
+            let full = self.work.join(path);
+            match content {
+                Some(content) => {
+                    if let Some(parent) = full.parent() {
+                        std::fs::create_dir_all(parent).expect("create dirs");
+                    }
+                    std::fs::write(&full, content).expect("write file");
+                }
+                None => {
+                    let _ = std::fs::remove_file(&full);
+                }
+            }
+        }
+        git(&self.work, &["add", "-A"]);
+        git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        let branch = git(&self.work, &["rev-parse", "--abbrev-ref", "HEAD"]);
+        git(&self.work, &["push", "-q", "-f", "origin", &branch]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Runs git in the working clone.
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.work, args)
+    }
+
+    /// Creates an annotated tag at HEAD and pushes it.
+    pub fn tag(&self, name: &str) {
+        git(&self.work, &["tag", "-a", name, "-m", name]);
+        git(&self.work, &["push", "-q", "origin", name]);
+    }
+
+    /// Writes `content` as a blob and returns its id.
+    pub fn blob(&self, content: &str) -> String {
+        let path = self.work.join(".git/gitops-blob");
+        std::fs::write(&path, content).expect("write blob file");
+        git(&self.work, &["hash-object", "-w", ".git/gitops-blob"])
+    }
+
+    /// Writes a tree from `git mktree` lines (`<mode> <type> <id>\t<name>`) — names are not
+    /// validated, as a hostile repository would have them — and returns its id.
+    pub fn mktree(&self, lines: &[String]) -> String {
+        let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let mut child = Command::new("git")
+            .arg("mktree")
+            .current_dir(&self.work)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run git mktree");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin piped");
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write mktree input");
+        }
+        let out = child.wait_with_output().expect("git mktree");
+        assert!(out.status.success(), "git mktree failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Commits `tree` on top of nothing and force-pushes it as `main`; returns the commit id.
+    pub fn push_tree(&self, tree: &str) -> String {
+        let commit = git(&self.work, &["commit-tree", tree, "-m", "crafted tree"]);
+        git(
+            &self.work,
+            &[
+                "push",
+                "-q",
+                "-f",
+                "origin",
+                &format!("{commit}:refs/heads/main"),
+            ],
+        );
+        commit
+    }
+
+    /// Rewrites history: resets the branch to a new root commit with `files` and force-pushes.
+    pub fn force_push_new_root(&self, files: &[(&str, &str)]) -> String {
+        git(&self.work, &["checkout", "-q", "--orphan", "rewritten"]);
+        git(&self.work, &["rm", "-rq", "--cached", "."]);
+        for entry in std::fs::read_dir(&self.work)
+            .expect("read work dir")
+            .flatten()
+        {
+            if entry.file_name() != ".git" {
+                let path = entry.path();
+                if path.is_dir() {
+                    let _ = std::fs::remove_dir_all(path);
+                } else {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        for (path, content) in files {
+            let full = self.work.join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).expect("create dirs");
+            }
+            std::fs::write(full, content).expect("write file");
+        }
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", "rewritten history"]);
+        git(&self.work, &["branch", "-M", "main"]);
+        git(&self.work, &["push", "-q", "-f", "origin", "main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}

@@ -1,0 +1,440 @@
+//! The Kustomization controller against a real apiserver: status, inventory, prune on a new
+//! revision, prune-disabled objects kept, empty builds refused, dependsOn chains, health
+//! timeouts naming the object, impersonation without rights, deletion with prune, drift on
+//! request.
+
+mod kustomization_support;
+
+use std::time::Duration;
+
+use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
+use kustomization_support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn cm(name: &str, value: &str, extra_meta: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{extra_meta}data: {{value: \"{value}\"}}\n"
+    )
+}
+
+fn spec(source: &str, extra: &str) -> String {
+    format!(
+        "  sourceRef: {{kind: GitRepository, name: {source}}}\n  interval: 10m\n  retryInterval: 2s\n  timeout: 20s\n{extra}"
+    )
+}
+
+fn ready_true(ns: &str, name: &str) -> Option<String> {
+    match ready(ns, name) {
+        Some((s, _, m)) if s == "True" => Some(m),
+        _ => None,
+    }
+}
+
+fn ready_false_with(ns: &str, name: &str, reason: &str) -> Option<String> {
+    match ready(ns, name) {
+        Some((s, r, m)) if s == "False" && r == reason => Some(m),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn applies_prunes_on_new_revisions_and_keeps_prune_disabled() {
+    install_crds();
+    let ns = TestNamespace::new("ksc-prune");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    let kustomize = "resources: [a.yaml, b.yaml, keep.yaml]\n";
+    let v1 = source.publish(
+        '1',
+        &[
+            ("app/kustomization.yaml", kustomize),
+            ("app/a.yaml", &cm("a", "one", "")),
+            ("app/b.yaml", &cm("b", "one", "")),
+            (
+                "app/keep.yaml",
+                &cm(
+                    "keep",
+                    "one",
+                    "  annotations: {kubectl-gitops.io/prune: disabled}\n",
+                ),
+            ),
+        ],
+    );
+    ns.create(&kustomization(
+        "app",
+        &ctl.shard,
+        &spec("repo", "  path: ./app\n  prune: true\n"),
+    ));
+    // Objects without a namespace need one: the build output has none, so this fails first…
+    let message = eventually(
+        T,
+        "ApplyFailed for objects without namespace",
+        || ready_false_with(&ns.name, "app", "ApplyFailed"),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    assert!(message.contains("without metadata.namespace"), "{message}");
+    assert!(
+        get(&ns.name, "configmap", "a").is_none(),
+        "nothing may be applied"
+    );
+
+    // …and with the namespace set in the manifests it applies.
+    let with_ns = |name: &str, value: &str, extra: &str| {
+        cm(name, value, &format!("  namespace: {}\n{extra}", ns.name))
+    };
+    assert!(v1.ends_with(&"1".repeat(40)));
+    let v1 = {
+        source.publish(
+            '2',
+            &[
+                ("app/kustomization.yaml", kustomize),
+                ("app/a.yaml", &with_ns("a", "one", "")),
+                ("app/b.yaml", &with_ns("b", "one", "")),
+                (
+                    "app/keep.yaml",
+                    &with_ns(
+                        "keep",
+                        "one",
+                        "  annotations: {kubectl-gitops.io/prune: disabled}\n",
+                    ),
+                ),
+            ],
+        )
+    };
+    let message = eventually(
+        T,
+        "Ready",
+        || ready_true(&ns.name, "app"),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    assert_eq!(message, format!("Applied revision: {v1}"));
+    let status = ks_status(&ns.name, "app");
+    assert_eq!(status["lastAppliedRevision"], v1.as_str());
+    assert_eq!(status["lastAttemptedRevision"], v1.as_str());
+    let ids: Vec<&str> = status["inventory"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    let id = |n: &str| format!("{}_{n}__ConfigMap", ns.name);
+    assert_eq!(ids, [id("a"), id("b"), id("keep")]);
+    assert!(get(&ns.name, "configmap", "b").is_some());
+
+    // v3: a changes, b and keep leave the build.
+    let v3 = source.publish(
+        '3',
+        &[
+            ("app/kustomization.yaml", "resources: [a.yaml]\n"),
+            ("app/a.yaml", &with_ns("a", "two", "")),
+        ],
+    );
+    eventually(
+        T,
+        "revision 3 applied",
+        || (ks_status(&ns.name, "app")["lastAppliedRevision"] == v3.as_str()).then_some(()),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    assert_eq!(
+        get(&ns.name, "configmap", "a").unwrap()["data"]["value"],
+        "two"
+    );
+    assert!(get(&ns.name, "configmap", "b").is_none(), "b was pruned");
+    assert!(
+        get(&ns.name, "configmap", "keep").is_some(),
+        "prune: disabled is kept"
+    );
+    let status = ks_status(&ns.name, "app");
+    let ids: Vec<&str> = status["inventory"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id("a")]);
+    let events = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+        None,
+    );
+    assert!(events.contains("configured 1, pruned 1"), "{events}");
+
+    // v4 yields nothing: refused, nothing pruned, inventory kept.
+    source.publish('4', &[("app/kustomization.yaml", "resources: []\n")]);
+    let message = eventually(
+        T,
+        "empty build refused",
+        || ready_false_with(&ns.name, "app", "PruneFailed"),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    assert!(message.contains("yielded no objects"), "{message}");
+    assert!(get(&ns.name, "configmap", "a").is_some());
+    assert_eq!(
+        ks_status(&ns.name, "app")["lastAppliedRevision"],
+        v3.as_str()
+    );
+
+    // Deleting the Kustomization (prune: true, MirrorPrune) deletes what it applied.
+    source.publish(
+        '5',
+        &[
+            ("app/kustomization.yaml", "resources: [a.yaml]\n"),
+            ("app/a.yaml", &with_ns("a", "two", "")),
+        ],
+    );
+    eventually(
+        T,
+        "Ready again",
+        || ready_true(&ns.name, "app"),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "delete",
+            "kustomization",
+            "app",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(
+        get(&ns.name, "configmap", "a").is_none(),
+        "deletion pruned a"
+    );
+    assert!(get(&ns.name, "configmap", "keep").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn depends_on_chain_of_three_and_health_timeout() {
+    install_crds();
+    let ns = TestNamespace::new("ksc-deps");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    let deploy = |name: &str, node_selector: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n{node_selector}      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n",
+            ns = ns.name
+        )
+    };
+    source.publish(
+        '1',
+        &[
+            ("a/kustomization.yaml", "resources: [d.yaml]\n"),
+            ("a/d.yaml", &deploy("a", "")),
+            ("b/kustomization.yaml", "resources: [d.yaml]\n"),
+            ("b/d.yaml", &deploy("b", "")),
+            ("c/kustomization.yaml", "resources: [d.yaml]\n"),
+            ("c/d.yaml", &deploy("c", "")),
+            ("stuck/kustomization.yaml", "resources: [d.yaml]\n"),
+            (
+                "stuck/d.yaml",
+                &deploy("stuck", "      nodeSelector: {no-such-node: 'true'}\n"),
+            ),
+        ],
+    );
+    // Created in reverse order: c waits for b waits for a.
+    for (name, deps) in [("c", "[{name: b}]"), ("b", "[{name: a}]"), ("a", "[]")] {
+        ns.create(&kustomization(
+            name,
+            &ctl.shard,
+            &spec(
+                "repo",
+                &format!("  path: ./{name}\n  wait: true\n  dependsOn: {deps}\n"),
+            ),
+        ));
+    }
+    ns.create(&kustomization(
+        "stuck",
+        &ctl.shard,
+        &spec("repo", "  path: ./stuck\n  wait: true\n  timeout: 3s\n"),
+    ));
+    for name in ["a", "b", "c"] {
+        eventually(
+            T,
+            &format!("{name} Ready"),
+            || ready_true(&ns.name, name),
+            || format!("{:?}", ready(&ns.name, name)),
+        )
+        .await;
+    }
+    let transition = |name: &str| {
+        ks_status(&ns.name, name)["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()["lastTransitionTime"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(transition("a") <= transition("b") && transition("b") <= transition("c"));
+    // While a dependency was not ready, the dependant said so (recorded in its events).
+    let events = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    );
+    assert!(events.contains("DependencyNotReady"), "{events}");
+
+    let message = eventually(
+        T,
+        "health check failure",
+        || ready_false_with(&ns.name, "stuck", "HealthCheckFailed"),
+        || format!("{:?}", ready(&ns.name, "stuck")),
+    )
+    .await;
+    assert!(
+        message.contains(&format!(
+            "Deployment {}/stuck: 0/1 replicas available",
+            ns.name
+        )),
+        "{message}"
+    );
+    let healthy = ks_status(&ns.name, "stuck")["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Healthy")
+        .cloned()
+        .unwrap();
+    assert_eq!(healthy["status"], "False");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn impersonated_service_account_without_rights_writes_nothing() {
+    install_crds();
+    let ns = TestNamespace::new("ksc-sa");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    ns.kubectl(&["create", "serviceaccount", "tenant"], None);
+    source.publish(
+        '1',
+        &[
+            ("app/kustomization.yaml", "resources: [a.yaml]\n"),
+            (
+                "app/a.yaml",
+                &cm("a", "one", &format!("  namespace: {}\n", ns.name)),
+            ),
+        ],
+    );
+    ns.create(&kustomization(
+        "app",
+        &ctl.shard,
+        &spec("repo", "  path: ./app\n  serviceAccountName: tenant\n"),
+    ));
+    let message = eventually(
+        T,
+        "Forbidden",
+        || ready_false_with(&ns.name, "app", "ApplyFailed"),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    assert!(
+        message.contains("forbidden")
+            && message.contains(&format!("system:serviceaccount:{}:tenant", ns.name)),
+        "{message}"
+    );
+    assert!(get(&ns.name, "configmap", "a").is_none());
+    // Granting the ServiceAccount the rights makes the same Kustomization succeed.
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "rolebinding",
+            "tenant-edit",
+            "--clusterrole=edit",
+            &format!("--serviceaccount={}:tenant", ns.name),
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "annotate",
+            "kustomization",
+            "app",
+            "kubectl-gitops.io/reconcile-requested-at=now1",
+            "--overwrite",
+        ],
+        None,
+    );
+    eventually(
+        T,
+        "Ready",
+        || ready_true(&ns.name, "app"),
+        || format!("{:?}", ready(&ns.name, "app")),
+    )
+    .await;
+    assert_eq!(ks_status(&ns.name, "app")["lastHandledReconcileAt"], "now1");
+    let managers = ns
+        .kubectl(
+            &[
+                "get",
+                "configmap",
+                "a",
+                "-o",
+                "jsonpath={.metadata.managedFields[*].manager}",
+                "--show-managed-fields",
+            ],
+            None,
+        )
+        .stdout;
+    assert_eq!(managers, "gitops-reconciler");
+
+    // Drift: a kubectl edit is reverted on the next reconcile (here: requested at once).
+    ns.kubectl(
+        &[
+            "patch",
+            "configmap",
+            "a",
+            "-p",
+            r#"{"data":{"value":"hacked"}}"#,
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "annotate",
+            "kustomization",
+            "app",
+            "kubectl-gitops.io/reconcile-requested-at=now2",
+            "--overwrite",
+        ],
+        None,
+    );
+    eventually(
+        T,
+        "drift reverted",
+        || (get(&ns.name, "configmap", "a")?["data"]["value"] == "one").then_some(()),
+        || format!("{:?}", get(&ns.name, "configmap", "a")),
+    )
+    .await;
+}

@@ -1,0 +1,542 @@
+//! The source stage against real git servers (no cluster needed, so these run in
+//! `cargo test --workspace`): lighttpd + git-http-backend over HTTPS with basic auth, nginx +
+//! fcgiwrap with a bearer token, git daemon, plain HTTP. Each test starts and stops its own
+//! servers on free ports.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
+use gitops_reconciler::api::GitRepositoryRef;
+use gitops_reconciler::source::credentials::Credentials;
+use gitops_reconciler::source::reference::RefRequest;
+use gitops_reconciler::source::remote::validate;
+use gitops_reconciler::source::{
+    FetchOutcome, FetchRequest, SourceError, Storage, UnpackLimits, fetch, unpack_verified,
+};
+
+const CANARY_PASSWORD: &str = "canary-pw-8c1f3e";
+
+fn request(url: &str, insecure: bool, reference: Option<GitRepositoryRef>) -> FetchRequest {
+    FetchRequest {
+        namespace: "ns".into(),
+        name: "repo".into(),
+        url: validate(url, insecure, false).expect("valid url"),
+        reference: RefRequest::from_spec(reference.as_ref()).expect("valid ref"),
+        credentials: Credentials::default(),
+        ignore: None,
+        last_revision: None,
+        timeout: Duration::from_secs(30),
+        limits: UnpackLimits::default(),
+        keep_artifacts: 2,
+    }
+}
+
+fn creds(pairs: &[(&str, &[u8])]) -> Credentials {
+    let data: BTreeMap<String, Vec<u8>> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect();
+    Credentials::from_secret_data("git-auth", &data).expect("valid secret")
+}
+
+fn storage() -> Storage {
+    Storage::new(temp_dir("source-storage")).expect("storage")
+}
+
+fn run(storage: &Storage, request: &FetchRequest) -> Result<FetchOutcome, SourceError> {
+    fetch(storage, request, &AtomicBool::new(false))
+}
+
+/// Unpacks the stored artifact of `outcome` and returns its files (path → content).
+fn files_of(storage: &Storage, outcome: &FetchOutcome) -> BTreeMap<String, String> {
+    let FetchOutcome::Stored { artifact, .. } = outcome else {
+        panic!("expected a stored artifact, got {outcome:?}");
+    };
+    let bytes = storage
+        .read_verified(&artifact.path)
+        .expect("read")
+        .expect("artifact exists");
+    let dest = temp_dir("unpacked");
+    unpack_verified(
+        &bytes,
+        &artifact.packed.digest,
+        &UnpackLimits::default(),
+        &dest,
+    )
+    .expect("unpack");
+    let mut files = BTreeMap::new();
+    collect(&dest, &dest, &mut files);
+    std::fs::remove_dir_all(&dest).expect("cleanup");
+    files
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, std::fs::read_to_string(&path).expect("utf-8 file"));
+        }
+    }
+}
+
+fn stored_digest(outcome: &FetchOutcome) -> String {
+    match outcome {
+        FetchOutcome::Stored { artifact, .. } => artifact.packed.digest.clone(),
+        other => panic!("expected Stored, got {other:?}"),
+    }
+}
+
+#[test]
+fn https_basic_auth_branch_advances_and_unchanged_remote_is_skipped() {
+    let server = GitServer::start(ServerKind::Https);
+    let repo = server.repo("app");
+    let c1 = repo.commit(
+        &[
+            ("deploy/app.yaml", Some("replicas: 1\n")),
+            (".github/ci.yml", Some("x")),
+        ],
+        "one",
+    );
+    let storage = storage();
+    let ca = std::fs::read(server.get("ca")).expect("ca");
+    let mut req = request(&server.url("app"), false, None);
+    req.reference = RefRequest::Branch("main".into());
+    req.credentials = creds(&[
+        ("username", server.get("username").as_bytes()),
+        ("password", server.get("password").as_bytes()),
+        ("ca.crt", &ca),
+    ]);
+    let first = run(&storage, &req).expect("first fetch");
+    assert_eq!(first.revision(), format!("main@sha1:{c1}"));
+    let files = files_of(&storage, &first);
+    assert_eq!(
+        files.get("deploy/app.yaml").map(String::as_str),
+        Some("replicas: 1\n")
+    );
+    assert!(
+        !files.contains_key(".github/ci.yml"),
+        "default exclusions apply: {files:?}"
+    );
+
+    // Unchanged remote: skipped after ls-refs, nothing new stored.
+    req.last_revision = Some(first.revision().to_owned());
+    let second = run(&storage, &req).expect("second fetch");
+    assert_eq!(
+        second,
+        FetchOutcome::Unchanged {
+            revision: first.revision().to_owned()
+        }
+    );
+
+    // The branch advances: a new revision and a new artifact.
+    let c2 = repo.commit(&[("deploy/app.yaml", Some("replicas: 3\n"))], "two");
+    let third = run(&storage, &req).expect("third fetch");
+    assert_eq!(third.revision(), format!("main@sha1:{c2}"));
+    assert_ne!(stored_digest(&first), stored_digest(&third));
+    assert_eq!(
+        files_of(&storage, &third)
+            .get("deploy/app.yaml")
+            .map(String::as_str),
+        Some("replicas: 3\n")
+    );
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn wrong_password_is_authentication_failed_keeps_the_artifact_and_never_leaks() {
+    let server = GitServer::start_with_env(
+        ServerKind::Https,
+        &[("GITOPS_GIT_PASSWORD", CANARY_PASSWORD)],
+    );
+    let repo = server.repo("app");
+    repo.commit(&[("a.yaml", Some("a: 1\n"))], "one");
+    let storage = storage();
+    let ca = std::fs::read(server.get("ca")).expect("ca");
+    let mut req = request(&server.url("app"), false, None);
+    req.credentials = creds(&[
+        ("username", b"gitops"),
+        ("password", CANARY_PASSWORD.as_bytes()),
+        ("ca.crt", &ca),
+    ]);
+    let good = run(&storage, &req).expect("fetch with the right password");
+    let FetchOutcome::Stored { artifact, .. } = &good else {
+        panic!("stored")
+    };
+
+    repo.commit(&[("a.yaml", Some("a: 2\n"))], "two");
+    let wrong = format!("{CANARY_PASSWORD}-wrong");
+    req.credentials = creds(&[
+        ("username", b"gitops"),
+        ("password", wrong.as_bytes()),
+        ("ca.crt", &ca),
+    ]);
+    req.last_revision = Some(good.revision().to_owned());
+    let err = run(&storage, &req).expect_err("wrong password must fail");
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(CANARY_PASSWORD), "password leaked: {text}");
+    assert!(storage.exists(&artifact.path), "last good artifact kept");
+
+    // No credentials at all against a server that needs them: AuthenticationFailed too.
+    req.credentials = creds(&[("ca.crt", &ca)]);
+    let err = run(&storage, &req).expect_err("anonymous must fail");
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn https_without_the_test_ca_is_refused() {
+    let server = GitServer::start(ServerKind::Https);
+    server.repo("app").commit(&[("a.yaml", Some("a\n"))], "one");
+    let storage = storage();
+    let mut req = request(&server.url("app"), false, None);
+    req.credentials = creds(&[
+        ("username", b"gitops"),
+        ("password", server.get("password").as_bytes()),
+    ]);
+    let err = run(&storage, &req).expect_err("unknown CA must fail");
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+    assert!(!err.to_string().contains(server.get("password")));
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn bearer_token_is_sent_as_a_header_and_a_wrong_token_fails() {
+    let server = GitServer::start(ServerKind::Bearer);
+    let repo = server.repo("app");
+    let c1 = repo.commit(&[("a.yaml", Some("a: 1\n"))], "one");
+    let storage = storage();
+    let ca = std::fs::read(server.get("ca")).expect("ca");
+    let mut req = request(&server.url("app"), false, None);
+    req.credentials = creds(&[
+        ("bearerToken", server.get("token").as_bytes()),
+        ("ca.crt", &ca),
+    ]);
+    let ok = run(&storage, &req).expect("fetch with the token");
+    assert_eq!(ok.revision(), format!("main@sha1:{c1}"));
+    req.credentials = creds(&[("bearerToken", b"canary-token-wrong"), ("ca.crt", &ca)]);
+    let err = run(&storage, &req).expect_err("wrong token must fail");
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    assert!(!format!("{err:?}").contains("canary-token-wrong"));
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn git_daemon_tags_semver_commit_pinning_and_force_push() {
+    let server = GitServer::start(ServerKind::Daemon);
+    let repo = server.repo("app");
+    let c1 = repo.commit(&[("v.yaml", Some("v1\n"))], "one");
+    repo.tag("v1.0.0");
+    let c2 = repo.commit(&[("v.yaml", Some("v1.2\n"))], "two");
+    repo.tag("v1.2.0");
+    let c3 = repo.commit(&[("v.yaml", Some("v2\n"))], "three");
+    repo.tag("v2.0.0");
+    let c4 = repo.commit(&[("v.yaml", Some("tip\n"))], "four");
+    let storage = storage();
+    let url = server.url("app");
+
+    // HEAD
+    let head = run(&storage, &request(&url, true, None)).expect("HEAD");
+    assert_eq!(head.revision(), format!("main@sha1:{c4}"));
+
+    // Annotated tag: peeled to its commit.
+    let tag = GitRepositoryRef {
+        tag: Some("v1.0.0".into()),
+        ..Default::default()
+    };
+    let out = run(&storage, &request(&url, true, Some(tag))).expect("tag");
+    assert_eq!(out.revision(), format!("v1.0.0@sha1:{c1}"));
+    assert_eq!(files_of(&storage, &out)["v.yaml"], "v1\n");
+
+    // Semver: the highest tag in range.
+    let semver = GitRepositoryRef {
+        semver: Some(">=1.0.0, <2.0.0".into()),
+        ..Default::default()
+    };
+    let out = run(&storage, &request(&url, true, Some(semver))).expect("semver");
+    assert_eq!(out.revision(), format!("v1.2.0@sha1:{c2}"));
+    let semver = GitRepositoryRef {
+        semver: Some(">=5".into()),
+        ..Default::default()
+    };
+    let err = run(&storage, &request(&url, true, Some(semver))).expect_err("no match");
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+
+    // Commit pinning (not the tip), with and without a branch.
+    let pin = GitRepositoryRef {
+        commit: Some(c3.clone()),
+        ..Default::default()
+    };
+    let out = run(&storage, &request(&url, true, Some(pin))).expect("commit");
+    assert_eq!(out.revision(), format!("sha1:{c3}"));
+    assert_eq!(files_of(&storage, &out)["v.yaml"], "v2\n");
+    let pin = GitRepositoryRef {
+        commit: Some(c2.clone()),
+        branch: Some("main".into()),
+        ..Default::default()
+    };
+    let out = run(&storage, &request(&url, true, Some(pin))).expect("commit on branch");
+    assert_eq!(out.revision(), format!("main@sha1:{c2}"));
+
+    // Missing branch.
+    let missing = GitRepositoryRef {
+        branch: Some("nope".into()),
+        ..Default::default()
+    };
+    let err = run(&storage, &request(&url, true, Some(missing))).expect_err("missing branch");
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+    assert!(err.to_string().contains("nope"), "{err}");
+
+    // Force-push: history rewritten, the new root is followed.
+    let mut req = request(&url, true, None);
+    req.last_revision = Some(head.revision().to_owned());
+    let rewritten = repo.force_push_new_root(&[("new.yaml", "rewritten\n")]);
+    let out = run(&storage, &req).expect("after force-push");
+    assert_eq!(out.revision(), format!("main@sha1:{rewritten}"));
+    let files = files_of(&storage, &out);
+    assert_eq!(files.keys().collect::<Vec<_>>(), vec!["new.yaml"]);
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn same_tree_gives_the_same_digest_across_commits_and_repositories() {
+    let server = GitServer::start(ServerKind::Http);
+    let a = server.repo("a");
+    let b = server.repo("b");
+    let files: &[(&str, Option<&str>)] = &[("x/one.yaml", Some("1\n")), ("two.yaml", Some("2\n"))];
+    a.commit(files, "in a");
+    b.commit(&[("unrelated", Some("z"))], "different history");
+    b.commit(
+        &[
+            ("unrelated", None),
+            ("x/one.yaml", Some("1\n")),
+            ("two.yaml", Some("2\n")),
+        ],
+        "same tree",
+    );
+    let storage = storage();
+    let da = stored_digest(&run(&storage, &request(&server.url("a"), true, None)).expect("a"));
+    let mut req_b = request(&server.url("b"), true, None);
+    req_b.name = "repo-b".into();
+    let db = stored_digest(&run(&storage, &req_b).expect("b"));
+    assert_eq!(da, db);
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn ignore_rules_defaults_sourceignore_and_spec() {
+    let server = GitServer::start(ServerKind::Http);
+    let repo = server.repo("app");
+    repo.commit(
+        &[
+            ("deploy/app.yaml", Some("a\n")),
+            ("deploy/.sourceignore", Some("local.yaml\n")),
+            ("deploy/local.yaml", Some("l\n")),
+            (".sourceignore", Some("docs/\n")),
+            ("docs/readme.yaml", Some("d\n")),
+            ("logo.png", Some("png")),
+            ("notes.txt", Some("n\n")),
+            ("keep.zip", Some("z")),
+        ],
+        "one",
+    );
+    let storage = storage();
+    let mut req = request(&server.url("app"), true, None);
+    req.ignore = Some("*.txt\n!keep.zip\n".into());
+    let out = run(&storage, &req).expect("fetch");
+    let files = files_of(&storage, &out);
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        vec![
+            ".sourceignore",
+            "deploy/.sourceignore",
+            "deploy/app.yaml",
+            "keep.zip"
+        ],
+        "{files:?}"
+    );
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn plain_http_needs_insecure_and_never_carries_credentials() {
+    let server = GitServer::start(ServerKind::Http);
+    server.repo("app").commit(&[("a", Some("a"))], "one");
+    assert!(validate(&server.url("app"), false, false).is_err());
+    let storage = storage();
+    let mut req = request(&server.url("app"), true, None);
+    req.credentials = creds(&[("username", b"u"), ("password", b"canary-http")]);
+    let err = run(&storage, &req).expect_err("credentials over http");
+    assert!(err.is_stalled(), "{err}");
+    assert!(!err.to_string().contains("canary-http"));
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn ssh_is_refused_without_spawning_a_process() {
+    let storage = storage();
+    let req = request("ssh://git@127.0.0.1:1/repo.git", false, None);
+    let err = run(&storage, &req).expect_err("ssh is not available");
+    assert!(err.is_stalled());
+    assert!(err.to_string().contains("ssh"), "{err}");
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn limits_are_enforced_and_nothing_is_stored() {
+    let server = GitServer::start(ServerKind::Http);
+    let repo = server.repo("app");
+    let files: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("f{i}.yaml"), format!("{i}\n")))
+        .collect();
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    repo.commit(&refs, "many files");
+    let storage = storage();
+    let mut req = request(&server.url("app"), true, None);
+    req.limits = UnpackLimits {
+        max_total_bytes: 1 << 20,
+        max_entries: 10,
+    };
+    let err = run(&storage, &req).expect_err("too many files");
+    assert_eq!(err.reason(), "HostileContent", "{err}");
+    assert!(err.to_string().contains("limit of 10"), "{err}");
+    req.limits = UnpackLimits {
+        max_total_bytes: 20,
+        max_entries: 100,
+    };
+    let err = run(&storage, &req).expect_err("too large");
+    assert!(err.to_string().contains("size limit"), "{err}");
+    let dir = storage.root().join("gitrepository/ns/repo");
+    let stored: Vec<_> = std::fs::read_dir(&dir)
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let storage = storage();
+    let mut req = request(
+        &format!("https://127.0.0.1:{port}/git/app.git"),
+        false,
+        None,
+    );
+    req.timeout = Duration::from_secs(2);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    let err = rt
+        .block_on(gitops_reconciler::source::git::fetch_async(
+            storage.clone(),
+            req,
+            (),
+        ))
+        .expect_err("must time out");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+    drop(listener);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn a_stopped_server_fails_the_fetch_with_git_operation_failed() {
+    let mut server = GitServer::start(ServerKind::Daemon);
+    let repo = server.repo("app");
+    repo.commit(&[("a", Some("a"))], "one");
+    let url = server.url("app");
+    server.stop();
+    let storage = storage();
+    let err = run(&storage, &request(&url, true, None)).expect_err("server is down");
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+    let _ = std::fs::remove_dir_all(storage.root());
+}
+
+#[test]
+fn hostile_trees_are_refused_with_the_path_and_nothing_is_stored() {
+    let server = GitServer::start(ServerKind::Http);
+    let repo = server.repo("evil");
+    let blob = repo.blob("kind: ConfigMap\n");
+    let file = |name: &str| format!("100644 blob {blob}\t{name}");
+    let link = |name: &str, target: &str| format!("120000 blob {}\t{name}", repo.blob(target));
+    let sub = |name: &str, lines: &[String]| format!("040000 tree {}\t{name}", repo.mktree(lines));
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("dot-dot", vec![file("..")], "'..'"),
+        ("dot-git", vec![file(".git")], ".git"),
+        (
+            "nested dot-GIT",
+            vec![sub("deploy", &[sub(".GIT", &[file("config")])])],
+            "deploy/.GIT",
+        ),
+        ("backslash", vec![file("a\\b")], "backslash"),
+        (
+            "case collision",
+            vec![file("A.yaml"), file("a.yaml")],
+            "differs only in case",
+        ),
+        (
+            "symlink escaping",
+            vec![sub("d", &[link("l", "../../etc/passwd")])],
+            "d/l",
+        ),
+        (
+            "absolute symlink",
+            vec![link("l", "/etc/passwd")],
+            "absolute",
+        ),
+    ];
+    let storage = storage();
+    let req = request(&server.url("evil"), true, None);
+    for (what, lines, expected) in cases {
+        let tree = repo.mktree(&lines);
+        repo.push_tree(&tree);
+        let err = run(&storage, &req).expect_err(what);
+        assert_eq!(err.reason(), "HostileContent", "{what}: {err}");
+        assert!(err.to_string().contains(expected), "{what}: {err}");
+    }
+    let dir = storage.root().join("gitrepository/ns/repo");
+    let stored: Vec<_> = std::fs::read_dir(&dir)
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
+
+    // In-tree symlinks (also a loop) and submodules are dropped, the rest is stored.
+    let some_commit = repo.push_tree(&repo.mktree(&[file("x")]));
+    let tree = repo.mktree(&[
+        file("app.yaml"),
+        link("alias.yaml", "app.yaml"),
+        link("loop-a", "loop-b"),
+        link("loop-b", "loop-a"),
+        format!("160000 commit {some_commit}\tvendor"),
+    ]);
+    repo.push_tree(&tree);
+    let out = run(&storage, &req).expect("benign links are dropped");
+    let FetchOutcome::Stored { stats, .. } = &out else {
+        panic!("stored")
+    };
+    assert_eq!(stats.dropped_symlinks, 3);
+    assert_eq!(stats.submodules, 1);
+    let files = files_of(&storage, &out);
+    assert_eq!(files.keys().collect::<Vec<_>>(), vec!["app.yaml"]);
+    let _ = std::fs::remove_dir_all(storage.root());
+}
