@@ -51,16 +51,17 @@ impl Accumulated {
     /// Recomputes the ids after transformers; two objects ending up with one id (e.g. a
     /// namespace moving two same-named objects together) is an error, as in kustomize.
     fn rekey(&mut self, file: &str) -> Result<(), BuildError> {
-        self.keys.clear();
+        let mut keys = HashSet::with_capacity(self.resources.len());
         for r in &self.resources {
             let id = r.id();
-            if !self.keys.insert(id.key()) {
+            if !keys.insert(id.key()) {
                 return Err(BuildError::DuplicateId {
                     file: file.to_string(),
                     id: id.to_string(),
                 });
             }
         }
+        self.keys = keys;
         Ok(())
     }
 }
@@ -318,5 +319,24 @@ impl<'a> Builder<'a> {
         replacements::apply(&self.loader, dir, file, &k.replacements, rs)?;
         acc.rekey(file)?;
         Ok(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::resource::Resource;
+
+    #[test]
+    fn rekey_finds_collisions() {
+        let mut acc = Accumulated::new();
+        for ns in ["a", "b"] {
+            let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same", "namespace": ns}});
+            acc.push(Resource::new(o), "f").expect("distinct");
+        }
+        crate::build::transform::namespace(&mut acc.resources, "one");
+        let ids: Vec<_> = acc.resources.iter().map(|r| r.id().key()).collect();
+        assert_eq!(ids[0], ids[1]);
+        assert!(acc.rekey("k").is_err());
     }
 }
