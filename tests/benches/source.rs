@@ -30,7 +30,7 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 /// Builds the bench repository with `git fast-import`: `commits` commits, the last one holding
-/// `files` files of `kib` KiB of pseudo-random text each, earlier ones changing a slice of them.
+/// `files` files of `kib` KiB of pseudo-random text each, later ones changing a slice of them.
 fn build_repo(bare: &Path, files: usize, kib: usize, commits: usize) {
     let mut child = Command::new("git")
         .args(["fast-import", "--quiet"])
@@ -54,14 +54,20 @@ fn build_repo(bare: &Path, files: usize, kib: usize, commits: usize) {
     };
     for c in 0..commits {
         writeln!(out, "commit refs/heads/main").expect("write");
-        writeln!(out, "committer bench <bench@example.com> {} +0000", 1_700_000_000 + c).expect("write");
+        writeln!(
+            out,
+            "committer bench <bench@example.com> {} +0000",
+            1_700_000_000 + c
+        )
+        .expect("write");
         let message = format!("commit {c}");
         writeln!(out, "data {}\n{message}", message.len()).expect("write");
-        // The first commit writes every file; later ones rewrite 2 % of them.
+        // The first commit writes every file; later ones rewrite 0.1 % of them (history that a
+        // full clone would have to download, kept small enough for the bench machine's disk).
         let (start, count) = if c == 0 {
             (0, files)
         } else {
-            ((c * files / 50) % files, (files / 50).max(1))
+            ((c * 7919) % files, (files / 1000).max(1))
         };
         for i in start..(start + count).min(files) {
             let body = text(kib * 1024);
@@ -72,7 +78,10 @@ fn build_repo(bare: &Path, files: usize, kib: usize, commits: usize) {
         }
     }
     drop(out);
-    assert!(child.wait().expect("fast-import").success(), "fast-import failed");
+    assert!(
+        child.wait().expect("fast-import").success(),
+        "fast-import failed"
+    );
 }
 
 fn cpu_time() -> Duration {
@@ -80,7 +89,12 @@ fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
@@ -129,7 +143,11 @@ fn count_packs(root: &Path) -> usize {
 }
 
 fn line(what: &str, measured: String, goal: &str, ratio: f64) {
-    let verdict = if ratio <= 1.0 { "meets goal" } else { "MISSES goal" };
+    let verdict = if ratio <= 1.0 {
+        "meets goal"
+    } else {
+        "MISSES goal"
+    };
     println!("{what:<58} measured {measured:<14} goal {goal:<10} ratio {ratio:.2} ({verdict})");
 }
 
@@ -156,7 +174,10 @@ fn main() {
     let outcome = fetch(&storage, &request(&url, "big"), &AtomicBool::new(false)).expect("fetch");
     let ours = started.elapsed();
     let peak_rss = peak_rss_kib();
-    let FetchOutcome::Stored { artifact, stats, .. } = &outcome else {
+    let FetchOutcome::Stored {
+        artifact, stats, ..
+    } = &outcome
+    else {
         panic!("first fetch must store an artifact")
     };
     assert_eq!(stats.files as usize, files, "every file is in the artifact");
@@ -164,7 +185,12 @@ fn main() {
     // (a) baseline: git clone --depth 1 + tar czf of the same tree.
     let work = temp_dir("bench-clone");
     let started = Instant::now();
-    git(&work, &["clone", "-q", "--depth", "1", "--branch", "main", &url, "clone"]);
+    git(
+        &work,
+        &[
+            "clone", "-q", "--depth", "1", "--branch", "main", &url, "clone",
+        ],
+    );
     let tar = Command::new("tar")
         .args(["czf", "../tree.tar.gz", "--exclude=.git", "."])
         .current_dir(work.join("clone"))
@@ -172,7 +198,9 @@ fn main() {
         .expect("tar");
     assert!(tar.success());
     let baseline = started.elapsed();
-    let baseline_size = std::fs::metadata(work.join("tree.tar.gz")).map(|m| m.len()).unwrap_or(0);
+    let baseline_size = std::fs::metadata(work.join("tree.tar.gz"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     let _ = std::fs::remove_dir_all(&work);
 
     println!(
@@ -216,7 +244,10 @@ fn main() {
     let started = Instant::now();
     for req in &requests {
         let out = fetch(&poll_storage, req, &AtomicBool::new(false)).expect("poll");
-        assert!(matches!(out, FetchOutcome::Unchanged { .. }), "poll must be a no-op");
+        assert!(
+            matches!(out, FetchOutcome::Unchanged { .. }),
+            "poll must be a no-op"
+        );
     }
     let wall = started.elapsed();
     let cpu = cpu_time() - cpu_before;
@@ -228,7 +259,10 @@ fn main() {
         wall.as_secs_f64() * 1000.0 / polls as f64,
         packs_after - packs_before
     );
-    assert_eq!(packs_after, packs_before, "a no-change poll must not transfer a pack");
+    assert_eq!(
+        packs_after, packs_before,
+        "a no-change poll must not transfer a pack"
+    );
     line(
         "(b) no-change poll, CPU per poll (user+sys, this process)",
         format!("{per_poll_ms:.2} ms"),
