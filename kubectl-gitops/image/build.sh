@@ -9,7 +9,8 @@
 #    `kind load image-archive`, `docker load`, `podman load` and `skopeo` all take it.
 # Prints key=value lines: archive=, image= (name:tag), digest= (manifest digest), ref= (name@digest).
 # GITOPS_IMAGE_NAME overrides the repository (default ghcr.io/kubectl-gitops/gitops-reconciler);
-# GITOPS_RECONCILER_BIN packages an already built static binary.
+# GITOPS_RECONCILER_BIN packages an already built static binary; GITOPS_IMAGE_PROFILE=dev builds
+# it with the dev profile (tests: quicker to compile; releases use the default, release).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -26,9 +27,13 @@ bin=${GITOPS_RECONCILER_BIN:-}
 if [ -z "$bin" ]; then
   [ "$(uname -m)" = x86_64 ] || { echo "image/build.sh: builds linux/amd64 images on x86_64 hosts only" >&2; exit 1; }
   # --target keeps RUSTFLAGS away from build scripts and proc macros (they stay dynamic).
-  (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --quiet --target "$target" -p gitops-reconciler --bin gitops-reconciler)
-  bin="$CARGO_TARGET_DIR/$target/release/gitops-reconciler"
+  profile=${GITOPS_IMAGE_PROFILE:-release}
+  # Feature `static`: libcurl from source instead of the system's shared one; OpenSSL static.
+  (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" OPENSSL_STATIC=1 \
+    cargo build --profile "$profile" --quiet --target "$target" -p gitops-reconciler \
+      --features static --bin gitops-reconciler)
+  dir=$profile; [ "$profile" = dev ] && dir=debug
+  bin="$CARGO_TARGET_DIR/$target/$dir/gitops-reconciler"
 fi
 if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "statically linked"; then
   echo "image/build.sh: $bin is dynamically linked:" >&2; ldd "$bin" >&2; exit 1
