@@ -4,6 +4,7 @@
 //!   baseline `kubectl version --client`.
 //! - `kubectl gitops get kustomizations -A` with 1,000 Kustomizations — goal < 300 ms and within
 //!   1.5× of `kubectl get kustomizations -A` (baseline) on the same cluster.
+//!
 //! Uses GITOPS_TEST_KUBECONFIG when set, else starts (and stops) a local control plane of its own.
 
 use std::path::{Path, PathBuf};
