@@ -10,3 +10,6 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 \
   want wasi-libc /usr/lib/wasm32-wasi/libc.a
   want lld /usr/bin/ld.lld
 fi
+# The Python example policy (policies/examples/python-require-labels/build.sh) installs a pinned
+# componentize-py into a venv under the cache directory; Debian's python3 needs ensurepip for that.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || want python3-venv /usr/share/doc/python3-venv

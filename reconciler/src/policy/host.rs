@@ -175,13 +175,13 @@ impl PolicyHost {
         let mut pool = PoolingAllocationConfig::default();
         let instances = config.max_instances.max(1);
         pool.total_component_instances(instances)
-            .total_core_instances(instances * 8)
+            .total_core_instances(instances * 16)
             .total_memories(instances * 2)
-            .total_tables(instances * 4)
+            .total_tables(instances * 8)
             .total_stacks(instances)
             .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(16)
+            .max_tables_per_component(32)
+            .max_core_instances_per_component(64)
             .max_memory_size(config.memory_limit);
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)

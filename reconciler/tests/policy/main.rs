@@ -5,4 +5,5 @@
 mod builtins;
 mod cache;
 mod hostile;
+mod python;
 mod support;
