@@ -15,6 +15,7 @@ use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
+use gitops_reconciler::source;
 use gitops_reconciler::source::artifact::UnpackLimits;
 use gitops_reconciler::source::storage::Storage;
 use tokio::net::TcpListener;
@@ -254,6 +255,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             elector.release().await;
         }
         None => controllers.await,
+    }
+    if let Ok(Err(e)) = artifact_server.await {
+        tracing::warn!(error = %e, "artifact server ended with an error");
     }
     tracing::info!("stopped");
     Ok(())

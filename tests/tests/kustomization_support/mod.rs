@@ -192,14 +192,22 @@ impl RunningController {
         shard: &str,
         adjust: impl FnOnce(&mut gitops_reconciler::controller::kustomization::KustomizationConfig),
     ) -> Self {
+        Self::start_as(shard, &gitops_conformance::kubeconfig(), adjust).await
+    }
+
+    /// Starts the controller with the identity of `kubeconfig`.
+    pub async fn start_as(
+        shard: &str,
+        kubeconfig: &std::path::Path,
+        adjust: impl FnOnce(&mut gitops_reconciler::controller::kustomization::KustomizationConfig),
+    ) -> Self {
         use gitops_reconciler::controller::fetch::ArtifactFetcher;
         use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
         use gitops_reconciler::source::artifact::UnpackLimits;
         use gitops_reconciler::source::storage::Storage;
         let storage = std::env::temp_dir().join(format!("gitops-conf-{shard}"));
         std::fs::create_dir_all(&storage).expect("storage dir");
-        let path = gitops_conformance::kubeconfig();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .expect("config");
