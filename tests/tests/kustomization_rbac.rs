@@ -17,12 +17,26 @@ fn service_account_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     let install = repo_root().join("reconciler/config/install");
     for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
         kubectl_ok(
-            &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops-conformance", "-f", &install.join(file).to_string_lossy()],
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=gitops-conformance",
+                "-f",
+                &install.join(file).to_string_lossy(),
+            ],
             None,
         );
     }
     let token = kubectl_ok(
-        &["-n", "gitops-system", "create", "token", "gitops-reconciler", "--duration=1h"],
+        &[
+            "-n",
+            "gitops-system",
+            "create",
+            "token",
+            "gitops-reconciler",
+            "--duration=1h",
+        ],
         None,
     );
     let admin = std::fs::read_to_string(gitops_conformance::kubeconfig()).unwrap();
@@ -48,8 +62,21 @@ async fn the_install_manifests_rbac_is_enough_to_reconcile() {
     let dir = std::env::temp_dir().join(format!("gitops-rbac-{}", ns.name));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = service_account_kubeconfig(&dir);
-    let whoami = kubectl_ok(&["--kubeconfig", &kubeconfig.to_string_lossy(), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], None);
-    assert_eq!(whoami, "system:serviceaccount:gitops-system:gitops-reconciler");
+    let whoami = kubectl_ok(
+        &[
+            "--kubeconfig",
+            &kubeconfig.to_string_lossy(),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        None,
+    );
+    assert_eq!(
+        whoami,
+        "system:serviceaccount:gitops-system:gitops-reconciler"
+    );
 
     let ctl = RunningController::start_as(&ns.name, &kubeconfig, |_| {}).await;
     let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
@@ -59,11 +86,25 @@ async fn the_install_manifests_rbac_is_enough_to_reconcile() {
     );
     source.publish(
         '1',
-        &[("app/kustomization.yaml", "resources: [m.yaml]\n"), ("app/m.yaml", &manifest)],
+        &[
+            ("app/kustomization.yaml", "resources: [m.yaml]\n"),
+            ("app/m.yaml", &manifest),
+        ],
     );
-    kubectl_ok(&["-n", &ns.name, "create", "serviceaccount", "tenant"], None);
     kubectl_ok(
-        &["-n", &ns.name, "create", "rolebinding", "tenant-edit", "--clusterrole=edit", &format!("--serviceaccount={}:tenant", ns.name)],
+        &["-n", &ns.name, "create", "serviceaccount", "tenant"],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "rolebinding",
+            "tenant-edit",
+            "--clusterrole=edit",
+            &format!("--serviceaccount={}:tenant", ns.name),
+        ],
         None,
     );
     // One Kustomization as the reconciler itself, one impersonating the tenant.
@@ -83,21 +124,49 @@ async fn the_install_manifests_rbac_is_enough_to_reconcile() {
             || format!("{:?}", ready(&ns.name, name)),
         )
         .await;
-        assert!(message.starts_with("Applied revision: main@sha1:"), "{message}");
+        assert!(
+            message.starts_with("Applied revision: main@sha1:"),
+            "{message}"
+        );
         // Deleting the first prunes (as the reconciler's SA) before the tenant applies the same
         // objects, which would otherwise be a conflict between two owners.
         if name == "own" {
-            kubectl_ok(&["-n", &ns.name, "delete", "kustomization", "own", "--timeout=30s"], None);
-            assert!(get(&ns.name, "configmap", "a").is_none(), "deletion pruned as the SA");
+            kubectl_ok(
+                &[
+                    "-n",
+                    &ns.name,
+                    "delete",
+                    "kustomization",
+                    "own",
+                    "--timeout=30s",
+                ],
+                None,
+            );
+            assert!(
+                get(&ns.name, "configmap", "a").is_none(),
+                "deletion pruned as the SA"
+            );
         }
     }
     // Events were recorded with the SA's rights.
-    let events = kubectl_ok(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "jsonpath={.items[*].reason}"], None);
+    let events = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    );
     assert!(events.contains("ReconciliationSucceeded"), "{events}");
 
     // Leader election with the same identity: one holder at a time, released on shutdown.
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     let lease = |identity: &str| {
         LeaderElector::new(
@@ -113,12 +182,27 @@ async fn the_install_manifests_rbac_is_enough_to_reconcile() {
     };
     let (first, second) = (lease("first"), lease("second"));
     assert!(first.try_acquire_or_renew().await.expect("lease rights"));
-    assert!(!second.try_acquire_or_renew().await.unwrap(), "held by first");
+    assert!(
+        !second.try_acquire_or_renew().await.unwrap(),
+        "held by first"
+    );
     assert!(first.try_acquire_or_renew().await.unwrap(), "renewal");
     first.release().await;
-    assert!(second.try_acquire_or_renew().await.unwrap(), "released lease taken over");
+    assert!(
+        second.try_acquire_or_renew().await.unwrap(),
+        "released lease taken over"
+    );
     second.release().await;
-    kubectl_ok(&["-n", "gitops-system", "delete", "lease", &format!("conformance-{}", ns.name)], None);
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "delete",
+            "lease",
+            &format!("conformance-{}", ns.name),
+        ],
+        None,
+    );
     drop(ctl);
     let _ = std::fs::remove_dir_all(&dir);
 }
