@@ -213,19 +213,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     readiness.set(true);
 
-    let storage = match Storage::new(&args.storage_path) {
-        Ok(storage) => Some(storage),
-        Err(e) => {
-            tracing::warn!(error = %e, path = %args.storage_path.display(), "no local artifact storage; artifacts are downloaded over HTTP");
-            None
-        }
-    };
-    let _ = (
-        &args.storage_addr,
-        &args.storage_adv_addr,
-        args.allow_file_urls,
-    );
-    let fetcher = ArtifactFetcher::new(storage, UnpackLimits::default());
+    let storage = Storage::new(&args.storage_path)
+        .with_context(|| format!("artifact storage {}", args.storage_path.display()))?;
+    let storage_addr = listen_addr(&args.storage_addr)?;
+    let listener = TcpListener::bind(storage_addr)
+        .await
+        .with_context(|| format!("cannot listen on {storage_addr} (artifacts)"))?;
+    tracing::info!(addr = %storage_addr, "serving artifacts");
+    let artifact_server = tokio::spawn(source::server::serve(listener, storage.clone(), stopped()));
+    let _ = (&args.storage_adv_addr, args.allow_file_urls);
+    let fetcher = ArtifactFetcher::new(Some(storage), UnpackLimits::default());
     let config = KustomizationConfig {
         concurrent: args.concurrent,
         concurrent_apply: args.concurrent_apply,
