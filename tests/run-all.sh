@@ -19,6 +19,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "policy components rebuilt byte-for-byte (policies/build.sh --check)"
+bash policies/build.sh --check
 step "cargo test (unit)"
 cargo test --workspace
 

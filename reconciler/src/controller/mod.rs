@@ -1,11 +1,13 @@
 //! kube-runtime controllers wiring the stages; status, events, metrics (issues 3 and 7).
 //!
+//! - [`gitrepository`]: the GitRepository controller (fetch, artifact, status, events);
 //! - [`kustomization`]: the Kustomization controller (the pipeline of stages);
 //! - [`fetch`]: getting a source's artifact into a temporary directory;
 //! - [`metrics`] and [`ops`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
 //! - [`lease`]: leader election with a coordination.k8s.io Lease.
 
 pub mod fetch;
+pub mod gitrepository;
 pub mod kustomization;
 pub mod lease;
 pub mod metrics;

@@ -183,6 +183,14 @@ pub mod tempfile_dir {
     }
 }
 
+/// One policy host per test process (as per reconciler process).
+pub fn policy_host() -> Option<gitops_reconciler::policy::PolicyHost> {
+    static HOST: std::sync::OnceLock<Option<gitops_reconciler::policy::PolicyHost>> =
+        std::sync::OnceLock::new();
+    HOST.get_or_init(|| gitops_reconciler::policy::PolicyHost::new(Default::default()).ok())
+        .clone()
+}
+
 impl RunningController {
     pub async fn start(shard: &str) -> Self {
         Self::start_with(shard, |_| {}).await
@@ -227,6 +235,7 @@ impl RunningController {
             config,
             ks_config,
             fetcher,
+            policy_host(),
             Default::default(),
             std::future::pending(),
         ));

@@ -1,0 +1,584 @@
+//! The GitRepository controller: schedules fetches, writes status and events.
+//!
+//! Expected flow of one reconcile: decide whether a fetch is due (new generation, a new
+//! `reconcile-requested-at` annotation, the interval (or the failure backoff) elapsed, or the
+//! artifact missing from storage) → read the Secret → fetch on the blocking pool under a
+//! concurrency slot and the spec's timeout → status (conditions, artifact, observedGeneration,
+//! lastHandledReconcileAt) with server-side apply → an Event for a new revision or a failure →
+//! requeue at the interval with jitter, or after an exponential backoff on failure.
+//!
+//! Guarantees: a failed fetch never removes `status.artifact` nor the stored file (the last good
+//! artifact stays served); a watch event caused by our own status write does not cause a second
+//! fetch (the in-memory schedule says it is not due); status is only written when it changed,
+//! so an unchanged poll costs one ls-refs and no write.
+//!
+//! Caveats: the schedule lives in memory; after a restart every GitRepository is polled once
+//! (an ls-refs each; no pack when the stored artifact still matches). Stored artifacts of
+//! deleted GitRepositories are removed by a periodic sweep, not a finalizer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::api::conditions::{self, meta, reasons, status, types};
+use crate::api::{Artifact, GitRepository, GitRepositoryStatus, duration};
+use crate::source::credentials::Credentials;
+use crate::source::git::fetch_async;
+use crate::source::reference::RefRequest;
+use crate::source::remote;
+use crate::source::{FetchOutcome, FetchRequest, SourceConfig, SourceError, Storage};
+
+/// Why the controller itself (not a fetch) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("GitRepository has no namespace")]
+    NoNamespace,
+}
+
+/// What the controller remembers about one GitRepository between reconciles.
+#[derive(Clone, Debug)]
+struct Schedule {
+    generation: Option<i64>,
+    last_attempt: Instant,
+    /// Consecutive failed fetches (for the backoff).
+    failures: u32,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    client: Client,
+    config: SourceConfig,
+    storage: Storage,
+    fetch_slots: Arc<Semaphore>,
+    recorder: Recorder,
+    schedule: Mutex<HashMap<(String, String), Schedule>>,
+}
+
+/// Runs the GitRepository controller until `shutdown` completes.
+///
+/// `label_selector` restricts the watch (sharding with `--watch-label-selector`).
+pub async fn run(
+    client: Client,
+    config: SourceConfig,
+    label_selector: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), ControllerError> {
+    let storage =
+        Storage::new(&config.storage_path).map_err(|e| ControllerError::Storage(e.to_string()))?;
+    let reporter = Reporter {
+        controller: meta::FIELD_MANAGER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        fetch_slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
+        client: client.clone(),
+        config,
+        storage,
+        schedule: Mutex::new(HashMap::new()),
+    });
+    let api: Api<GitRepository> = Api::all(client);
+    let mut watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = label_selector {
+        watch = watch.labels(&selector);
+    }
+    let controller = Controller::new(api, watch);
+    let store = controller.store();
+    let sweep_context = context.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let live: Vec<(String, String)> = store
+                .state()
+                .iter()
+                .map(|g| (g.namespace().unwrap_or_default(), g.name_any()))
+                .collect();
+            sweep_orphans(&sweep_context.storage, &live);
+        }
+    });
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "gitrepository reconcile error");
+            }
+        })
+        .await;
+    sweeper.abort();
+    Ok(())
+}
+
+/// Removes stored artifacts and object stores of GitRepositories that no longer exist.
+fn sweep_orphans(storage: &Storage, live: &[(String, String)]) {
+    let root = storage.root().join("gitrepository");
+    let Ok(namespaces) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for ns in namespaces.flatten() {
+        let namespace = ns.file_name().to_string_lossy().into_owned();
+        let Ok(names) = std::fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for entry in names.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.iter().any(|(n, m)| *n == namespace && *m == name)
+                && let Err(e) = storage.remove_all(&namespace, &name)
+            {
+                tracing::warn!(%namespace, %name, error = %e, "cannot remove orphaned artifacts");
+            }
+        }
+    }
+}
+
+fn error_policy(_repo: Arc<GitRepository>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, "gitrepository reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// `base` ± 10 %, so that many sources with the same interval do not poll in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let spread = base.as_millis() as u64 / 10;
+    if spread == 0 {
+        return base;
+    }
+    let offset = random % (2 * spread + 1);
+    base + Duration::from_millis(offset) - Duration::from_millis(spread)
+}
+
+/// Delay after `failures` consecutive failures: 2 s doubling, at most the interval and at most
+/// 5 minutes.
+fn backoff(failures: u32, interval: Duration) -> Duration {
+    let exp = Duration::from_secs(2).saturating_mul(1u32 << failures.min(16).saturating_sub(1));
+    exp.min(interval.max(Duration::from_secs(2)))
+        .min(Duration::from_secs(300))
+}
+
+async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    let namespace = repo.namespace().ok_or(ControllerError::NoNamespace)?;
+    let name = repo.name_any();
+    let span = tracing::info_span!("reconcile", kind = "GitRepository", %namespace, %name);
+    reconcile_in_span(repo, ctx, namespace, name)
+        .instrument(span)
+        .await
+}
+
+async fn reconcile_in_span(
+    repo: Arc<GitRepository>,
+    ctx: Arc<Context>,
+    namespace: String,
+    name: String,
+) -> Result<Action, ControllerError> {
+    if repo.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    if repo.spec.suspend == Some(true) {
+        tracing::debug!("suspended");
+        return Ok(Action::await_change());
+    }
+    let generation = repo.meta().generation;
+    let old_status = repo.status.clone().unwrap_or_default();
+    let requested_at = repo
+        .annotations()
+        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
+        .cloned();
+
+    let interval = match duration::parse(&repo.spec.interval) {
+        Ok(interval) => interval,
+        Err(e) => {
+            let err = SourceError::InvalidRef {
+                reason: format!("spec.interval: {e}"),
+            };
+            return finish_failure(
+                &repo,
+                &ctx,
+                old_status,
+                err,
+                generation,
+                requested_at,
+                Duration::from_secs(300),
+            )
+            .await;
+        }
+    };
+    let timeout = match repo.spec.timeout.as_deref().map(duration::parse) {
+        None => ctx.config.default_timeout,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            let err = SourceError::InvalidRef {
+                reason: format!("spec.timeout: {e}"),
+            };
+            return finish_failure(
+                &repo,
+                &ctx,
+                old_status,
+                err,
+                generation,
+                requested_at,
+                interval,
+            )
+            .await;
+        }
+    };
+
+    // Is a fetch due?
+    let key = (namespace.clone(), name.clone());
+    let artifact_present = old_status
+        .artifact
+        .as_ref()
+        .is_some_and(|a| ctx.storage.exists(&a.path));
+    let remembered = ctx.schedule.lock().ok().and_then(|s| s.get(&key).cloned());
+    if let Some(schedule) = &remembered {
+        let wait = if schedule.failures > 0 {
+            backoff(schedule.failures, interval)
+        } else {
+            interval
+        };
+        let elapsed = schedule.last_attempt.elapsed();
+        let spec_unchanged =
+            schedule.generation == generation && old_status.observed_generation == generation;
+        let request_handled = requested_at == old_status.last_handled_reconcile_at;
+        let artifact_ok = artifact_present || schedule.failures > 0;
+        if spec_unchanged && request_handled && artifact_ok && elapsed < wait {
+            return Ok(Action::requeue(wait - elapsed));
+        }
+    }
+
+    let failures = remembered.as_ref().map(|s| s.failures).unwrap_or(0);
+    let started = Instant::now();
+    let result = fetch_once(
+        &repo,
+        &ctx,
+        &namespace,
+        &name,
+        &old_status,
+        artifact_present,
+        timeout,
+    )
+    .await;
+    let mut schedule = Schedule {
+        generation,
+        last_attempt: started,
+        failures: 0,
+    };
+    match result {
+        Ok(outcome) => {
+            if let Ok(mut s) = ctx.schedule.lock() {
+                s.insert(key, schedule);
+            }
+            finish_success(&repo, &ctx, old_status, outcome, generation, requested_at).await?;
+            Ok(Action::requeue(jitter(interval)))
+        }
+        Err(err) => {
+            schedule.failures = failures.saturating_add(1);
+            let retry = backoff(schedule.failures, interval);
+            if let Ok(mut s) = ctx.schedule.lock() {
+                s.insert(key, schedule);
+            }
+            finish_failure(
+                &repo,
+                &ctx,
+                old_status,
+                err,
+                generation,
+                requested_at,
+                retry,
+            )
+            .await
+        }
+    }
+}
+
+async fn fetch_once(
+    repo: &GitRepository,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    old_status: &GitRepositoryStatus,
+    artifact_present: bool,
+    timeout: Duration,
+) -> Result<FetchOutcome, SourceError> {
+    let spec = &repo.spec;
+    let url = remote::validate(
+        &spec.url,
+        spec.insecure.unwrap_or(false),
+        ctx.config.allow_file_urls,
+    )?;
+    let reference = RefRequest::from_spec(spec.reference.as_ref())?;
+    let credentials = match &spec.secret_ref {
+        None => Credentials::default(),
+        Some(secret_ref) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let secret = secrets
+                .get_opt(&secret_ref.name)
+                .await
+                .map_err(|e| SourceError::Credentials {
+                    secret: secret_ref.name.clone(),
+                    reason: format!("cannot read the Secret: {e}"),
+                })?
+                .ok_or_else(|| SourceError::Credentials {
+                    secret: secret_ref.name.clone(),
+                    reason: "Secret not found".to_owned(),
+                })?;
+            let data = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            Credentials::from_secret_data(&secret_ref.name, &data)?
+        }
+    };
+    // Skip the download only when the stored artifact was built from this very spec.
+    let last_revision = match &old_status.artifact {
+        Some(artifact)
+            if artifact_present && old_status.observed_generation == repo.meta().generation =>
+        {
+            Some(artifact.revision.clone())
+        }
+        _ => None,
+    };
+    let request = FetchRequest {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        url,
+        reference,
+        credentials,
+        ignore: spec.ignore.clone(),
+        last_revision,
+        timeout,
+        limits: ctx.config.limits.clone(),
+        keep_artifacts: ctx.config.keep_artifacts,
+    };
+    let permit = ctx
+        .fetch_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| SourceError::Cancelled)?;
+    fetch_async(ctx.storage.clone(), request, permit).await
+}
+
+async fn finish_success(
+    repo: &GitRepository,
+    ctx: &Context,
+    old_status: GitRepositoryStatus,
+    outcome: FetchOutcome,
+    generation: Option<i64>,
+    requested_at: Option<String>,
+) -> Result<(), ControllerError> {
+    let mut new_status = old_status.clone();
+    let revision = outcome.revision().to_owned();
+    let mut event = None;
+    if let FetchOutcome::Stored { artifact, .. } = &outcome {
+        new_status.artifact = Some(Artifact {
+            revision: revision.clone(),
+            digest: artifact.packed.digest.clone(),
+            size: i64::try_from(artifact.packed.size).unwrap_or(i64::MAX),
+            url: ctx.config.artifact_url(&artifact.path),
+            path: artifact.path.clone(),
+            last_update_time: jiff::Timestamp::now().to_string(),
+        });
+        let changed_revision = old_status.artifact.as_ref().map(|a| &a.revision) != Some(&revision);
+        if changed_revision {
+            event = Some(Event {
+                type_: EventType::Normal,
+                reason: "NewArtifact".to_owned(),
+                note: Some(format!("stored artifact for revision '{revision}'")),
+                action: "Fetch".to_owned(),
+                secondary: None,
+            });
+        }
+    }
+    let message = format!("stored artifact for revision '{revision}'");
+    let c = &mut new_status.conditions;
+    conditions::set(
+        c,
+        types::READY,
+        status::TRUE,
+        reasons::SUCCEEDED,
+        &message,
+        generation,
+    );
+    conditions::set(
+        c,
+        types::ARTIFACT_IN_STORAGE,
+        status::TRUE,
+        reasons::SUCCEEDED,
+        &message,
+        generation,
+    );
+    conditions::remove(c, types::FETCH_FAILED);
+    conditions::remove(c, types::RECONCILING);
+    conditions::remove(c, types::STALLED);
+    new_status.observed_generation = generation;
+    new_status.last_handled_reconcile_at = requested_at;
+    write_status(repo, ctx, &old_status, &new_status).await?;
+    if let Some(event) = event {
+        tracing::info!(namespace = ?repo.namespace(), name = %repo.name_any(), %revision, "stored new artifact");
+        publish(ctx, repo, event).await;
+    }
+    Ok(())
+}
+
+async fn finish_failure(
+    repo: &GitRepository,
+    ctx: &Context,
+    old_status: GitRepositoryStatus,
+    err: SourceError,
+    generation: Option<i64>,
+    requested_at: Option<String>,
+    retry: Duration,
+) -> Result<Action, ControllerError> {
+    let reason = err.reason();
+    let message = format!("{err}");
+    tracing::warn!(namespace = ?repo.namespace(), name = %repo.name_any(), %reason, error = %message, "fetch failed");
+    let mut new_status = old_status.clone();
+    let c = &mut new_status.conditions;
+    conditions::set(c, types::READY, status::FALSE, reason, &message, generation);
+    conditions::set(
+        c,
+        types::FETCH_FAILED,
+        status::TRUE,
+        reason,
+        &message,
+        generation,
+    );
+    conditions::remove(c, types::RECONCILING);
+    if err.is_stalled() {
+        conditions::set(
+            c,
+            types::STALLED,
+            status::TRUE,
+            reason,
+            &message,
+            generation,
+        );
+    } else {
+        conditions::remove(c, types::STALLED);
+    }
+    // The last good artifact stays: ArtifactInStorage keeps describing it.
+    if new_status.artifact.is_none() {
+        conditions::set(
+            c,
+            types::ARTIFACT_IN_STORAGE,
+            status::FALSE,
+            reason,
+            "no artifact stored yet",
+            generation,
+        );
+    }
+    new_status.observed_generation = generation;
+    new_status.last_handled_reconcile_at = requested_at;
+    write_status(repo, ctx, &old_status, &new_status).await?;
+    publish(
+        ctx,
+        repo,
+        Event {
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note: Some(truncate(&message, 1000)),
+            action: "Fetch".to_owned(),
+            secondary: None,
+        },
+    )
+    .await;
+    if err.is_stalled() {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(retry))
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Writes `new` with server-side apply when it differs from `old`.
+async fn write_status(
+    repo: &GitRepository,
+    ctx: &Context,
+    old: &GitRepositoryStatus,
+    new: &GitRepositoryStatus,
+) -> Result<(), ControllerError> {
+    if old == new {
+        return Ok(());
+    }
+    let namespace = repo.namespace().ok_or(ControllerError::NoNamespace)?;
+    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": GitRepository::api_version(&()),
+        "kind": GitRepository::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &repo.name_any(),
+        &PatchParams::apply(meta::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, repo: &GitRepository, event: Event) {
+    let reference = repo.object_ref(&());
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(60));
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
+        }
+        assert_eq!(jitter(Duration::from_millis(5)), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff(1, hour), Duration::from_secs(2));
+        assert_eq!(backoff(2, hour), Duration::from_secs(4));
+        assert_eq!(backoff(5, hour), Duration::from_secs(32));
+        assert_eq!(backoff(30, hour), Duration::from_secs(300));
+        assert_eq!(
+            backoff(10, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Errors of the policy stage.
+
+use super::{ObjectRef, Violation};
+use crate::api::conditions::reasons;
+use std::time::Duration;
+
+/// A policy that could not be loaded or run. Every variant names the step (`policy`).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// The engine could not be created (bad host configuration).
+    #[error("policy host: {0}")]
+    Engine(String),
+    /// `builtin:` names no built-in policy.
+    #[error(
+        "policy {policy}: unknown builtin {name:?} (expected image-pinning, replica-bounds or target-namespace)"
+    )]
+    UnknownBuiltin { policy: String, name: String },
+    /// The declared sha256 is not 64 lowercase hex characters.
+    #[error("policy {policy}: sha256 {sha256:?} is not 64 lowercase hex characters")]
+    BadDigest { policy: String, sha256: String },
+    /// The bytes do not hash to the declared sha256.
+    #[error(
+        "policy {policy}: module digest mismatch: spec says sha256 {expected}, the bytes hash to {actual}"
+    )]
+    DigestMismatch {
+        policy: String,
+        expected: String,
+        actual: String,
+    },
+    /// The component is larger than the host accepts.
+    #[error("policy {policy}: module is {size} bytes, over the limit of {limit} bytes")]
+    ModuleTooLarge {
+        policy: String,
+        size: usize,
+        limit: usize,
+    },
+    /// Compiling did not finish within the compile-time bound.
+    #[error("policy {policy}: compiling the module took longer than {limit:?}")]
+    CompileTimeout { policy: String, limit: Duration },
+    /// Not a component, or not one of the `policy` world (missing/mistyped export).
+    #[error("policy {policy}: not a valid policy component: {reason}")]
+    InvalidComponent { policy: String, reason: String },
+    /// The component imports something the host does not grant.
+    #[error(
+        "policy {policy}: the module imports {import:?}, which the host does not grant (only the log interface and the deny-all WASI interfaces a standard library links against)"
+    )]
+    ImportDenied { policy: String, import: String },
+    /// `validate-config` refused the configuration.
+    #[error("policy {policy}: invalid config{}: {message}", path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
+    InvalidConfig {
+        policy: String,
+        path: Option<String>,
+        message: String,
+    },
+    /// The call ran past its deadline.
+    #[error("policy {policy}: {operation} exceeded its deadline of {deadline:?}")]
+    Timeout {
+        policy: String,
+        operation: &'static str,
+        deadline: Duration,
+    },
+    /// The instance tried to grow its memory past the cap.
+    #[error("policy {policy}: {operation} exceeded its memory limit of {limit} bytes")]
+    MemoryExhausted {
+        policy: String,
+        operation: &'static str,
+        limit: usize,
+    },
+    /// The instance trapped (panic, `unreachable`, stack overflow, out-of-bounds access, ...).
+    #[error("policy {policy}: {operation} trapped: {trap}")]
+    Trap {
+        policy: String,
+        operation: &'static str,
+        trap: String,
+    },
+    /// The output was larger than the cap (refused before the host copied it).
+    #[error("policy {policy}: {operation} returned more than the output limit of {limit} bytes")]
+    OutputTooLarge {
+        policy: String,
+        operation: &'static str,
+        limit: usize,
+    },
+    /// The output had more objects than the cap.
+    #[error("policy {policy}: transform returned {count} objects, over the limit of {limit}")]
+    TooManyObjects {
+        policy: String,
+        count: usize,
+        limit: usize,
+    },
+    /// An output object is not a Kubernetes object as JSON.
+    #[error("policy {policy}: transform returned a malformed object at index {index}: {reason}")]
+    MalformedOutput {
+        policy: String,
+        index: usize,
+        reason: String,
+    },
+    /// The policy reported an error (WIT `policy-error`).
+    #[error("policy {policy} failed{}: {message}", object.as_ref().map(|o| format!(" on {o}")).unwrap_or_default())]
+    Failed {
+        policy: String,
+        object: Option<Box<ObjectRef>>,
+        message: String,
+    },
+    /// A transform broke the tenancy rules.
+    #[error("policy {policy}: transform output breaks tenancy: {object}: {reason}")]
+    Tenancy {
+        policy: String,
+        object: Box<ObjectRef>,
+        reason: String,
+    },
+}
+
+impl PolicyError {
+    /// The step the error is about (empty for [`PolicyError::Engine`]).
+    pub fn policy(&self) -> &str {
+        match self {
+            PolicyError::Engine(_) => "",
+            PolicyError::UnknownBuiltin { policy, .. }
+            | PolicyError::BadDigest { policy, .. }
+            | PolicyError::DigestMismatch { policy, .. }
+            | PolicyError::ModuleTooLarge { policy, .. }
+            | PolicyError::CompileTimeout { policy, .. }
+            | PolicyError::InvalidComponent { policy, .. }
+            | PolicyError::ImportDenied { policy, .. }
+            | PolicyError::InvalidConfig { policy, .. }
+            | PolicyError::Timeout { policy, .. }
+            | PolicyError::MemoryExhausted { policy, .. }
+            | PolicyError::Trap { policy, .. }
+            | PolicyError::OutputTooLarge { policy, .. }
+            | PolicyError::TooManyObjects { policy, .. }
+            | PolicyError::MalformedOutput { policy, .. }
+            | PolicyError::Failed { policy, .. }
+            | PolicyError::Tenancy { policy, .. } => policy,
+        }
+    }
+
+    /// True for a bad spec (module, digest, config, tenancy): retrying the same spec and
+    /// revision cannot help (the controller marks the Kustomization Stalled).
+    pub fn is_stalling(&self) -> bool {
+        !matches!(
+            self,
+            PolicyError::Engine(_) | PolicyError::CompileTimeout { .. }
+        )
+    }
+
+    /// A static label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            PolicyError::Engine(_) => "engine",
+            PolicyError::UnknownBuiltin { .. } => "unknown_builtin",
+            PolicyError::BadDigest { .. } | PolicyError::DigestMismatch { .. } => "digest",
+            PolicyError::ModuleTooLarge { .. } => "module_too_large",
+            PolicyError::CompileTimeout { .. } => "compile_timeout",
+            PolicyError::InvalidComponent { .. } => "invalid_component",
+            PolicyError::ImportDenied { .. } => "import_denied",
+            PolicyError::InvalidConfig { .. } => "invalid_config",
+            PolicyError::Timeout { .. } => "timeout",
+            PolicyError::MemoryExhausted { .. } => "memory",
+            PolicyError::Trap { .. } => "trap",
+            PolicyError::OutputTooLarge { .. } | PolicyError::TooManyObjects { .. } => {
+                "output_too_large"
+            }
+            PolicyError::MalformedOutput { .. } => "malformed_output",
+            PolicyError::Failed { .. } => "failed",
+            PolicyError::Tenancy { .. } => "tenancy",
+        }
+    }
+}
+
+/// Why a pipeline produced no objects.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PipelineError {
+    /// Validations denied the objects (condition reason PolicyDenied).
+    #[error("denied by policy: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Denied {
+        /// Every violation of severity error (and the warnings reported with them).
+        violations: Vec<Violation>,
+    },
+    /// A policy failed to load or run (condition reason PolicyFailed).
+    #[error(transparent)]
+    Failed(#[from] PolicyError),
+}
+
+impl PipelineError {
+    /// The condition reason: PolicyDenied or PolicyFailed.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PipelineError::Denied { .. } => reasons::POLICY_DENIED,
+            PipelineError::Failed(_) => reasons::POLICY_FAILED,
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Hostile policy components against the host's limits. After every misbehaviour the next
+//! call of a good policy on the same host must succeed.
+
+use crate::support::*;
+use gitops_reconciler::api::FailurePolicy;
+use gitops_reconciler::policy::{
+    PipelineError, PolicyContext, PolicyError, PolicyHost, PolicyStep,
+};
+use std::time::{Duration, Instant};
+
+fn run(
+    host: &PolicyHost,
+    step: PolicyStep,
+) -> Result<gitops_reconciler::policy::PipelineOutcome, PipelineError> {
+    host.run_pipeline(&[step], &PolicyContext::default(), objects())
+}
+
+fn failure(host: &PolicyHost, step: PolicyStep) -> PolicyError {
+    match run(host, step) {
+        Err(PipelineError::Failed(e)) => e,
+        other => panic!("expected a policy failure, got {other:?}"),
+    }
+}
+
+/// The good call that must work after each hostile one.
+fn still_works(host: &PolicyHost) {
+    let outcome = run(host, hostile("ok")).expect("a good policy runs after a hostile one");
+    assert_eq!(outcome.objects, objects());
+    assert_eq!(outcome.warnings.len(), 1);
+    assert_eq!(outcome.warnings[0].message, "hostile saw 2 objects");
+}
+
+#[test]
+fn infinite_loop_is_stopped_at_the_deadline() {
+    let host = host_with(|c| c.deadline = Duration::from_millis(200));
+    still_works(&host);
+    let started = Instant::now();
+    let e = failure(&host, hostile("loop"));
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(e, PolicyError::Timeout { ref policy, operation: "transform", deadline } if policy == "hostile-loop" && deadline == Duration::from_millis(200)),
+        "{e:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(3),
+        "stopped after {elapsed:?}"
+    );
+    assert!(
+        e.to_string().contains("hostile-loop") && e.to_string().contains("deadline"),
+        "{e}"
+    );
+    still_works(&host);
+}
+
+#[test]
+fn memory_bomb_is_stopped_at_the_cap_and_rss_stays_bounded() {
+    let host = host_with(|_| {});
+    still_works(&host);
+    let before = rss_bytes();
+    for _ in 0..3 {
+        let e = failure(&host, hostile("memory"));
+        assert!(
+            matches!(e, PolicyError::MemoryExhausted { limit, .. } if limit == 64 << 20),
+            "{e:?}"
+        );
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 256 << 20, "RSS grew by {grown} bytes");
+    still_works(&host);
+}
+
+#[test]
+fn deep_recursion_traps_without_aborting_the_process() {
+    let host = host_with(|_| {});
+    let e = failure(&host, hostile("recursion"));
+    assert!(
+        matches!(
+            e,
+            PolicyError::Trap {
+                operation: "transform",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    still_works(&host);
+}
+
+#[test]
+fn panic_is_a_trap_error() {
+    let host = host_with(|_| {});
+    let e = failure(&host, hostile("panic"));
+    assert!(
+        matches!(e, PolicyError::Trap { ref policy, .. } if policy == "hostile-panic"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("trapped"), "{e}");
+    still_works(&host);
+}
+
+#[test]
+fn too_many_objects_are_refused() {
+    let host = host_with(|_| {});
+    let e = failure(&host, hostile("many-objects"));
+    assert!(
+        matches!(
+            e,
+            PolicyError::TooManyObjects {
+                count: 200_000,
+                limit: 100_000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    still_works(&host);
+}
+
+#[test]
+fn oversized_output_is_refused_before_the_host_copies_it() {
+    // 200,000 list slots alone need 4.8 MB of host memory: over a 1 MiB output cap.
+    let host = host_with(|c| c.max_output_bytes = 1 << 20);
+    let e = failure(&host, hostile("many-objects"));
+    assert!(
+        matches!(e, PolicyError::OutputTooLarge { limit, .. } if limit == 1 << 20),
+        "{e:?}"
+    );
+    // One 24 MiB object against a 16 MiB cap (memory raised so the guest can build it).
+    let host = host_with(|c| {
+        c.max_output_bytes = 16 << 20;
+        c.memory_limit = 256 << 20;
+    });
+    let before = rss_bytes();
+    let e = failure(&host, hostile("big-object"));
+    assert!(matches!(e, PolicyError::OutputTooLarge { .. }), "{e:?}");
+    assert!(rss_bytes().saturating_sub(before) < 200 << 20);
+    still_works(&host);
+}
+
+#[test]
+fn malformed_output_names_the_policy_and_index() {
+    let host = host_with(|_| {});
+    let e = failure(&host, hostile("bad-json"));
+    assert!(
+        matches!(e, PolicyError::MalformedOutput { ref policy, index: 0, ref reason } if policy == "hostile-bad-json" && reason.contains("not a JSON object")),
+        "{e:?}"
+    );
+    still_works(&host);
+}
+
+#[test]
+fn log_flood_is_rate_limited_and_the_call_succeeds() {
+    let host = host_with(|_| {});
+    let started = Instant::now();
+    let outcome = run(&host, hostile("log-flood")).expect("logging too much is not an error");
+    assert_eq!(outcome.objects, objects());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    still_works(&host);
+}
+
+#[test]
+fn invalid_config_is_refused_by_validate_config() {
+    let host = host_with(|_| {});
+    let mut step = hostile("ok");
+    step.config = serde_json::json!({"mode": "explode"});
+    let e = failure(&host, step);
+    assert!(
+        matches!(e, PolicyError::InvalidConfig { ref path, ref message, .. } if path.as_deref() == Some("/mode") && message.contains("explode")),
+        "{e:?}"
+    );
+    still_works(&host);
+}
+
+#[test]
+fn digest_mismatch_is_refused_before_compiling() {
+    let host = host_with(|_| {});
+    let mut step = hostile("ok");
+    if let gitops_reconciler::policy::ModuleSource::Component { sha256, .. } = &mut step.module {
+        *sha256 = "0".repeat(64);
+    }
+    let e = failure(&host, step);
+    assert!(
+        matches!(e, PolicyError::DigestMismatch { ref expected, .. } if *expected == "0".repeat(64)),
+        "{e:?}"
+    );
+    let mut step = hostile("ok");
+    if let gitops_reconciler::policy::ModuleSource::Component { sha256, .. } = &mut step.module {
+        *sha256 = "ABC".to_owned();
+    }
+    assert!(matches!(
+        failure(&host, step),
+        PolicyError::BadDigest { .. }
+    ));
+    still_works(&host);
+}
+
+fn wat_step(name: &str, wat: &str) -> PolicyStep {
+    PolicyStep {
+        name: name.to_owned(),
+        module: component(wat.as_bytes().to_vec()),
+        config: serde_json::Value::Null,
+        failure_policy: FailurePolicy::Fail,
+    }
+}
+
+#[test]
+fn denied_wasi_import_is_refused_at_load_naming_it() {
+    let host = host_with(|_| {});
+    let e = failure(
+        &host,
+        wat_step(
+            "sockets",
+            r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#,
+        ),
+    );
+    assert!(
+        matches!(e, PolicyError::ImportDenied { ref import, .. } if import == "wasi:sockets/tcp@0.2.0"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("wasi:sockets/tcp@0.2.0"));
+    let e = failure(
+        &host,
+        wat_step(
+            "http",
+            r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#,
+        ),
+    );
+    assert!(matches!(e, PolicyError::ImportDenied { .. }), "{e:?}");
+    still_works(&host);
+}
+
+#[test]
+fn missing_exports_and_core_modules_are_not_policy_components() {
+    let host = host_with(|_| {});
+    let e = failure(&host, wat_step("empty", "(component)"));
+    assert!(
+        matches!(e, PolicyError::InvalidComponent { ref policy, ref reason } if policy == "empty" && !reason.is_empty()),
+        "{e:?}"
+    );
+    let e = failure(&host, wat_step("core", "(module)"));
+    assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e:?}");
+    let e = failure(&host, wat_step("garbage", "\0asm garbage"));
+    assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e:?}");
+    still_works(&host);
+}
+
+#[test]
+fn oversized_module_is_refused() {
+    let host = host_with(|c| c.max_module_bytes = 1024);
+    let e = failure(&host, hostile("ok"));
+    assert!(
+        matches!(e, PolicyError::ModuleTooLarge { limit: 1024, .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn failure_policy_ignore_skips_a_failing_policy_but_never_a_tenancy_breach() {
+    // Deadlines are wall-clock: leave room for the good step on a loaded CI machine.
+    let host = host_with(|c| c.deadline = Duration::from_millis(500));
+    let mut looping = hostile("loop");
+    looping.failure_policy = FailurePolicy::Ignore;
+    let outcome = host
+        .run_pipeline(
+            &[looping, hostile("ok")],
+            &PolicyContext::default(),
+            objects(),
+        )
+        .expect("the failing step is ignored");
+    assert_eq!(outcome.objects, objects());
+    assert!(matches!(
+        outcome.ignored_failures.as_slice(),
+        [PolicyError::Timeout { .. }]
+    ));
+
+    let mut breach = hostile("add-cluster-object");
+    breach.failure_policy = FailurePolicy::Ignore;
+    let ctx = PolicyContext {
+        tenancy: Some(Default::default()),
+        ..PolicyContext::default()
+    };
+    match host.run_pipeline(&[breach], &ctx, objects()) {
+        Err(PipelineError::Failed(PolicyError::Tenancy { policy, object, .. })) => {
+            assert_eq!(policy, "hostile-add-cluster-object");
+            assert_eq!(object.to_string(), "ClusterRoleBinding tenant-is-admin");
+        }
+        other => panic!("expected a tenancy failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_calls_are_isolated() {
+    let host = host_with(|c| c.deadline = Duration::from_secs(2));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let host = host.clone();
+            std::thread::spawn(move || {
+                if i == 0 {
+                    assert!(matches!(
+                        failure(&host, hostile("loop")),
+                        PolicyError::Timeout { .. }
+                    ));
+                } else {
+                    for _ in 0..20 {
+                        still_works(&host);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+}

@@ -1,0 +1,346 @@
+//! The GitRepository controller against the real apiserver and real git servers: status
+//! conditions, artifact URL served by the artifact server, events, reconcile-requested-at,
+//! authentication failure keeping the last artifact, canary credentials never leaking.
+//!
+//! The controller and artifact server run in-process (the library functions the reconciler
+//! binary wires), watching only this test's GitRepositories (label selector).
+
+use std::time::{Duration, Instant};
+
+use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
+use gitops_conformance::{TestNamespace, install_crds};
+use gitops_reconciler::source::{SourceConfig, Storage, UnpackLimits, unpack_verified};
+use serde_json::Value;
+
+const CANARY: &str = "canary-secret-5d2b7a";
+
+async fn client() -> kube::Client {
+    let path = gitops_conformance::kubeconfig();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("readable kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("usable kubeconfig");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// The controller and artifact server of one test.
+struct Reconciler {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    storage: std::path::PathBuf,
+}
+
+impl Reconciler {
+    async fn start(label: &str) -> Self {
+        let storage_path = temp_dir("controller-storage");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = SourceConfig {
+            storage_path: storage_path.clone(),
+            storage_adv_addr: addr.to_string(),
+            concurrency: 2,
+            ..SourceConfig::default()
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let storage = Storage::new(&storage_path).expect("storage");
+        let server_stop = stop.clone().cancelled_owned();
+        let server = tokio::spawn(async move {
+            gitops_reconciler::source::server::serve(listener, storage, server_stop)
+                .await
+                .expect("artifact server");
+        });
+        let client = client().await;
+        let selector = format!("gitops-test={label}");
+        let controller_stop = stop.clone().cancelled_owned();
+        let controller = tokio::spawn(async move {
+            gitops_reconciler::controller::gitrepository::run(
+                client,
+                config,
+                Some(selector),
+                controller_stop,
+            )
+            .await
+            .expect("controller");
+        });
+        Self {
+            stop,
+            tasks: vec![server, controller],
+            storage: storage_path,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.storage);
+    }
+}
+
+fn get_repo(ns: &TestNamespace, name: &str) -> Value {
+    let res = ns.kubectl(&["get", "gitrepository", name, "-o", "json"], None);
+    assert!(res.success, "{}", res.stderr);
+    serde_json::from_str(&res.stdout).expect("json")
+}
+
+fn condition<'a>(repo: &'a Value, type_: &str) -> Option<&'a Value> {
+    repo["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Polls the GitRepository until `done` holds; panics with the last object after `timeout`.
+async fn wait_for(
+    ns: &TestNamespace,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let repo = get_repo(ns, name);
+        if done(&repo) {
+            return repo;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting on gitrepository {name}: {}",
+            serde_json::to_string_pretty(&repo["status"]).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn ready_with(repo: &Value, status: &str, reason: &str) -> bool {
+    condition(repo, "Ready").is_some_and(|c| c["status"] == status && c["reason"] == reason)
+}
+
+fn secret_manifest(name: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n");
+    for (k, v) in pairs {
+        let indented = v.replace('\n', "\n    ");
+        out.push_str(&format!("  {k}: |-\n    {indented}\n"));
+    }
+    out
+}
+
+async fn download(url: &str) -> Vec<u8> {
+    // A plain HTTP/1.0 GET against the artifact server (127.0.0.1).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').expect("path");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    response[split + 4..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn gitrepository_stores_serves_follows_and_keeps_the_last_artifact_on_auth_failure() {
+    install_crds();
+    let ns = TestNamespace::new("source");
+    let label = ns.name.clone();
+    let server = GitServer::start_with_env(ServerKind::Https, &[("GITOPS_GIT_PASSWORD", CANARY)]);
+    let repo = server.repo("app");
+    let c1 = repo.commit(&[("deploy/app.yaml", Some("replicas: 1\n"))], "one");
+    let ca = std::fs::read_to_string(server.get("ca")).expect("ca");
+    let created = ns.create(&secret_manifest(
+        "git-auth",
+        &[
+            ("username", "gitops"),
+            ("password", CANARY),
+            ("ca.crt", ca.trim()),
+        ],
+    ));
+    assert!(created.success, "{}", created.stderr);
+    let reconciler = Reconciler::start(&label).await;
+    let manifest = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: app\n  labels:\n    gitops-test: {label}\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n  secretRef:\n    name: git-auth\n",
+        server.url("app")
+    );
+    let created = ns.create(&manifest);
+    assert!(created.success, "{}", created.stderr);
+
+    // Ready with the revision; the artifact is served and verifies.
+    let expected = format!("main@sha1:{c1}");
+    let obj = wait_for(&ns, "app", Duration::from_secs(60), |r| {
+        ready_with(r, "True", "Succeeded")
+    })
+    .await;
+    assert_eq!(obj["status"]["artifact"]["revision"], expected.as_str());
+    assert_eq!(
+        condition(&obj, "Ready").expect("Ready")["message"],
+        format!("stored artifact for revision '{expected}'").as_str()
+    );
+    assert_eq!(
+        condition(&obj, "ArtifactInStorage").expect("ArtifactInStorage")["status"],
+        "True"
+    );
+    assert!(condition(&obj, "FetchFailed").is_none());
+    assert!(condition(&obj, "Reconciling").is_none());
+    assert_eq!(
+        obj["status"]["observedGeneration"],
+        obj["metadata"]["generation"]
+    );
+    let url = obj["status"]["artifact"]["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let digest = obj["status"]["artifact"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let bytes = download(&url).await;
+    assert_eq!(
+        bytes.len() as i64,
+        obj["status"]["artifact"]["size"].as_i64().expect("size")
+    );
+    let dest = temp_dir("controller-unpack");
+    unpack_verified(&bytes, &digest, &UnpackLimits::default(), &dest).expect("artifact verifies");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("deploy/app.yaml")).expect("file"),
+        "replicas: 1\n"
+    );
+    let _ = std::fs::remove_dir_all(&dest);
+
+    // A new commit is picked up at once when reconcile-requested-at changes.
+    let c2 = repo.commit(&[("deploy/app.yaml", Some("replicas: 3\n"))], "two");
+    let annotate = ns.kubectl(
+        &[
+            "annotate",
+            "--overwrite",
+            "gitrepository",
+            "app",
+            "kubectl-gitops.io/reconcile-requested-at=first",
+        ],
+        None,
+    );
+    assert!(annotate.success, "{}", annotate.stderr);
+    let expected2 = format!("main@sha1:{c2}");
+    let obj = wait_for(&ns, "app", Duration::from_secs(30), |r| {
+        r["status"]["artifact"]["revision"] == expected2.as_str()
+    })
+    .await;
+    assert_eq!(obj["status"]["lastHandledReconcileAt"], "first");
+    assert_ne!(obj["status"]["artifact"]["digest"], digest.as_str());
+    let good_artifact = obj["status"]["artifact"].clone();
+
+    // Wrong password: AuthenticationFailed, the last artifact stays in status and is served.
+    let wrong = format!("{CANARY}-wrong");
+    let patched = ns.kubectl(
+        &["apply", "-f", "-"],
+        Some(&secret_manifest(
+            "git-auth",
+            &[
+                ("username", "gitops"),
+                ("password", &wrong),
+                ("ca.crt", ca.trim()),
+            ],
+        )),
+    );
+    assert!(patched.success, "{}", patched.stderr);
+    repo.commit(&[("deploy/app.yaml", Some("replicas: 5\n"))], "three");
+    let annotate = ns.kubectl(
+        &[
+            "annotate",
+            "--overwrite",
+            "gitrepository",
+            "app",
+            "kubectl-gitops.io/reconcile-requested-at=second",
+        ],
+        None,
+    );
+    assert!(annotate.success, "{}", annotate.stderr);
+    let obj = wait_for(&ns, "app", Duration::from_secs(30), |r| {
+        ready_with(r, "False", "AuthenticationFailed")
+    })
+    .await;
+    assert_eq!(
+        obj["status"]["artifact"], good_artifact,
+        "last good artifact kept"
+    );
+    assert_eq!(
+        condition(&obj, "FetchFailed").expect("FetchFailed")["reason"],
+        "AuthenticationFailed"
+    );
+    assert!(
+        condition(&obj, "Stalled").is_none(),
+        "auth failures are retried, not stalled"
+    );
+    let served = download(good_artifact["url"].as_str().expect("url")).await;
+    assert_eq!(
+        served.len() as i64,
+        good_artifact["size"].as_i64().expect("size")
+    );
+
+    // Events: a NewArtifact and an AuthenticationFailed warning; no credential anywhere.
+    let start = Instant::now();
+    let events = loop {
+        let res = ns.kubectl(&["get", "events", "-o", "json"], None);
+        assert!(res.success, "{}", res.stderr);
+        if res.stdout.contains("AuthenticationFailed") || start.elapsed() > Duration::from_secs(20)
+        {
+            break res.stdout;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(events.contains("NewArtifact"), "{events}");
+    assert!(events.contains("AuthenticationFailed"), "{events}");
+    let status_text = ns
+        .kubectl(&["get", "gitrepository", "app", "-o", "yaml"], None)
+        .stdout;
+    for text in [&events, &status_text] {
+        assert!(!text.contains(CANARY), "credential leaked: {text}");
+    }
+    reconciler.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn ssh_urls_are_stalled_with_a_clear_message() {
+    install_crds();
+    let ns = TestNamespace::new("source-ssh");
+    let label = ns.name.clone();
+    let reconciler = Reconciler::start(&label).await;
+    let manifest = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: viassh\n  labels:\n    gitops-test: {label}\nspec:\n  url: ssh://git@127.0.0.1:1/app.git\n  interval: 1m\n"
+    );
+    let created = ns.create(&manifest);
+    assert!(created.success, "{}", created.stderr);
+    let obj = wait_for(&ns, "viassh", Duration::from_secs(30), |r| {
+        ready_with(r, "False", "InvalidSpec")
+    })
+    .await;
+    let stalled = condition(&obj, "Stalled").expect("Stalled");
+    assert_eq!(stalled["status"], "True");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ssh"),
+        "{stalled}"
+    );
+    assert_eq!(
+        condition(&obj, "ArtifactInStorage").expect("ArtifactInStorage")["status"],
+        "False"
+    );
+    reconciler.shutdown().await;
+}
