@@ -169,7 +169,14 @@ async fn instavote_from_git_to_pods_and_back() {
     assert!(get(&target.name, "deployment", "vote").is_some());
     // Delete the GitRepository while its controller runs (it owns a finalizer).
     kubectl_ok(
-        &["-n", &ns.name, "delete", "gitrepository", "instavote", "--timeout=60s"],
+        &[
+            "-n",
+            &ns.name,
+            "delete",
+            "gitrepository",
+            "instavote",
+            "--timeout=60s",
+        ],
         None,
     );
     source_task.abort();

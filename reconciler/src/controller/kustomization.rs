@@ -463,8 +463,7 @@ impl Run<'_> {
         let dir = self.ctx.fetcher.unpack(&artifact).await?;
         let substitute = self.substitutions(&client).await?;
         let objects = build_stage(dir.path(), self.ks, substitute).await?;
-        let objects =
-            policy_stage(self.ks, &self.namespace, &self.name, &revision, objects).await?;
+        let objects = policy_stage(self, &client, dir.path(), &revision, objects).await?;
         drop(dir);
 
         let owner = Owner {
