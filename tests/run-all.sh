@@ -12,6 +12,16 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
 step() { printf '\n==== %s  (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 t0=$SECONDS
 
+# The target dir lives in the cache and grows with every tree built into it; when the disk runs
+# low, drop what is cheap to rebuild (incremental state and test/bench executables older than an
+# hour) instead of failing half-way with ENOSPC.
+free_gib=$(df -P -BG "$GITOPS_CACHE_DIR" 2>/dev/null | awk 'NR==2 {gsub("G","",$4); print $4}')
+if [ -n "$free_gib" ] && [ "$free_gib" -lt 20 ] && [ -d "$CARGO_TARGET_DIR" ]; then
+  echo "only ${free_gib} GiB free: pruning incremental state and old executables in $CARGO_TARGET_DIR"
+  find "$CARGO_TARGET_DIR" -maxdepth 2 -type d -name incremental -exec rm -rf {} + 2>/dev/null || true
+  find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -type f -executable -mmin +60 -delete 2>/dev/null || true
+fi
+
 step "setup"
 bash tests/setup.sh
 

@@ -437,3 +437,22 @@ fn substitution_forms_and_opt_out() {
         .expect("raw");
     assert_eq!(raw["data"]["a"], "${A}");
 }
+
+#[test]
+fn namespace_moving_two_objects_onto_one_id_is_refused() {
+    let t = tree(&[
+        (
+            "kustomization.yaml",
+            "namespace: one\nresources: [cms.yaml]\n",
+        ),
+        (
+            "cms.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: same\n  namespace: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: same\n  namespace: b\n",
+        ),
+    ]);
+    let e = fails(&t.0);
+    assert!(
+        matches!(&e, BuildError::DuplicateId { file, .. } if file == "kustomization.yaml"),
+        "{e}"
+    );
+}

@@ -540,3 +540,107 @@ fn hostile_trees_are_refused_with_the_path_and_nothing_is_stored() {
     assert_eq!(files.keys().collect::<Vec<_>>(), vec!["app.yaml"]);
     let _ = std::fs::remove_dir_all(storage.root());
 }
+
+#[test]
+fn file_urls_are_read_in_process_only_when_allowed() {
+    let repos = temp_dir("file-repos");
+    let repo = gitops_conformance::git::Repo::create(&repos, "local");
+    let c1 = repo.commit(&[("a.yaml", Some("a: 1\n"))], "one");
+    repo.tag("v1.0.0");
+    let url = format!("file://{}", repo.bare.display());
+    assert!(
+        validate(&url, false, false).is_err(),
+        "file:// needs the test flag"
+    );
+    let storage = storage();
+    let mut req = request("https://example.com/x.git", false, None);
+    req.url = validate(&url, false, true).expect("allowed with the flag");
+    let out = run(&storage, &req).expect("local fetch");
+    assert_eq!(out.revision(), format!("main@sha1:{c1}"));
+    assert_eq!(files_of(&storage, &out)["a.yaml"], "a: 1\n");
+    req.reference = RefRequest::from_spec(Some(&GitRepositoryRef {
+        semver: Some("^1".into()),
+        ..Default::default()
+    }))
+    .expect("range");
+    let out = run(&storage, &req).expect("local semver");
+    assert_eq!(out.revision(), format!("v1.0.0@sha1:{c1}"));
+    let _ = std::fs::remove_dir_all(storage.root());
+    let _ = std::fs::remove_dir_all(&repos);
+}
+
+#[test]
+fn artifact_server_serves_verified_bytes_only() {
+    let storage = storage();
+    let mut pending = storage
+        .begin("ns", "repo", UnpackLimits::default())
+        .expect("begin");
+    pending
+        .writer()
+        .add_file("a.yaml", false, b"a: 1\n")
+        .expect("add");
+    let stored = pending.commit().expect("commit");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gitops_reconciler::source::server::serve(
+            listener,
+            storage.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let get = |path: String| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .expect("write");
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.expect("read");
+            out
+        };
+        let ok = get(stored.path.clone()).await;
+        assert!(
+            ok.starts_with(b"HTTP/1.0 200"),
+            "{}",
+            String::from_utf8_lossy(&ok)
+        );
+        assert!(
+            ok.ends_with(
+                &storage
+                    .read_verified(&stored.path)
+                    .expect("read")
+                    .expect("exists")
+            )
+        );
+        for bad in [
+            "../etc/passwd",
+            "gitrepository/ns/repo/abc.tar.gz",
+            "gitrepository/ns/../x",
+        ] {
+            let res = get(bad.to_owned()).await;
+            assert!(
+                res.starts_with(b"HTTP/1.0 404"),
+                "{bad}: {}",
+                String::from_utf8_lossy(&res)
+            );
+        }
+        // A file whose bytes no longer match its digest name is refused, never served.
+        std::fs::write(storage.resolve(&stored.path).expect("path"), b"tampered").expect("tamper");
+        let res = get(stored.path.clone()).await;
+        assert!(
+            res.starts_with(b"HTTP/1.0 500"),
+            "{}",
+            String::from_utf8_lossy(&res)
+        );
+        assert!(!res.ends_with(b"tampered"));
+        let _ = stop.send(());
+        server.await.expect("join").expect("serve");
+    });
+    let _ = std::fs::remove_dir_all(storage.root());
+}

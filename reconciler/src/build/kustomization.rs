@@ -18,8 +18,6 @@ where
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct Kustomization {
-    // Accepted as kustomize accepts them; nothing in a build depends on them.
-    #[allow(dead_code)]
     #[serde(default)]
     pub api_version: Option<String>,
     #[serde(default)]

@@ -48,8 +48,21 @@ impl Accumulated {
         Ok(())
     }
 
-    fn rekey(&mut self) {
-        self.keys = self.resources.iter().map(|r| r.id().key()).collect();
+    /// Recomputes the ids after transformers; two objects ending up with one id (e.g. a
+    /// namespace moving two same-named objects together) is an error, as in kustomize.
+    fn rekey(&mut self, file: &str) -> Result<(), BuildError> {
+        let mut keys = HashSet::with_capacity(self.resources.len());
+        for r in &self.resources {
+            let id = r.id();
+            if !keys.insert(id.key()) {
+                return Err(BuildError::DuplicateId {
+                    file: file.to_string(),
+                    id: id.to_string(),
+                });
+            }
+        }
+        self.keys = keys;
+        Ok(())
     }
 }
 
@@ -87,6 +100,16 @@ impl<'a> Builder<'a> {
                         },
                     })?
                     .unwrap_or_default();
+                if k.kind.as_deref() == Some("Component")
+                    && k.api_version.as_deref() != Some("kustomize.config.k8s.io/v1alpha1")
+                {
+                    return Err(BuildError::InvalidKustomization {
+                        file,
+                        message:
+                            "apiVersion for Component should be kustomize.config.k8s.io/v1alpha1"
+                                .into(),
+                    });
+                }
                 if let Some((field, what)) = k.refused_feature() {
                     return Err(BuildError::Unsupported {
                         file,
@@ -242,7 +265,7 @@ impl<'a> Builder<'a> {
                 generators::generate(&self.loader, dir, file, kind, g, global, &mut acc.resources)?;
             }
         }
-        acc.rekey();
+        acc.rekey(file)?;
         // 3. components.
         for c in &k.components {
             if loader::is_remote(c) {
@@ -294,7 +317,26 @@ impl<'a> Builder<'a> {
         transform::replicas(rs, &k.replicas, file)?;
         transform::images(rs, &k.images);
         replacements::apply(&self.loader, dir, file, &k.replacements, rs)?;
-        acc.rekey();
+        acc.rekey(file)?;
         Ok(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::resource::Resource;
+
+    #[test]
+    fn rekey_finds_collisions() {
+        let mut acc = Accumulated::new();
+        for ns in ["a", "b"] {
+            let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same", "namespace": ns}});
+            acc.push(Resource::new(o), "f").expect("distinct");
+        }
+        crate::build::transform::namespace(&mut acc.resources, "one");
+        let ids: Vec<_> = acc.resources.iter().map(|r| r.id().key()).collect();
+        assert_eq!(ids[0], ids[1]);
+        assert!(acc.rekey("k").is_err());
     }
 }
