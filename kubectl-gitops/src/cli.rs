@@ -155,9 +155,13 @@ pub struct InstallArgs {
     /// Print the manifests instead of applying them.
     #[arg(long)]
     pub export: bool,
-    /// Reconciler image reference (default: the image this release was built with).
+    /// Reconciler image reference, e.g. NAME@sha256:DIGEST (default: the image this release was
+    /// built with).
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// Install only the CRDs (for a reconciler run outside the cluster).
+    #[arg(long)]
+    pub crds_only: bool,
 }
 
 #[derive(Args, Debug, Clone)]

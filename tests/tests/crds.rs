@@ -144,6 +144,10 @@ fn invalid_git_repositories_are_refused_with_a_reason() {
             &["insecure: true"],
         ),
         (
+            "  url: git://example.com/repo.git\n  interval: 1m\n",
+            &["git://", "insecure: true"],
+        ),
+        (
             "  url: https://example.com/repo.git\n  interval: 0s\n",
             &["spec.interval", "greater than 0"],
         ),

@@ -1,34 +1,407 @@
-//! `install`, `uninstall` and `bootstrap git`.
+//! `install` (CRDs + the reconciler's manifests, embedded in the binary, applied server-side,
+//! then a wait with progress until the reconciler is ready), `uninstall` (keeps the workloads:
+//! finalizers are dropped before the kinds go away, as flux does) and `bootstrap git`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gitops_reconciler::api::{GitRepository, Kustomization};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::discovery::Scope;
+use kube::{Api, Client, ResourceExt as _};
+use serde_json::Value;
 
 use crate::cli::{BootstrapGitArgs, GlobalArgs, InstallArgs, UninstallArgs};
+use crate::cluster::{self, FIELD_MANAGER};
+use crate::commands::check::CRDS;
+use crate::commands::version::RECONCILER_DEPLOYMENT;
 use crate::error::{Exit, Failure};
 use crate::ui::Ui;
 
-fn unavailable(what: &str) -> anyhow::Error {
-    Failure::new(Exit::Other, format!("{what} is not available in this build: the reconciler's install manifests are not embedded yet"))
-        .into()
+/// The CRDs, generated from the API types (`make crds`).
+const CRD_MANIFESTS: [&str; 3] = [
+    include_str!("../../../reconciler/config/crd/gitrepositories.yaml"),
+    include_str!("../../../reconciler/config/crd/kustomizations.yaml"),
+    include_str!("../../../reconciler/config/crd/clusterpolicies.yaml"),
+];
+
+/// The reconciler's install manifests, in `reconciler/config/install/kustomization.yaml` order.
+const INSTALL_MANIFESTS: [&str; 6] = [
+    include_str!("../../../reconciler/config/install/namespace.yaml"),
+    include_str!("../../../reconciler/config/install/serviceaccount.yaml"),
+    include_str!("../../../reconciler/config/install/rbac.yaml"),
+    include_str!("../../../reconciler/config/install/service.yaml"),
+    include_str!("../../../reconciler/config/install/networkpolicy.yaml"),
+    include_str!("../../../reconciler/config/install/deployment.yaml"),
+];
+
+/// The namespace the embedded manifests are written for.
+const MANIFEST_NAMESPACE: &str = "gitops-system";
+
+/// The reconciler image this CLI installs unless `--image` says otherwise. A release build sets
+/// `GITOPS_RECONCILER_IMAGE=<name>@sha256:<digest>` (printed by `kubectl-gitops/image/build.sh`)
+/// so that installs reference the image by digest; a development build keeps the manifests' tag.
+pub fn default_image() -> Option<&'static str> {
+    option_env!("GITOPS_RECONCILER_IMAGE").filter(|s| !s.is_empty())
+}
+
+/// Every object an install applies, in order: CRDs first, then the reconciler. Namespaced
+/// objects move to `namespace`; the reconciler container gets `image` when given.
+pub fn manifests(
+    namespace: &str,
+    image: Option<&str>,
+    crds_only: bool,
+) -> anyhow::Result<Vec<Value>> {
+    let mut objects = Vec::new();
+    let sources: Vec<&str> = if crds_only {
+        CRD_MANIFESTS.to_vec()
+    } else {
+        CRD_MANIFESTS
+            .iter()
+            .chain(&INSTALL_MANIFESTS)
+            .copied()
+            .collect()
+    };
+    for text in sources {
+        let docs: Vec<Value> = gitops_reconciler::yaml::from_str_multi(text)
+            .context("parsing the embedded install manifests")?;
+        objects.extend(docs);
+    }
+    for object in &mut objects {
+        relocate(object, namespace);
+        if let Some(image) = image {
+            set_image(object, image);
+        }
+    }
+    Ok(objects)
+}
+
+fn relocate(object: &mut Value, namespace: &str) {
+    if namespace == MANIFEST_NAMESPACE {
+        return;
+    }
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        if kind == "Namespace" && meta.get("name") == Some(&Value::from(MANIFEST_NAMESPACE)) {
+            meta.insert("name".into(), namespace.into());
+        }
+        if meta.get("namespace") == Some(&Value::from(MANIFEST_NAMESPACE)) {
+            meta.insert("namespace".into(), namespace.into());
+        }
+    }
+    if let Some(subjects) = object.get_mut("subjects").and_then(Value::as_array_mut) {
+        for subject in subjects {
+            if subject.get("namespace") == Some(&Value::from(MANIFEST_NAMESPACE)) {
+                subject["namespace"] = namespace.into();
+            }
+        }
+    }
+}
+
+fn set_image(object: &mut Value, image: &str) {
+    if object["kind"] != "Deployment" {
+        return;
+    }
+    if let Some(containers) = object
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
+        for container in containers {
+            if container["name"] == "reconciler" {
+                container["image"] = image.into();
+            }
+        }
+    }
 }
 
 pub async fn install(
-    _global: &GlobalArgs,
-    _args: &InstallArgs,
-    _ui: &mut Ui<'_>,
+    global: &GlobalArgs,
+    args: &InstallArgs,
+    ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
-    Err(unavailable("install"))
+    let image = args.image.as_deref().or(default_image());
+    let objects = manifests(&global.namespace, image, args.crds_only)?;
+    if args.export {
+        write!(ui.out, "{}", crate::objects::yaml_stream(&objects)?)?;
+        return Ok(Exit::Success);
+    }
+    let client = cluster::connect(global).await?;
+    let (crds, rest): (Vec<Value>, Vec<Value>) = objects
+        .into_iter()
+        .partition(|o| o["kind"] == "CustomResourceDefinition");
+    ui.step("installing the CRDs")?;
+    apply_all(&client, &crds, ui).await?;
+    wait_established(&client, global.timeout, ui).await?;
+    if args.crds_only {
+        ui.success("CRDs installed: run gitops-reconciler yourself against this cluster")?;
+        return Ok(Exit::Success);
+    }
+    ui.step(&format!(
+        "installing the reconciler in {}",
+        global.namespace
+    ))?;
+    apply_all(&client, &rest, ui).await?;
+    wait_rollout(&client, &global.namespace, global.timeout, ui).await?;
+    ui.success("install finished")?;
+    Ok(Exit::Success)
+}
+
+/// Server-side applies each object (resolving its kind by discovery).
+async fn apply_all(client: &Client, objects: &[Value], ui: &mut Ui<'_>) -> anyhow::Result<()> {
+    for object in objects {
+        let (api, name, label) = dynamic_api(client, object).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(object))
+            .await
+            .with_context(|| format!("applying {label}"))?;
+        ui.success(&format!("{label} applied"))?;
+    }
+    Ok(())
+}
+
+async fn dynamic_api(
+    client: &Client,
+    object: &Value,
+) -> anyhow::Result<(Api<DynamicObject>, String, String)> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps): (ApiResource, _) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("the cluster does not serve {kind} ({api_version})"))?;
+    let namespace = object["metadata"]["namespace"].as_str();
+    let (api, label) = match (caps.scope, namespace) {
+        (Scope::Namespaced, Some(ns)) => (
+            Api::namespaced_with(client.clone(), ns, &resource),
+            format!("{kind} {ns}/{name}"),
+        ),
+        _ => (
+            Api::all_with(client.clone(), &resource),
+            format!("{kind} {name}"),
+        ),
+    };
+    Ok((api, name, label))
+}
+
+async fn wait_established(
+    client: &Client,
+    timeout: Duration,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let _spinner = ui.waiting("waiting for the CRDs to be established")?;
+    let start = Instant::now();
+    for name in CRDS {
+        loop {
+            let established = api.get_opt(name).await?.is_some_and(|crd| {
+                crd.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            if start.elapsed() > timeout {
+                return Err(crate::error::fail(
+                    Exit::Timeout,
+                    format!(
+                        "CRD {name} not established after {}",
+                        cluster::human_duration(timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_rollout(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<()> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let start = Instant::now();
+    let _spinner = ui.waiting("waiting for the reconciler to become ready")?;
+    loop {
+        if let Some(d) = api.get_opt(RECONCILER_DEPLOYMENT).await? {
+            let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let generation = d.metadata.generation.unwrap_or(0);
+            let status = d.status.unwrap_or_default();
+            if status.observed_generation.unwrap_or(0) >= generation
+                && status.updated_replicas.unwrap_or(0) >= wanted
+                && status.available_replicas.unwrap_or(0) >= wanted
+            {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(Failure::new(
+                Exit::Timeout,
+                format!(
+                    "the reconciler Deployment {namespace}/{RECONCILER_DEPLOYMENT} is not ready after {}",
+                    cluster::human_duration(timeout)
+                ),
+            )
+            .hint(format!(
+                "see kubectl -n {namespace} describe pods -l app.kubernetes.io/name=gitops-reconciler, and kubectl gitops logs"
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 pub async fn uninstall(
-    _global: &GlobalArgs,
-    _args: &UninstallArgs,
-    _ui: &mut Ui<'_>,
+    global: &GlobalArgs,
+    args: &UninstallArgs,
+    ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
-    Err(unavailable("uninstall"))
+    if !args.silent {
+        match ui.confirm(&format!(
+            "Uninstall kubectl-gitops from the cluster (CRDs, reconciler{})? Workloads it applied stay.",
+            if args.keep_namespace { "" } else { ", namespace" }
+        ))? {
+            Some(true) => {}
+            Some(false) => {
+                ui.warning("nothing uninstalled")?;
+                return Ok(Exit::Failed);
+            }
+            None => {
+                return Err(Failure::new(
+                    Exit::Usage,
+                    "refusing to uninstall without confirmation: there is no terminal to ask",
+                )
+                .hint("pass -s/--silent to uninstall without asking")
+                .into());
+            }
+        }
+    }
+    let client = cluster::connect(global).await?;
+    // 1. Let go of every object without running its deletion policy: drop finalizers first.
+    ui.step("releasing Kustomizations and GitRepositories (their workloads stay)")?;
+    release::<Kustomization>(&client, ui).await?;
+    release::<GitRepository>(&client, ui).await?;
+    // 2. The reconciler, then the CRDs (which deletes every remaining custom object).
+    let objects = manifests(&global.namespace, None, false)?;
+    for object in objects.iter().rev() {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        if kind == "Namespace" && args.keep_namespace {
+            continue;
+        }
+        let (api, name, label) = match dynamic_api(&client, object).await {
+            Ok(found) => found,
+            // The kind is gone already (CRDs deleted by an earlier, interrupted uninstall).
+            Err(_) => continue,
+        };
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => ui.success(&format!("{label} deleted"))?,
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting {label}"))),
+        }
+    }
+    ui.success("uninstall finished")?;
+    Ok(Exit::Success)
+}
+
+async fn release<K>(client: &Client, ui: &mut Ui<'_>) -> anyhow::Result<()>
+where
+    K: cluster::Reconcilable,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let items = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for item in items {
+        let ns = item.namespace().unwrap_or_default();
+        let name = item.name_any();
+        let namespaced: Api<K> = Api::namespaced(client.clone(), &ns);
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        namespaced
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("releasing {} {ns}/{name}", K::kind(&())))?;
+        namespaced
+            .delete(&name, &DeleteParams::background())
+            .await
+            .with_context(|| format!("deleting {} {ns}/{name}", K::kind(&())))?;
+        ui.success(&format!("{} {ns}/{name} deleted", K::kind(&())))?;
+    }
+    Ok(())
 }
 
 pub async fn bootstrap_git(
-    _global: &GlobalArgs,
-    _args: &BootstrapGitArgs,
-    _ui: &mut Ui<'_>,
+    global: &GlobalArgs,
+    args: &BootstrapGitArgs,
+    ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
-    Err(unavailable("bootstrap"))
+    let _ = (global, args, ui);
+    Err(Failure::new(
+        Exit::Other,
+        "bootstrap git is not available in this build yet",
+    )
+    .hint("install with kubectl gitops install, then create the source and Kustomization of your cluster repository with kubectl gitops create")
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_hold_the_crds_then_the_reconciler() {
+        let objects = manifests("gitops-system", None, false).unwrap();
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(&kinds[..3], ["CustomResourceDefinition"; 3]);
+        assert_eq!(kinds[3], "Namespace");
+        for wanted in [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "NetworkPolicy",
+            "Deployment",
+        ] {
+            assert!(kinds.contains(&wanted), "no {wanted} in {kinds:?}");
+        }
+        assert_eq!(manifests("x", None, true).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn namespace_and_image_are_substituted() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let image = format!("registry.local/gitops-reconciler@{digest}");
+        let objects = manifests("flux-free", Some(&image), false).unwrap();
+        let text = serde_json::to_string(&objects).unwrap();
+        assert!(!text.contains("\"gitops-system\""), "{text}");
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        assert_eq!(deployment["metadata"]["namespace"], "flux-free");
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            image.as_str()
+        );
+        let ns = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
+        assert_eq!(ns["metadata"]["name"], "flux-free");
+        for binding in objects.iter().filter(|o| o["kind"] == "ClusterRoleBinding") {
+            assert_eq!(binding["subjects"][0]["namespace"], "flux-free");
+        }
+    }
 }

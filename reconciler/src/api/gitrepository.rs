@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::common::{DURATION_MESSAGE, DURATION_RULE, LocalObjectReference};
 
 /// URL schemes allowed in `spec.url`. `file://` is accepted by the schema but only honoured by a
-/// reconciler started with its test-only flag; `http://` needs `spec.insecure: true`.
-pub const URL_RULE: &str = "self.matches('^(https?|ssh)://([^@/\\\\s]+@)?[^-@/\\\\s][^/\\\\s]*(/\\\\S*)?$') || self.matches('^file:///\\\\S*$')";
-pub const URL_MESSAGE: &str = "url must use https://, http:// (with insecure: true), ssh:// or file:// (test reconcilers only), and its host must not start with '-'";
+/// reconciler started with its test-only flag; `http://` and `git://` need `spec.insecure: true`.
+pub const URL_RULE: &str = "self.matches('^(https?|ssh|git)://([^@/\\\\s]+@)?[^-@/\\\\s][^/\\\\s]*(/\\\\S*)?$') || self.matches('^file:///\\\\S*$')";
+pub const URL_MESSAGE: &str = "url must use https://, http:// or git:// (with insecure: true), ssh:// or file:// (test reconcilers only), and its host must not start with '-'";
 
 /// The desired state of a GitRepository.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -30,7 +30,7 @@ pub const URL_MESSAGE: &str = "url must use https://, http:// (with insecure: tr
     validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters (it is used in artifact paths and labels)"),
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.url.startsWith('http://') || (has(self.insecure) && self.insecure)").message("http:// sends content in clear text: use https://, or set insecure: true to allow it"))]
+#[x_kube(validation = Rule::new("!(self.url.startsWith('http://') || self.url.startsWith('git://')) || (has(self.insecure) && self.insecure)").message("http:// and git:// send content in clear text: use https://, or set insecure: true to allow it"))]
 pub struct GitRepositorySpec {
     /// Repository URL: `https://host/org/repo.git`, `ssh://git@host/org/repo.git`.
     #[schemars(length(min = 8, max = 2048))]
