@@ -1,0 +1,237 @@
+//! Policy pipeline bench (issue 5): 10,000 mixed objects through the three built-in policies
+//! as wasm components in the reconciler's host, against the same policy logic compiled
+//! natively, in the same run. Also: instantiate latency with pooling + pre-instantiation, and
+//! how fast a restarted host has a module ready from a warm disk cache.
+//!
+//! Prints, per figure: measured, goal, and the ratio to the goal (or to the native baseline).
+
+use gitops_policy_sdk::testing::{self, Outcome};
+use gitops_policy_sdk::{Policy, Value, json};
+use gitops_reconciler::api::FailurePolicy;
+use gitops_reconciler::policy::{HostConfig, ModuleSource, PolicyContext, PolicyHost, PolicyStep};
+use std::time::{Duration, Instant};
+
+const OBJECTS: usize = 10_000;
+const RUNS: usize = 15;
+
+fn objects() -> Vec<Value> {
+    (0..OBJECTS)
+        .map(|i| match i % 4 {
+            0 => json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": format!("web-{i}"), "labels": {"app": format!("web-{i}"), "tier": "frontend"}},
+                "spec": {"replicas": i % 15, "selector": {"matchLabels": {"app": format!("web-{i}")}},
+                    "template": {"metadata": {"labels": {"app": format!("web-{i}")}},
+                        "spec": {"containers": [
+                            {"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
+                             "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}},
+                            {"name": "sidecar", "image": "redis:7.2", "args": ["--save", ""]}]}}}}),
+            1 => json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("web-{i}")},
+                "spec": {"type": "ClusterIP", "selector": {"app": format!("web-{i}")}, "ports": [{"port": 80, "targetPort": 80}]}}),
+            2 => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("settings-{i}")},
+                "data": {"LOG_LEVEL": "info", "FEATURE_X": "true", "GREETING": "hello from the bench"}}),
+            _ => json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": format!("db-{i}")},
+                "spec": {"replicas": i % 7, "serviceName": format!("db-{i}"),
+                    "template": {"spec": {"initContainers": [{"name": "init", "image": "busybox:1.36"}],
+                        "containers": [{"name": "db", "image": "postgres:16.4"}]}}}}),
+        })
+        .collect()
+}
+
+fn configs() -> [(&'static str, Value); 3] {
+    [
+        ("target-namespace", json!({"namespace": "bench"})),
+        (
+            "image-pinning",
+            json!({"allowedRegistries": ["docker.io/library"], "digests": {"redis:7.2": format!("sha256:{}", "a".repeat(64))}}),
+        ),
+        (
+            "replica-bounds",
+            json!({"bounds": {"Deployment": {"min": 1, "max": 10}, "StatefulSet": {"max": 5}}, "action": "clamp"}),
+        ),
+    ]
+}
+
+fn steps() -> Vec<PolicyStep> {
+    configs()
+        .into_iter()
+        .map(|(name, config)| PolicyStep {
+            name: name.to_owned(),
+            module: ModuleSource::Builtin(name.to_owned()),
+            config,
+            failure_policy: FailurePolicy::Fail,
+        })
+        .collect()
+}
+
+fn run_native<P: Policy>(config: &Value, objects: Vec<Value>) -> Vec<Value> {
+    let Outcome {
+        objects,
+        violations,
+    } = testing::run::<P>(&testing::context(), config, objects).expect("native run");
+    assert!(
+        violations.is_empty(),
+        "bench objects must pass: {violations:?}"
+    );
+    objects
+}
+
+/// The same three policies natively: the same pipeline order (all transforms, then all
+/// validations; `testing::run` does transform-then-validate per policy, which for these
+/// policies finds the same).
+fn native_pipeline(objects: Vec<Value>) -> Vec<Value> {
+    let [(_, tn), (_, ip), (_, rb)] = configs();
+    let objects = run_native::<gitops_policy_target_namespace::TargetNamespace>(&tn, objects);
+    let objects = run_native::<gitops_policy_image_pinning::ImagePinning>(&ip, objects);
+    run_native::<gitops_policy_replica_bounds::ReplicaBounds>(&rb, objects)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn report(what: &str, measured: String, goal: &str, ratio: f64, pass: bool) {
+    println!(
+        "{what:<58} measured {measured:>12}   goal {goal:<14} ratio {ratio:>6.2}  {}",
+        if pass { "ok" } else { "MISSED" }
+    );
+}
+
+fn main() {
+    let cache = std::env::temp_dir().join(format!("gitops-policy-bench-{}", std::process::id()));
+    let config = HostConfig {
+        cache_dir: Some(cache.clone()),
+        ..HostConfig::default()
+    };
+    let input = objects();
+    let steps = steps();
+    let ctx = PolicyContext {
+        target_namespace: Some("bench".to_owned()),
+        tenancy: Some(Default::default()),
+        ..PolicyContext::default()
+    };
+
+    // Cold: compile the three components (and fill the disk cache).
+    let started = Instant::now();
+    let host = PolicyHost::new(config.clone()).expect("host");
+    for s in &steps {
+        host.load(&s.name, &s.module).expect("built-in loads");
+    }
+    let cold = started.elapsed();
+
+    // Both pipelines must agree before they are timed.
+    let wasm_out = host
+        .run_pipeline(&steps, &ctx, input.clone())
+        .expect("wasm pipeline")
+        .objects;
+    let native_out = native_pipeline(input.clone());
+    assert_eq!(wasm_out, native_out, "wasm and native pipelines disagree");
+
+    let wasm: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let objects = input.clone();
+            let t = Instant::now();
+            let out = host
+                .run_pipeline(&steps, &ctx, objects)
+                .expect("wasm pipeline");
+            let d = t.elapsed();
+            assert_eq!(out.objects.len(), OBJECTS);
+            d
+        })
+        .collect();
+    let native: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let objects = input.clone();
+            let t = Instant::now();
+            let out = native_pipeline(objects);
+            let d = t.elapsed();
+            assert_eq!(out.len(), OBJECTS);
+            d
+        })
+        .collect();
+    let (wasm, native) = (median(wasm), median(native));
+
+    // Instantiate: a fresh instance per call. Measured as instantiate + an empty transform
+    // call (an upper bound of instantiation alone).
+    let empty_step = &steps[..1];
+    let probes: Vec<Duration> = (0..2_000)
+        .map(|_| {
+            let t = Instant::now();
+            host.run_pipeline(empty_step, &ctx, Vec::new())
+                .expect("empty call");
+            t.elapsed()
+        })
+        .collect();
+    let p50 = percentile(probes.clone(), 0.50);
+    let p99 = percentile(probes, 0.99);
+
+    // Restart with a warm disk cache: a new host, modules ready from disk.
+    let mut restarts = Vec::new();
+    let mut engine_starts = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let fresh = PolicyHost::new(config.clone()).expect("host");
+        engine_starts.push(t.elapsed());
+        let t = Instant::now();
+        for s in &steps {
+            fresh.load(&s.name, &s.module).expect("from disk");
+        }
+        restarts.push(t.elapsed() / steps.len() as u32);
+    }
+    let restart = median(restarts);
+    let engine_start = median(engine_starts);
+
+    println!(
+        "policy bench: {OBJECTS} objects (Deployments, Services, ConfigMaps, StatefulSets), 3 built-ins in sequence, median of {RUNS}"
+    );
+    report(
+        "pipeline, wasm (target-namespace, image-pinning, replica-bounds)",
+        format!("{:.1} ms", ms(wasm)),
+        "< 150 ms",
+        ms(wasm) / 150.0,
+        ms(wasm) < 150.0,
+    );
+    let ratio = wasm.as_secs_f64() / native.as_secs_f64();
+    report(
+        &format!(
+            "wasm / native (native baseline {:.1} ms, same logic)",
+            ms(native)
+        ),
+        format!("{ratio:.2}x"),
+        "<= 3x",
+        ratio / 3.0,
+        ratio <= 3.0,
+    );
+    report(
+        "instantiate + empty call, p99 (p50 in parentheses)",
+        format!("{:.1} us", p99.as_secs_f64() * 1e6),
+        "< 50 us",
+        p99.as_secs_f64() * 1e6 / 50.0,
+        p99 < Duration::from_micros(50),
+    );
+    println!("{:<58} p50 {:.1} us", "", p50.as_secs_f64() * 1e6);
+    report(
+        "restart, warm disk cache: module ready (per module)",
+        format!("{:.2} ms", ms(restart)),
+        "< 10 ms",
+        ms(restart) / 10.0,
+        restart < Duration::from_millis(10),
+    );
+    println!(
+        "{:<58} engine start {:.2} ms; cold compile of all three {:.0} ms",
+        "",
+        ms(engine_start),
+        ms(cold)
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}
