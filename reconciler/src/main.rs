@@ -11,11 +11,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, ValueEnum};
 use gitops_reconciler::controller::fetch::ArtifactFetcher;
+use gitops_reconciler::controller::gitrepository;
 use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
-use gitops_reconciler::source::artifact::UnpackLimits;
+use gitops_reconciler::policy::{HostConfig, PolicyHost};
+use gitops_reconciler::source;
 use gitops_reconciler::source::storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -212,19 +214,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     readiness.set(true);
 
-    let storage = match Storage::new(&args.storage_path) {
-        Ok(storage) => Some(storage),
+    let storage = Storage::new(&args.storage_path)
+        .with_context(|| format!("artifact storage {}", args.storage_path.display()))?;
+    let storage_addr = listen_addr(&args.storage_addr)?;
+    let listener = TcpListener::bind(storage_addr)
+        .await
+        .with_context(|| format!("cannot listen on {storage_addr} (artifacts)"))?;
+    tracing::info!(addr = %storage_addr, "serving artifacts");
+    let artifact_server = tokio::spawn(source::server::serve(listener, storage.clone(), stopped()));
+    let source_config = source::SourceConfig {
+        storage_path: args.storage_path.clone(),
+        storage_adv_addr: args
+            .storage_adv_addr
+            .clone()
+            .unwrap_or_else(|| storage_addr.to_string()),
+        concurrency: usize::from(args.concurrent.max(1)),
+        allow_file_urls: args.allow_file_urls,
+        ..Default::default()
+    };
+    let limits = source_config.limits.clone();
+    let sources = gitrepository::run(
+        client.clone(),
+        source_config,
+        args.watch_label_selector.clone(),
+        stopped(),
+    );
+    let fetcher = ArtifactFetcher::new(Some(storage), limits);
+    // One wasmtime engine per process; when it cannot start, Kustomizations that need
+    // policies fail with PolicyFailed and the others keep reconciling.
+    let policy = match PolicyHost::new(HostConfig {
+        cache_dir: Some(args.storage_path.join("policy-cache")),
+        ..Default::default()
+    }) {
+        Ok(host) => Some(host),
         Err(e) => {
-            tracing::warn!(error = %e, path = %args.storage_path.display(), "no local artifact storage; artifacts are downloaded over HTTP");
+            tracing::error!(error = %e, "the policy host could not start");
             None
         }
     };
-    let _ = (
-        &args.storage_addr,
-        &args.storage_adv_addr,
-        args.allow_file_urls,
-    );
-    let fetcher = ArtifactFetcher::new(storage, UnpackLimits::default());
     let config = KustomizationConfig {
         concurrent: args.concurrent,
         concurrent_apply: args.concurrent_apply,
@@ -237,9 +264,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kube_config,
         config,
         fetcher,
+        policy,
         metrics.clone(),
         stopped(),
     );
+    let controllers = async move {
+        let (sources, ()) = tokio::join!(sources, controllers);
+        if let Err(e) = sources {
+            tracing::error!(error = %e, "the GitRepository controller stopped");
+        }
+    };
 
     match &elector {
         Some(elector) => {
@@ -254,6 +288,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             elector.release().await;
         }
         None => controllers.await,
+    }
+    if let Ok(Err(e)) = artifact_server.await {
+        tracing::warn!(error = %e, "artifact server ended with an error");
     }
     tracing::info!("stopped");
     Ok(())

@@ -80,6 +80,9 @@ pub struct Context {
     config: KustomizationConfig,
     resolver: Arc<Resolver>,
     fetcher: ArtifactFetcher,
+    /// `None` when the policy host could not start: Kustomizations that need policies fail
+    /// with PolicyFailed, the others reconcile.
+    policy: Option<crate::policy::PolicyHost>,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     store: Store<Kustomization>,
@@ -460,8 +463,7 @@ impl Run<'_> {
         let dir = self.ctx.fetcher.unpack(&artifact).await?;
         let substitute = self.substitutions(&client).await?;
         let objects = build_stage(dir.path(), self.ks, substitute).await?;
-        let objects =
-            policy_stage(self.ks, &self.namespace, &self.name, &revision, objects).await?;
+        let objects = policy_stage(self, &client, dir.path(), &revision, objects).await?;
         drop(dir);
 
         let owner = Owner {
@@ -603,22 +605,223 @@ async fn build_stage(
         .map_err(|e| StageError::Build(e.to_string()))
 }
 
-/// The policy stage. Wired to the policy host (issue 5) once it lands on main; until then a
-/// Kustomization without policies and targetNamespace passes through unchanged.
+/// The policy stage: `spec.targetNamespace` through the `target-namespace` built-in, then the
+/// ClusterPolicies selecting this Kustomization, then `spec.policies`, run by the policy host
+/// (blocking, off the runtime). Module bytes are resolved here: `path` from the artifact,
+/// `configMapRef` through the tenant's client.
 async fn policy_stage(
-    ks: &Kustomization,
-    _namespace: &str,
-    _name: &str,
-    _revision: &str,
+    run: &Run<'_>,
+    client: &kube::Client,
+    artifact_root: &std::path::Path,
+    revision: &str,
     objects: Vec<Value>,
 ) -> Result<Vec<Value>, StageError> {
-    if ks.spec.policies.is_empty() && ks.spec.target_namespace.is_none() {
+    use crate::policy::{ModuleSource, PolicyContext, PolicyStep, Tenancy};
+    let ks = run.ks;
+    let failed = |message: String| StageError::Policy {
+        reason: reasons::POLICY_FAILED,
+        message,
+    };
+    let mut steps = Vec::new();
+    if let Some(target) = &ks.spec.target_namespace {
+        steps.push(PolicyStep {
+            name: "target-namespace".into(),
+            module: ModuleSource::Builtin("target-namespace".into()),
+            config: json!({ "namespace": target }),
+            failure_policy: crate::api::FailurePolicy::Fail,
+        });
+    }
+    steps.extend(cluster_policy_steps(run).await?);
+    for policy in &ks.spec.policies {
+        let module = resolve_module(
+            &policy.module,
+            &policy.name,
+            client,
+            &run.namespace,
+            Some(artifact_root),
+        )
+        .await?;
+        steps.push(PolicyStep {
+            name: policy.name.clone(),
+            module,
+            config: policy.config.clone().unwrap_or(Value::Null),
+            failure_policy: policy.failure_policy.unwrap_or_default(),
+        });
+    }
+    if steps.is_empty() {
         return Ok(objects);
     }
-    Err(StageError::Policy {
+    let host = run.ctx.policy.clone().ok_or_else(|| {
+        failed("the policy host could not be started in this reconciler (see its log)".into())
+    })?;
+    let admin =
+        ks.spec.service_account_name.is_none() && run.ctx.config.default_service_account.is_none();
+    let context = PolicyContext {
+        kustomization_namespace: run.namespace.clone(),
+        kustomization_name: run.name.clone(),
+        source_revision: revision.to_owned(),
+        target_namespace: ks.spec.target_namespace.clone(),
+        dry_run: false,
+        tenancy: Some(Tenancy {
+            allowed_namespaces: Vec::new(),
+            allow_cluster_scoped: admin,
+            cluster_scoped_kinds: Vec::new(),
+        }),
+    };
+    let outcome = tokio::task::spawn_blocking(move || host.run_pipeline(&steps, &context, objects))
+        .await
+        .map_err(|e| failed(format!("policy task failed: {e}")))?
+        .map_err(|e| StageError::Policy {
+            reason: e.reason(),
+            message: e.to_string(),
+        })?;
+    for warning in &outcome.warnings {
+        warn!(%warning, "policy warning");
+    }
+    for ignored in &outcome.ignored_failures {
+        warn!(error = %ignored, "policy failed and was ignored (failurePolicy: Ignore)");
+    }
+    Ok(outcome.objects)
+}
+
+/// Resolves a module reference into bytes the host verifies against the declared sha256.
+async fn resolve_module(
+    module: &crate::api::PolicyModule,
+    step: &str,
+    client: &kube::Client,
+    namespace: &str,
+    artifact_root: Option<&std::path::Path>,
+) -> Result<crate::policy::ModuleSource, StageError> {
+    use crate::policy::ModuleSource;
+    let failed = |message: String| StageError::Policy {
         reason: reasons::POLICY_FAILED,
-        message: "the policy host is not part of this reconciler build yet (issue 5)".into(),
+        message: format!("policy {step}: {message}"),
+    };
+    if let Some(name) = &module.builtin {
+        return Ok(ModuleSource::Builtin(name.clone()));
+    }
+    let sha256 = module
+        .sha256
+        .clone()
+        .ok_or_else(|| failed("sha256 is required for a module that is not builtin".into()))?;
+    let bytes: Vec<u8> = if let Some(path) = &module.path {
+        let root =
+            artifact_root.ok_or_else(|| failed("module.path needs a source artifact".into()))?;
+        if path.starts_with('/') || path.split('/').any(|p| p == "..") {
+            return Err(failed(format!("module.path '{path}' escapes the artifact")));
+        }
+        let file = root.join(path);
+        // The artifact holds regular files only (symlinks are refused when unpacking).
+        std::fs::read(&file).map_err(|e| failed(format!("module.path '{path}': {e}")))?
+    } else if let Some(reference) = &module.config_map_ref {
+        let ns = reference.namespace.clone().unwrap_or(namespace.to_owned());
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let cm = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| failed(format!("ConfigMap {ns}/{}: {e}", reference.name)))?
+            .ok_or_else(|| failed(format!("ConfigMap {ns}/{} not found", reference.name)))?;
+        cm.binary_data
+            .and_then(|mut d| d.remove(&reference.key))
+            .map(|b| b.0)
+            .ok_or_else(|| {
+                failed(format!(
+                    "ConfigMap {ns}/{} has no binaryData key {}",
+                    reference.name, reference.key
+                ))
+            })?
+    } else if module.url.is_some() {
+        return Err(failed(
+            "url modules are not supported by this reconciler yet; use path or configMapRef".into(),
+        ));
+    } else {
+        return Err(failed("no module source set".into()));
+    };
+    Ok(ModuleSource::Component {
+        bytes: bytes.into(),
+        sha256,
     })
+}
+
+/// The ClusterPolicies whose selector matches this Kustomization, as steps (name order).
+async fn cluster_policy_steps(run: &Run<'_>) -> Result<Vec<crate::policy::PolicyStep>, StageError> {
+    use crate::api::ClusterPolicy;
+    use k8s_openapi::api::core::v1::Namespace;
+    let failed = |message: String| StageError::Policy {
+        reason: reasons::POLICY_FAILED,
+        message,
+    };
+    let api: Api<ClusterPolicy> = Api::all(run.ctx.client.clone());
+    let mut policies = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| failed(format!("listing ClusterPolicies: {e}")))?
+        .items;
+    if policies.is_empty() {
+        return Ok(Vec::new());
+    }
+    policies.sort_by_key(|p| p.name_any());
+    let namespaces: Api<Namespace> = Api::all(run.ctx.client.clone());
+    let ns_labels = namespaces
+        .get_opt(&run.namespace)
+        .await
+        .map_err(|e| failed(format!("reading Namespace {}: {e}", run.namespace)))?
+        .map(|n| n.metadata.labels.unwrap_or_default())
+        .unwrap_or_default();
+    let ks_labels = run.ks.metadata.labels.clone().unwrap_or_default();
+    let mut steps = Vec::new();
+    for policy in policies {
+        let selector = policy.spec.selector.clone().unwrap_or_default();
+        let matches = selector
+            .namespace_selector
+            .as_ref()
+            .is_none_or(|s| label_selector_matches(s, &ns_labels))
+            && selector
+                .kustomization_selector
+                .as_ref()
+                .is_none_or(|s| label_selector_matches(s, &ks_labels));
+        if !matches {
+            continue;
+        }
+        let name = policy.name_any();
+        let module = resolve_module(
+            &policy.spec.module,
+            &format!("ClusterPolicy {name}"),
+            &run.ctx.client,
+            "",
+            None,
+        )
+        .await?;
+        steps.push(crate::policy::PolicyStep {
+            name,
+            module,
+            config: policy.spec.config.clone().unwrap_or(Value::Null),
+            failure_policy: policy.spec.failure_policy.unwrap_or_default(),
+        });
+    }
+    Ok(steps)
+}
+
+/// Kubernetes label selector semantics (matchLabels and matchExpressions).
+fn label_selector_matches(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
 }
 
 /// A dependency cycle through `namespace/name`, as `a -> b -> a`, from the informer cache.
@@ -970,6 +1173,7 @@ pub async fn run(
     kube_config: kube::Config,
     config: KustomizationConfig,
     fetcher: ArtifactFetcher,
+    policy: Option<crate::policy::PolicyHost>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -1010,6 +1214,7 @@ pub async fn run(
         kube_config,
         resolver: Arc::new(Resolver::new()),
         fetcher,
+        policy,
         metrics,
         store: reader.clone(),
         impersonated: Mutex::new(HashMap::new()),

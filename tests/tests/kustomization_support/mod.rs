@@ -183,6 +183,14 @@ pub mod tempfile_dir {
     }
 }
 
+/// One policy host per test process (as per reconciler process).
+pub fn policy_host() -> Option<gitops_reconciler::policy::PolicyHost> {
+    static HOST: std::sync::OnceLock<Option<gitops_reconciler::policy::PolicyHost>> =
+        std::sync::OnceLock::new();
+    HOST.get_or_init(|| gitops_reconciler::policy::PolicyHost::new(Default::default()).ok())
+        .clone()
+}
+
 impl RunningController {
     pub async fn start(shard: &str) -> Self {
         Self::start_with(shard, |_| {}).await
@@ -192,14 +200,22 @@ impl RunningController {
         shard: &str,
         adjust: impl FnOnce(&mut gitops_reconciler::controller::kustomization::KustomizationConfig),
     ) -> Self {
+        Self::start_as(shard, &gitops_conformance::kubeconfig(), adjust).await
+    }
+
+    /// Starts the controller with the identity of `kubeconfig`.
+    pub async fn start_as(
+        shard: &str,
+        kubeconfig: &std::path::Path,
+        adjust: impl FnOnce(&mut gitops_reconciler::controller::kustomization::KustomizationConfig),
+    ) -> Self {
         use gitops_reconciler::controller::fetch::ArtifactFetcher;
         use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
         use gitops_reconciler::source::artifact::UnpackLimits;
         use gitops_reconciler::source::storage::Storage;
         let storage = std::env::temp_dir().join(format!("gitops-conf-{shard}"));
         std::fs::create_dir_all(&storage).expect("storage dir");
-        let path = gitops_conformance::kubeconfig();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .expect("config");
@@ -219,6 +235,7 @@ impl RunningController {
             config,
             ks_config,
             fetcher,
+            policy_host(),
             Default::default(),
             std::future::pending(),
         ));
