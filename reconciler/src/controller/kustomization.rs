@@ -300,16 +300,33 @@ impl Run<'_> {
         }
     }
 
+    /// The namespace a reference points into (ours when unset); refused when it crosses
+    /// namespaces while the reconciler runs with `--no-cross-namespace-refs`.
+    fn referenced_namespace(
+        &self,
+        field: &str,
+        kind: &str,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<String, StageError> {
+        let ns = namespace.unwrap_or(&self.namespace).to_owned();
+        if self.ctx.config.no_cross_namespace_refs && ns != self.namespace {
+            return Err(StageError::InvalidSpec(format!(
+                "{field}: cross-namespace reference to {kind} {ns}/{name} is not allowed (the reconciler runs with --no-cross-namespace-refs)"
+            )));
+        }
+        Ok(ns)
+    }
+
     /// Stage 1: the source and its artifact metadata.
     async fn source(&self) -> Result<crate::api::Artifact, StageError> {
         let source = &self.ks.spec.source_ref;
-        let source_ns = source.namespace.clone().unwrap_or(self.namespace.clone());
-        if self.ctx.config.no_cross_namespace_refs && source_ns != self.namespace {
-            return Err(StageError::InvalidSpec(format!(
-                "spec.sourceRef: cross-namespace reference to GitRepository {source_ns}/{} is not allowed (the reconciler runs with --no-cross-namespace-refs)",
-                source.name
-            )));
-        }
+        let source_ns = self.referenced_namespace(
+            "spec.sourceRef",
+            "GitRepository",
+            &source.name,
+            source.namespace.as_deref(),
+        )?;
         let api: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
         let repo = api
             .get_opt(&source.name)
@@ -340,13 +357,12 @@ impl Run<'_> {
             return Ok(());
         }
         for dep in &self.ks.spec.depends_on {
-            let ns = dep.namespace.clone().unwrap_or(self.namespace.clone());
-            if self.ctx.config.no_cross_namespace_refs && ns != self.namespace {
-                return Err(StageError::InvalidSpec(format!(
-                    "spec.dependsOn: cross-namespace reference to Kustomization {ns}/{} is not allowed",
-                    dep.name
-                )));
-            }
+            let ns = self.referenced_namespace(
+                "spec.dependsOn",
+                "Kustomization",
+                &dep.name,
+                dep.namespace.as_deref(),
+            )?;
             let api: Api<Kustomization> = Api::namespaced(self.ctx.client.clone(), &ns);
             let other = api
                 .get_opt(&dep.name)
