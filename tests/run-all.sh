@@ -19,7 +19,7 @@ free_gib=$(df -P -BG "$GITOPS_CACHE_DIR" 2>/dev/null | awk 'NR==2 {gsub("G","",$
 if [ -n "$free_gib" ] && [ "$free_gib" -lt 20 ] && [ -d "$CARGO_TARGET_DIR" ]; then
   echo "only ${free_gib} GiB free: pruning incremental state and old executables in $CARGO_TARGET_DIR"
   find "$CARGO_TARGET_DIR" -maxdepth 2 -type d -name incremental -exec rm -rf {} + 2>/dev/null || true
-  find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -type f -executable -mmin +60 -delete 2>/dev/null || true
+  find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -type f -executable ! -name "*.*" -mmin +60 -delete 2>/dev/null || true
 fi
 
 step "setup"

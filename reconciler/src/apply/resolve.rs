@@ -1,9 +1,14 @@
 //! Discovery: from group/version/kind to the REST resource and its scope, cached per process.
 //! Only hits are cached, so a kind created by a CRD earlier in the same apply resolves on the
 //! next lookup.
+//!
+//! The apiserver reports a CRD `Established` slightly before discovery serves its group, so a
+//! kind announced with [`Resolver::expect_kinds`] (defined by a CRD of the build being applied)
+//! is retried for a bounded time when discovery answers "not found".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use kube::api::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, oneshot};
@@ -22,10 +27,15 @@ pub struct ResolveError {
 
 type Key = (String, String, String);
 
+/// How long discovery may keep answering "not found" for a kind defined by a CRD of the build.
+const NEW_KIND_GRACE: Duration = Duration::from_secs(30);
+
 /// The discovery cache. Cheap to share behind an `Arc`.
 #[derive(Default)]
 pub struct Resolver {
     cache: Mutex<HashMap<Key, (ApiResource, bool)>>,
+    /// (group, kind) pairs defined by CRDs of a build: discovery may lag behind them.
+    expected: Mutex<HashSet<(String, String)>>,
 }
 
 impl Resolver {
@@ -48,29 +58,46 @@ impl Resolver {
             return Ok(hit.clone());
         }
         let gvk = GroupVersionKind::gvk(&object.group, &object.version, &object.kind);
-        let (resource, caps) =
-            oneshot::pinned_kind(client, &gvk)
-                .await
-                .map_err(|e| ResolveError {
-                    object: object.to_string(),
-                    kind: object.kind.clone(),
-                    api_version: object.api_version(),
-                    message: e.to_string(),
-                })?;
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(object.group.clone(), object.kind.clone()));
+        let deadline = tokio::time::Instant::now() + NEW_KIND_GRACE;
+        let mut pause = Duration::from_millis(50);
+        let (resource, caps) = loop {
+            match oneshot::pinned_kind(client, &gvk).await {
+                Ok(found) => break found,
+                Err(kube::Error::Api(status))
+                    if expected
+                        && status.is_not_found()
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(ResolveError {
+                        object: object.to_string(),
+                        kind: object.kind.clone(),
+                        api_version: object.api_version(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        };
         let namespaced = matches!(caps.scope, Scope::Namespaced);
         self.lock().insert(key, (resource.clone(), namespaced));
         Ok((resource, namespaced))
     }
 
-    /// Records a kind known from a CRD of the same build before the cluster serves it.
-    pub fn scope_hint(&self, object: &ObjectRef) -> Option<bool> {
-        self.lock()
-            .get(&(
-                object.group.clone(),
-                object.version.clone(),
-                object.kind.clone(),
-            ))
-            .map(|(_, namespaced)| *namespaced)
+    /// Announces kinds (group, kind) defined by CRDs of the build about to be applied: until
+    /// discovery serves them, "not found" answers for them are retried (bounded).
+    pub fn expect_kinds(&self, kinds: impl IntoIterator<Item = (String, String)>) {
+        self.expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(kinds);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (ApiResource, bool)>> {

@@ -98,6 +98,7 @@ pub async fn plan(
     owner: &Owner,
 ) -> Result<Plan, ApplyError> {
     let defined = kinds_defined_by(&objects);
+    resolver.expect_kinds(defined.keys().cloned());
     let mut seen = HashSet::new();
     let mut planned = Vec::with_capacity(objects.len());
     for (index, mut object) in objects.into_iter().enumerate() {
