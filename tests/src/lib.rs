@@ -40,6 +40,31 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Builds binary `bin` of workspace package `package` (debug profile, into the target dir the
+/// tests were built in) and returns its path. Panics with cargo's output when the build fails.
+pub fn cargo_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo build -p {package}: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} --bin {bin} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Test executables live in <target>/debug/deps, binaries in <target>/debug.
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|debug| debug.join(bin))
+        .unwrap_or_else(|| PathBuf::from(bin));
+    assert!(path.is_file(), "no {bin} binary at {}", path.display());
+    path
+}
+
 /// The outcome of one kubectl invocation.
 #[derive(Debug)]
 pub struct KubectlResult {

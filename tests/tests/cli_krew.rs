@@ -2,16 +2,10 @@
 //! (built from its Go module) offline, `kubectl gitops version` runs through kubectl's plugin
 //! lookup, and the plugin is listed and uninstalled with a local git index in place.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-/// The checkout this test was compiled from (not the harness's: worktrees share a target dir).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use gitops_conformance::repo_root;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -28,21 +22,7 @@ fn run(cmd: &mut Command) -> String {
 
 /// Builds the plugin binary (debug: the release build is the release job's) and returns it.
 fn plugin_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(repo_root()).args([
-        "build",
-        "--quiet",
-        "-p",
-        "kubectl-gitops",
-        "--bin",
-        "kubectl-gitops",
-    ]));
-    // The test binary lives in <target>/debug/deps; the plugin in <target>/debug.
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let bin = debug.join("kubectl-gitops");
-    assert!(bin.is_file(), "no plugin binary at {}", bin.display());
-    bin
+    gitops_conformance::cargo_binary("kubectl-gitops", "kubectl-gitops")
 }
 
 /// kubectl-krew v0.4.3, built (once, cached) by tests/cluster/build.sh.

@@ -254,35 +254,41 @@ impl Drop for RunningController {
         self.task.abort();
         // Let the runtime's other workers drop the aborted controller and its reconciles.
         std::thread::sleep(Duration::from_millis(500));
-        let selector = format!("conformance-shard={}", self.shard);
-        let names = gitops_conformance::kubectl(
-            &[
-                "get",
-                "kustomizations",
-                "-A",
-                "-l",
-                &selector,
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{\"\\n\"}{end}",
-            ],
-            None,
-        );
-        for line in names.stdout.lines() {
-            if let Some((ns, name)) = line.split_once(' ') {
-                let _ = gitops_conformance::kubectl(
-                    &[
-                        "-n",
-                        ns,
-                        "patch",
-                        "kustomization",
-                        name,
-                        "--type=merge",
-                        "-p",
-                        r#"{"metadata":{"finalizers":null}}"#,
-                    ],
-                    None,
-                );
-            }
+        release_finalizers(&self.shard);
+    }
+}
+
+/// Removes the finalizers of the shard's Kustomizations, so the test namespace can be deleted
+/// once no controller runs for it any more.
+pub fn release_finalizers(shard: &str) {
+    let selector = format!("conformance-shard={shard}");
+    let names = gitops_conformance::kubectl(
+        &[
+            "get",
+            "kustomizations",
+            "-A",
+            "-l",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    for line in names.stdout.lines() {
+        if let Some((ns, name)) = line.split_once(' ') {
+            let _ = gitops_conformance::kubectl(
+                &[
+                    "-n",
+                    ns,
+                    "patch",
+                    "kustomization",
+                    name,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
         }
     }
 }
