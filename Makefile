@@ -1,8 +1,8 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
 .PHONY: demo test cluster-up cluster-down crds
 
-# The main job: a local demo of the whole story (for now: a real local control plane with the
-# kubectl-gitops CRDs installed).
+# The main job: the seed's story end to end on a local control plane, a real git server and the
+# reconciler, driven with `kubectl gitops` (tests/demo.sh).
 demo:
 	bash tests/demo.sh
 

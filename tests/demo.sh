@@ -121,7 +121,12 @@ git -C "$work/repos/instavote.git" update-server-info
 git_url=$(bash tests/git/serve.sh http "$work/repos" "$git_run" | sed -n 's/^url=//p')instavote.git
 echo "serving $git_url"
 
-say "running the reconciler (gitops-reconciler) against the cluster"
+say "the story"
+run kubectl gitops check --pre
+run kubectl gitops install --crds-only
+run kubectl create namespace gitops-system
+run kubectl create namespace instavote
+say "the reconciler runs as a local process against the cluster (kwok nodes cannot run its image)"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 storage_port=$(port)
 gitops-reconciler --storage-path "$work/storage" --storage-addr "127.0.0.1:$storage_port" \
@@ -129,10 +134,7 @@ gitops-reconciler --storage-path "$work/storage" --storage-addr "127.0.0.1:$stor
   --health-addr "127.0.0.1:$(port)" --log-format text > "$work/reconciler.log" 2>&1 &
 reconciler_pid=$!
 
-say "the story"
-run kubectl gitops check --pre
-run kubectl gitops install --crds-only
-run kubectl create namespace instavote
+say "the story goes on: a source, two Kustomizations"
 run kubectl gitops create source git instavote --url "$git_url" --insecure --branch main --interval 30s --timeout 2m
 run kubectl gitops get sources git
 # replica-bounds is a WebAssembly policy shipped with the reconciler: here it denies any revision
@@ -167,7 +169,7 @@ replicas=$(kubectl get deployment vote -n instavote -o jsonpath='{.spec.replicas
 run kubectl gitops get kustomizations
 
 say "reverting the commit in git brings vote-dev back to Ready"
-git_c -C "$work/clone" revert -q --no-edit HEAD
+git_c -C "$work/clone" revert --no-edit HEAD >/dev/null
 git -C "$work/clone" push -q origin main
 git -C "$work/repos/instavote.git" update-server-info
 run kubectl gitops reconcile kustomization vote-dev --with-source --timeout 2m

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gitops_reconciler::api::conditions::{self, meta, types};
+use gitops_reconciler::api::conditions::{self, meta, reasons, types};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -217,9 +217,10 @@ pub fn finished_outcome<K: Reconcilable>(object: &K) -> Option<Outcome> {
             message: stalled.message.clone(),
         });
     }
-    if conditions::get(conds, types::RECONCILING)
-        .is_some_and(|c| c.status == conditions::status::TRUE)
-    {
+    // Still at work, unless the attempt failed and only a retry is pending.
+    if conditions::get(conds, types::RECONCILING).is_some_and(|c| {
+        c.status == conditions::status::TRUE && c.reason != reasons::PROGRESSING_WITH_RETRY
+    }) {
         return None;
     }
     let ready = conditions::get(conds, types::READY)?;
@@ -396,6 +397,30 @@ mod tests {
             Some(Outcome::NotReady {
                 reason: "GitOperationFailed".into(),
                 message: "no such host".into()
+            })
+        );
+        // A failed attempt with a retry pending is an outcome, not work in progress.
+        let retrying = repo(
+            1,
+            GitRepositoryStatus {
+                observed_generation: Some(1),
+                conditions: vec![
+                    cond("Ready", "False", "PolicyDenied", "denied by policy"),
+                    cond(
+                        "Reconciling",
+                        "True",
+                        "ProgressingWithRetry",
+                        "retrying after PolicyDenied",
+                    ),
+                ],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            finished_outcome(&retrying),
+            Some(Outcome::NotReady {
+                reason: "PolicyDenied".into(),
+                message: "denied by policy".into()
             })
         );
     }

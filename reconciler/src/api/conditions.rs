@@ -24,6 +24,9 @@ pub mod types {
 pub mod reasons {
     pub const SUCCEEDED: &str = "Succeeded";
     pub const PROGRESSING: &str = "Progressing";
+    /// Reconciling after a failed attempt: the attempt is over (Ready says why it failed) and
+    /// another follows after `retryInterval`.
+    pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
     pub const RECONCILIATION_SUCCEEDED: &str = "ReconciliationSucceeded";
     pub const SUSPENDED: &str = "Suspended";
     pub const INVALID_SPEC: &str = "InvalidSpec";

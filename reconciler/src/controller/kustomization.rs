@@ -1064,7 +1064,7 @@ fn record_failure(run: &mut Run<'_>, e: &StageError, generation: Option<i64>) {
             &mut run.status.conditions,
             types::RECONCILING,
             cstatus::TRUE,
-            reasons::PROGRESSING,
+            reasons::PROGRESSING_WITH_RETRY,
             format!("retrying after {}: {message}", e.reason()),
             generation,
         );
