@@ -48,4 +48,11 @@ bash tests/cluster/smoke.sh
 step "conformance suite against $GITOPS_TEST_KUBECONFIG"
 cargo test -p gitops-conformance -- --ignored --test-threads=4
 
+# The README's other command must stay true: the demo's story, on a cluster of its own.
+step "the demo (make demo)"
+demo_cluster="$GITOPS_CACHE_DIR/cluster-demo-$$"
+GITOPS_CLUSTER_DIR=$demo_cluster bash tests/demo.sh </dev/null ||
+  { GITOPS_CLUSTER_DIR=$demo_cluster bash tests/cluster/down.sh --purge; exit 1; }
+GITOPS_CLUSTER_DIR=$demo_cluster bash tests/cluster/down.sh --purge
+
 printf '\nall tests passed in %ss\n' "$((SECONDS - t0))"
