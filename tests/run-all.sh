@@ -46,7 +46,12 @@ fi
 step "smoke test"
 bash tests/cluster/smoke.sh
 step "conformance suite against $GITOPS_TEST_KUBECONFIG"
-cargo test -p gitops-conformance -- --ignored --test-threads=4
+cargo test -p gitops-conformance -- --ignored --skip disruptive_ --test-threads=4
+# Tests that restart parts of the control plane run last, alone.
+if [ -n "${GITOPS_CLUSTER_DIR:-}" ]; then
+  step "disruptive conformance tests (one at a time)"
+  cargo test -p gitops-conformance -- --ignored disruptive_ --test-threads=1
+fi
 
 # The README's other command must stay true: the demo's story, on a cluster of its own.
 step "the demo (make demo)"

@@ -80,29 +80,6 @@ KC
 for u in admin controller-manager scheduler kwok; do kubeconfig_for "$u"; done
 cp "$RUN/admin.kubeconfig" "$KUBECONFIG_OUT"
 
-# start NAME BINARY ARGS...: runs in the background, logs to $LOGS/NAME.log, records PID + start time.
-start() {
-  local name=$1; shift
-  "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
-  local pid=$!
-  local st=""
-  for _ in 1 2 3 4 5 6 7 8 9 10; do st=$(start_time "$pid") && break; sleep 0.05; done
-  [ -n "$st" ] || fail "$name exited immediately" "$name"
-  echo "$pid $st" > "$PIDS/$name.pid"
-  log "started $name (pid $pid)"
-}
-
-# wait_until NAME SECONDS CMD...: polls CMD until it succeeds; fails with the component's log.
-wait_until() {
-  local name=$1 seconds=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    is_ours "$name" || fail "$name exited during start-up" "$name"
-    [ $SECONDS -lt $deadline ] || fail "$name was not ready within ${seconds}s" "$name"
-    sleep 0.5
-  done
-}
-
 on_error() { log "start-up failed; stopping what was started"; "$here/down.sh" >/dev/null 2>&1 || true; }
 trap on_error ERR
 

@@ -185,8 +185,19 @@ async fn converged(
     expected: &[String],
     process: &ReconcilerProcess,
 ) {
+    converged_within(T, api, ns, revision, expected, process).await;
+}
+
+async fn converged_within(
+    within: Duration,
+    api: &Api<DynamicObject>,
+    ns: &str,
+    revision: &str,
+    expected: &[String],
+    process: &ReconcilerProcess,
+) {
     let want: BTreeSet<String> = expected.iter().cloned().collect();
-    let deadline = std::time::Instant::now() + T;
+    let deadline = std::time::Instant::now() + within;
     loop {
         let ready = ready(ns, "app");
         let now = owned(api, ns, "app").await;
@@ -526,4 +537,83 @@ async fn two_kustomizations_claiming_one_object_conflict_without_flapping() {
     assert_eq!(after["metadata"]["labels"]["kubectl-gitops.io/name"], "one");
     assert!(matches!(ready(&ns.name, "one"), Some((s, _, _)) if s == "True"));
     assert!(matches!(ready(&ns.name, "two"), Some((s, _, _)) if s == "False"));
+}
+
+/// Restarts a component of the local control plane under test (tests/cluster/restart.sh).
+/// Needs `GITOPS_CLUSTER_DIR` of a control plane started by tests/cluster/up.sh: on any other
+/// cluster (kind) skip these tests with `--skip disruptive_`.
+fn restart_component(name: &str, args: &[&str]) {
+    let dir = std::env::var("GITOPS_CLUSTER_DIR").unwrap_or_else(|_| {
+        panic!("disruptive tests need GITOPS_CLUSTER_DIR of a tests/cluster control plane (skip them with --skip disruptive_)")
+    });
+    let out = Command::new("bash")
+        .arg(gitops_conformance::repo_root().join("tests/cluster/restart.sh"))
+        .arg(name)
+        .args(args)
+        .env("GITOPS_CLUSTER_DIR", dir)
+        .output()
+        .expect("run restart.sh");
+    assert!(
+        out.status.success(),
+        "restart.sh {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Disrupts the whole cluster: run alone (`disruptive_` tests run after the others, one at a
+/// time, in tests/run-all.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn disruptive_apiserver_killed_mid_apply_converges() {
+    install_crds();
+    let ns = TestNamespace::new("ksf-apiserver");
+    let shard = ns.name.clone();
+    let _cleanup = ShardCleanup(shard.clone());
+    let storage = tempfile_dir::Dir(std::env::temp_dir().join(format!("gitops-faults-{shard}")));
+    std::fs::create_dir_all(&storage.0).expect("storage dir");
+    let client = client().await;
+    let api = configmaps(&client, &ns.name);
+    let source = PublishedSource::new(&storage.0, &ns.name, "repo");
+    let v1_names = names("a", 0..300);
+    let v1 = publish(&source, '1', &cms(&ns.name, &v1_names));
+    let process = ReconcilerProcess::start(&shard, &storage.0, "1", &["--concurrent-apply", "1"]);
+    ns.create(&kustomization(
+        "app",
+        &shard,
+        "  sourceRef: {kind: GitRepository, name: repo}\n  path: ./app\n  prune: true\n  interval: 10m\n  retryInterval: 2s\n  timeout: 60s\n",
+    ));
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let now = owned(&api, &ns.name, "app").await;
+        if !now.is_empty() && now.len() < 300 {
+            eprintln!("killing the apiserver with {}/300 applied", now.len());
+            break;
+        }
+        assert!(
+            now.len() < 300,
+            "the apply finished before the apiserver could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGKILL, 3 s without an apiserver, then the same apiserver again (etcd keeps the state).
+    restart_component("kube-apiserver", &["--kill", "--down-for", "3"]);
+    converged(&api, &ns.name, &v1, &v1_names, &process).await;
+    // The reconciler's watches came back too: a new revision is picked up. (Watches reconnect
+    // with kube-runtime's default backoff, 0.8 s doubling to 30 s, as client-go's do: the
+    // failed attempts during the outage can delay this by up to a minute.)
+    let v2_names = names("a", 0..5);
+    let v2 = publish(&source, '2', &cms(&ns.name, &v2_names));
+    converged_within(
+        Duration::from_secs(180),
+        &api,
+        &ns.name,
+        &v2,
+        &v2_names,
+        &process,
+    )
+    .await;
 }
