@@ -6,13 +6,17 @@
 #   username=/password= or token=       (https, bearer; override with GITOPS_GIT_USER,
 #                                        GITOPS_GIT_PASSWORD, GITOPS_GIT_TOKEN)
 #   identity=/known_hosts=              (ssh: deploy key and known_hosts line)
+#   host_key=/authorized_keys=          (ssh: the server's public host key; the file that
+#                                        authorizes client keys, read at every login)
 #
 #   tests/git/serve.sh https|http|bearer|daemon|ssh REPOS-DIR [RUN-DIR]
 #
 # Kinds: https = lighttpd + git-http-backend, basic auth, TLS with a throwaway CA;
 #        http = the same without TLS and without auth (insecure: true sources);
 #        bearer = nginx + fcgiwrap + git-http-backend, TLS, requires "Authorization: Bearer <token>";
-#        daemon = git daemon (git://); ssh = Debian's sshd with a throwaway host key and deploy key.
+#        daemon = git daemon (git://); ssh = Debian's sshd with a throwaway host key and deploy key
+#        (accepts GIT_PROTOCOL from the client, so protocol v2 is used, unless
+#        GITOPS_SSH_ACCEPT_ENV=0: then git falls back to protocol v0).
 # Every process started is recorded in RUN-DIR/pids; tests/git/stop.sh RUN-DIR stops exactly those.
 set -euo pipefail
 kind=${1:?usage: serve.sh https|http|bearer|daemon|ssh REPOS-DIR [RUN-DIR]}
@@ -176,6 +180,7 @@ case "$kind" in
       echo 'AllowTcpForwarding no'
       echo 'X11Forwarding no'
       echo 'Subsystem sftp internal-sftp'
+      [ "${GITOPS_SSH_ACCEPT_ENV:-1}" = 0 ] || echo 'AcceptEnv GIT_PROTOCOL'
     } > "$run/sshd_config"
     /usr/sbin/sshd -f "$run/sshd_config" -E "$run/sshd.log"
     record_pidfile "$run/sshd.pid"
@@ -184,6 +189,8 @@ case "$kind" in
     echo "url=ssh://$login@127.0.0.1:$port$repos/"
     echo "identity=$run/deploy_key"
     echo "known_hosts=$run/known_hosts"
+    echo "host_key=$run/host_key.pub"
+    echo "authorized_keys=$run/authorized_keys"
     ;;
   *) echo "unknown kind '$kind' (https|http|bearer|daemon|ssh)" >&2; exit 2 ;;
 esac

@@ -315,17 +315,117 @@ async fn gitrepository_stores_serves_follows_and_keeps_the_last_artifact_on_auth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
-async fn ssh_urls_are_stalled_with_a_clear_message() {
+async fn gitrepository_over_ssh_with_a_deploy_key_secret() {
     install_crds();
     let ns = TestNamespace::new("source-ssh");
     let label = ns.name.clone();
-    let reconciler = Reconciler::start(&label).await;
-    let manifest = format!(
-        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: viassh\n  labels:\n    gitops-test: {label}\nspec:\n  url: ssh://git@127.0.0.1:1/app.git\n  interval: 1m\n"
-    );
-    let created = ns.create(&manifest);
+    let server = GitServer::start(ServerKind::Ssh);
+    let repo = server.repo("app");
+    let c1 = repo.commit(&[("deploy/app.yaml", Some("replicas: 1\n"))], "one");
+    let identity = std::fs::read_to_string(server.get("identity")).expect("identity");
+    let known_hosts = std::fs::read_to_string(server.get("known_hosts")).expect("known_hosts");
+    let created = ns.create(&secret_manifest(
+        "deploy-key",
+        &[
+            ("identity", identity.trim()),
+            ("known_hosts", known_hosts.trim()),
+        ],
+    ));
     assert!(created.success, "{}", created.stderr);
-    let obj = wait_for(&ns, "viassh", Duration::from_secs(30), |r| {
+    let reconciler = Reconciler::start(&label).await;
+    let manifest = |name: &str, secret: Option<&str>| {
+        let mut text = format!(
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: {name}\n  labels:\n    gitops-test: {label}\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
+            server.url("app")
+        );
+        if let Some(secret) = secret {
+            text.push_str(&format!("  secretRef:\n    name: {secret}\n"));
+        }
+        text
+    };
+    let created = ns.create(&manifest("app", Some("deploy-key")));
+    assert!(created.success, "{}", created.stderr);
+    let expected = format!("main@sha1:{c1}");
+    let obj = wait_for(&ns, "app", Duration::from_secs(60), |r| {
+        ready_with(r, "True", "Succeeded")
+    })
+    .await;
+    assert_eq!(obj["status"]["artifact"]["revision"], expected.as_str());
+    let good_artifact = obj["status"]["artifact"].clone();
+    let bytes = download(good_artifact["url"].as_str().expect("url")).await;
+    let dest = temp_dir("controller-ssh-unpack");
+    unpack_verified(
+        &bytes,
+        good_artifact["digest"].as_str().expect("digest"),
+        &UnpackLimits::default(),
+        &dest,
+    )
+    .expect("artifact verifies");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("deploy/app.yaml")).expect("file"),
+        "replicas: 1\n"
+    );
+    let _ = std::fs::remove_dir_all(&dest);
+
+    // The server's host key no longer matches known_hosts (another key for the same host):
+    // Ready=False AuthenticationFailed naming the host key problem; the last artifact stays.
+    let keys = temp_dir("controller-ssh-keys");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(keys.join("other"))
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let other = std::fs::read_to_string(keys.join("other.pub")).expect("pub");
+    let host = known_hosts.split_whitespace().next().expect("host field");
+    let other_line = format!(
+        "{host} {}",
+        other
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let _ = std::fs::remove_dir_all(&keys);
+    let patched = ns.kubectl(
+        &["apply", "-f", "-"],
+        Some(&secret_manifest(
+            "deploy-key",
+            &[("identity", identity.trim()), ("known_hosts", &other_line)],
+        )),
+    );
+    assert!(patched.success, "{}", patched.stderr);
+    repo.commit(&[("deploy/app.yaml", Some("replicas: 2\n"))], "two");
+    let annotate = ns.kubectl(
+        &[
+            "annotate",
+            "--overwrite",
+            "gitrepository",
+            "app",
+            "kubectl-gitops.io/reconcile-requested-at=hostkey",
+        ],
+        None,
+    );
+    assert!(annotate.success, "{}", annotate.stderr);
+    let obj = wait_for(&ns, "app", Duration::from_secs(30), |r| {
+        ready_with(r, "False", "AuthenticationFailed")
+    })
+    .await;
+    let message = condition(&obj, "Ready").expect("Ready")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("host key mismatch"), "{message}");
+    assert!(message.contains("SHA256:"), "{message}");
+    assert_eq!(
+        obj["status"]["artifact"], good_artifact,
+        "last good artifact kept"
+    );
+
+    // An ssh:// URL without a secretRef is Stalled: only a spec change can fix it.
+    let created = ns.create(&manifest("nosecret", None));
+    assert!(created.success, "{}", created.stderr);
+    let obj = wait_for(&ns, "nosecret", Duration::from_secs(30), |r| {
         ready_with(r, "False", "InvalidSpec")
     })
     .await;
@@ -335,12 +435,18 @@ async fn ssh_urls_are_stalled_with_a_clear_message() {
         stalled["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("ssh"),
+            .contains("secretRef"),
         "{stalled}"
     );
-    assert_eq!(
-        condition(&obj, "ArtifactInStorage").expect("ArtifactInStorage")["status"],
-        "False"
-    );
+
+    // The private key never shows up in status or events.
+    let key_line = identity.lines().nth(1).expect("key body line");
+    let events = ns.kubectl(&["get", "events", "-o", "json"], None).stdout;
+    let status_text = ns
+        .kubectl(&["get", "gitrepository", "-o", "yaml"], None)
+        .stdout;
+    for text in [&events, &status_text] {
+        assert!(!text.contains(key_line), "private key leaked: {text}");
+    }
     reconciler.shutdown().await;
 }

@@ -384,16 +384,6 @@ fn plain_http_needs_insecure_and_never_carries_credentials() {
 }
 
 #[test]
-fn ssh_is_refused_without_spawning_a_process() {
-    let storage = storage();
-    let req = request("ssh://git@127.0.0.1:1/repo.git", false, None);
-    let err = run(&storage, &req).expect_err("ssh is not available");
-    assert!(err.is_stalled());
-    assert!(err.to_string().contains("ssh"), "{err}");
-    let _ = std::fs::remove_dir_all(storage.root());
-}
-
-#[test]
 fn limits_are_enforced_and_nothing_is_stored() {
     let server = GitServer::start(ServerKind::Http);
     let repo = server.repo("app");

@@ -323,6 +323,14 @@ async fn fetch_once(
         spec.insecure.unwrap_or(false),
         ctx.config.allow_file_urls,
     )?;
+    if url.scheme == remote::Scheme::Ssh && spec.secret_ref.is_none() {
+        // Only a spec change can fix this: host keys are always verified.
+        return Err(SourceError::Unsupported(
+            "ssh:// URLs need spec.secretRef: a Secret with keys 'identity' (private key) and \
+             'known_hosts' (the server's host key)"
+                .to_owned(),
+        ));
+    }
     let reference = RefRequest::from_spec(spec.reference.as_ref())?;
     let credentials = match &spec.secret_ref {
         None => Credentials::default(),

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::SourceError;
+use super::known_hosts::KnownHosts;
 
 /// How to authenticate to the git server.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -18,10 +19,13 @@ pub enum Auth {
     Basic { username: String, password: String },
     /// HTTP `Authorization: Bearer <token>`.
     Bearer { token: String },
-    /// SSH private key with the known_hosts lines the server's host key must match.
+    /// SSH private key (decoded at connect time, on the fetch thread: an encrypted key costs
+    /// a key derivation) with the known_hosts the server's host key must match.
     Ssh {
+        /// The Secret's name, for errors about the key.
+        secret: String,
         identity: Vec<u8>,
-        known_hosts: Vec<u8>,
+        known_hosts: KnownHosts,
         password: Option<String>,
     },
 }
@@ -97,7 +101,13 @@ impl Credentials {
                             "key 'identity' needs 'known_hosts' (host keys are always verified)"
                                 .to_owned(),
                     })?;
+                let known_hosts =
+                    KnownHosts::parse(&known_hosts).map_err(|e| SourceError::Credentials {
+                        secret: secret.to_owned(),
+                        reason: format!("key 'known_hosts': {e}"),
+                    })?;
                 Auth::Ssh {
+                    secret: secret.to_owned(),
                     identity: identity.clone(),
                     known_hosts,
                     password,
@@ -181,5 +191,31 @@ mod tests {
             let err = Credentials::from_secret_data("my-secret", &data(pairs)).unwrap_err();
             assert!(err.to_string().contains("my-secret"), "{err}");
         }
+    }
+
+    #[test]
+    fn ssh_secrets_need_a_usable_known_hosts() {
+        let host = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC3pIz1E3DHt8lQocby4hvqc1JO0bmN4fOsG7oVWQ8nC\n";
+        let ssh = Credentials::from_secret_data(
+            "deploy",
+            &data(&[
+                ("identity", "KEY"),
+                ("known_hosts", host),
+                ("password", "pw-canary"),
+            ]),
+        )
+        .unwrap();
+        assert!(matches!(ssh.auth, Auth::Ssh { .. }));
+        assert_eq!(ssh.secrets(), vec!["pw-canary"]);
+        assert!(!format!("{ssh:?}").contains("KEY"));
+        let err = Credentials::from_secret_data(
+            "deploy",
+            &data(&[("identity", "KEY"), ("known_hosts", "# nothing\n")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret 'deploy': key 'known_hosts': known_hosts is empty"
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! its digest → GC older artifacts.
 //!
 //! Guarantees: nothing is checked out, no hooks/filters/submodules run, no process is spawned
-//! for http(s):// and git:// (gix speaks these natively; ssh:// is refused because gix's ssh
-//! transport spawns `ssh`, see [`SourceError::Unsupported`]; file:// is read in-process from the
+//! (gix speaks http(s):// and git:// natively; ssh:// goes through the in-process transport of
+//! [`super::ssh`] instead of gix's, which would spawn `ssh`; file:// is read in-process from the
 //! local repository's object database); credentials are handed to gix through its credential
 //! callback or a header, never in a URL; every gix error is redacted before it is returned.
 //!
@@ -19,7 +19,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gix::bstr::BString;
 use gix::protocol::handshake::Ref;
@@ -30,6 +30,7 @@ use super::artifact::UnpackLimits;
 use super::credentials::{Auth, Credentials};
 use super::reference::{self, FETCHED_REF, RefRequest};
 use super::remote::{RemoteUrl, Scheme, redact};
+use super::ssh::{self, SshAuth, SshTarget};
 use super::storage::{Storage, StoredArtifact};
 use super::tree::{IgnoreRules, TreeStats, write_tree};
 
@@ -84,13 +85,15 @@ pub fn fetch(
     interrupt: &AtomicBool,
 ) -> Result<FetchOutcome, SourceError> {
     let secrets = request.credentials.secrets();
-    let result = fetch_inner(storage, request, interrupt);
+    let deadline = Instant::now() + request.timeout;
+    let result = fetch_inner(storage, request, interrupt, deadline);
     // Defence in depth: even our own messages go through redaction.
     result.map_err(|e| match e {
         SourceError::Git(text) => SourceError::Git(redact(&text, &secrets)),
         SourceError::AuthenticationFailed(text) => {
             SourceError::AuthenticationFailed(redact(&text, &secrets))
         }
+        SourceError::Timeout(_) => SourceError::Timeout(request.timeout),
         other => other,
     })
 }
@@ -128,16 +131,18 @@ fn fetch_inner(
     storage: &Storage,
     request: &FetchRequest,
     interrupt: &AtomicBool,
+    deadline: Instant,
 ) -> Result<FetchOutcome, SourceError> {
     let secrets = request.credentials.secrets();
     let git_error = |context: &str, e: gix::Error| classify(context, &e, &secrets);
     match request.url.scheme {
-        Scheme::Ssh => {
-            return Err(SourceError::Unsupported(
-                "ssh:// is not supported yet: gix's ssh transport runs the ssh binary and the \
-                 reconciler never spawns processes; use https:// with a token"
+        Scheme::Ssh if !matches!(request.credentials.auth, Auth::Ssh { .. }) => {
+            return Err(SourceError::Credentials {
+                secret: "spec.secretRef".to_owned(),
+                reason: "ssh:// needs a Secret with keys 'identity' and 'known_hosts' \
+                         (host keys are always verified)"
                     .to_owned(),
-            ));
+            });
         }
         Scheme::Http | Scheme::Git if request.credentials.sends_credentials() => {
             return Err(SourceError::InsecureCredentials {
@@ -151,7 +156,7 @@ fn fetch_inner(
         Scheme::File => return fetch_local(storage, request, interrupt),
         _ => {}
     }
-    if matches!(request.credentials.auth, Auth::Ssh { .. }) {
+    if request.url.scheme != Scheme::Ssh && matches!(request.credentials.auth, Auth::Ssh { .. }) {
         return Err(SourceError::Credentials {
             secret: "spec.secretRef".to_owned(),
             reason: "an ssh identity can only be used with an ssh:// URL".to_owned(),
@@ -163,7 +168,7 @@ fn fetch_inner(
     // Semver: list the tags first, pick one, then fetch it like a tag.
     let reference = match &request.reference {
         RefRequest::Semver { range, text } => {
-            let tags = list_tags(&repo, request, interrupt)?;
+            let tags = list_tags(&repo, request, deadline)?;
             let tag = reference::pick_semver_tag(range, tags.iter().map(String::as_str))
                 .ok_or_else(|| SourceError::RefNotFound {
                     what: format!("a tag matching semver range '{text}'"),
@@ -192,7 +197,7 @@ fn fetch_inner(
             gix::remote::Direction::Fetch,
         )
         .map_err(|e| git_error("refspec", e))?;
-    let connection = connect(&remote, request, &secrets)?;
+    let connection = connect(&remote, request, &secrets, deadline)?;
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| git_error("listing remote refs", e))?;
@@ -372,11 +377,13 @@ fn open_store(
     Ok(repo)
 }
 
-/// Opens a connection with our transport options and credentials.
+/// Opens a connection with our transport options and credentials; for ssh:// over the
+/// in-process transport of [`super::ssh`], which must be done by `deadline`.
 fn connect<'remote, 'repo>(
     remote: &'remote gix::Remote<'repo>,
     request: &FetchRequest,
     secrets: &[&str],
+    deadline: Instant,
 ) -> Result<
     gix::remote::Connection<
         'remote,
@@ -386,6 +393,23 @@ fn connect<'remote, 'repo>(
     >,
     SourceError,
 > {
+    if let Auth::Ssh {
+        secret,
+        identity,
+        known_hosts,
+        password,
+    } = &request.credentials.auth
+    {
+        let target = SshTarget::parse(&request.url.url)?;
+        let auth = SshAuth {
+            secret,
+            identity,
+            password: password.as_deref(),
+            known_hosts,
+        };
+        let transport = ssh::connect(&target, &request.url.url, &auth, deadline)?;
+        return Ok(remote.to_connection_with_transport(transport));
+    }
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| classify("connecting", &e, secrets))?;
@@ -447,7 +471,7 @@ fn http_options(
 fn list_tags(
     repo: &gix::Repository,
     request: &FetchRequest,
-    _interrupt: &AtomicBool,
+    deadline: Instant,
 ) -> Result<Vec<String>, SourceError> {
     let secrets = request.credentials.secrets();
     let remote = repo
@@ -456,7 +480,7 @@ fn list_tags(
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(["refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         .map_err(|e| classify("refspec", &e, &secrets))?;
-    let connection = connect(&remote, request, &secrets)?;
+    let connection = connect(&remote, request, &secrets, deadline)?;
     let (ref_map, _handshake) = connection
         .ref_map(gix::progress::Discard, Default::default())
         .map_err(|e| classify("listing remote tags", &e, &secrets))?;

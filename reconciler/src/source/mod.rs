@@ -6,6 +6,8 @@
 //! - [`credentials`]: the Secret of `spec.secretRef`;
 //! - [`reference`]: which ref to follow (commit > name > semver > tag > branch > HEAD);
 //! - [`git`]: the blocking fetch (ls-refs, skip when unchanged, shallow single-ref fetch);
+//! - [`ssh`]: the in-process ssh:// transport (russh exec channel bridged into gix);
+//! - [`known_hosts`]: strict host key checking against the Secret's `known_hosts`;
 //! - [`tree`]: tree walk with ignore rules, hostile-entry checks and caps;
 //! - [`artifact`]: the artifact format, its writer and [`artifact::unpack_verified`];
 //! - [`storage`]: content-addressed files on disk, GC;
@@ -14,9 +16,11 @@
 pub mod artifact;
 pub mod credentials;
 pub mod git;
+pub mod known_hosts;
 pub mod reference;
 pub mod remote;
 pub mod server;
+pub mod ssh;
 pub mod storage;
 pub mod tree;
 
@@ -81,6 +85,8 @@ pub enum SourceError {
     Credentials { secret: String, reason: String },
     #[error("authentication failed: {0}")]
     AuthenticationFailed(String),
+    #[error("host key verification failed: {0}")]
+    HostKey(String),
     #[error("{what} not found on the remote")]
     RefNotFound { what: String },
     #[error("refusing to send credentials over {scheme}: use https://")]
@@ -107,7 +113,7 @@ impl SourceError {
                 reasons::INVALID_SPEC
             }
             Self::InsecureCredentials { .. } => reasons::INVALID_SPEC,
-            Self::Credentials { .. } | Self::AuthenticationFailed(_) => {
+            Self::Credentials { .. } | Self::AuthenticationFailed(_) | Self::HostKey(_) => {
                 reasons::AUTHENTICATION_FAILED
             }
             Self::RefNotFound { .. } | Self::Git(_) | Self::Timeout(_) | Self::Cancelled => {
