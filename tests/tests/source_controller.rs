@@ -450,3 +450,65 @@ async fn gitrepository_over_ssh_with_a_deploy_key_secret() {
     }
     reconciler.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn reconciling_is_shown_while_a_fetch_runs_and_cleared_by_its_failure() {
+    install_crds();
+    let ns = TestNamespace::new("source-progress");
+    let label = ns.name.clone();
+    // Accepts TCP connections (kernel backlog) and never speaks: the fetch hangs until its
+    // timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let keys = temp_dir("controller-progress-keys");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(keys.join("id"))
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let identity = std::fs::read_to_string(keys.join("id")).expect("key");
+    let _ = std::fs::remove_dir_all(&keys);
+    let created = ns.create(&secret_manifest(
+        "deploy-key",
+        &[
+            ("identity", identity.trim()),
+            (
+                "known_hosts",
+                &format!("[127.0.0.1]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC3pIz1E3DHt8lQocby4hvqc1JO0bmN4fOsG7oVWQ8nC"),
+            ),
+        ],
+    ));
+    assert!(created.success, "{}", created.stderr);
+    let reconciler = Reconciler::start(&label).await;
+    let manifest = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: slow\n  labels:\n    gitops-test: {label}\nspec:\n  url: ssh://git@127.0.0.1:{port}/srv/app.git\n  interval: 10m\n  timeout: 8s\n  secretRef:\n    name: deploy-key\n"
+    );
+    let created = ns.create(&manifest);
+    assert!(created.success, "{}", created.stderr);
+    let obj = wait_for(&ns, "slow", Duration::from_secs(6), |r| {
+        condition(r, "Reconciling").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&obj, "Reconciling").expect("Reconciling")["reason"],
+        "Progressing"
+    );
+    assert_eq!(
+        condition(&obj, "Ready").expect("Ready")["status"],
+        "Unknown"
+    );
+    let obj = wait_for(&ns, "slow", Duration::from_secs(30), |r| {
+        ready_with(r, "False", "GitOperationFailed")
+    })
+    .await;
+    assert!(condition(&obj, "Reconciling").is_none(), "cleared: {obj}");
+    let message = condition(&obj, "Ready").expect("Ready")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("timed out after 8s"), "{message}");
+    drop(silent);
+    reconciler.shutdown().await;
+}

@@ -10,7 +10,9 @@
 //! Guarantees: a failed fetch never removes `status.artifact` nor the stored file (the last good
 //! artifact stays served); a watch event caused by our own status write does not cause a second
 //! fetch (the in-memory schedule says it is not due); status is only written when it changed,
-//! so an unchanged poll costs one ls-refs and no write.
+//! so an unchanged poll costs one ls-refs and no write. A fetch that will change what the
+//! object shows (first artifact, new generation, requested reconcile; not a backoff retry) first sets
+//! Reconciling=True/Progressing (and Ready=Unknown unless Ready), so watchers see it running.
 //!
 //! Caveats: the schedule lives in memory; after a restart every GitRepository is polled once
 //! (an ls-refs each; no pack when the stored artifact still matches). Stored artifacts of
@@ -263,7 +265,22 @@ async fn reconcile_in_span(
         }
     }
 
+    // A fetch that changes what the object shows (first artifact, new spec, requested
+    // reconcile) is announced before it starts, so watchers see it in progress; a periodic
+    // poll or a retry after a failure writes nothing until it has news (Ready keeps the
+    // failure while the backoff retries run).
     let failures = remembered.as_ref().map(|s| s.failures).unwrap_or(0);
+    let mut old_status = old_status;
+    let progressing = (!artifact_present && failures == 0)
+        || old_status.observed_generation != generation
+        || requested_at != old_status.last_handled_reconcile_at;
+    if progressing {
+        let mut marked = old_status.clone();
+        mark_progressing(&mut marked, &repo.spec.url, generation);
+        write_status(&repo, &ctx, &old_status, &marked).await?;
+        old_status = marked;
+    }
+
     let started = Instant::now();
     let result = fetch_once(
         &repo,
@@ -305,6 +322,31 @@ async fn reconcile_in_span(
             )
             .await
         }
+    }
+}
+
+/// Reconciling=True (Progressing) for a fetch about to start; Ready=Unknown unless the object
+/// is Ready already (its artifact stays served while the fetch runs).
+fn mark_progressing(repo_status: &mut GitRepositoryStatus, url: &str, generation: Option<i64>) {
+    let message = format!("fetching from '{}'", remote::redact_url(url));
+    let c = &mut repo_status.conditions;
+    conditions::set(
+        c,
+        types::RECONCILING,
+        status::TRUE,
+        reasons::PROGRESSING,
+        &message,
+        generation,
+    );
+    if !conditions::is_ready(c) {
+        conditions::set(
+            c,
+            types::READY,
+            status::UNKNOWN,
+            reasons::PROGRESSING,
+            &message,
+            generation,
+        );
     }
 }
 
