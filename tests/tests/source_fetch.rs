@@ -634,3 +634,135 @@ fn artifact_server_serves_verified_bytes_only() {
     });
     let _ = std::fs::remove_dir_all(storage.root());
 }
+
+/// How [`lying_proxy`] falsifies the pack it relays.
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    /// Relays the first 40 bytes of the pack, then hangs up.
+    Truncate,
+    /// Flips one byte inside the first object's data (the pack checksum no longer matches).
+    Corrupt,
+}
+
+/// A TCP proxy in front of the git daemon on `upstream`: the client's bytes go through
+/// verbatim; the server's pkt-lines are parsed, and the pack data (side-band channel 1) is
+/// falsified as `lie` says — a server whose pack does not match what it advertised.
+fn lying_proxy(upstream: u16, lie: Lie) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone())
+            else {
+                return;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut server_out);
+                let _ = server_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut server, mut client) = (server, client);
+                let mut pack_bytes = 0usize;
+                loop {
+                    let mut header = [0u8; 4];
+                    if server.read_exact(&mut header).is_err() {
+                        break;
+                    }
+                    let len = std::str::from_utf8(&header)
+                        .ok()
+                        .and_then(|h| usize::from_str_radix(h, 16).ok())
+                        .unwrap_or(0);
+                    let mut payload = vec![0u8; len.saturating_sub(4)];
+                    if server.read_exact(&mut payload).is_err() {
+                        break;
+                    }
+                    if payload.first() == Some(&1) {
+                        let data_start = pack_bytes;
+                        pack_bytes += payload.len() - 1;
+                        match lie {
+                            Lie::Corrupt if data_start <= 30 && 30 < pack_bytes => {
+                                payload[1 + 30 - data_start] ^= 0x55;
+                            }
+                            Lie::Truncate if pack_bytes >= 40 => {
+                                let keep = 1 + 40 - data_start;
+                                payload.truncate(keep);
+                                let _ = client.write_all(format!("{:04x}", keep + 4).as_bytes());
+                                let _ = client.write_all(&payload);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if client.write_all(&header).is_err() || client.write_all(&payload).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_lying_server_fails_the_fetch_stores_nothing_and_keeps_the_last_artifact() {
+    let server = GitServer::start(ServerKind::Daemon);
+    let repo = server.repo("app");
+    // Enough content that the pack is longer than what the proxy keeps or reaches for.
+    let body: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    repo.commit(&[("a.yaml", Some(&body))], "one");
+    let upstream: u16 = server
+        .get("url")
+        .trim_start_matches("git://127.0.0.1:")
+        .trim_end_matches('/')
+        .parse()
+        .expect("daemon port");
+    let storage = storage();
+    let mut req = request(&server.url("app"), true, None);
+    let good = run(&storage, &req).expect("honest fetch");
+    let FetchOutcome::Stored { artifact, .. } = &good else {
+        panic!("stored")
+    };
+    let stored_dir = storage.root().join("gitrepository/ns/repo");
+    let count = || {
+        std::fs::read_dir(&stored_dir)
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    let before = count();
+
+    let c2 = repo.commit(&[("a.yaml", Some(&format!("{body}more\n")))], "two");
+    req.last_revision = Some(good.revision().to_owned());
+    req.timeout = Duration::from_secs(20);
+    for lie in [Lie::Truncate, Lie::Corrupt] {
+        let port = lying_proxy(upstream, lie);
+        let mut lying = req.clone();
+        lying.url =
+            validate(&format!("git://127.0.0.1:{port}/app.git"), true, false).expect("valid url");
+        let started = Instant::now();
+        let err = run(&storage, &lying).expect_err("a falsified pack must fail the fetch");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{lie:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(err.reason(), "GitOperationFailed", "{lie:?}: {err}");
+        assert!(err.to_string().contains("pack"), "{lie:?}: {err}");
+        assert_eq!(count(), before, "{lie:?}: nothing stored");
+        assert!(
+            storage.exists(&artifact.path),
+            "{lie:?}: last good artifact kept"
+        );
+    }
+
+    // The object store was not poisoned: the honest server's new commit is fetched.
+    let honest = run(&storage, &req).expect("honest fetch after the lies");
+    assert_eq!(honest.revision(), format!("main@sha1:{c2}"));
+    let _ = std::fs::remove_dir_all(storage.root());
+}
