@@ -12,11 +12,11 @@ use anyhow::Context as _;
 use clap::{ArgAction, Parser, ValueEnum};
 use gitops_reconciler::controller::fetch::ArtifactFetcher;
 use gitops_reconciler::controller::gitrepository;
-use gitops_reconciler::controller::kustomization::{self, KustomizationConfig};
+use gitops_reconciler::controller::kustomization::{self, KustomizationConfig, PolicyEngine};
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
-use gitops_reconciler::policy::{HostConfig, PolicyHost};
+use gitops_reconciler::policy::HostConfig;
 use gitops_reconciler::source;
 use gitops_reconciler::source::storage::Storage;
 use tokio::net::TcpListener;
@@ -243,18 +243,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stopped(),
     );
     let fetcher = ArtifactFetcher::new(Some(storage), limits);
-    // One wasmtime engine per process; when it cannot start, Kustomizations that need
-    // policies fail with PolicyFailed and the others keep reconciling.
-    let policy = match PolicyHost::new(HostConfig {
+    // One wasmtime engine per process, started when a Kustomization first needs a policy; when
+    // it cannot start, those Kustomizations fail with PolicyFailed and the others reconcile.
+    let policy = PolicyEngine::on_first_use(HostConfig {
         cache_dir: Some(args.storage_path.join("policy-cache")),
         ..Default::default()
-    }) {
-        Ok(host) => Some(host),
-        Err(e) => {
-            tracing::error!(error = %e, "the policy host could not start");
-            None
-        }
-    };
+    });
     let config = KustomizationConfig {
         concurrent: args.concurrent,
         concurrent_apply: args.concurrent_apply,

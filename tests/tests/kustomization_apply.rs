@@ -437,3 +437,70 @@ async fn health_is_watch_driven_and_timeouts_name_the_object() {
         "{message}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn secret_string_data_and_canonicalised_quantities_are_not_drift_but_edits_are() {
+    let ns = TestNamespace::new("ks-canon");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    // The apiserver stores stringData as base64 data and rewrites 0.5 CPU as 500m, 1024Mi as 1Gi.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {ns}}}\nstringData: {{password: hunter2}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n        resources:\n          limits: {{cpu: \"0.5\", memory: 1024Mi}}\n          requests: {{cpu: 0.25, memory: 0.5Gi}}\n",
+        ns = ns.name
+    );
+    let (_, changes) = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect("first apply");
+    assert_eq!(changes.count(Action::Created), 2, "{changes:?}");
+    let limits = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].resources.limits.cpu}",
+        ],
+        None,
+    );
+    assert_eq!(limits, "500m", "the apiserver canonicalised the quantity");
+
+    // Same intent again: canonical forms are not drift, nothing is sent.
+    let (_, changes) = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect("second apply");
+    assert_eq!(changes.count(Action::Unchanged), 2, "{changes:?}");
+
+    // A hand edit of the secret's data is drift, and the apply restores it.
+    ns.kubectl(
+        &[
+            "patch",
+            "secret",
+            "creds",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"password":"ZWRpdGVk"}}"#,
+        ],
+        None,
+    );
+    let (_, changes) = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect("third apply");
+    assert_eq!(changes.count(Action::Configured), 1, "{changes:?}");
+    let password = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+        None,
+    );
+    assert_eq!(password, "aHVudGVyMg==", "base64 of hunter2 restored");
+}

@@ -69,8 +69,10 @@ impl Resolver {
             match oneshot::pinned_kind(client, &gvk).await {
                 Ok(found) => break found,
                 Err(kube::Error::Api(status))
+                    // Discovery's 404 is a plain "404 page not found", not a Status with
+                    // reason NotFound: match on the code.
                     if expected
-                        && status.is_not_found()
+                        && status.code == 404
                         && tokio::time::Instant::now() + pause < deadline =>
                 {
                     tokio::time::sleep(pause).await;

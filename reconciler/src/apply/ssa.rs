@@ -176,6 +176,13 @@ fn prepare_intent(
         meta::OWNER_NAMESPACE_LABEL.into(),
         Value::String(owner.namespace.clone()),
     );
+    if id.group.is_empty() && id.kind == "Secret" {
+        fold_string_data(object).map_err(|m| invalid(&m))?;
+    }
+    let metadata = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| invalid("metadata is not an object"))?;
     if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
         annotations.remove(INTENT_DIGEST_ANNOTATION);
         if annotations.is_empty() {
@@ -194,6 +201,43 @@ fn prepare_intent(
         .as_object_mut()
         .ok_or_else(|| invalid("metadata.annotations is not an object"))?;
     annotations.insert(INTENT_DIGEST_ANNOTATION.into(), Value::String(digest));
+    Ok(())
+}
+
+/// A Secret's write-only `stringData` becomes base64 `data` (entries of `stringData` win, as
+/// in the apiserver), so the intent says what the live object will hold and a change to that
+/// data is seen as drift.
+fn fold_string_data(secret: &mut Value) -> Result<(), String> {
+    use base64::Engine as _;
+    let Some(object) = secret.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(string_data) = object.remove("stringData") else {
+        return Ok(());
+    };
+    let entries = match string_data {
+        Value::Null => return Ok(()),
+        Value::Object(entries) => entries,
+        _ => return Err("stringData is not a map of strings".into()),
+    };
+    let data = object
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if data.is_null() {
+        *data = Value::Object(Map::new());
+    }
+    let data = data
+        .as_object_mut()
+        .ok_or_else(|| "data is not a map of base64 strings".to_owned())?;
+    for (key, value) in entries {
+        let Value::String(text) = value else {
+            return Err(format!("stringData.{key} is not a string"));
+        };
+        data.insert(
+            key,
+            Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
     Ok(())
 }
 
@@ -536,6 +580,24 @@ async fn recreate_prelude(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<()
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let mut secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s"}, "data": {"a": "b2xk", "keep": "eA=="},
+            "stringData": {"a": "new", "b": "two"}});
+        fold_string_data(&mut secret).unwrap();
+        assert_eq!(
+            secret,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"a": "bmV3", "keep": "eA==", "b": "dHdv"}})
+        );
+        let mut bad = json!({"kind": "Secret", "stringData": {"a": 1}});
+        assert_eq!(
+            fold_string_data(&mut bad).unwrap_err(),
+            "stringData.a is not a string"
+        );
+    }
 
     #[test]
     fn intent_gets_owner_labels_and_a_stable_digest() {

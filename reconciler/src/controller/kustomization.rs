@@ -80,13 +80,59 @@ pub struct Context {
     config: KustomizationConfig,
     resolver: Arc<Resolver>,
     fetcher: ArtifactFetcher,
-    /// `None` when the policy host could not start: Kustomizations that need policies fail
-    /// with PolicyFailed, the others reconcile.
-    policy: Option<crate::policy::PolicyHost>,
+    /// Started on first use; when it cannot start, Kustomizations that need policies fail
+    /// with PolicyFailed and the others reconcile.
+    policy: PolicyEngine,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     store: Store<Kustomization>,
     impersonated: Mutex<HashMap<String, kube::Client>>,
+}
+
+/// The process's policy host, started on first use: a reconciler whose Kustomizations use no
+/// policies never starts the wasm engine (which keeps an idle reconciler small).
+#[derive(Clone)]
+pub struct PolicyEngine(Arc<PolicyEngineState>);
+
+struct PolicyEngineState {
+    config: crate::policy::HostConfig,
+    host: std::sync::OnceLock<Result<crate::policy::PolicyHost, String>>,
+}
+
+impl PolicyEngine {
+    /// Starts the host with `config` when a Kustomization first needs it.
+    pub fn on_first_use(config: crate::policy::HostConfig) -> Self {
+        Self(Arc::new(PolicyEngineState {
+            config,
+            host: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The host; blocking when it starts now (call from a blocking task). A failed start is
+    /// remembered: the reason is returned to every later caller.
+    pub fn get(&self) -> Result<crate::policy::PolicyHost, String> {
+        self.0
+            .host
+            .get_or_init(|| {
+                crate::policy::PolicyHost::new(self.0.config.clone()).map_err(|e| {
+                    tracing::error!(error = %e, "the policy host could not start");
+                    e.to_string()
+                })
+            })
+            .clone()
+    }
+}
+
+impl From<Option<crate::policy::PolicyHost>> for PolicyEngine {
+    /// An already started host (`None`: one that failed to start).
+    fn from(host: Option<crate::policy::PolicyHost>) -> Self {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(host.ok_or_else(|| "it failed to start (see the log)".to_owned()));
+        Self(Arc::new(PolicyEngineState {
+            config: crate::policy::HostConfig::default(),
+            host: cell,
+        }))
+    }
 }
 
 /// A failed stage: its reason is the condition reason.
@@ -667,9 +713,15 @@ async fn policy_stage(
     if steps.is_empty() {
         return Ok(objects);
     }
-    let host = run.ctx.policy.clone().ok_or_else(|| {
-        failed("the policy host could not be started in this reconciler (see its log)".into())
-    })?;
+    let engine = run.ctx.policy.clone();
+    let host = tokio::task::spawn_blocking(move || engine.get())
+        .await
+        .map_err(|e| failed(format!("policy task failed: {e}")))?
+        .map_err(|e| {
+            failed(format!(
+                "the policy host could not be started in this reconciler: {e}"
+            ))
+        })?;
     let admin =
         ks.spec.service_account_name.is_none() && run.ctx.config.default_service_account.is_none();
     let context = PolicyContext {
@@ -1189,10 +1241,11 @@ pub async fn run(
     kube_config: kube::Config,
     config: KustomizationConfig,
     fetcher: ArtifactFetcher,
-    policy: Option<crate::policy::PolicyHost>,
+    policy: impl Into<PolicyEngine>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let policy = policy.into();
     let mut wc = watcher::Config::default().any_semantic();
     if let Some(selector) = &config.watch_label_selector {
         wc = wc.labels(selector);
