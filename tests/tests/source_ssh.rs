@@ -477,3 +477,105 @@ fn a_server_that_never_speaks_ssh_times_out() {
     rt.shutdown_timeout(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(storage.root());
 }
+
+/// A TCP proxy in front of `upstream` that relays both directions and hangs up on both sides
+/// once `cut_after` bytes came from the server: a server dying in the middle of a pack.
+fn dying_proxy(upstream: u16, cut_after: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone())
+            else {
+                return;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut server_out);
+            });
+            std::thread::spawn(move || {
+                let (mut server, mut client) = (server, client);
+                let mut relayed = 0usize;
+                let mut buf = [0u8; 16 * 1024];
+                while relayed < cut_after {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(cut_after - relayed),
+                    };
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    relayed += n;
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_server_dying_mid_pack_fails_the_fetch_and_the_next_fetch_recovers() {
+    let ssh = GitServer::start(ServerKind::Ssh);
+    let repo = ssh.repo("app");
+    // About 4 MiB of hex noise (≈2 MiB packed), far more than the proxy relays.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: String = (0..260_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format!("{state:016x}")
+        })
+        .collect();
+    let c1 = repo.commit(&[("noise.txt", Some(&noise))], "noise");
+    let url = ssh.get("url");
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port in ssh url");
+    let proxy = dying_proxy(port, 300 * 1024);
+    // known_hosts names the real port: the proxy's clients must check the same host key.
+    let known_hosts = std::fs::read_to_string(ssh.get("known_hosts"))
+        .expect("known_hosts")
+        .replace(&format!(":{port} "), &format!(":{proxy} "));
+    let identity = std::fs::read(ssh.get("identity")).expect("identity");
+    let storage = storage();
+    let mut req = request(
+        &ssh.url("app")
+            .replace(&format!(":{port}/"), &format!(":{proxy}/")),
+        ssh_creds(&identity, known_hosts.as_bytes(), None),
+    );
+    req.timeout = Duration::from_secs(20);
+    let started = Instant::now();
+    let err = run(&storage, &req).expect_err("the connection dies mid-pack");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+    assert!(
+        err.to_string()
+            .contains("connection to the server was lost"),
+        "{err}"
+    );
+    let stored = storage.root().join("gitrepository/ns/repo");
+    assert!(
+        std::fs::read_dir(&stored).map_or(true, |mut d| d.next().is_none()),
+        "nothing stored"
+    );
+
+    // Straight to the server: the same object store takes the full pack.
+    let req = request(&ssh.url("app"), server_creds(&ssh));
+    let outcome = run(&storage, &req).expect("fetch after the failure");
+    assert_eq!(outcome.revision(), format!("main@sha1:{c1}"));
+    assert_eq!(file_of(&storage, &outcome, "noise.txt"), noise);
+    let _ = std::fs::remove_dir_all(storage.root());
+}

@@ -538,6 +538,9 @@ async fn pump(
     let mut exit: Option<u32> = None;
     let mut signal: Option<String> = None;
     let mut exec_refused = false;
+    // Set when the server ended the channel properly (EOF/close) rather than the connection
+    // dropping under it.
+    let mut ended = false;
     loop {
         let message = tokio::select! {
             _ = cancel.cancelled() => None,
@@ -561,7 +564,11 @@ async fn pump(
             ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
             ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(format!("{signal_name:?}")),
             ChannelMsg::Failure => exec_refused = true,
-            ChannelMsg::Close => break,
+            ChannelMsg::Eof => ended = true,
+            ChannelMsg::Close => {
+                ended = true;
+                break;
+            }
             _ => {}
         }
     }
@@ -575,6 +582,10 @@ async fn pump(
     } else {
         match exit {
             Some(0) => Ok(()),
+            None if !ended && !cancel.is_cancelled() => Err(
+                "ssh: the connection to the server was lost before git-upload-pack finished"
+                    .to_owned(),
+            ),
             None if stderr.is_empty() => Ok(()),
             _ if !stderr.is_empty() => Err(format!("remote: {stderr}")),
             Some(code) => Err(format!("ssh: git-upload-pack exited with status {code}")),
