@@ -483,11 +483,11 @@ async fn reconciling_is_shown_while_a_fetch_runs_and_cleared_by_its_failure() {
     assert!(created.success, "{}", created.stderr);
     let reconciler = Reconciler::start(&label).await;
     let manifest = format!(
-        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: slow\n  labels:\n    gitops-test: {label}\nspec:\n  url: ssh://git@127.0.0.1:{port}/srv/app.git\n  interval: 10m\n  timeout: 8s\n  secretRef:\n    name: deploy-key\n"
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: slow\n  labels:\n    gitops-test: {label}\nspec:\n  url: ssh://git@127.0.0.1:{port}/srv/app.git\n  interval: 10m\n  timeout: 20s\n  secretRef:\n    name: deploy-key\n"
     );
     let created = ns.create(&manifest);
     assert!(created.success, "{}", created.stderr);
-    let obj = wait_for(&ns, "slow", Duration::from_secs(6), |r| {
+    let obj = wait_for(&ns, "slow", Duration::from_secs(15), |r| {
         condition(r, "Reconciling").is_some_and(|c| c["status"] == "True")
     })
     .await;
@@ -499,7 +499,7 @@ async fn reconciling_is_shown_while_a_fetch_runs_and_cleared_by_its_failure() {
         condition(&obj, "Ready").expect("Ready")["status"],
         "Unknown"
     );
-    let obj = wait_for(&ns, "slow", Duration::from_secs(30), |r| {
+    let obj = wait_for(&ns, "slow", Duration::from_secs(45), |r| {
         ready_with(r, "False", "GitOperationFailed")
     })
     .await;
@@ -508,7 +508,7 @@ async fn reconciling_is_shown_while_a_fetch_runs_and_cleared_by_its_failure() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(message.contains("timed out after 8s"), "{message}");
+    assert!(message.contains("timed out after 20s"), "{message}");
     drop(silent);
     reconciler.shutdown().await;
 }
