@@ -3,7 +3,9 @@
 #   kubectl-gitops/image/build.sh [OUT_DIR]        (default: dist/image)
 # 1. a static `gitops-reconciler` (glibc, -C target-feature=+crt-static: no musl target here);
 # 2. one layer: /gitops-reconciler, /etc/passwd and /etc/group with the non-root user
-#    65532 (nonroot), /tmp and /data writable by it; reproducible (sorted, mtime 0, gzip -n);
+#    65532 (nonroot), /tmp and /data writable by it, and the CA bundle of the build machine
+#    (/etc/ssl/certs/ca-certificates.crt, Debian's ca-certificates) for https git servers with
+#    public certificates; reproducible (sorted, mtime 0, gzip -n);
 # 3. an OCI image layout (oci-layout, index.json, blobs/sha256/...) packed as
 #    OUT_DIR/gitops-reconciler.oci.tar, also carrying a Docker-style manifest.json, so
 #    `kind load image-archive`, `docker load`, `podman load` and `skopeo` all take it.
@@ -28,11 +30,11 @@ if [ -z "$bin" ]; then
   [ "$(uname -m)" = x86_64 ] || { echo "image/build.sh: builds linux/amd64 images on x86_64 hosts only" >&2; exit 1; }
   # --target keeps RUSTFLAGS away from build scripts and proc macros (they stay dynamic).
   profile=${GITOPS_IMAGE_PROFILE:-release}
-  # Known limit: gix's curl transport links the system's shared libcurl, which cannot be linked
-  # statically here (Debian ships no static libssh2/nghttp2/gssapi...): this build fails at link
-  # time until the reconciler can build curl from source (curl-sys "static-curl").
-  (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --profile "$profile" --quiet --target "$target" -p gitops-reconciler --bin gitops-reconciler)
+  # Feature `static`: libcurl from its bundled source with OpenSSL (Debian's libssl.a, package
+  # libssl-dev) and zlib (libz-sys's bundled source) linked in, instead of the shared libcurl.
+  (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" OPENSSL_STATIC=1 LIBZ_SYS_STATIC=1 \
+    cargo build --profile "$profile" --quiet --target "$target" \
+      -p gitops-reconciler --features static --bin gitops-reconciler)
   dir=$profile; [ "$profile" = dev ] && dir=debug
   bin="$CARGO_TARGET_DIR/$target/$dir/gitops-reconciler"
 fi
@@ -40,9 +42,12 @@ if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "statically linked"
   echo "image/build.sh: $bin is dynamically linked:" >&2; ldd "$bin" >&2; exit 1
 fi
 
-python3 - "$bin" "$out" "$name" "v$version" <<'PY'
+ca_bundle=${GITOPS_IMAGE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+[ -s "$ca_bundle" ] || { echo "image/build.sh: no CA bundle at $ca_bundle (install ca-certificates)" >&2; exit 1; }
+
+python3 - "$bin" "$out" "$name" "v$version" "$ca_bundle" <<'PY'
 import gzip, hashlib, io, json, os, sys, tarfile
-bin_path, out, name, tag = sys.argv[1:]
+bin_path, out, name, tag, ca_bundle = sys.argv[1:]
 UID = GID = 65532
 
 def entry(tar, path, data=None, mode=0o644, kind=tarfile.REGTYPE, uid=0, gid=0):
@@ -61,6 +66,9 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as tar
     entry(tar, "etc", mode=0o755, kind=tarfile.DIRTYPE)
     entry(tar, "etc/group", b"root:x:0:\nnonroot:x:65532:\n")
     entry(tar, "etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+    entry(tar, "etc/ssl", mode=0o755, kind=tarfile.DIRTYPE)
+    entry(tar, "etc/ssl/certs", mode=0o755, kind=tarfile.DIRTYPE)
+    entry(tar, "etc/ssl/certs/ca-certificates.crt", open(ca_bundle, "rb").read())
     entry(tar, "gitops-reconciler", open(bin_path, "rb").read(), mode=0o755)
     entry(tar, "home", mode=0o755, kind=tarfile.DIRTYPE)
     entry(tar, "home/nonroot", mode=0o700, kind=tarfile.DIRTYPE, uid=UID, gid=GID)
@@ -84,7 +92,8 @@ config = canonical({
         "User": f"{UID}:{GID}",
         "Entrypoint": ["/gitops-reconciler"],
         "WorkingDir": "/",
-        "Env": ["PATH=/", "TMPDIR=/tmp", "HOME=/home/nonroot"],
+        "Env": ["PATH=/", "TMPDIR=/tmp", "HOME=/home/nonroot",
+                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
         "ExposedPorts": {"8080/tcp": {}, "9090/tcp": {}, "9440/tcp": {}},
         "Labels": {"org.opencontainers.image.title": "gitops-reconciler",
                    "org.opencontainers.image.version": tag},

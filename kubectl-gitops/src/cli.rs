@@ -211,6 +211,16 @@ pub struct BootstrapGitArgs {
     /// Allow a plain http:// URL (test servers only).
     #[arg(long)]
     pub allow_insecure_http: bool,
+    /// known_hosts file with the ssh server's host key (ssh:// URLs).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts_file: Option<PathBuf>,
+    /// CA certificate (PEM) of an https server with a private CA; stored for the reconciler too.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Reconciler image reference, e.g. NAME@sha256:DIGEST (default: the image this release was
+    /// built with).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
 }
 
 /// Validates a duration but keeps the user's spelling for the object (`30s` stays `30s`).

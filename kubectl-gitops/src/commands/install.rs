@@ -1,6 +1,7 @@
 //! `install` (CRDs + the reconciler's manifests, embedded in the binary, applied server-side,
 //! then a wait with progress until the reconciler is ready), `uninstall` (keeps the workloads:
-//! finalizers are dropped before the kinds go away, as flux does) and `bootstrap git`.
+//! finalizers are dropped before the kinds go away, as flux does). `bootstrap git` (in
+//! `bootstrap.rs`) applies the same manifests.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use kube::discovery::Scope;
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::Value;
 
-use crate::cli::{BootstrapGitArgs, GlobalArgs, InstallArgs, UninstallArgs};
+use crate::cli::{GlobalArgs, InstallArgs, UninstallArgs};
 use crate::cluster::{self, FIELD_MANAGER};
 use crate::commands::check::CRDS;
 use crate::commands::version::RECONCILER_DEPLOYMENT;
@@ -151,7 +152,7 @@ pub async fn install(
 }
 
 /// Server-side applies each object (resolving its kind by discovery).
-async fn apply_all(client: &Client, objects: &[Value], ui: &mut Ui<'_>) -> anyhow::Result<()> {
+pub(crate) async fn apply_all(client: &Client, objects: &[Value], ui: &mut Ui<'_>) -> anyhow::Result<()> {
     for object in objects {
         let (api, name, label) = dynamic_api(client, object).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -192,7 +193,7 @@ async fn dynamic_api(
     Ok((api, name, label))
 }
 
-async fn wait_established(
+pub(crate) async fn wait_established(
     client: &Client,
     timeout: Duration,
     ui: &mut Ui<'_>,
@@ -227,7 +228,7 @@ async fn wait_established(
     Ok(())
 }
 
-async fn wait_rollout(
+pub(crate) async fn wait_rollout(
     client: &Client,
     namespace: &str,
     timeout: Duration,
@@ -343,20 +344,6 @@ where
         ui.success(&format!("{} {ns}/{name} deleted", K::kind(&())))?;
     }
     Ok(())
-}
-
-pub async fn bootstrap_git(
-    global: &GlobalArgs,
-    args: &BootstrapGitArgs,
-    ui: &mut Ui<'_>,
-) -> anyhow::Result<Exit> {
-    let _ = (global, args, ui);
-    Err(Failure::new(
-        Exit::Other,
-        "bootstrap git is not available in this build yet",
-    )
-    .hint("install with kubectl gitops install, then create the source and Kustomization of your cluster repository with kubectl gitops create")
-    .into())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One module per command group. [`dispatch`] starts the async runtime only for commands that
 //! talk to the cluster, so `version --client` and `completion` stay instant.
 
+pub mod bootstrap;
 pub mod check;
 pub mod completion;
 pub mod create;
@@ -34,7 +35,7 @@ pub fn dispatch(cli: Cli, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
         Command::Install(args) => block_on(install::install(&global, &args, ui)),
         Command::Uninstall(args) => block_on(install::uninstall(&global, &args, ui)),
         Command::Bootstrap(crate::cli::BootstrapCommand::Git(args)) => {
-            block_on(install::bootstrap_git(&global, &args, ui))
+            block_on(bootstrap::git(&global, &args, ui))
         }
         Command::Create(cmd) => block_on(create::run(&global, cmd, ui)),
         Command::Get(cmd) => block_on(get::run(&global, cmd, ui)),
