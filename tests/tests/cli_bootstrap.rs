@@ -15,7 +15,6 @@ mod cli_support;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use cli_support::get_json;
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
@@ -206,19 +205,13 @@ fn normalised(stderr: &str, url: &str, ns: &str, commits: &[&str]) -> Vec<String
         .map(|l| {
             let mut l = l.replace(url, "<URL>").replace(ns, "<NS>");
             for (i, c) in commits.iter().enumerate() {
-                l = l.replace(c, &format!("<C{i}>")).replace(&c[..12], &format!("<C{i}>"));
+                l = l
+                    .replace(c, &format!("<C{i}>"))
+                    .replace(&c[..12], &format!("<C{i}>"));
             }
             l
         })
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -315,7 +308,11 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
         format!("✔ GitRepository {}/gitops-system applied", ns.name),
         format!("✔ Kustomization {}/gitops-system applied", ns.name),
     ] {
-        assert!(run.stderr.contains(&applied), "no {applied:?} in\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(&applied),
+            "no {applied:?} in\n{}",
+            run.stderr
+        );
     }
 
     // The repository: the user's commit, then ours, with the three files next to README.md.
@@ -332,9 +329,16 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
     let sync = repo.git(&["show", "HEAD:clusters/dev/gitops-system/gitops-sync.yaml"]);
     assert!(sync.contains(&format!("url: {url}")), "{sync}");
     assert!(sync.contains("secretRef:"), "{sync}");
-    for file in ["gitops-components.yaml", "gitops-sync.yaml", "kustomization.yaml"] {
+    for file in [
+        "gitops-components.yaml",
+        "gitops-sync.yaml",
+        "kustomization.yaml",
+    ] {
         let text = repo.git(&["show", &format!("HEAD:clusters/dev/gitops-system/{file}")]);
-        assert!(!text.contains(&password), "the password was committed in {file}");
+        assert!(
+            !text.contains(&password),
+            "the password was committed in {file}"
+        );
     }
 
     // The cluster reconciled itself from that commit.
@@ -358,12 +362,14 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
         "_kustomizations.kubectl-gitops.io_apiextensions.k8s.io_CustomResourceDefinition"
             .to_owned(),
     ] {
-        assert!(ids.contains(&wanted), "no {wanted} in the inventory {ids:?}");
+        assert!(
+            ids.contains(&wanted),
+            "no {wanted} in the inventory {ids:?}"
+        );
     }
     let deployment = get_json(&ns.name, "deployment", "gitops-reconciler");
     assert_eq!(
-        deployment["metadata"]["labels"]["kubectl-gitops.io/name"],
-        "gitops-system",
+        deployment["metadata"]["labels"]["kubectl-gitops.io/name"], "gitops-system",
         "the Deployment is managed by the gitops-system Kustomization"
     );
 
@@ -371,9 +377,9 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
     let again = run_with("1m");
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(
-        again
-            .stderr
-            .contains("✔ the manifests in clusters/dev/gitops-system/ are up to date: nothing to commit"),
+        again.stderr.contains(
+            "✔ the manifests in clusters/dev/gitops-system/ are up to date: nothing to commit"
+        ),
         "{}",
         again.stderr
     );
@@ -405,12 +411,7 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
     assert_eq!(source["spec"]["interval"], "2m");
 
     // The password is in no output and in no git argv.
-    for text in [
-        &run.stdout,
-        &run.stderr,
-        &again.stderr,
-        &upgrade.stderr,
-    ] {
+    for text in [&run.stdout, &run.stderr, &again.stderr, &upgrade.stderr] {
         assert!(!text.contains(&password), "password printed:\n{text}");
     }
     let argv = std::fs::read_to_string(&argv_log).expect("the wrapper ran");
@@ -486,7 +487,8 @@ fn bootstrap_git_errors_are_one_line_with_a_hint_and_change_nothing() {
         down.stderr
     );
     assert!(
-        down.stderr.contains("  hint: is the git server reachable from here?"),
+        down.stderr
+            .contains("  hint: is the git server reachable from here?"),
         "{}",
         down.stderr
     );
@@ -504,7 +506,14 @@ fn bootstrap_git_errors_are_one_line_with_a_hint_and_change_nothing() {
     let head = repo.git(&["ls-remote", "origin", "refs/heads/main"]);
     assert!(head.starts_with(&first), "{head}");
     let objects = kubectl(
-        &["-n", &ns.name, "get", "gitrepositories,kustomizations,secrets", "-o", "name"],
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "gitrepositories,kustomizations,secrets",
+            "-o",
+            "name",
+        ],
         None,
     );
     assert!(

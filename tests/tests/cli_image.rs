@@ -112,10 +112,8 @@ fn the_image_archive_is_valid_reproducible_static_non_root_and_installed_by_dige
     assert_eq!(digest_file.trim(), image.digest);
 
     // skopeo reads it as an OCI archive and as a Docker archive (docker load, kind load).
-    let inspect = run(Command::new("skopeo").args([
-        "inspect",
-        &format!("oci-archive:{}", image.archive),
-    ]));
+    let inspect =
+        run(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", image.archive)]));
     let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(inspect["Digest"], image.digest.as_str());
     assert_eq!(inspect["Architecture"], "amd64");
@@ -131,10 +129,8 @@ fn the_image_archive_is_valid_reproducible_static_non_root_and_installed_by_dige
         config["config"]["Entrypoint"],
         serde_json::json!(["/gitops-reconciler"])
     );
-    let docker = run(Command::new("skopeo").args([
-        "inspect",
-        &format!("docker-archive:{}", image.archive),
-    ]));
+    let docker =
+        run(Command::new("skopeo").args(["inspect", &format!("docker-archive:{}", image.archive)]));
     let docker: serde_json::Value = serde_json::from_str(&docker).unwrap();
     assert_eq!(docker["Layers"], inspect["Layers"]);
 
@@ -160,7 +156,10 @@ fn the_image_archive_is_valid_reproducible_static_non_root_and_installed_by_dige
     assert!(bundle.contains("BEGIN CERTIFICATE"));
     use std::os::unix::fs::MetadataExt as _;
     assert_eq!(std::fs::metadata(root.join("data")).unwrap().uid(), 65532);
-    assert_eq!(std::fs::metadata(root.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(
+        std::fs::metadata(root.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
 
     // Reproducible: the same binary packs to the same bytes, hence the same digest.
     let again_dir = temp_dir("image-again");
@@ -240,8 +239,11 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
     std::fs::write(root.join("kubeconfig"), &kubeconfig).unwrap();
     std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(root.join("kubeconfig"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        root.join("kubeconfig"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
 
     let server = GitServer::start(ServerKind::Https);
     let repo = server.repo("app");
@@ -305,7 +307,15 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
     let start = Instant::now();
     loop {
         let status = kubectl(
-            &["-n", &ns.name, "get", "gitrepository", "app", "-o", "jsonpath={.status.artifact.revision} {.status.conditions[?(@.type==\"Ready\")].message}"],
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "gitrepository",
+                "app",
+                "-o",
+                "jsonpath={.status.artifact.revision} {.status.conditions[?(@.type==\"Ready\")].message}",
+            ],
             None,
         );
         if status.stdout.starts_with(&wanted) {

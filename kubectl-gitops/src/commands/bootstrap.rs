@@ -294,8 +294,14 @@ fn sync_secret(namespace: &str, plan: &Plan) -> anyhow::Result<Option<Value>> {
     match &plan.auth {
         Auth::None => {}
         Auth::Basic { username, password } => {
-            data.insert("username".to_owned(), ByteString(username.clone().into_bytes()));
-            data.insert("password".to_owned(), ByteString(password.clone().into_bytes()));
+            data.insert(
+                "username".to_owned(),
+                ByteString(username.clone().into_bytes()),
+            );
+            data.insert(
+                "password".to_owned(),
+                ByteString(password.clone().into_bytes()),
+            );
         }
         Auth::Ssh {
             key_file,
@@ -312,7 +318,10 @@ fn sync_secret(namespace: &str, plan: &Plan) -> anyhow::Result<Option<Value>> {
         }
     }
     if let Some(ca) = &plan.ca_file {
-        data.insert("ca.crt".to_owned(), ByteString(read_flag_file(ca, "--ca-file")?));
+        data.insert(
+            "ca.crt".to_owned(),
+            ByteString(read_flag_file(ca, "--ca-file")?),
+        );
     }
     if data.is_empty() {
         return Ok(None);
@@ -342,7 +351,11 @@ fn read_flag_file(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
     })
 }
 
-pub async fn git(global: &GlobalArgs, args: &BootstrapGitArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
+pub async fn git(
+    global: &GlobalArgs,
+    args: &BootstrapGitArgs,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Exit> {
     let plan = Plan::from_args(args)?;
     let namespace = global.namespace.as_str();
     let secret = sync_secret(namespace, &plan)?;
@@ -387,7 +400,11 @@ pub async fn git(global: &GlobalArgs, args: &BootstrapGitArgs, ui: &mut Ui<'_>) 
             ))?;
             ui.step(&format!("pushing to {shown_url}"))?;
             git.push(&repo_dir, id).await?;
-            ui.success(&format!("pushed {} to \"{}\"", short(&id), escape(&plan.branch)))?;
+            ui.success(&format!(
+                "pushed {} to \"{}\"",
+                short(&id),
+                escape(&plan.branch)
+            ))?;
             id
         }
         None => {
@@ -417,7 +434,12 @@ pub async fn git(global: &GlobalArgs, args: &BootstrapGitArgs, ui: &mut Ui<'_>) 
     if let Some(secret) = &secret {
         install::apply_all(&client, std::slice::from_ref(secret), ui).await?;
     }
-    install::apply_all(&client, &sync_objects(namespace, &plan, secret.is_some()), ui).await?;
+    install::apply_all(
+        &client,
+        &sync_objects(namespace, &plan, secret.is_some()),
+        ui,
+    )
+    .await?;
 
     // 3. Wait until the cluster reconciled itself from the pushed revision.
     let repos: Api<GitRepository> = Api::namespaced(client.clone(), namespace);
@@ -437,8 +459,14 @@ pub async fn git(global: &GlobalArgs, args: &BootstrapGitArgs, ui: &mut Ui<'_>) 
             escape(&revision)
         ))?;
         let token = cluster::request_reconcile(&kustomizations, namespace, SYNC_NAME).await?;
-        cluster::wait_reconciled(&kustomizations, namespace, SYNC_NAME, &token, global.timeout)
-            .await?
+        cluster::wait_reconciled(
+            &kustomizations,
+            namespace,
+            SYNC_NAME,
+            &token,
+            global.timeout,
+        )
+        .await?
     };
     expect_revision::<Kustomization>(ui, namespace, &outcome, &revision)?;
     ui.success(&format!(
@@ -542,7 +570,11 @@ fn build_commit(
         env!("CARGO_PKG_VERSION"),
         plan.url,
         plan.branch,
-        if plan.path.is_empty() { "./" } else { &plan.path },
+        if plan.path.is_empty() {
+            "./"
+        } else {
+            &plan.path
+        },
     );
     let commit = gix::objs::Commit {
         tree,
@@ -634,8 +666,10 @@ impl GitCommand {
             }
         }
         if let Some(ca) = &plan.ca_file {
+            // The variable, not http.sslCAInfo: a GIT_SSL_CAINFO of the user's would win over
+            // the config.
             let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.clone());
-            config.push(("http.sslCAInfo", ca.to_string_lossy().into_owned()));
+            env.push(("GIT_SSL_CAINFO".into(), ca.into_os_string()));
         }
         env.push(("GIT_CONFIG_COUNT".into(), config.len().to_string().into()));
         for (i, (key, value)) in config.into_iter().enumerate() {
@@ -694,6 +728,8 @@ impl GitCommand {
             || lower.contains(" 403")
         {
             "the git server refused the credentials: check -u/-p or --private-key-file"
+        } else if lower.contains("certificate") {
+            "the server's certificate is not trusted here: pass its CA with --ca-file"
         } else if lower.contains("could not resolve")
             || lower.contains("failed to connect")
             || lower.contains("connection refused")
@@ -726,7 +762,11 @@ impl GitCommand {
     async fn fetch_tip(&self, dir: &Path) -> anyhow::Result<Option<gix::ObjectId>> {
         let head = format!("refs/heads/{}", self.branch);
         let out = self
-            .run(dir, &["ls-remote", &self.url, &head], "list the branches of")
+            .run(
+                dir,
+                &["ls-remote", &self.url, &head],
+                "list the branches of",
+            )
             .await?;
         let listing = String::from_utf8_lossy(&out.stdout);
         let Some(advertised) = listing
@@ -740,7 +780,15 @@ impl GitCommand {
         let refspec = format!("+{head}:refs/kubectl-gitops/tip");
         self.run(
             dir,
-            &["fetch", "-q", "--depth", "1", "--no-tags", &self.url, &refspec],
+            &[
+                "fetch",
+                "-q",
+                "--depth",
+                "1",
+                "--no-tags",
+                &self.url,
+                &refspec,
+            ],
             "fetch the branch from",
         )
         .await?;
@@ -787,7 +835,12 @@ mod tests {
 
     #[test]
     fn flags_are_checked_before_anything_runs() {
-        let base = ["--url", "https://git.example.com/fleet.git", "--path", "clusters/dev"];
+        let base = [
+            "--url",
+            "https://git.example.com/fleet.git",
+            "--path",
+            "clusters/dev",
+        ];
         let plan = Plan::from_args(&args(&base)).unwrap();
         assert_eq!(plan.sync_dir(), "clusters/dev/gitops-system");
         assert!(usage_error(&["--url", "http://h/r.git", "--path", "x"]).contains("clear text"));
@@ -796,24 +849,56 @@ mod tests {
             usage_error(&["--url", "https://u:secret@h/r.git", "--path", "x"])
                 .contains("carries a password")
         );
-        assert!(!usage_error(&["--url", "https://u:secret@h/r.git", "--path", "x"]).contains("secret"));
+        assert!(
+            !usage_error(&["--url", "https://u:secret@h/r.git", "--path", "x"]).contains("secret")
+        );
         assert!(usage_error(&["--url", "https://h/r.git", "--path", "../up"]).contains(".."));
         assert!(usage_error(&["--url", "https://h/r.git", "--path", "/abs"]).contains("relative"));
         assert!(
-            usage_error(&["--url", "https://h/r.git", "--path", "x", "--branch", "a..b"])
-                .contains("not a branch name")
+            usage_error(&[
+                "--url",
+                "https://h/r.git",
+                "--path",
+                "x",
+                "--branch",
+                "a..b"
+            ])
+            .contains("not a branch name")
         );
         assert!(
-            usage_error(&["--url", "ssh://git@h/r.git", "--path", "x", "-u", "a", "-p", "b"])
-                .contains("-u/-p are for https")
+            usage_error(&[
+                "--url",
+                "ssh://git@h/r.git",
+                "--path",
+                "x",
+                "-u",
+                "a",
+                "-p",
+                "b"
+            ])
+            .contains("-u/-p are for https")
         );
         assert!(
-            usage_error(&["--url", "https://h/r.git", "--path", "x", "--private-key-file", "k"])
-                .contains("for ssh://")
+            usage_error(&[
+                "--url",
+                "https://h/r.git",
+                "--path",
+                "x",
+                "--private-key-file",
+                "k"
+            ])
+            .contains("for ssh://")
         );
         assert!(
-            usage_error(&["--url", "ssh://git@h/r.git", "--path", "x", "--private-key-file", "k"])
-                .contains("--known-hosts-file")
+            usage_error(&[
+                "--url",
+                "ssh://git@h/r.git",
+                "--path",
+                "x",
+                "--private-key-file",
+                "k"
+            ])
+            .contains("--known-hosts-file")
         );
     }
 
@@ -852,7 +937,8 @@ mod tests {
         assert_eq!(sync[1]["spec"]["prune"], true);
         let components: Vec<Value> = gitops_reconciler::yaml::from_str_multi(&first[0].1).unwrap();
         for object in &components {
-            let protected = object["kind"] == "CustomResourceDefinition" || object["kind"] == "Namespace";
+            let protected =
+                object["kind"] == "CustomResourceDefinition" || object["kind"] == "Namespace";
             assert_eq!(
                 object["metadata"]["annotations"][meta::PRUNE_ANNOTATION] == meta::PRUNE_DISABLED,
                 protected,
@@ -860,7 +946,11 @@ mod tests {
                 object["metadata"]["name"]
             );
         }
-        assert!(first[2].1.contains("- gitops-components.yaml\n- gitops-sync.yaml\n"));
+        assert!(
+            first[2]
+                .1
+                .contains("- gitops-components.yaml\n- gitops-sync.yaml\n")
+        );
         // No credentials: no secretRef.
         let open = generated_files("gitops-system", &plan, false).unwrap();
         assert!(!open[1].1.contains("secretRef"), "{}", open[1].1);
@@ -887,13 +977,19 @@ mod tests {
             None
         );
         // A stale file in the directory goes, the new content lands, the rest stays.
-        let mut editor = repo.edit_tree(repo.find_commit(first).unwrap().tree_id().unwrap()).unwrap();
+        let mut editor = repo
+            .edit_tree(repo.find_commit(first).unwrap().tree_id().unwrap())
+            .unwrap();
         let other = repo.write_blob(b"keep").unwrap().detach();
         editor
             .upsert("README.md", gix::object::tree::EntryKind::Blob, other)
             .unwrap();
         editor
-            .upsert("clusters/dev/gitops-system/stale.yaml", gix::object::tree::EntryKind::Blob, other)
+            .upsert(
+                "clusters/dev/gitops-system/stale.yaml",
+                gix::object::tree::EntryKind::Blob,
+                other,
+            )
             .unwrap();
         let tree = editor.write().unwrap().detach();
         let sig = gix::actor::Signature::default();
@@ -922,7 +1018,10 @@ mod tests {
                 .map(|e| e.object().unwrap().data.clone())
         };
         assert_eq!(read("README.md").as_deref(), Some(&b"keep"[..]));
-        assert_eq!(read("clusters/dev/gitops-system/a.yaml").as_deref(), Some(&b"a: 2\n"[..]));
+        assert_eq!(
+            read("clusters/dev/gitops-system/a.yaml").as_deref(),
+            Some(&b"a: 2\n"[..])
+        );
         assert_eq!(read("clusters/dev/gitops-system/stale.yaml"), None);
     }
 
@@ -942,7 +1041,11 @@ mod tests {
         let Ok(git) = GitCommand::new(&plan) else {
             return; // no git on this machine: nothing to run
         };
-        assert!(git.env.iter().all(|(k, v)| k == PASSWORD_ENV || !v.to_string_lossy().contains("s3cr3t-pw")));
+        assert!(
+            git.env
+                .iter()
+                .all(|(k, v)| k == PASSWORD_ENV || !v.to_string_lossy().contains("s3cr3t-pw"))
+        );
         let err = git.failure(
             "push to",
             b"fatal: Authentication failed for 'https://me:s3cr3t-pw@git.example.com/fleet.git/'\n",

@@ -152,7 +152,11 @@ pub async fn install(
 }
 
 /// Server-side applies each object (resolving its kind by discovery).
-pub(crate) async fn apply_all(client: &Client, objects: &[Value], ui: &mut Ui<'_>) -> anyhow::Result<()> {
+pub(crate) async fn apply_all(
+    client: &Client,
+    objects: &[Value],
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<()> {
     for object in objects {
         let (api, name, label) = dynamic_api(client, object).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
