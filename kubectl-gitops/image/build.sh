@@ -30,9 +30,12 @@ if [ -z "$bin" ]; then
   [ "$(uname -m)" = x86_64 ] || { echo "image/build.sh: builds linux/amd64 images on x86_64 hosts only" >&2; exit 1; }
   # --target keeps RUSTFLAGS away from build scripts and proc macros (they stay dynamic).
   profile=${GITOPS_IMAGE_PROFILE:-release}
-  # Feature `static`: libcurl from its bundled source with OpenSSL (Debian's libssl.a, package
-  # libssl-dev) and zlib (libz-sys's bundled source) linked in, instead of the shared libcurl.
-  (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" OPENSSL_STATIC=1 LIBZ_SYS_STATIC=1 \
+  # Feature `static`: libcurl from its bundled source (OpenSSL backend) instead of the system's
+  # shared libcurl. OpenSSL and zlib come from Debian's libssl-dev and zlib1g-dev: under
+  # +crt-static the linker takes their .a archives. (No OPENSSL_STATIC/LIBZ_SYS_STATIC: libz-sys
+  # reads the latter when its build script is compiled, and the build script is shared with the
+  # normal build, which would then be rebuilt after every image build and back.)
+  (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --profile "$profile" --quiet --target "$target" \
       -p gitops-reconciler --features static --bin gitops-reconciler)
   dir=$profile; [ "$profile" = dev ] && dir=debug

@@ -3,7 +3,8 @@
 //! a valid image layout (skopeo recomputes every digest while copying it), reproducible bytes, a
 //! statically linked `gitops-reconciler` that runs, a non-root user, a CA bundle, and install
 //! manifests that reference the image by digest. With a cluster, the binary runs from the
-//! unpacked image root (chroot, user 65532, nothing of the host but /etc/hosts) and fetches from
+//! unpacked image root (chroot, user 65532, nothing of the host but /etc/hosts and the basic
+//! device nodes a container runtime provides) and fetches from
 //! an https git server with a private CA through its static libcurl + OpenSSL.
 
 use std::path::{Path, PathBuf};
@@ -132,7 +133,9 @@ fn the_image_archive_is_valid_reproducible_static_non_root_and_installed_by_dige
     let docker =
         run(Command::new("skopeo").args(["inspect", &format!("docker-archive:{}", image.archive)]));
     let docker: serde_json::Value = serde_json::from_str(&docker).unwrap();
-    assert_eq!(docker["Layers"], inspect["Layers"]);
+    // A Docker archive names layers by their uncompressed digest: the config's diff_id.
+    assert_eq!(docker["Layers"], config["rootfs"]["diff_ids"]);
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(1));
 
     // Unpacked: the binary is static and runs; the user, /tmp, /data and the CA bundle exist.
     let work = temp_dir("image-rootfs");
@@ -238,6 +241,15 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
     assert!(kubeconfig.contains("https://localhost:"), "{kubeconfig}");
     std::fs::write(root.join("kubeconfig"), &kubeconfig).unwrap();
     std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    // What a container runtime gives every container: the basic device nodes (getrandom falls
+    // back to /dev/urandom).
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    for (name, minor) in [("null", "3"), ("zero", "5"), ("random", "8"), ("urandom", "9")] {
+        run(Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(root.join("dev").join(name))
+            .args(["c", "1", minor]));
+    }
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(
         root.join("kubeconfig"),
@@ -275,7 +287,9 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
     };
     let storage = port(());
     let log = work.join("reconciler.log");
-    let child = Command::new("chroot")
+    // Resolved here: the child's environment is cleared.
+    let chroot = run(Command::new("sh").args(["-c", "command -v chroot"]));
+    let child = Command::new(chroot.trim())
         .arg("--userspec=65532:65532")
         .arg(&root)
         .args([
