@@ -18,42 +18,13 @@ use std::process::{Child, Command, Stdio};
 
 use cli_support::get_json;
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
-use gitops_conformance::{TestNamespace, kubeconfig, kubectl, repo_root};
+use gitops_conformance::{TestNamespace, cargo_binary, kubeconfig, kubectl};
 
-/// Builds the plugin and the reconciler (debug) and returns their paths.
+/// The plugin and the reconciler (debug builds).
 fn binaries() -> (PathBuf, PathBuf) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "kubectl-gitops",
-            "-p",
-            "gitops-reconciler",
-            "--bin",
-            "kubectl-gitops",
-            "--bin",
-            "gitops-reconciler",
-        ])
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The test binary lives in <target>/debug/deps; the binaries in <target>/debug.
-    let exe = std::env::current_exe().expect("current exe");
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .to_path_buf();
     (
-        debug.join("kubectl-gitops"),
-        debug.join("gitops-reconciler"),
+        cargo_binary("kubectl-gitops", "kubectl-gitops"),
+        cargo_binary("gitops-reconciler", "gitops-reconciler"),
     )
 }
 

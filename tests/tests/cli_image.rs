@@ -244,7 +244,12 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
     // What a container runtime gives every container: the basic device nodes (getrandom falls
     // back to /dev/urandom).
     std::fs::create_dir_all(root.join("dev")).unwrap();
-    for (name, minor) in [("null", "3"), ("zero", "5"), ("random", "8"), ("urandom", "9")] {
+    for (name, minor) in [
+        ("null", "3"),
+        ("zero", "5"),
+        ("random", "8"),
+        ("urandom", "9"),
+    ] {
         run(Command::new("mknod")
             .args(["-m", "666"])
             .arg(root.join("dev").join(name))
