@@ -88,6 +88,24 @@ impl Drop for Reconciler {
     }
 }
 
+/// Strips the owner labels of a `gitops-system` Kustomization from the cluster-scoped objects
+/// of the install manifests. They outlive each test's namespace (the CRDs are never pruned,
+/// and [`Release`] lets go without pruning), and the reconciler refuses to take over objects
+/// another Kustomization owns; in this suite every run bootstraps in a namespace of its own.
+fn forget_cluster_scoped_owners() {
+    let _ = kubectl(
+        &[
+            "label",
+            "customresourcedefinitions,clusterroles,clusterrolebindings",
+            "-l",
+            "kubectl-gitops.io/name=gitops-system",
+            "kubectl-gitops.io/name-",
+            "kubectl-gitops.io/namespace-",
+        ],
+        None,
+    );
+}
+
 /// On drop, lets go of the self-managing objects of `ns` (their finalizers would wait forever
 /// for the reconciler, stopped before this runs), so that the namespace can go.
 struct Release(String);
@@ -112,6 +130,7 @@ impl Drop for Release {
                 None,
             );
         }
+        forget_cluster_scoped_owners();
     }
 }
 
@@ -202,6 +221,7 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
         std::env::var("PATH").unwrap_or_default()
     );
     // Dropped in reverse: the reconciler stops, the objects are released, the namespace goes.
+    forget_cluster_scoped_owners();
     let ns = TestNamespace::new("bootstrap");
     let _release = Release(ns.name.clone());
     let reconciler = Reconciler::start(&reconciler_bin);
