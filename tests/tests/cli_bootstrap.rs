@@ -8,13 +8,16 @@
 //! pushed revision, the Kustomization's inventory holds the reconciler and itself), a second run
 //! commits nothing, a changed flag is an upgrade (one new commit, reconciled), the password is in
 //! no output, no git argv and no committed file; and the errors: unreachable URL, bad
-//! credentials, no git on PATH — each before anything is pushed or applied.
+//! credentials, no git on PATH — each before anything is pushed or applied. Over ssh (Debian's
+//! sshd, a deploy key): git pushes with the key and known_hosts, the reconciler fetches with the
+//! same pair from the Secret, a second run commits nothing.
 
 mod cli_support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use cli_support::get_json;
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
@@ -27,6 +30,10 @@ fn binaries() -> (PathBuf, PathBuf) {
         cargo_binary("gitops-reconciler", "gitops-reconciler"),
     )
 }
+
+/// The bootstrap scenarios run one at a time: each runs a reconciler that watches the whole
+/// cluster, and both claim the same cluster-scoped objects (CRDs, ClusterRoles).
+static SCENARIO: Mutex<()> = Mutex::new(());
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -207,6 +214,7 @@ fn normalised(stderr: &str, url: &str, ns: &str, commits: &[&str]) -> Vec<String
 #[test]
 #[ignore = "needs a cluster"]
 fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idempotent() {
+    let _scenario = SCENARIO.lock().unwrap_or_else(|e| e.into_inner());
     let (cli, reconciler_bin) = binaries();
     let server = GitServer::start(ServerKind::Https);
     let repo = server.repo("fleet");
@@ -513,4 +521,74 @@ fn bootstrap_git_errors_are_one_line_with_a_hint_and_change_nothing() {
         objects.stdout
     );
     let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+#[ignore = "needs a cluster"]
+fn bootstrap_git_over_ssh_pushes_with_the_deploy_key_and_the_reconciler_fetches_with_it() {
+    let _scenario = SCENARIO.lock().unwrap_or_else(|e| e.into_inner());
+    let (cli, reconciler_bin) = binaries();
+    let server = GitServer::start(ServerKind::Ssh);
+    let repo = server.repo("fleet");
+    let first = repo.commit(&[("README.md", Some("# fleet\n"))], "initial");
+    let url = server.url("fleet");
+    let path = std::env::var("PATH").unwrap_or_default();
+    forget_cluster_scoped_owners();
+    let ns = TestNamespace::new("bootstrap-ssh");
+    let _release = Release(ns.name.clone());
+    let reconciler = Reconciler::start(&reconciler_bin);
+    let args = [
+        "bootstrap",
+        "git",
+        "--url",
+        &url,
+        "--path",
+        "clusters/ssh",
+        "--private-key-file",
+        server.get("identity"),
+        "--known-hosts-file",
+        server.get("known_hosts"),
+        "-n",
+        &ns.name,
+        "--timeout",
+        "3m",
+    ];
+    let run = plugin(&cli, &path, &args);
+    assert_eq!(
+        run.code,
+        0,
+        "stderr:\n{}\nreconciler log:\n{}",
+        run.stderr,
+        reconciler.log()
+    );
+    let head = repo.git(&["ls-remote", "origin", "refs/heads/main"]);
+    let head = head.split('\t').next().unwrap_or_default().to_owned();
+    assert_ne!(head, first);
+    assert!(
+        run.stderr
+            .contains(&format!("✔ applied revision: main@sha1:{head}")),
+        "{}",
+        run.stderr
+    );
+    // The reconciler got the deploy key and known_hosts from the Secret, not from git.
+    let secret = get_json(&ns.name, "secret", "gitops-system");
+    let keys: Vec<&String> = secret["data"]
+        .as_object()
+        .map(|d| d.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(keys, ["identity", "known_hosts"]);
+    repo.git(&["pull", "-q", "origin", "main"]);
+    let sync = repo.git(&["show", "HEAD:clusters/ssh/gitops-system/gitops-sync.yaml"]);
+    assert!(!sync.contains("PRIVATE KEY"), "{sync}");
+    assert!(sync.contains(&format!("url: {url}")), "{sync}");
+
+    let again = plugin(&cli, &path, &args);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("nothing to commit"),
+        "{}",
+        again.stderr
+    );
+    let still = repo.git(&["ls-remote", "origin", "refs/heads/main"]);
+    assert!(still.starts_with(&head), "{still}");
 }
