@@ -83,12 +83,38 @@ impl Drop for ReconcilerProcess {
     }
 }
 
-/// Releases the finalizers of the shard's Kustomizations when the test ends (pass or fail).
-struct ShardCleanup(String);
+/// What every process-level test starts from: its namespace (also the shard label value of its
+/// Kustomizations), a storage directory with a published GitRepository `repo`, and the
+/// ConfigMaps API of the namespace. Dropping it releases the shard's finalizers, then deletes
+/// the storage and the namespace.
+struct Setup {
+    source: PublishedSource,
+    api: Api<DynamicObject>,
+    storage: tempfile_dir::Dir,
+    ns: TestNamespace,
+}
 
-impl Drop for ShardCleanup {
+impl Setup {
+    async fn new(prefix: &str) -> Self {
+        install_crds();
+        let ns = TestNamespace::new(prefix);
+        let storage =
+            tempfile_dir::Dir(std::env::temp_dir().join(format!("gitops-faults-{}", ns.name)));
+        std::fs::create_dir_all(&storage.0).expect("storage dir");
+        let api = configmaps(&client().await, &ns.name);
+        let source = PublishedSource::new(&storage.0, &ns.name, "repo");
+        Self {
+            source,
+            api,
+            storage,
+            ns,
+        }
+    }
+}
+
+impl Drop for Setup {
     fn drop(&mut self) {
-        release_finalizers(&self.0);
+        release_finalizers(&self.ns.name);
     }
 }
 
@@ -228,30 +254,29 @@ async fn converged_within(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
 async fn kill_9_mid_apply_and_mid_prune_then_restart_converges_without_orphans() {
-    install_crds();
-    let ns = TestNamespace::new("ksf-kill");
-    let shard = ns.name.clone();
-    let _cleanup = ShardCleanup(shard.clone());
-    let storage = tempfile_dir::Dir(std::env::temp_dir().join(format!("gitops-faults-{shard}")));
-    std::fs::create_dir_all(&storage.0).expect("storage dir");
-    let client = client().await;
-    let api = configmaps(&client, &ns.name);
-    let source = PublishedSource::new(&storage.0, &ns.name, "repo");
+    let setup = Setup::new("ksf-kill").await;
+    let (ns, shard, storage, api, source) = (
+        &setup.ns,
+        &setup.ns.name,
+        &setup.storage,
+        &setup.api,
+        &setup.source,
+    );
     // One apply request in flight: the writes of a stage take long enough to be interrupted.
     let slow = ["--concurrent-apply", "1"];
 
     // 1. Killed in the middle of the first apply.
     let v1_names = names("a", 0..300);
-    let v1 = publish(&source, '1', &cms(&ns.name, &v1_names));
-    let mut process = ReconcilerProcess::start(&shard, &storage.0, "1", &slow);
+    let v1 = publish(source, '1', &cms(&ns.name, &v1_names));
+    let mut process = ReconcilerProcess::start(shard, &storage.0, "1", &slow);
     ns.create(&kustomization(
         "app",
-        &shard,
+        shard,
         "  sourceRef: {kind: GitRepository, name: repo}\n  path: ./app\n  prune: true\n  interval: 10m\n  retryInterval: 2s\n  timeout: 60s\n",
     ));
     let at = kill_when(
         &mut process,
-        &api,
+        api,
         &ns.name,
         "the first apply",
         |s| !s.is_empty() && s.len() < 300,
@@ -259,19 +284,19 @@ async fn kill_9_mid_apply_and_mid_prune_then_restart_converges_without_orphans()
     )
     .await;
     eprintln!("killed mid-apply with {at}/300 applied");
-    let process = ReconcilerProcess::start(&shard, &storage.0, "2", &slow);
-    converged(&api, &ns.name, &v1, &v1_names, &process).await;
+    let process = ReconcilerProcess::start(shard, &storage.0, "2", &slow);
+    converged(api, &ns.name, &v1, &v1_names, &process).await;
     drop(process);
 
     // 2. Killed while applying a revision that also drops 200 objects: the pending inventory
     // recorded before the first write still names them, so the restarted reconciler prunes them.
     let mut v2_names = names("a", 0..100);
     v2_names.extend(names("b", 0..300));
-    let v2 = publish(&source, '2', &cms(&ns.name, &v2_names));
-    let mut process = ReconcilerProcess::start(&shard, &storage.0, "3", &slow);
+    let v2 = publish(source, '2', &cms(&ns.name, &v2_names));
+    let mut process = ReconcilerProcess::start(shard, &storage.0, "3", &slow);
     let at = kill_when(
         &mut process,
-        &api,
+        api,
         &ns.name,
         "the second apply",
         |s| {
@@ -282,17 +307,17 @@ async fn kill_9_mid_apply_and_mid_prune_then_restart_converges_without_orphans()
     )
     .await;
     eprintln!("killed mid-apply of v2 with {at} owned");
-    let process = ReconcilerProcess::start(&shard, &storage.0, "4", &slow);
-    converged(&api, &ns.name, &v2, &v2_names, &process).await;
+    let process = ReconcilerProcess::start(shard, &storage.0, "4", &slow);
+    converged(api, &ns.name, &v2, &v2_names, &process).await;
     drop(process);
 
     // 3. Killed in the middle of a prune of 390 objects.
     let v3_names = names("b", 0..10);
-    let v3 = publish(&source, '3', &cms(&ns.name, &v3_names));
-    let mut process = ReconcilerProcess::start(&shard, &storage.0, "5", &slow);
+    let v3 = publish(source, '3', &cms(&ns.name, &v3_names));
+    let mut process = ReconcilerProcess::start(shard, &storage.0, "5", &slow);
     let at = kill_when(
         &mut process,
-        &api,
+        api,
         &ns.name,
         "the prune",
         |s| s.len() < 400 && s.len() > 10,
@@ -300,8 +325,8 @@ async fn kill_9_mid_apply_and_mid_prune_then_restart_converges_without_orphans()
     )
     .await;
     eprintln!("killed mid-prune with {at} owned");
-    let process = ReconcilerProcess::start(&shard, &storage.0, "6", &slow);
-    converged(&api, &ns.name, &v3, &v3_names, &process).await;
+    let process = ReconcilerProcess::start(shard, &storage.0, "6", &slow);
+    converged(api, &ns.name, &v3, &v3_names, &process).await;
 }
 
 /// The Lease of the shard's reconcilers and its holder.
@@ -323,19 +348,18 @@ fn lease_holder(ns: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
 async fn two_replicas_one_leader_and_a_handover_when_it_dies() {
-    install_crds();
-    let ns = TestNamespace::new("ksf-leader");
-    let shard = ns.name.clone();
-    let _cleanup = ShardCleanup(shard.clone());
-    let storage = tempfile_dir::Dir(std::env::temp_dir().join(format!("gitops-faults-{shard}")));
-    std::fs::create_dir_all(&storage.0).expect("storage dir");
-    let client = client().await;
-    let api = configmaps(&client, &ns.name);
-    let source = PublishedSource::new(&storage.0, &ns.name, "repo");
+    let setup = Setup::new("ksf-leader").await;
+    let (ns, shard, storage, api, source) = (
+        &setup.ns,
+        &setup.ns.name,
+        &setup.storage,
+        &setup.api,
+        &setup.source,
+    );
     let elect = ["--leader-elect", "--leader-election-namespace", &ns.name];
     let mut replicas = [
-        ReconcilerProcess::start(&shard, &storage.0, "r0", &elect),
-        ReconcilerProcess::start(&shard, &storage.0, "r1", &elect),
+        ReconcilerProcess::start(shard, &storage.0, "r0", &elect),
+        ReconcilerProcess::start(shard, &storage.0, "r1", &elect),
     ];
     let holder = eventually(
         T,
@@ -357,13 +381,13 @@ async fn two_replicas_one_leader_and_a_handover_when_it_dies() {
         .unwrap_or_else(|| panic!("lease holder {holder} is none of the replicas {pids:?}"));
 
     let v1_names = names("a", 0..3);
-    let v1 = publish(&source, '1', &cms(&ns.name, &v1_names));
+    let v1 = publish(source, '1', &cms(&ns.name, &v1_names));
     ns.create(&kustomization(
         "app",
-        &shard,
+        shard,
         "  sourceRef: {kind: GitRepository, name: repo}\n  path: ./app\n  prune: true\n  interval: 10m\n  retryInterval: 2s\n  timeout: 30s\n",
     ));
-    converged(&api, &ns.name, &v1, &v1_names, &replicas[leader]).await;
+    converged(api, &ns.name, &v1, &v1_names, &replicas[leader]).await;
     // Only the leader reconciles: the follower has not even started its controllers.
     let follower = 1 - leader;
     let follower_log = std::fs::read_to_string(&replicas[follower].log).unwrap_or_default();
@@ -376,7 +400,7 @@ async fn two_replicas_one_leader_and_a_handover_when_it_dies() {
     // and reconciles the next revision.
     replicas[leader].kill9();
     let v2_names = names("a", 1..5);
-    let v2 = publish(&source, '2', &cms(&ns.name, &v2_names));
+    let v2 = publish(source, '2', &cms(&ns.name, &v2_names));
     let new_holder = eventually(
         T,
         "the follower to take the lease",
@@ -385,7 +409,7 @@ async fn two_replicas_one_leader_and_a_handover_when_it_dies() {
     )
     .await;
     assert_ne!(new_holder, holder);
-    converged(&api, &ns.name, &v2, &v2_names, &replicas[follower]).await;
+    converged(api, &ns.name, &v2, &v2_names, &replicas[follower]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,26 +589,25 @@ fn restart_component(name: &str, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
 async fn disruptive_apiserver_killed_mid_apply_converges() {
-    install_crds();
-    let ns = TestNamespace::new("ksf-apiserver");
-    let shard = ns.name.clone();
-    let _cleanup = ShardCleanup(shard.clone());
-    let storage = tempfile_dir::Dir(std::env::temp_dir().join(format!("gitops-faults-{shard}")));
-    std::fs::create_dir_all(&storage.0).expect("storage dir");
-    let client = client().await;
-    let api = configmaps(&client, &ns.name);
-    let source = PublishedSource::new(&storage.0, &ns.name, "repo");
+    let setup = Setup::new("ksf-apiserver").await;
+    let (ns, shard, storage, api, source) = (
+        &setup.ns,
+        &setup.ns.name,
+        &setup.storage,
+        &setup.api,
+        &setup.source,
+    );
     let v1_names = names("a", 0..300);
-    let v1 = publish(&source, '1', &cms(&ns.name, &v1_names));
-    let process = ReconcilerProcess::start(&shard, &storage.0, "1", &["--concurrent-apply", "1"]);
+    let v1 = publish(source, '1', &cms(&ns.name, &v1_names));
+    let process = ReconcilerProcess::start(shard, &storage.0, "1", &["--concurrent-apply", "1"]);
     ns.create(&kustomization(
         "app",
-        &shard,
+        shard,
         "  sourceRef: {kind: GitRepository, name: repo}\n  path: ./app\n  prune: true\n  interval: 10m\n  retryInterval: 2s\n  timeout: 60s\n",
     ));
     let deadline = std::time::Instant::now() + T;
     loop {
-        let now = owned(&api, &ns.name, "app").await;
+        let now = owned(api, &ns.name, "app").await;
         if !now.is_empty() && now.len() < 300 {
             eprintln!("killing the apiserver with {}/300 applied", now.len());
             break;
@@ -601,15 +624,15 @@ async fn disruptive_apiserver_killed_mid_apply_converges() {
     }
     // SIGKILL, 3 s without an apiserver, then the same apiserver again (etcd keeps the state).
     restart_component("kube-apiserver", &["--kill", "--down-for", "3"]);
-    converged(&api, &ns.name, &v1, &v1_names, &process).await;
+    converged(api, &ns.name, &v1, &v1_names, &process).await;
     // The reconciler's watches came back too: a new revision is picked up. (Watches reconnect
     // with kube-runtime's default backoff, 0.8 s doubling to 30 s, as client-go's do: the
     // failed attempts during the outage can delay this by up to a minute.)
     let v2_names = names("a", 0..5);
-    let v2 = publish(&source, '2', &cms(&ns.name, &v2_names));
+    let v2 = publish(source, '2', &cms(&ns.name, &v2_names));
     converged_within(
         Duration::from_secs(180),
-        &api,
+        api,
         &ns.name,
         &v2,
         &v2_names,
