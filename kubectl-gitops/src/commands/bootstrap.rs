@@ -129,6 +129,12 @@ impl Plan {
                         "-u/-p are for https URLs; ssh:// needs --private-key-file",
                     ));
                 }
+                if http {
+                    return Err(fail(
+                        Exit::Usage,
+                        "-u/-p over http:// would send the password in clear text: use https://",
+                    ));
+                }
                 Auth::Basic {
                     username: username.clone(),
                     password: password.clone(),
@@ -864,6 +870,20 @@ mod tests {
                 "a..b"
             ])
             .contains("not a branch name")
+        );
+        assert!(
+            usage_error(&[
+                "--url",
+                "http://h/r.git",
+                "--allow-insecure-http",
+                "--path",
+                "x",
+                "-u",
+                "a",
+                "-p",
+                "b"
+            ])
+            .contains("clear text")
         );
         assert!(
             usage_error(&[
