@@ -321,6 +321,22 @@ async fn depends_on_chain_of_three_and_health_timeout() {
         .cloned()
         .unwrap();
     assert_eq!(healthy["status"], "False");
+    // While it waits (again, after each retry), Reconciling says which stage it is in.
+    let reconciling = || {
+        ks_status(&ns.name, "stuck")["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Reconciling")?["message"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    eventually(
+        T,
+        "Reconciling naming the health stage",
+        || reconciling().filter(|m| m.starts_with("waiting for the health checks of revision")),
+        || format!("{:?}", reconciling()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

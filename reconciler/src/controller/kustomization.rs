@@ -324,6 +324,17 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Records the stage being worked on (Reconciling's message) in status right away.
+    async fn report_stage(&mut self, message: String) -> Result<(), StageError> {
+        self.progressing(message);
+        self.write_status().await.map_err(|e| {
+            StageError::Apply(ApplyError::Write {
+                object: format!("Kustomization {}/{}", self.namespace, self.name),
+                message: e.to_string(),
+            })
+        })
+    }
+
     fn progressing(&mut self, message: String) {
         let generation = self.ks.metadata.generation;
         conditions::set(
@@ -546,13 +557,8 @@ impl Run<'_> {
         let pending = inventory::union(old_inventory.as_ref(), &new_refs);
         if Some(&pending) != old_inventory.as_ref() {
             self.status.inventory = Some(pending.clone());
-            self.progressing(format!("applying revision {revision}"));
-            self.write_status().await.map_err(|e| {
-                StageError::Apply(ApplyError::Write {
-                    object: format!("Kustomization {}/{}", self.namespace, self.name),
-                    message: e.to_string(),
-                })
-            })?;
+            self.report_stage(format!("applying revision {revision}"))
+                .await?;
         }
 
         let opts = ApplyOptions {
@@ -609,6 +615,17 @@ impl Run<'_> {
             s
         });
 
+        // A wait that may take a while says so, unless nothing changed and all was healthy
+        // (a no-change reconcile writes nothing).
+        let waits = self.ks.spec.wait.unwrap_or(false) || !self.ks.spec.health_checks.is_empty();
+        let was_healthy = conditions::get(&self.status.conditions, types::HEALTHY)
+            .is_some_and(|c| c.status == cstatus::TRUE);
+        if waits && (summary.is_some() || !was_healthy) {
+            self.report_stage(format!(
+                "waiting for the health checks of revision {revision}"
+            ))
+            .await?;
+        }
         let healthy = self.health(&client, &new_refs, durations.timeout).await?;
         Ok(Applied {
             revision,
