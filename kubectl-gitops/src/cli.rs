@@ -577,7 +577,7 @@ pub struct PolicyTestArgs {
     /// The policy: a component file (.wasm) or builtin:NAME.
     #[arg(long)]
     pub module: String,
-    /// Policy configuration (a JSON file).
+    /// Policy configuration (a JSON or YAML file).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory (or file) of manifests to run the policy over.
@@ -586,6 +586,21 @@ pub struct PolicyTestArgs {
     /// Target namespace given to the policy context.
     #[arg(long)]
     pub target_namespace: Option<String>,
+    /// What to print: a diff of the objects the policy changed, or every object after it.
+    #[arg(short = 'o', long, value_enum, default_value_t = PolicyTestOutput::Diff)]
+    pub output: PolicyTestOutput,
+}
+
+/// Output of `policy test`.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PolicyTestOutput {
+    /// A unified diff per changed object, then the violations table.
+    #[default]
+    Diff,
+    /// Every object after the policy, as YAML (violations on stderr).
+    Yaml,
+    /// Every object after the policy, as a JSON List (violations on stderr).
+    Json,
 }
 
 #[derive(Args, Debug, Clone)]

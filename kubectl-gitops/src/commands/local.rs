@@ -2,7 +2,7 @@
 //! reconciler's own build engine (`gitops_reconciler::build`) run on a local checkout with the
 //! Kustomization's spec from the cluster; `diff` then server-side dry-runs every object as the
 //! reconciler would apply it and prints a unified diff against the live state (Secret values
-//! masked). `policy test` needs the policy host.
+//! masked).
 //!
 //! Caveat: the policy host (WebAssembly) is not wired into the CLI yet, so `spec.policies` are
 //! reported as skipped; `spec.targetNamespace` is applied here the way the built-in
@@ -22,7 +22,7 @@ use kube::discovery::Scope;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use crate::cli::{GlobalArgs, LocalBuildArgs, LocalBuildCommand, PolicyTestArgs};
+use crate::cli::{GlobalArgs, LocalBuildArgs, LocalBuildCommand};
 use crate::cluster;
 use crate::error::{Exit, Failure, fail};
 use crate::ui::{Ui, escape};
@@ -321,14 +321,6 @@ async fn dynamic_api(
             format!("{kind}/{name}"),
         ),
     })
-}
-
-pub fn policy_test(_args: &PolicyTestArgs, _ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
-    Err(Failure::new(
-        Exit::Other,
-        "policy test is not available in this build: the policy host is not wired into the CLI yet",
-    )
-    .into())
 }
 
 #[cfg(test)]

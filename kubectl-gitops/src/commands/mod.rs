@@ -12,6 +12,7 @@ pub mod get;
 pub mod install;
 pub mod local;
 pub mod logs;
+pub mod policy;
 pub mod reconcile;
 pub mod suspend;
 pub mod tree;
@@ -50,7 +51,7 @@ pub fn dispatch(cli: Cli, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
         Command::Trace(args) => block_on(tree::trace(&global, &args, ui)),
         Command::Events(args) => block_on(events::run(&global, &args, ui)),
         Command::Logs(args) => block_on(logs::run(&global, &args, ui)),
-        Command::Policy(crate::cli::PolicyCommand::Test(args)) => local::policy_test(&args, ui),
+        Command::Policy(crate::cli::PolicyCommand::Test(args)) => policy::test(&args, ui),
     }
 }
 

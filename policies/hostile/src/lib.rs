@@ -1,11 +1,11 @@
 //! A hostile policy for the host's tests. Its config picks the misbehaviour of `transform`:
 //! `{"mode": "loop" | "memory" | "recursion" | "panic" | "many-objects" | "big-object" |
-//! "bad-json" | "log-flood" | "add-cluster-object" | "ok"}`. `validate` always reports one warning, so a test can
+//! "gigabyte-output" | "bad-json" | "log-flood" | "add-cluster-object" | "ok"}`. `validate` always reports one warning, so a test can
 //! tell that the instance after a hostile one still works.
 
 use gitops_policy_sdk::{
-    ConfigError, Context, Level, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json,
-    log,
+    ConfigError, Context, Level, Metadata, Object, Policy, PolicyError, PolicyKind, Value,
+    Violation, json, log,
 };
 use std::hint::black_box;
 
@@ -29,6 +29,8 @@ pub enum Mode {
     ManyObjects,
     /// Returns one 24 MiB object.
     BigObject,
+    /// Returns 1 GiB: 2^20 strings of 1 KiB that all alias one buffer (see [`gigabyte`]).
+    GigabyteOutput,
     /// Returns a string that is not JSON.
     BadJson,
     /// Writes 10,000 log lines.
@@ -69,6 +71,7 @@ impl Policy for Hostile {
                 "panic" => Mode::Panic,
                 "many-objects" => Mode::ManyObjects,
                 "big-object" => Mode::BigObject,
+                "gigabyte-output" => Mode::GigabyteOutput,
                 "bad-json" => Mode::BadJson,
                 "log-flood" => Mode::LogFlood,
                 "add-cluster-object" => Mode::AddClusterObject,
@@ -80,8 +83,8 @@ impl Policy for Hostile {
     fn transform(
         _ctx: &Context,
         mode: &Mode,
-        objects: Vec<Value>,
-    ) -> Result<Vec<Value>, PolicyError> {
+        objects: Vec<Object>,
+    ) -> Result<Vec<Object>, PolicyError> {
         match mode {
             Mode::Ok => Ok(objects),
             Mode::Loop => loop {
@@ -95,23 +98,26 @@ impl Policy for Hostile {
             }
             Mode::Recursion => {
                 let mut acc = [0u64; 8];
-                Ok(vec![json!(recurse(0, &mut acc))])
+                Ok(vec![json!(recurse(0, &mut acc)).into()])
             }
             Mode::Panic => panic!("hostile policy panics on purpose"),
-            Mode::ManyObjects => Ok(vec![json!({}); 200_000]),
+            Mode::ManyObjects => Ok(vec![Object::from(json!({})); 200_000]),
             Mode::BigObject => Ok(vec![
-                json!({"kind": "ConfigMap", "data": {"x": "x".repeat(24 << 20)}}),
+                json!({"kind": "ConfigMap", "data": {"x": "x".repeat(24 << 20)}}).into(),
             ]),
-            Mode::BadJson => Ok(vec![Value::String("not an object".to_owned())]),
+            // Only reachable natively: the component's export answers this mode with
+            // `gigabyte`; here it is the same object list in honest form, a few entries long.
+            Mode::GigabyteOutput => Ok(vec![json!({"kind": "ConfigMap"}).into(); 4]),
+            Mode::BadJson => Ok(vec![Value::String("not an object".to_owned()).into()]),
             Mode::AddClusterObject => {
                 let mut objects = objects;
-                objects.push(json!({
+                objects.push(Object::from(json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": "ClusterRoleBinding",
                     "metadata": {"name": "tenant-is-admin"},
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
                     "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "apps"}]
-                }));
+                })));
                 Ok(objects)
             }
             Mode::LogFlood => {
@@ -123,7 +129,7 @@ impl Policy for Hostile {
         }
     }
 
-    fn validate(_ctx: &Context, _mode: &Mode, objects: &[Value]) -> Vec<Violation> {
+    fn validate(_ctx: &Context, _mode: &Mode, objects: &[Object]) -> Vec<Violation> {
         vec![Violation {
             object: None,
             field: None,
@@ -133,4 +139,64 @@ impl Policy for Hostile {
     }
 }
 
-gitops_policy_sdk::export_policy!(Hostile);
+/// 2^20 JSON documents of 1 KiB each, 1 GiB in all, in about 1 KiB of guest memory plus the
+/// list itself (24 MiB of `String` headers): every `String` aliases one leaked buffer.
+///
+/// Deliberately unsound, and only for this hostile fixture: the strings are handed to the
+/// canonical ABI, which transfers them to the host; the host must refuse the output (its output
+/// cap) before copying 1 GiB, and the instance is discarded without running its post-return
+/// (which would free the aliases).
+#[cfg(target_arch = "wasm32")]
+fn gigabyte() -> Vec<String> {
+    let doc: &'static mut str = Box::leak(
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"x"}},"data":{{"x":"{}"}}}}"#,
+            "x".repeat(960)
+        )
+        .into_boxed_str(),
+    );
+    let (ptr, len) = (doc.as_mut_ptr(), doc.len());
+    (0..1 << 20)
+        // SAFETY: see above; the aliases are never used or freed by this instance.
+        .map(|_| unsafe { String::from_raw_parts(ptr, len, len) })
+        .collect()
+}
+
+/// The component's exports: the SDK's (as `export_policy!` generates them), except that
+/// `transform` in mode `gigabyte-output` returns [`gigabyte`].
+#[cfg(target_arch = "wasm32")]
+const _: () = {
+    use gitops_policy_sdk::bindings::kubectl_gitops::policy::types as wit;
+    use gitops_policy_sdk::glue;
+
+    struct Component;
+    impl gitops_policy_sdk::bindings::Guest for Component {
+        fn metadata() -> wit::Metadata {
+            glue::metadata::<Hostile>()
+        }
+        fn validate_config(config: String) -> Result<(), wit::ConfigError> {
+            glue::validate_config::<Hostile>(&config)
+        }
+        fn transform(
+            context: wit::Context,
+            config: String,
+            objects: Vec<String>,
+        ) -> Result<Vec<String>, wit::PolicyError> {
+            let mode = gitops_policy_sdk::serde_json::from_str(&config)
+                .ok()
+                .and_then(|c| Hostile::parse_config(&c).ok());
+            if mode == Some(Mode::GigabyteOutput) {
+                return Ok(gigabyte());
+            }
+            glue::transform::<Hostile>(context, &config, objects)
+        }
+        fn validate(
+            context: wit::Context,
+            config: String,
+            objects: Vec<String>,
+        ) -> Vec<wit::Violation> {
+            glue::validate::<Hostile>(context, &config, objects)
+        }
+    }
+    gitops_policy_sdk::bindings::export_component!(Component with_types_in gitops_policy_sdk::bindings);
+};

@@ -18,7 +18,8 @@
 
 use gitops_policy_sdk::object::{CONTAINER_LISTS, pod_spec_pointer};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json,
+    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation,
+    json,
 };
 use std::collections::BTreeMap;
 
@@ -88,13 +89,14 @@ fn under(repository: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Every container image field of `object`: (JSON pointer of the `image` field, image).
-pub fn images(object: &Value) -> Vec<(String, String)> {
+/// Every container image field of `object`: (JSON pointer of the `image` field, image). Only
+/// workloads are read (by kind); other objects are not parsed.
+pub fn images(object: &Object) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let Some(spec_ptr) = pod_spec_pointer(object) else {
         return found;
     };
-    let Some(spec) = object.pointer(spec_ptr) else {
+    let Some(spec) = object.value().pointer(spec_ptr) else {
         return found;
     };
     for list in CONTAINER_LISTS {
@@ -110,7 +112,7 @@ pub fn images(object: &Value) -> Vec<(String, String)> {
 }
 
 /// The findings for one object.
-pub fn check(object: &Value, config: &Config) -> Vec<Violation> {
+pub fn check(object: &Object, config: &Config) -> Vec<Violation> {
     let mut violations = Vec::new();
     for (field, image) in images(object) {
         let r = ImageRef::parse(&image);
@@ -150,8 +152,9 @@ pub fn check(object: &Value, config: &Config) -> Vec<Violation> {
     violations
 }
 
-/// Rewrites the images of one object that have an entry in `digests`.
-pub fn pin(object: &mut Value, config: &Config) {
+/// Rewrites the images of one object that have an entry in `digests` (the object stays
+/// unchanged if none has).
+pub fn pin(object: &mut Object, config: &Config) {
     if config.digests.is_empty() {
         return;
     }
@@ -284,15 +287,15 @@ impl Policy for ImagePinning {
     fn transform(
         _ctx: &Context,
         config: &Config,
-        mut objects: Vec<Value>,
-    ) -> Result<Vec<Value>, PolicyError> {
+        mut objects: Vec<Object>,
+    ) -> Result<Vec<Object>, PolicyError> {
         for object in objects.iter_mut() {
             pin(object, config);
         }
         Ok(objects)
     }
 
-    fn validate(_ctx: &Context, config: &Config, objects: &[Value]) -> Vec<Violation> {
+    fn validate(_ctx: &Context, config: &Config, objects: &[Object]) -> Vec<Violation> {
         objects.iter().flat_map(|o| check(o, config)).collect()
     }
 }

@@ -11,7 +11,8 @@
 
 use gitops_policy_sdk::object::{kind, name, namespace, str_at};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, Violation, json,
+    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation,
+    json,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,7 +55,7 @@ pub struct Config {
 }
 
 /// `(namespace, kind, name)` of every workload an HPA in `objects` targets.
-pub fn autoscaled(objects: &[Value]) -> BTreeSet<(String, String, String)> {
+pub fn autoscaled(objects: &[Object]) -> BTreeSet<(String, String, String)> {
     objects
         .iter()
         .filter(|o| kind(o) == "HorizontalPodAutoscaler")
@@ -73,7 +74,7 @@ pub fn autoscaled(objects: &[Value]) -> BTreeSet<(String, String, String)> {
 /// The bounds that apply to `object`, unless it is not scalable, has no bounds, or is
 /// autoscaled.
 fn applicable(
-    object: &Value,
+    object: &Object,
     config: &Config,
     hpa: &BTreeSet<(String, String, String)>,
 ) -> Option<Bounds> {
@@ -90,8 +91,9 @@ fn applicable(
     (!hpa.contains(&key)).then_some(bounds)
 }
 
-fn replicas(object: &Value) -> u64 {
+fn replicas(object: &Object) -> u64 {
     object
+        .value()
         .pointer("/spec/replicas")
         .and_then(Value::as_u64)
         .unwrap_or(1)
@@ -204,8 +206,8 @@ impl Policy for ReplicaBounds {
     fn transform(
         _ctx: &Context,
         config: &Config,
-        mut objects: Vec<Value>,
-    ) -> Result<Vec<Value>, PolicyError> {
+        mut objects: Vec<Object>,
+    ) -> Result<Vec<Object>, PolicyError> {
         if config.action != Action::Clamp {
             return Ok(objects);
         }
@@ -230,7 +232,7 @@ impl Policy for ReplicaBounds {
         Ok(objects)
     }
 
-    fn validate(_ctx: &Context, config: &Config, objects: &[Value]) -> Vec<Violation> {
+    fn validate(_ctx: &Context, config: &Config, objects: &[Object]) -> Vec<Violation> {
         if config.action != Action::Deny {
             return Vec::new();
         }

@@ -3,7 +3,8 @@
 
 use crate::bindings::kubectl_gitops::policy::types as wit;
 use crate::{
-    ConfigError, Context, Metadata, ObjectRef, Policy, PolicyError, PolicyKind, Severity, Value,
+    ConfigError, Context, Metadata, Object, ObjectRef, Policy, PolicyError, PolicyKind, Severity,
+    Value,
 };
 
 /// `metadata` export.
@@ -76,15 +77,16 @@ fn policy_error(e: PolicyError) -> wit::PolicyError {
     }
 }
 
-/// Parses the objects the host passed; the host only passes valid JSON objects, so a failure
-/// here means a broken host and is reported as a policy error naming the index.
-pub fn parse_objects(objects: Vec<String>) -> Result<Vec<Value>, PolicyError> {
+/// Reads the identity of each object the host passed (the documents are parsed only when a
+/// policy reads them); the host only passes valid JSON objects, so a failure here means a
+/// broken host and is reported as a policy error naming the index.
+pub fn parse_objects(objects: Vec<String>) -> Result<Vec<Object>, PolicyError> {
     objects
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, o)| {
-            serde_json::from_str(o).map_err(|e| PolicyError {
-                message: format!("object #{i} is not valid JSON: {e}"),
+            Object::from_json(o).map_err(|e| PolicyError {
+                message: format!("object #{i}: {e}"),
                 object: None,
             })
         })
@@ -105,7 +107,7 @@ pub fn transform<P: Policy>(
         })?;
     let objects = parse_objects(objects).map_err(policy_error)?;
     let out = P::transform(&context(ctx), &config, objects).map_err(policy_error)?;
-    Ok(out.iter().map(Value::to_string).collect())
+    Ok(out.into_iter().map(Object::into_json).collect())
 }
 
 /// `validate` export.

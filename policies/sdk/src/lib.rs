@@ -7,7 +7,10 @@
 //! the macro expands to nothing, so the same crate is an ordinary Rust library whose logic is
 //! unit-tested natively with [`testing`].
 //!
-//! Objects are `serde_json::Value`s; [`object`] has helpers to read and edit them.
+//! Objects arrive as [`Object`]s: JSON documents whose identity (kind, name, ...) is read
+//! without parsing them, parsed into a `serde_json::Value` on first use and handed back
+//! untouched unless changed, so a policy pays only for the objects it looks into. [`object`]
+//! has helpers to read and edit them.
 
 pub mod object;
 pub mod testing;
@@ -28,6 +31,7 @@ pub mod bindings {
     });
 }
 
+pub use object::{Identity, Object};
 pub use serde_json::{self, Value, json};
 
 /// Where a call comes from (WIT `context`).
@@ -86,14 +90,12 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     /// The reference of `object` (empty strings for missing fields).
-    pub fn of(object: &Value) -> ObjectRef {
+    pub fn of<O: Identity + ?Sized>(object: &O) -> ObjectRef {
         ObjectRef {
-            api_version: object::str_at(object, "/apiVersion")
-                .unwrap_or_default()
-                .to_owned(),
-            kind: object::kind(object).to_owned(),
-            namespace: object::namespace(object).map(str::to_owned),
-            name: object::name(object).to_owned(),
+            api_version: object.api_version().to_owned(),
+            kind: object.kind().to_owned(),
+            namespace: object.namespace().map(str::to_owned),
+            name: object.name().to_owned(),
         }
     }
 }
@@ -145,7 +147,7 @@ pub struct PolicyError {
 
 impl PolicyError {
     /// An error while processing `object`.
-    pub fn on(object: &Value, message: impl Into<String>) -> PolicyError {
+    pub fn on<O: Identity + ?Sized>(object: &O, message: impl Into<String>) -> PolicyError {
         PolicyError {
             message: message.into(),
             object: Some(ObjectRef::of(object)),
@@ -177,7 +179,11 @@ pub struct Violation {
 
 impl Violation {
     /// A denying finding about `field` (a JSON pointer) of `object`.
-    pub fn deny(object: &Value, field: impl Into<String>, message: impl Into<String>) -> Violation {
+    pub fn deny<O: Identity + ?Sized>(
+        object: &O,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Violation {
         Violation {
             object: Some(ObjectRef::of(object)),
             field: Some(field.into()),
@@ -187,7 +193,11 @@ impl Violation {
     }
 
     /// A non-denying finding about `field` of `object`.
-    pub fn warn(object: &Value, field: impl Into<String>, message: impl Into<String>) -> Violation {
+    pub fn warn<O: Identity + ?Sized>(
+        object: &O,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Violation {
         Violation {
             severity: Severity::Warning,
             ..Violation::deny(object, field, message)
@@ -246,16 +256,19 @@ pub trait Policy {
     fn parse_config(config: &Value) -> Result<Self::Config, ConfigError>;
 
     /// Rewrites the objects. The default returns them unchanged.
+    ///
+    /// Objects not borrowed mutably go back as the exact text they came in, without being
+    /// serialized; check [`Identity`] (kind, name, ...) before reading an object's document.
     fn transform(
         _ctx: &Context,
         _config: &Self::Config,
-        objects: Vec<Value>,
-    ) -> Result<Vec<Value>, PolicyError> {
+        objects: Vec<Object>,
+    ) -> Result<Vec<Object>, PolicyError> {
         Ok(objects)
     }
 
     /// Judges the objects. The default finds nothing.
-    fn validate(_ctx: &Context, _config: &Self::Config, _objects: &[Value]) -> Vec<Violation> {
+    fn validate(_ctx: &Context, _config: &Self::Config, _objects: &[Object]) -> Vec<Violation> {
         Vec::new()
     }
 }

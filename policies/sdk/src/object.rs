@@ -1,6 +1,237 @@
-//! Reading and editing Kubernetes objects held as `serde_json::Value`.
+//! Kubernetes objects as a policy sees them: [`Object`] (lazily parsed JSON) and helpers to
+//! read and edit them, which work on an [`Object`] and on a plain `serde_json::Value` alike.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::ops::{Deref, DerefMut};
+
+/// The identity fields of an object: `apiVersion`, `kind`, `metadata.name` and
+/// `metadata.namespace`. Implemented by [`Object`] (without parsing the rest of the document)
+/// and by `serde_json::Value`.
+pub trait Identity {
+    /// `apiVersion`, or `""`.
+    fn api_version(&self) -> &str;
+    /// `kind`, or `""`.
+    fn kind(&self) -> &str;
+    /// `metadata.name`, or `""`.
+    fn name(&self) -> &str;
+    /// `metadata.namespace`, if set and non-empty.
+    fn namespace(&self) -> Option<&str>;
+}
+
+impl Identity for Value {
+    fn api_version(&self) -> &str {
+        str_at(self, "/apiVersion").unwrap_or_default()
+    }
+    fn kind(&self) -> &str {
+        str_at(self, "/kind").unwrap_or_default()
+    }
+    fn name(&self) -> &str {
+        str_at(self, "/metadata/name").unwrap_or_default()
+    }
+    fn namespace(&self) -> Option<&str> {
+        str_at(self, "/metadata/namespace").filter(|s| !s.is_empty())
+    }
+}
+
+impl<T: Identity + ?Sized> Identity for &T {
+    fn api_version(&self) -> &str {
+        (**self).api_version()
+    }
+    fn kind(&self) -> &str {
+        (**self).kind()
+    }
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn namespace(&self) -> Option<&str> {
+        (**self).namespace()
+    }
+}
+
+/// The identity fields read from a JSON document without building the rest of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Head {
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawHead<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<RawMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawMeta<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+}
+
+/// One Kubernetes object handed to a policy.
+///
+/// It arrives as JSON text. Its identity ([`Identity`]: `api_version`, `kind`, `name`,
+/// `namespace`) is read without building the document; the document is parsed into a
+/// `serde_json::Value` on first use through `Deref` (`object.get("spec")`,
+/// `object.pointer(..)`, `&*object`), and an object that was never changed (never used through
+/// `DerefMut`) is handed back as the very text it came in. So a policy pays only for the
+/// objects it looks into: check the identity first, then read the document.
+#[derive(Clone)]
+pub struct Object {
+    head: Head,
+    /// The document as received, while it is unchanged.
+    text: Option<String>,
+    value: OnceCell<Value>,
+}
+
+impl Object {
+    /// Reads the identity of a JSON document; the rest is checked for syntax but not built.
+    /// Fails if `text` is not a JSON object.
+    pub fn from_json(text: String) -> Result<Object, String> {
+        // A struct also deserializes from a JSON array; only an object is an object.
+        if !text.trim_start().starts_with('{') {
+            return Err("not a JSON object".to_owned());
+        }
+        let raw: RawHead<'_> =
+            serde_json::from_str(&text).map_err(|e| format!("not a JSON object: {e}"))?;
+        let head = Head {
+            api_version: raw.api_version.map(Cow::into_owned).unwrap_or_default(),
+            kind: raw.kind.map(Cow::into_owned).unwrap_or_default(),
+            name: raw
+                .metadata
+                .as_ref()
+                .and_then(|m| m.name.clone())
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
+            namespace: raw
+                .metadata
+                .and_then(|m| m.namespace)
+                .filter(|n| !n.is_empty())
+                .map(Cow::into_owned),
+        };
+        Ok(Object {
+            head,
+            text: Some(text),
+            value: OnceCell::new(),
+        })
+    }
+
+    /// The document as a `Value` (parsed now if it was not yet).
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| match &self.text {
+            // `from_json` checked the syntax of this very text, and a `Value` accepts any JSON,
+            // so this parse cannot fail; `Null` keeps it total all the same.
+            Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            None => Value::Null,
+        })
+    }
+
+    /// The document for editing; the object is then serialized again when handed back.
+    pub fn value_mut(&mut self) -> &mut Value {
+        self.value();
+        self.text = None;
+        // `value()` just filled the cell.
+        self.value.get_mut().expect("parsed above")
+    }
+
+    /// True if the document is a JSON object (always, for an object received as text).
+    pub fn is_object(&self) -> bool {
+        self.text.is_some() || self.value().is_object()
+    }
+
+    /// True once the document was borrowed mutably (it will be serialized again).
+    pub fn is_changed(&self) -> bool {
+        self.text.is_none()
+    }
+
+    /// The document as a `Value`.
+    pub fn into_value(self) -> Value {
+        self.value();
+        self.value.into_inner().unwrap_or(Value::Null)
+    }
+
+    /// The document as JSON text: the original text if it was never changed.
+    pub fn into_json(self) -> String {
+        match self.text {
+            Some(text) => text,
+            None => self.value.get().map(Value::to_string).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<Value> for Object {
+    fn from(value: Value) -> Object {
+        Object {
+            head: Head::default(),
+            text: None,
+            value: OnceCell::from(value),
+        }
+    }
+}
+
+impl Deref for Object {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl DerefMut for Object {
+    fn deref_mut(&mut self) -> &mut Value {
+        self.value_mut()
+    }
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Object) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value().fmt(f)
+    }
+}
+
+impl Identity for Object {
+    // Once parsed the document is the authority (it may have been edited); before that, the
+    // head read from the text is.
+    fn api_version(&self) -> &str {
+        match self.value.get() {
+            Some(v) => v.api_version(),
+            None => &self.head.api_version,
+        }
+    }
+    fn kind(&self) -> &str {
+        match self.value.get() {
+            Some(v) => v.kind(),
+            None => &self.head.kind,
+        }
+    }
+    fn name(&self) -> &str {
+        match self.value.get() {
+            Some(v) => v.name(),
+            None => &self.head.name,
+        }
+    }
+    fn namespace(&self) -> Option<&str> {
+        match self.value.get() {
+            Some(v) => v.namespace(),
+            None => self.head.namespace.as_deref(),
+        }
+    }
+}
 
 /// The string at JSON pointer `pointer`, if there is one.
 pub fn str_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -8,23 +239,23 @@ pub fn str_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 /// `kind`, or `""`.
-pub fn kind(object: &Value) -> &str {
-    str_at(object, "/kind").unwrap_or_default()
+pub fn kind<O: Identity + ?Sized>(object: &O) -> &str {
+    object.kind()
 }
 
 /// `metadata.name`, or `""`.
-pub fn name(object: &Value) -> &str {
-    str_at(object, "/metadata/name").unwrap_or_default()
+pub fn name<O: Identity + ?Sized>(object: &O) -> &str {
+    object.name()
 }
 
 /// `metadata.namespace`, if set and non-empty.
-pub fn namespace(object: &Value) -> Option<&str> {
-    str_at(object, "/metadata/namespace").filter(|s| !s.is_empty())
+pub fn namespace<O: Identity + ?Sized>(object: &O) -> Option<&str> {
+    object.namespace()
 }
 
 /// The API group of `apiVersion` (`""` for the core group).
-pub fn group(object: &Value) -> &str {
-    let api_version = str_at(object, "/apiVersion").unwrap_or_default();
+pub fn group<O: Identity + ?Sized>(object: &O) -> &str {
+    let api_version = object.api_version();
     api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
@@ -54,7 +285,7 @@ pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
 
 /// The pod spec of a workload (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
 /// ReplicationController, Job, CronJob) and its JSON pointer; `None` for other kinds.
-pub fn pod_spec_pointer(object: &Value) -> Option<&'static str> {
+pub fn pod_spec_pointer<O: Identity + ?Sized>(object: &O) -> Option<&'static str> {
     match kind(object) {
         "Pod" => Some("/spec"),
         "Deployment"
@@ -70,3 +301,48 @@ pub fn pod_spec_pointer(object: &Value) -> Option<&'static str> {
 
 /// The container lists of a pod spec, in order.
 pub const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_is_read_without_parsing_and_unchanged_objects_keep_their_text() {
+        let text = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"namespace":"a","name":"web"},"spec":{"replicas":3}}"#;
+        let object = Object::from_json(text.to_owned()).unwrap();
+        assert_eq!(
+            (object.api_version(), group(&object), kind(&object)),
+            ("apps/v1", "apps", "Deployment")
+        );
+        assert_eq!((name(&object), namespace(&object)), ("web", Some("a")));
+        assert!(object.value.get().is_none(), "identity must not parse");
+        assert_eq!(object.pointer("/spec/replicas"), Some(&json!(3)));
+        assert!(!object.is_changed());
+        assert_eq!(object.into_json(), text, "read-only use keeps the exact text");
+    }
+
+    #[test]
+    fn edits_are_serialized_and_seen_by_identity() {
+        let mut object =
+            Object::from_json(r#"{"kind":"ConfigMap","metadata":{"name":"c"}}"#.to_owned())
+                .unwrap();
+        set_namespace(&mut object, "team");
+        assert!(object.is_changed());
+        assert_eq!(namespace(&object), Some("team"));
+        assert_eq!(
+            object.into_json(),
+            r#"{"kind":"ConfigMap","metadata":{"name":"c","namespace":"team"}}"#
+        );
+        let from_value = Object::from(json!({"kind": "Pod", "metadata": {"name": "p"}}));
+        assert_eq!((kind(&from_value), name(&from_value)), ("Pod", "p"));
+    }
+
+    #[test]
+    fn only_json_objects_are_objects() {
+        for bad in ["[\"v1\",\"Pod\",{}]", "\"text\"", "{\"kind\":", "3"] {
+            assert!(Object::from_json(bad.to_owned()).is_err(), "{bad}");
+        }
+        assert!(Object::from_json(" {}".to_owned()).unwrap().is_object());
+    }
+}

@@ -1,7 +1,7 @@
 //! A native harness to unit-test policy logic with the same steps the host performs:
 //! config check, transform, validate. Use it from `#[test]`s in the policy crate.
 
-use crate::{ConfigError, Context, Level, Policy, PolicyError, Severity, Value, Violation};
+use crate::{ConfigError, Context, Level, Object, Policy, PolicyError, Severity, Value, Violation};
 use std::cell::RefCell;
 
 /// What running a policy on some objects produced.
@@ -32,7 +32,7 @@ pub enum RunError {
 }
 
 /// Runs `P` on `objects` as the host would: parse the config, transform (if the policy
-/// transforms), then validate (if it validates).
+/// transforms), then validate (if it validates), with the objects handed over as JSON text.
 pub fn run<P: Policy>(
     ctx: &Context,
     config: &Value,
@@ -40,6 +40,12 @@ pub fn run<P: Policy>(
 ) -> Result<Outcome, RunError> {
     let parsed = P::parse_config(config).map_err(RunError::Config)?;
     let kind = P::metadata().kind;
+    // As JSON text, as the host hands them over (so the lazy paths of `Object` are the ones
+    // tested); a value that is not a JSON object is passed as it is.
+    let objects: Vec<Object> = objects
+        .into_iter()
+        .map(|v| Object::from_json(v.to_string()).unwrap_or_else(|_| Object::from(v)))
+        .collect();
     let objects = match kind {
         crate::PolicyKind::Validate => objects,
         _ => P::transform(ctx, &parsed, objects).map_err(RunError::Transform)?,
@@ -49,7 +55,7 @@ pub fn run<P: Policy>(
         _ => P::validate(ctx, &parsed, &objects),
     };
     Ok(Outcome {
-        objects,
+        objects: objects.into_iter().map(Object::into_value).collect(),
         violations,
     })
 }

@@ -14,7 +14,7 @@
 
 use gitops_policy_sdk::object::{self, str_at};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Policy, PolicyError, PolicyKind, Value, json,
+    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, json,
 };
 use std::collections::BTreeSet;
 
@@ -114,8 +114,9 @@ fn set_service_namespace(object: &mut Value, pointer: &str, namespace: &str) {
     }
 }
 
-/// The transformation of one object (see the module docs).
-pub fn retarget(object: &mut Value, config: &Config) {
+/// The transformation of one object (see the module docs). An object that is cluster-scoped,
+/// or already in the namespace and without references to update, is left as it came.
+pub fn retarget(object: &mut Object, config: &Config) {
     let group = object::group(object).to_owned();
     let kind = object::kind(object).to_owned();
     let ns = config.namespace.as_str();
@@ -149,7 +150,7 @@ pub fn retarget(object: &mut Value, config: &Config) {
         }
         _ => {}
     }
-    if !config.is_cluster_scoped(&group, &kind) {
+    if !config.is_cluster_scoped(&group, &kind) && object::namespace(object) != Some(ns) {
         object::set_namespace(object, ns);
     }
 }
@@ -234,8 +235,8 @@ impl Policy for TargetNamespace {
     fn transform(
         _ctx: &Context,
         config: &Config,
-        mut objects: Vec<Value>,
-    ) -> Result<Vec<Value>, PolicyError> {
+        mut objects: Vec<Object>,
+    ) -> Result<Vec<Object>, PolicyError> {
         for object in objects.iter_mut() {
             if !object.is_object() {
                 return Err(PolicyError::on(object, "object is not a JSON object"));

@@ -22,6 +22,9 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the epoch ticker advances the engine's epoch (the deadline's granularity).
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Compilations that ran past the compile timeout and are still finishing in the background
+/// (Cranelift cannot be interrupted); while this many run, no new compilation starts.
+const MAX_OVERDUE_COMPILES: usize = 2;
 
 /// Limits and settings of a [`PolicyHost`]. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -110,6 +113,8 @@ struct Inner {
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
     /// `(component sha256, sha256 of the config document)` pairs that passed `validate-config`.
     valid_configs: Mutex<HashSet<(String, [u8; 32])>>,
+    /// sha256 of each component whose compilation exceeded the timeout and is still running.
+    overdue: Arc<Mutex<HashSet<String>>>,
     _ticker: Ticker,
 }
 
@@ -232,6 +237,7 @@ impl PolicyHost {
                 builtin_digests,
                 modules: Mutex::new(HashMap::new()),
                 valid_configs: Mutex::new(HashSet::new()),
+                overdue: Arc::new(Mutex::new(HashSet::new())),
                 _ticker: Ticker { stop },
             }),
         })
@@ -240,6 +246,12 @@ impl PolicyHost {
     /// The effective configuration (deadline clamped).
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
+    }
+
+    /// How many compilations exceeded the compile timeout and are still finishing in the
+    /// background (at most 2; each is bounded by the module size cap).
+    pub fn overdue_compiles(&self) -> usize {
+        lock(&self.inner.overdue).len()
     }
 
     /// Loads (verifies, compiles or fetches from a cache, links) the module of step `policy`
@@ -344,17 +356,44 @@ impl PolicyHost {
             }
         }
         let started = Instant::now();
+        let timeout = || PolicyError::CompileTimeout {
+            policy: policy.to_owned(),
+            limit: inner.config.compile_timeout,
+        };
+        {
+            // A module whose compilation already overran is refused until that compilation
+            // ends, and overdue compilations are capped: a hostile module cannot pile up
+            // compile threads by being retried.
+            let overdue = lock(&inner.overdue);
+            if overdue.contains(sha256) {
+                return Err(timeout());
+            }
+            if overdue.len() >= MAX_OVERDUE_COMPILES {
+                return Err(PolicyError::Engine(format!(
+                    "policy {policy}: not compiling while {} earlier compilations that exceeded the compile timeout are still running",
+                    overdue.len()
+                )));
+            }
+        }
         let engine = inner.engine.clone();
         let owned: Arc<[u8]> = Arc::from(bytes);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let overdue = inner.overdue.clone();
+        let finished = Arc::new(AtomicBool::new(false));
+        let (digest, done) = (sha256.to_owned(), finished.clone());
         std::thread::Builder::new()
             .name("policy-compile".to_owned())
             .spawn(move || {
                 let _ = tx.send(Component::new(&engine, &owned[..]));
+                // Under the lock, so a caller that timed out either sees `finished` or has
+                // already registered the entry removed here.
+                let mut overdue = lock(&overdue);
+                done.store(true, Ordering::SeqCst);
+                overdue.remove(&digest);
             })
             .map_err(|e| PolicyError::Engine(format!("starting a compile thread: {e}")))?;
-        // On timeout the thread finishes in the background (Cranelift cannot be interrupted);
-        // the size cap bounds how long that can take.
+        // On timeout the thread finishes in the background (Cranelift cannot be interrupted;
+        // the size cap bounds how long that can take) and is accounted in `overdue`.
         let component = match rx.recv_timeout(inner.config.compile_timeout) {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -364,10 +403,11 @@ impl PolicyHost {
                 });
             }
             Err(_) => {
-                return Err(PolicyError::CompileTimeout {
-                    policy: policy.to_owned(),
-                    limit: inner.config.compile_timeout,
-                });
+                let mut overdue = lock(&inner.overdue);
+                if !finished.load(Ordering::SeqCst) {
+                    overdue.insert(sha256.to_owned());
+                }
+                return Err(timeout());
             }
         };
         tracing::debug!(
@@ -568,36 +608,38 @@ impl PolicyHost {
             target_namespace: ctx.target_namespace.clone(),
             dry_run: ctx.dry_run,
         };
-        let input_refs: Vec<ObjectRef> = match &ctx.tenancy {
-            Some(_) => objects.iter().map(object_ref).collect(),
-            None => Vec::new(),
+        let input_refs: Vec<ObjectRef> = objects.iter().map(object_ref).collect();
+        let mut current = Documents {
+            texts: objects.iter().map(Value::to_string).collect(),
+            refs: input_refs.clone(),
+            origins: (0..objects.len()).map(Some).collect(),
         };
-        let mut docs: Vec<String> = objects.iter().map(Value::to_string).collect();
-        let mut transformed = false;
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.transforms()) {
-            match self.transform_step(step, module, config, &wit_ctx, ctx, &input_refs, &docs) {
-                Ok(out) => {
-                    docs = out;
-                    transformed = true;
-                }
+            match self.transform_step(step, module, config, &wit_ctx, ctx, &input_refs, &current) {
+                Ok(out) => current = out,
                 Err(e) => ignore_or_fail(step, e, &mut outcome)?,
             }
         }
-        let final_objects = if transformed {
-            docs.iter()
-                .map(|d| serde_json::from_str(d))
-                .collect::<Result<Vec<Value>, _>>()
-                .map_err(|e| {
-                    PolicyError::Engine(format!("re-reading checked policy output: {e}"))
-                })?
-        } else {
-            objects
-        };
+        let docs = &current.texts;
+        // An object no transform changed is the input value itself; only changed ones are
+        // parsed again (their syntax was checked when they were returned).
+        let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
+        let final_objects = docs
+            .iter()
+            .zip(&current.origins)
+            .map(|(text, origin)| {
+                match origin.and_then(|i| originals.get_mut(i).and_then(Option::take)) {
+                    Some(value) => Ok(value),
+                    None => serde_json::from_str(text),
+                }
+            })
+            .collect::<Result<Vec<Value>, _>>()
+            .map_err(|e| PolicyError::Engine(format!("re-reading checked policy output: {e}")))?;
 
         let mut denials = Vec::new();
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.validates()) {
             let found = self.call(&module.pre, &step.name, "validate", |p, s| {
-                p.call_validate(s, &wit_ctx, config, &docs)
+                p.call_validate(s, &wit_ctx, config, docs)
             });
             match found {
                 Ok(violations) => {
@@ -631,12 +673,12 @@ impl PolicyHost {
         wit_ctx: &wit::Context,
         ctx: &PolicyContext,
         input_refs: &[ObjectRef],
-        docs: &[String],
-    ) -> Result<Vec<String>, PolicyError> {
+        current: &Documents,
+    ) -> Result<Documents, PolicyError> {
         let policy = step.name.as_str();
         let out = self
             .call(&module.pre, policy, "transform", |p, s| {
-                p.call_transform(s, wit_ctx, &config.to_owned(), docs)
+                p.call_transform(s, wit_ctx, &config.to_owned(), &current.texts)
             })?
             .map_err(|e| PolicyError::Failed {
                 policy: policy.to_owned(),
@@ -651,19 +693,41 @@ impl PolicyHost {
             });
         }
         let mut refs = Vec::with_capacity(out.len());
+        let mut origins = Vec::with_capacity(out.len());
         for (index, doc) in out.iter().enumerate() {
+            // Returned exactly as it was handed in: already checked and identified.
+            if current.texts.get(index) == Some(doc) {
+                refs.push(current.refs[index].clone());
+                origins.push(current.origins[index]);
+                continue;
+            }
             let r = output::identify(doc).map_err(|reason| PolicyError::MalformedOutput {
                 policy: policy.to_owned(),
                 index,
                 reason,
             })?;
-            refs.push((r, policy));
+            refs.push(r);
+            origins.push(None);
         }
         if let Some(t) = &ctx.tenancy {
-            tenancy::check(ctx, t, input_refs, &refs)?;
+            tenancy::check(ctx, t, input_refs, &refs, policy)?;
         }
-        Ok(out)
+        Ok(Documents {
+            texts: out,
+            refs,
+            origins,
+        })
     }
+}
+
+/// The objects between two steps of a pipeline, as the JSON text the next step is given.
+struct Documents {
+    /// One JSON object per object.
+    texts: Vec<String>,
+    /// Identity of each (checked when a transform returned it).
+    refs: Vec<ObjectRef>,
+    /// Index of the pipeline input an object is byte-identical to, if no transform changed it.
+    origins: Vec<Option<usize>>,
 }
 
 /// `failurePolicy: Ignore` covers a policy that fails to *run* (deadline, memory, trap, bad

@@ -26,6 +26,10 @@ struct MetaHead<'a> {
 
 /// Checks one object document and returns its identity.
 pub(crate) fn identify(document: &str) -> Result<ObjectRef, String> {
+    // A struct also deserializes from a JSON array; only an object is an object.
+    if !document.trim_start().starts_with('{') {
+        return Err("not a JSON object".to_owned());
+    }
     let head: Head<'_> =
         serde_json::from_str(document).map_err(|e| format!("not a JSON object: {e}"))?;
     let api_version = head
@@ -83,6 +87,11 @@ mod tests {
         );
         assert!(
             identify(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}"#).is_err()
+        );
+        assert!(
+            identify(r#"["v1","ConfigMap",{"name":"x"}]"#)
+                .unwrap_err()
+                .contains("not a JSON object")
         );
     }
 }

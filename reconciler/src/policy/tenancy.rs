@@ -28,13 +28,14 @@ impl<'a> Scope<'a> {
     }
 }
 
-/// Checks `output` (objects after all transforms, each tagged with the step that last
-/// returned it) against `input` (the objects the pipeline was given).
+/// Checks `output` (the objects step `policy` returned) against `input` (the objects the
+/// pipeline was given).
 pub(crate) fn check(
     ctx: &PolicyContext,
     tenancy: &Tenancy,
     input: &[ObjectRef],
-    output: &[(ObjectRef, &str)],
+    output: &[ObjectRef],
+    policy: &str,
 ) -> Result<(), PolicyError> {
     let scope = Scope::new(tenancy);
     let mut namespaces: BTreeSet<&str> = input
@@ -46,11 +47,11 @@ pub(crate) fn check(
     let same = |a: &ObjectRef, b: &ObjectRef| {
         group(&a.api_version) == group(&b.api_version) && a.kind == b.kind && a.name == b.name
     };
-    for (object, policy) in output {
+    for object in output {
         if scope.is_cluster_scoped(object) {
             if !tenancy.allow_cluster_scoped && !input.iter().any(|i| same(i, object)) {
                 return Err(PolicyError::Tenancy {
-                    policy: (*policy).to_owned(),
+                    policy: policy.to_owned(),
                     object: Box::new(object.clone()),
                     reason: "adds a cluster-scoped object that was not in the build".to_owned(),
                 });
@@ -59,7 +60,7 @@ pub(crate) fn check(
             && !namespaces.contains(ns)
         {
             return Err(PolicyError::Tenancy {
-                policy: (*policy).to_owned(),
+                policy: policy.to_owned(),
                 object: Box::new(object.clone()),
                 reason: format!(
                     "namespace {ns:?} is neither the target namespace, a namespace of the build, nor an allowed namespace"

@@ -138,6 +138,58 @@ fn oversized_output_is_refused_before_the_host_copies_it() {
 }
 
 #[test]
+fn a_gigabyte_of_output_is_refused_at_the_cap_with_bounded_host_memory() {
+    // 2^20 strings of 1 KiB (1 GiB; they alias one guest buffer) against the default 64 MiB
+    // cap: wasmtime charges each string against the cap before copying it, so the host holds
+    // at most about the cap, never the gigabyte.
+    let host = host_with(|_| {});
+    still_works(&host);
+    let before = rss_bytes();
+    let started = Instant::now();
+    let e = failure(&host, hostile("gigabyte-output"));
+    assert!(
+        matches!(e, PolicyError::OutputTooLarge { ref policy, operation: "transform", limit } if policy == "hostile-gigabyte-output" && limit == 64 << 20),
+        "{e:?}"
+    );
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 256 << 20, "RSS grew by {grown} bytes");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    still_works(&host);
+}
+
+#[test]
+fn a_compile_past_the_timeout_is_refused_without_piling_up_threads() {
+    // No disk cache and a 1 ms bound: compiling the hostile component takes far longer.
+    let host = PolicyHost::new(gitops_reconciler::policy::HostConfig {
+        compile_timeout: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .expect("host");
+    let e = failure(&host, hostile("ok"));
+    assert!(
+        matches!(e, PolicyError::CompileTimeout { ref policy, limit } if policy == "hostile-ok" && limit == Duration::from_millis(1)),
+        "{e:?}"
+    );
+    assert_eq!(host.overdue_compiles(), 1, "the compile goes on in the background");
+    // Retrying the same module while that compile runs starts no second one.
+    let started = Instant::now();
+    let e = failure(&host, hostile("ok"));
+    assert!(matches!(e, PolicyError::CompileTimeout { .. }), "{e:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(host.overdue_compiles(), 1);
+    // The background compile ends (bounded by the module size cap) and is forgotten.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while host.overdue_compiles() > 0 {
+        assert!(Instant::now() < deadline, "the overdue compile never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn malformed_output_names_the_policy_and_index() {
     let host = host_with(|_| {});
     let e = failure(&host, hostile("bad-json"));

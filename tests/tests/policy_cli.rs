@@ -1,0 +1,240 @@
+//! `kubectl gitops policy test`: the policy author's loop, run in process exactly as the binary
+//! runs it (no cluster needed), on the manifests in `policies/fixtures/cli/manifests`. Golden
+//! files in `policies/fixtures/cli/golden` hold the expected stdout; regenerate them with
+//! `GITOPS_UPDATE_GOLDEN=1 cargo test -p gitops-conformance --test policy_cli` and review the
+//! diff.
+
+mod cli_support;
+
+use cli_support::{Run, gitops_raw};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/fixtures/cli")
+}
+
+/// `kubectl gitops policy test ARGS`, with paths relative to the fixture directory.
+fn policy_test(args: &[&str]) -> Run {
+    let dir = fixtures();
+    let mut full = vec!["kubectl-gitops".to_owned(), "policy".into(), "test".into()];
+    for a in args {
+        full.push(match a.strip_prefix('@') {
+            Some(rel) => dir.join(rel).to_string_lossy().into_owned(),
+            None => (*a).to_owned(),
+        });
+    }
+    gitops_raw(&full)
+}
+
+/// Compares `actual` with golden file `name` (fixture paths replaced by `<fixtures>`).
+fn golden(name: &str, actual: &str) {
+    let dir = fixtures();
+    let prefix = dir.to_string_lossy().into_owned();
+    let actual = actual.replace(&prefix, "<fixtures>");
+    let path = dir.join("golden").join(name);
+    if std::env::var_os("GITOPS_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading golden {}: {e}", path.display()));
+    assert_eq!(
+        actual,
+        want,
+        "output differs from {} (GITOPS_UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or_default()
+}
+
+#[test]
+fn a_transform_prints_a_diff_of_each_changed_object() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:target-namespace",
+        "--config",
+        "@target-namespace.json",
+        "-f",
+        "@manifests",
+    ])
+    .expect(0);
+    golden("target-namespace.txt", &run.stdout);
+    assert!(
+        run.stderr.starts_with(
+            "► running policy target-namespace 0.1.0 (transform) on 6 objects from "
+        ),
+        "{}",
+        run.stderr
+    );
+    // Namespace and ClusterRole are cluster-scoped: untouched.
+    assert_eq!(last_line(&run.stderr), "✔ allowed: 6 objects, 4 changed");
+}
+
+#[test]
+fn objects_are_printed_whole_with_output_yaml() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:target-namespace",
+        "--config",
+        "@target-namespace.json",
+        "-f",
+        "@manifests/apps/worker.yaml",
+        "-o",
+        "yaml",
+    ])
+    .expect(0);
+    let objects: Vec<serde_json::Value> =
+        gitops_reconciler::yaml::from_str_multi(&run.stdout).unwrap();
+    assert_eq!(objects.len(), 1, "{}", run.stdout);
+    assert_eq!(objects[0]["metadata"]["namespace"], "team-a");
+    assert_eq!(objects[0]["metadata"]["name"], "worker");
+}
+
+#[test]
+fn an_allowing_policy_exits_0_with_its_rewrites() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:image-pinning",
+        "--config",
+        "@image-pinning-allow.json",
+        "-f",
+        "@manifests",
+    ])
+    .expect(0);
+    golden("image-pinning-allow.txt", &run.stdout);
+    assert_eq!(last_line(&run.stderr), "✔ allowed: 6 objects, 1 changed");
+}
+
+#[test]
+fn a_denying_policy_exits_1_with_a_violation_table() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:image-pinning",
+        "--config",
+        "@image-pinning-deny.yaml",
+        "-f",
+        "@manifests",
+    ])
+    .expect(1);
+    golden("image-pinning-deny.txt", &run.stdout);
+    assert_eq!(
+        last_line(&run.stderr),
+        "✗ denied: 3 violations of severity error"
+    );
+}
+
+#[test]
+fn a_component_file_runs_like_the_builtin() {
+    // The committed built-in as a plain file: the digest is computed locally.
+    let run = policy_test(&[
+        "--module",
+        "@../../dist/target-namespace.wasm",
+        "--config",
+        "@target-namespace.json",
+        "-f",
+        "@manifests",
+    ])
+    .expect(0);
+    golden("target-namespace.txt", &run.stdout);
+}
+
+#[test]
+fn a_refused_config_exits_2_naming_the_field() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:replica-bounds",
+        "--config",
+        "@replica-bounds-bad.json",
+        "-f",
+        "@manifests",
+    ])
+    .expect(2);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("✗ policy replica-bounds: invalid config at /bounds/Deployment: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unparsable_config_exits_2() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:replica-bounds",
+        "--config",
+        "@not-a-component.wasm",
+        "-f",
+        "@manifests",
+    ]);
+    // "not a component" is a valid YAML string, so the policy refuses it (not an object).
+    let run = run.expect(2);
+    assert!(
+        run.stderr
+            .starts_with("✗ policy replica-bounds: invalid config"),
+        "{}",
+        run.stderr
+    );
+    let run = policy_test(&[
+        "--module",
+        "builtin:replica-bounds",
+        "--config",
+        "@missing.json",
+        "-f",
+        "@manifests",
+    ])
+    .expect(2);
+    assert!(
+        run.stderr.starts_with("✗ reading config ") && run.stderr.contains("missing.json: "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_bad_module_exits_2_with_one_line() {
+    let run = policy_test(&["--module", "@not-a-component.wasm", "-f", "@manifests"]).expect(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("✗ policy not-a-component: not a valid policy component: "),
+        "{}",
+        run.stderr
+    );
+    let run = policy_test(&["--module", "builtin:nope", "-f", "@manifests"]).expect(2);
+    assert!(
+        run.stderr
+            .starts_with("✗ policy nope: unknown builtin \"nope\""),
+        "{}",
+        run.stderr
+    );
+    let run = policy_test(&["--module", "@missing.wasm", "-f", "@manifests"]).expect(2);
+    assert!(
+        run.stderr.starts_with("✗ reading module "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unreadable_manifest_directory_exits_2() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:target-namespace",
+        "--config",
+        "@target-namespace.json",
+        "-f",
+        "@no-such-dir",
+    ])
+    .expect(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("✗ reading manifests from "),
+        "{}",
+        run.stderr
+    );
+}
