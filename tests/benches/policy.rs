@@ -118,7 +118,10 @@ fn native_values<P: Policy>(config: &Value, objects: Vec<Object>) -> Vec<Object>
     };
     if kind != PolicyKind::Transform {
         let violations = P::validate(&testing::context(), &config, &objects);
-        assert!(violations.is_empty(), "bench objects must pass: {violations:?}");
+        assert!(
+            violations.is_empty(),
+            "bench objects must pass: {violations:?}"
+        );
     }
     objects
 }

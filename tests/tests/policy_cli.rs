@@ -62,9 +62,8 @@ fn a_transform_prints_a_diff_of_each_changed_object() {
     .expect(0);
     golden("target-namespace.txt", &run.stdout);
     assert!(
-        run.stderr.starts_with(
-            "► running policy target-namespace 0.1.0 (transform) on 6 objects from "
-        ),
+        run.stderr
+            .starts_with("► running policy target-namespace 0.1.0 (transform) on 6 objects from "),
         "{}",
         run.stderr
     );

@@ -7,7 +7,6 @@
 //! Exit codes: 0 the objects are allowed, 1 the policy denied them, 2 the inputs are unusable
 //! (module, config, manifests), 6 the policy failed to run (trap, deadline, memory, bad output).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -105,8 +104,8 @@ fn module_source(arg: &str) -> anyhow::Result<(String, ModuleSource)> {
         return Ok((name.to_owned(), ModuleSource::Builtin(name.to_owned())));
     }
     let path = Path::new(arg);
-    let bytes = std::fs::read(path)
-        .map_err(|e| fail(Exit::Usage, format!("reading module {arg}: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(Exit::Usage, format!("reading module {arg}: {e}")))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let name = path
         .file_stem()
@@ -124,8 +123,12 @@ fn module_source(arg: &str) -> anyhow::Result<(String, ModuleSource)> {
 
 /// The config file: one JSON or YAML document.
 fn read_config(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(Exit::Usage, format!("reading config {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("reading config {}: {e}", path.display()),
+        )
+    })?;
     gitops_reconciler::yaml::from_str(&text).map_err(|e| {
         fail(
             Exit::Usage,

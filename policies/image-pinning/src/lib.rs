@@ -18,8 +18,7 @@
 
 use gitops_policy_sdk::object::{CONTAINER_LISTS, pod_spec_pointer};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation,
-    json,
+    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation, json,
 };
 use std::collections::BTreeMap;
 

@@ -11,8 +11,7 @@
 
 use gitops_policy_sdk::object::{kind, name, namespace, str_at};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation,
-    json,
+    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation, json,
 };
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,6 +2,7 @@
 //! read and edit them, which work on an [`Object`] and on a plain `serde_json::Value` alike.
 
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -60,14 +61,95 @@ struct Head {
     namespace: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RawHead<'a> {
-    #[serde(rename = "apiVersion", borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    metadata: Option<RawMeta<'a>>,
+/// Reads the identity of a JSON object document, and stops reading as soon as `apiVersion`,
+/// `kind` and `metadata` were seen: with the keys in the host's (sorted) order that is before
+/// `spec`, `data` and `status` of most objects, so most of the text is not even scanned. The
+/// host only hands over valid JSON, so the rest need not be checked here.
+fn read_head(text: &str) -> Result<Head, String> {
+    if !text.trim_start().starts_with('{') {
+        // A struct would also deserialize from an array; only an object is an object.
+        return Err("not a JSON object".to_owned());
+    }
+    let mut head = Head::default();
+    let mut seen = Seen::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    match (HeadVisitor {
+        head: &mut head,
+        seen: &mut seen,
+    })
+    .deserialize(&mut de)
+    {
+        Ok(()) => {}
+        // The visitor stops the deserializer with an error once it has everything.
+        Err(_) if seen.all() => {}
+        Err(e) => return Err(format!("not a JSON object: {e}")),
+    }
+    Ok(head)
+}
+
+#[derive(Default)]
+struct Seen {
+    api_version: bool,
+    kind: bool,
+    metadata: bool,
+}
+
+impl Seen {
+    fn all(&self) -> bool {
+        self.api_version && self.kind && self.metadata
+    }
+}
+
+struct HeadVisitor<'h> {
+    head: &'h mut Head,
+    seen: &'h mut Seen,
+}
+
+impl<'de> DeserializeSeed<'de> for HeadVisitor<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeadVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "apiVersion" => {
+                    self.head.api_version = map.next_value::<Option<String>>()?.unwrap_or_default();
+                    self.seen.api_version = true;
+                }
+                "kind" => {
+                    self.head.kind = map.next_value::<Option<String>>()?.unwrap_or_default();
+                    self.seen.kind = true;
+                }
+                "metadata" => {
+                    if let Some(meta) = map.next_value::<Option<RawMeta<'de>>>()? {
+                        self.head.name = meta.name.map(Cow::into_owned).unwrap_or_default();
+                        self.head.namespace = meta
+                            .namespace
+                            .filter(|n| !n.is_empty())
+                            .map(Cow::into_owned);
+                    }
+                    self.seen.metadata = true;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            if self.seen.all() {
+                return Err(serde::de::Error::custom("identity complete"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,32 +177,11 @@ pub struct Object {
 }
 
 impl Object {
-    /// Reads the identity of a JSON document; the rest is checked for syntax but not built.
-    /// Fails if `text` is not a JSON object.
+    /// Reads the identity of a JSON document (see the type's docs); the rest is neither built
+    /// nor, past `metadata`, scanned. Fails if `text` is not a JSON object.
     pub fn from_json(text: String) -> Result<Object, String> {
-        // A struct also deserializes from a JSON array; only an object is an object.
-        if !text.trim_start().starts_with('{') {
-            return Err("not a JSON object".to_owned());
-        }
-        let raw: RawHead<'_> =
-            serde_json::from_str(&text).map_err(|e| format!("not a JSON object: {e}"))?;
-        let head = Head {
-            api_version: raw.api_version.map(Cow::into_owned).unwrap_or_default(),
-            kind: raw.kind.map(Cow::into_owned).unwrap_or_default(),
-            name: raw
-                .metadata
-                .as_ref()
-                .and_then(|m| m.name.clone())
-                .map(Cow::into_owned)
-                .unwrap_or_default(),
-            namespace: raw
-                .metadata
-                .and_then(|m| m.namespace)
-                .filter(|n| !n.is_empty())
-                .map(Cow::into_owned),
-        };
         Ok(Object {
-            head,
+            head: read_head(&text)?,
             text: Some(text),
             value: OnceCell::new(),
         })
@@ -129,8 +190,8 @@ impl Object {
     /// The document as a `Value` (parsed now if it was not yet).
     pub fn value(&self) -> &Value {
         self.value.get_or_init(|| match &self.text {
-            // `from_json` checked the syntax of this very text, and a `Value` accepts any JSON,
-            // so this parse cannot fail; `Null` keeps it total all the same.
+            // The host hands over valid JSON objects only, and a `Value` accepts any JSON, so
+            // this parse does not fail; `Null` keeps it total all the same.
             Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
             None => Value::Null,
         })
@@ -319,7 +380,11 @@ mod tests {
         assert!(object.value.get().is_none(), "identity must not parse");
         assert_eq!(object.pointer("/spec/replicas"), Some(&json!(3)));
         assert!(!object.is_changed());
-        assert_eq!(object.into_json(), text, "read-only use keeps the exact text");
+        assert_eq!(
+            object.into_json(),
+            text,
+            "read-only use keeps the exact text"
+        );
     }
 
     #[test]
@@ -344,5 +409,18 @@ mod tests {
             assert!(Object::from_json(bad.to_owned()).is_err(), "{bad}");
         }
         assert!(Object::from_json(" {}".to_owned()).unwrap().is_object());
+    }
+
+    #[test]
+    fn identity_is_found_in_any_key_order() {
+        let text = r#"{"spec":{"x":[1,{"kind":"no"}]},"metadata":{"labels":{"a":"b"},"name":"n"},"status":{},"kind":"Pod","apiVersion":"v1"}"#;
+        let object = Object::from_json(text.to_owned()).unwrap();
+        assert_eq!(
+            (object.api_version(), kind(&object), name(&object)),
+            ("v1", "Pod", "n")
+        );
+        assert_eq!(namespace(&object), None);
+        let bare = Object::from_json(r#"{"data":{"k":"v"}}"#.to_owned()).unwrap();
+        assert_eq!((kind(&bare), name(&bare)), ("", ""));
     }
 }

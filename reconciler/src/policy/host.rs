@@ -621,21 +621,6 @@ impl PolicyHost {
             }
         }
         let docs = &current.texts;
-        // An object no transform changed is the input value itself; only changed ones are
-        // parsed again (their syntax was checked when they were returned).
-        let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
-        let final_objects = docs
-            .iter()
-            .zip(&current.origins)
-            .map(|(text, origin)| {
-                match origin.and_then(|i| originals.get_mut(i).and_then(Option::take)) {
-                    Some(value) => Ok(value),
-                    None => serde_json::from_str(text),
-                }
-            })
-            .collect::<Result<Vec<Value>, _>>()
-            .map_err(|e| PolicyError::Engine(format!("re-reading checked policy output: {e}")))?;
-
         let mut denials = Vec::new();
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.validates()) {
             let found = self.call(&module.pre, &step.name, "validate", |p, s| {
@@ -660,7 +645,20 @@ impl PolicyHost {
                 violations: denials,
             });
         }
-        outcome.objects = final_objects;
+        // An object no transform changed is the input value itself; only changed ones are
+        // parsed again (their syntax was checked when they were returned).
+        let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
+        outcome.objects = docs
+            .iter()
+            .zip(&current.origins)
+            .map(|(text, origin)| {
+                match origin.and_then(|i| originals.get_mut(i).and_then(Option::take)) {
+                    Some(value) => Ok(value),
+                    None => serde_json::from_str(text),
+                }
+            })
+            .collect::<Result<Vec<Value>, _>>()
+            .map_err(|e| PolicyError::Engine(format!("re-reading checked policy output: {e}")))?;
         Ok(outcome)
     }
 

@@ -174,7 +174,11 @@ fn a_compile_past_the_timeout_is_refused_without_piling_up_threads() {
         matches!(e, PolicyError::CompileTimeout { ref policy, limit } if policy == "hostile-ok" && limit == Duration::from_millis(1)),
         "{e:?}"
     );
-    assert_eq!(host.overdue_compiles(), 1, "the compile goes on in the background");
+    assert_eq!(
+        host.overdue_compiles(),
+        1,
+        "the compile goes on in the background"
+    );
     // Retrying the same module while that compile runs starts no second one.
     let started = Instant::now();
     let e = failure(&host, hostile("ok"));
