@@ -63,12 +63,12 @@ fn a_transform_prints_a_diff_of_each_changed_object() {
     golden("target-namespace.txt", &run.stdout);
     assert!(
         run.stderr
-            .starts_with("► running policy target-namespace 0.1.0 (transform) on 6 objects from "),
+            .starts_with("► running policy target-namespace 0.1.0 (transform) on 5 objects from "),
         "{}",
         run.stderr
     );
     // Namespace and ClusterRole are cluster-scoped: untouched.
-    assert_eq!(last_line(&run.stderr), "✔ allowed: 6 objects, 4 changed");
+    assert_eq!(last_line(&run.stderr), "✔ allowed: 5 objects, 3 changed");
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn an_allowing_policy_exits_0_with_its_rewrites() {
     ])
     .expect(0);
     golden("image-pinning-allow.txt", &run.stdout);
-    assert_eq!(last_line(&run.stderr), "✔ allowed: 6 objects, 1 changed");
+    assert_eq!(last_line(&run.stderr), "✔ allowed: 5 objects, 1 changed");
 }
 
 #[test]
@@ -161,7 +161,23 @@ fn a_refused_config_exits_2_naming_the_field() {
 }
 
 #[test]
-fn an_unparsable_config_exits_2() {
+fn an_unparsable_or_missing_config_exits_2() {
+    let run = policy_test(&[
+        "--module",
+        "builtin:replica-bounds",
+        "--config",
+        "@broken-config.json",
+        "-f",
+        "@manifests",
+    ])
+    .expect(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("✗ config ") && run.stderr.contains("is not JSON or YAML"),
+        "{}",
+        run.stderr
+    );
+    // A document that parses but is not what the policy takes: the policy's own message.
     let run = policy_test(&[
         "--module",
         "builtin:replica-bounds",
@@ -169,12 +185,11 @@ fn an_unparsable_config_exits_2() {
         "@not-a-component.wasm",
         "-f",
         "@manifests",
-    ]);
-    // "not a component" is a valid YAML string, so the policy refuses it (not an object).
-    let run = run.expect(2);
+    ])
+    .expect(2);
     assert!(
         run.stderr
-            .starts_with("✗ policy replica-bounds: invalid config"),
+            .starts_with("✗ policy replica-bounds: invalid config: config must be an object"),
         "{}",
         run.stderr
     );
