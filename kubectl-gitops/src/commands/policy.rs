@@ -44,6 +44,15 @@ pub fn test(args: &PolicyTestArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
     let info = host
         .load(&step_name, &module)
         .map_err(|e| policy_failure(&e))?;
+    let step = PolicyStep {
+        name: step_name,
+        module,
+        config,
+        failure_policy: FailurePolicy::Fail,
+    };
+    // The config is checked before anything is printed, so a refused one is the only line.
+    host.validate_config(&step)
+        .map_err(|e| policy_failure(&e))?;
     ui.step(&format!(
         "running policy {} {} ({}) on {} objects from {}",
         escape(&info.name),
@@ -53,12 +62,6 @@ pub fn test(args: &PolicyTestArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
         args.filename.display()
     ))?;
 
-    let step = PolicyStep {
-        name: step_name,
-        module,
-        config,
-        failure_policy: FailurePolicy::Fail,
-    };
     let ctx = PolicyContext {
         target_namespace: args.target_namespace.clone(),
         dry_run: true,
@@ -223,17 +226,17 @@ fn print_objects(
     let mut changed = 0;
     let mut diff = String::new();
     for (source, object) in &pairs {
-        let (old, header) = match source {
+        let (old, old_name, header) = match source {
             Some(j) if before[*j] == **object => continue,
-            Some(j) => (yaml(&before[*j])?, "changed"),
-            None => (String::new(), "added"),
+            Some(j) => (yaml(&before[*j])?, label(&before[*j]), "changed"),
+            None => (String::new(), "(none)".to_owned(), "added"),
         };
         changed += 1;
         let name = label(object);
         let text = similar::TextDiff::from_lines(&old, &yaml(object)?)
             .unified_diff()
             .context_radius(3)
-            .header(&format!("input {name}"), &format!("output {name}"))
+            .header(&format!("input {old_name}"), &format!("output {name}"))
             .to_string();
         diff.push_str(&format!("► {name} {header}\n{text}"));
     }
@@ -243,7 +246,7 @@ fn print_objects(
         let text = similar::TextDiff::from_lines(&yaml(object)?, "")
             .unified_diff()
             .context_radius(3)
-            .header(&format!("input {name}"), &format!("output {name}"))
+            .header(&format!("input {name}"), "output (none)")
             .to_string();
         diff.push_str(&format!("► {name} removed\n{text}"));
     }
