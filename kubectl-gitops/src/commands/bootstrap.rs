@@ -730,8 +730,10 @@ impl GitCommand {
             || lower.contains("could not read username")
             || lower.contains("could not read password")
             || lower.contains("permission denied")
-            || lower.contains(" 401")
-            || lower.contains(" 403")
+            // HTTP status as git reports it ("The requested URL returned error: 403"); a
+            // bare " 403" would also match a port number such as 40327.
+            || lower.contains("returned error: 401")
+            || lower.contains("returned error: 403")
         {
             "the git server refused the credentials: check -u/-p or --private-key-file"
         } else if lower.contains("certificate") {
