@@ -40,6 +40,20 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Runs `cmd` and returns its stdout; panics with both outputs when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Builds binary `bin` of workspace package `package` (debug profile, into the target dir the
 /// tests were built in) and returns its path. Panics with cargo's output when the build fails.
 pub fn cargo_binary(package: &str, bin: &str) -> PathBuf {

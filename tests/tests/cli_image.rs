@@ -16,16 +16,7 @@ use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
 use gitops_conformance::{TestNamespace, install_crds, kubectl, kubectl_ok, repo_root};
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    gitops_conformance::run_ok(cmd)
 }
 
 /// What `build.sh` printed, plus where it wrote.

@@ -8,16 +8,7 @@ use std::process::Command;
 use gitops_conformance::repo_root;
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    gitops_conformance::run_ok(cmd)
 }
 
 /// Builds the plugin binary (debug: the release build is the release job's) and returns it.
