@@ -13,7 +13,8 @@
 //! Uses the cluster of GITOPS_TEST_KUBECONFIG, or starts the local control plane (tests/cluster,
 //! which runs kube-controller-manager with --kube-api-qps 500 --kube-api-burst 1000 so that its
 //! own client throttling is not what is measured) and stops it afterwards.
-//! `GITOPS_BENCH_KUSTOMIZATIONS` scales (a) down for a quick run.
+//! `GITOPS_BENCH_KUSTOMIZATIONS` scales (a) down for a quick run; `GITOPS_BENCH_PARTS=a` (or `b`)
+//! runs one part; `GITOPS_BENCH_STATIC=1` also measures (c) idle for the static image binary.
 
 #[path = "../tests/kustomization_support/mod.rs"]
 mod support;
@@ -25,10 +26,58 @@ use std::time::{Duration, Instant};
 use gitops_conformance::{kubectl, kubectl_ok, repo_root};
 use gitops_reconciler::apply::{self, Resolver};
 
-const RECONCILER_CONCURRENT: u16 = 64;
+/// `--concurrent` of the reconciler in (a); `GITOPS_BENCH_CONCURRENT` overrides it.
+fn reconciler_concurrent() -> u16 {
+    std::env::var("GITOPS_BENCH_CONCURRENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
 
 fn report(name: &str, measured: String, goal: &str, ratio: f64, note: &str) {
     println!("{name:<48} measured {measured:<14} goal {goal:<10} ratio {ratio:>6.2}  {note}");
+}
+
+/// CPU seconds (user + system) a process has used so far; 0 when it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which is in parentheses and may hold spaces).
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let utime: u64 = rest.get(11)?.parse().ok()?;
+            let stime: u64 = rest.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// The processes of our own local control plane (tests/cluster records them in `pids/`).
+fn cluster_processes(dir: &Path) -> Vec<(String, u32)> {
+    let Ok(entries) = std::fs::read_dir(dir.join("pids")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u32)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".pid")?
+                .to_owned();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name, pid))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Cluster under test: the caller's, or one of our own (stopped on drop).
@@ -220,8 +269,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Builds (release) and starts the reconciler binary against the cluster under test.
-fn start_reconciler(storage: &Path) -> Child {
+/// The release `gitops-reconciler` (dynamically linked, as `cargo build --release` makes it),
+/// built here so the bench always measures the current code.
+fn release_reconciler() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args([
@@ -236,18 +286,45 @@ fn start_reconciler(storage: &Path) -> Child {
         .status()
         .expect("cargo build");
     assert!(status.success(), "building gitops-reconciler failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
+    target_dir().join("release/gitops-reconciler")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
+        .unwrap_or_else(|_| repo_root().join("target"))
+}
+
+/// The static release binary the OCI image ships (kubectl-gitops/image/build.sh builds it with
+/// `--target x86_64-unknown-linux-gnu --features static`), when `GITOPS_BENCH_STATIC=1` asks for
+/// it (another full release build, so not by default).
+fn static_reconciler() -> Option<PathBuf> {
+    if std::env::var("GITOPS_BENCH_STATIC").as_deref() != Ok("1") {
+        return None;
+    }
+    let out = std::env::temp_dir().join(format!("gitops-bench-image-{}", std::process::id()));
+    let status = Command::new("bash")
+        .arg(repo_root().join("kubectl-gitops/image/build.sh"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run kubectl-gitops/image/build.sh");
+    assert!(status.success(), "building the static reconciler failed");
+    let _ = std::fs::remove_dir_all(&out);
+    Some(target_dir().join("x86_64-unknown-linux-gnu/release/gitops-reconciler"))
+}
+
+/// Starts `bin` against the cluster under test, reconciling only the bench's Kustomizations.
+fn start_reconciler(bin: &Path, storage: &Path) -> Child {
     let log = std::fs::File::create(std::env::temp_dir().join("gitops-bench-reconciler.log"))
         .expect("log file");
-    Command::new(target.join("release/gitops-reconciler"))
+    Command::new(bin)
         .args([
             &format!("--storage-path={}", storage.display()),
             &format!("--storage-addr=127.0.0.1:{}", free_port()),
             &format!("--metrics-addr=127.0.0.1:{}", free_port()),
             &format!("--health-addr=127.0.0.1:{}", free_port()),
-            &format!("--concurrent={RECONCILER_CONCURRENT}"),
+            &format!("--concurrent={}", reconciler_concurrent()),
             "--concurrent-apply=8",
             "--watch-label-selector=bench=flux",
             "--log-format=json",
@@ -260,7 +337,17 @@ fn start_reconciler(storage: &Path) -> Child {
         .expect("start gitops-reconciler")
 }
 
-async fn bench_a() {
+/// RSS of `bin` started against the cluster, idle (no Kustomization of its shard), after 5 s.
+async fn idle_rss_of(bin: &Path, storage: &Path) -> u64 {
+    let mut reconciler = start_reconciler(bin, storage);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = rss_kib(reconciler.id(), "VmRSS:");
+    let _ = reconciler.kill();
+    let _ = reconciler.wait();
+    rss
+}
+
+async fn bench_a(cluster_dir: Option<&Path>) {
     let count: usize = std::env::var("GITOPS_BENCH_KUSTOMIZATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -282,7 +369,12 @@ async fn bench_a() {
         ],
     );
 
-    let mut reconciler = start_reconciler(&storage);
+    let bin = release_reconciler();
+    let static_idle_rss = match static_reconciler() {
+        Some(static_bin) => Some(idle_rss_of(&static_bin, &storage).await),
+        None => None,
+    };
+    let mut reconciler = start_reconciler(&bin, &storage);
     let pid = reconciler.id();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
@@ -293,6 +385,9 @@ async fn bench_a() {
             "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: app-{i}, namespace: {ns}, labels: {{bench: flux}}}}\nspec:\n  sourceRef: {{kind: GitRepository, name: podinfo}}\n  path: ./app\n  interval: 1h\n  retryInterval: 5s\n  timeout: 5m\n  prune: true\n  wait: true\n  namePrefix: k{i}-\n---\n"
         ));
     }
+    let mut processes = cluster_processes(cluster_dir.unwrap_or(Path::new("/nonexistent")));
+    processes.push(("gitops-reconciler".into(), pid));
+    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let started = Instant::now();
     kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifests));
     let client = support::client().await;
@@ -317,13 +412,27 @@ async fn bench_a() {
     }
     let elapsed = started.elapsed();
     let peak_rss = rss_kib(pid, "VmHWM:");
+    // Where the CPU went during (a): on a small machine the processes compete for the cores.
+    let used: Vec<String> = processes
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, p), before)| format!("{name} {:.1}s", cpu_seconds(*p) - before))
+        .collect();
+    println!(
+        "(a) CPU used during (a): {} (load average now: {})",
+        used.join(", "),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     report(
         &format!("(a) {count} Kustomizations x 4 objects, all Ready"),
         format!("{:.1}s", elapsed.as_secs_f64()),
         "<= 60s",
         elapsed.as_secs_f64() / 60.0,
         &format!(
-            "{ready}/{count} Ready; --concurrent {RECONCILER_CONCURRENT}; Flux: 4m13s on 16 cores (ratio vs Flux {:.2})",
+            "{ready}/{count} Ready; --concurrent {}; Flux: 4m13s on 16 cores (ratio vs Flux {:.2})",
+            reconciler_concurrent(),
             elapsed.as_secs_f64() / 253.0
         ),
     );
@@ -332,8 +441,18 @@ async fn bench_a() {
         format!("{:.1}MiB", idle_rss as f64 / 1024.0),
         "< 25MiB",
         idle_rss as f64 / 1024.0 / 25.0,
-        "",
+        "cargo build --release (shared libcurl, libssl, ...)",
     );
+    match static_idle_rss {
+        Some(rss) => report(
+            "(c) reconciler RSS idle, static image binary",
+            format!("{:.1}MiB", rss as f64 / 1024.0),
+            "< 25MiB",
+            rss as f64 / 1024.0 / 25.0,
+            "what the OCI image runs (--features static, +crt-static)",
+        ),
+        None => println!("(c) static image binary: not measured (GITOPS_BENCH_STATIC=1 builds it)"),
+    }
     report(
         "(c) reconciler RSS peak during (a)",
         format!("{:.1}MiB", peak_rss as f64 / 1024.0),
@@ -363,7 +482,7 @@ async fn bench_a() {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let _cluster = Cluster::get();
+    let cluster = Cluster::get();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -372,6 +491,17 @@ fn main() {
     println!(
         "kube-controller-manager client QPS: --kube-api-qps 500 --kube-api-burst 1000 (tests/cluster/up.sh)"
     );
-    runtime.block_on(bench_b());
-    runtime.block_on(bench_a());
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let parts = std::env::var("GITOPS_BENCH_PARTS").unwrap_or_else(|_| "ab".into());
+    if parts.contains('b') {
+        runtime.block_on(bench_b());
+    }
+    if parts.contains('a') {
+        runtime.block_on(bench_a(cluster.dir.as_deref()));
+    }
 }
