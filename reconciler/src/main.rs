@@ -1,7 +1,8 @@
 //! `gitops-reconciler`: the in-cluster controller. Wiring only; the stages live in the library.
 //!
 //! Runs in a cluster (in-cluster config) or outside of one (`KUBECONFIG`). On SIGTERM/SIGINT the
-//! controllers stop taking new work, reconciles in flight finish, the lease is released.
+//! controllers stop taking new work, reconciles in flight finish, the lease is released; a
+//! controller whose objects could never be listed (CRDs missing, RBAC) stops at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,7 +91,9 @@ fn listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // kube-runtime's watcher logs a Forbidden list as a raw debug dump; our own line
+        // (controller::watch) names the resource and the cause instead.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::watcher=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         // The reconcile span carries kind/namespace/name: every line names its object.
@@ -282,7 +285,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     anyhow::bail!("leadership lost");
                 }
             }
-            elector.release().await;
+            // Bounded: with the apiserver gone, releasing cannot succeed and must not keep the
+            // process from exiting (the lease then simply expires).
+            if tokio::time::timeout(Duration::from_secs(5), elector.release())
+                .await
+                .is_err()
+            {
+                tracing::warn!("could not release the lease within 5 s; it will expire");
+            }
         }
         None => controllers.await,
     }

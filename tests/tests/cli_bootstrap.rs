@@ -8,7 +8,8 @@
 //! pushed revision, the Kustomization's inventory holds the reconciler and itself), a second run
 //! commits nothing, a changed flag is an upgrade (one new commit, reconciled), the password is in
 //! no output, no git argv and no committed file; and the errors: unreachable URL, bad
-//! credentials, no git on PATH — each before anything is pushed or applied. Over ssh (Debian's
+//! credentials, no git on PATH — each before anything is pushed or applied. Cluster-scoped
+//! objects left labelled by a bootstrap whose Kustomization is gone are adopted. Over ssh (Debian's
 //! sshd, a deploy key): git pushes with the key and known_hosts, the reconciler fetches with the
 //! same pair from the Secret, a second run commits nothing.
 
@@ -21,7 +22,9 @@ use std::sync::Mutex;
 
 use cli_support::get_json;
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
-use gitops_conformance::{TestNamespace, cargo_binary, kubeconfig, kubectl};
+use gitops_conformance::{
+    TestNamespace, cargo_binary, install_crds, kubeconfig, kubectl, kubectl_ok,
+};
 
 /// The plugin and the reconciler (debug builds).
 fn binaries() -> (PathBuf, PathBuf) {
@@ -95,24 +98,6 @@ impl Drop for Reconciler {
     }
 }
 
-/// Strips the owner labels of a `gitops-system` Kustomization from the cluster-scoped objects
-/// of the install manifests. They outlive each test's namespace (the CRDs are never pruned,
-/// and [`Release`] lets go without pruning), and the reconciler refuses to take over objects
-/// another Kustomization owns; in this suite every run bootstraps in a namespace of its own.
-fn forget_cluster_scoped_owners() {
-    let _ = kubectl(
-        &[
-            "label",
-            "customresourcedefinitions,clusterroles,clusterrolebindings",
-            "-l",
-            "kubectl-gitops.io/name=gitops-system",
-            "kubectl-gitops.io/name-",
-            "kubectl-gitops.io/namespace-",
-        ],
-        None,
-    );
-}
-
 /// On drop, lets go of the self-managing objects of `ns` (their finalizers would wait forever
 /// for the reconciler, stopped before this runs), so that the namespace can go.
 struct Release(String);
@@ -137,7 +122,6 @@ impl Drop for Release {
                 None,
             );
         }
-        forget_cluster_scoped_owners();
     }
 }
 
@@ -228,8 +212,24 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
         wrapper.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The cluster-scoped objects of the install manifests (CRDs, ClusterRoles) outlive every
+    // bootstrap: mark the CRDs as left behind by one whose Kustomization is gone (its namespace
+    // never existed), as after a re-bootstrap into a new namespace. The reconciler adopts them.
+    install_crds();
+    let gone = format!("gone-{}", std::process::id());
+    kubectl_ok(
+        &[
+            "label",
+            "--overwrite",
+            "customresourcedefinitions",
+            "kustomizations.kubectl-gitops.io",
+            "gitrepositories.kubectl-gitops.io",
+            "kubectl-gitops.io/name=gitops-system",
+            &format!("kubectl-gitops.io/namespace={gone}"),
+        ],
+        None,
+    );
     // Dropped in reverse: the reconciler stops, the objects are released, the namespace goes.
-    forget_cluster_scoped_owners();
     let ns = TestNamespace::new("bootstrap");
     let _release = Release(ns.name.clone());
     let reconciler = Reconciler::start(&reconciler_bin);
@@ -366,6 +366,29 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
             "no {wanted} in the inventory {ids:?}"
         );
     }
+    // Adopted from the Kustomization that is gone, and said so.
+    let crd: serde_json::Value = serde_json::from_str(&kubectl_ok(
+        &[
+            "get",
+            "customresourcedefinition",
+            "kustomizations.kubectl-gitops.io",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .expect("kubectl prints JSON");
+    assert_eq!(
+        crd["metadata"]["labels"]["kubectl-gitops.io/namespace"],
+        ns.name.as_str()
+    );
+    assert!(
+        reconciler
+            .log()
+            .contains("adopting an object whose owner Kustomization no longer exists"),
+        "{}",
+        reconciler.log()
+    );
     let deployment = get_json(&ns.name, "deployment", "gitops-reconciler");
     assert_eq!(
         deployment["metadata"]["labels"]["kubectl-gitops.io/name"], "gitops-system",
@@ -533,7 +556,6 @@ fn bootstrap_git_over_ssh_pushes_with_the_deploy_key_and_the_reconciler_fetches_
     let first = repo.commit(&[("README.md", Some("# fleet\n"))], "initial");
     let url = server.url("fleet");
     let path = std::env::var("PATH").unwrap_or_default();
-    forget_cluster_scoped_owners();
     let ns = TestNamespace::new("bootstrap-ssh");
     let _release = Release(ns.name.clone());
     let reconciler = Reconciler::start(&reconciler_bin);

@@ -1,6 +1,6 @@
 //! The apply stage against a real apiserver: staged server-side apply with dry-run first,
-//! unchanged objects not re-sent, drift reverted, conflicts refused, immutable fields, prune
-//! safety and watch-driven health.
+//! unchanged objects not re-sent, drift reverted, conflicts refused (adopted only once the
+//! owning Kustomization is gone), immutable fields, prune safety and watch-driven health.
 
 mod kustomization_support;
 
@@ -359,6 +359,107 @@ async fn an_object_of_another_kustomization_is_a_conflict() {
         cm["data"]["k"], "a",
         "no flapping: the first owner's value stays"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn an_object_of_a_kustomization_that_is_gone_is_adopted_not_while_it_exists() {
+    gitops_conformance::install_crds();
+    let ns = TestNamespace::new("ks-adopt");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: shared, namespace: {}}}\ndata: {{k: a}}\n",
+        ns.name
+    );
+    plan_and_apply(
+        &client,
+        &resolver,
+        &manifest,
+        &options(owner("first", &ns.name)),
+    )
+    .await
+    .expect("first owner");
+    // Kustomization first exists (no controller reconciles it here), held by a finalizer.
+    let created = ns.create(
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata:\n  name: first\n  finalizers: [conformance.kubectl-gitops.io/hold]\nspec:\n  sourceRef: {kind: GitRepository, name: none}\n  interval: 1h\n  prune: false\n",
+    );
+    assert!(created.success, "{}", created.stderr);
+    let mut second = options(owner("second", &ns.name));
+    second.owner_lookup = Some(apply::OwnerLookup::new(client.clone()));
+    let refused = |when: &'static str| {
+        let (client, resolver, second) = (&client, &resolver, &second);
+        let manifest = manifest.replace("k: a", "k: b");
+        async move {
+            let err = plan_and_apply(client, resolver, &manifest, second)
+                .await
+                .expect_err(when);
+            assert!(matches!(err, ApplyError::Conflict { .. }), "{when}: {err}");
+        }
+    };
+    refused("first exists: a conflict").await;
+    // Being deleted is still existing.
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "delete",
+            "kustomization",
+            "first",
+            "--wait=false",
+        ],
+        None,
+    );
+    refused("first is being deleted: still a conflict").await;
+    assert_eq!(
+        get(&ns.name, "configmap", "shared").unwrap()["data"]["k"],
+        "a"
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "patch",
+            "kustomization",
+            "first",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&ns.name, "kustomization", "first").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "Kustomization first was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Gone: adopted, labels rewritten, our content applied.
+    let (_, changes) = plan_and_apply(
+        &client,
+        &resolver,
+        &manifest.replace("k: a", "k: b"),
+        &second,
+    )
+    .await
+    .expect("adopted");
+    assert_eq!(changes.count(Action::Adopted), 1, "{changes:?}");
+    assert_eq!(changes.summary(), "adopted 1");
+    let cm = get(&ns.name, "configmap", "shared").unwrap();
+    assert_eq!(cm["data"]["k"], "b");
+    assert_eq!(cm["metadata"]["labels"]["kubectl-gitops.io/name"], "second");
+    // From now on it is ours: nothing to do.
+    let (_, changes) = plan_and_apply(
+        &client,
+        &resolver,
+        &manifest.replace("k: a", "k: b"),
+        &second,
+    )
+    .await
+    .expect("second apply");
+    assert_eq!(changes.count(Action::Unchanged), 1, "{changes:?}");
 }
 
 #[tokio::test]

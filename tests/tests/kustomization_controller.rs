@@ -1,7 +1,7 @@
 //! The Kustomization controller against a real apiserver: status, inventory, prune on a new
 //! revision, prune-disabled objects kept, empty builds refused, dependsOn chains, health
 //! timeouts naming the object, impersonation without rights, deletion with prune, drift on
-//! request.
+//! request, adoption of the objects of a Kustomization deleted with `deletionPolicy: Orphan`.
 
 mod kustomization_support;
 
@@ -112,6 +112,22 @@ async fn applies_prunes_on_new_revisions_and_keeps_prune_disabled() {
     )
     .await;
     assert_eq!(message, format!("Applied revision: {v1}"));
+    // The event of the first apply counts what it did.
+    let events = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+        None,
+    );
+    assert!(
+        events.contains(&format!("Applied revision: {v1}: created 3")),
+        "{events}"
+    );
     let status = ks_status(&ns.name, "app");
     assert_eq!(status["lastAppliedRevision"], v1.as_str());
     assert_eq!(status["lastAttemptedRevision"], v1.as_str());
@@ -453,4 +469,118 @@ async fn impersonated_service_account_without_rights_writes_nothing() {
         || format!("{:?}", get(&ns.name, "configmap", "a")),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn objects_orphaned_by_a_deleted_kustomization_are_adopted() {
+    install_crds();
+    let ns = TestNamespace::new("ksc-adopt");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    let with_ns = |name: &str| cm(name, "one", &format!("  namespace: {}\n", ns.name));
+    source.publish(
+        '1',
+        &[
+            ("app/kustomization.yaml", "resources: [a.yaml, b.yaml]\n"),
+            ("app/a.yaml", &with_ns("a")),
+            ("app/b.yaml", &with_ns("b")),
+        ],
+    );
+    let owner_of = |name: &str| {
+        get(&ns.name, "configmap", name).map(|cm| {
+            cm["metadata"]["labels"]["kubectl-gitops.io/name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    };
+    ns.create(&kustomization(
+        "first",
+        &ctl.shard,
+        &spec(
+            "repo",
+            "  path: ./app\n  prune: true\n  deletionPolicy: Orphan\n",
+        ),
+    ));
+    eventually(
+        T,
+        "first Ready",
+        || ready_true(&ns.name, "first"),
+        || format!("{:?}", ready(&ns.name, "first")),
+    )
+    .await;
+    assert_eq!(owner_of("a").as_deref(), Some("first"));
+
+    // While first exists, second is refused the objects.
+    ns.create(&kustomization(
+        "second",
+        &ctl.shard,
+        &spec("repo", "  path: ./app\n  prune: true\n"),
+    ));
+    let message = eventually(
+        T,
+        "second refused while first exists",
+        || ready_false_with(&ns.name, "second", "ApplyFailed"),
+        || format!("{:?}", ready(&ns.name, "second")),
+    )
+    .await;
+    assert!(
+        message.contains(&format!("managed by Kustomization {}/first", ns.name)),
+        "{message}"
+    );
+
+    // first goes with deletionPolicy: Orphan: its objects stay, still labelled for it…
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "delete",
+            "kustomization",
+            "first",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(get(&ns.name, "kustomization", "first").is_none());
+    // …and second, retrying, adopts them: Ready, the labels name it, the event says so.
+    eventually(
+        T,
+        "second Ready",
+        || ready_true(&ns.name, "second"),
+        || format!("{:?}", ready(&ns.name, "second")),
+    )
+    .await;
+    assert_eq!(owner_of("a").as_deref(), Some("second"));
+    assert_eq!(owner_of("b").as_deref(), Some("second"));
+    let cm = get(&ns.name, "configmap", "a").expect("a kept");
+    assert_eq!(
+        cm["metadata"]["labels"]["kubectl-gitops.io/namespace"],
+        ns.name.as_str()
+    );
+    let events = kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+        None,
+    );
+    assert!(events.contains("adopted 2"), "{events}");
+    let ids: Vec<String> = ks_status(&ns.name, "second")["inventory"]["entries"]
+        .as_array()
+        .expect("an inventory")
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{}_a__ConfigMap", ns.name),
+            format!("{}_b__ConfigMap", ns.name)
+        ]
+    );
 }

@@ -2,7 +2,8 @@
 //! kill -9 in the middle of an apply and of a prune, then a restart, converges with no orphans;
 //! two replicas with leader election hand over when the leader dies; a policy denial applies
 //! and prunes nothing; two Kustomizations claiming one object are reported as a conflict and
-//! do not flap.
+//! do not flap; SIGTERM ends a reconciler that could never list its objects; after an apiserver
+//! outage the watches reconnect within seconds.
 
 mod kustomization_support;
 
@@ -33,6 +34,23 @@ struct ReconcilerProcess {
 
 impl ReconcilerProcess {
     fn start(shard: &str, storage: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::start_as(
+            shard,
+            storage,
+            name,
+            extra,
+            &gitops_conformance::kubeconfig(),
+        )
+    }
+
+    /// Like [`ReconcilerProcess::start`], with the identity of `kubeconfig`.
+    fn start_as(
+        shard: &str,
+        storage: &Path,
+        name: &str,
+        extra: &[&str],
+        kubeconfig: &Path,
+    ) -> Self {
         let log = storage.with_file_name(format!(
             "{}-{name}.log",
             storage.file_name().unwrap().to_string_lossy()
@@ -44,7 +62,7 @@ impl ReconcilerProcess {
             .expect("reconciler log file");
         let err = out.try_clone().expect("log file handle");
         let child = Command::new(reconciler_binary())
-            .env("KUBECONFIG", gitops_conformance::kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .args(["--storage-path", &storage.to_string_lossy()])
             .args(["--storage-addr", "127.0.0.1:0"])
@@ -68,6 +86,30 @@ impl ReconcilerProcess {
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status, or None when it has not exited within `within`.
+    async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the reconciler") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -625,18 +667,163 @@ async fn disruptive_apiserver_killed_mid_apply_converges() {
     // SIGKILL, 3 s without an apiserver, then the same apiserver again (etcd keeps the state).
     restart_component("kube-apiserver", &["--kill", "--down-for", "3"]);
     converged(api, &ns.name, &v1, &v1_names, &process).await;
-    // The reconciler's watches came back too: a new revision is picked up. (Watches reconnect
-    // with kube-runtime's default backoff, 0.8 s doubling to 30 s, as client-go's do: the
-    // failed attempts during the outage can delay this by up to a minute.)
+    // The reconciler's watches came back too: a new revision is picked up (how fast is
+    // disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage's business).
     let v2_names = names("a", 0..5);
     let v2 = publish(source, '2', &cms(&ns.name, &v2_names));
-    converged_within(
-        Duration::from_secs(180),
-        api,
-        &ns.name,
-        &v2,
-        &v2_names,
-        &process,
+    converged(api, &ns.name, &v2, &v2_names, &process).await;
+}
+
+/// A kubeconfig with the token of ServiceAccount `nobody` of `ns`, which no RBAC rule grants
+/// anything: every list and watch of the reconciler is Forbidden, forever — for its caches the
+/// same as a cluster without our CRDs (404), which cannot be had next to the other tests.
+fn unprivileged_kubeconfig(ns: &str, dir: &Path) -> PathBuf {
+    kubectl_ok(&["-n", ns, "create", "serviceaccount", "nobody"], None);
+    let token = kubectl_ok(
+        &["-n", ns, "create", "token", "nobody", "--duration=1h"],
+        None,
+    );
+    let admin = std::fs::read_to_string(gitops_conformance::kubeconfig()).expect("kubeconfig");
+    let admin: serde_json::Value =
+        gitops_reconciler::yaml::from_str(&admin).expect("kubeconfig is YAML");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"].clone()}],
+        "users": [{"name": "nobody", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "nobody", "context": {"cluster": "c", "user": "nobody"}}],
+        "current-context": "nobody",
+    });
+    let path = dir.join("nobody.kubeconfig");
+    std::fs::write(
+        &path,
+        gitops_reconciler::yaml::to_string(&config).expect("serialisable"),
+    )
+    .expect("write kubeconfig");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn sigterm_ends_a_reconciler_that_could_never_list_its_objects() {
+    let ns = TestNamespace::new("ksf-term");
+    let storage =
+        tempfile_dir::Dir(std::env::temp_dir().join(format!("gitops-faults-{}", ns.name)));
+    std::fs::create_dir_all(&storage.0).expect("storage dir");
+    let kubeconfig = unprivileged_kubeconfig(&ns.name, &storage.0);
+    let mut process = ReconcilerProcess::start_as(&ns.name, &storage.0, "1", &[], &kubeconfig);
+    // Both controllers say why they cannot start, naming the resource and the cause.
+    eventually(
+        T,
+        "the forbidden lists to be logged",
+        || {
+            let log = process.log();
+            [
+                "cannot list or watch kustomizations.kubectl-gitops.io: forbidden",
+                "cannot list or watch gitrepositories.kubectl-gitops.io: forbidden",
+            ]
+            .iter()
+            .all(|line| log.contains(line))
+            .then_some(())
+        },
+        || process.log_tail(),
     )
     .await;
+    // Long enough for the backoff to reach its cap (0.25 s doubling to 2.5 s, jitter up to as
+    // much again): about 6 attempts per watch in these 8 s, 4 watches; a retry loop without
+    // backoff would log thousands of lines.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let failures = process
+        .log()
+        .lines()
+        .filter(|l| l.contains("cannot list or watch"))
+        .count();
+    assert!(
+        (4..=48).contains(&failures),
+        "{failures} failure lines in about 9 s: expected one per watch and backoff step:\n{}",
+        process.log_tail()
+    );
+    let status = process.terminate(Duration::from_secs(5)).await;
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the reconciler did not exit within 5 s of SIGTERM; log:\n{}",
+            process.log_tail()
+        )
+    });
+    assert!(status.success(), "{status}; log:\n{}", process.log_tail());
+    let log = process.log();
+    assert!(
+        log.contains("stopping before kustomizations.kubectl-gitops.io could ever be listed"),
+        "{}",
+        process.log_tail()
+    );
+    assert!(log.contains("stopped"), "{}", process.log_tail());
+}
+
+/// Disrupts the whole cluster: run alone. The bound: a watch that failed during the outage
+/// retries at most 5 s later (0.25 s doubling to 2.5 s, jitter up to as much again), so
+/// within 5 s of the apiserver being ready again the watch is back; the reconcile itself
+/// (nothing to write) takes well under a second; 10 s leaves room for a busy machine.
+/// kube-runtime's default backoff (0.8 s doubling to 30 s, same jitter, and a second one on
+/// the controller's trigger stream) usually misses it: after 20 s of failures its next step
+/// is 12.8–25.6 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage() {
+    let setup = Setup::new("ksf-outage").await;
+    let (ns, shard, storage, api, source) = (
+        &setup.ns,
+        &setup.ns.name,
+        &setup.storage,
+        &setup.api,
+        &setup.source,
+    );
+    let v1_names = names("a", 0..3);
+    let v1 = publish(source, '1', &cms(&ns.name, &v1_names));
+    let process = ReconcilerProcess::start(shard, &storage.0, "1", &[]);
+    // A long interval: only a watch event can make it reconcile again within the bound.
+    ns.create(&kustomization(
+        "app",
+        shard,
+        "  sourceRef: {kind: GitRepository, name: repo}\n  path: ./app\n  prune: true\n  interval: 1h\n  retryInterval: 1h\n  timeout: 30s\n",
+    ));
+    converged(api, &ns.name, &v1, &v1_names, &process).await;
+
+    // 20 s without an apiserver (SIGTERM, then the same apiserver again; etcd keeps the state).
+    restart_component("kube-apiserver", &["--down-for", "20"]);
+    let ready_at = std::time::Instant::now();
+    let requested = format!("after-outage-{}", std::process::id());
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "annotate",
+            "--overwrite",
+            "kustomization",
+            "app",
+            &format!("kubectl-gitops.io/reconcile-requested-at={requested}"),
+        ],
+        None,
+    );
+    eventually(
+        Duration::from_secs(90),
+        "the reconcile request to be handled",
+        || {
+            (ks_status(&ns.name, "app")["lastHandledReconcileAt"] == requested.as_str())
+                .then_some(())
+        },
+        || process.log_tail(),
+    )
+    .await;
+    let took = ready_at.elapsed();
+    eprintln!("reconcile request handled {took:?} after the apiserver was ready");
+    assert!(
+        took <= Duration::from_secs(10),
+        "handled {took:?} after the apiserver was ready again (bound 10 s); log:\n{}",
+        process.log_tail()
+    );
+    assert!(
+        process.log().contains("works again"),
+        "the watches' recovery is logged:\n{}",
+        process.log_tail()
+    );
 }

@@ -31,7 +31,7 @@ pub use ignore::DriftRules;
 pub use object::ObjectRef;
 pub use prune::{PruneOutcome, prune};
 pub use resolve::{ResolveError, Resolver};
-pub use ssa::{ApplyOptions, Plan, Planned, apply, plan};
+pub use ssa::{ApplyOptions, OwnerLookup, Plan, Planned, apply, plan};
 
 use crate::api::conditions::meta;
 
@@ -110,6 +110,8 @@ pub enum Action {
     Unchanged,
     /// Deleted and created again because an immutable field changed (force).
     Recreated,
+    /// Taken over from a Kustomization that no longer exists: its owner labels now name ours.
+    Adopted,
 }
 
 impl fmt::Display for Action {
@@ -119,6 +121,7 @@ impl fmt::Display for Action {
             Action::Configured => "configured",
             Action::Unchanged => "unchanged",
             Action::Recreated => "recreated",
+            Action::Adopted => "adopted",
         })
     }
 }
@@ -141,13 +144,18 @@ impl ChangeSet {
 
     /// `created 3, configured 1` (zero counts left out; `unchanged N` when nothing changed).
     pub fn summary(&self) -> String {
-        let parts: Vec<String> = [Action::Created, Action::Configured, Action::Recreated]
-            .into_iter()
-            .filter_map(|a| {
-                let n = self.count(a);
-                (n > 0).then(|| format!("{a} {n}"))
-            })
-            .collect();
+        let parts: Vec<String> = [
+            Action::Created,
+            Action::Configured,
+            Action::Recreated,
+            Action::Adopted,
+        ]
+        .into_iter()
+        .filter_map(|a| {
+            let n = self.count(a);
+            (n > 0).then(|| format!("{a} {n}"))
+        })
+        .collect();
         if parts.is_empty() {
             format!("unchanged {}", self.count(Action::Unchanged))
         } else {
@@ -226,6 +234,8 @@ mod tests {
         cs.changes.push((obj("v1", "C"), Action::Configured));
         cs.changes.push((obj("v1", "D"), Action::Unchanged));
         assert_eq!(cs.summary(), "created 2, configured 1");
+        cs.changes.push((obj("v1", "E"), Action::Adopted));
+        assert_eq!(cs.summary(), "created 2, configured 1, adopted 1");
         assert!(cs.wrote());
         let idle = ChangeSet {
             changes: vec![(obj("v1", "D"), Action::Unchanged)],

@@ -27,6 +27,40 @@ pub struct ApplyOptions {
     pub drift: DriftRules,
     /// Bound on waiting for CRDs to be established and Namespaces to be active.
     pub definitions_timeout: Duration,
+    /// When set, a live object whose owner labels name a Kustomization that no longer exists
+    /// is adopted (its labels are rewritten to ours, [`Action::Adopted`]); when `None`, every
+    /// object labelled for another Kustomization is a conflict.
+    pub owner_lookup: Option<OwnerLookup>,
+}
+
+/// Answers whether the Kustomization named by a live object's owner labels still exists.
+///
+/// It asks with the reconciler's own client: a tenant's impersonated client may not be
+/// allowed to read Kustomizations, and a Forbidden must never look like "gone".
+#[derive(Clone)]
+pub struct OwnerLookup(kube::Client);
+
+impl OwnerLookup {
+    pub fn new(client: kube::Client) -> Self {
+        Self(client)
+    }
+
+    /// `Ok(false)` only when the apiserver answers 404 for the Kustomization; an object that
+    /// exists, also one being deleted, is `Ok(true)`. Owner labels without a namespace never
+    /// identify a Kustomization that can be looked up: treated as existing.
+    pub async fn exists(&self, owner: &Owner) -> Result<bool, kube::Error> {
+        if owner.namespace.is_empty() || owner.name.is_empty() {
+            return Ok(true);
+        }
+        let api: Api<crate::api::Kustomization> = Api::namespaced(self.0.clone(), &owner.namespace);
+        Ok(api.get_metadata_opt(&owner.name).await?.is_some())
+    }
+}
+
+impl std::fmt::Debug for OwnerLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnerLookup")
+    }
 }
 
 /// One object of the plan, ready to send.
@@ -306,7 +340,8 @@ struct Work<'a> {
 ///
 /// Guarantees: within a stage, nothing is written unless every object that needs a write passed
 /// its dry-run; objects whose digest and content match the live object are not sent at all;
-/// objects owned by another Kustomization are refused. Caveats: earlier stages stay applied when
+/// objects owned by another Kustomization are refused, unless that Kustomization no longer
+/// exists and `opts.owner_lookup` is set (then they are adopted, [`Action::Adopted`]). Caveats: earlier stages stay applied when
 /// a later stage fails (they are in the pending inventory, so prune and retries see them).
 pub async fn apply(
     client: &kube::Client,
@@ -425,7 +460,32 @@ enum Decision {
     Skip,
     Create,
     Configure,
+    /// Configure an object taken over from a Kustomization that no longer exists.
+    Adopt,
     Recreate,
+}
+
+/// Whether `object`, labelled for `other`, may be adopted: only when `opts` allows adoption
+/// and `other` no longer exists. Answers are remembered per stage in `gone`.
+async fn may_adopt(
+    object: &ObjectRef,
+    other: &Owner,
+    opts: &ApplyOptions,
+    gone: &mut HashMap<String, bool>,
+) -> Result<bool, ApplyError> {
+    let Some(lookup) = &opts.owner_lookup else {
+        return Ok(false);
+    };
+    let key = other.to_string();
+    if let Some(known) = gone.get(&key) {
+        return Ok(*known);
+    }
+    let exists = lookup.exists(other).await.map_err(|e| ApplyError::Read {
+        object: format!("Kustomization {other} (named by the owner labels of {object})"),
+        message: status_message(&e),
+    })?;
+    gone.insert(key, !exists);
+    Ok(!exists)
 }
 
 async fn apply_stage(
@@ -437,18 +497,29 @@ async fn apply_stage(
     let live = read_live(client, resolver, items, opts).await?;
     let mut work = Vec::with_capacity(items.len());
     let mut decisions = Vec::with_capacity(items.len());
+    let mut gone_owners = HashMap::new();
     for (planned, (api, live)) in items.iter().zip(live) {
         let mut intent = planned.intent.clone();
         let decision = match &live {
             None => Decision::Create,
             Some(live) => {
+                let mut adopt = false;
                 if let Some(other) = Owner::of(live)
                     && other != opts.owner
                 {
-                    return Err(ApplyError::Conflict {
-                        object: planned.id.to_string(),
-                        owner: other.to_string(),
-                    });
+                    if !may_adopt(&planned.id, &other, opts, &mut gone_owners).await? {
+                        return Err(ApplyError::Conflict {
+                            object: planned.id.to_string(),
+                            owner: other.to_string(),
+                        });
+                    }
+                    tracing::info!(
+                        object = %planned.id,
+                        previous_owner = %other,
+                        owner = %opts.owner,
+                        "adopting an object whose owner Kustomization no longer exists"
+                    );
+                    adopt = true;
                 }
                 opts.drift.adopt_live_values(&planned.id, &mut intent, live);
                 let digest = |v: &Value| {
@@ -456,7 +527,9 @@ async fn apply_stage(
                         .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
                         .cloned()
                 };
-                if digest(live) == digest(&intent) && diff::is_subset(&intent, live) {
+                if adopt {
+                    Decision::Adopt
+                } else if digest(live) == digest(&intent) && diff::is_subset(&intent, live) {
                     Decision::Skip
                 } else {
                     Decision::Configure
@@ -528,6 +601,7 @@ async fn apply_stage(
                     Decision::Skip => return Ok(Action::Unchanged),
                     Decision::Create => Action::Created,
                     Decision::Configure => Action::Configured,
+                    Decision::Adopt => Action::Adopted,
                     Decision::Recreate => {
                         recreate_prelude(&api, &id).await?;
                         Action::Recreated

@@ -24,15 +24,17 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
+
+use super::watch::logged;
 
 use crate::api::conditions::{self, meta, reasons, status, types};
 use crate::api::{Artifact, GitRepository, GitRepositoryStatus, duration};
@@ -100,8 +102,15 @@ pub async fn run(
     if let Some(selector) = label_selector {
         watch = watch.labels(&selector);
     }
-    let controller = Controller::new(api, watch);
-    let store = controller.store();
+    const RESOURCE: &str = "gitrepositories.kubectl-gitops.io";
+    let (store, writer) = reflector::store();
+    let triggers = logged(watcher(api, watch), RESOURCE)
+        .backoff(super::watch::backoff())
+        .reflect(writer)
+        .applied_objects();
+    let controller =
+        Controller::for_stream(triggers, store.clone()).trigger_backoff(super::watch::backoff());
+    let synced = store.clone();
     let sweep_context = context.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -116,15 +125,16 @@ pub async fn run(
             sweep_orphans(&sweep_context.storage, &live);
         }
     });
-    controller
-        .graceful_shutdown_on(shutdown)
+    let shutdown = shutdown.shared();
+    let controller = controller
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "gitrepository reconcile error");
             }
-        })
-        .await;
+        });
+    super::watch::run_until_shutdown(controller, synced, shutdown, RESOURCE).await;
     sweeper.abort();
     Ok(())
 }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -38,11 +38,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::fetch::{ArtifactFetcher, FetchError};
 use super::metrics::{Metrics, ReconcileLabels};
+use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, reasons, status as cstatus, types};
 use crate::api::kustomization::{DeletionPolicy, SubstituteKind};
 use crate::api::{GitRepository, Inventory, Kustomization, KustomizationStatus, duration};
 use crate::apply::{
-    self, ApplyError, ApplyOptions, DriftRules, HealthError, ObjectRef, Owner, Resolver, inventory,
+    self, ApplyError, ApplyOptions, DriftRules, HealthError, ObjectRef, Owner, OwnerLookup,
+    Resolver, inventory,
 };
 
 /// Settings of the Kustomization controller (from the reconciler's flags).
@@ -568,12 +570,16 @@ impl Run<'_> {
             drift: DriftRules::new(&self.ks.spec.ignore)
                 .map_err(|e| StageError::InvalidSpec(e.to_string()))?,
             definitions_timeout: durations.timeout,
+            // Objects of a Kustomization that no longer exists (deleted with Orphan, or a
+            // re-bootstrap in a new namespace) are adopted; asked with our own client.
+            owner_lookup: Some(OwnerLookup::new(self.ctx.client.clone())),
         };
         let changes = apply::apply(&client, &self.ctx.resolver, &plan, &opts).await?;
         for action in [
             apply::Action::Created,
             apply::Action::Configured,
             apply::Action::Recreated,
+            apply::Action::Adopted,
             apply::Action::Unchanged,
         ] {
             self.ctx
@@ -1252,7 +1258,9 @@ fn artifact_of(repo: &GitRepository) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Runs the Kustomization controller until `shutdown` completes (reconciles in flight finish).
+/// Runs the Kustomization controller until `shutdown` completes (reconciles in flight finish;
+/// when the Kustomizations could never be listed, it returns at once, see
+/// [`watch::run_until_shutdown`]). Watches reconnect with [`watch::backoff`].
 pub async fn run(
     client: kube::Client,
     kube_config: kube::Config,
@@ -1270,8 +1278,10 @@ pub async fn run(
     let ks_api: Api<Kustomization> = Api::all(client.clone());
     let repo_api: Api<GitRepository> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    let triggers = watcher(ks_api.clone(), wc.clone())
-        .default_backoff()
+    const KS_RESOURCE: &str = "kustomizations.kubectl-gitops.io";
+    const REPO_RESOURCE: &str = "gitrepositories.kubectl-gitops.io";
+    let triggers = logged(watcher(ks_api.clone(), wc.clone()), KS_RESOURCE)
+        .backoff(watch::backoff())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -1280,15 +1290,18 @@ pub async fn run(
         );
 
     let dependents_store = reader.clone();
-    let dependency_changes = watcher(ks_api, wc)
-        .default_backoff()
+    let dependency_changes = logged(watcher(ks_api, wc), KS_RESOURCE)
+        .backoff(watch::backoff())
         .applied_objects()
         .predicate_filter(readiness_of, Default::default());
     let source_store = reader.clone();
-    let source_changes = watcher(repo_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(artifact_of, Default::default());
+    let source_changes = logged(
+        watcher(repo_api, watcher::Config::default().any_semantic()),
+        REPO_RESOURCE,
+    )
+    .backoff(watch::backoff())
+    .applied_objects()
+    .predicate_filter(artifact_of, Default::default());
 
     let reporter = Reporter {
         controller: "gitops-reconciler".into(),
@@ -1307,8 +1320,12 @@ pub async fn run(
         config: config.clone(),
     });
 
-    Controller::for_stream(triggers, reader)
+    let shutdown = shutdown.shared();
+    let controller = Controller::for_stream(triggers, reader.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrent))
+        // Each watch backs off by itself (and logs why); the merged stream may only add a
+        // wait as short as theirs.
+        .trigger_backoff(watch::backoff())
         .watches_stream(dependency_changes, move |dep: Kustomization| {
             let (Some(dep_ns), Some(dep_name)) = (dep.namespace(), dep.metadata.name.clone())
             else {
@@ -1342,10 +1359,11 @@ pub async fn run(
                 .map(|ks| StoreRef::from_obj(ks.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        // Watch errors were logged where they happened, reconcile errors by error_policy.
+        .for_each(|_| futures::future::ready(()));
+    watch::run_until_shutdown(controller, reader, shutdown, KS_RESOURCE).await;
 }
 
 /// For status readers: the inventory of a Kustomization as object references.

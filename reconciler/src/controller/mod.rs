@@ -4,7 +4,8 @@
 //! - [`kustomization`]: the Kustomization controller (the pipeline of stages);
 //! - [`fetch`]: getting a source's artifact into a temporary directory;
 //! - [`metrics`] and [`ops`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
-//! - [`lease`]: leader election with a coordination.k8s.io Lease.
+//! - [`lease`]: leader election with a coordination.k8s.io Lease;
+//! - [`watch`]: the bounded reconnect backoff, watch failure logs, shutdown before a sync.
 
 pub mod fetch;
 pub mod gitrepository;
@@ -12,3 +13,4 @@ pub mod kustomization;
 pub mod lease;
 pub mod metrics;
 pub mod ops;
+pub mod watch;

@@ -31,6 +31,7 @@ pub fn options(owner: Owner) -> ApplyOptions {
         concurrency: 8,
         drift: DriftRules::default(),
         definitions_timeout: Duration::from_secs(30),
+        owner_lookup: None,
     }
 }
 

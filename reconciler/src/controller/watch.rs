@@ -1,0 +1,224 @@
+//! Watch plumbing shared by the controllers: how fast a broken watch reconnects, how its
+//! failures are logged, and a shutdown that does not wait for a cache that never filled.
+//!
+//! Why not kube-runtime's defaults: `default_backoff()` (client-go's numbers, 0.8 s doubling to
+//! 30 s, plus up to 100% jitter) lets a controller sit idle for up to a minute after an
+//! apiserver outage of a few tens of seconds, and `Controller` wraps its whole trigger stream
+//! in a second such backoff. Our bound: [`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`], jitter
+//! adding up to 100% of each step (so no single wait exceeds 2 × `BACKOFF_MAX` = 5 s), started
+//! over after [`BACKOFF_QUIET`] without a failure.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures::{FutureExt, Stream, StreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher;
+use std::time::Instant;
+
+/// First wait after a failed list/watch.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Largest step before jitter (jitter adds up to as much again: the longest wait is 5 s).
+pub const BACKOFF_MAX: Duration = Duration::from_millis(2500);
+/// A failure this long after the previous one starts the backoff over.
+pub const BACKOFF_QUIET: Duration = Duration::from_secs(15);
+
+/// The reconnect backoff of every watch (and of each controller's trigger stream): bounded,
+/// with jitter so that replicas and watches do not reconnect in lockstep, never giving up.
+///
+/// It starts over after [`BACKOFF_QUIET`] without a failure, not on the stream's next `Ok`
+/// (`Backoff::reset`, which `StreamBackoff` calls on every `Ok`, is ignored): kube-runtime's
+/// watcher yields an `Ok(Event::Init)` before every re-list, also before one that fails, so a
+/// list that keeps failing (CRD missing, RBAC) would otherwise retry at the first step forever.
+pub struct WatchBackoff {
+    builder: backon::ExponentialBuilder,
+    steps: backon::ExponentialBackoff,
+    last_failure: Option<Instant>,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.step(Instant::now()))
+    }
+}
+
+impl WatchBackoff {
+    /// The wait after a failure at `now`.
+    fn step(&mut self, now: Instant) -> Duration {
+        if self
+            .last_failure
+            .is_some_and(|last| now.duration_since(last) > BACKOFF_QUIET)
+        {
+            self.steps = self.builder.build();
+        }
+        self.last_failure = Some(now);
+        // `without_max_times`: the steps never run out; the minimum is only a fallback.
+        self.steps.next().unwrap_or(BACKOFF_MIN)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    /// Ignored, see the type's docs.
+    fn reset(&mut self) {}
+}
+
+/// A fresh [`WatchBackoff`] for one stream.
+pub fn backoff() -> WatchBackoff {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    WatchBackoff {
+        steps: builder.build(),
+        builder,
+        last_failure: None,
+    }
+}
+
+/// What a person should know about a failed list/watch of `resource` (plural.group).
+pub fn describe(resource: &str, error: &watcher::Error) -> String {
+    let api_error = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    match api_error {
+        Some(404) => format!(
+            "cannot list {resource}: the CustomResourceDefinition {resource} is not installed (kubectl gitops install)"
+        ),
+        Some(403) => format!(
+            "cannot list or watch {resource}: forbidden for the reconciler's identity (check its ClusterRole)"
+        ),
+        _ => format!("watch of {resource} failed: {error}"),
+    }
+}
+
+/// Logs the failures of one watch stream: one line per failed attempt (attempts are spaced by
+/// [`backoff`], so that is one line per backoff step, at most one every 5 s once it has grown)
+/// naming the cause, and one line when objects flow again.
+pub fn logged<S, K>(stream: S, resource: &'static str) -> impl Stream<Item = S::Item>
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    let mut failing = false;
+    stream.inspect(move |item| match item {
+        Err(error) => {
+            failing = true;
+            tracing::warn!(
+                resource,
+                error = %error,
+                "{}; retrying within {:?}",
+                describe(resource, error),
+                BACKOFF_MAX * 2
+            );
+        }
+        // Init starts every (re-)list, also one that is about to fail: not yet a success.
+        Ok(watcher::Event::Init) => {}
+        Ok(_) if failing => {
+            failing = false;
+            tracing::info!(resource, "watch of {resource} works again");
+        }
+        Ok(_) => {}
+    })
+}
+
+/// Runs `controller` to its end, except when `shutdown` completes while `store` has never been
+/// filled: then it is dropped and this returns at once.
+///
+/// Why: kube-runtime's `Controller` holds every reconcile until its store is ready, and keeps
+/// waiting for that even after a graceful shutdown ended its trigger streams; when the list
+/// never succeeds (CRD not installed, RBAC forbidden, apiserver unreachable) the controller
+/// would never return and SIGTERM would hang. Guarantees: when the store was not ready at
+/// shutdown, no reconcile was ever started, so dropping the controller abandons nothing;
+/// when it was ready, the controller is awaited as usual (reconciles in flight finish).
+pub async fn run_until_shutdown<K>(
+    controller: impl Future<Output = ()>,
+    store: Store<K>,
+    shutdown: impl Future<Output = ()>,
+    resource: &'static str,
+) where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let never_synced = async {
+        shutdown.await;
+        if store.wait_until_ready().now_or_never().is_some() {
+            // Synced: the controller drains its reconciles and ends by itself.
+            std::future::pending::<()>().await;
+        }
+        tracing::info!(
+            resource,
+            "stopping before {resource} could ever be listed; no reconcile had started"
+        );
+    };
+    tokio::select! {
+        () = controller => {},
+        () = never_synced => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_grows_and_starts_over_after_a_quiet_period() {
+        let mut b = backoff();
+        let first = b.next().expect("never gives up");
+        assert!(first >= BACKOFF_MIN && first < BACKOFF_MIN * 2, "{first:?}");
+        // What StreamBackoff does on the Ok(Init) before each re-list: no effect.
+        b.reset();
+        let waits: Vec<Duration> = (0..50)
+            .map(|_| {
+                b.reset();
+                b.next().expect("never gives up")
+            })
+            .collect();
+        assert!(waits.iter().all(|d| *d < BACKOFF_MAX * 2), "{waits:?}");
+        // After ten doublings the step is at the cap: every wait is in [max, 2 × max).
+        assert!(waits[10..].iter().all(|d| *d >= BACKOFF_MAX), "{waits:?}");
+        let later = Instant::now() + BACKOFF_QUIET + Duration::from_secs(1);
+        let again = b.step(later);
+        assert!(
+            again < BACKOFF_MIN * 2,
+            "starts over after quiet: {again:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_crd_and_forbidden_say_so() {
+        let status = |code: u16| kube::core::Status::failure("x", "NotFound").with_code(code);
+        let missing = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(404))));
+        assert!(
+            describe("kustomizations.kubectl-gitops.io", &missing).contains(
+                "CustomResourceDefinition kustomizations.kubectl-gitops.io is not installed"
+            ),
+        );
+        let forbidden = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(403))));
+        assert!(describe("gitrepositories.kubectl-gitops.io", &forbidden).contains("forbidden"));
+    }
+
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_a_store_that_never_synced() {
+        let (store, _writer) =
+            kube::runtime::reflector::store::<k8s_openapi::api::core::v1::ConfigMap>();
+        let finished = tokio::time::timeout(
+            Duration::from_secs(5),
+            run_until_shutdown(std::future::pending(), store, async {}, "configmaps"),
+        )
+        .await;
+        assert!(
+            finished.is_ok(),
+            "shutdown waited for the unsynced controller"
+        );
+    }
+}
