@@ -788,8 +788,8 @@ async fn disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage()
     ));
     converged(api, &ns.name, &v1, &v1_names, &process).await;
 
-    // 20 s without an apiserver (SIGTERM, then the same apiserver again; etcd keeps the state).
-    restart_component("kube-apiserver", &["--down-for", "20"]);
+    // 20 s without an apiserver (SIGKILL, then the same apiserver again; etcd keeps the state).
+    restart_component("kube-apiserver", &["--kill", "--down-for", "20"]);
     let ready_at = std::time::Instant::now();
     let requested = format!("after-outage-{}", std::process::id());
     kubectl_ok(

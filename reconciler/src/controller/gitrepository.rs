@@ -108,8 +108,8 @@ pub async fn run(
         .backoff(super::watch::backoff())
         .reflect(writer)
         .applied_objects();
-    let controller =
-        Controller::for_stream(triggers, store.clone()).trigger_backoff(super::watch::backoff());
+    let controller = Controller::for_stream(triggers, store.clone())
+        .trigger_backoff(super::watch::trigger_backoff());
     let synced = store.clone();
     let sweep_context = context.clone();
     let sweeper = tokio::spawn(async move {

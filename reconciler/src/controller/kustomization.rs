@@ -1323,9 +1323,8 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let controller = Controller::for_stream(triggers, reader.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrent))
-        // Each watch backs off by itself (and logs why); the merged stream may only add a
-        // wait as short as theirs.
-        .trigger_backoff(watch::backoff())
+        // Each watch backs off by itself (and logs why).
+        .trigger_backoff(watch::trigger_backoff())
         .watches_stream(dependency_changes, move |dep: Kustomization| {
             let (Some(dep_ns), Some(dep_name)) = (dep.namespace(), dep.metadata.name.clone())
             else {

@@ -6,7 +6,8 @@
 //! apiserver outage of a few tens of seconds, and `Controller` wraps its whole trigger stream
 //! in a second such backoff. Our bound: [`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`], jitter
 //! adding up to 100% of each step (so no single wait exceeds 2 × `BACKOFF_MAX` = 5 s), started
-//! over after [`BACKOFF_QUIET`] without a failure.
+//! over after [`BACKOFF_QUIET`] without a failure; the trigger stream adds at most
+//! `BACKOFF_MIN`; an expired watch (410) lists again without waiting.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -69,16 +70,34 @@ impl Backoff for WatchBackoff {
 
 /// A fresh [`WatchBackoff`] for one stream.
 pub fn backoff() -> WatchBackoff {
-    let builder = backon::ExponentialBuilder::default()
-        .with_min_delay(BACKOFF_MIN)
-        .with_max_delay(BACKOFF_MAX)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    WatchBackoff {
-        steps: builder.build(),
-        builder,
-        last_failure: None,
+    WatchBackoff::new(BACKOFF_MIN, BACKOFF_MAX, true)
+}
+
+/// The backoff of a controller's merged trigger stream: every watch in it backs off by itself
+/// ([`backoff`]), so this one only guards against a stream that would not, and adds no more
+/// than [`BACKOFF_MIN`] to a reconnect (a second growing backoff here would pause all watches
+/// of the controller after any one of them failed).
+pub fn trigger_backoff() -> WatchBackoff {
+    WatchBackoff::new(BACKOFF_MIN, BACKOFF_MIN, false)
+}
+
+impl WatchBackoff {
+    fn new(min: Duration, max: Duration, jitter: bool) -> Self {
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .without_max_times();
+        let builder = if jitter {
+            builder.with_jitter()
+        } else {
+            builder
+        };
+        WatchBackoff {
+            steps: builder.build(),
+            builder,
+            last_failure: None,
+        }
     }
 }
 
@@ -105,29 +124,52 @@ pub fn describe(resource: &str, error: &watcher::Error) -> String {
 /// Logs the failures of one watch stream: one line per failed attempt (attempts are spaced by
 /// [`backoff`], so that is one line per backoff step, at most one every 5 s once it has grown)
 /// naming the cause, and one line when objects flow again.
+///
+/// A watch that expired (410 Gone, e.g. after an apiserver restart: its watch cache starts at a
+/// newer resourceVersion) is not a failure: the watcher lists again by itself, and this drops
+/// the error so that no backoff delays that list — at most once per [`BACKOFF_QUIET`], so an
+/// apiserver that answered every fresh watch with 410 would still be backed off, not hammered.
 pub fn logged<S, K>(stream: S, resource: &'static str) -> impl Stream<Item = S::Item>
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
     let mut failing = false;
-    stream.inspect(move |item| match item {
-        Err(error) => {
-            failing = true;
-            tracing::warn!(
-                resource,
-                error = %error,
-                "{}; retrying within {:?}",
-                describe(resource, error),
-                BACKOFF_MAX * 2
-            );
-        }
-        // Init starts every (re-)list, also one that is about to fail: not yet a success.
-        Ok(watcher::Event::Init) => {}
-        Ok(_) if failing => {
-            failing = false;
-            tracing::info!(resource, "watch of {resource} works again");
-        }
-        Ok(_) => {}
+    let mut last_expiry: Option<Instant> = None;
+    stream.filter(move |item| {
+        let keep = match item {
+            Err(watcher::Error::WatchError(status))
+                if status.code == 410
+                    && last_expiry.is_none_or(|at| at.elapsed() > BACKOFF_QUIET) =>
+            {
+                last_expiry = Some(Instant::now());
+                tracing::debug!(
+                    resource,
+                    "watch of {resource} expired; listing again at once"
+                );
+                false
+            }
+            Err(error) => {
+                failing = true;
+                tracing::warn!(
+                    resource,
+                    error = %error,
+                    "{}; retrying within {:?}",
+                    describe(resource, error),
+                    BACKOFF_MAX * 2
+                );
+                true
+            }
+            // Init starts every (re-)list, also one that is about to fail: not yet a success.
+            Ok(watcher::Event::Init) => true,
+            Ok(_) => {
+                if failing {
+                    failing = false;
+                    tracing::info!(resource, "watch of {resource} works again");
+                }
+                true
+            }
+        };
+        futures::future::ready(keep)
     })
 }
 
@@ -192,6 +234,43 @@ mod tests {
             again < BACKOFF_MIN * 2,
             "starts over after quiet: {again:?}"
         );
+    }
+
+    #[test]
+    fn the_trigger_backoff_stays_at_the_minimum() {
+        let mut b = trigger_backoff();
+        assert!((0..20).all(|_| b.next() == Some(BACKOFF_MIN)));
+    }
+
+    #[tokio::test]
+    async fn an_expired_watch_is_dropped_once_per_quiet_period_other_errors_pass() {
+        let gone = || {
+            Err::<watcher::Event<()>, _>(watcher::Error::WatchError(Box::new(
+                kube::core::Status::failure("too old resource version", "Expired").with_code(410),
+            )))
+        };
+        let items = vec![
+            Ok(watcher::Event::Init),
+            gone(),
+            Ok(watcher::Event::InitDone),
+            gone(),
+            Err(watcher::Error::NoResourceVersion),
+        ];
+        let out: Vec<_> = logged(futures::stream::iter(items), "things.example.com")
+            .collect()
+            .await;
+        let kinds: Vec<&str> = out
+            .iter()
+            .map(|i| match i {
+                Ok(watcher::Event::Init) => "init",
+                Ok(watcher::Event::InitDone) => "done",
+                Err(watcher::Error::WatchError(_)) => "expired",
+                Err(_) => "error",
+                Ok(_) => "other",
+            })
+            .collect();
+        // The first expiry is dropped; a second one right after is backed off like any error.
+        assert_eq!(kinds, ["init", "done", "expired", "error"]);
     }
 
     #[test]
