@@ -57,6 +57,8 @@ impl Reconciler {
         let storage = temp_dir("bootstrap-storage");
         let log = storage.with_extension("log");
         let port = free_port();
+        // The reconciler logs to stdout (tracing's default) and errors to stderr: both here.
+        let out = std::fs::File::create(&log).expect("create reconciler log");
         let child = Command::new(bin)
             .args([
                 "--storage-path",
@@ -73,8 +75,8 @@ impl Reconciler {
                 "text",
             ])
             .env("KUBECONFIG", kubeconfig())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create reconciler log"))
+            .stdout(out.try_clone().expect("reconciler log handle"))
+            .stderr(out)
             .spawn()
             .expect("start gitops-reconciler");
         Self {
@@ -99,7 +101,9 @@ impl Drop for Reconciler {
 }
 
 /// On drop, lets go of the self-managing objects of `ns` (their finalizers would wait forever
-/// for the reconciler, stopped before this runs), so that the namespace can go.
+/// for the reconciler, stopped before this runs) and deletes them, without pruning what they
+/// applied: the cluster-scoped objects stay behind, labelled for a Kustomization that is gone,
+/// and the next bootstrap (in a namespace of its own) adopts them.
 struct Release(String);
 
 impl Drop for Release {
@@ -118,6 +122,18 @@ impl Drop for Release {
                     "--type=merge",
                     "-p",
                     r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
+            let _ = kubectl(
+                &[
+                    "-n",
+                    &self.0,
+                    "delete",
+                    kind,
+                    "gitops-system",
+                    "--ignore-not-found",
+                    "--timeout=60s",
                 ],
                 None,
             );
