@@ -11,14 +11,13 @@
 
 use std::future::Future;
 use std::hash::Hash;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::reflector::Store;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher;
-use std::time::Instant;
 
 /// First wait after a failed list/watch.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -27,8 +26,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_millis(2500);
 /// A failure this long after the previous one starts the backoff over.
 pub const BACKOFF_QUIET: Duration = Duration::from_secs(15);
 
-/// The reconnect backoff of every watch (and of each controller's trigger stream): bounded,
-/// with jitter so that replicas and watches do not reconnect in lockstep, never giving up.
+/// An exponential backoff that never gives up: [`backoff`] for every watch (bounded, with
+/// jitter so that replicas and watches do not reconnect in lockstep), [`trigger_backoff`] for
+/// a controller's merged trigger stream.
 ///
 /// It starts over after [`BACKOFF_QUIET`] without a failure, not on the stream's next `Ok`
 /// (`Backoff::reset`, which `StreamBackoff` calls on every `Ok`, is ignored): kube-runtime's
@@ -49,6 +49,24 @@ impl Iterator for WatchBackoff {
 }
 
 impl WatchBackoff {
+    fn new(min: Duration, max: Duration, jitter: bool) -> Self {
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .without_max_times();
+        let builder = if jitter {
+            builder.with_jitter()
+        } else {
+            builder
+        };
+        WatchBackoff {
+            steps: builder.build(),
+            builder,
+            last_failure: None,
+        }
+    }
+
     /// The wait after a failure at `now`.
     fn step(&mut self, now: Instant) -> Duration {
         if self
@@ -79,26 +97,6 @@ pub fn backoff() -> WatchBackoff {
 /// of the controller after any one of them failed).
 pub fn trigger_backoff() -> WatchBackoff {
     WatchBackoff::new(BACKOFF_MIN, BACKOFF_MIN, false)
-}
-
-impl WatchBackoff {
-    fn new(min: Duration, max: Duration, jitter: bool) -> Self {
-        let builder = backon::ExponentialBuilder::default()
-            .with_min_delay(min)
-            .with_max_delay(max)
-            .with_factor(2.0)
-            .without_max_times();
-        let builder = if jitter {
-            builder.with_jitter()
-        } else {
-            builder
-        };
-        WatchBackoff {
-            steps: builder.build(),
-            builder,
-            last_failure: None,
-        }
-    }
 }
 
 /// What a person should know about a failed list/watch of `resource` (plural.group).
