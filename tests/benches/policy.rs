@@ -154,6 +154,30 @@ fn time_runs(f: impl Fn(Vec<Value>) -> usize, input: &[Value]) -> Duration {
     median(runs)
 }
 
+/// The spot check of the pipeline's output: the first object (Deployment `web-0`, 0 replicas,
+/// a redis sidecar) moved into the target namespace, clamped to 1 replica, sidecar pinned.
+fn spot_check(objects: &[Value]) {
+    let first = &objects[0];
+    assert_eq!(first.pointer("/metadata/name"), Some(&json!("web-0")));
+    assert_eq!(first.pointer("/metadata/namespace"), Some(&json!("bench")));
+    assert_eq!(first.pointer("/spec/replicas"), Some(&json!(1)));
+    assert_eq!(
+        first.pointer("/spec/template/spec/containers/1/image"),
+        Some(&json!(format!("redis@sha256:{}", "a".repeat(64))))
+    );
+    assert_eq!(
+        first.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!("nginx:1.27"))
+    );
+}
+
+/// The load average (1, 5, 15 minutes) as printed by `uptime`; the machine is shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -203,6 +227,8 @@ fn main() {
         .run_pipeline(&steps, &ctx, input.clone())
         .expect("wasm pipeline")
         .objects;
+    assert_eq!(wasm_out.len(), OBJECTS);
+    spot_check(&wasm_out);
     assert_eq!(
         wasm_out,
         native_exports(input.clone()),
@@ -214,12 +240,15 @@ fn main() {
         "wasm and native pipelines disagree"
     );
 
+    let load_before = load_average();
     let wasm = time_runs(
         |objects| {
-            host.run_pipeline(&steps, &ctx, objects)
+            let out = host
+                .run_pipeline(&steps, &ctx, objects)
                 .expect("wasm pipeline")
-                .objects
-                .len()
+                .objects;
+            spot_check(&out);
+            out.len()
         },
         &input,
     );
@@ -258,6 +287,10 @@ fn main() {
 
     println!(
         "policy bench: {OBJECTS} objects (Deployments, Services, ConfigMaps, StatefulSets), 3 built-ins in sequence, median of {RUNS}"
+    );
+    println!(
+        "load average (1/5/15 min) before the timed runs: {load_before}; after: {}",
+        load_average()
     );
     report(
         "pipeline, wasm (target-namespace, image-pinning, replica-bounds)",

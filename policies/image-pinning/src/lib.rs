@@ -16,7 +16,7 @@
 //! templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers,
 //! Jobs and CronJobs.
 
-use gitops_policy_sdk::object::{CONTAINER_LISTS, pod_spec_pointer};
+use gitops_policy_sdk::object::container_images;
 use gitops_policy_sdk::{
     ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation, json,
 };
@@ -91,23 +91,7 @@ fn under(repository: &str, prefix: &str) -> bool {
 /// Every container image field of `object`: (JSON pointer of the `image` field, image). Only
 /// workloads are read (by kind); other objects are not parsed.
 pub fn images(object: &Object) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let Some(spec_ptr) = pod_spec_pointer(object) else {
-        return found;
-    };
-    let Some(spec) = object.value().pointer(spec_ptr) else {
-        return found;
-    };
-    for list in CONTAINER_LISTS {
-        if let Some(Value::Array(containers)) = spec.get(list) {
-            for (i, c) in containers.iter().enumerate() {
-                if let Some(image) = c.get("image").and_then(Value::as_str) {
-                    found.push((format!("{spec_ptr}/{list}/{i}/image"), image.to_owned()));
-                }
-            }
-        }
-    }
-    found
+    container_images(object)
 }
 
 /// The findings for one object.
@@ -160,9 +144,7 @@ pub fn pin(object: &mut Object, config: &Config) {
     for (field, image) in images(object) {
         if let Some(digest) = config.digests.get(&image) {
             let name = ImageRef::parse(&image).name.to_owned();
-            if let Some(slot) = object.pointer_mut(&field) {
-                *slot = Value::String(format!("{name}@{digest}"));
-            }
+            object.replace_at(&field, Value::String(format!("{name}@{digest}")));
         }
     }
 }

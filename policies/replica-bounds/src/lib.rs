@@ -91,11 +91,7 @@ fn applicable(
 }
 
 fn replicas(object: &Object) -> u64 {
-    object
-        .value()
-        .pointer("/spec/replicas")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
+    object.read_at::<u64>("/spec/replicas").unwrap_or(1)
 }
 
 impl Policy for ReplicaBounds {
@@ -219,7 +215,7 @@ impl Policy for ReplicaBounds {
             let clamped = current
                 .max(b.min.unwrap_or(0))
                 .min(b.max.unwrap_or(u64::MAX));
-            if clamped != current {
+            if clamped != current && !object.replace_at("/spec/replicas", json!(clamped)) {
                 match object.get_mut("spec") {
                     Some(Value::Object(spec)) => {
                         spec.insert("replicas".to_owned(), json!(clamped));

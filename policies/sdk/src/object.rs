@@ -2,11 +2,14 @@
 //! read and edit them, which work on an [`Object`] and on a plain `serde_json::Value` alike.
 
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, Range};
 
 /// The identity fields of an object: `apiVersion`, `kind`, `metadata.name` and
 /// `metadata.namespace`. Implemented by [`Object`] (without parsing the rest of the document)
@@ -59,6 +62,10 @@ struct Head {
     kind: String,
     name: String,
     namespace: Option<String>,
+    /// Where `metadata`'s value is in the text, if it is a JSON object.
+    metadata: Option<Range<usize>>,
+    /// Where `metadata.namespace`'s value is in the text, if the key is present.
+    namespace_value: Option<Range<usize>>,
 }
 
 /// Reads the identity of a JSON object document, and stops reading as soon as `apiVersion`,
@@ -74,6 +81,7 @@ fn read_head(text: &str) -> Result<Head, String> {
     let mut seen = Seen::default();
     let mut de = serde_json::Deserializer::from_str(text);
     match (HeadVisitor {
+        text,
         head: &mut head,
         seen: &mut seen,
     })
@@ -100,19 +108,27 @@ impl Seen {
     }
 }
 
-struct HeadVisitor<'h> {
+struct HeadVisitor<'h, 'de> {
+    /// The whole document (spans are offsets into it).
+    text: &'de str,
     head: &'h mut Head,
     seen: &'h mut Seen,
 }
 
-impl<'de> DeserializeSeed<'de> for HeadVisitor<'_> {
+/// The byte range of `part`, a slice of `whole`, within `whole`.
+fn span_in(whole: &str, part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+impl<'de> DeserializeSeed<'de> for HeadVisitor<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for HeadVisitor<'_> {
+impl<'de> Visitor<'de> for HeadVisitor<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,12 +147,21 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
                     self.seen.kind = true;
                 }
                 "metadata" => {
-                    if let Some(meta) = map.next_value::<Option<RawMeta<'de>>>()? {
-                        self.head.name = meta.name.map(Cow::into_owned).unwrap_or_default();
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    let meta: Option<RawMeta<'de>> =
+                        serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+                    if let Some(meta) = meta {
+                        self.head.name = meta.name.and_then(|n| n.get_str()).unwrap_or_default();
                         self.head.namespace = meta
                             .namespace
-                            .filter(|n| !n.is_empty())
-                            .map(Cow::into_owned);
+                            .and_then(|n| n.get_str())
+                            .filter(|n| !n.is_empty());
+                        // Spans only of an object (a struct also reads from an array).
+                        if raw.get().starts_with('{') {
+                            self.head.metadata = Some(span_in(self.text, raw.get()));
+                            self.head.namespace_value =
+                                meta.namespace.map(|n| span_in(self.text, n.get()));
+                        }
                     }
                     self.seen.metadata = true;
                 }
@@ -152,12 +177,167 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
     }
 }
 
+/// `metadata` with `name` and `namespace` as raw JSON (any type: a non-string reads as unset,
+/// as with a `Value`), so the namespace can be edited in place.
 #[derive(Deserialize)]
 struct RawMeta<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<&'a RawValue>,
+}
+
+/// The string a raw JSON value holds, if it is one.
+trait RawStr {
+    fn get_str(&self) -> Option<String>;
+}
+
+impl RawStr for RawValue {
+    fn get_str(&self) -> Option<String> {
+        serde_json::from_str::<Option<String>>(self.get())
+            .ok()
+            .flatten()
+    }
+}
+
+/// What a JSON pointer leads to in a document's text.
+enum Found<'t> {
+    /// The value's text.
+    Value(&'t RawValue),
+    /// Nothing: a key or index is missing, or the path runs into a scalar.
+    Absent,
+    /// A key on the way occurs twice in one object (a `Value` keeps the last one): the text
+    /// cannot be read or edited in place faithfully.
+    Ambiguous,
+}
+
+/// Finds the value at `pointer` (RFC 6901) in a JSON document without building the document.
+fn find<'t>(text: &'t str, pointer: &str) -> Found<'t> {
+    let Some(path) = pointer_tokens(pointer) else {
+        return Found::Absent;
+    };
+    let mut found = Found::Absent;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let walked = Walk {
+        path: &path,
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    if walked.is_err() {
+        return Found::Ambiguous;
+    }
+    found
+}
+
+/// The reference tokens of a JSON pointer; `None` if it is not one.
+fn pointer_tokens(pointer: &str) -> Option<Vec<String>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = pointer.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
+/// Walks one step of a pointer's path; at its end captures the value's text.
+struct Walk<'a, 't> {
+    path: &'a [String],
+    found: &'a mut Found<'t>,
+}
+
+impl<'t> DeserializeSeed<'t> for Walk<'_, 't> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'t>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.path.is_empty() {
+            let raw = <&'t RawValue>::deserialize(deserializer)?;
+            if matches!(self.found, Found::Absent) {
+                *self.found = Found::Value(raw);
+            }
+            return Ok(());
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'t> Visitor<'t> for Walk<'_, 't> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'t>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((token, rest)) = self.path.split_first() else {
+            return Ok(());
+        };
+        let mut matched = false;
+        while let Some(key) = map.next_key::<Cow<'t, str>>()? {
+            if *key == **token {
+                if matched {
+                    *self.found = Found::Ambiguous;
+                    map.next_value::<IgnoredAny>()?;
+                } else {
+                    matched = true;
+                    map.next_value_seed(Walk {
+                        path: rest,
+                        found: &mut *self.found,
+                    })?;
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'t>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((token, rest)) = self.path.split_first() else {
+            return Ok(());
+        };
+        // Like `Value::pointer`: a decimal index without leading zeros.
+        let index = (!token.starts_with('+') && (token == "0" || !token.starts_with('0')))
+            .then(|| token.parse::<usize>().ok())
+            .flatten();
+        let mut i = 0;
+        loop {
+            if Some(i) == index {
+                if seq
+                    .next_element_seed(Walk {
+                        path: rest,
+                        found: &mut *self.found,
+                    })?
+                    .is_none()
+                {
+                    return Ok(());
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
 }
 
 /// One Kubernetes object handed to a policy.
@@ -219,6 +399,98 @@ impl Object {
     pub fn into_value(self) -> Value {
         self.value();
         self.value.into_inner().unwrap_or(Value::Null)
+    }
+
+    /// Reads the value at JSON pointer `pointer` as a `T`, without building the document if
+    /// it was not parsed yet (only the value itself is deserialized). `None` if there is no
+    /// value there or it is not a `T`. Same result as `T::deserialize` on
+    /// `object.pointer(pointer)`.
+    pub fn read_at<T: DeserializeOwned>(&self, pointer: &str) -> Option<T> {
+        if let (Some(text), None) = (&self.text, self.value.get()) {
+            match find(text, pointer) {
+                Found::Value(raw) => return serde_json::from_str(raw.get()).ok(),
+                Found::Absent => return None,
+                Found::Ambiguous => {}
+            }
+        }
+        T::deserialize(self.value().pointer(pointer)?).ok()
+    }
+
+    /// Replaces the value at JSON pointer `pointer` (which must exist; returns false and
+    /// changes nothing otherwise). An object that was not parsed yet is edited as text, so it
+    /// is neither parsed nor serialized again.
+    pub fn replace_at(&mut self, pointer: &str, value: Value) -> bool {
+        if let (Some(text), None) = (&self.text, self.value.get()) {
+            match find(text, pointer) {
+                Found::Value(raw) => {
+                    let span = span_in(text, raw.get());
+                    self.splice(span, &value.to_string());
+                    if ["/apiVersion", "/kind", "/metadata"]
+                        .iter()
+                        .any(|p| pointer == *p || pointer.starts_with(&format!("{p}/")))
+                    {
+                        self.reread_head();
+                    }
+                    return true;
+                }
+                Found::Absent => return false,
+                Found::Ambiguous => {}
+            }
+        }
+        match self.value_mut().pointer_mut(pointer) {
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets `metadata.namespace` (see [`set_namespace`]); an object that was not parsed yet is
+    /// edited as text.
+    pub fn set_namespace(&mut self, namespace: &str) {
+        if let (Some(_), None, Some(metadata)) =
+            (&self.text, self.value.get(), self.head.metadata.clone())
+        {
+            let quoted = Value::String(namespace.to_owned()).to_string();
+            match self.head.namespace_value.clone() {
+                Some(span) => self.splice(span, &quoted),
+                None => {
+                    // Insert as the first key: after `{`, with a comma unless it is empty.
+                    let text = self.text.as_deref().unwrap_or_default();
+                    let inner = &text[metadata.start + 1..metadata.end - 1];
+                    let member = if inner.trim().is_empty() {
+                        format!("\"namespace\":{quoted}")
+                    } else {
+                        format!("\"namespace\":{quoted},")
+                    };
+                    let at = metadata.start + 1;
+                    self.splice(at..at, &member);
+                }
+            }
+            self.reread_head();
+            return;
+        }
+        set_namespace(self.value_mut(), namespace);
+    }
+
+    /// Replaces `span` of the (unparsed) text with `with`.
+    fn splice(&mut self, span: Range<usize>, with: &str) {
+        if let Some(text) = &mut self.text {
+            text.replace_range(span, with);
+        }
+    }
+
+    /// Reads the identity again after the text was edited. The edit kept the text a JSON
+    /// object, so this does not fail; if it did, the document is parsed and becomes the
+    /// authority.
+    fn reread_head(&mut self) {
+        match self.text.as_deref().map(read_head) {
+            Some(Ok(head)) => self.head = head,
+            _ => {
+                self.value_mut();
+            }
+        }
     }
 
     /// The document as JSON text: the original text if it was never changed.
@@ -363,6 +635,159 @@ pub fn pod_spec_pointer<O: Identity + ?Sized>(object: &O) -> Option<&'static str
 /// The container lists of a pod spec, in order.
 pub const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 
+/// The images of every container of a workload or Pod (see [`pod_spec_pointer`] and
+/// [`CONTAINER_LISTS`]), in order, each with the JSON pointer of its `image` field. Entries
+/// without a string `image` are skipped. Reads only the container lists, without building the
+/// document if it was not parsed yet.
+pub fn container_images(object: &Object) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let Some(spec_ptr) = pod_spec_pointer(object) else {
+        return found;
+    };
+    let Some(lists) = object.read_at::<PodImages>(spec_ptr) else {
+        return found;
+    };
+    for (list, images) in CONTAINER_LISTS.iter().zip(lists.0) {
+        for (i, image) in images.into_iter().enumerate() {
+            if let Some(image) = image {
+                found.push((format!("{spec_ptr}/{list}/{i}/image"), image));
+            }
+        }
+    }
+    found
+}
+
+/// In the lenient readers below, a JSON value of another type than expected reads as absent
+/// (as `Value` accessors would see it); these are the visits of the scalar types.
+macro_rules! scalars_read_as {
+    ($absent:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// The `image` of each entry of the three container lists of a pod spec (indexed like
+/// [`CONTAINER_LISTS`]). Reads any JSON the way `Value` accessors would: a list that is not an
+/// array, or an entry that is not an object or whose `image` is not a string, counts as absent;
+/// of a repeated key the last one counts.
+struct PodImages([Vec<Option<String>>; 3]);
+
+impl<'de> Deserialize<'de> for PodImages {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PodImages, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PodImages;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a pod spec")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PodImages, A::Error> {
+                let mut lists: [Vec<Option<String>>; 3] = Default::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match CONTAINER_LISTS.iter().position(|l| *l == key) {
+                        Some(i) => lists[i] = map.next_value::<Entries>()?.0,
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(PodImages(lists))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PodImages, A::Error> {
+                skip_seq(seq).map(|()| PodImages(Default::default()))
+            }
+            scalars_read_as!(PodImages(Default::default()));
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The images of one container list (see [`PodImages`]).
+struct Entries(Vec<Option<String>>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Entries, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of containers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+                let mut images = Vec::new();
+                while let Some(ImageOf(image)) = seq.next_element::<ImageOf>()? {
+                    images.push(image);
+                }
+                Ok(Entries(images))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Entries, A::Error> {
+                skip_map(map).map(|()| Entries(Vec::new()))
+            }
+            scalars_read_as!(Entries(Vec::new()));
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The `image` of one container (see [`PodImages`]).
+struct ImageOf(Option<String>);
+
+impl<'de> Deserialize<'de> for ImageOf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ImageOf, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ImageOf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a container")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ImageOf, A::Error> {
+                let mut image = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "image" {
+                        image = match map.next_value::<Value>()? {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        };
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ImageOf(image))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ImageOf, A::Error> {
+                skip_seq(seq).map(|()| ImageOf(None))
+            }
+            scalars_read_as!(ImageOf(None));
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +826,95 @@ mod tests {
         );
         let from_value = Object::from(json!({"kind": "Pod", "metadata": {"name": "p"}}));
         assert_eq!((kind(&from_value), name(&from_value)), ("Pod", "p"));
+    }
+
+    #[test]
+    fn fields_are_read_and_edited_in_the_text_like_on_a_value() {
+        let text = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"labels":{"a":"b"},"name":"web"},"spec":{"replicas":3,"template":{"spec":{"containers":[{"image":"a:1","name":"x"},"bad",{"image":7},{"image":"b\u0041:2"}],"initContainers":{"image":"no"}}}}}"#;
+        let mut object = Object::from_json(text.to_owned()).unwrap();
+        assert_eq!(object.read_at::<u64>("/spec/replicas"), Some(3));
+        assert_eq!(object.read_at::<u64>("/spec/nothing"), None);
+        assert_eq!(
+            object.read_at::<u64>("/metadata/name"),
+            None,
+            "not a number"
+        );
+        assert_eq!(
+            container_images(&object),
+            vec![
+                (
+                    "/spec/template/spec/containers/0/image".to_owned(),
+                    "a:1".to_owned()
+                ),
+                (
+                    "/spec/template/spec/containers/3/image".to_owned(),
+                    "bA:2".to_owned()
+                ),
+            ]
+        );
+        assert!(object.replace_at("/spec/replicas", json!(5)));
+        assert!(object.replace_at(
+            "/spec/template/spec/containers/3/image",
+            json!("c@sha256:x")
+        ));
+        assert!(
+            !object.replace_at("/spec/paused", json!(true)),
+            "absent: not added"
+        );
+        object.set_namespace("team \"a\"");
+        assert!(!object.is_changed(), "edited as text, never parsed");
+        assert!(object.value.get().is_none());
+        assert_eq!(namespace(&object), Some("team \"a\""));
+        let expected = {
+            let mut v: Value = serde_json::from_str(text).unwrap();
+            v["spec"]["replicas"] = json!(5);
+            v["spec"]["template"]["spec"]["containers"][3]["image"] = json!("c@sha256:x");
+            v["metadata"]["namespace"] = json!("team \"a\"");
+            v
+        };
+        let edited: Value = serde_json::from_str(&object.clone().into_json()).unwrap();
+        assert_eq!(edited, expected);
+        object.set_namespace("b");
+        assert_eq!(namespace(&object), Some("b"));
+        assert_eq!(
+            object.value().pointer("/metadata/namespace"),
+            Some(&json!("b"))
+        );
+
+        let mut empty =
+            Object::from_json(r#"{"kind":"ConfigMap","metadata":{ }}"#.to_owned()).unwrap();
+        empty.set_namespace("n");
+        assert_eq!(
+            empty.into_json(),
+            r#"{"kind":"ConfigMap","metadata":{"namespace":"n" }}"#
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_read_as_a_value_reads_them() {
+        // A `Value` keeps the last of repeated keys; the text readers must not see the first.
+        let text = r#"{"kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":1,"template":{"spec":{"containers":[{"image":"a:1"}],"containers":[{"image":"evil:latest","image":"b:2"}]}},"replicas":100}}"#;
+        let mut object = Object::from_json(text.to_owned()).unwrap();
+        assert_eq!(object.read_at::<u64>("/spec/replicas"), Some(100));
+        assert!(object.replace_at("/spec/replicas", json!(10)));
+        assert_eq!(object.read_at::<u64>("/spec/replicas"), Some(10));
+        assert_eq!(
+            container_images(&object),
+            vec![(
+                "/spec/template/spec/containers/0/image".to_owned(),
+                "b:2".to_owned()
+            )]
+        );
+        let v: Value = serde_json::from_str(&object.into_json()).unwrap();
+        assert_eq!(v.pointer("/spec/replicas"), Some(&json!(10)));
+        // Array indices as `Value::pointer` reads them.
+        let list = Object::from_json(r#"{"a":[10,11,12]}"#.to_owned()).unwrap();
+        assert_eq!(list.read_at::<u64>("/a/1"), Some(11));
+        for bad in ["/a/01", "/a/+1", "/a/3", "/a/-"] {
+            assert_eq!(list.read_at::<u64>(bad), None, "{bad}");
+        }
+        let escaped = Object::from_json(r#"{"a/b":{"~":4}}"#.to_owned()).unwrap();
+        assert_eq!(escaped.read_at::<u64>("/a~1b/~0"), Some(4));
     }
 
     #[test]

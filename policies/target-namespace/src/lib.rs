@@ -151,7 +151,7 @@ pub fn retarget(object: &mut Object, config: &Config) {
         _ => {}
     }
     if !config.is_cluster_scoped(&group, &kind) && object::namespace(object) != Some(ns) {
-        object::set_namespace(object, ns);
+        object.set_namespace(ns);
     }
 }
 

@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, Lift, Linker, Lower,
+    TypedFunc,
+};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 /// The longest deadline a policy call may be given.
@@ -89,7 +92,26 @@ pub struct ModuleInfo {
 /// A compiled, linked, pre-instantiated component.
 struct LoadedModule {
     pre: PolicyPre<StoreState>,
+    /// The `transform` and `validate` exports (type-checked by `PolicyPre::new`), looked up
+    /// once instead of on every call.
+    transform: ComponentExportIndex,
+    validate: ComponentExportIndex,
     info: ModuleInfo,
+}
+
+/// `transform(context, config, objects)`.
+type TransformParams<'a> = (&'a wit::Context, &'a str, &'a [String]);
+type TransformResults = (Result<Vec<String>, wit::PolicyError>,);
+/// `validate(context, config, objects)`.
+type ValidateParams<'a> = TransformParams<'a>;
+type ValidateResults = (Vec<wit::Violation>,);
+
+/// One object a transform returned, as the host keeps it.
+enum Returned {
+    /// Byte-identical to the object at the same index of the step's input.
+    Same,
+    /// New or changed: its text and its checked identity.
+    Changed(String, ObjectRef),
 }
 
 /// Stops the epoch ticker thread when the last host handle is dropped.
@@ -453,7 +475,19 @@ impl PolicyHost {
         }
         let pre = inner.linker.instantiate_pre(component).map_err(invalid)?;
         let pre = PolicyPre::new(pre).map_err(invalid)?;
-        let metadata = self.call(&pre, policy, "metadata", |p, s| p.call_metadata(s))?;
+        let missing = |export: &str| PolicyError::InvalidComponent {
+            policy: policy.to_owned(),
+            reason: format!("no export {export:?}"),
+        };
+        let transform = component
+            .get_export_index(None, "transform")
+            .ok_or_else(|| missing("transform"))?;
+        let validate = component
+            .get_export_index(None, "validate")
+            .ok_or_else(|| missing("validate"))?;
+        let metadata = self.call(&pre, policy, "metadata", |instance, store| {
+            Policy::new(&mut *store, instance)?.call_metadata(store)
+        })?;
         let kind = match metadata.kind {
             wit::PolicyKind::Transform => PolicyKind::Transform,
             wit::PolicyKind::Validate => PolicyKind::Validate,
@@ -461,6 +495,8 @@ impl PolicyHost {
         };
         Ok(LoadedModule {
             pre,
+            transform,
+            validate,
             info: ModuleInfo {
                 name: metadata.name,
                 version: metadata.version,
@@ -472,13 +508,14 @@ impl PolicyHost {
         })
     }
 
-    /// One call in a fresh instance, with the deadline, memory cap and output cap.
+    /// One call in a fresh instance, with the deadline, memory cap and output cap. `f` calls
+    /// one export of `instance`; the instance and its store are dropped afterwards.
     fn call<R>(
         &self,
         pre: &PolicyPre<StoreState>,
         policy: &str,
         operation: &'static str,
-        f: impl FnOnce(&Policy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let inner = &self.inner;
         let config = &inner.config;
@@ -498,6 +535,7 @@ impl PolicyHost {
         store.epoch_deadline_trap();
         store.set_hostcall_fuel(config.max_output_bytes);
         let result = pre
+            .instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| f(&instance, &mut store));
         let dropped = store.data().dropped_logs;
@@ -554,8 +592,8 @@ impl PolicyHost {
         if lock(&self.inner.valid_configs).contains(&key) {
             return Ok(());
         }
-        self.call(&module.pre, policy, "validate-config", |p, s| {
-            p.call_validate_config(s, &config.to_owned())
+        self.call(&module.pre, policy, "validate-config", |instance, store| {
+            Policy::new(&mut *store, instance)?.call_validate_config(store, &config.to_owned())
         })?
         .map_err(|e| PolicyError::InvalidConfig {
             policy: policy.to_owned(),
@@ -615,16 +653,30 @@ impl PolicyHost {
             origins: (0..objects.len()).map(Some).collect(),
         };
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.transforms()) {
-            match self.transform_step(step, module, config, &wit_ctx, ctx, &input_refs, &current) {
-                Ok(out) => current = out,
-                Err(e) => ignore_or_fail(step, e, &mut outcome)?,
+            if let Err(e) = self.transform_step(
+                step,
+                module,
+                config,
+                &wit_ctx,
+                ctx,
+                &input_refs,
+                &mut current,
+            ) {
+                ignore_or_fail(step, e, &mut outcome)?;
             }
         }
         let docs = &current.texts;
         let mut denials = Vec::new();
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.validates()) {
-            let found = self.call(&module.pre, &step.name, "validate", |p, s| {
-                p.call_validate(s, &wit_ctx, config, docs)
+            let found = self.call(&module.pre, &step.name, "validate", |instance, store| {
+                let func = typed_export::<ValidateParams<'_>, ValidateResults>(
+                    instance,
+                    store,
+                    &module.validate,
+                )?;
+                Ok(func
+                    .call(&mut *store, (&wit_ctx, config.as_str(), docs.as_slice()))?
+                    .0)
             });
             match found {
                 Ok(violations) => {
@@ -662,6 +714,8 @@ impl PolicyHost {
         Ok(outcome)
     }
 
+    /// Runs one transform over `current` and, if everything it returned passed the checks,
+    /// replaces `current` with its output (otherwise `current` is left as it was).
     #[allow(clippy::too_many_arguments)] // one private call site; the pieces are unrelated
     fn transform_step(
         &self,
@@ -671,51 +725,94 @@ impl PolicyHost {
         wit_ctx: &wit::Context,
         ctx: &PolicyContext,
         input_refs: &[ObjectRef],
-        current: &Documents,
-    ) -> Result<Documents, PolicyError> {
+        current: &mut Documents,
+    ) -> Result<(), PolicyError> {
         let policy = step.name.as_str();
+        let limits = &self.inner.config;
+        let texts = &current.texts;
         let out = self
-            .call(&module.pre, policy, "transform", |p, s| {
-                p.call_transform(s, wit_ctx, &config.to_owned(), &current.texts)
+            .call(&module.pre, policy, "transform", |instance, store| {
+                let func = typed_export::<TransformParams<'_>, TransformResults>(
+                    instance,
+                    store,
+                    &module.transform,
+                )?;
+                Ok(func
+                    .call(&mut *store, (wit_ctx, config, texts.as_slice()))?
+                    .0)
             })?
             .map_err(|e| PolicyError::Failed {
                 policy: policy.to_owned(),
                 object: e.object.map(|o| Box::new(wit_object_ref(o))),
                 message: e.message,
             })?;
-        if out.len() > self.inner.config.max_objects {
+        if out.len() > limits.max_objects {
             return Err(PolicyError::TooManyObjects {
                 policy: policy.to_owned(),
                 count: out.len(),
-                limit: self.inner.config.max_objects,
+                limit: limits.max_objects,
             });
         }
-        let mut refs = Vec::with_capacity(out.len());
-        let mut origins = Vec::with_capacity(out.len());
-        for (index, doc) in out.iter().enumerate() {
+        let mut returned = Vec::with_capacity(out.len());
+        for (index, text) in out.into_iter().enumerate() {
             // Returned exactly as it was handed in: already checked and identified.
-            if current.texts.get(index) == Some(doc) {
-                refs.push(current.refs[index].clone());
-                origins.push(current.origins[index]);
+            if texts.get(index) == Some(&text) {
+                returned.push(Returned::Same);
                 continue;
             }
-            let r = output::identify(doc).map_err(|reason| PolicyError::MalformedOutput {
+            let r = output::identify(&text).map_err(|reason| PolicyError::MalformedOutput {
                 policy: policy.to_owned(),
                 index,
                 reason,
             })?;
-            refs.push(r);
-            origins.push(None);
+            returned.push(Returned::Changed(text, r));
         }
         if let Some(t) = &ctx.tenancy {
-            tenancy::check(ctx, t, input_refs, &refs, policy)?;
+            let refs = returned.iter().enumerate().map(|(index, r)| match r {
+                Returned::Same => &current.refs[index],
+                Returned::Changed(_, r) => r,
+            });
+            tenancy::check(ctx, t, input_refs, refs, policy)?;
         }
-        Ok(Documents {
-            texts: out,
-            refs,
-            origins,
-        })
+        // Every check passed: the unchanged objects move over from the step's input.
+        let mut next = Documents {
+            texts: Vec::with_capacity(returned.len()),
+            refs: Vec::with_capacity(returned.len()),
+            origins: Vec::with_capacity(returned.len()),
+        };
+        for (index, r) in returned.into_iter().enumerate() {
+            match r {
+                Returned::Same => {
+                    next.texts.push(std::mem::take(&mut current.texts[index]));
+                    next.refs.push(std::mem::take(&mut current.refs[index]));
+                    next.origins.push(current.origins[index]);
+                }
+                Returned::Changed(text, r) => {
+                    next.texts.push(text);
+                    next.refs.push(r);
+                    next.origins.push(None);
+                }
+            }
+        }
+        *current = next;
+        Ok(())
     }
+}
+
+/// The export at `index` as a typed function.
+fn typed_export<P, R>(
+    instance: &Instance,
+    store: &mut Store<StoreState>,
+    index: &ComponentExportIndex,
+) -> wasmtime::Result<TypedFunc<P, R>>
+where
+    P: ComponentNamedList + Lower,
+    R: ComponentNamedList + Lift,
+{
+    instance
+        .get_func(&mut *store, index)
+        .ok_or_else(|| wasmtime::Error::msg("the component lost an export it had at load"))?
+        .typed::<P, R>(&*store)
 }
 
 /// The objects between two steps of a pipeline, as the JSON text the next step is given.

@@ -21,7 +21,9 @@ pub(crate) struct LogBudget {
 
 /// Everything a Store holds for one call.
 pub(crate) struct StoreState {
-    wasi: WasiCtx,
+    /// Built on the first WASI call: most calls make none, and building it is a good part of
+    /// what a fresh Store would otherwise cost.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(crate) limiter: MemoryCap,
     policy: Arc<str>,
@@ -33,7 +35,7 @@ pub(crate) struct StoreState {
 impl StoreState {
     pub(crate) fn new(policy: Arc<str>, memory_cap: usize, log_budget: LogBudget) -> StoreState {
         StoreState {
-            wasi: deny_all_wasi(),
+            wasi: None,
             table: ResourceTable::new(),
             limiter: MemoryCap {
                 cap: memory_cap,
@@ -89,7 +91,7 @@ impl HostMonotonicClock for FrozenClock {
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(deny_all_wasi),
             table: &mut self.table,
         }
     }

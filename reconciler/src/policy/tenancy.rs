@@ -30,11 +30,11 @@ impl<'a> Scope<'a> {
 
 /// Checks `output` (the objects step `policy` returned) against `input` (the objects the
 /// pipeline was given).
-pub(crate) fn check(
+pub(crate) fn check<'a>(
     ctx: &PolicyContext,
     tenancy: &Tenancy,
     input: &[ObjectRef],
-    output: &[ObjectRef],
+    output: impl IntoIterator<Item = &'a ObjectRef>,
     policy: &str,
 ) -> Result<(), PolicyError> {
     let scope = Scope::new(tenancy);

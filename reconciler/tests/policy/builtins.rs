@@ -185,6 +185,35 @@ fn pipeline_runs_transforms_in_order_then_validations() {
 }
 
 #[test]
+fn a_policy_error_names_the_policy_and_the_object() {
+    // replica-bounds cannot clamp a Deployment that has no spec: its own error, with the
+    // object, read by the host from the guest's memory.
+    let host = host_with(|_| {});
+    let step = builtin(
+        "replica-bounds",
+        json!({"bounds": {"Deployment": {"min": 2}}, "action": "clamp"}),
+    );
+    let input = vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bare", "namespace": "apps"}}),
+    ];
+    match host.run_pipeline(&[step], &PolicyContext::default(), input) {
+        Err(PipelineError::Failed(PolicyError::Failed {
+            policy,
+            object,
+            message,
+        })) => {
+            assert_eq!(policy, "replica-bounds");
+            assert_eq!(
+                object.map(|o| o.to_string()).as_deref(),
+                Some("Deployment apps/bare")
+            );
+            assert!(message.contains("spec is missing"), "{message}");
+        }
+        other => panic!("expected the policy's own error, got {other:?}"),
+    }
+}
+
+#[test]
 fn denials_of_every_policy_are_reported_together() {
     let host = host_with(|_| {});
     let steps = [
