@@ -117,6 +117,44 @@ impl Drop for Cluster {
     }
 }
 
+/// apiserver_request_total by "VERB resource" (dry-run requests marked), summed over codes.
+fn request_counts() -> std::collections::BTreeMap<String, f64> {
+    let metrics = kubectl_ok(&["get", "--raw", "/metrics"], None);
+    let label = |line: &str, key: &str| -> String {
+        line.split_once(&format!("{key}=\""))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(v, _)| v.to_owned())
+            .unwrap_or_default()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let dry = if label(line, "dry_run") == "All" {
+            " (dry-run)"
+        } else {
+            ""
+        };
+        let sub = label(line, "subresource");
+        let sub = if sub.is_empty() {
+            String::new()
+        } else {
+            format!("/{sub}")
+        };
+        let key = format!(
+            "{} {}{sub}{dry}",
+            label(line, "verb"),
+            label(line, "resource")
+        );
+        *out.entry(key).or_insert(0.0) += value;
+    }
+    out
+}
+
 /// Sum of apiserver_request_total for write verbs (dry-run or not) on `resources`.
 fn write_requests(resources: &[&str]) -> u64 {
     let metrics = kubectl_ok(&["get", "--raw", "/metrics"], None);
@@ -273,7 +311,7 @@ fn free_port() -> u16 {
 /// built here so the bench always measures the current code.
 fn release_reconciler() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    let status = gitops_conformance::cargo_command(&cargo)
         .args([
             "build",
             "--release",
@@ -303,7 +341,7 @@ fn static_reconciler() -> Option<PathBuf> {
         return None;
     }
     let out = std::env::temp_dir().join(format!("gitops-bench-image-{}", std::process::id()));
-    let status = Command::new("bash")
+    let status = gitops_conformance::cargo_command("bash")
         .arg(repo_root().join("kubectl-gitops/image/build.sh"))
         .arg(&out)
         .stdout(Stdio::null())
@@ -388,6 +426,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
     let mut processes = cluster_processes(cluster_dir.unwrap_or(Path::new("/nonexistent")));
     processes.push(("gitops-reconciler".into(), pid));
     let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let requests_before = request_counts();
     let started = Instant::now();
     kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifests));
     let client = support::client().await;
@@ -418,6 +457,25 @@ async fn bench_a(cluster_dir: Option<&Path>) {
         .zip(&cpu_before)
         .map(|((name, p), before)| format!("{name} {:.1}s", cpu_seconds(*p) - before))
         .collect();
+    let mut requests: Vec<(String, f64)> = request_counts()
+        .into_iter()
+        .map(|(k, v)| {
+            let before = requests_before.get(&k).copied().unwrap_or(0.0);
+            (k, v - before)
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    requests.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = requests.iter().map(|(_, v)| v).sum();
+    println!(
+        "(a) apiserver requests during (a): {total:.0}; top: {}",
+        requests
+            .iter()
+            .take(16)
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "(a) CPU used during (a): {} (load average now: {})",
         used.join(", "),

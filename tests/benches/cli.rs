@@ -100,13 +100,11 @@ impl Drop for Cluster {
 
 fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    check(Command::new(cargo).current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "kubectl-gitops",
-    ]));
+    check(
+        gitops_conformance::cargo_command(cargo)
+            .current_dir(root())
+            .args(["build", "--release", "--quiet", "-p", "kubectl-gitops"]),
+    );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));

@@ -54,11 +54,37 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A command that runs `program` (cargo, or a script that runs cargo) from a test or bench
+/// without the environment cargo gives the running test: `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`
+/// and the like. Some build scripts (ring's) record those variables, so a nested build that saw
+/// them would rebuild ring and everything above it, and the next top-level `cargo test` would
+/// rebuild it all back — minutes per flip in CI.
+pub fn cargo_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    const RUN_TIME: [&str; 8] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_") || RUN_TIME.contains(&key.as_ref()) {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
+}
+
 /// Builds binary `bin` of workspace package `package` (debug profile, into the target dir the
 /// tests were built in) and returns its path. Panics with cargo's output when the build fails.
 pub fn cargo_binary(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let out = cargo_command(cargo)
         .current_dir(repo_root())
         .args(["build", "--quiet", "-p", package, "--bin", bin])
         .output()

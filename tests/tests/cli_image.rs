@@ -40,7 +40,7 @@ fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let dir = temp_dir("image");
-        let out = run(Command::new("bash")
+        let out = run(gitops_conformance::cargo_command("bash")
             .arg(repo_root().join("kubectl-gitops/image/build.sh"))
             .arg(&dir)
             .env("GITOPS_IMAGE_PROFILE", "dev"));
@@ -157,7 +157,7 @@ fn the_image_archive_is_valid_reproducible_static_non_root_and_installed_by_dige
 
     // Reproducible: the same binary packs to the same bytes, hence the same digest.
     let again_dir = temp_dir("image-again");
-    let again = run(Command::new("bash")
+    let again = run(gitops_conformance::cargo_command("bash")
         .arg(repo_root().join("kubectl-gitops/image/build.sh"))
         .arg(&again_dir)
         .env("GITOPS_RECONCILER_BIN", &bin));

@@ -361,7 +361,11 @@ pub async fn wait(
         let object = object.clone();
         let tx = tx.clone();
         watches.spawn(async move {
-            let mut stream = watcher(api, config).default_backoff().boxed();
+            // The controllers' bounded reconnect backoff: an apiserver outage must not stall a
+            // health check for longer than the outage itself (plus a few seconds).
+            let mut stream = watcher(api, config)
+                .backoff(crate::controller::watch::backoff())
+                .boxed();
             while let Some(event) = stream.next().await {
                 let health = match event {
                     Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
