@@ -396,8 +396,12 @@ async fn bench_a(cluster_dir: Option<&Path>) {
     let storage = std::env::temp_dir().join(format!("gitops-bench-store-{}", std::process::id()));
     std::fs::create_dir_all(&storage).expect("storage");
     let source = support::PublishedSource::new(&storage, &ns, "podinfo");
+    // Each Kustomization is its own app: postBuild substitutes `${app}` into the pod labels and
+    // the selectors. (With one shared selector every one of the 1,000 Services would select all
+    // 1,000 pods: an O(n²) Endpoints/EndpointSlice load on the controller-manager and apiserver
+    // that no real set of apps has and that has nothing to do with the reconciler.)
     let app = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      serviceAccountName: app\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  selector: {{app: app}}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app, namespace: {ns}}}\ndata: {{k: v}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: app, namespace: {ns}}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: \"${{app}}\"}}}}\n  template:\n    metadata: {{labels: {{app: \"${{app}}\"}}}}\n    spec:\n      serviceAccountName: app\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  selector: {{app: \"${{app}}\"}}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app, namespace: {ns}}}\ndata: {{k: v}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: app, namespace: {ns}}}\n"
     );
     source.publish(
         '1',
@@ -420,7 +424,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
     let mut manifests = String::new();
     for i in 0..count {
         manifests.push_str(&format!(
-            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: app-{i}, namespace: {ns}, labels: {{bench: flux}}}}\nspec:\n  sourceRef: {{kind: GitRepository, name: podinfo}}\n  path: ./app\n  interval: 1h\n  retryInterval: 5s\n  timeout: 5m\n  prune: true\n  wait: true\n  namePrefix: k{i}-\n---\n"
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: app-{i}, namespace: {ns}, labels: {{bench: flux}}}}\nspec:\n  sourceRef: {{kind: GitRepository, name: podinfo}}\n  path: ./app\n  interval: 1h\n  retryInterval: 5s\n  timeout: 5m\n  prune: true\n  wait: true\n  namePrefix: k{i}-\n  postBuild: {{substitute: {{app: k{i}-app}}}}\n---\n"
         ));
     }
     let mut processes = cluster_processes(cluster_dir.unwrap_or(Path::new("/nonexistent")));
