@@ -45,6 +45,21 @@ impl<'a> Ui<'a> {
         }
     }
 
+    /// A unified diff on `out`, each line escaped; added lines green and removed lines red
+    /// (the `+++`/`---` headers stay plain).
+    pub fn diff(&mut self, text: &str) -> io::Result<()> {
+        for line in text.lines() {
+            let line = escape(line);
+            let painted = match line.chars().next() {
+                Some('+') if !line.starts_with("+++") => self.paint("32", &line),
+                Some('-') if !line.starts_with("---") => self.paint("31", &line),
+                _ => line,
+            };
+            writeln!(self.out, "{painted}")?;
+        }
+        Ok(())
+    }
+
     /// `► message`: an action is starting.
     pub fn step(&mut self, message: &str) -> io::Result<()> {
         let mark = self.paint("1;34", "►");

@@ -219,19 +219,7 @@ pub async fn diff(
             .header(&format!("live {label}"), &format!("desired {label}"))
             .to_string();
         writeln!(ui.out, "► {} {header}", escape(&label))?;
-        for line in text.lines() {
-            let line = escape(line);
-            let painted = match line.chars().next() {
-                Some('+') if ui.color && !line.starts_with("+++") => {
-                    format!("\x1b[32m{line}\x1b[0m")
-                }
-                Some('-') if ui.color && !line.starts_with("---") => {
-                    format!("\x1b[31m{line}\x1b[0m")
-                }
-                _ => line,
-            };
-            writeln!(ui.out, "{painted}")?;
-        }
+        ui.diff(&text)?;
     }
     if !changed {
         ui.success("no differences")?;

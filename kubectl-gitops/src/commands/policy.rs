@@ -255,19 +255,7 @@ fn print_objects(
             if info.kind.transforms() && changed == 0 {
                 writeln!(ui.out, "no object changed")?;
             }
-            for line in diff.lines() {
-                let line = escape(line);
-                let painted = match line.chars().next() {
-                    Some('+') if ui.color && !line.starts_with("+++") => {
-                        format!("\x1b[32m{line}\x1b[0m")
-                    }
-                    Some('-') if ui.color && !line.starts_with("---") => {
-                        format!("\x1b[31m{line}\x1b[0m")
-                    }
-                    _ => line,
-                };
-                writeln!(ui.out, "{painted}")?;
-            }
+            ui.diff(&diff)?;
         }
         PolicyTestOutput::Yaml => {
             for object in after {
