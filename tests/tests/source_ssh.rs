@@ -298,6 +298,19 @@ fn encrypted_and_pem_keys_work_and_a_wrong_passphrase_never_leaks() {
     let mut req = request(&ssh.url("app"), ssh_creds(&ecdsa, &known_hosts, None));
     req.name = "repo-ecdsa".into();
     run(&storage, &req).expect("ECDSA key");
+
+    // An ECDSA key whose scalar OpenSSH stored in 31 bytes (one key in 256), encrypted: a
+    // fixture, since ssh-keygen makes one only by chance.
+    let short = include_str!("../../reconciler/src/source/testdata/ecdsa-short-scalar-encrypted");
+    let public = include_str!("../../reconciler/src/source/testdata/ecdsa-short-scalar.pub");
+    authorize(&ssh, public.trim());
+    let mut req = request(
+        &ssh.url("app"),
+        ssh_creds(short.as_bytes(), &known_hosts, Some("fixture-passphrase")),
+    );
+    req.name = "repo-ecdsa-short".into();
+    let outcome = run(&storage, &req).expect("ECDSA key with a short scalar");
+    assert_eq!(outcome.revision(), format!("main@sha1:{c1}"));
     let _ = std::fs::remove_dir_all(&keys);
     let _ = std::fs::remove_dir_all(storage.root());
 }

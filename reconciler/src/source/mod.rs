@@ -15,6 +15,7 @@
 
 pub mod artifact;
 pub mod credentials;
+mod ecdsa_key;
 pub mod git;
 pub mod known_hosts;
 pub mod reference;
