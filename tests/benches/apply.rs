@@ -40,18 +40,7 @@ fn report(name: &str, measured: String, goal: &str, ratio: f64, note: &str) {
 
 /// CPU seconds (user + system) a process has used so far; 0 when it is gone.
 fn cpu_seconds(pid: u32) -> f64 {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which is in parentheses and may hold spaces).
-            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            let utime: u64 = rest.get(11)?.parse().ok()?;
-            let stime: u64 = rest.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    ticks as f64 / 100.0
+    gitops_conformance::cpu_time(pid).as_secs_f64()
 }
 
 /// The processes of our own local control plane (tests/cluster records them in `pids/`).

@@ -54,6 +54,28 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`; zero when
+/// the process is gone. For benches, which report CPU next to wall time.
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which is in parentheses and may hold spaces).
+            let rest: Vec<String> = s
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            let utime: u64 = rest.get(11)?.parse().ok()?;
+            let stime: u64 = rest.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    std::time::Duration::from_millis(ticks * 10)
+}
+
 /// A command that runs `program` (cargo, or a script that runs cargo) from a test or bench
 /// without the environment cargo gives the running test: `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`
 /// and the like. Some build scripts (ring's) record those variables, so a nested build that saw

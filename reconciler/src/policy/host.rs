@@ -5,9 +5,10 @@ use super::cache::{DiskCache, Miss, engine_hash};
 use super::store::{LogBudget, StoreState};
 use super::{
     ModuleSource, ObjectRef, PipelineError, PipelineOutcome, PolicyContext, PolicyError,
-    PolicyKind, PolicyStep, Severity, Violation, builtin, output, tenancy,
+    PolicyKind, PolicyStep, Severity, Tenancy, Violation, builtin, output, tenancy,
 };
 use crate::api::FailurePolicy;
+use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -646,29 +647,39 @@ impl PolicyHost {
             target_namespace: ctx.target_namespace.clone(),
             dry_run: ctx.dry_run,
         };
-        let input_refs: Vec<ObjectRef> = objects.iter().map(object_ref).collect();
+        let parallel = objects.len() >= PARALLEL_FROM;
         let mut current = Documents {
-            texts: objects.iter().map(Value::to_string).collect(),
-            refs: input_refs.clone(),
+            texts: map_all(&objects, parallel, Value::to_string),
             origins: (0..objects.len()).map(Some).collect(),
         };
+        let tenancy = ctx
+            .tenancy
+            .as_ref()
+            .map(|t| (t, tenancy::Input::new(ctx, t, &objects)));
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.transforms()) {
             if let Err(e) = self.transform_step(
                 step,
                 module,
                 config,
                 &wit_ctx,
-                ctx,
-                &input_refs,
+                tenancy.as_ref(),
                 &mut current,
             ) {
                 ignore_or_fail(step, e, &mut outcome)?;
             }
         }
+        drop(tenancy);
         let docs = &current.texts;
-        let mut denials = Vec::new();
-        for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.validates()) {
-            let found = self.call(&module.pre, &step.name, "validate", |instance, store| {
+
+        // The validations are independent of each other and of reading the changed documents
+        // back into values (wasted only when a validation denies), so with enough objects they
+        // run side by side.
+        let validating: Vec<_> = loaded
+            .iter()
+            .filter(|(_, m, _)| m.info.kind.validates())
+            .collect();
+        let validate = |(step, module, config): &&(&PolicyStep, Arc<LoadedModule>, String)| {
+            self.call(&module.pre, &step.name, "validate", |instance, store| {
                 let func = typed_export::<ValidateParams<'_>, ValidateResults>(
                     instance,
                     store,
@@ -677,7 +688,28 @@ impl PolicyHost {
                 Ok(func
                     .call(&mut *store, (&wit_ctx, config.as_str(), docs.as_slice()))?
                     .0)
-            });
+            })
+        };
+        let changed: Vec<(usize, &String)> = docs
+            .iter()
+            .zip(&current.origins)
+            .enumerate()
+            .filter(|(_, (_, origin))| origin.is_none())
+            .map(|(index, (text, _))| (index, text))
+            .collect();
+        let validate_all = || map_all(&validating, parallel, validate);
+        let reread_all = || {
+            map_all(&changed, parallel, |(_, text)| {
+                serde_json::from_str::<Value>(text)
+            })
+        };
+        let (findings, reread) = if parallel {
+            rayon::join(validate_all, reread_all)
+        } else {
+            (validate_all(), reread_all())
+        };
+        let mut denials = Vec::new();
+        for ((step, _, _), found) in validating.iter().zip(findings) {
             match found {
                 Ok(violations) => {
                     for v in violations {
@@ -697,20 +729,29 @@ impl PolicyHost {
                 violations: denials,
             });
         }
-        // An object no transform changed is the input value itself; only changed ones are
+        // An object no transform changed is the input value itself; only changed ones were
         // parsed again (their syntax was checked when they were returned).
         let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
-        outcome.objects = docs
+        let mut reread = changed
             .iter()
-            .zip(&current.origins)
-            .map(|(text, origin)| {
-                match origin.and_then(|i| originals.get_mut(i).and_then(Option::take)) {
-                    Some(value) => Ok(value),
-                    None => serde_json::from_str(text),
-                }
-            })
-            .collect::<Result<Vec<Value>, _>>()
-            .map_err(|e| PolicyError::Engine(format!("re-reading checked policy output: {e}")))?;
+            .map(|(index, _)| *index)
+            .zip(reread)
+            .peekable();
+        let mut objects = Vec::with_capacity(docs.len());
+        for (index, origin) in current.origins.iter().enumerate() {
+            let value = match reread.next_if(|(i, _)| *i == index) {
+                Some((_, parsed)) => parsed.map_err(|e| {
+                    PolicyError::Engine(format!("re-reading checked policy output: {e}"))
+                })?,
+                None => origin
+                    .and_then(|i| originals.get_mut(i).and_then(Option::take))
+                    .ok_or_else(|| {
+                        PolicyError::Engine("pipeline lost track of an unchanged object".into())
+                    })?,
+            };
+            objects.push(value);
+        }
+        outcome.objects = objects;
         Ok(outcome)
     }
 
@@ -723,8 +764,7 @@ impl PolicyHost {
         module: &LoadedModule,
         config: &str,
         wit_ctx: &wit::Context,
-        ctx: &PolicyContext,
-        input_refs: &[ObjectRef],
+        tenancy: Option<&(&Tenancy, tenancy::Input<'_>)>,
         current: &mut Documents,
     ) -> Result<(), PolicyError> {
         let policy = step.name.as_str();
@@ -767,29 +807,26 @@ impl PolicyHost {
             })?;
             returned.push(Returned::Changed(text, r));
         }
-        if let Some(t) = &ctx.tenancy {
-            let refs = returned.iter().enumerate().map(|(index, r)| match r {
-                Returned::Same => &current.refs[index],
-                Returned::Changed(_, r) => r,
+        if let Some((rules, input)) = tenancy {
+            let changed = returned.iter().filter_map(|r| match r {
+                Returned::Same => None,
+                Returned::Changed(_, r) => Some(r),
             });
-            tenancy::check(ctx, t, input_refs, refs, policy)?;
+            tenancy::check(rules, input, changed, policy)?;
         }
         // Every check passed: the unchanged objects move over from the step's input.
         let mut next = Documents {
             texts: Vec::with_capacity(returned.len()),
-            refs: Vec::with_capacity(returned.len()),
             origins: Vec::with_capacity(returned.len()),
         };
         for (index, r) in returned.into_iter().enumerate() {
             match r {
                 Returned::Same => {
                     next.texts.push(std::mem::take(&mut current.texts[index]));
-                    next.refs.push(std::mem::take(&mut current.refs[index]));
                     next.origins.push(current.origins[index]);
                 }
-                Returned::Changed(text, r) => {
+                Returned::Changed(text, _) => {
                     next.texts.push(text);
-                    next.refs.push(r);
                     next.origins.push(None);
                 }
             }
@@ -819,8 +856,6 @@ where
 struct Documents {
     /// One JSON object per object.
     texts: Vec<String>,
-    /// Identity of each (checked when a transform returned it).
-    refs: Vec<ObjectRef>,
     /// Index of the pipeline input an object is byte-identical to, if no transform changed it.
     origins: Vec<Option<usize>>,
 }
@@ -865,19 +900,21 @@ fn error_text(e: &wasmtime::Error) -> String {
     format!("{e:#}")
 }
 
-fn object_ref(object: &Value) -> ObjectRef {
-    let s = |p: &str| {
-        object
-            .pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    ObjectRef {
-        api_version: s("/apiVersion"),
-        kind: s("/kind"),
-        namespace: Some(s("/metadata/namespace")).filter(|n| !n.is_empty()),
-        name: s("/metadata/name"),
+/// From this many objects on, a pipeline spreads the host's own work over the rayon pool:
+/// serialising the input, reading changed documents back, and the validations. Below it the
+/// threads would cost more than they save.
+const PARALLEL_FROM: usize = 512;
+
+/// `f` over every item, in order; on the rayon pool when `parallel`.
+fn map_all<T: Sync, R: Send>(
+    items: &[T],
+    parallel: bool,
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    if parallel {
+        items.par_iter().map(f).collect()
+    } else {
+        items.iter().map(f).collect()
     }
 }
 

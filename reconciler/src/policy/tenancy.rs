@@ -2,7 +2,9 @@
 
 use super::{ObjectRef, PolicyContext, PolicyError, Tenancy, output::group};
 use gitops_policy_target_namespace::CLUSTER_SCOPED;
-use std::collections::BTreeSet;
+use serde_json::Value;
+use std::cell::OnceCell;
+use std::collections::{BTreeSet, HashSet};
 
 /// Scope information for the check.
 pub(crate) struct Scope<'a> {
@@ -28,28 +30,76 @@ impl<'a> Scope<'a> {
     }
 }
 
-/// Checks `output` (the objects step `policy` returned) against `input` (the objects the
-/// pipeline was given).
+/// What the check needs of the pipeline's input, borrowed from the input objects: built once
+/// per pipeline run, so checking a transform's output costs nothing per unchanged object.
+pub(crate) struct Input<'a> {
+    objects: &'a [Value],
+    /// Namespaces objects may be in: those of the input, the target namespace and the allowed
+    /// ones.
+    namespaces: BTreeSet<&'a str>,
+    /// (group, kind, name) of every input object, built when a transform returns a
+    /// cluster-scoped object (rare), not before.
+    identities: OnceCell<HashSet<(&'a str, &'a str, &'a str)>>,
+}
+
+fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(ctx: &'a PolicyContext, tenancy: &'a Tenancy, objects: &'a [Value]) -> Self {
+        let mut namespaces: BTreeSet<&str> = objects
+            .iter()
+            .map(|o| str_at(o, "/metadata/namespace"))
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        namespaces.extend(ctx.target_namespace.as_deref());
+        namespaces.extend(tenancy.allowed_namespaces.iter().map(String::as_str));
+        Input {
+            objects,
+            namespaces,
+            identities: OnceCell::new(),
+        }
+    }
+
+    /// True if an input object has `object`'s group, kind and name.
+    fn has(&self, object: &ObjectRef) -> bool {
+        self.identities
+            .get_or_init(|| {
+                self.objects
+                    .iter()
+                    .map(|o| {
+                        (
+                            group(str_at(o, "/apiVersion")),
+                            str_at(o, "/kind"),
+                            str_at(o, "/metadata/name"),
+                        )
+                    })
+                    .collect()
+            })
+            .contains(&(
+                group(&object.api_version),
+                object.kind.as_str(),
+                object.name.as_str(),
+            ))
+    }
+}
+
+/// Checks the objects step `policy` changed or added (an object a step returned unchanged
+/// was checked when it was last changed, or is an input object) against the input.
 pub(crate) fn check<'a>(
-    ctx: &PolicyContext,
     tenancy: &Tenancy,
-    input: &[ObjectRef],
-    output: impl IntoIterator<Item = &'a ObjectRef>,
+    input: &Input<'_>,
+    changed: impl IntoIterator<Item = &'a ObjectRef>,
     policy: &str,
 ) -> Result<(), PolicyError> {
     let scope = Scope::new(tenancy);
-    let mut namespaces: BTreeSet<&str> = input
-        .iter()
-        .filter_map(|o| o.namespace.as_deref())
-        .collect();
-    namespaces.extend(ctx.target_namespace.as_deref());
-    namespaces.extend(tenancy.allowed_namespaces.iter().map(String::as_str));
-    let same = |a: &ObjectRef, b: &ObjectRef| {
-        group(&a.api_version) == group(&b.api_version) && a.kind == b.kind && a.name == b.name
-    };
-    for object in output {
+    for object in changed {
         if scope.is_cluster_scoped(object) {
-            if !tenancy.allow_cluster_scoped && !input.iter().any(|i| same(i, object)) {
+            if !tenancy.allow_cluster_scoped && !input.has(object) {
                 return Err(PolicyError::Tenancy {
                     policy: policy.to_owned(),
                     object: Box::new(object.clone()),
@@ -57,7 +107,7 @@ pub(crate) fn check<'a>(
                 });
             }
         } else if let Some(ns) = object.namespace.as_deref()
-            && !namespaces.contains(ns)
+            && !input.namespaces.contains(ns)
         {
             return Err(PolicyError::Tenancy {
                 policy: policy.to_owned(),
@@ -69,4 +119,75 @@ pub(crate) fn check<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object_ref(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn changed_objects_stay_in_known_namespaces_and_cluster_objects_of_the_build() {
+        let objects = vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "team"}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "reader"}}),
+        ];
+        let ctx = PolicyContext {
+            target_namespace: Some("target".to_owned()),
+            ..PolicyContext::default()
+        };
+        let rules = Tenancy {
+            allowed_namespaces: vec!["extra".to_owned()],
+            ..Tenancy::default()
+        };
+        let input = Input::new(&ctx, &rules, &objects);
+        let check_one = |r: ObjectRef| check(&rules, &input, [&r], "p");
+
+        for ns in ["team", "target", "extra"] {
+            assert!(
+                check_one(object_ref("v1", "ConfigMap", Some(ns), "b")).is_ok(),
+                "{ns}"
+            );
+        }
+        let e = check_one(object_ref("v1", "ConfigMap", Some("kube-system"), "b")).unwrap_err();
+        assert!(e.to_string().contains("kube-system"), "{e}");
+        // A cluster-scoped object of the build may be changed (any version of its group)...
+        assert!(
+            check_one(object_ref(
+                "rbac.authorization.k8s.io/v1beta1",
+                "ClusterRole",
+                None,
+                "reader"
+            ))
+            .is_ok()
+        );
+        // ...but none may be added.
+        let e = check_one(object_ref(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            None,
+            "admin",
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("adds a cluster-scoped object"),
+            "{e}"
+        );
+        let admin = Tenancy {
+            allow_cluster_scoped: true,
+            ..Tenancy::default()
+        };
+        let input = Input::new(&ctx, &admin, &objects);
+        let added = object_ref("v1", "Namespace", None, "new");
+        assert!(check(&admin, &input, [&added], "p").is_ok());
+    }
 }

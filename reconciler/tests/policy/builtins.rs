@@ -339,3 +339,82 @@ fn manifests_are_read_from_a_directory_for_policy_test() {
     assert!(e.to_string().contains("c.yaml"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// From a few hundred objects on the host serialises, validates and reads back in parallel;
+/// the result must be the same as object by object: every output in input order, every
+/// violation of every validation in step order, unchanged objects handed back as they were.
+#[test]
+fn large_pipelines_run_in_parallel_with_the_same_results_in_the_same_order() {
+    let host = host_with(|_| {});
+    let objects: Vec<_> = (0..1500)
+        .map(|i| match i % 3 {
+            0 => json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": format!("d{i}")},
+                "spec": {"replicas": 9, "template": {"spec": {"containers": [
+                    {"name": "c", "image": if i % 300 == 0 { "nginx:latest" } else { "nginx:1.27" }}]}}}}),
+            1 => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}}),
+            _ => json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": format!("r{i}")}}),
+        })
+        .collect();
+    let steps = [
+        builtin("target-namespace", json!({"namespace": "apps"})),
+        builtin("image-pinning", json!({})),
+        builtin(
+            "replica-bounds",
+            json!({"bounds": {"Deployment": {"max": 3}}, "action": "deny"}),
+        ),
+    ];
+    let ctx = PolicyContext {
+        target_namespace: Some("apps".to_owned()),
+        tenancy: Some(Tenancy::default()),
+        ..PolicyContext::default()
+    };
+    let Err(PipelineError::Denied { violations }) =
+        host.run_pipeline(&steps, &ctx, objects.clone())
+    else {
+        panic!("latest images and 9 replicas must be denied");
+    };
+    let summary: Vec<(String, String)> = violations
+        .iter()
+        .map(|v| {
+            let name = v
+                .object
+                .as_ref()
+                .map(|o| o.name.clone())
+                .unwrap_or_default();
+            (v.policy.clone(), name)
+        })
+        .collect();
+    let mut expected: Vec<(String, String)> = (0..1500)
+        .step_by(300)
+        .map(|i| ("image-pinning".to_owned(), format!("d{i}")))
+        .collect();
+    expected.extend(
+        (0..1500)
+            .step_by(3)
+            .map(|i| ("replica-bounds".to_owned(), format!("d{i}"))),
+    );
+    assert_eq!(summary, expected);
+
+    // Without the denials: namespaced objects moved, cluster-scoped ones untouched (the very
+    // input values), order kept.
+    let allowed: Vec<_> = objects
+        .iter()
+        .filter(|o| o["kind"] != "Deployment")
+        .cloned()
+        .collect();
+    let out = host
+        .run_pipeline(&steps, &ctx, allowed.clone())
+        .expect("no deployments, nothing to deny")
+        .objects;
+    assert_eq!(out.len(), allowed.len());
+    for (got, input) in out.iter().zip(&allowed) {
+        if input["kind"] == "ClusterRole" {
+            assert_eq!(got, input);
+        } else {
+            assert_eq!(got["metadata"]["namespace"], "apps", "{got}");
+            assert_eq!(got["metadata"]["name"], input["metadata"]["name"]);
+        }
+    }
+}
