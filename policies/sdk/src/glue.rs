@@ -77,15 +77,15 @@ fn policy_error(e: PolicyError) -> wit::PolicyError {
     }
 }
 
-/// Reads the identity of each object the host passed (the documents are parsed only when a
-/// policy reads them); the host only passes valid JSON objects, so a failure here means a
-/// broken host and is reported as a policy error naming the index.
+/// Wraps each document the host passed; nothing is read until a policy uses an object (the
+/// host only passes valid JSON objects, so a document that does not even start like one means
+/// a broken host, reported as a policy error naming the index).
 pub fn parse_objects(objects: Vec<String>) -> Result<Vec<Object>, PolicyError> {
     objects
         .into_iter()
         .enumerate()
         .map(|(i, o)| {
-            Object::from_json(o).map_err(|e| PolicyError {
+            Object::from_host_json(o).map_err(|e| PolicyError {
                 message: format!("object #{i}: {e}"),
                 object: None,
             })

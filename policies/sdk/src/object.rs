@@ -229,22 +229,29 @@ fn find<'t>(text: &'t str, pointer: &str) -> Found<'t> {
     found
 }
 
-/// The reference tokens of a JSON pointer; `None` if it is not one.
-fn pointer_tokens(pointer: &str) -> Option<Vec<String>> {
+/// The reference tokens of a JSON pointer; `None` if it is not one. Tokens without escapes
+/// borrow from the pointer.
+fn pointer_tokens(pointer: &str) -> Option<Vec<Cow<'_, str>>> {
     if pointer.is_empty() {
         return Some(Vec::new());
     }
     let rest = pointer.strip_prefix('/')?;
     Some(
         rest.split('/')
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .map(|t| {
+                if t.contains('~') {
+                    Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
+                } else {
+                    Cow::Borrowed(t)
+                }
+            })
             .collect(),
     )
 }
 
 /// Walks one step of a pointer's path; at its end captures the value's text.
 struct Walk<'a, 't> {
-    path: &'a [String],
+    path: &'a [Cow<'a, str>],
     found: &'a mut Found<'t>,
 }
 
@@ -350,7 +357,8 @@ impl<'t> Visitor<'t> for Walk<'_, 't> {
 /// objects it looks into: check the identity first, then read the document.
 #[derive(Clone)]
 pub struct Object {
-    head: Head,
+    /// Read from the text on first use (see [`Object::from_host_json`]).
+    head: OnceCell<Head>,
     /// The document as received, while it is unchanged.
     text: Option<String>,
     value: OnceCell<Value>,
@@ -361,10 +369,42 @@ impl Object {
     /// nor, past `metadata`, scanned. Fails if `text` is not a JSON object.
     pub fn from_json(text: String) -> Result<Object, String> {
         Ok(Object {
-            head: read_head(&text)?,
+            head: OnceCell::from(read_head(&text)?),
             text: Some(text),
             value: OnceCell::new(),
         })
+    }
+
+    /// Like [`Object::from_json`] for a document the host handed over, which is a valid JSON
+    /// object by the contract: nothing is read until the object is used, so a policy that
+    /// skips objects (or all of them, for a configuration it has nothing to do in) does not
+    /// pay for reading them. Only checks that the text starts like a JSON object.
+    pub fn from_host_json(text: String) -> Result<Object, String> {
+        if !text.trim_start().starts_with('{') {
+            return Err("not a JSON object".to_owned());
+        }
+        Ok(Object {
+            head: OnceCell::new(),
+            text: Some(text),
+            value: OnceCell::new(),
+        })
+    }
+
+    /// The identity read from the text (empty for an object built from a value, whose value
+    /// is the authority).
+    fn head(&self) -> &Head {
+        self.head.get_or_init(|| {
+            self.text
+                .as_deref()
+                .and_then(|t| read_head(t).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The head, for updating it after an edit of the text.
+    fn head_mut(&mut self) -> &mut Head {
+        self.head();
+        self.head.get_mut().expect("head() fills the cell")
     }
 
     /// The document as a `Value` (parsed now if it was not yet).
@@ -450,25 +490,36 @@ impl Object {
     /// edited as text.
     pub fn set_namespace(&mut self, namespace: &str) {
         if let (Some(_), None, Some(metadata)) =
-            (&self.text, self.value.get(), self.head.metadata.clone())
+            (&self.text, self.value.get(), self.head().metadata.clone())
         {
             let quoted = Value::String(namespace.to_owned()).to_string();
-            match self.head.namespace_value.clone() {
-                Some(span) => self.splice(span, &quoted),
+            // The identity stays what it was but for the namespace, so the head is updated
+            // here rather than read again: only the spans at and after the edit move.
+            let (value_at, grown) = match self.head().namespace_value.clone() {
+                Some(span) => {
+                    let grown = quoted.len() as isize - span.len() as isize;
+                    self.splice(span.clone(), &quoted);
+                    (span.start, grown)
+                }
                 None => {
                     // Insert as the first key: after `{`, with a comma unless it is empty.
                     let text = self.text.as_deref().unwrap_or_default();
                     let inner = &text[metadata.start + 1..metadata.end - 1];
+                    let key = "\"namespace\":";
                     let member = if inner.trim().is_empty() {
-                        format!("\"namespace\":{quoted}")
+                        format!("{key}{quoted}")
                     } else {
-                        format!("\"namespace\":{quoted},")
+                        format!("{key}{quoted},")
                     };
                     let at = metadata.start + 1;
                     self.splice(at..at, &member);
+                    (at + key.len(), member.len() as isize)
                 }
-            }
-            self.reread_head();
+            };
+            let head = self.head_mut();
+            head.namespace_value = Some(value_at..value_at + quoted.len());
+            head.metadata = Some(metadata.start..metadata.end.saturating_add_signed(grown));
+            head.namespace = Some(namespace.to_owned()).filter(|n| !n.is_empty());
             return;
         }
         set_namespace(self.value_mut(), namespace);
@@ -486,7 +537,7 @@ impl Object {
     /// authority.
     fn reread_head(&mut self) {
         match self.text.as_deref().map(read_head) {
-            Some(Ok(head)) => self.head = head,
+            Some(Ok(head)) => self.head = OnceCell::from(head),
             _ => {
                 self.value_mut();
             }
@@ -505,7 +556,7 @@ impl Object {
 impl From<Value> for Object {
     fn from(value: Value) -> Object {
         Object {
-            head: Head::default(),
+            head: OnceCell::from(Head::default()),
             text: None,
             value: OnceCell::from(value),
         }
@@ -543,25 +594,25 @@ impl Identity for Object {
     fn api_version(&self) -> &str {
         match self.value.get() {
             Some(v) => v.api_version(),
-            None => &self.head.api_version,
+            None => &self.head().api_version,
         }
     }
     fn kind(&self) -> &str {
         match self.value.get() {
             Some(v) => v.kind(),
-            None => &self.head.kind,
+            None => &self.head().kind,
         }
     }
     fn name(&self) -> &str {
         match self.value.get() {
             Some(v) => v.name(),
-            None => &self.head.name,
+            None => &self.head().name,
         }
     }
     fn namespace(&self) -> Option<&str> {
         match self.value.get() {
             Some(v) => v.namespace(),
-            None => self.head.namespace.as_deref(),
+            None => self.head().namespace.as_deref(),
         }
     }
 }
@@ -888,6 +939,34 @@ mod tests {
             empty.into_json(),
             r#"{"kind":"ConfigMap","metadata":{"namespace":"n" }}"#
         );
+    }
+
+    /// `set_namespace` on text updates the head in place instead of reading it again; what it
+    /// computes must be what reading the edited text gives.
+    #[test]
+    fn the_head_after_a_namespace_edit_is_the_head_of_the_edited_text() {
+        let texts = [
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"a":"b"}}"#,
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"old-and-long"}}"#,
+            r#"{"kind":"ConfigMap","metadata":{"namespace":"","name":"c"}}"#,
+            r#"{"kind":"ConfigMap","metadata":{ },"spec":{"metadata":{"namespace":"inner"}}}"#,
+            r#"{"metadata":{"name":"x","namespace":"ab"},"kind":"Pod","apiVersion":"v1"}"#,
+        ];
+        for text in texts {
+            for namespace in ["n", "", "a much longer namespace \"quoted\" ü", "n"] {
+                let mut object = Object::from_json(text.to_owned()).unwrap();
+                object.set_namespace(namespace);
+                object.set_namespace(namespace);
+                let edited = object.text.clone().expect("edited as text");
+                assert_eq!(
+                    object.head.get(),
+                    Some(&read_head(&edited).unwrap()),
+                    "{text} / {namespace}"
+                );
+                let value: Value = serde_json::from_str(&edited).unwrap();
+                assert_eq!(value["metadata"]["namespace"], json!(namespace), "{edited}");
+            }
+        }
     }
 
     #[test]
