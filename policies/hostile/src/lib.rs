@@ -1,6 +1,6 @@
 //! A hostile policy for the host's tests. Its config picks the misbehaviour of `transform`:
 //! `{"mode": "loop" | "memory" | "recursion" | "panic" | "many-objects" | "big-object" |
-//! "gigabyte-output" | "bad-json" | "log-flood" | "add-cluster-object" | "ok"}`. `validate` always reports one warning, so a test can
+//! "gigabyte-output" | "bad-json" | "log-flood" | "add-cluster-object" | "remember" | "ok"}`. `validate` always reports one warning, so a test can
 //! tell that the instance after a hostile one still works.
 
 use gitops_policy_sdk::{
@@ -8,6 +8,11 @@ use gitops_policy_sdk::{
     Violation, json, log,
 };
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by a `remember` call; in wasm every call runs in a fresh instance, so no call may ever
+/// find it set.
+static REMEMBERED: AtomicBool = AtomicBool::new(false);
 
 /// The hostile policy.
 pub struct Hostile;
@@ -37,6 +42,9 @@ pub enum Mode {
     LogFlood,
     /// Appends a ClusterRoleBinding granting cluster-admin (a tenancy breach).
     AddClusterObject,
+    /// Fails if an earlier call left its mark in the instance's memory, then leaves it: proves
+    /// the host gives every call fresh state.
+    Remember,
 }
 
 #[inline(never)]
@@ -75,6 +83,7 @@ impl Policy for Hostile {
                 "bad-json" => Mode::BadJson,
                 "log-flood" => Mode::LogFlood,
                 "add-cluster-object" => Mode::AddClusterObject,
+                "remember" => Mode::Remember,
                 other => return Err(ConfigError::at("/mode", format!("unknown mode {other:?}"))),
             },
         )
@@ -118,6 +127,15 @@ impl Policy for Hostile {
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
                     "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "apps"}]
                 })));
+                Ok(objects)
+            }
+            Mode::Remember => {
+                if REMEMBERED.swap(true, Ordering::Relaxed) {
+                    return Err(PolicyError {
+                        message: "state survived from an earlier call".to_owned(),
+                        object: None,
+                    });
+                }
                 Ok(objects)
             }
             Mode::LogFlood => {

@@ -484,3 +484,19 @@ fn concurrent_calls_are_isolated() {
         t.join().expect("thread");
     }
 }
+
+/// Every call gets a fresh instance: what one call leaves in memory is gone for the next, also
+/// now that pooled memories keep their pages resident between instances.
+#[test]
+fn no_state_survives_from_one_call_to_the_next() {
+    let host = host_with(|_| {});
+    for round in 0..20 {
+        run(&host, hostile("remember"))
+            .unwrap_or_else(|e| panic!("call {round} found an earlier call's state: {e}"));
+        if round % 5 == 4 {
+            // A call that grows memory well past what is kept resident, in between.
+            let _ = failure(&host, hostile("memory"));
+        }
+    }
+    still_works(&host);
+}
