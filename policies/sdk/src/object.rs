@@ -464,11 +464,14 @@ impl Object {
             match find(text, pointer) {
                 Found::Value(raw) => {
                     let span = span_in(text, raw.get());
-                    self.splice(span, &value.to_string());
-                    if ["/apiVersion", "/kind", "/metadata"]
+                    let with = value.to_string();
+                    self.splice(span.clone(), &with);
+                    let identity = ["/apiVersion", "/kind", "/metadata"]
                         .iter()
-                        .any(|p| pointer == *p || pointer.starts_with(&format!("{p}/")))
-                    {
+                        .any(|p| pointer == *p || pointer.starts_with(&format!("{p}/")));
+                    // The head's spans after the edit moved (keys need not be in any order:
+                    // `spec` may come before `metadata`).
+                    if identity || !self.head_follows(&span, with.len()) {
                         self.reread_head();
                     }
                     return true;
@@ -523,6 +526,28 @@ impl Object {
             return;
         }
         set_namespace(self.value_mut(), namespace);
+    }
+
+    /// Moves the head's spans for an edit that replaced `edit` of the text by `new_len` bytes;
+    /// false if the edit cut into one of them (then the head must be read again). A head not
+    /// read yet is read from the edited text when needed.
+    fn head_follows(&mut self, edit: &Range<usize>, new_len: usize) -> bool {
+        let Some(head) = self.head.get_mut() else {
+            return true;
+        };
+        let follow = |span: &mut Range<usize>| {
+            let moved = |at: usize| (at - edit.end) + edit.start + new_len;
+            if span.start >= edit.end {
+                *span = moved(span.start)..moved(span.end);
+            } else if span.start <= edit.start && span.end >= edit.end {
+                span.end = moved(span.end);
+            } else if span.end > edit.start {
+                return false;
+            }
+            true
+        };
+        head.metadata.as_mut().is_none_or(follow)
+            && head.namespace_value.as_mut().is_none_or(follow)
     }
 
     /// Replaces `span` of the (unparsed) text with `with`.
@@ -966,6 +991,35 @@ mod tests {
                 let value: Value = serde_json::from_str(&edited).unwrap();
                 assert_eq!(value["metadata"]["namespace"], json!(namespace), "{edited}");
             }
+        }
+    }
+
+    /// Keys in any order: an edit before `metadata` moves it, and a later namespace edit must
+    /// still land inside it.
+    #[test]
+    fn edits_before_metadata_keep_the_namespace_edit_in_place() {
+        let text = r#"{"spec":{"replicas":3,"template":{"metadata":{"name":"t"}}},"metadata":{"name":"x","namespace":"a"},"kind":"Deployment","apiVersion":"apps/v1"}"#;
+        for first_read in [false, true] {
+            let mut object = Object::from_host_json(text.to_owned()).unwrap();
+            if first_read {
+                assert_eq!(namespace(&object), Some("a"));
+            }
+            assert!(object.replace_at("/spec/replicas", json!(100)));
+            assert!(object.replace_at("/spec/template/metadata/name", json!("a-longer-name")));
+            object.set_namespace("ns");
+            assert!(object.replace_at("/spec/replicas", json!(1)));
+            object.set_namespace("other");
+            assert_eq!(namespace(&object), Some("other"));
+            assert!(!object.is_changed(), "edited as text");
+            let edited = object.text.clone().expect("text");
+            assert_eq!(object.head.get(), Some(&read_head(&edited).unwrap()));
+            let v: Value = serde_json::from_str(&edited).unwrap();
+            assert_eq!(v["metadata"], json!({"name": "x", "namespace": "other"}));
+            assert_eq!(v["spec"]["replicas"], json!(1));
+            assert_eq!(
+                v["spec"]["template"]["metadata"]["name"],
+                json!("a-longer-name")
+            );
         }
     }
 
