@@ -201,9 +201,9 @@ impl RawStr for RawValue {
 }
 
 /// What a JSON pointer leads to in a document's text.
-enum Found<'t> {
-    /// The value's text.
-    Value(&'t RawValue),
+enum Found<V> {
+    /// The value (its text, for `find`).
+    Value(V),
     /// Nothing: a key or index is missing, or the path runs into a scalar.
     Absent,
     /// A key on the way occurs twice in one object (a `Value` keeps the last one): the text
@@ -211,8 +211,15 @@ enum Found<'t> {
     Ambiguous,
 }
 
-/// Finds the value at `pointer` (RFC 6901) in a JSON document without building the document.
-fn find<'t>(text: &'t str, pointer: &str) -> Found<'t> {
+/// Finds the value at `pointer` (RFC 6901) in a JSON document without building the document:
+/// its text.
+fn find<'t>(text: &'t str, pointer: &str) -> Found<&'t RawValue> {
+    walk(text, pointer)
+}
+
+/// Reads the value at `pointer` (RFC 6901) in a JSON document as a `V` in one pass, without
+/// building the document. A value that is not a `V` stops the walk and counts as ambiguous.
+fn walk<'t, V: Deserialize<'t>>(text: &'t str, pointer: &str) -> Found<V> {
     let Some(path) = pointer_tokens(pointer) else {
         return Found::Absent;
     };
@@ -249,19 +256,19 @@ fn pointer_tokens(pointer: &str) -> Option<Vec<Cow<'_, str>>> {
     )
 }
 
-/// Walks one step of a pointer's path; at its end captures the value's text.
-struct Walk<'a, 't> {
+/// Walks one step of a pointer's path; at its end reads the value as a `V`.
+struct Walk<'a, V> {
     path: &'a [Cow<'a, str>],
-    found: &'a mut Found<'t>,
+    found: &'a mut Found<V>,
 }
 
-impl<'t> DeserializeSeed<'t> for Walk<'_, 't> {
+impl<'t, V: Deserialize<'t>> DeserializeSeed<'t> for Walk<'_, V> {
     type Value = ();
     fn deserialize<D: Deserializer<'t>>(self, deserializer: D) -> Result<(), D::Error> {
         if self.path.is_empty() {
-            let raw = <&'t RawValue>::deserialize(deserializer)?;
+            let value = V::deserialize(deserializer)?;
             if matches!(self.found, Found::Absent) {
-                *self.found = Found::Value(raw);
+                *self.found = Found::Value(value);
             }
             return Ok(());
         }
@@ -269,7 +276,7 @@ impl<'t> DeserializeSeed<'t> for Walk<'_, 't> {
     }
 }
 
-impl<'t> Visitor<'t> for Walk<'_, 't> {
+impl<'t, V: Deserialize<'t>> Visitor<'t> for Walk<'_, V> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -447,10 +454,15 @@ impl Object {
     /// `object.pointer(pointer)`.
     pub fn read_at<T: DeserializeOwned>(&self, pointer: &str) -> Option<T> {
         if let (Some(text), None) = (&self.text, self.value.get()) {
-            match find(text, pointer) {
-                Found::Value(raw) => return serde_json::from_str(raw.get()).ok(),
+            match walk::<T>(text, pointer) {
+                Found::Value(value) => return Some(value),
                 Found::Absent => return None,
-                Found::Ambiguous => {}
+                // Not a `T`, or a repeated key: tell them apart by the value's text.
+                Found::Ambiguous => match find(text, pointer) {
+                    Found::Value(raw) => return serde_json::from_str(raw.get()).ok(),
+                    Found::Absent => return None,
+                    Found::Ambiguous => {}
+                },
             }
         }
         T::deserialize(self.value().pointer(pointer)?).ok()
@@ -1046,6 +1058,16 @@ mod tests {
         for bad in ["/a/01", "/a/+1", "/a/3", "/a/-"] {
             assert_eq!(list.read_at::<u64>(bad), None, "{bad}");
         }
+        // A value of another type, then the same key again with a number: the last counts.
+        let retyped =
+            Object::from_json(r#"{"spec":{"replicas":"x","replicas":3}}"#.to_owned()).unwrap();
+        assert_eq!(retyped.read_at::<u64>("/spec/replicas"), Some(3));
+        let mistyped = Object::from_json(r#"{"spec":{"replicas":"x"}}"#.to_owned()).unwrap();
+        assert_eq!(mistyped.read_at::<u64>("/spec/replicas"), None);
+        assert!(
+            mistyped.value.get().is_none(),
+            "a mistyped value needs no parse"
+        );
         let escaped = Object::from_json(r#"{"a/b":{"~":4}}"#.to_owned()).unwrap();
         assert_eq!(escaped.read_at::<u64>("/a~1b/~0"), Some(4));
     }
