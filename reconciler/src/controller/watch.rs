@@ -119,9 +119,49 @@ pub fn describe(resource: &str, error: &watcher::Error) -> String {
     }
 }
 
-/// Logs the failures of one watch stream: one line per failed attempt (attempts are spaced by
-/// [`backoff`], so that is one line per backoff step, at most one every 5 s once it has grown)
-/// naming the cause, and one line when objects flow again.
+/// How often a watch that keeps failing for the same cause says so again at warn level.
+pub const REPEAT_WARNING: Duration = Duration::from_secs(60);
+
+/// Decides which failures of one watch are worth a warning: the first, any with a new cause,
+/// and the same cause again once per [`REPEAT_WARNING`] (with the count of attempts in
+/// between); the rest go to debug. A reconciler started before its CRDs were installed would
+/// otherwise warn on every retry of every watch.
+#[derive(Debug, Default)]
+struct Repeats {
+    /// The cause last warned about, when, and how many attempts failed with it since.
+    last: Option<(String, Instant, u32)>,
+}
+
+impl Repeats {
+    /// `Some(n)` when this failure is to be warned about, `n` being the attempts that failed
+    /// the same way since the last warning; `None` to log it at debug.
+    fn failed(&mut self, cause: &str, now: Instant) -> Option<u32> {
+        match &mut self.last {
+            Some((last, at, since))
+                if last == cause && now.duration_since(*at) < REPEAT_WARNING =>
+            {
+                *since += 1;
+                None
+            }
+            _ => {
+                let since = match &self.last {
+                    Some((last, _, since)) if last == cause => *since,
+                    _ => 0,
+                };
+                self.last = Some((cause.to_owned(), now, 0));
+                Some(since)
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.last = None;
+    }
+}
+
+/// Logs the failures of one watch stream, naming the cause: a warning for the first failure,
+/// for a new cause and once a minute while the cause stays the same (see [`Repeats`]), debug
+/// lines for the other attempts (spaced by [`backoff`]), and one line when objects flow again.
 ///
 /// A watch that expired (410 Gone, e.g. after an apiserver restart: its watch cache starts at a
 /// newer resourceVersion) is not a failure: the watcher lists again by itself, and this drops
@@ -132,6 +172,7 @@ where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
     let mut failing = false;
+    let mut repeats = Repeats::default();
     let mut last_expiry: Option<Instant> = None;
     stream.filter(move |item| {
         let keep = match item {
@@ -148,13 +189,22 @@ where
             }
             Err(error) => {
                 failing = true;
-                tracing::warn!(
-                    resource,
-                    error = %error,
-                    "{}; retrying within {:?}",
-                    describe(resource, error),
-                    BACKOFF_MAX * 2
-                );
+                let cause = describe(resource, error);
+                match repeats.failed(&cause, Instant::now()) {
+                    Some(0) => tracing::warn!(
+                        resource,
+                        error = %error,
+                        "{cause}; retrying within {:?}",
+                        BACKOFF_MAX * 2
+                    ),
+                    Some(since) => tracing::warn!(
+                        resource,
+                        error = %error,
+                        "{cause}; still failing ({since} more attempts since the last warning), retrying within {:?}",
+                        BACKOFF_MAX * 2
+                    ),
+                    None => tracing::debug!(resource, error = %error, "{cause}; retrying"),
+                }
                 true
             }
             // Init starts every (re-)list, also one that is about to fail: not yet a success.
@@ -162,6 +212,7 @@ where
             Ok(_) => {
                 if failing {
                     failing = false;
+                    repeats.recovered();
                     tracing::info!(resource, "watch of {resource} works again");
                 }
                 true
@@ -269,6 +320,24 @@ mod tests {
             .collect();
         // The first expiry is dropped; a second one right after is backed off like any error.
         assert_eq!(kinds, ["init", "done", "expired", "error"]);
+    }
+
+    #[test]
+    fn a_cause_that_stays_the_same_is_warned_about_once_a_minute() {
+        let mut r = Repeats::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(r.failed("crd missing", t0), Some(0));
+        assert_eq!(r.failed("crd missing", t0 + s(5)), None);
+        assert_eq!(r.failed("crd missing", t0 + s(10)), None);
+        assert_eq!(r.failed("crd missing", t0 + s(61)), Some(2));
+        assert_eq!(r.failed("crd missing", t0 + s(62)), None);
+        // A new cause is warned about at once, and so is the old one coming back.
+        assert_eq!(r.failed("forbidden", t0 + s(63)), Some(0));
+        assert_eq!(r.failed("crd missing", t0 + s(64)), Some(0));
+        // After a recovery the next failure is news.
+        r.recovered();
+        assert_eq!(r.failed("crd missing", t0 + s(65)), Some(0));
     }
 
     #[test]
