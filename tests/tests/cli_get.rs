@@ -189,3 +189,69 @@ fn hostile_status_text_is_escaped() {
     );
     assert_eq!(run.stdout.lines().count(), 2);
 }
+
+/// `get ks -w`: the listing, then one row (no header) for each change of what a row shows,
+/// and nothing for a change it does not show; ends at --timeout with exit 0.
+#[test]
+#[ignore = "needs a cluster"]
+fn watch_prints_a_row_for_each_change_of_a_row() {
+    install_crds();
+    let ns = TestNamespace::new("cli-watch");
+    fixtures(&ns);
+    let name = ns.name.clone();
+    let watching = std::thread::spawn(move || {
+        gitops(&["get", "ks", "-n", &name, "-w", "--timeout", "10s"]).expect(0)
+    });
+    // After the watch settled (it ignores the replay of its first half second).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Not shown in a row: no new line.
+    let res = gitops_conformance::kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "label",
+            "kustomization",
+            "redis-dev",
+            "touched=yes",
+        ],
+        None,
+    );
+    assert!(res.success, "{}", res.stderr);
+    set_status(
+        &ns.name,
+        "kustomization",
+        "vote-dev",
+        serde_json::json!({
+            "observedGeneration": 1, "lastAppliedRevision": REV,
+            "conditions": [ready("False", "HealthCheckFailed", "Deployment x/vote: 1/2 replicas available")]
+        }),
+    );
+    let run = watching.join().expect("watch thread");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("NAME")).count(),
+        1,
+        "one header:\n{}",
+        run.stdout
+    );
+    let vote: Vec<&&str> = lines.iter().filter(|l| l.starts_with("vote-dev")).collect();
+    assert_eq!(
+        vote.len(),
+        2,
+        "the listing row and the change:\n{}",
+        run.stdout
+    );
+    assert!(vote[0].contains("True") && !vote[0].contains("replicas available"));
+    assert!(
+        vote[1].contains("False") && vote[1].contains("1/2 replicas available"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("redis-dev")).count(),
+        1,
+        "a label change shows nothing new:\n{}",
+        run.stdout
+    );
+    gitops(&["get", "ks", "-n", &ns.name, "-w", "-o", "json"]).expect(2);
+}
