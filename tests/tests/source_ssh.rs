@@ -235,7 +235,7 @@ fn ssh_protocol_v0_fallback_when_the_server_ignores_git_protocol() {
 }
 
 #[test]
-fn encrypted_and_pem_keys_work_and_a_wrong_passphrase_never_leaks() {
+fn every_key_type_and_format_works_and_a_wrong_passphrase_never_leaks() {
     let ssh = GitServer::start(ServerKind::Ssh);
     let repo = ssh.repo("app");
     let c1 = repo.commit(&[("a.yaml", Some("a: 1\n"))], "one");
@@ -292,12 +292,21 @@ fn encrypted_and_pem_keys_work_and_a_wrong_passphrase_never_leaks() {
     let outcome = run(&storage, &req).expect("PEM RSA key");
     assert_eq!(outcome.revision(), format!("main@sha1:{c1}"));
 
-    // ECDSA key in OpenSSH format.
-    let (ecdsa, public) = keygen(&keys, "ecdsa", &["-t", "ecdsa", "-b", "256", "-N", ""]);
-    authorize(&ssh, &public);
-    let mut req = request(&ssh.url("app"), ssh_creds(&ecdsa, &known_hosts, None));
-    req.name = "repo-ecdsa".into();
-    run(&storage, &req).expect("ECDSA key");
+    // Keys in OpenSSH format, as `ssh-keygen` writes them by default: ECDSA on each curve and
+    // RSA (signing with rsa-sha2).
+    for (name, args) in [
+        ("ecdsa", ["-t", "ecdsa", "-b", "256"]),
+        ("ecdsa-384", ["-t", "ecdsa", "-b", "384"]),
+        ("ecdsa-521", ["-t", "ecdsa", "-b", "521"]),
+        ("rsa-openssh", ["-t", "rsa", "-b", "3072"]),
+    ] {
+        let (key, public) = keygen(&keys, name, &[&args[..], &["-N", ""]].concat());
+        authorize(&ssh, &public);
+        let mut req = request(&ssh.url("app"), ssh_creds(&key, &known_hosts, None));
+        req.name = format!("repo-{name}");
+        let outcome = run(&storage, &req).unwrap_or_else(|e| panic!("{name} key: {e}"));
+        assert_eq!(outcome.revision(), format!("main@sha1:{c1}"));
+    }
 
     // An ECDSA key whose scalar OpenSSH stored in 31 bytes (one key in 256), encrypted: a
     // fixture, since ssh-keygen makes one only by chance.
