@@ -21,7 +21,7 @@ mod loader;
 mod nameref;
 mod patches;
 mod replacements;
-mod resource;
+pub(crate) mod resource;
 mod schema;
 mod smp;
 mod sort;

@@ -5,7 +5,7 @@ use super::cache::{DiskCache, Miss, engine_hash};
 use super::store::{LogBudget, StoreState};
 use super::{
     ModuleSource, ObjectRef, PipelineError, PipelineOutcome, PolicyContext, PolicyError,
-    PolicyKind, PolicyStep, Severity, Tenancy, Violation, builtin, output, tenancy,
+    PolicyKind, PolicyStep, Severity, Violation, builtin, output, tenancy,
 };
 use crate::api::FailurePolicy;
 use rayon::prelude::*;
@@ -667,7 +667,7 @@ impl PolicyHost {
         let tenancy = ctx
             .tenancy
             .as_ref()
-            .map(|t| (t, tenancy::Input::new(ctx, t, &objects)));
+            .map(|t| tenancy::Input::new(ctx, t, &objects));
         for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.transforms()) {
             if let Err(e) = self.transform_step(
                 step,
@@ -702,16 +702,15 @@ impl PolicyHost {
                     .0)
             })
         };
-        let changed: Vec<(usize, &String)> = docs
+        let changed: Vec<&String> = docs
             .iter()
             .zip(&current.origins)
-            .enumerate()
-            .filter(|(_, (_, origin))| origin.is_none())
-            .map(|(index, (text, _))| (index, text))
+            .filter(|(_, origin)| origin.is_none())
+            .map(|(text, _)| text)
             .collect();
         let validate_all = || map_all(&validating, parallel, validate);
         let reread_all = || {
-            map_all(&changed, parallel, |(_, text)| {
+            map_all(&changed, parallel, |text| {
                 serde_json::from_str::<Value>(text)
             })
         };
@@ -744,23 +743,17 @@ impl PolicyHost {
         // An object no transform changed is the input value itself; only changed ones were
         // parsed again (their syntax was checked when they were returned).
         let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
-        let mut reread = changed
-            .iter()
-            .map(|(index, _)| *index)
-            .zip(reread)
-            .peekable();
+        // `reread` holds the changed documents in order, one per object without an origin.
+        let mut reread = reread.into_iter();
         let mut objects = Vec::with_capacity(docs.len());
-        for (index, origin) in current.origins.iter().enumerate() {
-            let value = match reread.next_if(|(i, _)| *i == index) {
-                Some((_, parsed)) => parsed.map_err(|e| {
+        for origin in &current.origins {
+            let value = match origin {
+                Some(i) => originals.get_mut(*i).and_then(Option::take),
+                None => reread.next().transpose().map_err(|e| {
                     PolicyError::Engine(format!("re-reading checked policy output: {e}"))
                 })?,
-                None => origin
-                    .and_then(|i| originals.get_mut(i).and_then(Option::take))
-                    .ok_or_else(|| {
-                        PolicyError::Engine("pipeline lost track of an unchanged object".into())
-                    })?,
-            };
+            }
+            .ok_or_else(|| PolicyError::Engine("pipeline lost track of an object".into()))?;
             objects.push(value);
         }
         outcome.objects = objects;
@@ -776,7 +769,7 @@ impl PolicyHost {
         module: &LoadedModule,
         config: &str,
         wit_ctx: &wit::Context,
-        tenancy: Option<&(&Tenancy, tenancy::Input<'_>)>,
+        tenancy: Option<&tenancy::Input<'_>>,
         current: &mut Documents,
     ) -> Result<(), PolicyError> {
         let policy = step.name.as_str();
@@ -819,12 +812,12 @@ impl PolicyHost {
             })?;
             returned.push(Returned::Changed(text, r));
         }
-        if let Some((rules, input)) = tenancy {
+        if let Some(input) = tenancy {
             let changed = returned.iter().filter_map(|r| match r {
                 Returned::Same => None,
                 Returned::Changed(_, r) => Some(r),
             });
-            tenancy::check(rules, input, changed, policy)?;
+            input.check(changed, policy)?;
         }
         // Every check passed: the unchanged objects move over from the step's input.
         let mut next = Documents {

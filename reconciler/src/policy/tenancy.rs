@@ -1,18 +1,19 @@
 //! The tenancy re-check after transforms (see [`super::Tenancy`]).
 
 use super::{ObjectRef, PolicyContext, PolicyError, Tenancy, output::group};
+use crate::build::resource::str_at;
 use gitops_policy_target_namespace::CLUSTER_SCOPED;
 use serde_json::Value;
 use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashSet};
 
 /// Scope information for the check.
-pub(crate) struct Scope<'a> {
+struct Scope<'a> {
     discovered: BTreeSet<(&'a str, &'a str)>,
 }
 
 impl<'a> Scope<'a> {
-    pub(crate) fn new(tenancy: &'a Tenancy) -> Scope<'a> {
+    fn new(tenancy: &'a Tenancy) -> Scope<'a> {
         let discovered = tenancy
             .cluster_scoped_kinds
             .iter()
@@ -30,9 +31,12 @@ impl<'a> Scope<'a> {
     }
 }
 
-/// What the check needs of the pipeline's input, borrowed from the input objects: built once
-/// per pipeline run, so checking a transform's output costs nothing per unchanged object.
+/// The rules of one pipeline run and what the check needs of its input, borrowed from the
+/// input objects: built once per run, so checking a transform's output costs nothing per
+/// unchanged object.
 pub(crate) struct Input<'a> {
+    rules: &'a Tenancy,
+    scope: Scope<'a>,
     objects: &'a [Value],
     /// Namespaces objects may be in: those of the input, the target namespace and the allowed
     /// ones.
@@ -42,23 +46,18 @@ pub(crate) struct Input<'a> {
     identities: OnceCell<HashSet<(&'a str, &'a str, &'a str)>>,
 }
 
-fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
 impl<'a> Input<'a> {
-    pub(crate) fn new(ctx: &'a PolicyContext, tenancy: &'a Tenancy, objects: &'a [Value]) -> Self {
+    pub(crate) fn new(ctx: &'a PolicyContext, rules: &'a Tenancy, objects: &'a [Value]) -> Self {
         let mut namespaces: BTreeSet<&str> = objects
             .iter()
-            .map(|o| str_at(o, "/metadata/namespace"))
+            .map(|o| str_at(o, &["metadata", "namespace"]))
             .filter(|ns| !ns.is_empty())
             .collect();
         namespaces.extend(ctx.target_namespace.as_deref());
-        namespaces.extend(tenancy.allowed_namespaces.iter().map(String::as_str));
+        namespaces.extend(rules.allowed_namespaces.iter().map(String::as_str));
         Input {
+            rules,
+            scope: Scope::new(rules),
             objects,
             namespaces,
             identities: OnceCell::new(),
@@ -73,9 +72,9 @@ impl<'a> Input<'a> {
                     .iter()
                     .map(|o| {
                         (
-                            group(str_at(o, "/apiVersion")),
-                            str_at(o, "/kind"),
-                            str_at(o, "/metadata/name"),
+                            group(str_at(o, &["apiVersion"])),
+                            str_at(o, &["kind"]),
+                            str_at(o, &["metadata", "name"]),
                         )
                     })
                     .collect()
@@ -86,39 +85,37 @@ impl<'a> Input<'a> {
                 object.name.as_str(),
             ))
     }
-}
 
-/// Checks the objects step `policy` changed or added (an object a step returned unchanged
-/// was checked when it was last changed, or is an input object) against the input.
-pub(crate) fn check<'a>(
-    tenancy: &Tenancy,
-    input: &Input<'_>,
-    changed: impl IntoIterator<Item = &'a ObjectRef>,
-    policy: &str,
-) -> Result<(), PolicyError> {
-    let scope = Scope::new(tenancy);
-    for object in changed {
-        if scope.is_cluster_scoped(object) {
-            if !tenancy.allow_cluster_scoped && !input.has(object) {
+    /// Checks the objects step `policy` changed or added (an object a step returned unchanged
+    /// was checked when it was last changed, or is an input object).
+    pub(crate) fn check<'o>(
+        &self,
+        changed: impl IntoIterator<Item = &'o ObjectRef>,
+        policy: &str,
+    ) -> Result<(), PolicyError> {
+        for object in changed {
+            if self.scope.is_cluster_scoped(object) {
+                if !self.rules.allow_cluster_scoped && !self.has(object) {
+                    return Err(PolicyError::Tenancy {
+                        policy: policy.to_owned(),
+                        object: Box::new(object.clone()),
+                        reason: "adds a cluster-scoped object that was not in the build".to_owned(),
+                    });
+                }
+            } else if let Some(ns) = object.namespace.as_deref()
+                && !self.namespaces.contains(ns)
+            {
                 return Err(PolicyError::Tenancy {
                     policy: policy.to_owned(),
                     object: Box::new(object.clone()),
-                    reason: "adds a cluster-scoped object that was not in the build".to_owned(),
+                    reason: format!(
+                        "namespace {ns:?} is neither the target namespace, a namespace of the build, nor an allowed namespace"
+                    ),
                 });
             }
-        } else if let Some(ns) = object.namespace.as_deref()
-            && !input.namespaces.contains(ns)
-        {
-            return Err(PolicyError::Tenancy {
-                policy: policy.to_owned(),
-                object: Box::new(object.clone()),
-                reason: format!(
-                    "namespace {ns:?} is neither the target namespace, a namespace of the build, nor an allowed namespace"
-                ),
-            });
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -150,7 +147,7 @@ mod tests {
             ..Tenancy::default()
         };
         let input = Input::new(&ctx, &rules, &objects);
-        let check_one = |r: ObjectRef| check(&rules, &input, [&r], "p");
+        let check_one = |r: ObjectRef| input.check([&r], "p");
 
         for ns in ["team", "target", "extra"] {
             assert!(
@@ -188,6 +185,6 @@ mod tests {
         };
         let input = Input::new(&ctx, &admin, &objects);
         let added = object_ref("v1", "Namespace", None, "new");
-        assert!(check(&admin, &input, [&added], "p").is_ok());
+        assert!(input.check([&added], "p").is_ok());
     }
 }
