@@ -88,16 +88,10 @@ fn under(repository: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Every container image field of `object`: (JSON pointer of the `image` field, image). Only
-/// workloads are read (by kind); other objects are not parsed.
-pub fn images(object: &Object) -> Vec<(String, String)> {
-    container_images(object)
-}
-
 /// The findings for one object.
 pub fn check(object: &Object, config: &Config) -> Vec<Violation> {
     let mut violations = Vec::new();
-    for (field, image) in images(object) {
+    for (field, image) in container_images(object) {
         let r = ImageRef::parse(&image);
         if r.digest.is_none() {
             match r.tag {
@@ -141,7 +135,7 @@ pub fn pin(object: &mut Object, config: &Config) {
     if config.digests.is_empty() {
         return;
     }
-    for (field, image) in images(object) {
+    for (field, image) in container_images(object) {
         if let Some(digest) = config.digests.get(&image) {
             let name = ImageRef::parse(&image).name.to_owned();
             object.replace_at(&field, Value::String(format!("{name}@{digest}")));

@@ -151,11 +151,9 @@ impl<'de> Visitor<'de> for HeadVisitor<'_, 'de> {
                     let meta: Option<RawMeta<'de>> =
                         serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
                     if let Some(meta) = meta {
-                        self.head.name = meta.name.and_then(|n| n.get_str()).unwrap_or_default();
-                        self.head.namespace = meta
-                            .namespace
-                            .and_then(|n| n.get_str())
-                            .filter(|n| !n.is_empty());
+                        self.head.name = meta.name.and_then(raw_str).unwrap_or_default();
+                        self.head.namespace =
+                            meta.namespace.and_then(raw_str).filter(|n| !n.is_empty());
                         // Spans only of an object (a struct also reads from an array).
                         if raw.get().starts_with('{') {
                             self.head.metadata = Some(span_in(self.text, raw.get()));
@@ -188,16 +186,36 @@ struct RawMeta<'a> {
 }
 
 /// The string a raw JSON value holds, if it is one.
-trait RawStr {
-    fn get_str(&self) -> Option<String>;
+fn raw_str(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<Option<String>>(raw.get())
+        .ok()
+        .flatten()
 }
 
-impl RawStr for RawValue {
-    fn get_str(&self) -> Option<String> {
-        serde_json::from_str::<Option<String>>(self.get())
-            .ok()
-            .flatten()
-    }
+/// In the lenient readers of this module (the pointer walk, the container-image readers), a JSON
+/// value of another type than expected reads as absent (as `Value` accessors would see it);
+/// these are the visits of the scalar types.
+macro_rules! scalars_read_as {
+    ($absent:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
 }
 
 /// What a JSON pointer leads to in a document's text.
@@ -334,24 +352,8 @@ impl<'t, V: Deserialize<'t>> Visitor<'t> for Walk<'_, V> {
         }
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
+    // The path runs into a scalar: nothing there.
+    scalars_read_as!(());
 }
 
 /// One Kubernetes object handed to a policy.
@@ -476,14 +478,11 @@ impl Object {
             match find(text, pointer) {
                 Found::Value(raw) => {
                     let span = span_in(text, raw.get());
-                    let with = value.to_string();
-                    self.splice(span.clone(), &with);
-                    let identity = ["/apiVersion", "/kind", "/metadata"]
+                    self.splice(span, &value.to_string());
+                    if ["/apiVersion", "/kind", "/metadata"]
                         .iter()
-                        .any(|p| pointer == *p || pointer.starts_with(&format!("{p}/")));
-                    // The head's spans after the edit moved (keys need not be in any order:
-                    // `spec` may come before `metadata`).
-                    if identity || !self.head_follows(&span, with.len()) {
+                        .any(|p| pointer == *p || pointer.starts_with(&format!("{p}/")))
+                    {
                         self.reread_head();
                     }
                     return true;
@@ -509,12 +508,11 @@ impl Object {
         {
             let quoted = Value::String(namespace.to_owned()).to_string();
             // The identity stays what it was but for the namespace, so the head is updated
-            // here rather than read again: only the spans at and after the edit move.
-            let (value_at, grown) = match self.head().namespace_value.clone() {
+            // here rather than read again (`splice` moves its spans).
+            let value_at = match self.head().namespace_value.clone() {
                 Some(span) => {
-                    let grown = quoted.len() as isize - span.len() as isize;
                     self.splice(span.clone(), &quoted);
-                    (span.start, grown)
+                    span.start
                 }
                 None => {
                     // Insert as the first key: after `{`, with a comma unless it is empty.
@@ -528,12 +526,11 @@ impl Object {
                     };
                     let at = metadata.start + 1;
                     self.splice(at..at, &member);
-                    (at + key.len(), member.len() as isize)
+                    at + key.len()
                 }
             };
             let head = self.head_mut();
             head.namespace_value = Some(value_at..value_at + quoted.len());
-            head.metadata = Some(metadata.start..metadata.end.saturating_add_signed(grown));
             head.namespace = Some(namespace.to_owned()).filter(|n| !n.is_empty());
             return;
         }
@@ -562,10 +559,15 @@ impl Object {
             && head.namespace_value.as_mut().is_none_or(follow)
     }
 
-    /// Replaces `span` of the (unparsed) text with `with`.
+    /// Replaces `span` of the (unparsed) text with `with`, and moves the head's spans with
+    /// the text (keys need not be in any order: `spec` may come before `metadata`); if the
+    /// edit cut into one of them, the head is read again.
     fn splice(&mut self, span: Range<usize>, with: &str) {
         if let Some(text) = &mut self.text {
-            text.replace_range(span, with);
+            text.replace_range(span.clone(), with);
+        }
+        if !self.head_follows(&span, with.len()) {
+            self.reread_head();
         }
     }
 
@@ -743,31 +745,6 @@ pub fn container_images(object: &Object) -> Vec<(String, String)> {
         }
     }
     found
-}
-
-/// In the lenient readers below, a JSON value of another type than expected reads as absent
-/// (as `Value` accessors would see it); these are the visits of the scalar types.
-macro_rules! scalars_read_as {
-    ($absent:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($absent)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($absent)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($absent)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($absent)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($absent)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($absent)
-        }
-    };
 }
 
 fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
