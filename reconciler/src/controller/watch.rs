@@ -136,22 +136,19 @@ impl Repeats {
     /// `Some(n)` when this failure is to be warned about, `n` being the attempts that failed
     /// the same way since the last warning; `None` to log it at debug.
     fn failed(&mut self, cause: &str, now: Instant) -> Option<u32> {
-        match &mut self.last {
-            Some((last, at, since))
-                if last == cause && now.duration_since(*at) < REPEAT_WARNING =>
-            {
+        if let Some((last, at, since)) = &mut self.last
+            && last == cause
+        {
+            if now.duration_since(*at) < REPEAT_WARNING {
                 *since += 1;
-                None
+                return None;
             }
-            _ => {
-                let since = match &self.last {
-                    Some((last, _, since)) if last == cause => *since,
-                    _ => 0,
-                };
-                self.last = Some((cause.to_owned(), now, 0));
-                Some(since)
-            }
+            let suppressed = *since;
+            (*at, *since) = (now, 0);
+            return Some(suppressed);
         }
+        self.last = Some((cause.to_owned(), now, 0));
+        Some(0)
     }
 
     fn recovered(&mut self) {
