@@ -106,8 +106,17 @@ impl Drop for Cluster {
     }
 }
 
-/// apiserver_request_total by "VERB resource" (dry-run requests marked), summed over codes.
-fn request_counts() -> std::collections::BTreeMap<String, f64> {
+/// One `apiserver_request_total` sample of the apiserver's metrics.
+struct RequestSample {
+    verb: String,
+    resource: String,
+    subresource: String,
+    dry_run: bool,
+    count: f64,
+}
+
+/// Every `apiserver_request_total` sample the apiserver reports now.
+fn request_samples() -> Vec<RequestSample> {
     let metrics = kubectl_ok(&["get", "--raw", "/metrics"], None);
     let label = |line: &str, key: &str| -> String {
         line.split_once(&format!("{key}=\""))
@@ -115,61 +124,47 @@ fn request_counts() -> std::collections::BTreeMap<String, f64> {
             .map(|(v, _)| v.to_owned())
             .unwrap_or_default()
     };
-    let mut out = std::collections::BTreeMap::new();
-    for line in metrics
+    metrics
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        let dry = if label(line, "dry_run") == "All" {
-            " (dry-run)"
-        } else {
-            ""
-        };
-        let sub = label(line, "subresource");
-        let sub = if sub.is_empty() {
+        .filter_map(|line| {
+            let count = line.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some(RequestSample {
+                verb: label(line, "verb"),
+                resource: label(line, "resource"),
+                subresource: label(line, "subresource"),
+                dry_run: label(line, "dry_run") == "All",
+                count,
+            })
+        })
+        .collect()
+}
+
+/// apiserver_request_total by "VERB resource" (dry-run requests marked), summed over codes.
+fn request_counts() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in request_samples() {
+        let sub = if r.subresource.is_empty() {
             String::new()
         } else {
-            format!("/{sub}")
+            format!("/{}", r.subresource)
         };
-        let key = format!(
-            "{} {}{sub}{dry}",
-            label(line, "verb"),
-            label(line, "resource")
-        );
-        *out.entry(key).or_insert(0.0) += value;
+        let dry = if r.dry_run { " (dry-run)" } else { "" };
+        *out.entry(format!("{} {}{sub}{dry}", r.verb, r.resource))
+            .or_insert(0.0) += r.count;
     }
     out
 }
 
 /// Sum of apiserver_request_total for write verbs (dry-run or not) on `resources`.
 fn write_requests(resources: &[&str]) -> u64 {
-    let metrics = kubectl_ok(&["get", "--raw", "/metrics"], None);
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            [
-                "verb=\"APPLY\"",
-                "verb=\"PATCH\"",
-                "verb=\"POST\"",
-                "verb=\"PUT\"",
-                "verb=\"DELETE\"",
-                "verb=\"CREATE\"",
-                "verb=\"UPDATE\"",
-            ]
-            .iter()
-            .any(|v| l.contains(v))
-        })
-        .filter(|l| {
-            resources
-                .iter()
-                .any(|r| l.contains(&format!("resource=\"{r}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
+    const WRITES: [&str; 7] = [
+        "APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE",
+    ];
+    request_samples()
+        .iter()
+        .filter(|r| WRITES.contains(&r.verb.as_str()) && resources.contains(&r.resource.as_str()))
+        .map(|r| r.count as u64)
         .sum()
 }
 
@@ -472,9 +467,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
     println!(
         "(a) CPU used during (a): {} (load average now: {})",
         used.join(", "),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        gitops_conformance::load_average()
     );
     report(
         &format!("(a) {count} Kustomizations x 4 objects, all Ready"),
@@ -544,9 +537,7 @@ fn main() {
     );
     println!(
         "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        gitops_conformance::load_average()
     );
     let parts = std::env::var("GITOPS_BENCH_PARTS").unwrap_or_else(|_| "ab".into());
     if parts.contains('b') {

@@ -189,13 +189,6 @@ fn spot_check(objects: &[Value]) {
     );
 }
 
-/// The load average (1, 5, 15 minutes) as printed by `uptime`; the machine is shared.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -258,7 +251,7 @@ fn main() {
         "wasm and native pipelines disagree"
     );
 
-    let load_before = load_average();
+    let load_before = gitops_conformance::load_average();
     let (wasm, wasm_cpu) = time_runs(
         |objects| {
             let out = host
@@ -308,7 +301,7 @@ fn main() {
     );
     println!(
         "load average (1/5/15 min) before the timed runs: {load_before}; after: {}",
-        load_average()
+        gitops_conformance::load_average()
     );
     report(
         "pipeline, wasm (target-namespace, image-pinning, replica-bounds)",

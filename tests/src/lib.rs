@@ -61,12 +61,7 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
         .ok()
         .and_then(|s| {
             // Fields after the command name (which is in parentheses and may hold spaces).
-            let rest: Vec<String> = s
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
+            let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
             let utime: u64 = rest.get(11)?.parse().ok()?;
             let stime: u64 = rest.get(12)?.parse().ok()?;
             Some(utime + stime)
@@ -74,6 +69,14 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
         .unwrap_or(0);
     // USER_HZ is 100 on Linux.
     std::time::Duration::from_millis(ticks * 10)
+}
+
+/// The load average (1, 5, 15 minutes) from `/proc/loadavg`; benches print it because the
+/// machine is shared.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// A command that runs `program` (cargo, or a script that runs cargo) from a test or bench
