@@ -15,6 +15,7 @@ t0=$SECONDS
 # The target dir lives in the cache and grows with every tree built into it; when the disk runs
 # low, drop what is cheap to rebuild (incremental state and test/bench executables older than an
 # hour) instead of failing half-way with ENOSPC.
+mkdir -p "$GITOPS_CACHE_DIR"
 free_gib=$(df -P -BG "$GITOPS_CACHE_DIR" 2>/dev/null | awk 'NR==2 {gsub("G","",$4); print $4}')
 if [ -n "$free_gib" ] && [ "$free_gib" -lt 20 ] && [ -d "$CARGO_TARGET_DIR" ]; then
   echo "only ${free_gib} GiB free: pruning incremental state and old executables in $CARGO_TARGET_DIR"
