@@ -476,6 +476,9 @@ impl GitServer {
         .expect("write alternates");
         let head = git(bare, &["rev-parse", "refs/heads/main"]);
         git(&own, &["update-ref", "refs/heads/main", &head]);
+        // Large incompressible files are not worth a delta search (seconds per fetch on the
+        // server before the first pack byte): send them as stored, as hosting services do.
+        git(&own, &["config", "core.bigFileThreshold", "1m"]);
         own
     }
 }

@@ -194,7 +194,7 @@ fn a_1_gib_repository_is_refused_at_the_tree_size_limit_with_bounded_memory() {
     assert_refused("1 GiB repository, 20 MiB received", &result, Limit::ReceivedBytes, Duration::from_secs(30));
     // And the objects limit at the pack header.
     let result = probe(&url, &storage_dir2, 300, &[(Limit::Objects, 50)]);
-    assert_refused("1 GiB repository, 50 objects", &result, Limit::Objects, Duration::from_secs(10));
+    assert_refused("1 GiB repository, 50 objects", &result, Limit::Objects, Duration::from_secs(5));
     assert!(leftovers(&storage_dir2).is_empty());
     let _ = std::fs::remove_dir_all(&storage_dir);
     let _ = std::fs::remove_dir_all(&storage_dir2);
