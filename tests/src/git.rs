@@ -536,8 +536,55 @@ impl CountingProxy {
         Self { port, downloaded }
     }
 
+    /// A proxy in front of the server of `url` (`http://127.0.0.1:<port>/...`), and `url`
+    /// through it.
+    pub fn in_front_of(url: &str) -> (Self, String) {
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a http://127.0.0.1:<port>/ url");
+        let proxy = Self::start(port);
+        let proxied = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+        (proxy, proxied)
+    }
+
     /// Bytes passed from the server to clients so far.
     pub fn downloaded(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
     }
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with a chunked 200 and then the
+/// start of a valid smart-HTTP ref advertisement, `step` bytes every `every`, for a long time.
+pub fn slow_drip(every: std::time::Duration, step: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = stream.read(&mut [0u8; 4096]);
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let body = b"001e# service=git-upload-pack\n".repeat(1000);
+                for piece in body.chunks(step.max(1)) {
+                    std::thread::sleep(every);
+                    let ok = stream
+                        .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                        .is_ok()
+                        && stream.write_all(piece).is_ok()
+                        && stream.write_all(b"\r\n").is_ok();
+                    if !ok {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
 }

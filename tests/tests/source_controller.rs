@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use gitops_conformance::git::{CountingProxy, GitServer, LargeFixture, ServerKind, temp_dir};
+use gitops_conformance::git::{
+    CountingProxy, GitServer, LargeFixture, ServerKind, slow_drip, temp_dir,
+};
 use gitops_conformance::{TestNamespace, install_crds};
 use gitops_reconciler::source::{SourceConfig, Storage, UnpackLimits, unpack_verified};
 use serde_json::Value;
@@ -55,9 +57,8 @@ impl Reconciler {
         let client = client().await;
         let selector = format!("gitops-test={label}");
         let controller_stop = stop.clone().cancelled_owned();
-        let metrics = std::sync::Arc::new(
-            gitops_reconciler::controller::metrics::Metrics::default(),
-        );
+        let metrics =
+            std::sync::Arc::new(gitops_reconciler::controller::metrics::Metrics::default());
         let controller_metrics = metrics.clone();
         let controller = tokio::spawn(async move {
             gitops_reconciler::controller::gitrepository::run_with_metrics(
@@ -533,7 +534,13 @@ impl Reconciler {
     }
 }
 
-fn gitrepository_manifest(label: &str, name: &str, url: &str, interval: &str, extra: &str) -> String {
+fn gitrepository_manifest(
+    label: &str,
+    name: &str,
+    url: &str,
+    interval: &str,
+    extra: &str,
+) -> String {
     format!(
         "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: {name}\n  labels:\n    gitops-test: {label}\nspec:\n  url: {url}\n  insecure: true\n  interval: {interval}\n  ref:\n    branch: main\n{extra}"
     )
@@ -556,15 +563,7 @@ async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_fre
     server.serve_borrowed("large", &LargeFixture::Blob300M.path());
     let small = server.repo("small");
     small.commit(&[("app.yaml", Some("replicas: 1\n"))], "one");
-    let url = server.url("large");
-    let port = url
-        .trim_start_matches("http://127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port");
-    let proxy = CountingProxy::start(port);
-    let proxied = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+    let (proxy, proxied) = CountingProxy::in_front_of(&server.url("large"));
     let reconciler = Reconciler::start(&label).await;
     for manifest in [
         gitrepository_manifest(&label, "big", &proxied, "3s", ""),
@@ -580,10 +579,19 @@ async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_fre
     let message = ready_message(&big);
     assert!(message.contains("--max-file-size"), "{message}");
     assert!(message.contains("314572800"), "names the value: {message}");
-    assert_eq!(condition(&big, "FetchFailed").expect("FetchFailed")["reason"], "SizeLimitExceeded");
-    wait_for(&ns, "small", Duration::from_secs(30), |r| ready_with(r, "True", "Succeeded")).await;
+    assert_eq!(
+        condition(&big, "FetchFailed").expect("FetchFailed")["reason"],
+        "SizeLimitExceeded"
+    );
+    wait_for(&ns, "small", Duration::from_secs(30), |r| {
+        ready_with(r, "True", "Succeeded")
+    })
+    .await;
     let downloaded = proxy.downloaded();
-    assert!(downloaded < 64 << 20, "the refusal stopped the transfer: {downloaded} bytes");
+    assert!(
+        downloaded < 64 << 20,
+        "the refusal stopped the transfer: {downloaded} bytes"
+    );
     assert_eq!(reconciler.aborted("file_size"), 1);
 
     // Meanwhile the small source follows its branch on time.
@@ -604,17 +612,29 @@ async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_fre
     let big = get_repo(&ns, "big");
     let message = ready_message(&big);
     assert!(message.contains("not downloaded again"), "{message}");
-    assert!(message.contains("--max-file-size"), "the first cause stays: {message}");
+    assert!(
+        message.contains("--max-file-size"),
+        "the first cause stays: {message}"
+    );
     let again = proxy.downloaded() - downloaded;
     eprintln!("refused source: {again} bytes over 8 s of polls after the refusal");
     assert!(again < 1 << 20, "ref listings only: {again} bytes");
-    assert_eq!(reconciler.aborted("file_size"), 1, "never aborted a second download");
+    assert_eq!(
+        reconciler.aborted("file_size"),
+        1,
+        "never aborted a second download"
+    );
 
     // Deleting it frees its storage within seconds.
     let cache = reconciler.storage.join(format!("git/{}/big.git", ns.name));
     assert!(cache.exists(), "the git cache exists before the deletion");
-    let small_artifacts = reconciler.storage.join(format!("gitrepository/{}/small", ns.name));
-    let deleted = ns.kubectl(&["delete", "gitrepository", "big", "small", "--wait=false"], None);
+    let small_artifacts = reconciler
+        .storage
+        .join(format!("gitrepository/{}/small", ns.name));
+    let deleted = ns.kubectl(
+        &["delete", "gitrepository", "big", "small", "--wait=false"],
+        None,
+    );
     assert!(deleted.success, "{}", deleted.stderr);
     let started = Instant::now();
     while cache.exists() || small_artifacts.exists() {
@@ -636,31 +656,18 @@ async fn deleting_or_changing_a_gitrepository_cancels_its_fetch_at_once() {
     install_crds();
     let ns = TestNamespace::new("source-cancel");
     let label = ns.name.clone();
-    // Answers with a chunked 200 and then one byte of a valid response every second: the fetch
-    // runs until it is cancelled.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let _ = stream.read(&mut [0u8; 4096]);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nTransfer-Encoding: chunked\r\n\r\n");
-                for byte in b"001e# service=git-upload-pack\n".repeat(20) {
-                    std::thread::sleep(Duration::from_secs(1));
-                    let chunk = [b'1', b'\r', b'\n', byte, b'\r', b'\n'];
-                    if stream.write_all(&chunk).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    // One byte of a valid response every second: the fetch runs until it is cancelled.
+    let port = slow_drip(Duration::from_secs(1), 1);
     let url = format!("http://127.0.0.1:{port}/git/app.git");
     let reconciler = Reconciler::start(&label).await;
     for name in ["deleted", "changed"] {
-        let created = ns.create(&gitrepository_manifest(&label, name, &url, "10m", "  timeout: 5m\n"));
+        let created = ns.create(&gitrepository_manifest(
+            &label,
+            name,
+            &url,
+            "10m",
+            "  timeout: 5m\n",
+        ));
         assert!(created.success, "{}", created.stderr);
     }
     for name in ["deleted", "changed"] {
@@ -669,25 +676,44 @@ async fn deleting_or_changing_a_gitrepository_cancels_its_fetch_at_once() {
         })
         .await;
     }
-    let deleted = ns.kubectl(&["delete", "gitrepository", "deleted", "--wait=false"], None);
+    let deleted = ns.kubectl(
+        &["delete", "gitrepository", "deleted", "--wait=false"],
+        None,
+    );
     assert!(deleted.success, "{}", deleted.stderr);
     let started = Instant::now();
     while reconciler.aborted("cancelled") < 1 {
-        assert!(started.elapsed() < Duration::from_secs(3), "the fetch of a deleted source went on");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the fetch of a deleted source went on"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("deletion cancelled the fetch in {:?}", started.elapsed());
     let patched = ns.kubectl(
-        &["patch", "gitrepository", "changed", "--type=merge", "-p", r#"{"spec":{"timeout":"2s"}}"#],
+        &[
+            "patch",
+            "gitrepository",
+            "changed",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"timeout":"2s"}}"#,
+        ],
         None,
     );
     assert!(patched.success, "{}", patched.stderr);
     let started = Instant::now();
     while reconciler.aborted("cancelled") < 2 {
-        assert!(started.elapsed() < Duration::from_secs(3), "the fetch of an old spec went on");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the fetch of an old spec went on"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("a spec change cancelled the fetch in {:?}", started.elapsed());
+    eprintln!(
+        "a spec change cancelled the fetch in {:?}",
+        started.elapsed()
+    );
     // The new spec's fetch runs with the new timeout.
     let obj = wait_for(&ns, "changed", Duration::from_secs(15), |r| {
         ready_with(r, "False", "GitOperationFailed")

@@ -408,7 +408,11 @@ fn limits_are_enforced_and_nothing_is_stored() {
         ..SourceLimits::default()
     };
     let err = run(&storage, &req).expect_err("too large");
-    assert_eq!(err.limit(), Some(gitops_reconciler::source::Limit::TreeSize), "{err}");
+    assert_eq!(
+        err.limit(),
+        Some(gitops_reconciler::source::Limit::TreeSize),
+        "{err}"
+    );
     assert!(err.to_string().contains("limit of 20 bytes"), "{err}");
     let dir = storage.root().join("gitrepository/ns/repo");
     let stored: Vec<_> = std::fs::read_dir(&dir)

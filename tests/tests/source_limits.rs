@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gitops_conformance::git::{CountingProxy, GitServer, LargeFixture, ServerKind, git, temp_dir};
+use gitops_conformance::git::{
+    CountingProxy, GitServer, LargeFixture, ServerKind, git, slow_drip, temp_dir,
+};
 use gitops_reconciler::source::credentials::Credentials;
 use gitops_reconciler::source::git::{Refused, fetch_async};
 use gitops_reconciler::source::reference::RefRequest;
@@ -87,15 +89,7 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
 fn serve(fixture: LargeFixture) -> (GitServer, CountingProxy, String) {
     let server = GitServer::start(ServerKind::Http);
     server.serve_borrowed("large", &fixture.path());
-    let url = server.url("large");
-    let port: u16 = url
-        .trim_start_matches("http://127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("server url has a port");
-    let proxy = CountingProxy::start(port);
-    let proxied = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+    let (proxy, proxied) = CountingProxy::in_front_of(&server.url("large"));
     (server, proxy, proxied)
 }
 
@@ -114,7 +108,10 @@ fn assert_refused(what: &str, result: &Value, limit: Limit, within: Duration) ->
         .as_u64()
         .unwrap_or(u64::MAX)
         .saturating_sub(result["rss_before_kib"].as_u64().unwrap_or(0));
-    eprintln!("{what}: refused by {} in {elapsed} ms, peak RSS growth {growth} KiB", limit.label());
+    eprintln!(
+        "{what}: refused by {} in {elapsed} ms, peak RSS growth {growth} KiB",
+        limit.label()
+    );
     assert!(
         Duration::from_millis(elapsed) < within,
         "{what}: detection took {elapsed} ms"
@@ -132,7 +129,12 @@ fn a_300_mib_blob_is_refused_at_its_header_and_not_downloaded_again() {
     let (_server, proxy, url) = serve(fixture);
     let storage_dir = temp_dir("limits-blob");
     let result = probe(&url, &storage_dir, 120, &[]);
-    assert_refused("300 MiB blob", &result, Limit::FileSize, Duration::from_secs(10));
+    assert_refused(
+        "300 MiB blob",
+        &result,
+        Limit::FileSize,
+        Duration::from_secs(10),
+    );
     let downloaded = proxy.downloaded();
     eprintln!("300 MiB blob: {downloaded} bytes passed the proxy before the refusal");
     assert!(
@@ -140,7 +142,10 @@ fn a_300_mib_blob_is_refused_at_its_header_and_not_downloaded_again() {
         "the transfer stopped early: {downloaded} bytes of a 300 MiB pack"
     );
     let left = leftovers(&storage_dir);
-    assert!(left.is_empty(), "no lock, temporary file or pack left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "no lock, temporary file or pack left: {left:?}"
+    );
 
     // The next poll with the refusal remembered lists refs only.
     let storage = Storage::new(&storage_dir).expect("storage");
@@ -172,7 +177,12 @@ fn a_1_gib_repository_is_refused_at_the_tree_size_limit_with_bounded_memory() {
     let (_server, proxy, url) = serve(fixture);
     let storage_dir = temp_dir("limits-tree");
     let result = probe(&url, &storage_dir, 300, &[]);
-    assert_refused("1 GiB repository", &result, Limit::TreeSize, Duration::from_secs(60));
+    assert_refused(
+        "1 GiB repository",
+        &result,
+        Limit::TreeSize,
+        Duration::from_secs(60),
+    );
     let downloaded = proxy.downloaded();
     eprintln!("1 GiB repository: {downloaded} bytes passed the proxy before the refusal");
     let limit = Limit::TreeSize.default_value();
@@ -181,7 +191,10 @@ fn a_1_gib_repository_is_refused_at_the_tree_size_limit_with_bounded_memory() {
         "stopped right after the limit: {downloaded} bytes (limit {limit})"
     );
     let left = leftovers(&storage_dir);
-    assert!(left.is_empty(), "no lock, temporary file or pack left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "no lock, temporary file or pack left: {left:?}"
+    );
 
     // The bytes-received limit stops the same transfer earlier when it is lower.
     let storage_dir2 = temp_dir("limits-received");
@@ -191,52 +204,28 @@ fn a_1_gib_repository_is_refused_at_the_tree_size_limit_with_bounded_memory() {
         300,
         &[(Limit::ReceivedBytes, 20 << 20)],
     );
-    assert_refused("1 GiB repository, 20 MiB received", &result, Limit::ReceivedBytes, Duration::from_secs(30));
+    assert_refused(
+        "1 GiB repository, 20 MiB received",
+        &result,
+        Limit::ReceivedBytes,
+        Duration::from_secs(30),
+    );
     // And the objects limit at the pack header.
     let result = probe(&url, &storage_dir2, 300, &[(Limit::Objects, 50)]);
-    assert_refused("1 GiB repository, 50 objects", &result, Limit::Objects, Duration::from_secs(5));
+    assert_refused(
+        "1 GiB repository, 50 objects",
+        &result,
+        Limit::Objects,
+        Duration::from_secs(5),
+    );
     assert!(leftovers(&storage_dir2).is_empty());
     let _ = std::fs::remove_dir_all(&storage_dir);
     let _ = std::fs::remove_dir_all(&storage_dir2);
 }
 
-/// An HTTP server on 127.0.0.1 that answers every request with a chunked 200 and then a few
-/// bytes every `every`, forever.
-fn slow_drip(every: Duration) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nTransfer-Encoding: chunked\r\n\r\n";
-                if stream.write_all(head.as_bytes()).is_err() {
-                    return;
-                }
-                // "001e# service=git-upload-pack\n", a few bytes at a time.
-                let line = b"001e# service=git-upload-pack\n".repeat(1000);
-                for piece in line.chunks(4) {
-                    std::thread::sleep(every);
-                    let chunk = format!("{:x}\r\n", piece.len());
-                    let ok = stream.write_all(chunk.as_bytes()).is_ok()
-                        && stream.write_all(piece).is_ok()
-                        && stream.write_all(b"\r\n").is_ok();
-                    if !ok {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn a_slow_drip_server_ends_the_fetch_at_its_timeout_plus_at_most_a_second() {
-    let port = slow_drip(Duration::from_secs(2));
+    let port = slow_drip(Duration::from_secs(2), 4);
     let url = format!("http://127.0.0.1:{port}/git/app.git");
     let timeout = Duration::from_secs(3);
     let storage_dir = temp_dir("limits-drip");
@@ -244,11 +233,14 @@ fn a_slow_drip_server_ends_the_fetch_at_its_timeout_plus_at_most_a_second() {
 
     // The blocking fetch itself ends (it does not merely get abandoned).
     let started = Instant::now();
-    let err = fetch(&storage, &request(&url, timeout), &FetchControl::new())
-        .expect_err("must time out");
+    let err =
+        fetch(&storage, &request(&url, timeout), &FetchControl::new()).expect_err("must time out");
     let elapsed = started.elapsed();
     eprintln!("slow drip, blocking fetch: ended after {elapsed:?} (timeout {timeout:?})");
-    assert!(matches!(err, SourceError::Timeout(t) if t == timeout), "{err}");
+    assert!(
+        matches!(err, SourceError::Timeout(t) if t == timeout),
+        "{err}"
+    );
     assert!(
         elapsed >= timeout && elapsed <= timeout + Duration::from_secs(1),
         "ended after {elapsed:?}"
@@ -268,7 +260,10 @@ fn a_slow_drip_server_ends_the_fetch_at_its_timeout_plus_at_most_a_second() {
     let elapsed = started.elapsed();
     eprintln!("slow drip, fetch_async: ended after {elapsed:?}");
     assert!(matches!(err, SourceError::Timeout(_)), "{err}");
-    assert!(elapsed <= timeout + Duration::from_secs(1), "ended after {elapsed:?}");
+    assert!(
+        elapsed <= timeout + Duration::from_secs(1),
+        "ended after {elapsed:?}"
+    );
     let left = leftovers(&storage_dir);
     assert!(left.is_empty(), "nothing left: {left:?}");
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -295,7 +290,10 @@ fn cancelling_a_large_transfer_ends_it_within_a_second_and_releases_everything()
     };
     let started = Instant::now();
     while proxy.downloaded() < 50 << 20 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the transfer never got going");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the transfer never got going"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let stopped = Instant::now();
@@ -334,18 +332,27 @@ fn a_fetch_sigkilled_mid_transfer_does_not_wedge_the_next_one() {
     let git_dir = storage_dir.join("git/probe/repo.git");
     // Kill it once the pack is arriving (the shallow lock is held and a temporary pack grows).
     while proxy.downloaded() < 80 << 20 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the transfer never got going");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the transfer never got going"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-KILL", &pid]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let _ = child.wait();
     let left = leftovers(&git_dir);
     eprintln!("SIGKILL mid-transfer left: {left:?}");
     assert!(
         left.iter().any(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             name.ends_with(".lock") || name.starts_with(".tmp")
         }),
         "the kill hit the transfer while it held a lock or a temporary pack: {left:?}"
@@ -370,7 +377,10 @@ fn a_fetch_sigkilled_mid_transfer_does_not_wedge_the_next_one() {
         &FetchControl::new(),
     )
     .expect("the next fetch succeeds");
-    assert!(matches!(outcome, FetchOutcome::Stored { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, FetchOutcome::Stored { .. }),
+        "{outcome:?}"
+    );
     let still = leftovers(&git_dir)
         .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".pack"))

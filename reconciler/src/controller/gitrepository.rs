@@ -52,17 +52,17 @@ use tracing::Instrument;
 
 use super::watch::logged;
 
+use super::metrics::Metrics;
 use crate::api::conditions::{self, meta, reasons, status, types};
 use crate::api::{Artifact, GitRepository, GitRepositoryStatus, duration};
-use super::metrics::Metrics;
 use crate::source::credentials::Credentials;
 use crate::source::git::{Refused, fetch_async};
 use crate::source::reference::RefRequest;
 use crate::source::remote;
 use crate::source::transfer::Stop;
 use crate::source::{
-    CancelCause, FetchControl, FetchOutcome, FetchRequest, SourceConfig, SourceError,
-    SourceLimits, Storage,
+    CancelCause, FetchControl, FetchOutcome, FetchRequest, SourceConfig, SourceError, SourceLimits,
+    Storage,
 };
 
 /// Why the controller itself (not a fetch) failed.
@@ -138,7 +138,11 @@ impl Context {
 }
 
 /// Watch events the controller acts on directly, besides reconciling.
-fn on_event(ctx: &Arc<Context>, event: &watcher::Event<GitRepository>, store: &reflector::Store<GitRepository>) {
+fn on_event(
+    ctx: &Arc<Context>,
+    event: &watcher::Event<GitRepository>,
+    store: &reflector::Store<GitRepository>,
+) {
     match event {
         watcher::Event::Apply(repo) | watcher::Event::InitApply(repo) => {
             let key = (repo.namespace().unwrap_or_default(), repo.name_any());
@@ -155,8 +159,12 @@ fn on_event(ctx: &Arc<Context>, event: &watcher::Event<GitRepository>, store: &r
                 let (namespace, name) = key;
                 // Waits for the cancelled fetch to release its claim.
                 match ctx.storage.remove_all(&namespace, &name) {
-                    Ok(()) => tracing::info!(%namespace, %name, "removed the storage of a deleted GitRepository"),
-                    Err(e) => tracing::warn!(%namespace, %name, error = %e, "cannot remove the storage of a deleted GitRepository"),
+                    Ok(()) => {
+                        tracing::info!(%namespace, %name, "removed the storage of a deleted GitRepository")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%namespace, %name, error = %e, "cannot remove the storage of a deleted GitRepository")
+                    }
                 }
                 ctx.record_storage();
             });
@@ -435,12 +443,10 @@ async fn reconcile_in_span(
     }
 
     let started = Instant::now();
-    let limits = ctx.config.limits.tightened(|limit| {
-        repo.spec
-            .limits
-            .as_ref()
-            .and_then(|l| l.get(limit))
-    });
+    let limits = ctx
+        .config
+        .limits
+        .tightened(|limit| repo.spec.limits.as_ref().and_then(|l| l.get(limit)));
     // A refusal holds for the spec and the limits it was made under.
     let refused = remembered
         .as_ref()

@@ -634,11 +634,27 @@ mod tests {
         ] {
             let reason = check_relative_path(name.as_bytes())
                 .expect_err(&format!("{name:?} must be refused"));
-            assert!(reason.contains(".git") || reason.contains("git refuses"), "{name:?}: {reason}");
+            assert!(
+                reason.contains(".git") || reason.contains("git refuses"),
+                "{name:?}: {reason}"
+            );
         }
         // What git on Linux accepts stays accepted.
-        for name in ["CON", "nul.txt", "a:b", "what?.yaml", "git~1x", "git~2.yaml", "deploy/app.yaml", "x.", "y "] {
-            assert!(check_relative_path(name.as_bytes()).is_ok(), "{name:?} is accepted");
+        for name in [
+            "CON",
+            "nul.txt",
+            "a:b",
+            "what?.yaml",
+            "git~1x",
+            "git~2.yaml",
+            "deploy/app.yaml",
+            "x.",
+            "y ",
+        ] {
+            assert!(
+                check_relative_path(name.as_bytes()).is_ok(),
+                "{name:?} is accepted"
+            );
         }
     }
 

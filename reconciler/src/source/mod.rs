@@ -119,7 +119,9 @@ pub enum SourceError {
         revision: Option<String>,
         exceeded: LimitExceeded,
     },
-    #[error("{cause} (the remote still points at '{revision}': not downloaded again until the remote revision, the spec or the limits change)")]
+    #[error(
+        "{cause} (the remote still points at '{revision}': not downloaded again until the remote revision, the spec or the limits change)"
+    )]
     StillRefused { revision: String, cause: String },
     #[error("hostile content at '{path}': {reason}")]
     HostileContent { path: String, reason: String },
@@ -138,11 +140,11 @@ impl SourceError {
             Self::Credentials { .. } | Self::AuthenticationFailed(_) | Self::HostKey(_) => {
                 reasons::AUTHENTICATION_FAILED
             }
-            Self::RefNotFound { .. } | Self::Git(_) | Self::Timeout(_)
+            Self::RefNotFound { .. }
+            | Self::Git(_)
+            | Self::Timeout(_)
             | Self::Cancelled(_)
-            | Self::Interrupted => {
-                reasons::GIT_OPERATION_FAILED
-            }
+            | Self::Interrupted => reasons::GIT_OPERATION_FAILED,
             Self::LimitExceeded { .. } | Self::StillRefused { .. } => reasons::SIZE_LIMIT_EXCEEDED,
             Self::HostileContent { .. } => reasons::HOSTILE_CONTENT,
             Self::Storage(_) => reasons::STORAGE_OPERATION_FAILED,

@@ -540,7 +540,12 @@ mod tests {
         let git_dir = storage.git_dir("ns", "repo").unwrap();
         fs::create_dir_all(git_dir.join("objects/pack")).unwrap();
         fs::create_dir_all(git_dir.join("refs/heads")).unwrap();
-        for leftover in ["shallow.lock", "refs/heads/main.lock", "objects/pack/.tmpAbC123", "objects/pack/pack-1.keep"] {
+        for leftover in [
+            "shallow.lock",
+            "refs/heads/main.lock",
+            "objects/pack/.tmpAbC123",
+            "objects/pack/pack-1.keep",
+        ] {
             fs::write(git_dir.join(leftover), b"x").unwrap();
         }
         fs::write(git_dir.join("objects/pack/pack-1.pack"), b"kept").unwrap();
@@ -584,9 +589,17 @@ mod tests {
             .unwrap()
             .modified()
             .unwrap();
-        fs::File::options().write(true).open(&busy_used).unwrap().set_modified(old_time).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&busy_used)
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
         let outcome = storage.enforce_cap(4000);
-        assert_eq!(outcome.evicted, vec!["ns/old".to_owned(), "ns/new".to_owned()]);
+        assert_eq!(
+            outcome.evicted,
+            vec!["ns/old".to_owned(), "ns/new".to_owned()]
+        );
         assert!(outcome.bytes <= 4000, "{outcome:?}");
         assert!(storage.git_dir("ns", "busy").unwrap().exists());
         drop(busy);

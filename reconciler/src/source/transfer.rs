@@ -550,7 +550,10 @@ impl PackParser {
             limit,
             max: self.limits.get(limit),
             value,
-            at: Some(format!("object {} of {} in the pack", self.seen, self.objects)),
+            at: Some(format!(
+                "object {} of {} in the pack",
+                self.seen, self.objects
+            )),
         })
     }
 
@@ -567,9 +570,8 @@ impl PackParser {
                         if &head[..4] != b"PACK" {
                             return Err(PackError::Unreadable);
                         }
-                        self.objects = u64::from(u32::from_be_bytes([
-                            head[8], head[9], head[10], head[11],
-                        ]));
+                        self.objects =
+                            u64::from(u32::from_be_bytes([head[8], head[9], head[10], head[11]]));
                         if self.objects > self.limits.max_objects {
                             return Err(PackError::Limit(LimitExceeded {
                                 limit: Limit::Objects,
@@ -773,7 +775,10 @@ mod tests {
             out.extend_from_slice(payload);
         };
         pkt(&mut out, b"shallow-info\n");
-        pkt(&mut out, b"shallow 0123456789012345678901234567890123456789\n");
+        pkt(
+            &mut out,
+            b"shallow 0123456789012345678901234567890123456789\n",
+        );
         out.extend_from_slice(b"0001");
         pkt(&mut out, b"packfile\n");
         pkt(&mut out, b"\x02Enumerating objects\n");
@@ -824,7 +829,10 @@ mod tests {
         let (e, fed) = scan(&response, limits(100_000, u64::MAX, 10), 512).expect("trips");
         assert_eq!(e.limit, Limit::FileSize);
         assert_eq!(e.value, big as u64);
-        assert!(fed < 2048, "tripped after {fed} bytes, before the blob's data");
+        assert!(
+            fed < 2048,
+            "tripped after {fed} bytes, before the blob's data"
+        );
         assert!(e.to_string().contains("object 2 of 2"), "{e}");
     }
 
@@ -892,10 +900,7 @@ mod tests {
         let err = reader.read(&mut [0; 10]).expect_err("cancelled");
         assert_eq!(err.kind(), io::ErrorKind::Other);
         assert!(started.elapsed() < Duration::from_millis(600));
-        assert_eq!(
-            control.cause(),
-            Some(Stop::Cancelled(CancelCause::Deleted))
-        );
+        assert_eq!(control.cause(), Some(Stop::Cancelled(CancelCause::Deleted)));
 
         let control = FetchControl::new();
         let guard = Guard::new(
@@ -926,7 +931,10 @@ mod tests {
         let mut reader = GuardedReader::new(io::Cursor::new(vec![0u8; 1000]), guard, false);
         let mut sink = Vec::new();
         reader.read_to_end(&mut sink).expect_err("too many bytes");
-        assert!(sink.is_empty(), "the bytes over the limit are never handed on");
+        assert!(
+            sink.is_empty(),
+            "the bytes over the limit are never handed on"
+        );
         assert!(matches!(
             control.cause(),
             Some(Stop::Limit(LimitExceeded {

@@ -74,7 +74,9 @@ impl TreeStats {
         let mut parts = Vec::new();
         if self.dropped_symlinks > 0 {
             let mut named = self.dropped_symlink_paths.join(", ");
-            let more = self.dropped_symlinks.saturating_sub(self.dropped_symlink_paths.len() as u64);
+            let more = self
+                .dropped_symlinks
+                .saturating_sub(self.dropped_symlink_paths.len() as u64);
             if more > 0 {
                 named.push_str(&format!(" and {more} more"));
             }
@@ -402,7 +404,10 @@ mod tests {
         };
         let note = stats.dropped_note().unwrap();
         assert!(note.starts_with("12 symlink(s) dropped"), "{note}");
-        assert!(note.contains("l0, l1") && note.contains("and 2 more"), "{note}");
+        assert!(
+            note.contains("l0, l1") && note.contains("and 2 more"),
+            "{note}"
+        );
         assert!(note.contains("1 submodule(s) dropped"), "{note}");
     }
 

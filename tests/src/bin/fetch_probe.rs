@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use gitops_reconciler::source::credentials::Credentials;
 use gitops_reconciler::source::reference::RefRequest;
 use gitops_reconciler::source::remote::validate;
-use gitops_reconciler::source::{
-    FetchControl, FetchRequest, Limit, SourceLimits, Storage, fetch,
-};
+use gitops_reconciler::source::{FetchControl, FetchRequest, Limit, SourceLimits, Storage, fetch};
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
