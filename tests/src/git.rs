@@ -550,6 +550,21 @@ impl CountingProxy {
         (proxy, proxied)
     }
 
+    /// Waits until no byte has passed for 300 ms (connections of a finished client drain), at
+    /// most 10 s; returns the count then.
+    pub fn settled(&self) -> u64 {
+        let started = std::time::Instant::now();
+        let mut last = self.downloaded();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = self.downloaded();
+            if now == last || started.elapsed() > std::time::Duration::from_secs(10) {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// Bytes passed from the server to clients so far.
     pub fn downloaded(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)

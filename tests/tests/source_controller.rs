@@ -587,7 +587,7 @@ async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_fre
         ready_with(r, "True", "Succeeded")
     })
     .await;
-    let downloaded = proxy.downloaded();
+    let downloaded = tokio::task::block_in_place(|| proxy.settled());
     assert!(
         downloaded < 64 << 20,
         "the refusal stopped the transfer: {downloaded} bytes"
@@ -616,7 +616,7 @@ async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_fre
         message.contains("--max-file-size"),
         "the first cause stays: {message}"
     );
-    let again = proxy.downloaded() - downloaded;
+    let again = tokio::task::block_in_place(|| proxy.settled()) - downloaded;
     eprintln!("refused source: {again} bytes over 8 s of polls after the refusal");
     assert!(again < 1 << 20, "ref listings only: {again} bytes");
     assert_eq!(

@@ -135,7 +135,7 @@ fn a_300_mib_blob_is_refused_at_its_header_and_not_downloaded_again() {
         Limit::FileSize,
         Duration::from_secs(10),
     );
-    let downloaded = proxy.downloaded();
+    let downloaded = proxy.settled();
     eprintln!("300 MiB blob: {downloaded} bytes passed the proxy before the refusal");
     assert!(
         downloaded < 64 << 20,
@@ -159,14 +159,14 @@ fn a_300_mib_blob_is_refused_at_its_header_and_not_downloaded_again() {
         revision: revision.clone(),
         cause: result["message"].as_str().unwrap_or_default().to_owned(),
     });
-    let before = proxy.downloaded();
+    let before = proxy.settled();
     let err = fetch(&storage, &again, &FetchControl::new()).expect_err("still refused");
     assert!(
         matches!(&err, SourceError::StillRefused { revision: r, .. } if *r == revision),
         "{err}"
     );
     assert_eq!(err.reason(), "SizeLimitExceeded");
-    let listing = proxy.downloaded() - before;
+    let listing = proxy.settled() - before;
     assert!(listing < 64 * 1024, "only the ref listing: {listing} bytes");
     let _ = std::fs::remove_dir_all(&storage_dir);
 }
@@ -183,7 +183,7 @@ fn a_1_gib_repository_is_refused_at_the_tree_size_limit_with_bounded_memory() {
         Limit::TreeSize,
         Duration::from_secs(60),
     );
-    let downloaded = proxy.downloaded();
+    let downloaded = proxy.settled();
     eprintln!("1 GiB repository: {downloaded} bytes passed the proxy before the refusal");
     let limit = Limit::TreeSize.default_value();
     assert!(
