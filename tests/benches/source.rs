@@ -94,13 +94,7 @@ fn cpu_time() -> Duration {
 }
 
 fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    gitops_conformance::proc_status_kib(std::process::id(), "VmHWM:")
 }
 
 fn request(url: &str, name: &str) -> FetchRequest {

@@ -16,15 +16,7 @@ use gitops_reconciler::source::remote::validate;
 use gitops_reconciler::source::{FetchControl, FetchRequest, Limit, SourceLimits, Storage, fetch};
 
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    gitops_conformance::proc_status_kib(std::process::id(), field)
 }
 
 fn main() -> std::process::ExitCode {
