@@ -20,6 +20,7 @@ use gitops_reconciler::controller::ops::{self, Readiness};
 use gitops_reconciler::policy::HostConfig;
 use gitops_reconciler::source;
 use gitops_reconciler::source::storage::Storage;
+use gitops_reconciler::source::{Limit, SourceLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -75,6 +76,45 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Most bytes one fetch may receive (GitRepositories may lower it: spec.limits).
+    #[arg(long, default_value_t = Limit::ReceivedBytes.default_value())]
+    max_received_bytes: u64,
+    /// Most objects in one fetched pack.
+    #[arg(long, default_value_t = Limit::Objects.default_value())]
+    max_objects: u64,
+    /// Largest single file (object) in bytes.
+    #[arg(long, default_value_t = Limit::FileSize.default_value())]
+    max_file_size: u64,
+    /// Most bytes of files in one commit's tree.
+    #[arg(long, default_value_t = Limit::TreeSize.default_value())]
+    max_tree_size: u64,
+    /// Most files and directories in one artifact.
+    #[arg(long, default_value_t = Limit::Files.default_value())]
+    max_files: u64,
+    /// Cap on the bytes in the artifact storage; the least recently used git caches are
+    /// evicted to stay under it (0: no cap).
+    #[arg(long, default_value_t = 0)]
+    storage_max_bytes: u64,
+}
+
+impl Args {
+    /// The reconciler-wide source limits from the flags.
+    fn source_limits(&self) -> SourceLimits {
+        let mut limits = SourceLimits::default();
+        for limit in Limit::ALL {
+            limits.set(
+                limit,
+                match limit {
+                    Limit::ReceivedBytes => self.max_received_bytes,
+                    Limit::Objects => self.max_objects,
+                    Limit::FileSize => self.max_file_size,
+                    Limit::TreeSize => self.max_tree_size,
+                    Limit::Files => self.max_files,
+                },
+            );
+        }
+        limits
+    }
 }
 
 /// `:8080` → `0.0.0.0:8080`.
@@ -236,13 +276,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| storage_addr.to_string()),
         concurrency: usize::from(args.concurrent.max(1)),
         allow_file_urls: args.allow_file_urls,
+        limits: args.source_limits(),
+        max_storage_bytes: args.storage_max_bytes,
         ..Default::default()
     };
-    let limits = source_config.limits.clone();
-    let sources = gitrepository::run(
+    let limits = source_config.limits.unpack();
+    let sources = gitrepository::run_with_metrics(
         client.clone(),
         source_config,
         args.watch_label_selector.clone(),
+        metrics.clone(),
         stopped(),
     );
     let fetcher = ArtifactFetcher::new(Some(storage), limits);
@@ -301,4 +344,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_source_limit_has_its_flag_with_its_default() {
+        let command = Args::command();
+        for limit in Limit::ALL {
+            let long = limit.flag().trim_start_matches("--");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("no flag {}", limit.flag()));
+            let default: Vec<_> = arg.get_default_values().iter().collect();
+            assert_eq!(
+                default,
+                [&std::ffi::OsString::from(limit.default_value().to_string())],
+                "{}",
+                limit.flag()
+            );
+        }
+        let args = Args::parse_from(["gitops-reconciler", "--max-file-size", "7"]);
+        assert_eq!(args.source_limits().get(Limit::FileSize), 7);
+        assert_eq!(
+            args.source_limits().get(Limit::TreeSize),
+            Limit::TreeSize.default_value()
+        );
+    }
 }

@@ -17,14 +17,15 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, ServerKind, git, temp_dir};
 use gitops_reconciler::source::credentials::Credentials;
 use gitops_reconciler::source::reference::RefRequest;
 use gitops_reconciler::source::remote::validate;
-use gitops_reconciler::source::{FetchOutcome, FetchRequest, Storage, UnpackLimits, fetch};
+use gitops_reconciler::source::{
+    FetchControl, FetchOutcome, FetchRequest, SourceLimits, Storage, fetch,
+};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -93,13 +94,7 @@ fn cpu_time() -> Duration {
 }
 
 fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    gitops_conformance::proc_status_kib(std::process::id(), "VmHWM:")
 }
 
 fn request(url: &str, name: &str) -> FetchRequest {
@@ -112,10 +107,14 @@ fn request(url: &str, name: &str) -> FetchRequest {
         ignore: None,
         last_revision: None,
         timeout: Duration::from_secs(600),
-        limits: UnpackLimits {
-            max_total_bytes: 200 * 1024 * 1024,
-            max_entries: 50_000,
+        limits: SourceLimits {
+            max_tree_bytes: 200 * 1024 * 1024,
+            max_files: 50_000,
+            max_file_bytes: 200 * 1024 * 1024,
+            max_received_bytes: 1024 * 1024 * 1024,
+            ..SourceLimits::default()
         },
+        refused: None,
         keep_artifacts: 2,
     }
 }
@@ -165,7 +164,7 @@ fn main() {
     // (a) ours: first fetch → artifact.
     let storage = Storage::new(temp_dir("bench-storage")).expect("storage");
     let started = Instant::now();
-    let outcome = fetch(&storage, &request(&url, "big"), &AtomicBool::new(false)).expect("fetch");
+    let outcome = fetch(&storage, &request(&url, "big"), &FetchControl::new()).expect("fetch");
     let ours = started.elapsed();
     let peak_rss = peak_rss_kib();
     let FetchOutcome::Stored {
@@ -243,7 +242,7 @@ fn main() {
     };
     let started = Instant::now();
     let over_ssh =
-        fetch(&storage, &ssh_request("big-ssh"), &AtomicBool::new(false)).expect("fetch over ssh");
+        fetch(&storage, &ssh_request("big-ssh"), &FetchControl::new()).expect("fetch over ssh");
     let ours_ssh = started.elapsed();
     let FetchOutcome::Stored {
         artifact: ssh_artifact,
@@ -293,7 +292,7 @@ fn main() {
     let cpu_before = cpu_time();
     let started = Instant::now();
     for _ in 0..ssh_polls {
-        let out = fetch(&storage, &poll, &AtomicBool::new(false)).expect("ssh poll");
+        let out = fetch(&storage, &poll, &FetchControl::new()).expect("ssh poll");
         assert!(matches!(out, FetchOutcome::Unchanged { .. }));
     }
     let ours_poll_wall = started.elapsed().as_secs_f64() * 1000.0 / ssh_polls as f64;
@@ -328,7 +327,7 @@ fn main() {
     for i in 0..polls {
         let mut req = request(&small_url, &format!("repo-{i}"));
         req.last_revision = Some(
-            fetch(&poll_storage, &req, &AtomicBool::new(false))
+            fetch(&poll_storage, &req, &FetchControl::new())
                 .expect("initial fetch")
                 .revision()
                 .to_owned(),
@@ -339,7 +338,7 @@ fn main() {
     let cpu_before = cpu_time();
     let started = Instant::now();
     for req in &requests {
-        let out = fetch(&poll_storage, req, &AtomicBool::new(false)).expect("poll");
+        let out = fetch(&poll_storage, req, &FetchControl::new()).expect("poll");
         assert!(
             matches!(out, FetchOutcome::Unchanged { .. }),
             "poll must be a no-op"

@@ -66,6 +66,9 @@ lighttpd_conf() { # lighttpd_conf PORT TLS(0|1) AUTH(0|1)
     echo "server.pid-file = \"$run/lighttpd.pid\""
     echo "server.errorlog = \"$run/lighttpd-error.log\""
     echo 'server.modules = ("mod_alias", "mod_setenv", "mod_auth", "mod_authn_file", "mod_cgi", "mod_openssl")'
+    # Stream responses as git-http-backend writes them, like real git servers: lighttpd's
+    # default buffers a whole pack before sending its first byte.
+    echo 'server.stream-response-body = 2'
     if [ "$2" = 1 ]; then
       echo 'ssl.engine = "enable"'
       echo "ssl.pemfile = \"$run/server.pem\""

@@ -320,3 +320,286 @@ impl Drop for Repo {
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
+
+/// Large repositories for the source limit tests, generated once and cached (they take tens
+/// of seconds to write): under `$GITOPS_FIXTURE_CACHE`, else `~/.cache/kubectl-gitops/
+/// source-fixtures`, else the system temp dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LargeFixture {
+    /// One commit: a 300 MiB file of incompressible bytes (`big.bin`) and a small manifest.
+    Blob300M,
+    /// One commit: 1 GiB of incompressible files, 128 files of 8 MiB in 8 directories.
+    Tree1G,
+}
+
+impl LargeFixture {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Self::Blob300M => "blob-300m.git",
+            Self::Tree1G => "tree-1g.git",
+        }
+    }
+
+    /// The files of the fixture's commit: (path, size in bytes).
+    pub fn files(self) -> Vec<(String, usize)> {
+        match self {
+            Self::Blob300M => vec![("big.bin".to_owned(), 300 << 20)],
+            Self::Tree1G => (0..128)
+                .map(|i| (format!("d{}/f{i}.bin", i % 8), 8 << 20))
+                .collect(),
+        }
+    }
+
+    /// Bytes of all files of the fixture's commit.
+    pub fn tree_bytes(self) -> u64 {
+        self.files().iter().map(|(_, n)| *n as u64).sum()
+    }
+
+    /// The bare repository (branch `main`), generated on first use.
+    pub fn path(self) -> PathBuf {
+        let cache = std::env::var_os("GITOPS_FIXTURE_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/kubectl-gitops/source-fixtures"))
+            })
+            .unwrap_or_else(|| std::env::temp_dir().join("gitops-source-fixtures"));
+        let path = cache.join(self.dir_name());
+        if path.join("gitops-fixture-complete").exists() {
+            return path;
+        }
+        std::fs::create_dir_all(&cache).expect("create fixture cache");
+        // Build next to it and rename: concurrent test processes never see half a fixture.
+        let building = cache.join(format!(
+            "{}.building-{}-{}",
+            self.dir_name(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&building);
+        std::fs::create_dir_all(&building).expect("create fixture dir");
+        git(&building, &["init", "-q", "--bare", "-b", "main"]);
+        self.fast_import(&building);
+        std::fs::write(building.join("gitops-fixture-complete"), b"").expect("mark fixture");
+        if std::fs::rename(&building, &path).is_err() {
+            // Another process finished first.
+            let _ = std::fs::remove_dir_all(&building);
+        }
+        path
+    }
+
+    /// Streams the fixture's commit into `git fast-import` (level-0 zlib: the bytes are
+    /// incompressible anyway, and the server then sends them without recompressing).
+    fn fast_import(self, bare: &Path) {
+        use std::io::Write;
+        let mut child = Command::new("git")
+            .args([
+                "-c",
+                "core.compression=0",
+                "-c",
+                "pack.compression=0",
+                "fast-import",
+                "--quiet",
+            ])
+            .current_dir(bare)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run git fast-import");
+        {
+            let mut stdin = std::io::BufWriter::with_capacity(
+                1 << 20,
+                child.stdin.take().expect("stdin piped"),
+            );
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let files = self.files();
+            for (i, (_, size)) in files.iter().enumerate() {
+                write!(stdin, "blob\nmark :{}\ndata {size}\n", i + 1).expect("write");
+                let mut left = *size;
+                let mut block = vec![0u8; 1 << 16];
+                while left > 0 {
+                    for chunk in block.chunks_mut(8) {
+                        // xorshift64*: fast, incompressible enough for zlib.
+                        state ^= state >> 12;
+                        state ^= state << 25;
+                        state ^= state >> 27;
+                        let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+                        chunk.copy_from_slice(&v[..chunk.len()]);
+                    }
+                    let n = left.min(block.len());
+                    stdin.write_all(&block[..n]).expect("write blob");
+                    left -= n;
+                }
+                stdin.write_all(b"\n").expect("write");
+            }
+            let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: large\n";
+            // A small parent first: a depth-1 fetch of the large commit then gets a shallow
+            // boundary (and takes the shallow lock), as fetches of real histories do.
+            write!(
+                stdin,
+                "commit refs/heads/main\nmark :{base}\ncommitter gitops-test <test@example.com> 0 +0000\n\
+                 data 5\nbase\nM 100644 inline app.yaml\ndata {}\n{manifest}\n",
+                manifest.len(),
+                base = files.len() + 1
+            )
+            .expect("write");
+            write!(
+                stdin,
+                "commit refs/heads/main\ncommitter gitops-test <test@example.com> 1 +0000\n\
+                 data 14\nlarge fixture\nfrom :{}\n",
+                files.len() + 1
+            )
+            .expect("write");
+            for (i, (path, _)) in files.iter().enumerate() {
+                writeln!(stdin, "M 100644 :{} {path}", i + 1).expect("write");
+            }
+            stdin.flush().expect("flush");
+        }
+        let status = child.wait().expect("git fast-import");
+        assert!(status.success(), "git fast-import failed");
+    }
+}
+
+impl GitServer {
+    /// Serves `bare` (a repository outside this server's directory, e.g. a cached
+    /// [`LargeFixture`]) as `<name>.git` through a repository of its own that borrows its
+    /// objects (git alternates), so moving this one's branches never touches `bare`.
+    pub fn serve_borrowed(&self, name: &str, bare: &Path) -> PathBuf {
+        let own = self.repos.join(format!("{name}.git"));
+        std::fs::create_dir_all(&own).expect("create bare dir");
+        git(&own, &["init", "-q", "--bare", "-b", "main"]);
+        std::fs::write(
+            own.join("objects/info/alternates"),
+            format!("{}\n", bare.join("objects").display()),
+        )
+        .expect("write alternates");
+        let head = git(bare, &["rev-parse", "refs/heads/main"]);
+        git(&own, &["update-ref", "refs/heads/main", &head]);
+        // Large incompressible files are not worth a delta search (seconds per fetch on the
+        // server before the first pack byte): send them as stored, as hosting services do.
+        git(&own, &["config", "core.bigFileThreshold", "1m"]);
+        own
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` (a port on 127.0.0.1) that counts the
+/// bytes it passes from the server to the client.
+pub struct CountingProxy {
+    pub port: u16,
+    downloaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingProxy {
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let downloaded = Arc::new(AtomicU64::new(0));
+        let counter = downloaded.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (Ok(mut client_read), Ok(mut server_write)) =
+                    (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_read, &mut server_write);
+                    let _ = server_write.shutdown(std::net::Shutdown::Write);
+                });
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let (mut server, mut client) = (server, client);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        use std::io::{Read, Write};
+                        match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                counter.fetch_add(n as u64, Ordering::Relaxed);
+                                if client.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { port, downloaded }
+    }
+
+    /// A proxy in front of the server of `url` (`http://127.0.0.1:<port>/...`), and `url`
+    /// through it.
+    pub fn in_front_of(url: &str) -> (Self, String) {
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a http://127.0.0.1:<port>/ url");
+        let proxy = Self::start(port);
+        let proxied = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+        (proxy, proxied)
+    }
+
+    /// Waits until no byte has passed for 300 ms (connections of a finished client drain), at
+    /// most 10 s; returns the count then.
+    pub fn settled(&self) -> u64 {
+        let started = std::time::Instant::now();
+        let mut last = self.downloaded();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = self.downloaded();
+            if now == last || started.elapsed() > std::time::Duration::from_secs(10) {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// Bytes passed from the server to clients so far.
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with a chunked 200 and then the
+/// start of a valid smart-HTTP ref advertisement, `step` bytes every `every`, for a long time.
+pub fn slow_drip(every: std::time::Duration, step: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = stream.read(&mut [0u8; 4096]);
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let body = b"001e# service=git-upload-pack\n".repeat(1000);
+                for piece in body.chunks(step.max(1)) {
+                    std::thread::sleep(every);
+                    let ok = stream
+                        .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                        .is_ok()
+                        && stream.write_all(piece).is_ok()
+                        && stream.write_all(b"\r\n").is_ok();
+                    if !ok {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}

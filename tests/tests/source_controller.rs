@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
+use gitops_conformance::git::{
+    CountingProxy, GitServer, LargeFixture, ServerKind, slow_drip, temp_dir,
+};
 use gitops_conformance::{TestNamespace, install_crds};
 use gitops_reconciler::source::{SourceConfig, Storage, UnpackLimits, unpack_verified};
 use serde_json::Value;
@@ -28,6 +30,7 @@ struct Reconciler {
     stop: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     storage: std::path::PathBuf,
+    metrics: std::sync::Arc<gitops_reconciler::controller::metrics::Metrics>,
 }
 
 impl Reconciler {
@@ -54,11 +57,15 @@ impl Reconciler {
         let client = client().await;
         let selector = format!("gitops-test={label}");
         let controller_stop = stop.clone().cancelled_owned();
+        let metrics =
+            std::sync::Arc::new(gitops_reconciler::controller::metrics::Metrics::default());
+        let controller_metrics = metrics.clone();
         let controller = tokio::spawn(async move {
-            gitops_reconciler::controller::gitrepository::run(
+            gitops_reconciler::controller::gitrepository::run_with_metrics(
                 client,
                 config,
                 Some(selector),
+                controller_metrics,
                 controller_stop,
             )
             .await
@@ -68,6 +75,7 @@ impl Reconciler {
             stop,
             tasks: vec![server, controller],
             storage: storage_path,
+            metrics,
         }
     }
 
@@ -510,5 +518,207 @@ async fn reconciling_is_shown_while_a_fetch_runs_and_cleared_by_its_failure() {
         .to_owned();
     assert!(message.contains("timed out after 20s"), "{message}");
     drop(silent);
+    reconciler.shutdown().await;
+}
+
+impl Reconciler {
+    /// The value of the `gitops_source_fetch_aborted_total` series for `cause` (0 when absent).
+    fn aborted(&self, cause: &str) -> u64 {
+        let series = format!("gitops_source_fetch_aborted_total{{cause=\"{cause}\"}} ");
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn gitrepository_manifest(
+    label: &str,
+    name: &str,
+    url: &str,
+    interval: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: {name}\n  labels:\n    gitops-test: {label}\nspec:\n  url: {url}\n  insecure: true\n  interval: {interval}\n  ref:\n    branch: main\n{extra}"
+    )
+}
+
+fn ready_message(repo: &Value) -> String {
+    condition(repo, "Ready")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_frees_storage() {
+    install_crds();
+    let ns = TestNamespace::new("source-size");
+    let label = ns.name.clone();
+    let server = GitServer::start(ServerKind::Http);
+    server.serve_borrowed("large", &LargeFixture::Blob300M.path());
+    let small = server.repo("small");
+    small.commit(&[("app.yaml", Some("replicas: 1\n"))], "one");
+    let (proxy, proxied) = CountingProxy::in_front_of(&server.url("large"));
+    let reconciler = Reconciler::start(&label).await;
+    for manifest in [
+        gitrepository_manifest(&label, "big", &proxied, "3s", ""),
+        gitrepository_manifest(&label, "small", &server.url("small"), "2s", ""),
+    ] {
+        let created = ns.create(&manifest);
+        assert!(created.success, "{}", created.stderr);
+    }
+    let big = wait_for(&ns, "big", Duration::from_secs(60), |r| {
+        ready_with(r, "False", "SizeLimitExceeded")
+    })
+    .await;
+    let message = ready_message(&big);
+    assert!(message.contains("--max-file-size"), "{message}");
+    assert!(message.contains("314572800"), "names the value: {message}");
+    assert_eq!(
+        condition(&big, "FetchFailed").expect("FetchFailed")["reason"],
+        "SizeLimitExceeded"
+    );
+    wait_for(&ns, "small", Duration::from_secs(30), |r| {
+        ready_with(r, "True", "Succeeded")
+    })
+    .await;
+    let downloaded = tokio::task::block_in_place(|| proxy.settled());
+    assert!(
+        downloaded < 64 << 20,
+        "the refusal stopped the transfer: {downloaded} bytes"
+    );
+    assert_eq!(reconciler.aborted("file_size"), 1);
+
+    // Meanwhile the small source follows its branch on time.
+    let c2 = small.commit(&[("app.yaml", Some("replicas: 2\n"))], "two");
+    let pushed = Instant::now();
+    wait_for(&ns, "small", Duration::from_secs(10), |r| {
+        r["status"]["artifact"]["revision"]
+            .as_str()
+            .is_some_and(|rev| rev.ends_with(&c2))
+    })
+    .await;
+    let followed = pushed.elapsed();
+    eprintln!("small source followed a new commit in {followed:?} (interval 2s)");
+    assert!(followed < Duration::from_secs(5), "on time: {followed:?}");
+
+    // Later polls of the refused source list refs only: no second download.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let big = get_repo(&ns, "big");
+    let message = ready_message(&big);
+    assert!(message.contains("not downloaded again"), "{message}");
+    assert!(
+        message.contains("--max-file-size"),
+        "the first cause stays: {message}"
+    );
+    let again = tokio::task::block_in_place(|| proxy.settled()) - downloaded;
+    eprintln!("refused source: {again} bytes over 8 s of polls after the refusal");
+    assert!(again < 1 << 20, "ref listings only: {again} bytes");
+    assert_eq!(
+        reconciler.aborted("file_size"),
+        1,
+        "never aborted a second download"
+    );
+
+    // Deleting it frees its storage within seconds.
+    let cache = reconciler.storage.join(format!("git/{}/big.git", ns.name));
+    assert!(cache.exists(), "the git cache exists before the deletion");
+    let small_artifacts = reconciler
+        .storage
+        .join(format!("gitrepository/{}/small", ns.name));
+    let deleted = ns.kubectl(
+        &["delete", "gitrepository", "big", "small", "--wait=false"],
+        None,
+    );
+    assert!(deleted.success, "{}", deleted.stderr);
+    let started = Instant::now();
+    while cache.exists() || small_artifacts.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "storage still holds {} / {}",
+            cache.display(),
+            small_artifacts.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("storage freed {:?} after the deletion", started.elapsed());
+    reconciler.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn deleting_or_changing_a_gitrepository_cancels_its_fetch_at_once() {
+    install_crds();
+    let ns = TestNamespace::new("source-cancel");
+    let label = ns.name.clone();
+    // One byte of a valid response every second: the fetch runs until it is cancelled.
+    let port = slow_drip(Duration::from_secs(1), 1);
+    let url = format!("http://127.0.0.1:{port}/git/app.git");
+    let reconciler = Reconciler::start(&label).await;
+    for name in ["deleted", "changed"] {
+        let created = ns.create(&gitrepository_manifest(
+            &label,
+            name,
+            &url,
+            "10m",
+            "  timeout: 5m\n",
+        ));
+        assert!(created.success, "{}", created.stderr);
+    }
+    for name in ["deleted", "changed"] {
+        wait_for(&ns, name, Duration::from_secs(15), |r| {
+            condition(r, "Reconciling").is_some_and(|c| c["status"] == "True")
+        })
+        .await;
+    }
+    let deleted = ns.kubectl(
+        &["delete", "gitrepository", "deleted", "--wait=false"],
+        None,
+    );
+    assert!(deleted.success, "{}", deleted.stderr);
+    let started = Instant::now();
+    while reconciler.aborted("cancelled") < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the fetch of a deleted source went on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("deletion cancelled the fetch in {:?}", started.elapsed());
+    let patched = ns.kubectl(
+        &[
+            "patch",
+            "gitrepository",
+            "changed",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"timeout":"2s"}}"#,
+        ],
+        None,
+    );
+    assert!(patched.success, "{}", patched.stderr);
+    let started = Instant::now();
+    while reconciler.aborted("cancelled") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the fetch of an old spec went on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "a spec change cancelled the fetch in {:?}",
+        started.elapsed()
+    );
+    // The new spec's fetch runs with the new timeout.
+    let obj = wait_for(&ns, "changed", Duration::from_secs(15), |r| {
+        ready_with(r, "False", "GitOperationFailed")
+    })
+    .await;
+    assert!(ready_message(&obj).contains("timed out after 2s"), "{obj}");
     reconciler.shutdown().await;
 }

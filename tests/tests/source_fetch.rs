@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
@@ -14,7 +13,8 @@ use gitops_reconciler::source::credentials::Credentials;
 use gitops_reconciler::source::reference::RefRequest;
 use gitops_reconciler::source::remote::validate;
 use gitops_reconciler::source::{
-    FetchOutcome, FetchRequest, SourceError, Storage, UnpackLimits, fetch, unpack_verified,
+    FetchControl, FetchOutcome, FetchRequest, SourceError, SourceLimits, Storage, UnpackLimits,
+    fetch, unpack_verified,
 };
 
 const CANARY_PASSWORD: &str = "canary-pw-8c1f3e";
@@ -29,7 +29,8 @@ fn request(url: &str, insecure: bool, reference: Option<GitRepositoryRef>) -> Fe
         ignore: None,
         last_revision: None,
         timeout: Duration::from_secs(30),
-        limits: UnpackLimits::default(),
+        limits: SourceLimits::default(),
+        refused: None,
         keep_artifacts: 2,
     }
 }
@@ -47,7 +48,7 @@ fn storage() -> Storage {
 }
 
 fn run(storage: &Storage, request: &FetchRequest) -> Result<FetchOutcome, SourceError> {
-    fetch(storage, request, &AtomicBool::new(false))
+    fetch(storage, request, &FetchControl::new())
 }
 
 /// Unpacks the stored artifact of `outcome` and returns its files (path → content).
@@ -397,19 +398,22 @@ fn limits_are_enforced_and_nothing_is_stored() {
     repo.commit(&refs, "many files");
     let storage = storage();
     let mut req = request(&server.url("app"), true, None);
-    req.limits = UnpackLimits {
-        max_total_bytes: 1 << 20,
-        max_entries: 10,
-    };
+    req.limits.max_files = 10;
     let err = run(&storage, &req).expect_err("too many files");
-    assert_eq!(err.reason(), "HostileContent", "{err}");
-    assert!(err.to_string().contains("limit of 10"), "{err}");
-    req.limits = UnpackLimits {
-        max_total_bytes: 20,
-        max_entries: 100,
+    assert_eq!(err.reason(), "SizeLimitExceeded", "{err}");
+    assert!(err.to_string().contains("limit of 10 files"), "{err}");
+    assert!(err.to_string().contains("--max-files"), "{err}");
+    req.limits = SourceLimits {
+        max_tree_bytes: 20,
+        ..SourceLimits::default()
     };
     let err = run(&storage, &req).expect_err("too large");
-    assert!(err.to_string().contains("size limit"), "{err}");
+    assert_eq!(
+        err.limit(),
+        Some(gitops_reconciler::source::Limit::TreeSize),
+        "{err}"
+    );
+    assert!(err.to_string().contains("limit of 20 bytes"), "{err}");
     let dir = storage.root().join("gitrepository/ns/repo");
     let stored: Vec<_> = std::fs::read_dir(&dir)
         .map(|r| r.flatten().collect())
@@ -435,6 +439,7 @@ fn a_server_that_never_answers_times_out() {
         .block_on(gitops_reconciler::source::git::fetch_async(
             storage.clone(),
             req,
+            FetchControl::new(),
             (),
         ))
         .expect_err("must time out");

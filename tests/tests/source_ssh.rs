@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, Repo, ServerKind, temp_dir};
@@ -16,7 +15,8 @@ use gitops_reconciler::source::credentials::Credentials;
 use gitops_reconciler::source::reference::RefRequest;
 use gitops_reconciler::source::remote::validate;
 use gitops_reconciler::source::{
-    FetchOutcome, FetchRequest, SourceError, Storage, UnpackLimits, fetch, unpack_verified,
+    FetchControl, FetchOutcome, FetchRequest, SourceError, SourceLimits, Storage, UnpackLimits,
+    fetch, unpack_verified,
 };
 
 const CANARY_PASSPHRASE: &str = "canary-passphrase-71be0d";
@@ -32,7 +32,8 @@ fn request(url: &str, credentials: Credentials) -> FetchRequest {
         ignore: None,
         last_revision: None,
         timeout: Duration::from_secs(30),
-        limits: UnpackLimits::default(),
+        limits: SourceLimits::default(),
+        refused: None,
         keep_artifacts: 2,
     }
 }
@@ -62,7 +63,7 @@ fn storage() -> Storage {
 }
 
 fn run(storage: &Storage, request: &FetchRequest) -> Result<FetchOutcome, SourceError> {
-    fetch(storage, request, &AtomicBool::new(false))
+    fetch(storage, request, &FetchControl::new())
 }
 
 fn stored_digest(outcome: &FetchOutcome) -> String {
@@ -486,6 +487,7 @@ fn a_server_that_never_speaks_ssh_times_out() {
         .block_on(gitops_reconciler::source::git::fetch_async(
             storage.clone(),
             req,
+            FetchControl::new(),
             (),
         ))
         .expect_err("must time out");

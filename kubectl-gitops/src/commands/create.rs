@@ -206,6 +206,7 @@ pub fn git_repository(
             ignore,
             insecure: args.insecure.then_some(true),
             suspend: None,
+            limits: None,
         },
     );
     repo.metadata.namespace = Some(namespace.to_owned());

@@ -35,6 +35,8 @@ pub mod reasons {
     pub const GIT_OPERATION_FAILED: &str = "GitOperationFailed";
     pub const STORAGE_OPERATION_FAILED: &str = "StorageOperationFailed";
     pub const HOSTILE_CONTENT: &str = "HostileContent";
+    /// A fetch went over a size limit (bytes received, objects, file size, tree size, files).
+    pub const SIZE_LIMIT_EXCEEDED: &str = "SizeLimitExceeded";
     // Kustomization pipeline stages, one reason each.
     pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
     pub const BUILD_FAILED: &str = "BuildFailed";

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DURATION_MESSAGE, DURATION_RULE, LocalObjectReference};
+use crate::source::limits::Limit;
 
 /// URL schemes allowed in `spec.url`. `file://` is accepted by the schema but only honoured by a
 /// reconciler started with its test-only flag; `http://` and `git://` need `spec.insecure: true`.
@@ -63,6 +64,49 @@ pub struct GitRepositorySpec {
     /// Stop reconciling this source; the last artifact stays available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+    /// Tighter size limits for this source than the reconciler's (a value above the
+    /// reconciler's has no effect). Not in Flux. See docs/sources.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<GitRepositoryLimits>,
+}
+
+/// Per-GitRepository size limits (bytes or counts); each only lowers the reconciler's value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRepositoryLimits {
+    /// Bytes received from the server over a whole fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_received_bytes: Option<u64>,
+    /// Objects in the pack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_objects: Option<u64>,
+    /// Bytes of the largest single object (a file's content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_file_size: Option<u64>,
+    /// Bytes of all files of the commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tree_size: Option<u64>,
+    /// Files and directories in the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_files: Option<u64>,
+}
+
+impl GitRepositoryLimits {
+    /// The value set for `limit`, if any.
+    pub fn get(&self, limit: Limit) -> Option<u64> {
+        match limit {
+            Limit::ReceivedBytes => self.max_received_bytes,
+            Limit::Objects => self.max_objects,
+            Limit::FileSize => self.max_file_size,
+            Limit::TreeSize => self.max_tree_size,
+            Limit::Files => self.max_files,
+        }
+    }
 }
 
 /// The Git reference to check out.
@@ -136,4 +180,23 @@ pub struct Artifact {
     pub path: String,
     /// RFC 3339 time the artifact was stored.
     pub last_update_time: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_fields_carry_the_names_of_the_limits_table() {
+        for (i, limit) in Limit::ALL.into_iter().enumerate() {
+            let value = 100 + i as u64;
+            let limits: GitRepositoryLimits =
+                serde_json::from_value(serde_json::json!({ limit.field(): value }))
+                    .expect("known field");
+            assert_eq!(limits.get(limit), Some(value), "{}", limit.field());
+            for other in Limit::ALL.into_iter().filter(|l| *l != limit) {
+                assert_eq!(limits.get(other), None);
+            }
+        }
+    }
 }

@@ -11,7 +11,8 @@ pub mod kustomization;
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
 pub use common::{FailurePolicy, PolicyModule, Selector};
 pub use gitrepository::{
-    Artifact, GitRepository, GitRepositoryRef, GitRepositorySpec, GitRepositoryStatus,
+    Artifact, GitRepository, GitRepositoryLimits, GitRepositoryRef, GitRepositorySpec,
+    GitRepositoryStatus,
 };
 pub use kustomization::{
     Inventory, InventoryEntry, Kustomization, KustomizationSpec, KustomizationStatus,

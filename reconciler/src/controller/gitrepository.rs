@@ -14,9 +14,25 @@
 //! object shows (first artifact, new generation, requested reconcile; not a backoff retry) first sets
 //! Reconciling=True/Progressing (and Ready=Unknown unless Ready), so watchers see it running.
 //!
-//! Caveats: the schedule lives in memory; after a restart every GitRepository is polled once
-//! (an ls-refs each; no pack when the stored artifact still matches). Stored artifacts of
-//! deleted GitRepositories are removed by a periodic sweep, not a finalizer.
+//! Cancellation: a running fetch is stopped (within [`crate::source::transfer::POLL`] plus
+//! unwinding) when its GitRepository's spec changes (a new generation seen by the watch), when
+//! it is deleted, and at shutdown; the reconcile then ends with the cause in the status.
+//!
+//! Storage: a deletion seen by the watch cancels the fetch and removes the cache and artifacts
+//! at once; a re-list of the watch (and a periodic sweep) removes what belongs to objects
+//! deleted while the watch was down. After each stored artifact the storage cap evicts the
+//! least recently used git caches. `gitops_source_storage_bytes` and
+//! `gitops_source_fetch_aborted_total{cause}` are kept up to date.
+//!
+//! Refusals: a revision refused for its content (a size limit) is remembered with the limits
+//! it was refused under; while the remote still points at it, later polls only list refs and
+//! report the same refusal (no download) until the remote revision, the spec or the limits
+//! change. Failures are retried with an exponential backoff (2 s doubling, at most the
+//! interval and 5 minutes).
+//!
+//! Caveats: the schedule and the refusals live in memory; after a restart every GitRepository
+//! is polled once (an ls-refs each; no pack when the stored artifact still matches; a refused
+//! revision is downloaded once more, up to its limit).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,13 +52,18 @@ use tracing::Instrument;
 
 use super::watch::logged;
 
+use super::metrics::Metrics;
 use crate::api::conditions::{self, meta, reasons, status, types};
 use crate::api::{Artifact, GitRepository, GitRepositoryStatus, duration};
 use crate::source::credentials::Credentials;
-use crate::source::git::fetch_async;
+use crate::source::git::{Refused, fetch_async};
 use crate::source::reference::RefRequest;
 use crate::source::remote;
-use crate::source::{FetchOutcome, FetchRequest, SourceConfig, SourceError, Storage};
+use crate::source::transfer::Stop;
+use crate::source::{
+    CancelCause, FetchControl, FetchOutcome, FetchRequest, SourceConfig, SourceError, SourceLimits,
+    Storage,
+};
 
 /// Why the controller itself (not a fetch) failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +83,17 @@ struct Schedule {
     last_attempt: Instant,
     /// Consecutive failed fetches (for the backoff).
     failures: u32,
+    /// The revision last refused for its content, and the limits it was refused under.
+    refused: Option<(Refused, SourceLimits)>,
 }
+
+/// A fetch in flight: the generation it fetches and its stop switch.
+struct Running {
+    generation: Option<i64>,
+    control: Arc<FetchControl>,
+}
+
+type Key = (String, String);
 
 /// Shared state of the controller.
 pub struct Context {
@@ -71,16 +102,112 @@ pub struct Context {
     storage: Storage,
     fetch_slots: Arc<Semaphore>,
     recorder: Recorder,
-    schedule: Mutex<HashMap<(String, String), Schedule>>,
+    schedule: Mutex<HashMap<Key, Schedule>>,
+    running: Mutex<HashMap<Key, Running>>,
+    metrics: Arc<Metrics>,
 }
 
-/// Runs the GitRepository controller until `shutdown` completes.
+impl Context {
+    /// Stops the fetch of `key` in flight, if any (and, for a spec change, only when it
+    /// fetches another generation).
+    fn cancel(&self, key: &Key, cause: CancelCause, generation: Option<i64>) {
+        if let Ok(running) = self.running.lock()
+            && let Some(run) = running.get(key)
+            && (cause != CancelCause::SpecChanged || run.generation != generation)
+        {
+            tracing::info!(namespace = %key.0, name = %key.1, %cause, "cancelling the fetch in flight");
+            run.control.stop(Stop::Cancelled(cause));
+        }
+    }
+
+    fn cancel_all(&self, cause: CancelCause) {
+        if let Ok(running) = self.running.lock() {
+            for run in running.values() {
+                run.control.stop(Stop::Cancelled(cause));
+            }
+        }
+    }
+
+    /// Recomputes the storage gauge (walks the storage directory: call off the runtime).
+    fn record_storage(&self) {
+        let bytes = self.storage.usage();
+        self.metrics
+            .source_storage_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// Watch events the controller acts on directly, besides reconciling.
+fn on_event(
+    ctx: &Arc<Context>,
+    event: &watcher::Event<GitRepository>,
+    store: &reflector::Store<GitRepository>,
+) {
+    match event {
+        watcher::Event::Apply(repo) | watcher::Event::InitApply(repo) => {
+            let key = (repo.namespace().unwrap_or_default(), repo.name_any());
+            ctx.cancel(&key, CancelCause::SpecChanged, repo.meta().generation);
+        }
+        watcher::Event::Delete(repo) => {
+            let key = (repo.namespace().unwrap_or_default(), repo.name_any());
+            ctx.cancel(&key, CancelCause::Deleted, None);
+            if let Ok(mut schedule) = ctx.schedule.lock() {
+                schedule.remove(&key);
+            }
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || {
+                let (namespace, name) = key;
+                // Waits for the cancelled fetch to release its claim.
+                match ctx.storage.remove_all(&namespace, &name) {
+                    Ok(()) => {
+                        tracing::info!(%namespace, %name, "removed the storage of a deleted GitRepository")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%namespace, %name, error = %e, "cannot remove the storage of a deleted GitRepository")
+                    }
+                }
+                ctx.record_storage();
+            });
+        }
+        watcher::Event::InitDone => {
+            let ctx = ctx.clone();
+            let live = live_keys(store);
+            tokio::task::spawn_blocking(move || {
+                sweep_orphans(&ctx.storage, &live);
+                ctx.record_storage();
+            });
+        }
+        watcher::Event::Init => {}
+    }
+}
+
+fn live_keys(store: &reflector::Store<GitRepository>) -> Vec<Key> {
+    store
+        .state()
+        .iter()
+        .map(|g| (g.namespace().unwrap_or_default(), g.name_any()))
+        .collect()
+}
+
+/// Runs the GitRepository controller until `shutdown` completes, with metrics of its own.
 ///
 /// `label_selector` restricts the watch (sharding with `--watch-label-selector`).
 pub async fn run(
     client: Client,
     config: SourceConfig,
     label_selector: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), ControllerError> {
+    let metrics = Arc::new(Metrics::default());
+    run_with_metrics(client, config, label_selector, metrics, shutdown).await
+}
+
+/// [`run`], recording into the process's `metrics`.
+pub async fn run_with_metrics(
+    client: Client,
+    config: SourceConfig,
+    label_selector: Option<String>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
     let storage =
@@ -96,6 +223,8 @@ pub async fn run(
         config,
         storage,
         schedule: Mutex::new(HashMap::new()),
+        running: Mutex::new(HashMap::new()),
+        metrics,
     });
     let api: Api<GitRepository> = Api::all(client);
     let mut watch = watcher::Config::default().any_semantic();
@@ -104,9 +233,16 @@ pub async fn run(
     }
     const RESOURCE: &str = "gitrepositories.kubectl-gitops.io";
     let (store, writer) = reflector::store();
+    let event_context = context.clone();
+    let event_store = store.clone();
     let triggers = logged(watcher(api, watch), RESOURCE)
         .backoff(super::watch::backoff())
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                on_event(&event_context, event, &event_store);
+            }
+        })
         .applied_objects();
     let controller = Controller::for_stream(triggers, store.clone())
         .trigger_backoff(super::watch::trigger_backoff());
@@ -117,15 +253,25 @@ pub async fn run(
         tick.tick().await;
         loop {
             tick.tick().await;
-            let live: Vec<(String, String)> = store
-                .state()
-                .iter()
-                .map(|g| (g.namespace().unwrap_or_default(), g.name_any()))
-                .collect();
-            sweep_orphans(&sweep_context.storage, &live);
+            if store.wait_until_ready().now_or_never().is_none() {
+                continue;
+            }
+            let live = live_keys(&store);
+            let ctx = sweep_context.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                sweep_orphans(&ctx.storage, &live);
+                ctx.record_storage();
+            })
+            .await;
         }
     });
     let shutdown = shutdown.shared();
+    let cancel_context = context.clone();
+    let stop_fetches = shutdown.clone();
+    let canceller = tokio::spawn(async move {
+        stop_fetches.await;
+        cancel_context.cancel_all(CancelCause::Shutdown);
+    });
     let controller = controller
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, context)
@@ -136,26 +282,31 @@ pub async fn run(
         });
     super::watch::run_until_shutdown(controller, synced, shutdown, RESOURCE).await;
     sweeper.abort();
+    canceller.abort();
     Ok(())
 }
 
 /// Removes stored artifacts and object stores of GitRepositories that no longer exist.
-fn sweep_orphans(storage: &Storage, live: &[(String, String)]) {
-    let root = storage.root().join("gitrepository");
-    let Ok(namespaces) = std::fs::read_dir(&root) else {
-        return;
-    };
-    for ns in namespaces.flatten() {
-        let namespace = ns.file_name().to_string_lossy().into_owned();
-        let Ok(names) = std::fs::read_dir(ns.path()) else {
+fn sweep_orphans(storage: &Storage, live: &[Key]) {
+    for (tree, suffix) in [("gitrepository", ""), ("git", ".git")] {
+        let Ok(namespaces) = std::fs::read_dir(storage.root().join(tree)) else {
             continue;
         };
-        for entry in names.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !live.iter().any(|(n, m)| *n == namespace && *m == name)
-                && let Err(e) = storage.remove_all(&namespace, &name)
-            {
-                tracing::warn!(%namespace, %name, error = %e, "cannot remove orphaned artifacts");
+        for ns in namespaces.flatten() {
+            let namespace = ns.file_name().to_string_lossy().into_owned();
+            let Ok(names) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for entry in names.flatten() {
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                let Some(name) = file_name.strip_suffix(suffix) else {
+                    continue;
+                };
+                if !live.iter().any(|(n, m)| *n == namespace && m == name)
+                    && let Err(e) = storage.remove_all(&namespace, name)
+                {
+                    tracing::warn!(%namespace, %name, error = %e, "cannot remove orphaned storage");
+                }
             }
         }
     }
@@ -292,21 +443,55 @@ async fn reconcile_in_span(
     }
 
     let started = Instant::now();
+    let limits = ctx
+        .config
+        .limits
+        .tightened(|limit| repo.spec.limits.as_ref().and_then(|l| l.get(limit)));
+    // A refusal holds for the spec and the limits it was made under.
+    let refused = remembered
+        .as_ref()
+        .filter(|s| s.generation == generation)
+        .and_then(|s| s.refused.clone())
+        .filter(|(_, under)| *under == limits);
     let result = fetch_once(
         &repo,
         &ctx,
-        &namespace,
-        &name,
+        &key,
         &old_status,
         artifact_present,
         timeout,
+        limits.clone(),
+        refused.as_ref().map(|(r, _)| r.clone()),
     )
     .await;
     let mut schedule = Schedule {
         generation,
         last_attempt: started,
         failures: 0,
+        refused: None,
     };
+    if let Err(err) = &result {
+        if let Some(revision) = err.refused_revision() {
+            schedule.refused = Some((
+                Refused {
+                    revision: revision.to_owned(),
+                    cause: err.to_string(),
+                },
+                limits,
+            ));
+        } else if matches!(err, SourceError::StillRefused { .. }) {
+            schedule.refused = refused;
+        }
+        let cause = match err {
+            SourceError::LimitExceeded { exceeded, .. } => Some(exceeded.limit.label()),
+            SourceError::Timeout(_) => Some("timeout"),
+            SourceError::Cancelled(_) => Some("cancelled"),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            ctx.metrics.count_aborted_fetch(cause);
+        }
+    }
     match result {
         Ok(outcome) => {
             if let Ok(mut s) = ctx.schedule.lock() {
@@ -314,6 +499,18 @@ async fn reconcile_in_span(
             }
             finish_success(&repo, &ctx, old_status, outcome, generation, requested_at).await?;
             Ok(Action::requeue(jitter(interval)))
+        }
+        Err(SourceError::Cancelled(cause)) => {
+            // The next reconcile (new spec), nothing (deleted) or the next process (shutdown)
+            // takes over: the status keeps what it said.
+            tracing::info!(%cause, "fetch cancelled");
+            schedule.failures = failures;
+            if cause != CancelCause::Deleted
+                && let Ok(mut s) = ctx.schedule.lock()
+            {
+                s.insert(key, schedule);
+            }
+            Ok(Action::requeue(Duration::from_secs(1)))
         }
         Err(err) => {
             schedule.failures = failures.saturating_add(1);
@@ -360,15 +557,18 @@ fn mark_progressing(repo_status: &mut GitRepositoryStatus, url: &str, generation
     }
 }
 
+#[allow(clippy::too_many_arguments)] // One call site; the reconcile's state travels in.
 async fn fetch_once(
     repo: &GitRepository,
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
+    ctx: &Arc<Context>,
+    key: &Key,
     old_status: &GitRepositoryStatus,
     artifact_present: bool,
     timeout: Duration,
+    limits: SourceLimits,
+    refused: Option<Refused>,
 ) -> Result<FetchOutcome, SourceError> {
+    let (namespace, name) = (key.0.as_str(), key.1.as_str());
     let spec = &repo.spec;
     let url = remote::validate(
         &spec.url,
@@ -426,7 +626,8 @@ async fn fetch_once(
         ignore: spec.ignore.clone(),
         last_revision,
         timeout,
-        limits: ctx.config.limits.clone(),
+        limits,
+        refused,
         keep_artifacts: ctx.config.keep_artifacts,
     };
     let permit = ctx
@@ -434,8 +635,37 @@ async fn fetch_once(
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| SourceError::Cancelled)?;
-    fetch_async(ctx.storage.clone(), request, permit).await
+        .map_err(|_| SourceError::Cancelled(CancelCause::Shutdown))?;
+    let control = FetchControl::new();
+    if let Ok(mut running) = ctx.running.lock() {
+        running.insert(
+            key.clone(),
+            Running {
+                generation: repo.meta().generation,
+                control: control.clone(),
+            },
+        );
+    }
+    let result = fetch_async(ctx.storage.clone(), request, control, permit).await;
+    if let Ok(mut running) = ctx.running.lock() {
+        running.remove(key);
+    }
+    if matches!(result, Ok(FetchOutcome::Stored { .. })) {
+        let storage_ctx = ctx.clone();
+        let cap = ctx.config.max_storage_bytes;
+        let _ = tokio::task::spawn_blocking(move || {
+            let outcome = storage_ctx.storage.enforce_cap(cap);
+            for evicted in &outcome.evicted {
+                tracing::info!(cache = %evicted, "evicted a git cache to stay under the storage cap");
+            }
+            storage_ctx
+                .metrics
+                .source_storage_bytes
+                .set(i64::try_from(outcome.bytes).unwrap_or(i64::MAX));
+        })
+        .await;
+    }
+    result
 }
 
 async fn finish_success(
@@ -469,7 +699,23 @@ async fn finish_success(
             });
         }
     }
-    let message = format!("stored artifact for revision '{revision}'");
+    let mut message = format!("stored artifact for revision '{revision}'");
+    match &outcome {
+        FetchOutcome::Stored { stats, .. } => {
+            if let Some(note) = stats.dropped_note() {
+                message.push_str(&format!("; {note}"));
+            }
+        }
+        // Unchanged: what the stored artifact's message said still holds.
+        FetchOutcome::Unchanged { .. } => {
+            if let Some(ready) = conditions::get(&old_status.conditions, types::READY)
+                && ready.status == status::TRUE
+                && ready.message.starts_with(&message)
+            {
+                message = ready.message.clone();
+            }
+        }
+    }
     let c = &mut new_status.conditions;
     conditions::set(
         c,

@@ -32,12 +32,22 @@ pub struct ActionLabels {
     pub action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AbortLabels {
+    /// The limit's label (`source::Limit::label`), `timeout` or `cancelled`.
+    pub cause: String,
+}
+
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Registry,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub conditions: Family<ConditionLabels, Gauge>,
     pub objects: Family<ActionLabels, Counter>,
+    /// Bytes in the source storage (artifacts and git caches).
+    pub source_storage_bytes: Gauge,
+    /// Fetches stopped before they finished, by cause.
+    pub source_fetch_aborted: Family<AbortLabels, Counter>,
     encode_lock: Mutex<()>,
 }
 
@@ -64,11 +74,25 @@ impl Default for Metrics {
             "Objects handled by apply and prune, by action",
             objects.clone(),
         );
+        let source_storage_bytes = Gauge::default();
+        registry.register(
+            "source_storage_bytes",
+            "Bytes in the source storage (artifacts and git caches)",
+            source_storage_bytes.clone(),
+        );
+        let source_fetch_aborted = Family::<AbortLabels, Counter>::default();
+        registry.register(
+            "source_fetch_aborted",
+            "Fetches stopped before they finished, by cause (a size limit, timeout, cancelled)",
+            source_fetch_aborted.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
             conditions,
             objects,
+            source_storage_bytes,
+            source_fetch_aborted,
             encode_lock: Mutex::new(()),
         }
     }
@@ -111,6 +135,15 @@ impl Metrics {
                 status: candidate.to_owned(),
             });
         }
+    }
+
+    /// Counts a fetch stopped by `cause`.
+    pub fn count_aborted_fetch(&self, cause: &str) {
+        self.source_fetch_aborted
+            .get_or_create(&AbortLabels {
+                cause: cause.to_owned(),
+            })
+            .inc();
     }
 
     pub fn count_objects(&self, action: &str, n: usize) {

@@ -34,12 +34,18 @@ pub struct UnpackLimits {
     pub max_entries: u64,
 }
 
+impl UnpackLimits {
+    /// Default of [`UnpackLimits::max_total_bytes`]: 100 MiB.
+    pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
+    /// Default of [`UnpackLimits::max_entries`].
+    pub const DEFAULT_MAX_ENTRIES: u64 = 20_000;
+}
+
 impl Default for UnpackLimits {
-    /// 100 MiB and 20,000 entries, the source defaults of the issue.
     fn default() -> Self {
         Self {
-            max_total_bytes: 100 * 1024 * 1024,
-            max_entries: 20_000,
+            max_total_bytes: Self::DEFAULT_MAX_TOTAL_BYTES,
+            max_entries: Self::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -53,10 +59,10 @@ pub enum ArtifactError {
     DigestMismatch { expected: String, actual: String },
     #[error("artifact entry '{path}' refused: {reason}")]
     HostileEntry { path: String, reason: &'static str },
-    #[error("artifact exceeds the limit of {limit} bytes of file content")]
-    TooLarge { limit: u64 },
-    #[error("artifact exceeds the limit of {limit} entries")]
-    TooManyEntries { limit: u64 },
+    #[error("artifact exceeds the limit of {limit} bytes of file content ({value} bytes)")]
+    TooLarge { limit: u64, value: u64 },
+    #[error("artifact exceeds the limit of {limit} entries ({value} entries)")]
+    TooManyEntries { limit: u64, value: u64 },
     #[error("artifact is not a valid tar.gz: {0}")]
     Corrupt(String),
     #[error("cannot write '{path}': {source}")]
@@ -124,10 +130,33 @@ pub fn check_relative_path(path: &[u8]) -> Result<(), &'static str> {
             b"." => return Err("'.' path component"),
             b".." => return Err("'..' path component"),
             c if c.eq_ignore_ascii_case(b".git") => return Err("'.git' path component"),
-            _ => {}
+            c => check_component_as_git_does(c)?,
         }
     }
     Ok(())
+}
+
+/// What git refuses by default in a tree entry name (`core.protectNTFS`, on by default, and
+/// `core.protectHFS`, on by default on macOS): names that NTFS or HFS+ would open as `.git` —
+/// `git~1` and other 8.3 short names, `.git` with trailing dots or spaces, `.git::$INDEX_ALLOCATION`
+/// and other alternate data streams, `.git` with Unicode characters HFS+ ignores. gix-validate
+/// implements git's rules; the Windows-only rules (reserved device names, `:` and `<>"|?*`) stay
+/// off, as in git on Linux.
+fn check_component_as_git_does(component: &[u8]) -> Result<(), &'static str> {
+    use gix::validate::path::component::{Error, Options};
+    let options = Options {
+        protect_windows: false,
+        protect_hfs: true,
+        protect_ntfs: true,
+    };
+    match gix::validate::path::component(component.into(), None, options) {
+        Ok(_) => Ok(()),
+        Err(Error::DotGitDir) => Err(
+            "name that NTFS or HFS+ opens as '.git' (git~1, trailing dots or spaces, \
+             alternate data streams or ignored Unicode characters; git refuses it too)",
+        ),
+        Err(_) => Err("path component git refuses (core.protectNTFS / core.protectHFS)"),
+    }
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -209,12 +238,14 @@ impl<W: Write> ArtifactWriter<W> {
         if self.entries > self.limits.max_entries {
             return Err(ArtifactError::TooManyEntries {
                 limit: self.limits.max_entries,
+                value: self.entries,
             });
         }
         self.content_bytes = self.content_bytes.saturating_add(size);
         if self.content_bytes > self.limits.max_total_bytes {
             return Err(ArtifactError::TooLarge {
                 limit: self.limits.max_total_bytes,
+                value: self.content_bytes,
             });
         }
         Ok(())
@@ -225,11 +256,14 @@ impl<W: Write> ArtifactWriter<W> {
         if self.entries + 1 > self.limits.max_entries {
             return Err(ArtifactError::TooManyEntries {
                 limit: self.limits.max_entries,
+                value: self.entries + 1,
             });
         }
-        if self.content_bytes.saturating_add(size) > self.limits.max_total_bytes {
+        let total = self.content_bytes.saturating_add(size);
+        if total > self.limits.max_total_bytes {
             return Err(ArtifactError::TooLarge {
                 limit: self.limits.max_total_bytes,
+                value: total,
             });
         }
         Ok(())
@@ -361,6 +395,7 @@ pub fn unpack_verified(
         if entries_seen > limits.max_entries {
             return Err(ArtifactError::TooManyEntries {
                 limit: limits.max_entries,
+                value: entries_seen,
             });
         }
         let raw_path = entry.path_bytes().into_owned();
@@ -400,6 +435,7 @@ pub fn unpack_verified(
                 if total > limits.max_total_bytes {
                     return Err(ArtifactError::TooLarge {
                         limit: limits.max_total_bytes,
+                        value: total,
                     });
                 }
                 if let Some(parent) = target.parent() {
@@ -582,6 +618,47 @@ mod tests {
     }
 
     #[test]
+    fn names_git_refuses_by_default_are_refused() {
+        for name in [
+            "git~1",
+            "GIT~1",
+            "sub/Git~1/x",
+            ".git.",
+            ".git ",
+            ".git. . ",
+            ".GIT.",
+            ".git::$INDEX_ALLOCATION",
+            ".git::$INDEX_ALLOCATION/config",
+            ".g\u{200c}it",
+            "a/.gi\u{200d}t/b",
+        ] {
+            let reason = check_relative_path(name.as_bytes())
+                .expect_err(&format!("{name:?} must be refused"));
+            assert!(
+                reason.contains(".git") || reason.contains("git refuses"),
+                "{name:?}: {reason}"
+            );
+        }
+        // What git on Linux accepts stays accepted.
+        for name in [
+            "CON",
+            "nul.txt",
+            "a:b",
+            "what?.yaml",
+            "git~1x",
+            "git~2.yaml",
+            "deploy/app.yaml",
+            "x.",
+            "y ",
+        ] {
+            assert!(
+                check_relative_path(name.as_bytes()).is_ok(),
+                "{name:?} is accepted"
+            );
+        }
+    }
+
+    #[test]
     fn writer_refuses_hostile_paths() {
         for path in [
             "../x",
@@ -609,7 +686,7 @@ mod tests {
         };
         let err = unpack_verified(&bytes, &packed.digest, &limits, &dest).unwrap_err();
         assert!(
-            matches!(err, ArtifactError::TooLarge { limit: 5000 }),
+            matches!(err, ArtifactError::TooLarge { limit: 5000, .. }),
             "{err}"
         );
         // The second file's size was refused before its data was written.
@@ -622,7 +699,7 @@ mod tests {
         };
         let err = unpack_verified(&bytes, &packed.digest, &limits, &dest).unwrap_err();
         assert!(
-            matches!(err, ArtifactError::TooManyEntries { limit: 2 }),
+            matches!(err, ArtifactError::TooManyEntries { limit: 2, .. }),
             "{err}"
         );
         let _ = fs::remove_dir_all(&dest);

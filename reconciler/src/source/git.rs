@@ -12,26 +12,36 @@
 //! local repository's object database); credentials are handed to gix through its credential
 //! callback or a header, never in a URL; every gix error is redacted before it is returned.
 //!
-//! Caveats: the whole fetch is bounded by `timeout` through the interrupt flag (checked while
-//! receiving the pack and while walking the tree) plus curl's connect timeout and low-speed
-//! limit; a git:// server that stalls during the handshake holds the (blocking) thread until
-//! the TCP connection fails, but the caller's timeout has already reported the failure.
+//! Bounds: every transport (curl for http(s)://, a TCP stream for git://, the ssh channel)
+//! is read through [`super::transfer`], which enforces the deadline, the cancellation of
+//! [`FetchControl`] and the size limits while the bytes arrive; the tree walk checks the same
+//! control between entries. A fetch holds its GitRepository's [`Claim`] on storage from start
+//! to end, so a fetch never runs over another one's locks, and leftovers of a killed process are
+//! removed when the claim is taken.
+//!
+//! Caveats: curl's connect timeout bounds connecting (at most 30 s, and the fetch's timeout);
+//! git:// connects within the fetch's timeout (at most 30 s).
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use gix::bstr::BString;
+use gix::bstr::{BString, ByteSlice};
 use gix::protocol::handshake::Ref;
+use gix::protocol::transport::Protocol;
+use gix::protocol::transport::client::blocking_io::http;
+use gix::protocol::transport::client::git;
 use gix::remote::fetch::refmap::Source;
 
 use super::SourceError;
-use super::artifact::UnpackLimits;
 use super::credentials::{Auth, Credentials};
+use super::limits::SourceLimits;
 use super::reference::{self, FETCHED_REF, RefRequest};
-use super::remote::{RemoteUrl, Scheme, redact};
+use super::remote::{self, RemoteUrl, Scheme, redact};
 use super::ssh::{self, SshAuth, SshTarget};
-use super::storage::{Storage, StoredArtifact};
+use super::storage::{Claim, Storage, StoredArtifact};
+use super::transfer::{FetchControl, Guard, GuardedHttp, GuardedReader, Stop};
 use super::tree::{IgnoreRules, TreeStats, write_tree};
 
 /// Everything one fetch needs.
@@ -47,9 +57,30 @@ pub struct FetchRequest {
     /// The revision of the artifact in storage; when the remote still has it, nothing is fetched.
     pub last_revision: Option<String>,
     pub timeout: Duration,
-    pub limits: UnpackLimits,
+    pub limits: SourceLimits,
+    /// A revision refused for its content under these very limits: when the remote still
+    /// points at it, nothing is downloaded ([`SourceError::StillRefused`]).
+    pub refused: Option<Refused>,
     /// Artifacts to keep after storing a new one.
     pub keep_artifacts: usize,
+}
+
+/// A revision refused for its content, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub revision: String,
+    /// The message of the refusal.
+    pub cause: String,
+}
+
+impl Refused {
+    /// The error for a remote that still points at the refused revision.
+    fn still(&self, revision: &str) -> Option<SourceError> {
+        (self.revision == revision).then(|| SourceError::StillRefused {
+            revision: self.revision.clone(),
+            cause: self.cause.clone(),
+        })
+    }
 }
 
 /// What a fetch did.
@@ -78,15 +109,42 @@ impl FetchOutcome {
 const MAX_PACKS: usize = 16;
 
 /// Fetches `request` and stores its artifact in `storage`. Blocking: run it on a blocking
-/// thread; set `interrupt` to cancel (the fetch then returns [`SourceError::Cancelled`]).
+/// thread; stop it with `control` (it then returns the cause given to
+/// [`FetchControl::stop`]).
+///
+/// Guarantees: the error is the first real cause: a limit, the timeout or the cancellation
+/// recorded in `control` wins over whatever the unwinding transfer reported afterwards; on
+/// return no lock, temporary pack or partial artifact of this fetch is left in storage.
 pub fn fetch(
     storage: &Storage,
     request: &FetchRequest,
-    interrupt: &AtomicBool,
+    control: &Arc<FetchControl>,
 ) -> Result<FetchOutcome, SourceError> {
     let secrets = request.credentials.secrets();
     let deadline = Instant::now() + request.timeout;
-    let result = fetch_inner(storage, request, interrupt, deadline);
+    let guard = Guard::new(
+        control.clone(),
+        request.timeout,
+        deadline,
+        request.limits.clone(),
+    );
+    let mut revision = None;
+    let result = storage
+        .claim(&request.namespace, &request.name)
+        .map_err(SourceError::from)
+        .and_then(|claim| {
+            log_recovered(request, &claim);
+            fetch_inner(storage, request, &guard, &mut revision)
+        });
+    let result = match (result, control.cause()) {
+        (Err(_), Some(Stop::Limit(exceeded))) => Err(SourceError::LimitExceeded {
+            revision: revision.clone(),
+            exceeded,
+        }),
+        (Err(_), Some(Stop::Timeout(_))) => Err(SourceError::Timeout(request.timeout)),
+        (Err(_), Some(Stop::Cancelled(cause))) => Err(SourceError::Cancelled(cause)),
+        (result, _) => result,
+    };
     // Defence in depth: even our own messages go through redaction.
     result.map_err(|e| match e {
         SourceError::Git(text) => SourceError::Git(redact(&text, &secrets)),
@@ -94,45 +152,78 @@ pub fn fetch(
             SourceError::AuthenticationFailed(redact(&text, &secrets))
         }
         SourceError::Timeout(_) => SourceError::Timeout(request.timeout),
+        SourceError::LimitExceeded {
+            revision: None,
+            exceeded,
+        } => SourceError::LimitExceeded {
+            revision: revision.clone(),
+            exceeded,
+        },
         other => other,
     })
 }
 
+fn log_recovered(request: &FetchRequest, claim: &Claim) {
+    for path in &claim.recovered {
+        tracing::warn!(
+            namespace = %request.namespace,
+            name = %request.name,
+            path = %path.display(),
+            "removed a lock or temporary file left by an interrupted fetch"
+        );
+    }
+}
+
+/// How long [`fetch_async`] waits, after stopping a fetch at its timeout, for the blocking
+/// work to unwind (it checks its control at least every [`super::transfer::POLL`]).
+const UNWIND_GRACE: Duration = Duration::from_secs(3);
+
 /// Runs [`fetch`] on the blocking pool, bounded by `request.timeout`.
 ///
-/// Guarantees: returns within the timeout (plus scheduling); on timeout the blocking fetch is
-/// told to stop through its interrupt flag and its partial artifact is discarded by the fetch
-/// itself. `permit` (a concurrency slot) is held until the blocking work has really ended, so a
-/// stuck fetch keeps occupying its slot instead of letting fetches pile up.
+/// Guarantees: at the timeout the fetch is stopped through `control` and this waits for the
+/// blocking work to end (normally well under a second, at most [`UNWIND_GRACE`]), so when it
+/// returns the fetch's locks and temporary files are gone and the next fetch of the same
+/// GitRepository starts clean. Cancel early with [`FetchControl::stop`]. `permit` (a
+/// concurrency slot) is held until the blocking work has really ended.
 pub async fn fetch_async<P: Send + 'static>(
     storage: Storage,
     request: FetchRequest,
+    control: Arc<FetchControl>,
     permit: P,
 ) -> Result<FetchOutcome, SourceError> {
-    let interrupt = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = interrupt.clone();
+    let flag = control.clone();
     let timeout = request.timeout;
-    let task = tokio::task::spawn_blocking(move || {
+    let mut task = tokio::task::spawn_blocking(move || {
         let result = fetch(&storage, &request, &flag);
         drop(permit);
         result
     });
-    match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(SourceError::Git(format!("fetch task failed: {join}"))),
+    let joined = match tokio::time::timeout(timeout, &mut task).await {
+        Ok(joined) => joined,
         Err(_) => {
-            interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
-            Err(SourceError::Timeout(timeout))
+            control.stop(Stop::Timeout(timeout));
+            match tokio::time::timeout(UNWIND_GRACE, &mut task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::warn!(?timeout, "a timed-out fetch is still unwinding");
+                    return Err(SourceError::Timeout(timeout));
+                }
+            }
         }
+    };
+    match joined {
+        Ok(result) => result,
+        Err(join) => Err(SourceError::Git(format!("fetch task failed: {join}"))),
     }
 }
 
 fn fetch_inner(
     storage: &Storage,
     request: &FetchRequest,
-    interrupt: &AtomicBool,
-    deadline: Instant,
+    guard: &Arc<Guard>,
+    revision_out: &mut Option<String>,
 ) -> Result<FetchOutcome, SourceError> {
+    let interrupt = guard.control().flag();
     let secrets = request.credentials.secrets();
     let git_error = |context: &str, e: gix::Error| classify(context, &e, &secrets);
     match request.url.scheme {
@@ -153,7 +244,7 @@ fn fetch_inner(
                 },
             });
         }
-        Scheme::File => return fetch_local(storage, request, interrupt),
+        Scheme::File => return fetch_local(storage, request, interrupt, revision_out),
         _ => {}
     }
     if request.url.scheme != Scheme::Ssh && matches!(request.credentials.auth, Auth::Ssh { .. }) {
@@ -168,7 +259,7 @@ fn fetch_inner(
     // Semver: list the tags first, pick one, then fetch it like a tag.
     let reference = match &request.reference {
         RefRequest::Semver { range, text } => {
-            let tags = list_tags(&repo, request, deadline)?;
+            let tags = list_tags(&repo, request, guard)?;
             let tag = reference::pick_semver_tag(range, tags.iter().map(String::as_str))
                 .ok_or_else(|| SourceError::RefNotFound {
                     what: format!("a tag matching semver range '{text}'"),
@@ -182,6 +273,9 @@ fn fetch_inner(
         let revision = reference::revision(branch.as_deref(), commit);
         if request.last_revision.as_deref() == Some(revision.as_str()) {
             return Ok(FetchOutcome::Unchanged { revision });
+        }
+        if let Some(still) = request.refused.as_ref().and_then(|r| r.still(&revision)) {
+            return Err(still);
         }
     }
     let source = reference
@@ -197,7 +291,7 @@ fn fetch_inner(
             gix::remote::Direction::Fetch,
         )
         .map_err(|e| git_error("refspec", e))?;
-    let connection = connect(&remote, request, &secrets, deadline)?;
+    let connection = connect(&remote, request, &secrets, guard)?;
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| git_error("listing remote refs", e))?;
@@ -208,13 +302,17 @@ fn fetch_inner(
         // Dropping `prepare` ends the connection without asking for a pack.
         return Ok(FetchOutcome::Unchanged { revision });
     }
+    if let Some(still) = request.refused.as_ref().and_then(|r| r.still(&revision)) {
+        return Err(still);
+    }
+    *revision_out = Some(revision.clone());
     let depth = NonZeroU32::new(1).unwrap_or(NonZeroU32::MIN);
     prepare
         .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
         .receive(gix::progress::Discard, interrupt)
         .map_err(|e| {
             if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
-                SourceError::Cancelled
+                SourceError::Interrupted
             } else {
                 git_error("fetching the pack", e)
             }
@@ -233,6 +331,7 @@ fn fetch_local(
     storage: &Storage,
     request: &FetchRequest,
     interrupt: &AtomicBool,
+    revision_out: &mut Option<String>,
 ) -> Result<FetchOutcome, SourceError> {
     let path = request.url.url.trim_start_matches("file://");
     let git_error = |context: &str, e: gix::Error| classify(context, &e, &[]);
@@ -283,6 +382,10 @@ fn fetch_local(
     if request.last_revision.as_deref() == Some(revision.as_str()) {
         return Ok(FetchOutcome::Unchanged { revision });
     }
+    if let Some(still) = request.refused.as_ref().and_then(|r| r.still(&revision)) {
+        return Err(still);
+    }
+    *revision_out = Some(revision.clone());
     let (artifact, stats) = store_commit(storage, request, &repo, commit, interrupt)?;
     Ok(FetchOutcome::Stored {
         revision,
@@ -311,7 +414,7 @@ fn store_commit(
         .map_err(|e| git_error("reading the commit", e))?
         .detach();
     let mut rules = IgnoreRules::new(request.ignore.as_deref());
-    let mut pending = storage.begin(&request.namespace, &request.name, request.limits.clone())?;
+    let mut pending = storage.begin(&request.namespace, &request.name, request.limits.unpack())?;
     let stats = match write_tree(repo, tree_id, &mut rules, pending.writer(), interrupt) {
         Ok(stats) => stats,
         Err(e) => {
@@ -377,13 +480,14 @@ fn open_store(
     Ok(repo)
 }
 
-/// Opens a connection with our transport options and credentials; for ssh:// over the
-/// in-process transport of [`super::ssh`], which must be done by `deadline`.
+/// Opens a connection with our transport options and credentials, every response read through
+/// `guard`: http(s):// with gix's curl client wrapped in [`GuardedHttp`], git:// over a TCP
+/// stream of our own, ssh:// over the in-process transport of [`super::ssh`].
 fn connect<'remote, 'repo>(
     remote: &'remote gix::Remote<'repo>,
     request: &FetchRequest,
     secrets: &[&str],
-    deadline: Instant,
+    guard: &Arc<Guard>,
 ) -> Result<
     gix::remote::Connection<
         'remote,
@@ -407,13 +511,38 @@ fn connect<'remote, 'repo>(
             password: password.as_deref(),
             known_hosts,
         };
-        let transport = ssh::connect(&target, &request.url.url, &auth, deadline)?;
+        let transport = ssh::connect(
+            &target,
+            &request.url.url,
+            &auth,
+            guard.deadline(),
+            guard.clone(),
+        )?;
         return Ok(remote.to_connection_with_transport(transport));
     }
-    let connection = remote
-        .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| classify("connecting", &e, secrets))?;
-    let mut connection = connection;
+    let url = gix::url::parse(request.url.url.as_bytes().as_bstr()).map_err(|e| {
+        SourceError::InvalidUrl {
+            url: remote::redact_url(&request.url.url),
+            reason: redact(&e.to_string(), secrets),
+        }
+    })?;
+    let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
+        match request.url.scheme {
+            Scheme::Https | Scheme::Http => Box::new(http::Transport::new_http(
+                GuardedHttp::new(guard.clone()),
+                url,
+                Protocol::V2,
+                false,
+            )),
+            Scheme::Git => Box::new(connect_daemon(&url, request, guard)?),
+            Scheme::Ssh | Scheme::File => {
+                return Err(SourceError::Unsupported(format!(
+                    "no network transport for '{}'",
+                    remote::redact_url(&request.url.url)
+                )));
+            }
+        };
+    let mut connection = remote.to_connection_with_transport(transport);
     if matches!(request.url.scheme, Scheme::Https | Scheme::Http) {
         connection.set_transport_options(Box::new(http_options(request, remote.repo().git_dir())?));
     }
@@ -434,6 +563,41 @@ fn connect<'remote, 'repo>(
         _ => Ok(None),
     });
     Ok(connection)
+}
+
+/// A git:// connection over a TCP stream read through `guard`.
+fn connect_daemon(
+    url: &gix::Url,
+    request: &FetchRequest,
+    guard: &Arc<Guard>,
+) -> Result<git::blocking_io::Connection<GuardedReader, std::net::TcpStream>, SourceError> {
+    use std::net::ToSocketAddrs;
+    let host = url
+        .host()
+        .ok_or_else(|| SourceError::Git("git:// URL without a host".to_owned()))?;
+    let port = url.port.unwrap_or(9418);
+    let shown = remote::redact_url(&request.url.url);
+    let address = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| SourceError::Git(format!("cannot resolve '{shown}': {e}")))?
+        .next()
+        .ok_or_else(|| SourceError::Git(format!("cannot resolve '{shown}'")))?;
+    let connect_timeout = request.timeout.min(Duration::from_secs(30));
+    let stream = std::net::TcpStream::connect_timeout(&address, connect_timeout)
+        .map_err(|e| SourceError::Git(format!("cannot connect to '{shown}': {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let read = stream
+        .try_clone()
+        .map_err(|e| SourceError::Git(format!("connection to '{shown}': {e}")))?;
+    Ok(git::blocking_io::Connection::new(
+        GuardedReader::new(read, guard.clone(), true),
+        stream,
+        Protocol::V2,
+        url.path.clone(),
+        Some((host.to_owned(), url.port)),
+        git::ConnectMode::Daemon,
+        false,
+    ))
 }
 
 /// The curl options of one fetch: CA from the Secret, bearer header, timeouts, no redirects
@@ -471,7 +635,7 @@ fn http_options(
 fn list_tags(
     repo: &gix::Repository,
     request: &FetchRequest,
-    deadline: Instant,
+    guard: &Arc<Guard>,
 ) -> Result<Vec<String>, SourceError> {
     let secrets = request.credentials.secrets();
     let remote = repo
@@ -480,7 +644,7 @@ fn list_tags(
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(["refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         .map_err(|e| classify("refspec", &e, &secrets))?;
-    let connection = connect(&remote, request, &secrets, deadline)?;
+    let connection = connect(&remote, request, &secrets, guard)?;
     let (ref_map, _handshake) = connection
         .ref_map(gix::progress::Discard, Default::default())
         .map_err(|e| classify("listing remote tags", &e, &secrets))?;

@@ -8,9 +8,11 @@
 //! - [`git`]: the blocking fetch (ls-refs, skip when unchanged, shallow single-ref fetch);
 //! - [`ssh`]: the in-process ssh:// transport (russh exec channel bridged into gix);
 //! - [`known_hosts`]: strict host key checking against the Secret's `known_hosts`;
+//! - [`limits`]: the table of size limits (defaults, flags, `spec.limits` fields, labels);
+//! - [`transfer`]: deadline, cancellation and limits enforced while the bytes arrive;
 //! - [`tree`]: tree walk with ignore rules, hostile-entry checks and caps;
 //! - [`artifact`]: the artifact format, its writer and [`artifact::unpack_verified`];
-//! - [`storage`]: content-addressed files on disk, GC;
+//! - [`storage`]: content-addressed files on disk, GC, per-repository claims, the storage cap;
 //! - [`server`]: the artifact HTTP server.
 
 pub mod artifact;
@@ -18,11 +20,13 @@ pub mod credentials;
 mod ecdsa_key;
 pub mod git;
 pub mod known_hosts;
+pub mod limits;
 pub mod reference;
 pub mod remote;
 pub mod server;
 pub mod ssh;
 pub mod storage;
+pub mod transfer;
 pub mod tree;
 
 use std::path::PathBuf;
@@ -32,7 +36,9 @@ use crate::api::conditions::reasons;
 
 pub use artifact::{ArtifactError, UnpackLimits, unpack_verified};
 pub use git::{FetchOutcome, FetchRequest, fetch};
+pub use limits::{Limit, LimitExceeded, SourceLimits};
 pub use storage::Storage;
+pub use transfer::{CancelCause, FetchControl};
 
 /// Settings of the source controller and artifact server (flags of the reconciler binary).
 #[derive(Clone, Debug)]
@@ -45,8 +51,11 @@ pub struct SourceConfig {
     pub concurrency: usize,
     /// Accept `file://` URLs (`--allow-file-urls`, tests only).
     pub allow_file_urls: bool,
-    /// Caps on each artifact's content.
-    pub limits: UnpackLimits,
+    /// Size limits of every fetch (each GitRepository may tighten them).
+    pub limits: SourceLimits,
+    /// Cap on the bytes in storage (`--storage-max-bytes`; 0: none): the least recently used
+    /// git caches are evicted to stay under it.
+    pub max_storage_bytes: u64,
     /// Artifacts kept per GitRepository (older ones are garbage-collected).
     pub keep_artifacts: usize,
     /// Fetch timeout when `spec.timeout` is not set.
@@ -60,7 +69,8 @@ impl Default for SourceConfig {
             storage_adv_addr: "localhost:9090".to_owned(),
             concurrency: 4,
             allow_file_urls: false,
-            limits: UnpackLimits::default(),
+            limits: SourceLimits::default(),
+            max_storage_bytes: 0,
             keep_artifacts: 2,
             default_timeout: Duration::from_secs(60),
         }
@@ -98,8 +108,21 @@ pub enum SourceError {
     Git(String),
     #[error("fetch timed out after {0:?}")]
     Timeout(Duration),
-    #[error("fetch cancelled")]
-    Cancelled,
+    #[error("fetch cancelled: {0}")]
+    Cancelled(CancelCause),
+    /// The interrupt flag was seen; [`fetch`] replaces it with the cause recorded.
+    #[error("fetch interrupted")]
+    Interrupted,
+    #[error("{}{exceeded}; the fetch was stopped", revision.as_deref().map(|r| format!("revision '{r}' refused: ")).unwrap_or_default())]
+    LimitExceeded {
+        /// The revision being fetched, when known by then.
+        revision: Option<String>,
+        exceeded: LimitExceeded,
+    },
+    #[error(
+        "{cause} (the remote still points at '{revision}': not downloaded again until the remote revision, the spec or the limits change)"
+    )]
+    StillRefused { revision: String, cause: String },
     #[error("hostile content at '{path}': {reason}")]
     HostileContent { path: String, reason: String },
     #[error("storage: {0}")]
@@ -117,11 +140,31 @@ impl SourceError {
             Self::Credentials { .. } | Self::AuthenticationFailed(_) | Self::HostKey(_) => {
                 reasons::AUTHENTICATION_FAILED
             }
-            Self::RefNotFound { .. } | Self::Git(_) | Self::Timeout(_) | Self::Cancelled => {
-                reasons::GIT_OPERATION_FAILED
-            }
+            Self::RefNotFound { .. }
+            | Self::Git(_)
+            | Self::Timeout(_)
+            | Self::Cancelled(_)
+            | Self::Interrupted => reasons::GIT_OPERATION_FAILED,
+            Self::LimitExceeded { .. } | Self::StillRefused { .. } => reasons::SIZE_LIMIT_EXCEEDED,
             Self::HostileContent { .. } => reasons::HOSTILE_CONTENT,
             Self::Storage(_) => reasons::STORAGE_OPERATION_FAILED,
+        }
+    }
+
+    /// The revision refused for its content (a limit or hostile content): fetching it again
+    /// cannot succeed until the remote moves, so it is not downloaded again.
+    pub fn refused_revision(&self) -> Option<&str> {
+        match self {
+            Self::LimitExceeded { revision, .. } => revision.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The limit that stopped the fetch, if one did.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Self::LimitExceeded { exceeded, .. } => Some(exceeded.limit),
+            _ => None,
         }
     }
 

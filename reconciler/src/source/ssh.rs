@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::SourceError;
 use super::known_hosts::{KnownHosts, KnownHostsError};
 use super::remote::redact_url;
+use super::transfer::{Guard, GuardedReader};
 
 /// User name when the URL has none (what every git hosting service uses).
 pub const DEFAULT_USER: &str = "git";
@@ -376,6 +377,7 @@ pub fn connect(
     url: &str,
     auth: &SshAuth<'_>,
     deadline: std::time::Instant,
+    guard: Arc<Guard>,
 ) -> Result<Box<dyn Transport + Send>, SourceError> {
     let key = decode_identity(auth.secret, auth.identity, auth.password)?;
     let runtime = runtime()?.handle().clone();
@@ -393,7 +395,7 @@ pub fn connect(
         }
     })?;
     let connection = Connection::new(
-        reader,
+        GuardedReader::new(reader, guard, true),
         writer,
         Protocol::V2,
         target.path.as_str(),

@@ -11,7 +11,8 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::artifact::{ArtifactError, ArtifactWriter, PackedArtifact, UnpackLimits, digest_hex};
 
@@ -26,6 +27,8 @@ pub enum StorageError {
     },
     #[error("invalid object name '{0}' for storage")]
     InvalidName(String),
+    #[error("a previous fetch of {0} is still ending; retrying")]
+    Busy(String),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
 }
@@ -52,6 +55,89 @@ fn check_name(name: &str) -> Result<(), StorageError> {
     } else {
         Err(StorageError::InvalidName(name.to_owned()))
     }
+}
+
+/// Object stores claimed by a fetch or a removal in this process (see [`Storage::claim`]).
+static CLAIMED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// How long [`Storage::claim`] waits for the previous holder (a cancelled fetch unwinds well
+/// within this).
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+
+/// Marker file whose mtime says when an object store was last used (for LRU eviction).
+const LAST_USED: &str = "gitops-last-used";
+
+/// Exclusive use of one GitRepository's object store and artifact directory by this process;
+/// released on drop.
+#[derive(Debug)]
+pub struct Claim {
+    git_dir: PathBuf,
+    /// Files a killed process had left (locks, temporary packs and artifacts), removed when
+    /// the claim was taken.
+    pub recovered: Vec<PathBuf>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut claimed) = CLAIMED.lock() {
+            claimed.retain(|p| p != &self.git_dir);
+        }
+    }
+}
+
+fn is_claimed(git_dir: &Path) -> bool {
+    CLAIMED
+        .lock()
+        .map(|c| c.iter().any(|p| p == git_dir))
+        .unwrap_or(true)
+}
+
+/// Leftovers of an interrupted writer inside an object store: gix's lock files
+/// (`shallow.lock`, `packed-refs.lock`, `refs/**/*.lock`, ...), its temporary pack and index
+/// files and `.keep` files of packs whose refs were never written.
+fn is_leftover(name: &str) -> bool {
+    name.ends_with(".lock") || name.starts_with(".tmp") || name.ends_with(".keep")
+}
+
+/// Removes leftovers under `dir` (recursively, to a bounded depth); returns what was removed.
+fn remove_leftovers(dir: &Path, depth: usize, removed: &mut Vec<PathBuf>) {
+    let Ok(read) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() && depth > 0 {
+            remove_leftovers(&path, depth - 1, removed);
+        } else if kind.is_file() && is_leftover(&name) && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+}
+
+/// Bytes of regular files under `path` (not following symlinks).
+fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return if meta.is_file() { meta.len() } else { 0 };
+    }
+    fs::read_dir(path)
+        .map(|read| read.flatten().map(|e| disk_usage(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// What [`Storage::enforce_cap`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapOutcome {
+    /// Bytes in storage afterwards.
+    pub bytes: u64,
+    /// Object stores evicted (`namespace/name`), least recently used first.
+    pub evicted: Vec<String>,
 }
 
 /// The artifact store rooted at one directory.
@@ -143,6 +229,95 @@ impl Storage {
             .join("git")
             .join(namespace)
             .join(format!("{name}.git")))
+    }
+
+    /// Takes exclusive use of the object store and artifact directory of `namespace/name`
+    /// within this process, waiting up to [`CLAIM_WAIT`] for a previous holder.
+    ///
+    /// Expected flow: every fetch and every removal claims first. Guarantees: while the claim
+    /// is held nothing else in this process writes there, so lock files and temporary files
+    /// found there are leftovers of a killed process and are removed (reported in
+    /// [`Claim::recovered`]). Assumptions: one reconciler process uses a storage directory at a
+    /// time (leader election); a second process writing the same directory would have its
+    /// locks taken for leftovers.
+    pub fn claim(&self, namespace: &str, name: &str) -> Result<Claim, StorageError> {
+        let git_dir = self.git_dir(namespace, name)?;
+        let artifact_dir = self.root.join(Self::artifact_dir(namespace, name)?);
+        let started = Instant::now();
+        loop {
+            {
+                let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+                if !claimed.contains(&git_dir) {
+                    claimed.push(git_dir.clone());
+                    break;
+                }
+            }
+            if started.elapsed() > CLAIM_WAIT {
+                return Err(StorageError::Busy(format!("{namespace}/{name}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut recovered = Vec::new();
+        remove_leftovers(&git_dir, 8, &mut recovered);
+        remove_leftovers(&artifact_dir, 0, &mut recovered);
+        if git_dir.is_dir() {
+            let _ = fs::write(git_dir.join(LAST_USED), b"");
+        }
+        Ok(Claim { git_dir, recovered })
+    }
+
+    /// Bytes of everything in storage.
+    pub fn usage(&self) -> u64 {
+        disk_usage(&self.root)
+    }
+
+    /// Keeps storage under `max_bytes` by evicting whole object stores (the git caches, which
+    /// the next fetch rebuilds) least recently used first, skipping any claimed right now.
+    /// Artifacts are never evicted here: they are what the cluster is served (each
+    /// GitRepository keeps only its last few, see [`Storage::gc`]). `max_bytes == 0` means no
+    /// cap.
+    pub fn enforce_cap(&self, max_bytes: u64) -> CapOutcome {
+        let mut bytes = self.usage();
+        let mut evicted = Vec::new();
+        if max_bytes == 0 || bytes <= max_bytes {
+            return CapOutcome { bytes, evicted };
+        }
+        let mut caches = Vec::new();
+        if let Ok(namespaces) = fs::read_dir(self.root.join("git")) {
+            for ns in namespaces.flatten() {
+                let Ok(stores) = fs::read_dir(ns.path()) else {
+                    continue;
+                };
+                for store in stores.flatten() {
+                    let path = store.path();
+                    let used = fs::metadata(path.join(LAST_USED))
+                        .or_else(|_| store.metadata())
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    let label = format!(
+                        "{}/{}",
+                        ns.file_name().to_string_lossy(),
+                        store.file_name().to_string_lossy().trim_end_matches(".git")
+                    );
+                    caches.push((used, label, path));
+                }
+            }
+        }
+        caches.sort();
+        for (_, label, path) in caches {
+            if bytes <= max_bytes {
+                break;
+            }
+            if is_claimed(&path) {
+                continue;
+            }
+            let size = disk_usage(&path);
+            if fs::remove_dir_all(&path).is_ok() {
+                bytes = bytes.saturating_sub(size);
+                evicted.push(label);
+            }
+        }
+        CapOutcome { bytes, evicted }
     }
 
     /// Starts writing an artifact for `namespace/name`.
@@ -260,6 +435,7 @@ impl Storage {
     /// Removes everything stored for `namespace/name` (artifacts and object store): used when
     /// the GitRepository is deleted.
     pub fn remove_all(&self, namespace: &str, name: &str) -> Result<(), StorageError> {
+        let _claim = self.claim(namespace, name)?;
         let dir = self.root.join(Self::artifact_dir(namespace, name)?);
         for path in [dir, self.git_dir(namespace, name)?] {
             match fs::remove_dir_all(&path) {
@@ -355,6 +531,79 @@ mod tests {
         assert!(storage.exists(&stored[4].path));
         storage.remove_all("ns", "repo").unwrap();
         assert!(!storage.exists(&stored[4].path));
+        fs::remove_dir_all(storage.root()).unwrap();
+    }
+
+    #[test]
+    fn a_claim_is_exclusive_and_removes_what_a_killed_process_left() {
+        let storage = store("claim");
+        let git_dir = storage.git_dir("ns", "repo").unwrap();
+        fs::create_dir_all(git_dir.join("objects/pack")).unwrap();
+        fs::create_dir_all(git_dir.join("refs/heads")).unwrap();
+        for leftover in [
+            "shallow.lock",
+            "refs/heads/main.lock",
+            "objects/pack/.tmpAbC123",
+            "objects/pack/pack-1.keep",
+        ] {
+            fs::write(git_dir.join(leftover), b"x").unwrap();
+        }
+        fs::write(git_dir.join("objects/pack/pack-1.pack"), b"kept").unwrap();
+        let artifacts = storage.root().join("gitrepository/ns/repo");
+        fs::create_dir_all(&artifacts).unwrap();
+        fs::write(artifacts.join(".tmp-1-2"), b"partial").unwrap();
+
+        let claim = storage.claim("ns", "repo").unwrap();
+        assert_eq!(claim.recovered.len(), 5, "{:?}", claim.recovered);
+        assert!(!git_dir.join("shallow.lock").exists());
+        assert!(git_dir.join("objects/pack/pack-1.pack").exists());
+        // A second claim waits for the first and then gets it.
+        let other = storage.clone();
+        let waiter = std::thread::spawn(move || {
+            let started = Instant::now();
+            let claim = other.claim("ns", "repo");
+            (claim.is_ok(), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        drop(claim);
+        let (ok, waited) = waiter.join().unwrap();
+        assert!(ok && waited >= Duration::from_millis(250), "{waited:?}");
+        fs::remove_dir_all(storage.root()).unwrap();
+    }
+
+    #[test]
+    fn the_cap_evicts_least_recently_used_caches_but_not_claimed_ones() {
+        let storage = store("cap");
+        for (name, size) in [("old", 3000), ("busy", 3000), ("new", 3000)] {
+            let dir = storage.git_dir("ns", name).unwrap();
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("objects.bin"), vec![0u8; size]).unwrap();
+            let claim = storage.claim("ns", name).unwrap();
+            drop(claim);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // "old" is the least recently used, then "busy" (held now), then "new".
+        let busy = storage.claim("ns", "busy").unwrap();
+        let busy_used = storage.git_dir("ns", "busy").unwrap().join(LAST_USED);
+        let old_time = fs::metadata(storage.git_dir("ns", "old").unwrap().join(LAST_USED))
+            .unwrap()
+            .modified()
+            .unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&busy_used)
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
+        let outcome = storage.enforce_cap(4000);
+        assert_eq!(
+            outcome.evicted,
+            vec!["ns/old".to_owned(), "ns/new".to_owned()]
+        );
+        assert!(outcome.bytes <= 4000, "{outcome:?}");
+        assert!(storage.git_dir("ns", "busy").unwrap().exists());
+        drop(busy);
+        assert_eq!(storage.enforce_cap(0).evicted, Vec::<String>::new());
         fs::remove_dir_all(storage.root()).unwrap();
     }
 

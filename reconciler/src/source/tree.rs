@@ -19,6 +19,7 @@ use gix::objs::tree::EntryKind;
 
 use super::SourceError;
 use super::artifact::{ArtifactError, ArtifactWriter, check_relative_path};
+use super::limits::{Limit, LimitExceeded};
 
 /// Paths excluded from every artifact unless `spec.ignore` re-includes them (gitignore syntax):
 /// VCS and CI metadata, archives and images — the kinds of files Flux leaves out by default.
@@ -58,7 +59,40 @@ pub struct TreeStats {
     pub files: u64,
     pub ignored: u64,
     pub dropped_symlinks: u64,
+    /// The first [`MAX_REPORTED`] dropped symlinks, for the status.
+    pub dropped_symlink_paths: Vec<String>,
     pub submodules: u64,
+}
+
+/// How many dropped symlinks are named in the status (the count is always complete).
+pub const MAX_REPORTED: usize = 10;
+
+impl TreeStats {
+    /// A sentence for the status when something in the tree was left out of the artifact
+    /// without failing the fetch (symlinks, submodules); `None` when nothing was.
+    pub fn dropped_note(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.dropped_symlinks > 0 {
+            let mut named = self.dropped_symlink_paths.join(", ");
+            let more = self
+                .dropped_symlinks
+                .saturating_sub(self.dropped_symlink_paths.len() as u64);
+            if more > 0 {
+                named.push_str(&format!(" and {more} more"));
+            }
+            parts.push(format!(
+                "{} symlink(s) dropped (symlinks are never written into artifacts): {named}",
+                self.dropped_symlinks
+            ));
+        }
+        if self.submodules > 0 {
+            parts.push(format!(
+                "{} submodule(s) dropped (submodules are never fetched)",
+                self.submodules
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// The ignore rules of one walk.
@@ -221,7 +255,7 @@ fn walk<W: std::io::Write>(
     }
     for (path, kind, oid) in entries {
         if interrupt.load(Ordering::Relaxed) {
-            return Err(SourceError::Cancelled);
+            return Err(SourceError::Interrupted);
         }
         if !seen_folded.insert(path.to_lowercase()) {
             return Err(hostile(
@@ -270,6 +304,9 @@ fn walk<W: std::io::Write>(
                 let blob = repo.find_blob(oid).map_err(git)?;
                 check_symlink(&path, &blob.data)?;
                 stats.dropped_symlinks += 1;
+                if stats.dropped_symlink_paths.len() < MAX_REPORTED {
+                    stats.dropped_symlink_paths.push(path);
+                }
             }
             EntryKind::Commit => stats.submodules += 1,
         }
@@ -278,14 +315,18 @@ fn walk<W: std::io::Write>(
 }
 
 fn limit_error(path: &str, e: ArtifactError) -> SourceError {
+    let exceeded = |limit, max, value| SourceError::LimitExceeded {
+        revision: None,
+        exceeded: LimitExceeded {
+            limit,
+            max,
+            value,
+            at: Some(format!("at '{path}'")),
+        },
+    };
     match e {
-        ArtifactError::TooLarge { limit } => hostile(
-            path,
-            format!("the tree exceeds the size limit of {limit} bytes"),
-        ),
-        ArtifactError::TooManyEntries { limit } => {
-            hostile(path, format!("the tree exceeds the limit of {limit} files"))
-        }
+        ArtifactError::TooLarge { limit, value } => exceeded(Limit::TreeSize, limit, value),
+        ArtifactError::TooManyEntries { limit, value } => exceeded(Limit::Files, limit, value),
         ArtifactError::HostileEntry { reason, .. } => hostile(path, reason),
         other => SourceError::Storage(other.to_string()),
     }
@@ -350,6 +391,24 @@ mod tests {
         assert!(rules.is_ignored("deploy/local-only", true));
         assert!(!rules.is_ignored("other/local-only", true));
         assert!(!rules.is_ignored("secret.yaml", false));
+    }
+
+    #[test]
+    fn dropped_entries_are_named_for_the_status() {
+        assert_eq!(TreeStats::default().dropped_note(), None);
+        let stats = TreeStats {
+            dropped_symlinks: 12,
+            dropped_symlink_paths: (0..MAX_REPORTED).map(|i| format!("l{i}")).collect(),
+            submodules: 1,
+            ..TreeStats::default()
+        };
+        let note = stats.dropped_note().unwrap();
+        assert!(note.starts_with("12 symlink(s) dropped"), "{note}");
+        assert!(
+            note.contains("l0, l1") && note.contains("and 2 more"),
+            "{note}"
+        );
+        assert!(note.contains("1 submodule(s) dropped"), "{note}");
     }
 
     #[test]
