@@ -15,13 +15,17 @@ mod error;
 mod host;
 mod manifests;
 mod output;
+mod slots;
 mod store;
+mod structure;
 mod tenancy;
+mod wasi;
 
 pub use builtin::BUILTINS;
 pub use error::{PipelineError, PolicyError};
 pub use host::{HostConfig, ModuleInfo, PolicyHost};
 pub use manifests::{ManifestError, read_manifests};
+pub use structure::CodeLimits;
 
 use crate::api::FailurePolicy;
 use serde_json::Value;
