@@ -60,6 +60,9 @@ pub struct HostConfig {
     pub max_instances: u32,
     /// Instances one tenant (namespace of the Kustomization) may hold at once; default 8.
     pub max_instances_per_tenant: u32,
+    /// Time a tenant's failed calls may take (a token bucket draining this much per minute);
+    /// beyond it the tenant's calls are refused until it drained. Default 5 s.
+    pub tenant_failure_budget: Duration,
     /// Limits on the code of a component, checked before compiling.
     pub code: CodeLimits,
     /// Violations kept per validating step; the rest are counted in one summary; default 1,000.
@@ -85,6 +88,7 @@ impl Default for HostConfig {
             compile_timeout: Duration::from_secs(60),
             max_instances: 32,
             max_instances_per_tenant: 8,
+            tenant_failure_budget: Duration::from_secs(5),
             code: CodeLimits::default(),
             max_violations: 1_000,
             max_message_bytes: 1024,
@@ -283,6 +287,7 @@ impl PolicyHost {
         let slots = Slots::new(
             config.max_instances.max(1) as usize,
             config.max_instances_per_tenant as usize,
+            config.tenant_failure_budget,
         );
         Ok(PolicyHost {
             inner: Arc::new(Inner {
@@ -590,7 +595,7 @@ impl PolicyHost {
         let inner = &self.inner;
         let config = &inner.config;
         let deadline = Instant::now() + config.deadline;
-        let _slot = inner
+        let mut slot = inner
             .slots
             .take(tenant, deadline)
             .map_err(|full| PolicyError::NoInstanceSlot {
@@ -601,6 +606,11 @@ impl PolicyHost {
                         "its tenant (namespace {tenant:?}) already runs {n} policy instances, its limit"
                     ),
                     Full::Host(n) => format!("all {n} policy instance slots are in use"),
+                    Full::Budget(wait) => format!(
+                        "the policies of its tenant (namespace {tenant:?}) failed for more than {:?} in the last minute; its calls are refused for {}s more",
+                        config.tenant_failure_budget,
+                        wait.as_secs() + 1
+                    ),
                 },
             })?;
         let mut store = Store::new(
@@ -625,6 +635,10 @@ impl PolicyHost {
             .instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| f(&instance, &mut store));
+        if result.is_err() {
+            // Charged to the tenant's failure budget when the slot is given back.
+            slot.failed();
+        }
         let dropped = store.data().dropped_logs;
         if dropped > 0 {
             tracing::warn!(

@@ -6,10 +6,17 @@
 //! tenant (the namespace of the Kustomization) holds at most `per_tenant` slots, so tenants
 //! whose policies run until their deadlines cannot take the slots other tenants need; a call
 //! that finds no free slot waits, at most until its own deadline.
+//!
+//! Slots bound how many instances a tenant holds, not how much CPU its failing calls burn one
+//! after another. So each tenant also has a failure budget, a token bucket of time: the time of
+//! every call that failed (ran into its deadline, its memory cap, trapped, returned bad output)
+//! is charged to it, the bucket drains at `budget` per minute, and while it holds more than
+//! `budget` the tenant's calls are refused at once (retried later). A tenant whose policies
+//! work is never charged.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why no slot was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,12 +25,16 @@ pub(crate) enum Full {
     Tenant(usize),
     /// Every slot of the process is taken.
     Host(usize),
+    /// The tenant's failed calls used up its failure budget; it is refused for this long.
+    Budget(Duration),
 }
 
 #[derive(Default)]
 struct InUse {
     total: usize,
     by_tenant: HashMap<String, usize>,
+    /// Failure time charged to each tenant, as of the instant recorded with it.
+    charged: HashMap<String, (Instant, Duration)>,
 }
 
 /// The slot table of one host.
@@ -32,21 +43,40 @@ pub(crate) struct Slots {
     freed: Condvar,
     total: usize,
     per_tenant: usize,
+    /// Failure time a tenant may accumulate; also what drains from it per minute.
+    budget: Duration,
 }
 
-/// One taken slot; given back on drop.
+/// One taken slot; given back on drop, charging its time to the tenant's failure budget if
+/// the call was marked [`Slot::failed`].
 pub(crate) struct Slot<'a> {
     slots: &'a Slots,
     tenant: String,
+    taken: Instant,
+    failed: bool,
+}
+
+impl Slot<'_> {
+    /// Marks the call as failed: its time counts against the tenant's failure budget.
+    pub(crate) fn failed(&mut self) {
+        self.failed = true;
+    }
+}
+
+/// What is left charged of `charged` at `at` after `now - at` of draining at `budget` per
+/// minute.
+fn drained(charged: Duration, at: Instant, now: Instant, budget: Duration) -> Duration {
+    charged.saturating_sub(budget.mul_f64(now.saturating_duration_since(at).as_secs_f64() / 60.0))
 }
 
 impl Slots {
-    pub(crate) fn new(total: usize, per_tenant: usize) -> Slots {
+    pub(crate) fn new(total: usize, per_tenant: usize, budget: Duration) -> Slots {
         Slots {
             in_use: Mutex::new(InUse::default()),
             freed: Condvar::new(),
             total: total.max(1),
             per_tenant: per_tenant.clamp(1, total.max(1)),
+            budget,
         }
     }
 
@@ -58,6 +88,15 @@ impl Slots {
     /// Takes a slot for `tenant`, waiting for one until `deadline` at most.
     pub(crate) fn take(&self, tenant: &str, deadline: Instant) -> Result<Slot<'_>, Full> {
         let mut in_use = self.lock();
+        if let Some((at, charged)) = in_use.charged.get(tenant).copied() {
+            let now = Instant::now();
+            let left = drained(charged, at, now, self.budget);
+            if left > self.budget {
+                // Refused until it drained back to the budget.
+                let wait = (left - self.budget).mul_f64(60.0 / self.budget.as_secs_f64().max(1e-3));
+                return Err(Full::Budget(wait));
+            }
+        }
         loop {
             let mine = in_use.by_tenant.get(tenant).copied().unwrap_or(0);
             let full = if mine >= self.per_tenant {
@@ -73,6 +112,8 @@ impl Slots {
                 return Ok(Slot {
                     slots: self,
                     tenant: tenant.to_owned(),
+                    taken: Instant::now(),
+                    failed: false,
                 });
             };
             let now = Instant::now();
@@ -96,6 +137,23 @@ impl Slots {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut in_use = self.slots.lock();
+        if self.failed {
+            let now = Instant::now();
+            let budget = self.slots.budget;
+            let spent = now.saturating_duration_since(self.taken);
+            let entry = in_use
+                .charged
+                .entry(self.tenant.clone())
+                .or_insert((now, Duration::ZERO));
+            *entry = (now, drained(entry.1, entry.0, now, budget) + spent);
+        }
+        // Forget tenants whose charge drained away, so the table does not grow without bound.
+        if in_use.charged.len() > 1024 {
+            let (now, budget) = (Instant::now(), self.slots.budget);
+            in_use
+                .charged
+                .retain(|_, (at, charged)| !drained(*charged, *at, now, budget).is_zero());
+        }
         in_use.total = in_use.total.saturating_sub(1);
         if let Some(n) = in_use.by_tenant.get_mut(&self.tenant) {
             *n -= 1;
@@ -111,11 +169,35 @@ impl Drop for Slot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn failing_calls_use_up_the_tenant_budget_and_working_ones_never_do() {
+        let slots = Slots::new(4, 4, Duration::from_millis(100));
+        let far = || Instant::now() + Duration::from_secs(5);
+        for _ in 0..3 {
+            let _ok = slots.take("good", far()).expect("free");
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        let mut failing = slots.take("bad", far()).expect("free");
+        failing.failed();
+        std::thread::sleep(Duration::from_millis(150));
+        drop(failing);
+        match slots.take("bad", far()) {
+            Err(Full::Budget(wait)) => {
+                assert!(wait > Duration::ZERO && wait < Duration::from_secs(60))
+            }
+            other => panic!("the failing tenant was not refused: {:?}", other.err()),
+        }
+        assert!(
+            slots.take("good", far()).is_ok(),
+            "the working tenant was charged"
+        );
+        assert_eq!(slots.in_use(), 0);
+    }
 
     #[test]
     fn a_tenant_is_capped_and_slots_come_back_on_drop() {
-        let slots = Slots::new(3, 2);
+        let slots = Slots::new(3, 2, Duration::from_secs(5));
         let soon = || Instant::now() + Duration::from_millis(20);
         let a1 = slots.take("a", soon()).expect("free");
         let a2 = slots.take("a", soon()).expect("free");
@@ -133,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_waiting_call_gets_a_slot_freed_before_its_deadline() {
-        let slots = std::sync::Arc::new(Slots::new(1, 1));
+        let slots = std::sync::Arc::new(Slots::new(1, 1, Duration::from_secs(5)));
         let held = slots.take("a", Instant::now()).expect("free");
         std::thread::scope(|s| {
             s.spawn(|| {

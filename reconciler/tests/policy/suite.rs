@@ -43,11 +43,13 @@ fn tenant(namespace: &str) -> PolicyContext {
     }
 }
 
+/// A case, run as a tenant of its own (so the failure budget of one case never refuses
+/// another).
 fn case(name: &'static str, step: PolicyStep, expect: Expect) -> Case {
     Case {
         name,
+        ctx: tenant(&step.name),
         step,
-        ctx: tenant("suite"),
         expect,
     }
 }
@@ -263,7 +265,7 @@ fn cases() -> Vec<Case> {
         step: breach,
         ctx: PolicyContext {
             tenancy: Some(Tenancy::default()),
-            ..tenant("suite")
+            ..tenant("suite-tenancy")
         },
         expect: fails(&["hostile-add-cluster-object: transform output breaks tenancy: ClusterRoleBinding tenant-is-admin"]),
     });
@@ -275,7 +277,7 @@ fn cases() -> Vec<Case> {
                 cluster_scoped_kinds: vec!["ClusterIssuer.cert-manager.io".to_owned()],
                 ..Tenancy::default()
             }),
-            ..tenant("suite")
+            ..tenant("suite-tenancy")
         },
         expect: fails(&["hostile-add-cluster-custom-object: transform output breaks tenancy: ClusterIssuer tenant-issuer"]),
     });
@@ -292,7 +294,7 @@ fn cases() -> Vec<Case> {
 /// The good call that must work after each hostile one.
 fn still_works(host: &PolicyHost) -> Result<(), String> {
     let outcome = host
-        .run_pipeline(&[hostile("ok")], &tenant("suite"), objects())
+        .run_pipeline(&[hostile("ok")], &tenant("suite-good"), objects())
         .map_err(|e| format!("a good policy failed after a hostile one: {e}"))?;
     (outcome.objects == objects())
         .then_some(())
@@ -466,4 +468,37 @@ fn the_most_expensive_accepted_code_compiles_in_seconds() {
         "the code limits refused it: {e}"
     );
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+}
+
+/// A tenant whose calls keep failing uses up its failure budget and is then refused at once,
+/// naming why; another tenant is not affected, and the slots all come back.
+#[test]
+fn a_tenant_whose_policies_keep_failing_is_refused_until_its_budget_drains() {
+    let host = host_with(|c| {
+        c.deadline = Duration::from_millis(500);
+        c.tenant_failure_budget = Duration::from_millis(800);
+    });
+    for _ in 0..2 {
+        let e = host
+            .run_pipeline(&[hostile("loop")], &tenant("evil"), objects())
+            .expect_err("loops");
+        assert!(e.to_string().contains("exceeded its deadline"), "{e}");
+    }
+    let started = Instant::now();
+    let e = host
+        .run_pipeline(&[hostile("loop")], &tenant("evil"), objects())
+        .expect_err("refused");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.to_string().contains(
+            "did not start before its deadline: the policies of its tenant (namespace \"evil\") failed for more than 800ms in the last minute"
+        ),
+        "{e}"
+    );
+    still_works_for(&host, "good");
+    assert_eq!(host.slots_in_use(), 0);
 }
