@@ -73,6 +73,12 @@ pub enum Mode {
     ViolationFlood,
 }
 
+/// `objects` with `object` added at the end.
+fn appended(mut objects: Vec<Object>, object: Value) -> Vec<Object> {
+    objects.push(Object::from(object));
+    objects
+}
+
 /// One ConfigMap whose `data.x` is `tail` verbatim: the head is valid, the rest is what a
 /// careless or hostile policy might write (the SDK hands such text back unparsed).
 fn raw(tail: String) -> Result<Vec<Object>, PolicyError> {
@@ -247,27 +253,25 @@ impl Policy for Hostile {
             // `gigabyte`; here it is the same object list in honest form, a few entries long.
             Mode::GigabyteOutput => Ok(vec![json!({"kind": "ConfigMap"}).into(); 4]),
             Mode::BadJson => Ok(vec![Value::String("not an object".to_owned()).into()]),
-            Mode::AddClusterObject => {
-                let mut objects = objects;
-                objects.push(Object::from(json!({
+            Mode::AddClusterObject => Ok(appended(
+                objects,
+                json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": "ClusterRoleBinding",
                     "metadata": {"name": "tenant-is-admin"},
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
                     "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "apps"}]
-                })));
-                Ok(objects)
-            }
-            Mode::AddClusterCustomObject => {
-                let mut objects = objects;
-                objects.push(Object::from(json!({
+                }),
+            )),
+            Mode::AddClusterCustomObject => Ok(appended(
+                objects,
+                json!({
                     "apiVersion": "cert-manager.io/v1",
                     "kind": "ClusterIssuer",
                     "metadata": {"name": "tenant-issuer"},
                     "spec": {"selfSigned": {}}
-                })));
-                Ok(objects)
-            }
+                }),
+            )),
             Mode::Remember => {
                 if REMEMBERED.swap(true, Ordering::Relaxed) {
                     return Err(PolicyError {

@@ -371,15 +371,6 @@ fn wat_step(name: &str, wat: &str) -> PolicyStep {
     bytes_step(name, wat::parse_str(wat).expect("valid WAT"))
 }
 
-fn bytes_step(name: &str, bytes: Vec<u8>) -> PolicyStep {
-    PolicyStep {
-        name: name.to_owned(),
-        module: component(bytes),
-        config: serde_json::Value::Null,
-        failure_policy: FailurePolicy::Fail,
-    }
-}
-
 #[test]
 fn denied_wasi_import_is_refused_at_load_naming_it() {
     let host = host_with(|_| {});

@@ -54,15 +54,6 @@ fn case(name: &'static str, step: PolicyStep, expect: Expect) -> Case {
     }
 }
 
-fn bytes_step(name: &str, bytes: Vec<u8>) -> PolicyStep {
-    PolicyStep {
-        name: name.to_owned(),
-        module: component(bytes),
-        config: serde_json::Value::Null,
-        failure_policy: FailurePolicy::Fail,
-    }
-}
-
 /// A component with one core function nesting `depth` blocks, `functions` times.
 fn nested_blocks(depth: usize, functions: usize) -> Vec<u8> {
     let body = format!("{}{}", "block ".repeat(depth), "end ".repeat(depth));

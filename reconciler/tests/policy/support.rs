@@ -42,6 +42,16 @@ pub fn hostile(mode: &str) -> PolicyStep {
     }
 }
 
+/// A step running the component `bytes` (with their real digest) with no config.
+pub fn bytes_step(name: &str, bytes: Vec<u8>) -> PolicyStep {
+    PolicyStep {
+        name: name.to_owned(),
+        module: component(bytes),
+        config: Value::Null,
+        failure_policy: FailurePolicy::Fail,
+    }
+}
+
 /// A step running a built-in.
 pub fn builtin(name: &str, config: Value) -> PolicyStep {
     PolicyStep {
