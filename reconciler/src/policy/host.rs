@@ -783,7 +783,19 @@ impl PolicyHost {
                 tenant,
                 wit_ctx: &wit_ctx,
             };
+            let started = Instant::now();
             if let Err(e) = self.transform_step(&step_ctx, tenancy.as_ref(), &mut current) {
+                // A failed call was charged to the tenant's failure budget with its slot; a
+                // refused output is charged here.
+                if matches!(
+                    e,
+                    PolicyError::Failed { .. }
+                        | PolicyError::TooManyObjects { .. }
+                        | PolicyError::MalformedOutput { .. }
+                        | PolicyError::Tenancy { .. }
+                ) {
+                    self.inner.slots.charge(tenant, started.elapsed());
+                }
                 ignore_or_fail(step, e, &mut outcome)?;
             }
         }

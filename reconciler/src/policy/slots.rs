@@ -9,8 +9,9 @@
 //!
 //! Slots bound how many instances a tenant holds, not how much CPU its failing calls burn one
 //! after another. So each tenant also has a failure budget, a token bucket of time: the time of
-//! every call that failed (ran into its deadline, its memory cap, trapped, returned bad output)
-//! is charged to it, the bucket drains at `budget` per minute, and while it holds more than
+//! every call that failed (ran into its deadline, its memory cap, trapped) and of every step
+//! whose output was refused (bad objects, the policy's own error, a tenancy breach) is charged
+//! to it, the bucket drains at `budget` per minute, and while it holds more than
 //! `budget` the tenant's calls are refused at once (retried later). A tenant whose policies
 //! work is never charged.
 
@@ -128,6 +129,28 @@ impl Slots {
         }
     }
 
+    /// Charges `spent` to `tenant`'s failure budget: for a failure found after its call gave
+    /// its slot back (bad output, the policy's own error, a tenancy breach).
+    pub(crate) fn charge(&self, tenant: &str, spent: Duration) {
+        let mut in_use = self.lock();
+        self.charge_locked(&mut in_use, tenant, spent);
+    }
+
+    fn charge_locked(&self, in_use: &mut InUse, tenant: &str, spent: Duration) {
+        let now = Instant::now();
+        let entry = in_use
+            .charged
+            .entry(tenant.to_owned())
+            .or_insert((now, Duration::ZERO));
+        *entry = (now, drained(entry.1, entry.0, now, self.budget) + spent);
+        // Forget tenants whose charge drained away, so the table does not grow without bound.
+        if in_use.charged.len() > 1024 {
+            in_use
+                .charged
+                .retain(|_, (at, charged)| !drained(*charged, *at, now, self.budget).is_zero());
+        }
+    }
+
     /// Slots taken right now.
     pub(crate) fn in_use(&self) -> usize {
         self.lock().total
@@ -138,21 +161,8 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut in_use = self.slots.lock();
         if self.failed {
-            let now = Instant::now();
-            let budget = self.slots.budget;
-            let spent = now.saturating_duration_since(self.taken);
-            let entry = in_use
-                .charged
-                .entry(self.tenant.clone())
-                .or_insert((now, Duration::ZERO));
-            *entry = (now, drained(entry.1, entry.0, now, budget) + spent);
-        }
-        // Forget tenants whose charge drained away, so the table does not grow without bound.
-        if in_use.charged.len() > 1024 {
-            let (now, budget) = (Instant::now(), self.slots.budget);
-            in_use
-                .charged
-                .retain(|_, (at, charged)| !drained(*charged, *at, now, budget).is_zero());
+            self.slots
+                .charge_locked(&mut in_use, &self.tenant, self.taken.elapsed());
         }
         in_use.total = in_use.total.saturating_sub(1);
         if let Some(n) = in_use.by_tenant.get_mut(&self.tenant) {
