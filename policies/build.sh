@@ -20,7 +20,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$GITOPS_CACHE_DIR/target}
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 dist="$root/policies/dist"
 # crate directory under policies/ -> file in dist/
-crates=(image-pinning replica-bounds target-namespace hostile)
+crates=(image-pinning replica-bounds target-namespace hostile hostile-metadata)
 
 mode=build
 case "${1:-}" in

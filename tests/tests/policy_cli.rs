@@ -252,3 +252,93 @@ fn an_unreadable_manifest_directory_exits_2() {
         run.stderr
     );
 }
+
+/// The hostile components through `policy test`, as a policy author would run them: every run
+/// ends within the deadline (1 s) plus 1 s of slack — loading from the compiled-module cache
+/// included — with one line naming the policy and what it did, and the exit code of a policy
+/// that failed to run (6), denied (1), or passed (0: a sleep returns at once).
+#[test]
+fn hostile_policies_end_in_time_with_one_line() {
+    let dist = fixtures().join("../../dist");
+    let configs = std::env::temp_dir().join(format!("policy-cli-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&configs).expect("temp dir");
+    let hostile = dist.join("hostile.wasm").to_string_lossy().into_owned();
+    let run = |module: &str, mode: &str| {
+        let config = configs.join(format!("{mode}.json"));
+        std::fs::write(&config, format!(r#"{{"mode": "{mode}"}}"#)).expect("config");
+        let config = config.to_string_lossy().into_owned();
+        let started = std::time::Instant::now();
+        let run = policy_test(&["--module", module, "--config", &config, "-f", "@manifests"]);
+        (run, started.elapsed())
+    };
+    // Compiled (or taken from the cache) once, outside the timed runs.
+    let _ = run(&hostile, "ok");
+    let cases: &[(&str, i32, &str)] = &[
+        (
+            "loop",
+            6,
+            "✗ policy hostile: transform exceeded its deadline of 1s",
+        ),
+        ("sleep-forever", 0, "hostile saw 5 objects"),
+        ("random-flood", 6, "exceeds limit 4096"),
+        ("panic", 6, "hostile policy panics on purpose"),
+        ("huge-number", 6, "number out of range"),
+        ("lone-surrogate", 6, "hex escape"),
+        ("deep-array", 6, "recursion limit exceeded"),
+        ("memory", 6, "exceeded its memory limit of 67108864 bytes"),
+        (
+            "gigabyte-output",
+            6,
+            "more than the output limit of 67108864 bytes",
+        ),
+        ("violation-flood", 1, "19000 more violations not shown"),
+    ];
+    for (mode, code, text) in cases {
+        let (result, elapsed) = run(&hostile, mode);
+        let result = result.expect(*code);
+        let said = format!("{}{}", result.stdout, result.stderr);
+        assert!(said.contains(text), "{mode}: {said}");
+        assert!(
+            elapsed < std::time::Duration::from_secs(2),
+            "{mode} took {elapsed:?}"
+        );
+        if *code == 6 {
+            // The step line, then one line saying what the policy did.
+            let failure = last_line(&result.stderr);
+            assert!(
+                failure.starts_with("✗ policy hostile") && failure.contains(text),
+                "{mode}: {}",
+                result.stderr
+            );
+            assert_eq!(
+                result.stderr.matches('✗').count(),
+                1,
+                "{mode}: {}",
+                result.stderr
+            );
+        } else {
+            assert!(
+                result.stdout.len() < 2 << 20,
+                "{mode}: {} bytes of output",
+                result.stdout.len()
+            );
+        }
+    }
+    // A component whose metadata never returns is refused at load, within the deadline.
+    let sleepy = dist
+        .join("hostile-metadata.wasm")
+        .to_string_lossy()
+        .into_owned();
+    let _ = run(&sleepy, "ok");
+    let (result, elapsed) = run(&sleepy, "ok");
+    let result = result.expect(6);
+    assert!(
+        result
+            .stderr
+            .starts_with("✗ policy hostile-metadata: metadata exceeded its deadline of 1s"),
+        "{}",
+        result.stderr
+    );
+    assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
+    let _ = std::fs::remove_dir_all(&configs);
+}

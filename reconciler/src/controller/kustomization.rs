@@ -156,6 +156,9 @@ pub enum StageError {
     Policy {
         reason: &'static str,
         message: String,
+        /// Retrying the same spec and revision cannot help (a denial, a bad module, a policy
+        /// that failed the same way it will again): the message names the policy.
+        stalled: bool,
     },
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -187,7 +190,9 @@ impl StageError {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            StageError::InvalidSpec(_) | StageError::DependencyCycle(_)
+            StageError::InvalidSpec(_)
+                | StageError::DependencyCycle(_)
+                | StageError::Policy { stalled: true, .. }
         )
     }
 }
@@ -706,6 +711,7 @@ async fn policy_stage(
     let failed = |message: String| StageError::Policy {
         reason: reasons::POLICY_FAILED,
         message,
+        stalled: false,
     };
     let mut steps = Vec::new();
     if let Some(target) = &ks.spec.target_namespace {
@@ -747,6 +753,17 @@ async fn policy_stage(
         })?;
     let admin =
         ks.spec.service_account_name.is_none() && run.ctx.config.default_service_account.is_none();
+    // A tenant's transforms may not add cluster-scoped objects: which kinds are cluster-scoped
+    // (CRDs included) comes from the cluster. Without that answer nothing runs (fail closed).
+    let cluster_scoped_kinds = if admin {
+        Vec::new()
+    } else {
+        cluster_scoped_kinds(&run.ctx.client).await.map_err(|e| {
+            failed(format!(
+                "reading the cluster's cluster-scoped kinds for the tenancy check: {e}"
+            ))
+        })?
+    };
     let context = PolicyContext {
         kustomization_namespace: run.namespace.clone(),
         kustomization_name: run.name.clone(),
@@ -756,7 +773,7 @@ async fn policy_stage(
         tenancy: Some(Tenancy {
             allowed_namespaces: Vec::new(),
             allow_cluster_scoped: admin,
-            cluster_scoped_kinds: Vec::new(),
+            cluster_scoped_kinds,
         }),
     };
     let outcome = tokio::task::spawn_blocking(move || host.run_pipeline(&steps, &context, objects))
@@ -765,6 +782,7 @@ async fn policy_stage(
         .map_err(|e| StageError::Policy {
             reason: e.reason(),
             message: e.to_string(),
+            stalled: e.is_stalling(),
         })?;
     for warning in &outcome.warnings {
         warn!(%warning, "policy warning");
@@ -773,6 +791,23 @@ async fn policy_stage(
         warn!(error = %ignored, "policy failed and was ignored (failurePolicy: Ignore)");
     }
     Ok(outcome.objects)
+}
+
+/// Every cluster-scoped kind the cluster serves, built-in or from a CRD, as `Kind.group`
+/// (`Kind` for the core group), from aggregated discovery (two requests).
+async fn cluster_scoped_kinds(client: &kube::Client) -> Result<Vec<String>, kube::Error> {
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run_aggregated()
+        .await?;
+    Ok(discovery
+        .groups()
+        .flat_map(|g| g.resources_by_stability())
+        .filter(|(_, caps)| matches!(caps.scope, kube::discovery::Scope::Cluster))
+        .map(|(resource, _)| match resource.group.as_str() {
+            "" => resource.kind,
+            group => format!("{}.{group}", resource.kind),
+        })
+        .collect())
 }
 
 /// Resolves a module reference into bytes the host verifies against the declared sha256.
@@ -787,6 +822,7 @@ async fn resolve_module(
     let failed = |message: String| StageError::Policy {
         reason: reasons::POLICY_FAILED,
         message: format!("policy {step}: {message}"),
+        stalled: false,
     };
     if let Some(name) = &module.builtin {
         return Ok(ModuleSource::Builtin(name.clone()));
@@ -841,6 +877,7 @@ async fn cluster_policy_steps(run: &Run<'_>) -> Result<Vec<crate::policy::Policy
     let failed = |message: String| StageError::Policy {
         reason: reasons::POLICY_FAILED,
         message,
+        stalled: false,
     };
     let api: Api<ClusterPolicy> = Api::all(run.ctx.client.clone());
     let mut policies = api

@@ -37,6 +37,23 @@ pub enum PolicyError {
     /// Compiling did not finish within the compile-time bound.
     #[error("policy {policy}: compiling the module took longer than {limit:?}")]
     CompileTimeout { policy: String, limit: Duration },
+    /// Not compiled now: earlier compilations that exceeded the compile timeout are still
+    /// running (of this tenant, or too many in all). Retried later.
+    #[error(
+        "policy {policy}: not compiled now: {tenant_overdue} compilation(s) of this tenant and {overdue} in all exceeded the compile timeout and are still running"
+    )]
+    CompileBusy {
+        policy: String,
+        tenant_overdue: usize,
+        overdue: usize,
+    },
+    /// No instance slot became free before the call's deadline. Retried later.
+    #[error("policy {policy}: {operation} did not start before its deadline: {reason}")]
+    NoInstanceSlot {
+        policy: String,
+        operation: &'static str,
+        reason: String,
+    },
     /// Not a component, or not one of the `policy` world (missing/mistyped export).
     #[error("policy {policy}: not a valid policy component: {reason}")]
     InvalidComponent { policy: String, reason: String },
@@ -87,11 +104,20 @@ pub enum PolicyError {
         count: usize,
         limit: usize,
     },
-    /// An output object is not a Kubernetes object as JSON.
-    #[error("policy {policy}: transform returned a malformed object at index {index}: {reason}")]
+    /// An output object is not a Kubernetes object as JSON, or breaks a limit every later
+    /// reader applies (nesting, number range, Unicode, size).
+    #[error(
+        "policy {policy} (step {step} of the pipeline): transform returned a malformed object at index {index}{}: {reason}",
+        object.as_ref().map(|o| format!(" ({o})")).unwrap_or_default()
+    )]
     MalformedOutput {
         policy: String,
+        /// Position of the step in the pipeline, from 1.
+        step: usize,
+        /// Index of the object in the step's output, from 0.
         index: usize,
+        /// The object, when its identity could be read.
+        object: Option<Box<ObjectRef>>,
         reason: String,
     },
     /// The policy reported an error (WIT `policy-error`).
@@ -120,6 +146,8 @@ impl PolicyError {
             | PolicyError::DigestMismatch { policy, .. }
             | PolicyError::ModuleTooLarge { policy, .. }
             | PolicyError::CompileTimeout { policy, .. }
+            | PolicyError::CompileBusy { policy, .. }
+            | PolicyError::NoInstanceSlot { policy, .. }
             | PolicyError::InvalidComponent { policy, .. }
             | PolicyError::ImportDenied { policy, .. }
             | PolicyError::InvalidConfig { policy, .. }
@@ -139,7 +167,10 @@ impl PolicyError {
     pub fn is_stalling(&self) -> bool {
         !matches!(
             self,
-            PolicyError::Engine(_) | PolicyError::CompileTimeout { .. }
+            PolicyError::Engine(_)
+                | PolicyError::CompileTimeout { .. }
+                | PolicyError::CompileBusy { .. }
+                | PolicyError::NoInstanceSlot { .. }
         )
     }
 
@@ -150,7 +181,10 @@ impl PolicyError {
             PolicyError::UnknownBuiltin { .. } => "unknown_builtin",
             PolicyError::BadDigest { .. } | PolicyError::DigestMismatch { .. } => "digest",
             PolicyError::ModuleTooLarge { .. } => "module_too_large",
-            PolicyError::CompileTimeout { .. } => "compile_timeout",
+            PolicyError::CompileTimeout { .. } | PolicyError::CompileBusy { .. } => {
+                "compile_timeout"
+            }
+            PolicyError::NoInstanceSlot { .. } => "no_instance_slot",
             PolicyError::InvalidComponent { .. } => "invalid_component",
             PolicyError::ImportDenied { .. } => "import_denied",
             PolicyError::InvalidConfig { .. } => "invalid_config",
@@ -182,6 +216,15 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// True when retrying the same spec and revision cannot help (the Kustomization is marked
+    /// Stalled): a denial, or a policy failure that [`PolicyError::is_stalling`].
+    pub fn is_stalling(&self) -> bool {
+        match self {
+            PipelineError::Denied { .. } => true,
+            PipelineError::Failed(e) => e.is_stalling(),
+        }
+    }
+
     /// The condition reason: PolicyDenied or PolicyFailed.
     pub fn reason(&self) -> &'static str {
         match self {

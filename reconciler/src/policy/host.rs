@@ -1,8 +1,11 @@
 //! The wasmtime host: engine, module loading and caches, per-call isolation, the pipeline.
 
-use super::bindings::{self, Policy, PolicyPre, kubectl_gitops::policy::types as wit};
+use super::bindings::{Policy, PolicyPre, kubectl_gitops::policy::types as wit};
 use super::cache::{DiskCache, Miss, engine_hash};
+use super::slots::{Full, Slots};
 use super::store::{LogBudget, StoreState};
+use super::structure::{self, CodeLimits};
+use super::wasi::{self, DeadlineReached};
 use super::{
     ModuleSource, ObjectRef, PipelineError, PipelineOutcome, PolicyContext, PolicyError,
     PolicyKind, PolicyStep, Severity, Violation, builtin, output, tenancy,
@@ -30,8 +33,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// [`PolicyHost::new`]).
 const KEEP_RESIDENT: usize = 512 << 10;
 /// Compilations that ran past the compile timeout and are still finishing in the background
-/// (Cranelift cannot be interrupted); while this many run, no new compilation starts.
-const MAX_OVERDUE_COMPILES: usize = 2;
+/// (Cranelift cannot be interrupted): while a tenant has this many, it starts no new one...
+const MAX_OVERDUE_COMPILES_PER_TENANT: usize = 1;
+/// ...and while the process has this many, no tenant does. Built-ins are never refused.
+const MAX_OVERDUE_COMPILES: usize = 4;
 
 /// Limits and settings of a [`PolicyHost`]. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -53,6 +58,18 @@ pub struct HostConfig {
     pub compile_timeout: Duration,
     /// Instances that may exist at once (pooling allocator slots); default 32.
     pub max_instances: u32,
+    /// Instances one tenant (namespace of the Kustomization) may hold at once; default 8.
+    pub max_instances_per_tenant: u32,
+    /// Time a tenant's failed calls may take (a token bucket draining this much per minute);
+    /// beyond it the tenant's calls are refused until it drained. Default 5 s.
+    pub tenant_failure_budget: Duration,
+    /// Limits on the code of a component, checked before compiling.
+    pub code: CodeLimits,
+    /// Violations kept per validating step; the rest are counted in one summary; default 1,000.
+    pub max_violations: usize,
+    /// Bytes kept of each text a policy reports (violation message and field, object names,
+    /// error and config messages); default 1,024.
+    pub max_message_bytes: usize,
     /// Log lines accepted per call; default 100.
     pub log_lines_per_call: u32,
     /// Bytes kept of each log line; default 1024.
@@ -70,6 +87,11 @@ impl Default for HostConfig {
             max_module_bytes: 32 << 20,
             compile_timeout: Duration::from_secs(60),
             max_instances: 32,
+            max_instances_per_tenant: 8,
+            tenant_failure_budget: Duration::from_secs(5),
+            code: CodeLimits::default(),
+            max_violations: 1_000,
+            max_message_bytes: 1024,
             log_lines_per_call: 100,
             log_line_bytes: 1024,
         }
@@ -114,8 +136,8 @@ type ValidateResults = (Vec<wit::Violation>,);
 enum Returned {
     /// Byte-identical to the object at the same index of the step's input.
     Same,
-    /// New or changed: its text and its checked identity.
-    Changed(String, ObjectRef),
+    /// New or changed: its text, its value and its checked identity.
+    Changed(String, Value, ObjectRef),
 }
 
 /// Stops the epoch ticker thread when the last host handle is dropped.
@@ -133,14 +155,16 @@ struct Inner {
     engine: Engine,
     linker: Linker<StoreState>,
     config: HostConfig,
-    deadline_ticks: u64,
     disk: Option<DiskCache>,
     builtin_digests: Vec<(&'static str, String)>,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
     /// `(component sha256, sha256 of the config document)` pairs that passed `validate-config`.
     valid_configs: Mutex<HashSet<(String, [u8; 32])>>,
-    /// sha256 of each component whose compilation exceeded the timeout and is still running.
-    overdue: Arc<Mutex<HashSet<String>>>,
+    /// sha256 of each component whose compilation exceeded the timeout and is still running,
+    /// with the tenant that asked for it.
+    overdue: Arc<Mutex<HashMap<String, String>>>,
+    /// Instance slots of the pool, shared by every tenant.
+    slots: Slots,
     _ticker: Ticker,
 }
 
@@ -230,7 +254,7 @@ impl PolicyHost {
         let engine = Engine::new(&wasm).map_err(engine_err)?;
 
         let mut linker = Linker::<StoreState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        wasi::add_to_linker(&mut linker).map_err(engine_err)?;
         Policy::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
 
@@ -260,19 +284,22 @@ impl PolicyHost {
             .iter()
             .map(|(name, bytes)| (*name, sha256_hex(bytes)))
             .collect();
-        let deadline_ticks =
-            config.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
+        let slots = Slots::new(
+            config.max_instances.max(1) as usize,
+            config.max_instances_per_tenant as usize,
+            config.tenant_failure_budget,
+        );
         Ok(PolicyHost {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 config,
-                deadline_ticks,
                 disk,
                 builtin_digests,
                 modules: Mutex::new(HashMap::new()),
                 valid_configs: Mutex::new(HashSet::new()),
-                overdue: Arc::new(Mutex::new(HashSet::new())),
+                overdue: Arc::new(Mutex::new(HashMap::new())),
+                slots,
                 _ticker: Ticker { stop },
             }),
         })
@@ -284,29 +311,39 @@ impl PolicyHost {
     }
 
     /// How many compilations exceeded the compile timeout and are still finishing in the
-    /// background (at most 2; each is bounded by the module size cap).
+    /// background (at most 4, at most 1 per tenant; each is bounded by the code limits).
     pub fn overdue_compiles(&self) -> usize {
         lock(&self.inner.overdue).len()
     }
 
+    /// Instance slots taken right now (0 when no call runs).
+    pub fn slots_in_use(&self) -> usize {
+        self.inner.slots.in_use()
+    }
+
     /// Loads (verifies, compiles or fetches from a cache, links) the module of step `policy`
-    /// and returns what it says about itself.
+    /// and returns what it says about itself. Runs as the tenant `""` (local use).
     pub fn load(&self, policy: &str, source: &ModuleSource) -> Result<ModuleInfo, PolicyError> {
-        self.module(policy, source).map(|m| m.info.clone())
+        self.module(policy, source, "").map(|m| m.info.clone())
     }
 
-    /// Runs the step's `validate-config` (memoised per module digest and config).
+    /// Runs the step's `validate-config` (memoised per module digest and config) as the
+    /// tenant `""` (local use).
     pub fn validate_config(&self, step: &PolicyStep) -> Result<(), PolicyError> {
-        let module = self.module(&step.name, &step.module)?;
-        self.check_config(&step.name, &module, &step.config.to_string())
+        let module = self.module(&step.name, &step.module, "")?;
+        self.check_config(&step.name, &module, &step.config.to_string(), "")
     }
 
+    /// The loaded module of `source`; `tenant` (the namespace of the Kustomization) is charged
+    /// for the instance slots and compilations this needs.
     fn module(
         &self,
         policy: &str,
         source: &ModuleSource,
+        tenant: &str,
     ) -> Result<Arc<LoadedModule>, PolicyError> {
         let inner = &self.inner;
+        let builtin = matches!(source, ModuleSource::Builtin(_));
         let (bytes, sha256): (&[u8], String) = match source {
             ModuleSource::Builtin(name) => {
                 let bytes = builtin::bytes(name).ok_or_else(|| PolicyError::UnknownBuiltin {
@@ -353,21 +390,32 @@ impl PolicyHost {
                 limit: inner.config.max_module_bytes,
             });
         }
-        let component = self.component(policy, bytes, &sha256)?;
-        let module = Arc::new(self.link(policy, &component, sha256.clone())?);
+        let component = self.component(policy, bytes, &sha256, (!builtin).then_some(tenant))?;
+        let module = Arc::new(self.link(policy, &component, sha256.clone(), tenant)?);
         lock(&inner.modules).insert(sha256, module.clone());
         Ok(module)
     }
 
-    /// The compiled component: from the disk cache if a verified entry exists, else compiled
-    /// (bounded in time) and written back.
+    /// The compiled component, once its bytes passed [`structure::check`]: from the disk cache
+    /// if a verified entry exists, else compiled (bounded in time) and written back. `tenant` is `None`
+    /// for a built-in: those are trusted, and never wait for or are refused because of a
+    /// tenant's compilations.
     fn component(
         &self,
         policy: &str,
         bytes: &[u8],
         sha256: &str,
+        tenant: Option<&str>,
     ) -> Result<Component, PolicyError> {
         let inner = &self.inner;
+        // Before the disk cache too: an entry compiled by an earlier version of the host (which
+        // may have accepted more) never bypasses the check.
+        structure::check(bytes, &inner.config.code).map_err(|reason| {
+            PolicyError::InvalidComponent {
+                policy: policy.to_owned(),
+                reason,
+            }
+        })?;
         if let Some(disk) = &inner.disk {
             match disk.read(sha256) {
                 Ok(payload) => {
@@ -395,19 +443,22 @@ impl PolicyHost {
             policy: policy.to_owned(),
             limit: inner.config.compile_timeout,
         };
-        {
+        if let Some(tenant) = tenant {
             // A module whose compilation already overran is refused until that compilation
-            // ends, and overdue compilations are capped: a hostile module cannot pile up
-            // compile threads by being retried.
+            // ends, and overdue compilations are capped per tenant and in all: a hostile
+            // module cannot pile up compile threads by being retried, and one tenant's
+            // overdue compilations never stop another tenant's.
             let overdue = lock(&inner.overdue);
-            if overdue.contains(sha256) {
+            if overdue.contains_key(sha256) {
                 return Err(timeout());
             }
-            if overdue.len() >= MAX_OVERDUE_COMPILES {
-                return Err(PolicyError::Engine(format!(
-                    "policy {policy}: not compiling while {} earlier compilations that exceeded the compile timeout are still running",
-                    overdue.len()
-                )));
+            let mine = overdue.values().filter(|t| *t == tenant).count();
+            if mine >= MAX_OVERDUE_COMPILES_PER_TENANT || overdue.len() >= MAX_OVERDUE_COMPILES {
+                return Err(PolicyError::CompileBusy {
+                    policy: policy.to_owned(),
+                    tenant_overdue: mine,
+                    overdue: overdue.len(),
+                });
             }
         }
         let engine = inner.engine.clone();
@@ -419,7 +470,8 @@ impl PolicyHost {
         std::thread::Builder::new()
             .name("policy-compile".to_owned())
             .spawn(move || {
-                let _ = tx.send(Component::new(&engine, &owned[..]));
+                // Binary only: the text format is never compiled for a tenant.
+                let _ = tx.send(Component::from_binary(&engine, &owned[..]));
                 // Under the lock, so a caller that timed out either sees `finished` or has
                 // already registered the entry removed here.
                 let mut overdue = lock(&overdue);
@@ -440,7 +492,7 @@ impl PolicyHost {
             Err(_) => {
                 let mut overdue = lock(&inner.overdue);
                 if !finished.load(Ordering::SeqCst) {
-                    overdue.insert(sha256.to_owned());
+                    overdue.insert(sha256.to_owned(), tenant.unwrap_or("(built-in)").to_owned());
                 }
                 return Err(timeout());
             }
@@ -472,6 +524,7 @@ impl PolicyHost {
         policy: &str,
         component: &Component,
         sha256: String,
+        tenant: &str,
     ) -> Result<LoadedModule, PolicyError> {
         let inner = &self.inner;
         let invalid = |e: wasmtime::Error| PolicyError::InvalidComponent {
@@ -498,8 +551,12 @@ impl PolicyHost {
         let validate = component
             .get_export_index(None, "validate")
             .ok_or_else(|| missing("validate"))?;
-        let metadata = self.call(&pre, policy, "metadata", |instance, store| {
+        let metadata = self.call(&pre, policy, tenant, "metadata", |instance, store| {
             Policy::new(&mut *store, instance)?.call_metadata(store)
+        })?;
+        check_metadata(&metadata).map_err(|reason| PolicyError::InvalidComponent {
+            policy: policy.to_owned(),
+            reason: format!("its metadata {reason}"),
         })?;
         let kind = match metadata.kind {
             wit::PolicyKind::Transform => PolicyKind::Transform,
@@ -522,20 +579,45 @@ impl PolicyHost {
     }
 
     /// One call in a fresh instance, with the deadline, memory cap and output cap. `f` calls
-    /// one export of `instance`; the instance and its store are dropped afterwards.
+    /// one export of `instance`; the instance and its store are dropped afterwards, and then
+    /// the instance slot `tenant` was charged for is given back.
+    ///
+    /// The deadline covers everything: waiting for a slot, instantiating, the guest's code
+    /// (epoch interruption) and every host function it calls (`wasi.rs`).
     fn call<R>(
         &self,
         pre: &PolicyPre<StoreState>,
         policy: &str,
+        tenant: &str,
         operation: &'static str,
         f: impl FnOnce(&Instance, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let inner = &self.inner;
         let config = &inner.config;
+        let deadline = Instant::now() + config.deadline;
+        let mut slot = inner
+            .slots
+            .take(tenant, deadline)
+            .map_err(|full| PolicyError::NoInstanceSlot {
+                policy: policy.to_owned(),
+                operation,
+                reason: match full {
+                    Full::Tenant(n) => format!(
+                        "its tenant (namespace {tenant:?}) already runs {n} policy instances, its limit"
+                    ),
+                    Full::Host(n) => format!("all {n} policy instance slots are in use"),
+                    Full::Budget(wait) => format!(
+                        "the policies of its tenant (namespace {tenant:?}) failed for more than {:?} in the last minute; its calls are refused for {}s more",
+                        config.tenant_failure_budget,
+                        wait.as_secs() + 1
+                    ),
+                },
+            })?;
         let mut store = Store::new(
             &inner.engine,
             StoreState::new(
                 Arc::from(policy),
+                deadline,
                 config.memory_limit,
                 LogBudget {
                     lines: config.log_lines_per_call,
@@ -544,13 +626,19 @@ impl PolicyHost {
             ),
         );
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(inner.deadline_ticks);
+        // What is left of the deadline after waiting for the slot, in ticks (at least one).
+        let left = deadline.saturating_duration_since(Instant::now());
+        store.set_epoch_deadline(left.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1);
         store.epoch_deadline_trap();
         store.set_hostcall_fuel(config.max_output_bytes);
         let result = pre
             .instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| f(&instance, &mut store));
+        if result.is_err() {
+            // Charged to the tenant's failure budget when the slot is given back.
+            slot.failed();
+        }
         let dropped = store.data().dropped_logs;
         if dropped > 0 {
             tracing::warn!(
@@ -568,26 +656,29 @@ impl PolicyHost {
                     limit: config.memory_limit,
                 };
             }
-            if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+            if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+                || e.downcast_ref::<DeadlineReached>().is_some()
+            {
+                tracing::debug!(policy, operation, error = ?e, "policy call ran out of time");
                 return PolicyError::Timeout {
                     policy,
                     operation,
                     deadline: config.deadline,
                 };
             }
-            let text = error_text(&e);
             // wasmtime's hostcall fuel bounds what lifting a result may allocate.
-            if text.contains("fuel allocated for hostcalls has been exhausted") {
+            if error_text(&e).contains("fuel allocated for hostcalls has been exhausted") {
                 return PolicyError::OutputTooLarge {
                     policy,
                     operation,
                     limit: config.max_output_bytes,
                 };
             }
+            tracing::debug!(policy, operation, error = ?e, "policy call trapped (with the wasm backtrace)");
             PolicyError::Trap {
                 policy,
                 operation,
-                trap: text,
+                trap: trap_text(&e, &store.data().stderr.text(), config.max_message_bytes),
             }
         })
     }
@@ -597,6 +688,7 @@ impl PolicyHost {
         policy: &str,
         module: &LoadedModule,
         config: &str,
+        tenant: &str,
     ) -> Result<(), PolicyError> {
         let key = (
             module.info.sha256.clone(),
@@ -605,13 +697,20 @@ impl PolicyHost {
         if lock(&self.inner.valid_configs).contains(&key) {
             return Ok(());
         }
-        self.call(&module.pre, policy, "validate-config", |instance, store| {
-            Policy::new(&mut *store, instance)?.call_validate_config(store, &config.to_owned())
-        })?
+        let max = self.inner.config.max_message_bytes;
+        self.call(
+            &module.pre,
+            policy,
+            tenant,
+            "validate-config",
+            |instance, store| {
+                Policy::new(&mut *store, instance)?.call_validate_config(store, &config.to_owned())
+            },
+        )?
         .map_err(|e| PolicyError::InvalidConfig {
             policy: policy.to_owned(),
-            path: e.path,
-            message: e.message,
+            path: e.path.map(|p| clip(p, max)),
+            message: clip(e.message, max),
         })?;
         let mut valid = lock(&self.inner.valid_configs);
         if valid.len() >= 4096 {
@@ -625,29 +724,33 @@ impl PolicyHost {
     ///
     /// Expected flow: every module is loaded and every config validated first (nothing runs
     /// if one fails); then each transforming step in order (each sees the previous output;
-    /// every output object is checked to be a Kubernetes object, and against
-    /// `ctx.tenancy` when set); then each validating step on the final objects.
+    /// every object a step changed or added is read completely right there
+    /// ([`output::read`]) and checked against `ctx.tenancy` when set); then each validating
+    /// step on the final objects.
     ///
     /// Guarantees: a step that fails with `failure_policy: Ignore` is skipped (the objects stay
     /// as they were before it) and reported in `ignored_failures`; any other failure returns
     /// [`PipelineError::Failed`] naming the step; violations of severity error from any step
-    /// return [`PipelineError::Denied`] with all of them (warnings included). No partial result
-    /// is ever returned.
+    /// return [`PipelineError::Denied`] with all of them (warnings included; at most
+    /// `max_violations` per step, the rest summarised). No partial result is ever returned.
+    /// Every call is charged to the tenant `ctx.kustomization_namespace`.
     pub fn run_pipeline(
         &self,
         steps: &[PolicyStep],
         ctx: &PolicyContext,
         objects: Vec<Value>,
     ) -> Result<PipelineOutcome, PipelineError> {
+        let tenant = ctx.kustomization_namespace.as_str();
         let mut outcome = PipelineOutcome::default();
         let mut loaded = Vec::with_capacity(steps.len());
-        for step in steps {
+        for (position, step) in steps.iter().enumerate() {
             let config = step.config.to_string();
-            let module = self
-                .module(&step.name, &step.module)
-                .and_then(|m| self.check_config(&step.name, &m, &config).map(|()| m));
+            let module = self.module(&step.name, &step.module, tenant).and_then(|m| {
+                self.check_config(&step.name, &m, &config, tenant)
+                    .map(|()| m)
+            });
             match module {
-                Ok(m) => loaded.push((step, m, config)),
+                Ok(m) => loaded.push((position, step, m, config)),
                 Err(e) => ignore_or_fail(step, e, &mut outcome)?,
             }
         }
@@ -662,69 +765,74 @@ impl PolicyHost {
         let parallel = objects.len() >= PARALLEL_FROM;
         let mut current = Documents {
             texts: map_all(&objects, parallel, Value::to_string),
-            origins: (0..objects.len()).map(Some).collect(),
+            origins: (0..objects.len()).map(Origin::Input).collect(),
         };
         let tenancy = ctx
             .tenancy
             .as_ref()
             .map(|t| tenancy::Input::new(ctx, t, &objects));
-        for (step, module, config) in loaded.iter().filter(|(_, m, _)| m.info.kind.transforms()) {
-            if let Err(e) = self.transform_step(
+        for (position, step, module, config) in loaded
+            .iter()
+            .filter(|(_, _, m, _)| m.info.kind.transforms())
+        {
+            let step_ctx = StepCall {
                 step,
+                position: *position,
                 module,
                 config,
-                &wit_ctx,
-                tenancy.as_ref(),
-                &mut current,
-            ) {
+                tenant,
+                wit_ctx: &wit_ctx,
+            };
+            let started = Instant::now();
+            if let Err(e) = self.transform_step(&step_ctx, tenancy.as_ref(), &mut current) {
+                // A failed call was charged to the tenant's failure budget with its slot; a
+                // refused output is charged here.
+                if matches!(
+                    e,
+                    PolicyError::Failed { .. }
+                        | PolicyError::TooManyObjects { .. }
+                        | PolicyError::MalformedOutput { .. }
+                        | PolicyError::Tenancy { .. }
+                ) {
+                    self.inner.slots.charge(tenant, started.elapsed());
+                }
                 ignore_or_fail(step, e, &mut outcome)?;
             }
         }
         drop(tenancy);
         let docs = &current.texts;
 
-        // The validations are independent of each other and of reading the changed documents
-        // back into values (wasted only when a validation denies), so with enough objects they
-        // run side by side.
+        // The validations are independent of each other, so with enough objects they run side
+        // by side.
         let validating: Vec<_> = loaded
             .iter()
-            .filter(|(_, m, _)| m.info.kind.validates())
+            .filter(|(_, _, m, _)| m.info.kind.validates())
             .collect();
-        let validate = |(step, module, config): &&(&PolicyStep, Arc<LoadedModule>, String)| {
-            self.call(&module.pre, &step.name, "validate", |instance, store| {
-                let func = typed_export::<ValidateParams<'_>, ValidateResults>(
-                    instance,
-                    store,
-                    &module.validate,
-                )?;
-                Ok(func
-                    .call(&mut *store, (&wit_ctx, config.as_str(), docs.as_slice()))?
-                    .0)
-            })
-        };
-        let changed: Vec<&String> = docs
-            .iter()
-            .zip(&current.origins)
-            .filter(|(_, origin)| origin.is_none())
-            .map(|(text, _)| text)
-            .collect();
-        let validate_all = || map_all(&validating, parallel, validate);
-        let reread_all = || {
-            map_all(&changed, parallel, |text| {
-                serde_json::from_str::<Value>(text)
-            })
-        };
-        let (findings, reread) = if parallel {
-            rayon::join(validate_all, reread_all)
-        } else {
-            (validate_all(), reread_all())
-        };
+        let validate =
+            |(_, step, module, config): &&(usize, &PolicyStep, Arc<LoadedModule>, String)| {
+                self.call(
+                    &module.pre,
+                    &step.name,
+                    tenant,
+                    "validate",
+                    |instance, store| {
+                        let func = typed_export::<ValidateParams<'_>, ValidateResults>(
+                            instance,
+                            store,
+                            &module.validate,
+                        )?;
+                        Ok(func
+                            .call(&mut *store, (&wit_ctx, config.as_str(), docs.as_slice()))?
+                            .0)
+                    },
+                )
+            };
+        let findings = map_all(&validating, parallel, validate);
         let mut denials = Vec::new();
-        for ((step, _, _), found) in validating.iter().zip(findings) {
+        for ((_, step, _, _), found) in validating.iter().zip(findings) {
             match found {
                 Ok(violations) => {
-                    for v in violations {
-                        let v = violation(&step.name, v);
+                    for v in self.capped_violations(&step.name, violations) {
                         match v.severity {
                             Severity::Error => denials.push(v),
                             Severity::Warning => outcome.warnings.push(v),
@@ -740,18 +848,14 @@ impl PolicyHost {
                 violations: denials,
             });
         }
-        // An object no transform changed is the input value itself; only changed ones were
-        // parsed again (their syntax was checked when they were returned).
+        // An object no transform changed is the input value itself; a changed one was parsed
+        // when it was returned.
         let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
-        // `reread` holds the changed documents in order, one per object without an origin.
-        let mut reread = reread.into_iter();
-        let mut objects = Vec::with_capacity(docs.len());
-        for origin in &current.origins {
+        let mut objects = Vec::with_capacity(current.origins.len());
+        for origin in current.origins {
             let value = match origin {
-                Some(i) => originals.get_mut(*i).and_then(Option::take),
-                None => reread.next().transpose().map_err(|e| {
-                    PolicyError::Engine(format!("re-reading checked policy output: {e}"))
-                })?,
+                Origin::Input(i) => originals.get_mut(i).and_then(Option::take),
+                Origin::Returned(value) => Some(value),
             }
             .ok_or_else(|| PolicyError::Engine("pipeline lost track of an object".into()))?;
             objects.push(value);
@@ -760,36 +864,79 @@ impl PolicyHost {
         Ok(outcome)
     }
 
+    /// At most `max_violations` of what one step reported, each text clipped to
+    /// `max_message_bytes`, and one summary for the rest (of severity error if any of the
+    /// rest is: a denial is never lost by capping).
+    fn capped_violations(&self, policy: &str, reported: Vec<wit::Violation>) -> Vec<Violation> {
+        let limits = &self.inner.config;
+        let total = reported.len();
+        let mut kept = Vec::with_capacity(total.min(limits.max_violations) + 1);
+        let mut left_out_errors = 0usize;
+        for (i, v) in reported.into_iter().enumerate() {
+            if i < limits.max_violations {
+                kept.push(violation(policy, v, limits.max_message_bytes));
+            } else if matches!(v.severity, wit::Severity::Error) {
+                left_out_errors += 1;
+            }
+        }
+        if total > limits.max_violations {
+            let left_out = total - limits.max_violations;
+            kept.push(Violation {
+                policy: policy.to_owned(),
+                object: None,
+                field: None,
+                message: format!(
+                    "{left_out} more violations not shown ({left_out_errors} of them of severity error); the policy reported {total}, the host keeps {}",
+                    limits.max_violations
+                ),
+                severity: if left_out_errors > 0 {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+            });
+        }
+        kept
+    }
+
     /// Runs one transform over `current` and, if everything it returned passed the checks,
     /// replaces `current` with its output (otherwise `current` is left as it was).
-    #[allow(clippy::too_many_arguments)] // one private call site; the pieces are unrelated
     fn transform_step(
         &self,
-        step: &PolicyStep,
-        module: &LoadedModule,
-        config: &str,
-        wit_ctx: &wit::Context,
+        call: &StepCall<'_>,
         tenancy: Option<&tenancy::Input<'_>>,
         current: &mut Documents,
     ) -> Result<(), PolicyError> {
-        let policy = step.name.as_str();
+        let policy = call.step.name.as_str();
+        let module = call.module;
         let limits = &self.inner.config;
         let texts = &current.texts;
         let out = self
-            .call(&module.pre, policy, "transform", |instance, store| {
-                let func = typed_export::<TransformParams<'_>, TransformResults>(
-                    instance,
-                    store,
-                    &module.transform,
-                )?;
-                Ok(func
-                    .call(&mut *store, (wit_ctx, config, texts.as_slice()))?
-                    .0)
-            })?
+            .call(
+                &module.pre,
+                policy,
+                call.tenant,
+                "transform",
+                |instance, store| {
+                    let func = typed_export::<TransformParams<'_>, TransformResults>(
+                        instance,
+                        store,
+                        &module.transform,
+                    )?;
+                    Ok(func
+                        .call(
+                            &mut *store,
+                            (call.wit_ctx, call.config.as_str(), texts.as_slice()),
+                        )?
+                        .0)
+                },
+            )?
             .map_err(|e| PolicyError::Failed {
                 policy: policy.to_owned(),
-                object: e.object.map(|o| Box::new(wit_object_ref(o))),
-                message: e.message,
+                object: e
+                    .object
+                    .map(|o| Box::new(wit_object_ref(o, limits.max_message_bytes))),
+                message: clip(e.message, limits.max_message_bytes),
             })?;
         if out.len() > limits.max_objects {
             return Err(PolicyError::TooManyObjects {
@@ -798,24 +945,38 @@ impl PolicyHost {
                 limit: limits.max_objects,
             });
         }
+        let parallel = out.len() >= PARALLEL_FROM;
+        // Returned exactly as it was handed in: already checked. Anything else is read
+        // completely now, so a bad object fails this step, naming it.
+        let checked = map_all(
+            &out.iter().enumerate().collect::<Vec<_>>(),
+            parallel,
+            |(index, text)| {
+                if texts.get(*index) == Some(*text) {
+                    return Ok(None);
+                }
+                output::read(text)
+                    .map(Some)
+                    .map_err(|m| PolicyError::MalformedOutput {
+                        policy: policy.to_owned(),
+                        step: call.position + 1,
+                        index: *index,
+                        object: m.object.map(Box::new),
+                        reason: m.reason,
+                    })
+            },
+        );
         let mut returned = Vec::with_capacity(out.len());
-        for (index, text) in out.into_iter().enumerate() {
-            // Returned exactly as it was handed in: already checked and identified.
-            if texts.get(index) == Some(&text) {
-                returned.push(Returned::Same);
-                continue;
-            }
-            let r = output::identify(&text).map_err(|reason| PolicyError::MalformedOutput {
-                policy: policy.to_owned(),
-                index,
-                reason,
-            })?;
-            returned.push(Returned::Changed(text, r));
+        for (text, checked) in out.into_iter().zip(checked) {
+            returned.push(match checked? {
+                None => Returned::Same,
+                Some((value, r)) => Returned::Changed(text, value, r),
+            });
         }
         if let Some(input) = tenancy {
             let changed = returned.iter().filter_map(|r| match r {
                 Returned::Same => None,
-                Returned::Changed(_, r) => Some(r),
+                Returned::Changed(_, _, r) => Some(r),
             });
             input.check(changed, policy)?;
         }
@@ -824,21 +985,39 @@ impl PolicyHost {
             texts: Vec::with_capacity(returned.len()),
             origins: Vec::with_capacity(returned.len()),
         };
+        let mut previous: Vec<Option<Origin>> = std::mem::take(&mut current.origins)
+            .into_iter()
+            .map(Some)
+            .collect();
         for (index, r) in returned.into_iter().enumerate() {
             match r {
                 Returned::Same => {
+                    let origin = previous[index].take().ok_or_else(|| {
+                        PolicyError::Engine("pipeline lost track of an object".into())
+                    })?;
                     next.texts.push(std::mem::take(&mut current.texts[index]));
-                    next.origins.push(current.origins[index]);
+                    next.origins.push(origin);
                 }
-                Returned::Changed(text, _) => {
+                Returned::Changed(text, value, _) => {
                     next.texts.push(text);
-                    next.origins.push(None);
+                    next.origins.push(Origin::Returned(value));
                 }
             }
         }
         *current = next;
         Ok(())
     }
+}
+
+/// One transforming step of a pipeline run, with what its call needs.
+struct StepCall<'a> {
+    step: &'a PolicyStep,
+    /// Position of the step in the pipeline (0-based).
+    position: usize,
+    module: &'a LoadedModule,
+    config: &'a String,
+    tenant: &'a str,
+    wit_ctx: &'a wit::Context,
 }
 
 /// The export at `index` as a typed function.
@@ -861,8 +1040,16 @@ where
 struct Documents {
     /// One JSON object per object.
     texts: Vec<String>,
-    /// Index of the pipeline input an object is byte-identical to, if no transform changed it.
-    origins: Vec<Option<usize>>,
+    /// Where the value of each object comes from.
+    origins: Vec<Origin>,
+}
+
+/// The value of an object between two steps.
+enum Origin {
+    /// Byte-identical to this object of the pipeline input (no transform changed it).
+    Input(usize),
+    /// Changed or added by a transform, and read by [`output::read`] when it was returned.
+    Returned(Value),
 }
 
 /// `failurePolicy: Ignore` covers a policy that fails to *run* (deadline, memory, trap, bad
@@ -923,24 +1110,132 @@ fn map_all<T: Sync, R: Send>(
     }
 }
 
-fn wit_object_ref(r: wit::ObjectRef) -> ObjectRef {
+/// `text` cut to at most `max` bytes (at a character boundary), marked when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+fn wit_object_ref(r: wit::ObjectRef, max: usize) -> ObjectRef {
     ObjectRef {
-        api_version: r.api_version,
-        kind: r.kind,
-        namespace: r.namespace,
-        name: r.name,
+        api_version: clip(r.api_version, max),
+        kind: clip(r.kind, max),
+        namespace: r.namespace.map(|n| clip(n, max)),
+        name: clip(r.name, max),
     }
 }
 
-fn violation(policy: &str, v: bindings::kubectl_gitops::policy::types::Violation) -> Violation {
+fn violation(policy: &str, v: wit::Violation, max: usize) -> Violation {
     Violation {
         policy: policy.to_owned(),
-        object: v.object.map(wit_object_ref),
-        field: v.field,
-        message: v.message,
+        object: v.object.map(|o| wit_object_ref(o, max)),
+        field: v.field.map(|f| clip(f, max)),
+        message: clip(v.message, max),
         severity: match v.severity {
             wit::Severity::Error => Severity::Error,
             wit::Severity::Warning => Severity::Warning,
         },
     }
+}
+
+/// What a trap is reported with, on one line: what the guest wrote to stderr before it (a
+/// Rust panic's message, say), then the trap itself or the error of the host function that
+/// ended the call; control characters escaped, clipped to `max` bytes. The wasm backtrace is
+/// only logged, at debug level.
+fn trap_text(e: &wasmtime::Error, stderr: &str, max: usize) -> String {
+    let cause = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    let said: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    let said = escape_controls(&said.join(" "));
+    let cause = escape_controls(&cause);
+    // The end of stderr is what matters (a panic message is written last): keep its tail.
+    let room = max.saturating_sub(cause.len() + 8);
+    let mut start = said.len().saturating_sub(room);
+    while !said.is_char_boundary(start) {
+        start += 1;
+    }
+    let text = match (&said[start..], start > 0) {
+        ("", _) => cause,
+        (tail, false) => format!("{tail} ({cause})"),
+        (tail, true) => format!("…{tail} ({cause})"),
+    };
+    clip(text, max)
+}
+
+/// `text` with control characters (newlines, terminal escapes) escaped.
+fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// Longest policy name the metadata may give (a DNS label's length).
+const MAX_NAME_BYTES: usize = 63;
+/// Longest description the metadata may give.
+const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Largest config schema the metadata may give.
+const MAX_SCHEMA_BYTES: usize = 64 << 10;
+
+/// Checks `metadata` against what the WIT documents: the name is lowercase letters, digits
+/// and `-`; the version is semver; the description is one bounded line; the config schema,
+/// if any, is a JSON document that can be a JSON Schema (an object or a boolean).
+fn check_metadata(metadata: &wit::Metadata) -> Result<(), String> {
+    let shown = |s: &str| clip(s.to_owned(), 80);
+    let name = &metadata.name;
+    if name.is_empty()
+        || name.len() > MAX_NAME_BYTES
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "name {:?} is not 1 to {MAX_NAME_BYTES} lowercase letters, digits and '-'",
+            shown(name)
+        ));
+    }
+    if let Err(e) = semver::Version::parse(&metadata.version) {
+        return Err(format!(
+            "version {:?} is not a semantic version: {e}",
+            shown(&metadata.version)
+        ));
+    }
+    let description = &metadata.description;
+    if description.len() > MAX_DESCRIPTION_BYTES || description.chars().any(char::is_control) {
+        return Err(format!(
+            "description is not one line of at most {MAX_DESCRIPTION_BYTES} bytes"
+        ));
+    }
+    if let Some(schema) = &metadata.config_schema {
+        if schema.len() > MAX_SCHEMA_BYTES {
+            return Err(format!(
+                "config schema is {} bytes, over the limit of {MAX_SCHEMA_BYTES}",
+                schema.len()
+            ));
+        }
+        match serde_json::from_str::<Value>(schema) {
+            Ok(Value::Object(_) | Value::Bool(_)) => {}
+            Ok(_) => return Err("config schema is neither a JSON object nor a boolean".to_owned()),
+            Err(e) => return Err(format!("config schema is not JSON: {e}")),
+        }
+    }
+    Ok(())
 }

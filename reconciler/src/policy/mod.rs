@@ -15,13 +15,17 @@ mod error;
 mod host;
 mod manifests;
 mod output;
+mod slots;
 mod store;
+mod structure;
 mod tenancy;
+mod wasi;
 
 pub use builtin::BUILTINS;
 pub use error::{PipelineError, PolicyError};
 pub use host::{HostConfig, ModuleInfo, PolicyHost};
 pub use manifests::{ManifestError, read_manifests};
+pub use structure::CodeLimits;
 
 use crate::api::FailurePolicy;
 use serde_json::Value;
@@ -86,8 +90,9 @@ pub struct PolicyContext {
 ///
 /// A transformed object may be in: a namespace some object of the pipeline's input was
 /// already in, the target namespace, or one of `allowed_namespaces`. A cluster-scoped object
-/// (built-in table of the `target-namespace` policy plus `cluster_scoped_kinds`) may only be in
-/// the output if the same object was in the input, unless `allow_cluster_scoped` is set.
+/// (built-in table of the `target-namespace` policy, `cluster_scoped_kinds` from discovery, and
+/// kinds that CRDs of the input define with scope `Cluster`) may only be in the output if the
+/// same object was in the input, unless `allow_cluster_scoped` is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tenancy {
     /// Namespaces transforms may move or add objects into, besides the ones above.

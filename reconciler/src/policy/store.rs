@@ -1,14 +1,14 @@
-//! Per-call state of a policy instance: the deny-all WASI context, the memory limiter and the
-//! rate-limited `log` import. A fresh [`StoreState`] is built for every call.
+//! Per-call state of a policy instance: the deny-all WASI context (`wasi.rs`), the call's
+//! deadline, the memory limiter and the rate-limited `log` import. A fresh [`StoreState`] is
+//! built for every call.
 
 use super::bindings::kubectl_gitops::policy::log;
+use super::wasi::{self, Capture};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{
-    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView,
-};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// How much a guest may log in one call.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +25,10 @@ pub(crate) struct StoreState {
     /// what a fresh Store would otherwise cost.
     wasi: Option<WasiCtx>,
     table: ResourceTable,
+    /// When the call must have ended; host functions that wait never wait past it.
+    deadline: Instant,
+    /// The guest's stderr (bounded), reported with a trap.
+    pub(crate) stderr: Capture,
     pub(crate) limiter: MemoryCap,
     policy: Arc<str>,
     log_budget: LogBudget,
@@ -33,10 +37,17 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
-    pub(crate) fn new(policy: Arc<str>, memory_cap: usize, log_budget: LogBudget) -> StoreState {
+    pub(crate) fn new(
+        policy: Arc<str>,
+        deadline: Instant,
+        memory_cap: usize,
+        log_budget: LogBudget,
+    ) -> StoreState {
         StoreState {
             wasi: None,
             table: ResourceTable::new(),
+            deadline,
+            stderr: Capture::default(),
             limiter: MemoryCap {
                 cap: memory_cap,
                 hit: false,
@@ -49,49 +60,24 @@ impl StoreState {
     }
 }
 
-/// A WASI context that grants nothing: no preopened directories, empty environment and
-/// arguments, closed stdin, discarded stdout/stderr, no network, a wall clock and a monotonic
-/// clock frozen at zero, and constant bytes for both random interfaces. This is what a
-/// guest's standard library links against; it must not be a channel to the outside world or a
-/// source of nondeterminism.
-fn deny_all_wasi() -> WasiCtx {
-    WasiCtx::builder()
-        .wall_clock(FrozenClock)
-        .monotonic_clock(FrozenClock)
-        .secure_random(Deterministic::new(vec![0]))
-        .insecure_random(Deterministic::new(vec![0]))
-        .insecure_random_seed(0)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
-}
-
-/// A clock that always reads zero.
-struct FrozenClock;
-
-impl HostWallClock for FrozenClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
+impl StoreState {
+    /// When the call must have ended.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
 
-impl HostMonotonicClock for FrozenClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
+    /// The WASI resource table.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: self.wasi.get_or_insert_with(deny_all_wasi),
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| wasi::deny_all(&self.stderr)),
             table: &mut self.table,
         }
     }

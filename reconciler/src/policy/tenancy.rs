@@ -7,14 +7,16 @@ use serde_json::Value;
 use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashSet};
 
-/// Scope information for the check.
+/// Scope information for the check: the built-in table, the cluster's discovery data, and
+/// the cluster-scoped kinds CRDs of the build itself define (not served yet when the build
+/// installs them).
 struct Scope<'a> {
     discovered: BTreeSet<(&'a str, &'a str)>,
 }
 
 impl<'a> Scope<'a> {
-    fn new(tenancy: &'a Tenancy) -> Scope<'a> {
-        let discovered = tenancy
+    fn new(tenancy: &'a Tenancy, objects: &'a [Value]) -> Scope<'a> {
+        let mut discovered: BTreeSet<(&str, &str)> = tenancy
             .cluster_scoped_kinds
             .iter()
             .map(|k| {
@@ -22,6 +24,20 @@ impl<'a> Scope<'a> {
                 (group, kind)
             })
             .collect();
+        discovered.extend(
+            objects
+                .iter()
+                .filter(|o| {
+                    str_at(o, &["kind"]) == "CustomResourceDefinition"
+                        && str_at(o, &["spec", "scope"]) == "Cluster"
+                })
+                .map(|crd| {
+                    (
+                        str_at(crd, &["spec", "group"]),
+                        str_at(crd, &["spec", "names", "kind"]),
+                    )
+                }),
+        );
         Scope { discovered }
     }
 
@@ -57,7 +73,7 @@ impl<'a> Input<'a> {
         namespaces.extend(rules.allowed_namespaces.iter().map(String::as_str));
         Input {
             rules,
-            scope: Scope::new(rules),
+            scope: Scope::new(rules, objects),
             objects,
             namespaces,
             identities: OnceCell::new(),
@@ -178,6 +194,27 @@ mod tests {
         assert!(
             e.to_string().contains("adds a cluster-scoped object"),
             "{e}"
+        );
+        // A cluster-scoped custom kind, known from discovery or from a CRD of the build, is
+        // refused like a built-in one; unknown to both, it counts as namespaced.
+        let issuer = object_ref("cert-manager.io/v1", "ClusterIssuer", None, "evil");
+        assert!(check_one(issuer.clone()).is_ok());
+        let discovered = Tenancy {
+            cluster_scoped_kinds: vec!["ClusterIssuer.cert-manager.io".to_owned()],
+            ..Tenancy::default()
+        };
+        let e = Input::new(&ctx, &discovered, &objects)
+            .check([&issuer], "p")
+            .unwrap_err();
+        assert!(e.to_string().contains("ClusterIssuer evil"), "{e}");
+        let mut with_crd = objects.clone();
+        with_crd.push(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "clusterissuers.cert-manager.io"},
+            "spec": {"group": "cert-manager.io", "scope": "Cluster", "names": {"kind": "ClusterIssuer"}}}));
+        assert!(
+            Input::new(&ctx, &rules, &with_crd)
+                .check([&issuer], "p")
+                .is_err()
         );
         let admin = Tenancy {
             allow_cluster_scoped: true,

@@ -171,7 +171,7 @@ fn a_gigabyte_of_output_is_refused_at_the_cap_with_bounded_host_memory() {
 /// A policy component in WAT whose `transform` returns a list of 10,000,000 empty strings: the
 /// list header (80 MB of zero pages, never touched) is all there is in its memory. Its other
 /// exports are valid, so the host loads it like any policy.
-const TEN_MILLION_OBJECTS: &str = r#"
+pub(crate) const TEN_MILLION_OBJECTS: &str = r#"
 (component
   (core module $m
     (memory (export "memory") 1300)
@@ -314,7 +314,7 @@ fn malformed_output_names_the_policy_and_index() {
     let host = host_with(|_| {});
     let e = failure(&host, hostile("bad-json"));
     assert!(
-        matches!(e, PolicyError::MalformedOutput { ref policy, index: 0, ref reason } if policy == "hostile-bad-json" && reason.contains("not a JSON object")),
+        matches!(e, PolicyError::MalformedOutput { ref policy, step: 1, index: 0, ref reason, .. } if policy == "hostile-bad-json" && reason == "not a JSON object"),
         "{e:?}"
     );
     still_works(&host);
@@ -366,13 +366,9 @@ fn digest_mismatch_is_refused_before_compiling() {
     still_works(&host);
 }
 
+/// A step whose component is `wat`, assembled to the binary format (the host accepts no text).
 fn wat_step(name: &str, wat: &str) -> PolicyStep {
-    PolicyStep {
-        name: name.to_owned(),
-        module: component(wat.as_bytes().to_vec()),
-        config: serde_json::Value::Null,
-        failure_policy: FailurePolicy::Fail,
-    }
+    bytes_step(name, wat::parse_str(wat).expect("valid WAT"))
 }
 
 #[test]
@@ -411,8 +407,14 @@ fn missing_exports_and_core_modules_are_not_policy_components() {
     );
     let e = failure(&host, wat_step("core", "(module)"));
     assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e:?}");
-    let e = failure(&host, wat_step("garbage", "\0asm garbage"));
+    let e = failure(&host, bytes_step("garbage", b"\0asm garbage".to_vec()));
     assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e:?}");
+    // The text format is never compiled, even when it is a valid component.
+    let e = failure(&host, bytes_step("text", b"(component)".to_vec()));
+    assert!(
+        matches!(e, PolicyError::InvalidComponent { ref reason, .. } if reason.contains("no text format")),
+        "{e:?}"
+    );
     still_works(&host);
 }
 

@@ -6,4 +6,5 @@ mod builtins;
 mod cache;
 mod hostile;
 mod python;
+mod suite;
 mod support;

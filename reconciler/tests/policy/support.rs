@@ -23,8 +23,13 @@ pub fn component(bytes: Vec<u8>) -> ModuleSource {
 
 /// The committed hostile test component.
 pub fn hostile_bytes() -> Vec<u8> {
-    std::fs::read(repo().join("policies/dist/hostile.wasm"))
-        .expect("policies/dist/hostile.wasm is committed")
+    dist("hostile")
+}
+
+/// A committed component of `policies/dist/`.
+pub fn dist(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join(format!("policies/dist/{name}.wasm")))
+        .unwrap_or_else(|e| panic!("policies/dist/{name}.wasm is committed: {e}"))
 }
 
 /// A step running the hostile component in `mode`.
@@ -33,6 +38,16 @@ pub fn hostile(mode: &str) -> PolicyStep {
         name: format!("hostile-{mode}"),
         module: component(hostile_bytes()),
         config: json!({ "mode": mode }),
+        failure_policy: FailurePolicy::Fail,
+    }
+}
+
+/// A step running the component `bytes` (with their real digest) with no config.
+pub fn bytes_step(name: &str, bytes: Vec<u8>) -> PolicyStep {
+    PolicyStep {
+        name: name.to_owned(),
+        module: component(bytes),
+        config: Value::Null,
         failure_policy: FailurePolicy::Fail,
     }
 }
@@ -74,6 +89,8 @@ fn warm_cache() {
             host.load("warm-up", &source)
                 .expect("committed components load");
         }
+        // Compiled (and cached) although it never loads: its metadata never returns.
+        let _ = host.load("warm-up", &component(dist("hostile-metadata")));
     });
 }
 

@@ -1,0 +1,495 @@
+//! The hostile-component suite: one row per way a policy can misbehave (the failure classes of
+//! the reliability rules and the host-hardening cases), each run on one host with the default
+//! limits, between good calls. Every row asserts that the call ended within the deadline plus
+//! [`SLACK`], its outcome and error text (naming the policy), that no instance slot and no
+//! overdue compilation is left behind, and that the process RSS grew by less than
+//! [`MAX_RSS_GROWTH`]. The table is printed (`cargo test ... suite -- --nocapture`).
+
+use crate::hostile::TEN_MILLION_OBJECTS;
+use crate::support::*;
+use gitops_reconciler::api::FailurePolicy;
+use gitops_reconciler::policy::{
+    PipelineError, PipelineOutcome, PolicyContext, PolicyHost, PolicyStep, Severity, Tenancy,
+};
+use std::time::{Duration, Instant};
+
+/// How far past the deadline a case may end.
+const SLACK: Duration = Duration::from_secs(1);
+/// How much a case may grow the process RSS.
+const MAX_RSS_GROWTH: u64 = 256 << 20;
+
+/// What a case must end with.
+enum Expect {
+    /// Succeeds (the misbehaviour is harmless by construction).
+    Ok,
+    /// Fails; the error text contains each of these.
+    Fails(&'static [&'static str]),
+    /// Is denied; `check` looks at the violations.
+    Denied(fn(&[gitops_reconciler::policy::Violation]) -> Result<(), String>),
+}
+
+struct Case {
+    name: &'static str,
+    step: PolicyStep,
+    ctx: PolicyContext,
+    expect: Expect,
+}
+
+fn tenant(namespace: &str) -> PolicyContext {
+    PolicyContext {
+        kustomization_namespace: namespace.to_owned(),
+        kustomization_name: "app".to_owned(),
+        ..PolicyContext::default()
+    }
+}
+
+/// A case, run as a tenant of its own (so the failure budget of one case never refuses
+/// another).
+fn case(name: &'static str, step: PolicyStep, expect: Expect) -> Case {
+    Case {
+        name,
+        ctx: tenant(&step.name),
+        step,
+        expect,
+    }
+}
+
+/// A component with one core function nesting `depth` blocks, `functions` times.
+fn nested_blocks(depth: usize, functions: usize) -> Vec<u8> {
+    let body = format!("{}{}", "block ".repeat(depth), "end ".repeat(depth));
+    let funcs = format!("(func {body})").repeat(functions);
+    wat::parse_str(format!("(component (core module {funcs}))")).expect("valid WAT")
+}
+
+/// The policy component of [`TEN_MILLION_OBJECTS`] with another metadata name and version
+/// (each at most 16 bytes).
+fn metadata_component(name: &str, version: &str) -> Vec<u8> {
+    // Its memory made small enough for the pool (the transform that needs 80 MB is never
+    // called: loading fails at the metadata).
+    let wat = TEN_MILLION_OBJECTS
+        .replace(
+            r#"(memory (export "memory") 1300)"#,
+            r#"(memory (export "memory") 100)"#,
+        )
+        .replace(
+            r"\0b\00\00\00\10\04",
+            &format!(r"\{:02x}\00\00\00\10\04", name.len()),
+        )
+        .replace(
+            r"\05\00\00\00\20\04",
+            &format!(r"\{:02x}\00\00\00\20\04", version.len()),
+        )
+        .replace(r#""ten-million""#, &format!("{name:?}"))
+        .replace(r#""0.0.0""#, &format!("{version:?}"));
+    assert_ne!(wat, TEN_MILLION_OBJECTS);
+    wat::parse_str(wat).expect("valid WAT")
+}
+
+fn cases() -> Vec<Case> {
+    let fails = Expect::Fails;
+    let mut cases = vec![
+        case(
+            "cpu loop",
+            hostile("loop"),
+            fails(&["hostile-loop: transform exceeded its deadline of 1s"]),
+        ),
+        case("sleep 100 s", hostile("sleep"), Expect::Ok),
+        case(
+            "sleep for Duration::MAX",
+            hostile("sleep-forever"),
+            Expect::Ok,
+        ),
+        case(
+            "64 MiB of random bytes",
+            hostile("random-flood"),
+            fails(&[
+                "hostile-random-flood: transform trapped",
+                "exceeds limit 4096",
+            ]),
+        ),
+        case(
+            "memory bomb",
+            hostile("memory"),
+            fails(&["hostile-memory: transform exceeded its memory limit of 67108864 bytes"]),
+        ),
+        case(
+            "deep recursion",
+            hostile("recursion"),
+            fails(&[
+                "hostile-recursion: transform trapped",
+                "call stack exhausted",
+            ]),
+        ),
+        case(
+            "panic",
+            hostile("panic"),
+            fails(&[
+                "hostile-panic: transform trapped",
+                "hostile policy panics on purpose",
+            ]),
+        ),
+        case(
+            "1 MiB to stderr, then panic",
+            hostile("stderr-flood"),
+            fails(&[
+                "hostile-stderr-flood: transform trapped",
+                "hostile policy panics after flooding stderr",
+            ]),
+        ),
+        case(
+            "exit(3)",
+            hostile("exit"),
+            fails(&["hostile-exit: transform trapped: Exited with i32 exit status 1"]),
+        ),
+        case(
+            "probe every WASI interface",
+            hostile("probe-wasi"),
+            Expect::Ok,
+        ),
+        case("log flood", hostile("log-flood"), Expect::Ok),
+        case(
+            "200,000 objects",
+            hostile("many-objects"),
+            fails(&[
+                "hostile-many-objects: transform returned 200000 objects, over the limit of 100000",
+            ]),
+        ),
+        case(
+            "1 GiB of output",
+            hostile("gigabyte-output"),
+            fails(&[
+                "hostile-gigabyte-output: transform returned more than the output limit of 67108864 bytes",
+            ]),
+        ),
+        case(
+            "not JSON",
+            hostile("bad-json"),
+            fails(&[
+                "hostile-bad-json (step 1 of the pipeline): transform returned a malformed object at index 0",
+            ]),
+        ),
+        case(
+            "10,000-deep arrays",
+            hostile("deep-array"),
+            fails(&[
+                "hostile-deep-array (step 1 of the pipeline)",
+                "(ConfigMap apps/malformed)",
+                "recursion limit exceeded",
+            ]),
+        ),
+        case(
+            "number 1e400",
+            hostile("huge-number"),
+            fails(&[
+                "hostile-huge-number (step 1 of the pipeline)",
+                "(ConfigMap apps/malformed)",
+                "number out of range",
+            ]),
+        ),
+        case(
+            "lone surrogate",
+            hostile("lone-surrogate"),
+            fails(&[
+                "hostile-lone-surrogate (step 1 of the pipeline)",
+                "(ConfigMap apps/malformed)",
+                "hex escape",
+            ]),
+        ),
+        case(
+            "20,000 violations",
+            hostile("violation-flood"),
+            Expect::Denied(|v| {
+                let errors = v.iter().filter(|v| v.severity == Severity::Error).count();
+                let last = v.last().map(|v| v.message.as_str()).unwrap_or_default();
+                (v.len() == 1001
+                    && errors == 1001
+                    && last.starts_with(
+                        "19000 more violations not shown (19000 of them of severity error)",
+                    ))
+                .then_some(())
+                .ok_or_else(|| format!("{} violations ({errors} errors), last: {last}", v.len()))
+            }),
+        ),
+        case(
+            "metadata that never returns",
+            bytes_step("sleepy-metadata", dist("hostile-metadata")),
+            fails(&["sleepy-metadata: metadata exceeded its deadline of 1s"]),
+        ),
+        case(
+            "metadata: bad name",
+            bytes_step("bad-name", metadata_component("Bad Name", "1.0.0")),
+            fails(&[
+                "bad-name: not a valid policy component: its metadata name \"Bad Name\" is not",
+            ]),
+        ),
+        case(
+            "metadata: bad version",
+            bytes_step("bad-version", metadata_component("ok", "one")),
+            fails(&[
+                "bad-version: not a valid policy component: its metadata version \"one\" is not a semantic version",
+            ]),
+        ),
+        case(
+            "100,000 nested blocks",
+            bytes_step("nest-bomb", nested_blocks(100_000, 1)),
+            fails(&[
+                "nest-bomb: not a valid policy component: function 0 nests control flow deeper than 2000 levels",
+            ]),
+        ),
+        case(
+            "200 functions of 1,900 nested blocks",
+            bytes_step("cost-bomb", nested_blocks(1_900, 200)),
+            fails(&[
+                "cost-bomb: not a valid policy component: its code is too expensive to compile",
+            ]),
+        ),
+        case(
+            "text format",
+            bytes_step("text", b"(component)".to_vec()),
+            fails(&["text: not a valid policy component: not a binary WebAssembly component"]),
+        ),
+    ];
+    let mut breach = hostile("add-cluster-object");
+    breach.failure_policy = FailurePolicy::Ignore;
+    cases.push(Case {
+        name: "adds a ClusterRoleBinding (failurePolicy Ignore)",
+        step: breach,
+        ctx: PolicyContext {
+            tenancy: Some(Tenancy::default()),
+            ..tenant("suite-tenancy")
+        },
+        expect: fails(&["hostile-add-cluster-object: transform output breaks tenancy: ClusterRoleBinding tenant-is-admin"]),
+    });
+    cases.push(Case {
+        name: "adds a ClusterIssuer (cluster-scoped CRD)",
+        step: hostile("add-cluster-custom-object"),
+        ctx: PolicyContext {
+            tenancy: Some(Tenancy {
+                cluster_scoped_kinds: vec!["ClusterIssuer.cert-manager.io".to_owned()],
+                ..Tenancy::default()
+            }),
+            ..tenant("suite-tenancy")
+        },
+        expect: fails(&["hostile-add-cluster-custom-object: transform output breaks tenancy: ClusterIssuer tenant-issuer"]),
+    });
+    let mut ignored = hostile("huge-number");
+    ignored.failure_policy = FailurePolicy::Ignore;
+    cases.push(case(
+        "number 1e400 (failurePolicy Ignore)",
+        ignored,
+        Expect::Ok,
+    ));
+    cases
+}
+
+/// The good call that must work after each hostile one.
+fn still_works(host: &PolicyHost) -> Result<(), String> {
+    let outcome = host
+        .run_pipeline(&[hostile("ok")], &tenant("suite-good"), objects())
+        .map_err(|e| format!("a good policy failed after a hostile one: {e}"))?;
+    (outcome.objects == objects())
+        .then_some(())
+        .ok_or_else(|| "a good policy changed the objects".to_owned())
+}
+
+fn judge(case: &Case, result: &Result<PipelineOutcome, PipelineError>) -> Result<(), String> {
+    match (&case.expect, result) {
+        (Expect::Ok, Ok(_)) => Ok(()),
+        (Expect::Fails(texts), Err(PipelineError::Failed(e))) => {
+            let text = e.to_string();
+            match texts.iter().find(|t| !text.contains(**t)) {
+                None => Ok(()),
+                Some(missing) => Err(format!("error lacks {missing:?}")),
+            }
+        }
+        (Expect::Denied(check), Err(PipelineError::Denied { violations })) => check(violations),
+        _ => Err("unexpected outcome".to_owned()),
+    }
+}
+
+#[test]
+fn every_hostile_case_ends_bounded_with_a_clear_error_and_leaves_nothing_behind() {
+    let host = host_with(|_| {});
+    let deadline = host.config().deadline;
+    let mut problems = Vec::new();
+    let mut table = vec![format!(
+        "{:<48} {:>9} {:>8}  {}",
+        "case", "ms", "RSS MiB", "outcome"
+    )];
+    for case in cases() {
+        if let Err(e) = still_works(&host) {
+            problems.push(format!("before {}: {e}", case.name));
+        }
+        let rss = rss_bytes();
+        let started = Instant::now();
+        let result = host.run_pipeline(std::slice::from_ref(&case.step), &case.ctx, objects());
+        let elapsed = started.elapsed();
+        let grown = rss_bytes().saturating_sub(rss);
+        let outcome = match &result {
+            Ok(o) if o.ignored_failures.is_empty() => "ok".to_owned(),
+            Ok(o) => format!("ok, ignored: {}", o.ignored_failures[0]),
+            Err(PipelineError::Denied { violations }) => {
+                format!("denied: {} violations", violations.len())
+            }
+            Err(e) => e.to_string(),
+        };
+        table.push(format!(
+            "{:<48} {:>9} {:>8}  {}",
+            case.name,
+            elapsed.as_millis(),
+            grown >> 20,
+            outcome.chars().take(220).collect::<String>()
+        ));
+        let mut fail = |what: String| problems.push(format!("{}: {what} ({outcome})", case.name));
+        if let Err(e) = judge(&case, &result) {
+            fail(e);
+        }
+        if elapsed > deadline + SLACK {
+            fail(format!(
+                "took {elapsed:?}, over the deadline {deadline:?} + {SLACK:?}"
+            ));
+        }
+        if grown > MAX_RSS_GROWTH {
+            fail(format!("RSS grew by {} MiB", grown >> 20));
+        }
+        if host.slots_in_use() != 0 {
+            fail(format!("{} instance slots left taken", host.slots_in_use()));
+        }
+        if host.overdue_compiles() != 0 {
+            fail(format!(
+                "{} compilations left running",
+                host.overdue_compiles()
+            ));
+        }
+        if let Err(e) = still_works(&host) {
+            fail(e);
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// One tenant whose policies all run into their deadline holds at most its share of the
+/// instance slots: another tenant's policies keep running at once, the stuck tenant's calls
+/// beyond its share wait at most until their own deadlines, and every slot comes back.
+#[test]
+fn a_stuck_tenant_cannot_take_the_slots_of_another() {
+    let deadline = Duration::from_secs(2);
+    // One slot per tenant, so only one looping call burns a core while the good tenant runs.
+    let host = host_with(|c| {
+        c.deadline = deadline;
+        c.max_instances = 3;
+        c.max_instances_per_tenant = 1;
+    });
+    still_works_for(&host, "good");
+    std::thread::scope(|s| {
+        let stuck: Vec<_> = (0..3)
+            .map(|_| {
+                let host = host.clone();
+                s.spawn(move || {
+                    let started = Instant::now();
+                    let r = host.run_pipeline(&[hostile("loop")], &tenant("evil"), objects());
+                    (r, started.elapsed())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            host.slots_in_use(),
+            1,
+            "the stuck tenant holds more than its share"
+        );
+        for _ in 0..5 {
+            let started = Instant::now();
+            still_works_for(&host, "good");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "a good tenant waited {:?} next to a stuck one",
+                started.elapsed()
+            );
+        }
+        let mut waited = 0;
+        for handle in stuck {
+            let (r, elapsed) = handle.join().expect("thread");
+            let e = match r {
+                Err(PipelineError::Failed(e)) => e.to_string(),
+                other => panic!("a stuck call did not fail: {other:?}"),
+            };
+            if e.contains("did not start before its deadline: its tenant (namespace \"evil\") already runs 1 policy instances, its limit") {
+                waited += 1;
+            } else {
+                assert!(e.contains("hostile-loop: transform exceeded its deadline of 2s"), "{e}");
+            }
+            assert!(elapsed < deadline + SLACK, "{elapsed:?}: {e}");
+        }
+        assert!(
+            waited >= 1,
+            "no call of the stuck tenant had to wait for its share"
+        );
+    });
+    assert_eq!(host.slots_in_use(), 0);
+}
+
+fn still_works_for(host: &PolicyHost, namespace: &str) {
+    let outcome = host
+        .run_pipeline(&[hostile("ok")], &tenant(namespace), objects())
+        .expect("a good policy runs");
+    assert_eq!(outcome.objects, objects());
+}
+
+/// The code limits bound compile time: the most expensive component they accept (deepest
+/// nesting in as many functions as the compile-cost budget allows) compiles in seconds, not
+/// the minutes a nesting bomb below the size cap would take.
+#[test]
+fn the_most_expensive_accepted_code_compiles_in_seconds() {
+    let host = gitops_reconciler::policy::PolicyHost::new(Default::default()).expect("host");
+    // 2,000 nested blocks cost about 4,000,000 each: 49 of them stay under the budget.
+    let bytes = nested_blocks(2_000, 49);
+    let started = Instant::now();
+    let e = host
+        .load("costly", &component(bytes))
+        .expect_err("compiles, then fails the world check");
+    let elapsed = started.elapsed();
+    println!("compiling 49 functions of 2,000 nested blocks took {elapsed:?}");
+    assert!(
+        e.to_string()
+            .contains("costly: not a valid policy component")
+            && !e.to_string().contains("too expensive")
+            && !e.to_string().contains("nests control flow"),
+        "the code limits refused it: {e}"
+    );
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+}
+
+/// A tenant whose calls keep failing uses up its failure budget and is then refused at once,
+/// naming why; another tenant is not affected, and the slots all come back.
+#[test]
+fn a_tenant_whose_policies_keep_failing_is_refused_until_its_budget_drains() {
+    let host = host_with(|c| {
+        c.deadline = Duration::from_millis(500);
+        c.tenant_failure_budget = Duration::from_millis(800);
+    });
+    for _ in 0..2 {
+        let e = host
+            .run_pipeline(&[hostile("loop")], &tenant("evil"), objects())
+            .expect_err("loops");
+        assert!(e.to_string().contains("exceeded its deadline"), "{e}");
+    }
+    let started = Instant::now();
+    let e = host
+        .run_pipeline(&[hostile("loop")], &tenant("evil"), objects())
+        .expect_err("refused");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.to_string().contains(
+            "did not start before its deadline: the policies of its tenant (namespace \"evil\") failed for more than 800ms in the last minute"
+        ),
+        "{e}"
+    );
+    still_works_for(&host, "good");
+    assert_eq!(host.slots_in_use(), 0);
+}
