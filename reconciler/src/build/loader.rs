@@ -162,13 +162,25 @@ impl<'a> Loader<'a> {
 
     /// The kustomization file in directory `dir`, if it has one.
     pub fn kustomization_file(&self, dir: &str) -> Result<Option<String>, BuildError> {
+        let mut found: Option<String> = None;
         for name in KUSTOMIZATION_FILES {
             let rel = join(dir, name);
             if self.kind_of(&rel, &rel)? == Some(false) {
-                return Ok(Some(rel));
+                // Two of them is ambiguous; kustomize refuses it rather than pick one.
+                if let Some(first) = &found {
+                    return Err(BuildError::InvalidKustomization {
+                        file: first.clone(),
+                        message: format!(
+                            "found multiple kustomization files in {}: {} and {name}",
+                            display(dir),
+                            first.rsplit('/').next().unwrap_or(first)
+                        ),
+                    });
+                }
+                found = Some(rel);
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// Reads a whole file (bounded), as bytes.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::BuildError;
+use super::config::NameBackRef;
 use super::resource::{ResId, Resource};
 
 /// Referrer field: (group or "", kind, path with `/` separators; `|` stands for a `/` inside a
@@ -128,7 +129,6 @@ fn other_referrers(target: &str) -> &'static [Referrer] {
                 "MutatingWebhookConfiguration",
                 "webhooks/clientConfig/service",
             ),
-            ("", "HTTPRoute", "spec/rules/backendRefs/name"),
         ],
         "Role" => &[("rbac.authorization.k8s.io", "RoleBinding", "roleRef/name")],
         "ClusterRole" => &[
@@ -161,6 +161,11 @@ fn other_referrers(target: &str) -> &'static [Referrer] {
             ),
         ],
         "IngressClass" => &[("", "Ingress", "spec/ingressClassName")],
+        "ValidatingAdmissionPolicy" => &[(
+            "admissionregistration.k8s.io",
+            "ValidatingAdmissionPolicyBinding",
+            "spec/policyName",
+        )],
         _ => &[],
     }
 }
@@ -181,6 +186,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("storage.k8s.io", "StorageClass"),
     ("scheduling.k8s.io", "PriorityClass"),
     ("networking.k8s.io", "IngressClass"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
 ];
 
 struct Candidate {
@@ -190,7 +196,11 @@ struct Candidate {
 }
 
 /// Updates every name reference in `resources`. `file` names the root kustomization for errors.
-pub(crate) fn fix(resources: &mut [Resource], file: &str) -> Result<(), BuildError> {
+pub(crate) fn fix(
+    resources: &mut [Resource],
+    configured: &[NameBackRef],
+    file: &str,
+) -> Result<(), BuildError> {
     // Only objects that were renamed matter; if none was, nothing can change.
     if resources.iter().all(|r| r.prev.is_empty()) {
         return Ok(());
@@ -228,6 +238,8 @@ pub(crate) fn fix(resources: &mut [Resource], file: &str) -> Result<(), BuildErr
     };
     for (ri, r) in resources.iter_mut().enumerate() {
         let rid = r.id();
+        // Built-in rules, then the configured ones (`configurations: nameReference`).
+        let mut rules: Vec<(&str, &str, Vec<String>)> = Vec::new();
         for (tg, tk) in TARGETS {
             let mut paths: Vec<String> = Vec::new();
             for (wk, base) in WORKLOADS {
@@ -242,6 +254,23 @@ pub(crate) fn fix(resources: &mut [Resource], file: &str) -> Result<(), BuildErr
                     paths.push(p.to_string());
                 }
             }
+            rules.push((tg, tk, paths));
+        }
+        for nb in configured {
+            let paths: Vec<String> = nb
+                .field_specs
+                .iter()
+                .filter(|f| f.selects(&rid))
+                .map(|f| f.path.replace("[]", ""))
+                .collect();
+            rules.push((
+                nb.group.as_deref().unwrap_or(""),
+                nb.kind.as_deref().unwrap_or(""),
+                paths,
+            ));
+        }
+        for (tg, tk, paths) in rules {
+            let (tg, tk) = (&tg, &tk);
             for path in paths {
                 let segs: Vec<String> = path.split('/').map(|s| s.replace('|', "/")).collect();
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();

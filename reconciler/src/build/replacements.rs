@@ -16,7 +16,8 @@ enum Step {
     All,
 }
 
-fn parse_path(p: &str) -> Vec<Step> {
+/// Splits a dotted field path on the dots outside brackets (`a.[name=x.y].b`).
+pub(crate) fn split_dotted(p: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
     let mut depth = 0;
@@ -36,6 +37,10 @@ fn parse_path(p: &str) -> Vec<Step> {
     }
     parts.push(cur);
     parts
+}
+
+fn parse_path(p: &str) -> Vec<Step> {
+    split_dotted(p)
         .into_iter()
         .filter(|s| !s.is_empty())
         .map(|s| {

@@ -38,17 +38,25 @@ impl ResId {
     }
 
     pub fn is_cluster_scoped(&self) -> bool {
-        schema::is_cluster_scoped(&self.group, &self.kind)
+        schema::is_cluster_scoped(&self.group, &self.version, &self.kind)
     }
 
-    /// Identity used for duplicate detection: group, kind, namespace (cluster-scoped: none), name.
-    pub fn key(&self) -> (String, String, String, String) {
+    /// Identity used for duplicate detection: group, version, kind, namespace (cluster-scoped:
+    /// none), name. The version is part of it, as in kustomize: the same kind and name in two
+    /// API versions are two objects.
+    pub fn key(&self) -> (String, String, String, String, String) {
         let ns = if self.is_cluster_scoped() {
             String::new()
         } else {
             self.effective_namespace().to_string()
         };
-        (self.group.clone(), self.kind.clone(), ns, self.name.clone())
+        (
+            self.group.clone(),
+            self.version.clone(),
+            self.kind.clone(),
+            ns,
+            self.name.clone(),
+        )
     }
 }
 
@@ -103,6 +111,8 @@ pub(crate) struct Resource {
     pub prefixes: Vec<String>,
     pub suffixes: Vec<String>,
     pub generated: Option<Generated>,
+    /// Names of the vars bound to this object (see `vars`).
+    pub vars: Vec<String>,
 }
 
 impl Resource {
@@ -113,6 +123,7 @@ impl Resource {
             prefixes: Vec::new(),
             suffixes: Vec::new(),
             generated: None,
+            vars: Vec::new(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Strategic merge patch, as kustomize (kyaml merge2) applies it: maps merge, `null` deletes,
-//! lists merge by the schema's merge key (new elements first), other lists — including every
+//! lists merge by the schema's merge key (the patch's elements first, in patch order), other lists — including every
 //! list of a custom resource — are replaced. Directives:
 //! `$patch: delete|replace|merge`, `$deleteFromPrimitiveList/<list>`, `$retainKeys` (dropped).
 //! `$setElementOrder/<list>` is NOT interpreted: kustomize v5.5 copies it into the object as a
@@ -139,33 +139,45 @@ fn merge_list(dest: &mut Vec<Value>, patch: &[Value], f: Option<&Field>, elem: T
         *dest = patch.iter().map(clean).collect();
         return;
     };
-    // New elements go before the existing ones, in patch order (what kustomize v5.5 emits).
-    let mut added: Vec<Value> = Vec::new();
+    // kustomize v5.5 emits the patch's elements first, in patch order (merged into the
+    // existing element with the same key where there is one), then the remaining existing
+    // elements in their order. Order matters: env entries refer to earlier ones by $(VAR).
+    let mut taken = vec![false; dest.len()];
+    let mut out: Vec<Value> = Vec::with_capacity(dest.len() + patch.len());
     for p in patch {
         let Some(pm) = p.as_object() else {
-            added.push(clean(p));
+            out.push(clean(p));
             continue;
         };
-        let pos = dest.iter().position(|d| same_key(d, p, &keys));
+        let pos = dest
+            .iter()
+            .enumerate()
+            .position(|(i, d)| !taken[i] && same_key(d, p, &keys));
         let directive = pm.get("$patch").and_then(Value::as_str);
+        if let Some(i) = pos {
+            taken[i] = true;
+        }
         match (pos, directive) {
-            (Some(i), Some("delete")) => {
-                dest.remove(i);
-            }
-            (None, Some("delete")) => {}
-            (Some(i), Some("replace")) => dest[i] = clean(p),
+            (_, Some("delete")) => {}
+            (Some(_), Some("replace")) => out.push(clean(p)),
             (Some(i), _) => {
-                if let Value::Object(dm) = &mut dest[i] {
+                let mut merged = std::mem::take(&mut dest[i]);
+                if let Value::Object(dm) = &mut merged {
                     merge_map(dm, pm, elem);
                 }
+                out.push(merged);
             }
-            (None, _) => added.push(clean(p)),
+            (None, _) => out.push(clean(p)),
         }
     }
-    if !added.is_empty() {
-        added.append(dest);
-        *dest = added;
-    }
+    out.extend(
+        std::mem::take(dest)
+            .into_iter()
+            .zip(taken)
+            .filter(|(_, t)| !t)
+            .map(|(d, _)| d),
+    );
+    *dest = out;
 }
 
 fn same_key(a: &Value, b: &Value, keys: &[String]) -> bool {
@@ -218,8 +230,8 @@ mod tests {
         merge(&mut d, &p, "apps", "v1", "Deployment");
         assert_eq!(
             d["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "a", "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]},
-                   {"name": "b", "image": "z"}])
+            json!([{"name": "b", "image": "z"},
+                   {"name": "a", "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]}])
         );
     }
 

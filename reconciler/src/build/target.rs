@@ -4,13 +4,15 @@
 use std::collections::HashSet;
 
 use super::BuildError;
+use super::config::TransformerConfig;
 use super::generators::{self, GenKind};
-use super::kustomization::{Kustomization, SortOptions};
+use super::kustomization::{self, Kustomization, SortOptions};
 use super::loader::{self, Loader};
 use super::patches;
 use super::replacements;
 use super::resource::Resource;
 use super::transform;
+use super::vars::{self, VarEntry};
 
 /// Walks kustomization trees for one build. Holds the chain of directories being built to
 /// detect cycles.
@@ -20,12 +22,15 @@ pub(crate) struct Builder<'a> {
     objects: usize,
 }
 
-type Key = (String, String, String, String);
+type Key = (String, String, String, String, String);
 
-/// Resources being accumulated plus the ids already taken.
+/// Resources being accumulated plus the ids already taken, and what travels upward with them:
+/// transformer configurations and declared vars.
 pub(crate) struct Accumulated {
     pub resources: Vec<Resource>,
     keys: HashSet<Key>,
+    pub config: TransformerConfig,
+    pub vars: Vec<VarEntry>,
 }
 
 impl Accumulated {
@@ -33,7 +38,32 @@ impl Accumulated {
         Accumulated {
             resources: Vec::new(),
             keys: HashSet::new(),
+            config: TransformerConfig::default(),
+            vars: Vec::new(),
         }
+    }
+
+    /// Takes in a sub-kustomization's result: its objects (ids must stay unique), its
+    /// configuration and its vars (the same var reached twice through a diamond is one var;
+    /// two different vars with one name are an error).
+    fn absorb(&mut self, sub: Accumulated, file: &str) -> Result<(), BuildError> {
+        for r in sub.resources {
+            self.push(r, file)?;
+        }
+        self.config.merge(&sub.config);
+        for v in sub.vars {
+            match self.vars.iter().find(|x| x.name == v.name) {
+                Some(x) if x.same_as(&v) => {}
+                Some(_) => {
+                    return Err(BuildError::Transform {
+                        file: file.to_string(),
+                        message: format!("var '{}' already encountered", v.name),
+                    });
+                }
+                None => self.vars.push(v),
+            }
+        }
+        Ok(())
     }
 
     fn push(&mut self, r: Resource, file: &str) -> Result<(), BuildError> {
@@ -87,19 +117,7 @@ impl<'a> Builder<'a> {
         match self.loader.kustomization_file(dir)? {
             Some(file) => {
                 let text = self.loader.read_text(&file, referrer)?;
-                let k: Kustomization = crate::yaml::from_str::<Option<Kustomization>>(&text)
-                    .map_err(|e| match e.line {
-                        Some(_) if !e.to_string().contains("unknown field") => BuildError::Yaml {
-                            file: file.clone(),
-                            line: e.line,
-                            message: e.to_string(),
-                        },
-                        _ => BuildError::InvalidKustomization {
-                            file: file.clone(),
-                            message: e.to_string(),
-                        },
-                    })?
-                    .unwrap_or_default();
+                let k = kustomization::parse(&text, &file)?;
                 if k.kind.as_deref() == Some("Component")
                     && k.api_version.as_deref() != Some("kustomize.config.k8s.io/v1alpha1")
                 {
@@ -110,11 +128,11 @@ impl<'a> Builder<'a> {
                                 .into(),
                     });
                 }
-                if let Some((field, what)) = k.refused_feature() {
+                if let Some((field, why)) = k.refused_feature() {
                     return Err(BuildError::Unsupported {
                         file,
                         feature: field,
-                        detail: format!("{what} would run code or fetch from outside the source"),
+                        detail: why.to_string(),
                     });
                 }
                 Ok((k, file))
@@ -177,7 +195,7 @@ impl<'a> Builder<'a> {
         dir: &str,
         referrer: &str,
         generate: bool,
-    ) -> Result<(Vec<Resource>, Option<SortOptions>), BuildError> {
+    ) -> Result<(Accumulated, Option<SortOptions>), BuildError> {
         if self.stack.iter().any(|d| d == dir) {
             let mut chain: Vec<&str> = self.stack.iter().map(|s| loader::display(s)).collect();
             chain.push(loader::display(dir));
@@ -194,7 +212,9 @@ impl<'a> Builder<'a> {
             });
         }
         let (k, file) = self.load(dir, referrer, generate)?;
-        if k.kind.as_deref() == Some("Component") {
+        // A Component may be the root of a build (kustomize builds it like a kustomization),
+        // but not a `resources:` entry.
+        if k.kind.as_deref() == Some("Component") && !generate {
             return Err(BuildError::InvalidKustomization {
                 file,
                 message: "a Component can only be used under 'components', not as a resource"
@@ -204,7 +224,7 @@ impl<'a> Builder<'a> {
         self.stack.push(dir.to_string());
         let acc = self.run(&k, dir, &file, Accumulated::new())?;
         self.stack.pop();
-        Ok((acc.resources, k.sort_options.clone()))
+        Ok((acc, k.sort_options.clone()))
     }
 
     /// Applies one kustomization (or component) on top of `acc`.
@@ -233,10 +253,8 @@ impl<'a> Builder<'a> {
                     });
                 }
                 Some(true) => {
-                    let (rs, _) = self.accumulate_dir(&rel, file, false)?;
-                    for r in rs {
-                        acc.push(r, file)?;
-                    }
+                    let (sub, _) = self.accumulate_dir(&rel, file, false)?;
+                    acc.absorb(sub, file)?;
                 }
                 Some(false) => {
                     let text = self.loader.read_text(&rel, file)?;
@@ -255,6 +273,9 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        // Transformer configurations apply from this level upward.
+        let own = TransformerConfig::load(&self.loader, dir, file, &k.configurations)?;
+        acc.config.merge(&own);
         // 2. generators.
         let global = k.generator_options.as_ref();
         for (kind, list) in [
@@ -265,6 +286,8 @@ impl<'a> Builder<'a> {
                 generators::generate(&self.loader, dir, file, kind, g, global, &mut acc.resources)?;
             }
         }
+        let gen_docs = self.plugin_docs(dir, file, &k.generators)?;
+        super::builtin::generate(&self.loader, dir, file, &gen_docs, &mut acc.resources)?;
         acc.rekey(file)?;
         // 3. components.
         for c in &k.components {
@@ -300,25 +323,95 @@ impl<'a> Builder<'a> {
             self.stack.pop();
         }
         // 4. transformers, in kustomize's order.
+        let cfg = &acc.config;
         let rs = &mut acc.resources;
         patches::apply_legacy_smp(&self.loader, dir, file, &k.patches_strategic_merge, rs)?;
         patches::apply_entries(&self.loader, dir, file, &k.patches, rs)?;
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-            transform::namespace(rs, ns);
+            transform::namespace(rs, ns, &cfg.namespace);
         }
         transform::prefix_suffix(
             rs,
             k.name_prefix.as_deref().unwrap_or(""),
             k.name_suffix.as_deref().unwrap_or(""),
         );
-        transform::labels(rs, &k.common_labels, &k.labels);
-        transform::annotations(rs, &k.common_annotations);
+        transform::labels(rs, &k.common_labels, &k.labels, cfg);
+        transform::annotations(rs, &k.common_annotations, &cfg.common_annotations);
         patches::apply_legacy_json(&self.loader, dir, file, &k.patches_json6902, rs)?;
-        transform::replicas(rs, &k.replicas, file)?;
-        transform::images(rs, &k.images);
+        transform::replicas(rs, &k.replicas, &cfg.replicas, file)?;
+        let images: Vec<_> = k
+            .images
+            .iter()
+            .chain(k.image_tags.iter())
+            .cloned()
+            .collect();
+        transform::images(rs, &images, &cfg.images);
         replacements::apply(&self.loader, dir, file, &k.replacements, rs)?;
+        self.run_configured(k, dir, file, &mut acc)?;
         acc.rekey(file)?;
+        vars::declare(&k.vars, &mut acc.resources, &mut acc.vars, file)?;
         Ok(acc)
+    }
+}
+
+impl Builder<'_> {
+    /// The documents of `generators:`/`transformers:`/`validators:` entries: inline YAML, a
+    /// file, or a directory built as a kustomization (as kustomize reads them).
+    fn plugin_docs(
+        &mut self,
+        dir: &str,
+        file: &str,
+        entries: &[String],
+    ) -> Result<Vec<serde_json::Value>, BuildError> {
+        let mut out = Vec::new();
+        for e in entries {
+            if let Ok(docs) = crate::yaml::json_documents(e)
+                && !docs.is_empty()
+                && docs.iter().all(|d| d.get("kind").is_some())
+            {
+                out.extend(docs);
+                continue;
+            }
+            if loader::is_remote(e) {
+                return Err(BuildError::Unsupported {
+                    file: file.to_string(),
+                    feature: "remote resources",
+                    detail: format!("'{e}': builds only read the source artifact"),
+                });
+            }
+            let rel = self.loader.resolve(dir, e, file)?;
+            match self.loader.kind_of(&rel, file)? {
+                None => {
+                    return Err(BuildError::NotFound {
+                        file: file.to_string(),
+                        path: e.clone(),
+                    });
+                }
+                Some(true) => {
+                    let (sub, _) = self.accumulate_dir(&rel, file, false)?;
+                    out.extend(sub.resources.into_iter().map(|r| r.obj));
+                }
+                Some(false) => {
+                    let text = self.loader.read_text(&rel, file)?;
+                    out.extend(loader::parse_yaml(&text, &rel, &self.loader.limits)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `transformers:` then `validators:` (after the kustomization's own transformers).
+    fn run_configured(
+        &mut self,
+        k: &Kustomization,
+        dir: &str,
+        file: &str,
+        acc: &mut Accumulated,
+    ) -> Result<(), BuildError> {
+        let docs = self.plugin_docs(dir, file, &k.transformers)?;
+        super::builtin::transform(&self.loader, dir, file, &docs, &mut acc.resources)?;
+        let docs = self.plugin_docs(dir, file, &k.validators)?;
+        super::builtin::refuse_validators(file, &docs)
     }
 }
 
@@ -334,7 +427,7 @@ mod tests {
             let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same", "namespace": ns}});
             acc.push(Resource::new(o), "f").expect("distinct");
         }
-        crate::build::transform::namespace(&mut acc.resources, "one");
+        crate::build::transform::namespace(&mut acc.resources, "one", &[]);
         let ids: Vec<_> = acc.resources.iter().map(|r| r.id().key()).collect();
         assert_eq!(ids[0], ids[1]);
         assert!(acc.rekey("k").is_err());

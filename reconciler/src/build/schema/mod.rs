@@ -3,7 +3,7 @@
 //! patches. Derived from a kube-apiserver's OpenAPI by `generate.py` into `k8s.table`; parsed
 //! once, on first use, into an immutable table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 const TABLE: &str = include_str!("k8s.table");
@@ -35,7 +35,6 @@ pub(crate) struct Type {
 
 pub(crate) struct Schema {
     kinds: HashMap<(String, String, String), usize>,
-    cluster: HashSet<(String, String)>,
     pub types: Vec<Type>,
 }
 
@@ -45,12 +44,74 @@ pub(crate) fn schema() -> &'static Schema {
     &SCHEMA
 }
 
-/// Whether a kind is cluster-scoped (unknown kinds, e.g. custom resources, are namespaced, as
-/// in kustomize).
-pub(crate) fn is_cluster_scoped(group: &str, kind: &str) -> bool {
-    SCHEMA
-        .cluster
-        .contains(&(group.to_string(), kind.to_string()))
+/// The (apiVersion, kind) pairs kustomize v5.5 knows to be cluster-scoped: its built-in schema
+/// is Kubernetes v1.21's, so newer cluster-scoped kinds (ValidatingAdmissionPolicy,
+/// flowcontrol v1 FlowSchema, ...) and every custom resource count as namespaced and get
+/// `namespace:` like any namespaced object. The output must be kustomize's, so this table,
+/// not the apiserver's, decides scope in the build. (The apply stage asks the cluster.)
+const KUSTOMIZE_CLUSTER_SCOPED: &[(&str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io/v1", "APIService"),
+    ("apiregistration.k8s.io/v1beta1", "APIService"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("certificates.k8s.io/v1beta1", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io/v1beta1", "FlowSchema"),
+    (
+        "flowcontrol.apiserver.k8s.io/v1beta1",
+        "PriorityLevelConfiguration",
+    ),
+    ("networking.k8s.io/v1", "IngressClass"),
+    ("networking.k8s.io/v1beta1", "IngressClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("node.k8s.io/v1beta1", "RuntimeClass"),
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRoleBinding"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("scheduling.k8s.io/v1beta1", "PriorityClass"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("storage.k8s.io/v1", "CSINode"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
+    ("storage.k8s.io/v1beta1", "CSIDriver"),
+    ("storage.k8s.io/v1beta1", "CSINode"),
+    ("storage.k8s.io/v1beta1", "StorageClass"),
+    ("storage.k8s.io/v1beta1", "VolumeAttachment"),
+    ("v1", "ComponentStatus"),
+    ("v1", "Namespace"),
+    ("v1", "Node"),
+    ("v1", "NodeProxyOptions"),
+    ("v1", "PersistentVolume"),
+];
+
+/// Whether kustomize treats a group/version/kind as cluster-scoped.
+pub(crate) fn is_cluster_scoped(group: &str, version: &str, kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.iter().any(|(av, k)| {
+        *k == kind
+            && match av.split_once('/') {
+                Some((g, v)) => g == group && v == version,
+                None => group.is_empty() && *av == version,
+            }
+    })
 }
 
 impl Schema {
@@ -76,7 +137,6 @@ fn parse(text: &'static str) -> Schema {
         })
     };
     let mut kinds = HashMap::new();
-    let mut cluster = HashSet::new();
     let mut types: HashMap<usize, Type> = HashMap::new();
     let mut current: Option<usize> = None;
     // The table is a compile-time constant; lines that do not parse are skipped (a unit test
@@ -84,16 +144,13 @@ fn parse(text: &'static str) -> Schema {
     for line in text.lines() {
         let cols: Vec<&'static str> = line.split(' ').collect();
         match cols.as_slice() {
-            ["K", gvk, ty, scope] => {
+            ["K", gvk, ty, _scope] => {
                 let mut it = gvk.splitn(3, '/');
                 let (Some(g), Some(v), Some(k)) = (it.next(), it.next(), it.next()) else {
                     continue;
                 };
                 let t = intern(ty, &mut names);
                 kinds.insert((g.to_string(), v.to_string(), k.to_string()), t);
-                if *scope == "c" {
-                    cluster.insert((g.to_string(), k.to_string()));
-                }
             }
             ["T", ty] => {
                 let t = intern(ty, &mut names);
@@ -136,11 +193,7 @@ fn parse(text: &'static str) -> Schema {
     for i in 0..names.len() {
         out.push(types.remove(&i).unwrap_or_default());
     }
-    Schema {
-        kinds,
-        cluster,
-        types: out,
-    }
+    Schema { kinds, types: out }
 }
 
 #[cfg(test)]
@@ -161,12 +214,23 @@ mod tests {
         assert_eq!(containers.keys, vec!["name".to_string()]);
         let c = s.field(containers.ty, "ports").expect("ports");
         assert_eq!(c.keys[0], "containerPort");
-        assert!(is_cluster_scoped("", "Namespace"));
+        assert!(is_cluster_scoped("", "v1", "Namespace"));
         assert!(is_cluster_scoped(
             "rbac.authorization.k8s.io",
+            "v1",
             "ClusterRole"
         ));
-        assert!(!is_cluster_scoped("apps", "Deployment"));
-        assert!(!is_cluster_scoped("example.com", "Foo"));
+        assert!(!is_cluster_scoped(
+            "rbac.authorization.k8s.io",
+            "v1alpha1",
+            "ClusterRole"
+        ));
+        assert!(!is_cluster_scoped(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy"
+        ));
+        assert!(!is_cluster_scoped("apps", "v1", "Deployment"));
+        assert!(!is_cluster_scoped("example.com", "v1", "Foo"));
     }
 }
