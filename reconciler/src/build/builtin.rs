@@ -139,14 +139,18 @@ pub(crate) fn generate(
         let gen_kind = match (api_version, kind) {
             (BUILTIN, "ConfigMapGenerator") => GenKind::ConfigMap,
             (BUILTIN, "SecretGenerator") => GenKind::Secret,
+            (BUILTIN, "IAMPolicyGenerator") => {
+                resources.push(Resource::new(iam_service_account(doc, file)?));
+                continue;
+            }
             _ => return Err(refusal("generators", file, doc)),
         };
         let mut fields = doc.clone();
         let meta = parse(doc, file)?.metadata;
         if let Some(m) = fields.as_object_mut() {
-            for k in ["apiVersion", "kind", "metadata"] {
-                m.remove(k);
-            }
+            // Plugin configurations are read leniently: fields the generator does not know
+            // are ignored.
+            m.retain(|k, _| GENERATOR_FIELDS.contains(&k.as_str()));
             m.insert("name".into(), Value::String(meta.name.unwrap_or_default()));
             if let Some(ns) = meta.namespace {
                 m.insert("namespace".into(), Value::String(ns));
@@ -161,6 +165,47 @@ pub(crate) fn generate(
         generators::generate(loader, dir, file, gen_kind, &args, none, resources)?;
     }
     Ok(())
+}
+
+/// The fields of ConfigMapGenerator/SecretGenerator configurations besides `metadata`.
+const GENERATOR_FIELDS: &[&str] = &[
+    "behavior",
+    "literals",
+    "files",
+    "envs",
+    "env",
+    "options",
+    "type",
+    "kvSources",
+];
+
+/// IAMPolicyGenerator (only `cloud: gke` exists): a ServiceAccount annotated with the Google
+/// service account it may act as.
+fn iam_service_account(doc: &Value, file: &str) -> Result<Value, BuildError> {
+    let s = |p: &str| doc.pointer(p).and_then(Value::as_str).unwrap_or("");
+    if s("/cloud") != "gke" {
+        return Err(BuildError::InvalidKustomization {
+            file: file.to_string(),
+            message: format!(
+                "IAMPolicyGenerator: cloud provider '{}' not supported",
+                s("/cloud")
+            ),
+        });
+    }
+    let mut meta = serde_json::json!({
+        "annotations": {
+            "iam.gke.io/gcp-service-account": format!(
+                "{}@{}.iam.gserviceaccount.com",
+                s("/serviceAccount/name"),
+                s("/serviceAccount/projectId")
+            ),
+        },
+        "name": s("/kubernetesService/name"),
+    });
+    if !s("/kubernetesService/namespace").is_empty() {
+        meta["namespace"] = Value::String(s("/kubernetesService/namespace").to_string());
+    }
+    Ok(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}))
 }
 
 /// Runs `transformers:` documents in order.

@@ -253,9 +253,10 @@ pub(crate) struct LabelEntry {
     pub fields: Vec<FieldSpec>,
 }
 
-/// A field spec: `labels[].fields` and transformer configurations.
+/// A field spec: `labels[].fields` and transformer configurations. Unknown keys are ignored
+/// (kustomize reads plugin and transformer configurations leniently).
 #[derive(Deserialize, Default, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct FieldSpec {
     #[serde(default)]
     pub group: Option<String>,

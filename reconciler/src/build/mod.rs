@@ -189,6 +189,14 @@ pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildErr
         &root_file,
     )?;
     sort::sort(&mut resources, sort_options.as_ref());
+    // Objects marked as local configuration (e.g. a replacement source that must not be
+    // applied) are dropped from the output, as kustomize does.
+    resources.retain(|r| {
+        r.obj
+            .pointer("/metadata/annotations/config.kubernetes.io~1local-config")
+            .and_then(Value::as_str)
+            != Some("true")
+    });
     let mut out: Vec<Value> = resources.into_iter().map(|r| r.obj).collect();
     for o in &mut out {
         drop_empty_annotations(o);

@@ -321,7 +321,7 @@ impl Ctx<'_> {
     ) -> Result<(), BuildError> {
         match v {
             Value::String(name) => {
-                if let Some(c) = self.select(name, None, tg, tk, referrer, rid)? {
+                if let Some(c) = self.select(name, None, false, tg, tk, referrer, rid)? {
                     *name = c.cur.name.clone();
                 }
             }
@@ -344,7 +344,7 @@ impl Ctx<'_> {
                     .get("namespace")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                if let Some(c) = self.select(&name, ns.as_deref(), tg, tk, referrer, rid)? {
+                if let Some(c) = self.select(&name, ns.as_deref(), true, tg, tk, referrer, rid)? {
                     m.insert("name".into(), Value::String(c.cur.name.clone()));
                     if !c.cur.namespace.is_empty() {
                         m.insert("namespace".into(), Value::String(c.cur.namespace.clone()));
@@ -356,10 +356,15 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sieve needs the whole referral context"
+    )]
     fn select(
         &self,
         name: &str,
         ns: Option<&str>,
+        is_map: bool,
         tg: &str,
         tk: &str,
         referrer: usize,
@@ -398,17 +403,26 @@ impl Ctx<'_> {
         if found.len() <= 1 {
             return Ok(found.into_iter().next());
         }
+        // kustomize's sieve: prefixes/suffixes that agree with the referrer's (an empty list
+        // agreeing with anything), then, if still ambiguous, strictly.
         let mine = &self.affixes[referrer];
-        let same: Vec<&Candidate> = found
-            .iter()
-            .copied()
-            .filter(|c| &self.affixes[c.idx] == mine)
+        let mut pool: Vec<&Candidate> = found
+            .into_iter()
+            .filter(|c| affixes_agree(&self.affixes[c.idx], mine, true))
             .collect();
-        if same.len() == 1 {
-            return Ok(Some(same[0]));
+        if pool.len() > 1 {
+            pool.retain(|c| affixes_agree(&self.affixes[c.idx], mine, false));
         }
-        let pool = if same.is_empty() { &found } else { &same };
-        if pool.iter().all(|c| c.cur.name == pool[0].cur.name) {
+        match pool.len() {
+            0 => return Ok(None),
+            1 => return Ok(Some(pool[0])),
+            _ => {}
+        }
+        // Candidates that would all write the same value: take the first.
+        let identical = pool.iter().all(|c| {
+            c.cur.name == pool[0].cur.name && (!is_map || c.cur.namespace == pool[0].cur.namespace)
+        });
+        if identical {
             return Ok(Some(pool[0]));
         }
         Err(BuildError::Transform {
@@ -422,4 +436,24 @@ impl Ctx<'_> {
             ),
         })
     }
+}
+
+/// kustomize's `PrefixesSuffixesEquals`: each list of one ends the other's (with
+/// `allow_empty`, an empty list agrees with anything).
+fn affixes_agree(
+    a: &(Vec<String>, Vec<String>),
+    b: &(Vec<String>, Vec<String>),
+    allow_empty: bool,
+) -> bool {
+    let ends = |x: &[String], y: &[String]| {
+        if allow_empty && (x.is_empty() || y.is_empty()) {
+            return true;
+        }
+        let (short, long) = if x.len() <= y.len() { (x, y) } else { (y, x) };
+        if short.is_empty() {
+            return long.is_empty();
+        }
+        long.ends_with(short)
+    };
+    ends(&a.0, &b.0) && ends(&a.1, &b.1)
 }

@@ -170,17 +170,15 @@ fn apply_smp_by_id(
             "a strategic merge patch without target needs kind and metadata.name".into(),
         ));
     }
-    let matches = |r: &Resource| {
-        let cur = r.id();
-        let org = r.org_id();
-        let kind_ok = cur.kind == id.kind
-            && (id.group.is_empty() && id.version.is_empty() || cur.group == id.group);
-        let name_ok = cur.name == id.name || org.name == id.name;
-        let ns_ok = id.namespace.is_empty()
-            || cur.effective_namespace() == id.effective_namespace()
-            || org.effective_namespace() == id.effective_namespace();
-        kind_ok && name_ok && ns_ok
+    // The patch names the object by any id it has had (current, original or intermediate,
+    // e.g. before an overlay's prefix or a kind change), as kustomize matches it.
+    let id_ok = |x: &ResId| {
+        x.kind == id.kind
+            && (id.group.is_empty() && id.version.is_empty() || x.group == id.group)
+            && x.name == id.name
+            && (id.namespace.is_empty() || x.effective_namespace() == id.effective_namespace())
     };
+    let matches = |r: &Resource| id_ok(&r.id()) || r.prev.iter().any(id_ok);
     let count = resources.iter().filter(|r| matches(r)).count();
     if count == 0 {
         return Err(perr(format!("no object matches the patch's id {id}")));

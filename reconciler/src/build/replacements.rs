@@ -210,7 +210,10 @@ pub(crate) fn apply(
             ..Default::default()
         })
         .map_err(&err)?;
-        let matched: Vec<&Resource> = resources.iter().filter(|r| r.matches(&sel)).collect();
+        let matched: Vec<&Resource> = resources
+            .iter()
+            .filter(|r| r.matches_any_id(&sel))
+            .collect();
         if matched.len() != 1 {
             return Err(err(format!(
                 "source {}/{} matches {} objects, expected exactly one",
@@ -253,7 +256,7 @@ pub(crate) fn apply(
                 .map_err(&err)?;
             let opts = t.options.clone().unwrap_or_default();
             for r in resources.iter_mut() {
-                if !r.matches(&sel) || rejects.iter().any(|x| r.matches(x)) {
+                if !r.matches_any_id(&sel) || rejects.iter().any(|x| r.matches_any_id(x)) {
                     continue;
                 }
                 for fp in &t.field_paths {

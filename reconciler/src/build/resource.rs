@@ -190,6 +190,29 @@ impl Resource {
         self.obj.get("metadata")?.get("annotations")?.as_object()
     }
 
+    /// Whether a selector picks this object by any id it has had (current, original or
+    /// intermediate), as kustomize's replacements select sources and targets.
+    pub fn matches_any_id(&self, sel: &CompiledSelector) -> bool {
+        let id_ok = |id: &ResId| {
+            let re_ok =
+                |re: &Option<regex::Regex>, v: &str| re.as_ref().is_none_or(|re| re.is_match(v));
+            re_ok(&sel.kind, &id.kind)
+                && re_ok(&sel.group, &id.group)
+                && re_ok(&sel.version, &id.version)
+                && re_ok(&sel.name, &id.name)
+                && re_ok(&sel.namespace, id.effective_namespace())
+        };
+        (id_ok(&self.id()) || self.prev.iter().any(id_ok))
+            && sel
+                .labels
+                .as_ref()
+                .is_none_or(|ls| ls.matches(self.labels()))
+            && sel
+                .annotations
+                .as_ref()
+                .is_none_or(|ls| ls.matches(self.annotations()))
+    }
+
     /// Whether a target selector picks this object (original or current name/namespace).
     pub fn matches(&self, sel: &CompiledSelector) -> bool {
         let id = self.id();

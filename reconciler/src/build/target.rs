@@ -44,24 +44,21 @@ impl Accumulated {
     }
 
     /// Takes in a sub-kustomization's result: its objects (ids must stay unique), its
-    /// configuration and its vars (the same var reached twice through a diamond is one var;
-    /// two different vars with one name are an error).
+    /// configuration and its vars (a var name reached twice, even through a diamond of bases,
+    /// is an error, as in kustomize).
     fn absorb(&mut self, sub: Accumulated, file: &str) -> Result<(), BuildError> {
         for r in sub.resources {
             self.push(r, file)?;
         }
         self.config.merge(&sub.config);
         for v in sub.vars {
-            match self.vars.iter().find(|x| x.name == v.name) {
-                Some(x) if x.same_as(&v) => {}
-                Some(_) => {
-                    return Err(BuildError::Transform {
-                        file: file.to_string(),
-                        message: format!("var '{}' already encountered", v.name),
-                    });
-                }
-                None => self.vars.push(v),
+            if self.vars.iter().any(|x| x.name == v.name) {
+                return Err(BuildError::Transform {
+                    file: file.to_string(),
+                    message: format!("var '{}' already encountered", v.name),
+                });
             }
+            self.vars.push(v);
         }
         Ok(())
     }
@@ -127,6 +124,22 @@ impl<'a> Builder<'a> {
                             "apiVersion for Component should be kustomize.config.k8s.io/v1alpha1"
                                 .into(),
                     });
+                }
+                if let Some(so) = &k.sort_options {
+                    let message = match so.order.as_deref() {
+                        Some("fifo") if so.legacy_sort_options.is_some() => Some(
+                            "the field 'sortOptions.legacySortOptions' is set but the selected \
+                             sort order is 'fifo', not 'legacy'",
+                        ),
+                        Some("fifo" | "legacy") => None,
+                        _ => Some("the field 'sortOptions.order' must be one of [fifo, legacy]"),
+                    };
+                    if let Some(message) = message {
+                        return Err(BuildError::InvalidKustomization {
+                            file,
+                            message: message.into(),
+                        });
+                    }
                 }
                 if let Some((field, why)) = k.refused_feature() {
                     return Err(BuildError::Unsupported {

@@ -52,16 +52,6 @@ pub(crate) struct VarEntry {
 }
 
 impl VarEntry {
-    /// The same declaration (reached twice through a diamond of bases).
-    pub fn same_as(&self, o: &VarEntry) -> bool {
-        self.name == o.name
-            && self.target() == o.target()
-            && self.objref.kind == o.objref.kind
-            && self.objref.name == o.objref.name
-            && self.objref.namespace == o.objref.namespace
-            && self.field_path() == o.field_path()
-    }
-
     fn target(&self) -> (String, String) {
         match self.objref.api_version.as_deref() {
             Some(av) if !av.is_empty() => {
