@@ -151,8 +151,11 @@ pub(crate) fn generate(
             // Plugin configurations are read leniently: fields the generator does not know
             // are ignored.
             m.retain(|k, _| GENERATOR_FIELDS.contains(&k.as_str()));
-            m.insert("name".into(), Value::String(meta.name.unwrap_or_default()));
-            if let Some(ns) = meta.namespace {
+            // A top-level `name`/`namespace` (the generator arguments) wins over metadata's.
+            if !m.contains_key("name") {
+                m.insert("name".into(), Value::String(meta.name.unwrap_or_default()));
+            }
+            if let Some(ns) = meta.namespace.filter(|_| !m.contains_key("namespace")) {
                 m.insert("namespace".into(), Value::String(ns));
             }
         }
@@ -169,6 +172,8 @@ pub(crate) fn generate(
 
 /// The fields of ConfigMapGenerator/SecretGenerator configurations besides `metadata`.
 const GENERATOR_FIELDS: &[&str] = &[
+    "name",
+    "namespace",
     "behavior",
     "literals",
     "files",

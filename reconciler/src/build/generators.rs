@@ -247,6 +247,13 @@ pub(crate) fn generate(
             if behavior == "replace" {
                 obj.remove("data");
                 obj.remove("binaryData");
+                // The replacement is a new object: its origin is recorded afresh.
+                if let Some(Value::Object(a)) = obj
+                    .get_mut("metadata")
+                    .and_then(|m| m.get_mut("annotations"))
+                {
+                    a.remove("config.kubernetes.io/origin");
+                }
             }
             if !data.is_empty() {
                 let d = obj

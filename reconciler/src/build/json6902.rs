@@ -34,22 +34,17 @@ fn apply_one(doc: &mut Value, op: &Value) -> Result<(), String> {
         "remove" => remove(doc, path).map(|_| ()),
         "replace" => {
             let v = value()?;
-            if path.is_empty() {
-                *doc = v;
-                return Ok(());
-            }
             // The JSON patch library kustomize uses replaces a missing key of an existing
-            // object by adding it; a missing parent or list index is still an error.
-            let (parent, last) = split_last(path)?;
-            match get_mut(doc, &parent)? {
-                Value::Object(m) => {
-                    m.insert(last, v);
-                    Ok(())
-                }
-                _ => {
-                    *get_mut(doc, path)? = v;
-                    Ok(())
-                }
+            // object by adding it; in a list, or under a missing parent, the target must exist.
+            let parent_is_object = path.is_empty()
+                || split_last(path)
+                    .and_then(|(parent, _)| get_mut(doc, &parent).map(|p| p.is_object()))
+                    .unwrap_or(false);
+            if parent_is_object {
+                add(doc, path, v)
+            } else {
+                *get_mut(doc, path)? = v;
+                Ok(())
             }
         }
         "move" => {

@@ -92,8 +92,8 @@ pub(crate) struct Kustomization {
     pub crds: Option<Value>,
     #[serde(default)]
     pub openapi: Option<Value>,
-    #[serde(default)]
-    pub build_metadata: Option<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub build_metadata: Vec<String>,
 }
 
 /// Reads a kustomization file as kustomize does: an error when it sets nothing at all (kustomize
@@ -195,6 +195,9 @@ fn rename_case_variant(raw: &mut Value, message: &str) -> bool {
     }
 }
 
+/// The `buildMetadata` option that records where each object came from.
+pub(crate) const ORIGIN_ANNOTATIONS: &str = "originAnnotations";
+
 impl Kustomization {
     /// The first field set that this engine refuses to build (rather than build differently),
     /// with the reason.
@@ -227,16 +230,20 @@ impl Kustomization {
                 "custom OpenAPI schemas for strategic merge of custom resources are not \
                  implemented; use a JSON 6902 patch or a `$patch: replace` list",
             ),
-            (
-                &self.build_metadata,
-                "buildMetadata",
-                "provenance annotations (origin, transformations, managed-by label) are not \
-                 produced",
-            ),
         ]
         .into_iter()
         .find(|(v, _, _)| set(v))
         .map(|(_, field, why)| (field, why))
+        .or_else(|| {
+            self.build_metadata
+                .iter()
+                .any(|m| m != ORIGIN_ANNOTATIONS)
+                .then_some((
+                    "buildMetadata",
+                    "only originAnnotations is implemented; transformerAnnotations and \
+                     managedByLabel are not",
+                ))
+        })
     }
 }
 

@@ -20,6 +20,35 @@ pub(crate) struct Builder<'a> {
     pub loader: Loader<'a>,
     stack: Vec<String>,
     objects: usize,
+    /// The root's directory when its `buildMetadata` asks for origin annotations.
+    origin_root: Option<String>,
+}
+
+/// The annotation kustomize records an object's origin in.
+const ORIGIN: &str = "config.kubernetes.io/origin";
+
+/// `to` (a root-relative path) as seen from the directory `from`.
+fn relative(from: &str, to: &str) -> String {
+    let f: Vec<&str> = from.split('/').filter(|s| !s.is_empty()).collect();
+    let t: Vec<&str> = to.split('/').filter(|s| !s.is_empty()).collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out: Vec<&str> = vec![".."; f.len() - common];
+    out.extend(&t[common..]);
+    out.join("/")
+}
+
+/// Sets the origin annotation (kustomize's YAML rendering of its `Origin`).
+fn set_origin(r: &mut Resource, text: String) {
+    let meta = super::resource::metadata_mut(&mut r.obj);
+    let ann = meta
+        .entry("annotations")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if !ann.is_object() {
+        *ann = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(m) = ann.as_object_mut() {
+        m.entry(ORIGIN).or_insert(serde_json::Value::String(text));
+    }
 }
 
 type Key = (String, String, String, String, String);
@@ -99,6 +128,7 @@ impl<'a> Builder<'a> {
             loader,
             stack: Vec::new(),
             objects: 0,
+            origin_root: None,
         }
     }
 
@@ -234,6 +264,13 @@ impl<'a> Builder<'a> {
                     .into(),
             });
         }
+        if generate
+            && k.build_metadata
+                .iter()
+                .any(|m| m == kustomization::ORIGIN_ANNOTATIONS)
+        {
+            self.origin_root = Some(dir.to_string());
+        }
         self.stack.push(dir.to_string());
         let acc = self.run(&k, dir, &file, Accumulated::new())?;
         self.stack.pop();
@@ -281,7 +318,11 @@ impl<'a> Builder<'a> {
                         });
                     }
                     for o in objs {
-                        acc.push(Resource::new(o), &rel)?;
+                        let mut r = Resource::new(o);
+                        if let Some(root) = &self.origin_root {
+                            set_origin(&mut r, format!("path: {}\n", relative(root, &rel)));
+                        }
+                        acc.push(r, &rel)?;
                     }
                 }
             }
@@ -299,8 +340,49 @@ impl<'a> Builder<'a> {
                 generators::generate(&self.loader, dir, file, kind, g, global, &mut acc.resources)?;
             }
         }
-        let gen_docs = self.plugin_docs(dir, file, &k.generators)?;
+        if let Some(root) = &self.origin_root {
+            // Every object without an origin now was generated (or replaced) here.
+            for r in &mut acc.resources {
+                if r.annotations().is_none_or(|a| !a.contains_key(ORIGIN)) {
+                    let kind = r.kind().to_string();
+                    set_origin(
+                        r,
+                        format!(
+                            "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}Generator\n",
+                            relative(root, file)
+                        ),
+                    );
+                }
+            }
+        }
+        let gen_sources = self.plugin_docs(dir, file, &k.generators)?;
+        let gen_docs: Vec<serde_json::Value> = gen_sources.iter().map(|(d, _)| d.clone()).collect();
+        let n = acc.resources.len();
         super::builtin::generate(&self.loader, dir, file, &gen_docs, &mut acc.resources)?;
+        if let Some(root) = self
+            .origin_root
+            .as_ref()
+            .filter(|_| acc.resources.len() - n == gen_docs.len())
+        {
+            // Built-in generator configurations: the file the configuration is in (the
+            // kustomization for an inline one) and the configuration's kind and name.
+            for (r, (d, from)) in acc.resources[n..].iter_mut().zip(&gen_sources) {
+                let s = |p: &str| {
+                    d.pointer(p)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                };
+                set_origin(
+                    r,
+                    format!(
+                        "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {}\n  name: {}\n",
+                        relative(root, from),
+                        s("/kind"),
+                        s("/metadata/name")
+                    ),
+                );
+            }
+        }
         acc.rekey(file)?;
         // 3. components.
         for c in &k.components {
@@ -375,14 +457,14 @@ impl Builder<'_> {
         dir: &str,
         file: &str,
         entries: &[String],
-    ) -> Result<Vec<serde_json::Value>, BuildError> {
+    ) -> Result<Vec<(serde_json::Value, String)>, BuildError> {
         let mut out = Vec::new();
         for e in entries {
             if let Ok(docs) = crate::yaml::json_documents(e)
                 && !docs.is_empty()
                 && docs.iter().all(|d| d.get("kind").is_some())
             {
-                out.extend(docs);
+                out.extend(docs.into_iter().map(|d| (d, file.to_string())));
                 continue;
             }
             if loader::is_remote(e) {
@@ -402,11 +484,13 @@ impl Builder<'_> {
                 }
                 Some(true) => {
                     let (sub, _) = self.accumulate_dir(&rel, file, false)?;
-                    out.extend(sub.resources.into_iter().map(|r| r.obj));
+                    let from = loader::join(&rel, "kustomization.yaml");
+                    out.extend(sub.resources.into_iter().map(|r| (r.obj, from.clone())));
                 }
                 Some(false) => {
                     let text = self.loader.read_text(&rel, file)?;
-                    out.extend(loader::parse_yaml(&text, &rel, &self.loader.limits)?);
+                    let docs = loader::parse_yaml(&text, &rel, &self.loader.limits)?;
+                    out.extend(docs.into_iter().map(|d| (d, rel.clone())));
                 }
             }
         }
@@ -421,9 +505,15 @@ impl Builder<'_> {
         file: &str,
         acc: &mut Accumulated,
     ) -> Result<(), BuildError> {
-        let docs = self.plugin_docs(dir, file, &k.transformers)?;
+        let docs: Vec<_> = (self.plugin_docs(dir, file, &k.transformers)?)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         super::builtin::transform(&self.loader, dir, file, &docs, &mut acc.resources)?;
-        let docs = self.plugin_docs(dir, file, &k.validators)?;
+        let docs: Vec<_> = (self.plugin_docs(dir, file, &k.validators)?)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         super::builtin::refuse_validators(file, &docs)
     }
 }
