@@ -201,6 +201,30 @@ pub(crate) fn fix(
     configured: &[NameBackRef],
     file: &str,
 ) -> Result<(), BuildError> {
+    // kustomize refuses a RoleBinding whose ServiceAccount subject has a `namespace:` key
+    // without a value (it cannot tell which namespace's account is meant).
+    for r in resources.iter() {
+        if r.kind() != "RoleBinding" {
+            continue;
+        }
+        let Some(Value::Array(subjects)) = r.obj.get("subjects") else {
+            continue;
+        };
+        let blank = subjects.iter().any(|s| {
+            s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                && s.get("namespace").is_some_and(|n| !n.is_string())
+        });
+        if blank {
+            return Err(BuildError::InvalidObject {
+                file: file.to_string(),
+                message: format!(
+                    "{}: a ServiceAccount subject has a blank namespace (give it a value or \
+                     remove the key)",
+                    r.id()
+                ),
+            });
+        }
+    }
     // Only objects that were renamed matter; if none was, nothing can change.
     if resources.iter().all(|r| r.prev.is_empty()) {
         return Ok(());
