@@ -224,12 +224,6 @@ impl Kustomization {
                 "reading name-reference rules from CRD OpenAPI files is not implemented; \
                  list the same rules in a `configurations` file",
             ),
-            (
-                &self.openapi,
-                "openapi",
-                "custom OpenAPI schemas for strategic merge of custom resources are not \
-                 implemented; use a JSON 6902 patch or a `$patch: replace` list",
-            ),
         ]
         .into_iter()
         .find(|(v, _, _)| set(v))

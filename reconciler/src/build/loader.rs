@@ -45,6 +45,9 @@ pub(crate) struct Loader<'a> {
     root: &'a Path,
     pub limits: Limits,
     total_bytes: Cell<usize>,
+    /// The OpenAPI schema a kustomization gave with `openapi: {path: ...}` (the latest one
+    /// read wins, so an overlay's takes precedence over its base's), for strategic merges.
+    pub custom_schema: std::cell::RefCell<Option<std::rc::Rc<super::schema::Schema>>>,
 }
 
 /// Joins two `/`-separated relative paths.
@@ -79,6 +82,7 @@ impl<'a> Loader<'a> {
             root,
             limits,
             total_bytes: Cell::new(0),
+            custom_schema: std::cell::RefCell::new(None),
         }
     }
 

@@ -171,6 +171,7 @@ impl<'a> Builder<'a> {
                         });
                     }
                 }
+                self.load_openapi(&k, dir, &file)?;
                 if let Some((field, why)) = k.refused_feature() {
                     return Err(BuildError::Unsupported {
                         file,
@@ -450,6 +451,40 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// `openapi: {path: file}`: the schema strategic merges of the kinds it defines use from
+    /// here on. `openapi: {version: v1.21.2}` names kustomize's built-in schema (this engine's
+    /// merge keys come from a newer one, which agrees for the kinds v1.21 has); other
+    /// versions are refused.
+    fn load_openapi(&self, k: &Kustomization, dir: &str, file: &str) -> Result<(), BuildError> {
+        let Some(o) = k.openapi.as_ref().filter(|o| !o.is_null()) else {
+            return Ok(());
+        };
+        let invalid = |message: String| BuildError::InvalidKustomization {
+            file: file.to_string(),
+            message,
+        };
+        if let Some(p) = o.get("path").and_then(serde_json::Value::as_str) {
+            let rel = self.loader.resolve(dir, p, file)?;
+            let text = self.loader.read_text(&rel, file)?;
+            let doc = loader::parse_yaml(&text, &rel, &self.loader.limits)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| invalid(format!("openapi: {rel} is empty")))?;
+            *self.loader.custom_schema.borrow_mut() =
+                Some(std::rc::Rc::new(super::schema::from_openapi(&doc)));
+            return Ok(());
+        }
+        match o.get("version").and_then(serde_json::Value::as_str) {
+            Some("v1.21.2" | "v1_21_2") => Ok(()),
+            Some(v) => Err(BuildError::Unsupported {
+                file: file.to_string(),
+                feature: "openapi",
+                detail: format!("built-in schema version '{v}': only v1.21.2 is known"),
+            }),
+            None => Err(invalid("openapi: expected 'path' or 'version'".into())),
+        }
+    }
+
     /// The documents of `generators:`/`transformers:`/`validators:` entries: inline YAML, a
     /// file, or a directory built as a kustomization (as kustomize reads them).
     fn plugin_docs(

@@ -114,6 +114,130 @@ pub(crate) fn is_cluster_scoped(group: &str, version: &str, kind: &str) -> bool 
     })
 }
 
+/// A schema from a user's OpenAPI document (the kustomization's `openapi: {path: ...}`), as
+/// kustomize reads one: `definitions` whose `x-kubernetes-group-version-kind` names a kind,
+/// properties by `$ref`, `items` and `additionalProperties`, and the patch strategy and merge
+/// key extensions. Anonymous nested objects become types of their own.
+pub(crate) fn from_openapi(doc: &serde_json::Value) -> Schema {
+    use serde_json::Value;
+    struct B<'d> {
+        defs: Option<&'d serde_json::Map<String, Value>>,
+        index: HashMap<String, usize>,
+        types: Vec<Type>,
+    }
+    impl<'d> B<'d> {
+        /// The type index of a named definition, built on first use.
+        fn named(&mut self, name: &str) -> usize {
+            if let Some(i) = self.index.get(name) {
+                return *i;
+            }
+            let i = self.types.len();
+            self.types.push(Type::default());
+            self.index.insert(name.to_string(), i);
+            if let Some(def) = self.defs.and_then(|d| d.get(name)) {
+                let t = self.object(def);
+                self.types[i] = t;
+            }
+            i
+        }
+        fn reference(&mut self, v: &'d Value) -> Option<usize> {
+            if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+                return Some(self.named(r.trim_start_matches("#/definitions/")));
+            }
+            if v.get("properties").is_some() {
+                let t = self.object(v);
+                self.types.push(t);
+                return Some(self.types.len() - 1);
+            }
+            None
+        }
+        fn object(&mut self, def: &'d Value) -> Type {
+            let mut t = Type::default();
+            let Some(props) = def.get("properties").and_then(Value::as_object) else {
+                return t;
+            };
+            for (name, p) in props {
+                let strategy = p
+                    .get("x-kubernetes-patch-strategy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let mut keys: Vec<String> = p
+                    .get("x-kubernetes-patch-merge-key")
+                    .and_then(Value::as_str)
+                    .map(|k| vec![k.to_string()])
+                    .unwrap_or_default();
+                if keys.is_empty()
+                    && let Some(Value::Array(mk)) = p.get("x-kubernetes-list-map-keys")
+                {
+                    keys = mk
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect();
+                }
+                let list_type = p.get("x-kubernetes-list-type").and_then(Value::as_str);
+                let merge = strategy.split(',').any(|s| s == "merge")
+                    || matches!(list_type, Some("map" | "set"));
+                let is_list = p.get("type").and_then(Value::as_str) == Some("array");
+                let field = if is_list {
+                    let ty = p.get("items").and_then(|i| self.reference(i));
+                    Field {
+                        shape: Shape::List,
+                        ty,
+                        merge,
+                        keys,
+                    }
+                } else if let Some(ap) = p.get("additionalProperties").filter(|a| a.is_object()) {
+                    let ty = self.reference(ap);
+                    Field {
+                        shape: Shape::Map,
+                        ty,
+                        merge,
+                        keys,
+                    }
+                } else if let Some(ty) = self.reference(p) {
+                    Field {
+                        shape: Shape::Object,
+                        ty: Some(ty),
+                        merge,
+                        keys,
+                    }
+                } else {
+                    Field {
+                        shape: Shape::Scalar,
+                        ty: None,
+                        merge,
+                        keys,
+                    }
+                };
+                t.fields.insert(name.clone(), field);
+            }
+            t
+        }
+    }
+    let defs = doc.get("definitions").and_then(Value::as_object);
+    let mut b = B {
+        defs,
+        index: HashMap::new(),
+        types: Vec::new(),
+    };
+    let mut kinds = HashMap::new();
+    for (name, def) in defs.into_iter().flatten() {
+        let Some(Value::Array(gvks)) = def.get("x-kubernetes-group-version-kind") else {
+            continue;
+        };
+        let t = b.named(name);
+        for g in gvks {
+            let s = |k: &str| g.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            kinds.insert((s("group"), s("version"), s("kind")), t);
+        }
+    }
+    Schema {
+        kinds,
+        types: b.types,
+    }
+}
+
 impl Schema {
     /// The root type of a kind, if the table knows it.
     pub fn root(&self, group: &str, version: &str, kind: &str) -> Option<usize> {
