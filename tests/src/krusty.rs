@@ -219,6 +219,8 @@ struct Func {
 }
 
 struct Package {
+    /// The krusty directory (test data is read relative to it).
+    dir: PathBuf,
     consts: HashMap<String, String>,
     funcs: HashMap<String, Func>,
     /// Test functions in file order: (file stem, name).
@@ -252,6 +254,11 @@ fn eval(expr: &[Tok], scopes: &[&HashMap<String, String>]) -> Option<String> {
                 out.push_str(&joined);
                 i = end;
             }
+            Tok::Ident(conv) if conv == "string" && expr.get(i + 1) == Some(&Tok::Punct('(')) => {
+                let (inner, end) = args(expr, i + 1);
+                out.push_str(&eval(inner.first()?, scopes)?);
+                i = end;
+            }
             Tok::Ident(name) => {
                 out.push_str(scopes.iter().find_map(|s| s.get(name))?);
                 i += 1;
@@ -274,6 +281,7 @@ fn parse_package(dir: &Path) -> Result<Package, String> {
         .collect();
     files.sort();
     let mut pkg = Package {
+        dir: dir.to_path_buf(),
         consts: HashMap::new(),
         funcs: HashMap::new(),
         tests: Vec::new(),
@@ -437,6 +445,36 @@ fn normalise(p: &str) -> String {
 }
 
 impl Run<'_> {
+    /// Follows a helper function's body with its harness and string parameters bound.
+    fn inline(
+        &mut self,
+        func: &Func,
+        a: &[&[Tok]],
+        harness: &[String],
+        locals: &HashMap<String, String>,
+        depth_limit: usize,
+    ) -> Result<(), String> {
+        let mut inner_locals = HashMap::new();
+        let mut inner_harness = Vec::new();
+        for (k, (pname, ty)) in func.params.iter().enumerate() {
+            let arg = a.get(k);
+            if ty.contains("Harness")
+                || arg.is_some_and(|e| matches!(e, [Tok::Ident(v)] if harness.contains(v)))
+            {
+                inner_harness.push(pname.clone());
+            } else if let Some(v) = arg.and_then(|e| eval(e, &[locals, &self.pkg.consts])) {
+                inner_locals.insert(pname.clone(), v);
+            }
+        }
+        let body = func.body.clone();
+        self.walk(
+            &body,
+            &mut inner_harness,
+            &mut inner_locals,
+            depth_limit - 1,
+        )
+    }
+
     /// Follows `body` with `harness` as the harness variable's name.
     fn walk(
         &mut self,
@@ -573,6 +611,56 @@ impl Run<'_> {
                         locals.insert(v.clone(), val);
                     }
                 }
+                // `data, _ := os.ReadFile("./testdata/x")`: the module's own test data.
+                Tok::Ident(v)
+                    if body.get(i + 1) == Some(&Tok::Punct(','))
+                        && body.get(i + 5) == Some(&Tok::Ident("os".into()))
+                        && body.get(i + 7) == Some(&Tok::Ident("ReadFile".into())) =>
+                {
+                    let (a, end) = args(body, i + 8);
+                    let scopes = [&*locals, &self.pkg.consts];
+                    if let Some(content) = a
+                        .first()
+                        .and_then(|e| eval(e, &scopes))
+                        .and_then(|p| std::fs::read_to_string(self.pkg.dir.join(p)).ok())
+                    {
+                        locals.insert(v.clone(), content);
+                    }
+                    i = end;
+                    continue;
+                }
+                // `wrapper(t, func(t *testing.T) { ... })` at the top level: the closure's
+                // statements are the test's.
+                Tok::Ident(f)
+                    if depth == 0
+                        && body.get(i + 1) == Some(&Tok::Punct('('))
+                        && !harness.contains(f) =>
+                {
+                    let (a, end) = args(body, i + 1);
+                    if let Some(last) = a.last()
+                        && last.first() == Some(&Tok::Ident("func".into()))
+                        && let Some(open) = last.iter().position(|t| *t == Tok::Punct('{'))
+                        && !self.pkg.funcs.get(f.as_str()).is_some_and(|func| {
+                            func.params.iter().any(|(_, ty)| ty.contains("Harness"))
+                        })
+                    {
+                        let close = matching(last, open);
+                        let inner = last[open + 1..close.saturating_sub(1).max(open + 1)].to_vec();
+                        self.walk(&inner, harness, locals, depth_limit - 1)?;
+                        i = end;
+                        continue;
+                    }
+                    if let Some(func) = self.pkg.funcs.get(f.as_str()) {
+                        let passes_harness = a
+                            .iter()
+                            .any(|e| matches!(e, [Tok::Ident(v)] if harness.contains(v)));
+                        if passes_harness {
+                            self.inline(func, &a, harness, locals, depth_limit)?;
+                            i = end;
+                            continue;
+                        }
+                    }
+                }
                 // A helper taking the harness: inline it.
                 Tok::Ident(f) if body.get(i + 1) == Some(&Tok::Punct('(')) => {
                     if let Some(func) = self.pkg.funcs.get(f.as_str()) {
@@ -586,25 +674,7 @@ impl Run<'_> {
                                     "harness used inside a block (loop, closure or branch)".into(),
                                 );
                             }
-                            let mut inner_locals = HashMap::new();
-                            let mut inner_harness = Vec::new();
-                            for (k, (pname, ty)) in func.params.iter().enumerate() {
-                                if ty.contains("Harness") {
-                                    inner_harness.push(pname.clone());
-                                } else if let Some(v) = a
-                                    .get(k)
-                                    .and_then(|e| eval(e, &[&*locals, &self.pkg.consts]))
-                                {
-                                    inner_locals.insert(pname.clone(), v);
-                                }
-                            }
-                            let body = func.body.clone();
-                            self.walk(
-                                &body,
-                                &mut inner_harness,
-                                &mut inner_locals,
-                                depth_limit - 1,
-                            )?;
+                            self.inline(func, &a, harness, locals, depth_limit)?;
                             i = end;
                             continue;
                         }

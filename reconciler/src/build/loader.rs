@@ -45,9 +45,11 @@ pub(crate) struct Loader<'a> {
     root: &'a Path,
     pub limits: Limits,
     total_bytes: Cell<usize>,
-    /// The OpenAPI schema a kustomization gave with `openapi: {path: ...}` (the latest one
-    /// read wins, so an overlay's takes precedence over its base's), for strategic merges.
+    /// The OpenAPI schema a kustomization gave with `openapi: {path: ...}` (the first one
+    /// read, the outermost, wins over its bases'), for strategic merges.
     pub custom_schema: std::cell::RefCell<Option<std::rc::Rc<super::schema::Schema>>>,
+    /// Some kustomization already chose the schema (`openapi:` path or version).
+    pub openapi_chosen: Cell<bool>,
 }
 
 /// Joins two `/`-separated relative paths.
@@ -83,6 +85,7 @@ impl<'a> Loader<'a> {
             limits,
             total_bytes: Cell::new(0),
             custom_schema: std::cell::RefCell::new(None),
+            openapi_chosen: Cell::new(false),
         }
     }
 

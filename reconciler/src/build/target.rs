@@ -451,8 +451,8 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// `openapi: {path: file}`: the schema strategic merges of the kinds it defines use from
-    /// here on. `openapi: {version: v1.21.2}` names kustomize's built-in schema (this engine's
+    /// `openapi: {path: file}`: the schema strategic merges of the kinds it defines use (the
+    /// outermost kustomization's, when several set one). `openapi: {version: v1.21.2}` names kustomize's built-in schema (this engine's
     /// merge keys come from a newer one, which agrees for the kinds v1.21 has); other
     /// versions are refused.
     fn load_openapi(&self, k: &Kustomization, dir: &str, file: &str) -> Result<(), BuildError> {
@@ -463,7 +463,18 @@ impl Builder<'_> {
             file: file.to_string(),
             message,
         };
-        if let Some(p) = o.get("path").and_then(serde_json::Value::as_str) {
+        let path = o.get("path").and_then(serde_json::Value::as_str);
+        if path.is_some() && o.get("version").is_some() {
+            return Err(invalid(
+                "openapi: builtin version and custom schema provided, cannot use both".into(),
+            ));
+        }
+        // The outermost kustomization is read first, and its choice (a schema file or a
+        // built-in version) wins: a base's is ignored under an overlay that made one.
+        if self.loader.openapi_chosen.replace(true) {
+            return Ok(());
+        }
+        if let Some(p) = path {
             let rel = self.loader.resolve(dir, p, file)?;
             let text = self.loader.read_text(&rel, file)?;
             let doc = loader::parse_yaml(&text, &rel, &self.loader.limits)?
