@@ -253,11 +253,10 @@ pub fn compare(expected: &[Value], actual: &[Value]) -> Option<String> {
         )
     };
     for (i, (e, a)) in expected.iter().zip(actual.iter()).enumerate() {
-        if e != a {
+        if let Some((at, ev, av)) = first_difference(e, a, String::new()) {
             return Some(format!(
-                "object #{i} differs:\n  kubectl: {}\n  engine:  {}",
-                serde_json::to_string(e).unwrap_or_default(),
-                serde_json::to_string(a).unwrap_or_default()
+                "object #{i} ({}) differs at {at}:\n  kubectl: {ev}\n  engine:  {av}",
+                id(e)
             ));
         }
     }
@@ -281,5 +280,54 @@ pub fn write_tree(dir: &Path, files: &BTreeMap<String, String>) {
             std::fs::create_dir_all(parent).expect("mkdir");
         }
         std::fs::write(full, c).expect("write");
+    }
+}
+
+/// The first field (JSON pointer, kubectl's value, the engine's value) where two objects
+/// differ, comparing maps key by key and lists element by element, in order.
+pub fn first_difference(e: &Value, a: &Value, at: String) -> Option<(String, String, String)> {
+    let shown = |v: Option<&Value>| {
+        v.map(|v| {
+            let s = serde_json::to_string(v).unwrap_or_default();
+            if s.len() > 300 {
+                format!("{}…", &s[..s.floor_char_boundary(300)])
+            } else {
+                s
+            }
+        })
+        .unwrap_or_else(|| "(absent)".to_string())
+    };
+    match (e, a) {
+        (Value::Object(em), Value::Object(am)) => {
+            let ek: Vec<&String> = em.keys().collect();
+            let ak: Vec<&String> = am.keys().collect();
+            for k in em.keys().chain(am.keys()) {
+                let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                match (em.get(k), am.get(k)) {
+                    (Some(x), Some(y)) => {
+                        if let Some(d) = first_difference(x, y, p) {
+                            return Some(d);
+                        }
+                    }
+                    (x, y) => return Some((p, shown(x), shown(y))),
+                }
+            }
+            (ek != ak).then(|| (at, format!("{ek:?}"), format!("{ak:?}")))
+        }
+        (Value::Array(el), Value::Array(al)) => {
+            for (i, (x, y)) in el.iter().zip(al.iter()).enumerate() {
+                if let Some(d) = first_difference(x, y, format!("{at}/{i}")) {
+                    return Some(d);
+                }
+            }
+            (el.len() != al.len()).then(|| {
+                (
+                    format!("{at} (length {} vs {})", el.len(), al.len()),
+                    shown(Some(e)),
+                    shown(Some(a)),
+                )
+            })
+        }
+        _ => (e != a).then(|| (at, shown(Some(e)), shown(Some(a)))),
     }
 }

@@ -8,6 +8,7 @@
 //! Tests drive the cluster through the real `kubectl`, as users do.
 
 pub mod git;
+pub mod krusty;
 pub mod kustomize_corpus;
 
 use std::io::Write;

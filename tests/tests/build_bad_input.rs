@@ -318,51 +318,119 @@ fn non_utf8_files_name_the_line() {
 
 #[test]
 fn remote_bases_helm_and_functions_are_refused_by_name() {
-    for (k, feature) in [
+    const EXEC: &str = "apiVersion: someteam.example.com/v1\nkind: Gen\nmetadata:\n  name: g\n";
+    const FN: &str = "apiVersion: example.com/v1\nkind: Setter\nmetadata:\n  name: s\n  \
+                      annotations:\n    config.kubernetes.io/function: |\n      container:\n        \
+                      image: example.com/setter:v1\n";
+    const BUILTIN: &str = "apiVersion: builtin\nkind: LabelTransformer\nmetadata:\n  name: l\n";
+    for (k, feature, reason) in [
         (
             "resources:\n- https://github.com/org/repo//deploy?ref=v1\n",
             "remote resources",
+            "only read the source artifact",
         ),
         (
             "resources:\n- github.com/org/repo/deploy?ref=main\n",
             "remote resources",
+            "only read the source artifact",
         ),
         (
             "resources:\n- git@github.com:org/repo.git\n",
             "remote resources",
+            "only read the source artifact",
         ),
         (
             "components:\n- https://example.com/comp\n",
             "remote components",
+            "only read the source artifact",
         ),
         (
             "helmCharts:\n- name: nginx\n  repo: https://charts.example.com\n",
             "helmCharts",
+            "runs the helm program",
         ),
-        ("generators:\n- gen.yaml\n", "generators"),
-        ("transformers:\n- fn.yaml\n", "transformers"),
-        ("validators:\n- v.yaml\n", "validators"),
         (
-            "vars:\n- name: X\n  objref: {kind: Service, name: a, apiVersion: v1}\n",
-            "vars",
+            "generators:\n- gen.yaml\n",
+            "generators",
+            "exec or Go plugin",
+        ),
+        (
+            "transformers:\n- fn.yaml\n",
+            "transformers",
+            "is a KRM function",
+        ),
+        (
+            "validators:\n- builtin.yaml\n",
+            "validators",
+            "not one of kustomize's built-in",
         ),
         (
             "configMapGenerator:\n- name: x\n  kvSources:\n  - pluginType: go\n",
             "kvSources",
+            "plugins",
         ),
     ] {
-        let t = tree(&[("kustomization.yaml", k)]);
+        let t = tree(&[
+            ("kustomization.yaml", k),
+            ("gen.yaml", EXEC),
+            ("fn.yaml", FN),
+            ("builtin.yaml", BUILTIN),
+        ]);
         let e = fails(&t.0);
         match &e {
             BuildError::Unsupported {
-                file, feature: f, ..
+                file,
+                feature: f,
+                detail,
             } => {
                 assert_eq!(file, "kustomization.yaml", "{k}");
                 assert_eq!(*f, feature, "{k}");
+                assert!(detail.contains(reason), "{k}: {detail}");
+                assert!(!detail.contains("would run code"), "{k}: {detail}");
             }
             other => panic!("{k}: expected Unsupported, got {other}"),
         }
     }
+}
+
+#[test]
+fn empty_kustomization_is_an_error() {
+    for k in [
+        "",
+        "# nothing\n",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n",
+        "resources:\nnamePrefix: \"\"\n",
+    ] {
+        let t = tree(&[("kustomization.yaml", k)]);
+        let e = fails(&t.0);
+        assert!(
+            matches!(&e, BuildError::EmptyKustomization { file } if file == "kustomization.yaml"),
+            "{k:?}: {e}"
+        );
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+    // An explicit empty list is a kustomization that builds nothing (kustomize agrees).
+    let t = tree(&[("kustomization.yaml", "resources: []\n")]);
+    assert_eq!(
+        build(&t.0, &BuildOptions::default()).expect("builds"),
+        Vec::<serde_json::Value>::new()
+    );
+}
+
+#[test]
+fn duplicate_keys_in_a_resource_name_the_key_and_line() {
+    let t = tree(&[
+        ("kustomization.yaml", "resources:\n- cm.yaml\n"),
+        (
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata: {}\ndata: {}\n",
+        ),
+    ]);
+    let e = fails(&t.0);
+    assert!(
+        matches!(&e, BuildError::Yaml { file, line: Some(6), message } if file == "cm.yaml" && message.contains("\"data\" already defined")),
+        "{e}"
+    );
 }
 
 #[test]

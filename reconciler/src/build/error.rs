@@ -46,6 +46,12 @@ pub enum BuildError {
     /// The kustomization file itself is invalid (unknown field, wrong type, wrong kind).
     #[error("{file}: invalid kustomization: {message}")]
     InvalidKustomization { file: String, message: String },
+    /// The kustomization file sets nothing (kustomize refuses it too; building it as nothing
+    /// would let prune delete everything the Kustomization applied).
+    #[error(
+        "{file}: kustomization file is empty: it sets no resources, generators or transformers"
+    )]
+    EmptyKustomization { file: String },
     /// A document is not a Kubernetes object (no kind, not a mapping, ...).
     #[error("{file}: {message}")]
     InvalidObject { file: String, message: String },
@@ -84,6 +90,7 @@ impl BuildError {
             | BuildError::Cycle { file, .. }
             | BuildError::Unsupported { file, .. }
             | BuildError::InvalidKustomization { file, .. }
+            | BuildError::EmptyKustomization { file }
             | BuildError::InvalidObject { file, .. }
             | BuildError::DuplicateId { file, .. }
             | BuildError::Patch { file, .. }

@@ -231,11 +231,16 @@ fn walk(cur: &mut Value, segs: &[&str], create: bool, f: &mut dyn FnMut(&mut Map
         }
         return;
     };
-    let key = first.trim_end_matches("[]");
+    // `name[]` names a list: its elements are walked, but a missing list is never created
+    // (kustomize does not invent `volumeClaimTemplates` for a label).
+    let (key, is_list) = match first.strip_suffix("[]") {
+        Some(k) => (k, true),
+        None => (*first, false),
+    };
     let Value::Object(m) = cur else { return };
     match m.get_mut(key) {
         Some(child) if !child.is_null() => walk(child, rest, create, f),
-        _ if create => {
+        _ if create && !is_list => {
             let child = m
                 .entry(key.to_string())
                 .or_insert(Value::Object(Map::new()));

@@ -135,22 +135,14 @@ pub(crate) fn generate(
         }
         match kind {
             GenKind::Secret => {
-                data.insert(
-                    k,
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(&v)),
-                );
+                data.insert(k, Value::String(base64_wrapped(&v)));
             }
             GenKind::ConfigMap => match String::from_utf8(v) {
                 Ok(s) => {
                     data.insert(k, Value::String(s));
                 }
                 Err(e) => {
-                    binary.insert(
-                        k,
-                        Value::String(
-                            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
-                        ),
-                    );
+                    binary.insert(k, Value::String(base64_wrapped(e.as_bytes())));
                 }
             },
         }
@@ -172,10 +164,15 @@ pub(crate) fn generate(
         }
     }
 
-    let behavior = args.behavior.as_deref().unwrap_or("create");
+    // kustomize reads an unknown behavior as unspecified, which creates.
+    let behavior = args
+        .behavior
+        .as_deref()
+        .filter(|b| matches!(*b, "merge" | "replace"))
+        .unwrap_or("create");
     let ns = args.namespace.clone().unwrap_or_default();
     match behavior {
-        "create" | "" => {
+        "create" => {
             let mut meta = Map::new();
             meta.insert("name".into(), Value::String(args.name.clone()));
             if !ns.is_empty() {
@@ -191,7 +188,8 @@ pub(crate) fn generate(
             obj.insert("apiVersion".into(), Value::String("v1".into()));
             obj.insert("kind".into(), Value::String(kind.name().into()));
             obj.insert("metadata".into(), Value::Object(meta));
-            if !data.is_empty() {
+            // kustomize creates a Secret's `data` map even when it has no entries.
+            if !data.is_empty() || kind == GenKind::Secret {
                 obj.insert("data".into(), Value::Object(data));
             }
             if !binary.is_empty() {
@@ -249,6 +247,13 @@ pub(crate) fn generate(
             if behavior == "replace" {
                 obj.remove("data");
                 obj.remove("binaryData");
+                // The replacement is a new object: its origin is recorded afresh.
+                if let Some(Value::Object(a)) = obj
+                    .get_mut("metadata")
+                    .and_then(|m| m.get_mut("annotations"))
+                {
+                    a.remove("config.kubernetes.io/origin");
+                }
             }
             if !data.is_empty() {
                 let d = obj
@@ -292,17 +297,31 @@ pub(crate) fn generate(
                 {
                     !disable_hash
                 } else {
-                    prev_hash || r.generated.is_none()
+                    // Merging into a plain resource (not generated) keeps its name as is.
+                    prev_hash
                 },
             });
         }
-        other => {
-            return Err(err(format!(
-                "unknown behavior '{other}' (expected create, merge or replace)"
-            )));
-        }
+        _ => unreachable!("behavior normalised above"),
     }
     Ok(())
+}
+
+/// Base64 as kustomize writes generated values: in lines of 70 characters, each ended by a
+/// newline once the encoding reaches 70 characters (the hash covers the newlines too).
+fn base64_wrapped(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let enc = base64::engine::general_purpose::STANDARD.encode(bytes);
+    if enc.len() < LINE {
+        return enc;
+    }
+    let mut out = String::with_capacity(enc.len() + enc.len() / LINE + 1);
+    for chunk in enc.as_bytes().chunks(LINE) {
+        // Base64 output is ASCII, so every chunk boundary is a char boundary.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 fn unquote(v: &str) -> &str {
@@ -418,5 +437,18 @@ mod tests {
         assert_eq!(content_hash(&cm), "4h2mbtbbt6");
         let empty = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "x"}});
         assert_eq!(content_hash(&empty), "6ct58987ht");
+    }
+
+    #[test]
+    fn base64_wraps_at_70_columns_like_kustomize() {
+        assert_eq!(base64_wrapped(b"abc"), "YWJj");
+        let long = base64_wrapped(&[b'x'; 60]);
+        let lines: Vec<&str> = long.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), 70);
+        assert!(long.ends_with('\n'));
+        // 68 characters stay one line; 72 become 70 + newline + 2 + newline.
+        assert_eq!(base64_wrapped(&[b'y'; 51]).len(), 68);
+        assert_eq!(base64_wrapped(&[b'y'; 52]).len(), 74);
     }
 }

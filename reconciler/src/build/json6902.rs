@@ -34,9 +34,18 @@ fn apply_one(doc: &mut Value, op: &Value) -> Result<(), String> {
         "remove" => remove(doc, path).map(|_| ()),
         "replace" => {
             let v = value()?;
-            let target = get_mut(doc, path)?;
-            *target = v;
-            Ok(())
+            // The JSON patch library kustomize uses replaces a missing key of an existing
+            // object by adding it; in a list, or under a missing parent, the target must exist.
+            let parent_is_object = path.is_empty()
+                || split_last(path)
+                    .and_then(|(parent, _)| get_mut(doc, &parent).map(|p| p.is_object()))
+                    .unwrap_or(false);
+            if parent_is_object {
+                add(doc, path, v)
+            } else {
+                *get_mut(doc, path)? = v;
+                Ok(())
+            }
         }
         "move" => {
             let from = op
@@ -167,7 +176,10 @@ mod tests {
         ]);
         apply(&mut d, ops.as_array().expect("array")).expect("applies");
         assert_eq!(d, json!({"a": {"b": [0, 2, 3], "e/f": "y"}, "c": "y"}));
-        let bad = json!([{"op": "replace", "path": "/nope", "value": 1}]);
+        let missing_key = json!([{"op": "replace", "path": "/nope", "value": 1}]);
+        apply(&mut d, missing_key.as_array().expect("array")).expect("acts as add");
+        assert_eq!(d["nope"], json!(1));
+        let bad = json!([{"op": "replace", "path": "/no/parent", "value": 1}]);
         assert!(apply(&mut d, bad.as_array().expect("array")).is_err());
     }
 }

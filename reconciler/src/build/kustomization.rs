@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::BuildError;
+
 /// `null` in YAML reads as the default (kustomize accepts `resources:` with nothing after it).
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -63,6 +65,22 @@ pub(crate) struct Kustomization {
     pub replacements: Vec<ReplacementEntry>,
     #[serde(default)]
     pub sort_options: Option<SortOptions>,
+    /// Transformer configuration files (see `config`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub configurations: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub vars: Vec<super::vars::VarEntry>,
+    /// The deprecated spelling of `images`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub image_tags: Vec<ImageEntry>,
+    /// Transformer, generator and validator configurations: files or inline documents. Only
+    /// kustomize's built-in kinds are run (see `builtin`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub generators: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub transformers: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub validators: Vec<String>,
     // Fields kustomize knows that this engine refuses (checked in `refused_feature`).
     #[serde(default)]
     pub helm_charts: Option<Value>,
@@ -71,27 +89,118 @@ pub(crate) struct Kustomization {
     #[serde(default)]
     pub helm_chart_inflation_generator: Option<Value>,
     #[serde(default)]
-    pub generators: Option<Value>,
-    #[serde(default)]
-    pub transformers: Option<Value>,
-    #[serde(default)]
-    pub validators: Option<Value>,
-    #[serde(default)]
-    pub vars: Option<Value>,
-    #[serde(default)]
     pub crds: Option<Value>,
     #[serde(default)]
-    pub configurations: Option<Value>,
-    #[serde(default)]
     pub openapi: Option<Value>,
-    #[serde(default)]
-    pub build_metadata: Option<Value>,
-    #[serde(default)]
-    pub image_tags: Option<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub build_metadata: Vec<String>,
 }
 
+/// Reads a kustomization file as kustomize does: an error when it sets nothing at all (kustomize
+/// refuses an empty kustomization, and building it as nothing would prune everything), unknown
+/// fields refused, and a repeated key taken as its last value (kustomize reads this file with
+/// sigs.k8s.io/yaml, which accepts repeated keys).
+pub(crate) fn parse(text: &str, file: &str) -> Result<Kustomization, BuildError> {
+    let invalid = |message: String| BuildError::InvalidKustomization {
+        file: file.to_string(),
+        message,
+    };
+    let yaml_err = |e: crate::yaml::YamlError| BuildError::Yaml {
+        file: file.to_string(),
+        line: e.line,
+        message: e.to_string(),
+    };
+    let docs = crate::yaml::json_documents_with(text, crate::yaml::DuplicateKeys::LastWins)
+        .map_err(yaml_err)?;
+    let raw = match docs.as_slice() {
+        [] => Value::Null,
+        [one] => one.clone(),
+        _ => {
+            return Err(invalid(
+                "a kustomization file holds one YAML document".into(),
+            ));
+        }
+    };
+    // kustomize compares the parsed file with an empty one: null and "" count as unset, while
+    // an empty list or map (`resources: []`) counts as set.
+    let sets_something = match &raw {
+        Value::Object(m) => m.iter().any(|(k, v)| {
+            k != "apiVersion" && k != "kind" && !v.is_null() && v.as_str() != Some("")
+        }),
+        Value::Null => false,
+        _ => return Err(invalid("the file is not a YAML mapping".into())),
+    };
+    if !sets_something {
+        return Err(BuildError::EmptyKustomization {
+            file: file.to_string(),
+        });
+    }
+    // serde_yaml reads scalars into string fields leniently (`commonLabels: {v: 1}` is "1",
+    // as sigs.k8s.io/yaml converts it); the first parse keeps that. Only a file with repeated
+    // keys, which serde_yaml refuses, goes through the JSON value (where the last one won).
+    //
+    // kustomize matches field names case-insensitively (Go's encoding/json), so
+    // `patchesJSON6902` is `patchesJson6902`: a top-level key serde does not know is renamed
+    // to the field it matches ignoring case, and the file read again.
+    let mut raw = raw;
+    let mut first = crate::yaml::from_str::<Kustomization>(text);
+    for _ in 0..KNOWN_FIELD_RETRIES {
+        let message = match &first {
+            Ok(_) => break,
+            Err(e) => e.to_string(),
+        };
+        let renamed = message.contains("unknown field") && rename_case_variant(&mut raw, &message);
+        if !renamed && !message.contains("duplicate") {
+            break;
+        }
+        let again = crate::yaml::to_string(&raw).map_err(yaml_err)?;
+        first = crate::yaml::from_str::<Kustomization>(&again);
+    }
+    match first {
+        Ok(k) => Ok(k),
+        Err(e) if e.line.is_some() && !e.to_string().contains("unknown field") => Err(yaml_err(e)),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+/// How many case-variant field names one kustomization file may use.
+const KNOWN_FIELD_RETRIES: usize = 16;
+
+/// Renames the top-level key serde reported as unknown (`unknown field `x`, expected one of
+/// `a`, `b`, ...`) to the expected field it equals ignoring ASCII case. False if none does.
+fn rename_case_variant(raw: &mut Value, message: &str) -> bool {
+    let Some(rest) = message.split_once("unknown field `").map(|(_, r)| r) else {
+        return false;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return false;
+    };
+    let Some(canonical) = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|e| e.eq_ignore_ascii_case(unknown) && *e != unknown)
+    else {
+        return false;
+    };
+    let Some(m) = raw.as_object_mut() else {
+        return false;
+    };
+    match m.remove(unknown) {
+        Some(v) => {
+            m.insert(canonical.to_string(), v);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The `buildMetadata` option that records where each object came from.
+pub(crate) const ORIGIN_ANNOTATIONS: &str = "originAnnotations";
+
 impl Kustomization {
-    /// The first field set that this engine refuses to build (rather than build differently).
+    /// The first field set that this engine refuses to build (rather than build differently),
+    /// with the reason.
     pub fn refused_feature(&self) -> Option<(&'static str, &'static str)> {
         let set = |v: &Option<Value>| match v {
             None | Some(Value::Null) => false,
@@ -99,47 +208,36 @@ impl Kustomization {
             Some(Value::Object(o)) => !o.is_empty(),
             Some(_) => true,
         };
+        const HELM: &str = "inflating a Helm chart runs the helm program and fetches the chart \
+            from outside the source; Flux's kustomize build refuses it too (use a HelmRelease)";
         [
-            (&self.helm_charts, "helmCharts", "helm chart inflation"),
-            (&self.helm_globals, "helmGlobals", "helm chart inflation"),
+            (&self.helm_charts, "helmCharts", HELM),
+            (&self.helm_globals, "helmGlobals", HELM),
             (
                 &self.helm_chart_inflation_generator,
                 "helmChartInflationGenerator",
-                "helm chart inflation",
+                HELM,
             ),
-            (
-                &self.generators,
-                "generators",
-                "generator plugins and KRM functions",
-            ),
-            (
-                &self.transformers,
-                "transformers",
-                "transformer plugins and KRM functions",
-            ),
-            (
-                &self.validators,
-                "validators",
-                "validator plugins and KRM functions",
-            ),
-            (&self.vars, "vars", "vars (deprecated; use replacements)"),
             (
                 &self.crds,
                 "crds",
-                "crds (custom transformer configuration)",
+                "reading name-reference rules from CRD OpenAPI files is not implemented; \
+                 list the same rules in a `configurations` file",
             ),
-            (
-                &self.configurations,
-                "configurations",
-                "custom transformer configurations",
-            ),
-            (&self.openapi, "openapi", "custom OpenAPI schemas"),
-            (&self.build_metadata, "buildMetadata", "buildMetadata"),
-            (&self.image_tags, "imageTags", "imageTags (use images)"),
         ]
         .into_iter()
         .find(|(v, _, _)| set(v))
-        .map(|(_, field, what)| (field, what))
+        .map(|(_, field, why)| (field, why))
+        .or_else(|| {
+            self.build_metadata
+                .iter()
+                .any(|m| m != ORIGIN_ANNOTATIONS)
+                .then_some((
+                    "buildMetadata",
+                    "only originAnnotations is implemented; transformerAnnotations and \
+                     managedByLabel are not",
+                ))
+        })
     }
 }
 
@@ -156,9 +254,10 @@ pub(crate) struct LabelEntry {
     pub fields: Vec<FieldSpec>,
 }
 
-/// A user-given field spec (`labels[].fields`).
-#[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// A field spec: `labels[].fields` and transformer configurations. Unknown keys are ignored
+/// (kustomize reads plugin and transformer configurations leniently).
+#[derive(Deserialize, Default, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct FieldSpec {
     #[serde(default)]
     pub group: Option<String>,

@@ -45,6 +45,11 @@ pub(crate) struct Loader<'a> {
     root: &'a Path,
     pub limits: Limits,
     total_bytes: Cell<usize>,
+    /// The OpenAPI schema a kustomization gave with `openapi: {path: ...}` (the first one
+    /// read, the outermost, wins over its bases'), for strategic merges.
+    pub custom_schema: std::cell::RefCell<Option<std::rc::Rc<super::schema::Schema>>>,
+    /// Some kustomization already chose the schema (`openapi:` path or version).
+    pub openapi_chosen: Cell<bool>,
 }
 
 /// Joins two `/`-separated relative paths.
@@ -79,6 +84,8 @@ impl<'a> Loader<'a> {
             root,
             limits,
             total_bytes: Cell::new(0),
+            custom_schema: std::cell::RefCell::new(None),
+            openapi_chosen: Cell::new(false),
         }
     }
 
@@ -162,13 +169,25 @@ impl<'a> Loader<'a> {
 
     /// The kustomization file in directory `dir`, if it has one.
     pub fn kustomization_file(&self, dir: &str) -> Result<Option<String>, BuildError> {
+        let mut found: Option<String> = None;
         for name in KUSTOMIZATION_FILES {
             let rel = join(dir, name);
             if self.kind_of(&rel, &rel)? == Some(false) {
-                return Ok(Some(rel));
+                // Two of them is ambiguous; kustomize refuses it rather than pick one.
+                if let Some(first) = &found {
+                    return Err(BuildError::InvalidKustomization {
+                        file: first.clone(),
+                        message: format!(
+                            "found multiple kustomization files in {}: {} and {name}",
+                            display(dir),
+                            first.rsplit('/').next().unwrap_or(first)
+                        ),
+                    });
+                }
+                found = Some(rel);
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// Reads a whole file (bounded), as bytes.

@@ -12,6 +12,8 @@
 //! → hash suffixes for generated ConfigMaps/Secrets → name-reference updates → sort →
 //! postBuild substitution.
 
+mod builtin;
+mod config;
 mod error;
 mod fieldspec;
 mod generators;
@@ -28,6 +30,7 @@ mod sort;
 mod substitute;
 mod target;
 mod transform;
+mod vars;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -170,19 +173,34 @@ pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildErr
         }
     }
     let mut builder = target::Builder::new(loader);
-    let (mut resources, sort_options) = builder.accumulate_dir(&path, "spec.path", true)?;
+    let (mut acc, sort_options) = builder.accumulate_dir(&path, "spec.path", true)?;
     let root_file = loader::join(&path, "kustomization.yaml");
     if options.has_outer_kustomization() {
         let outer = options.outer_kustomization();
-        let mut acc = target::Accumulated::new();
-        acc.resources = std::mem::take(&mut resources);
-        let acc = builder.run(&outer, &path, "spec (Kustomization build fields)", acc)?;
-        resources = acc.resources;
+        acc = builder.run(&outer, &path, "spec (Kustomization build fields)", acc)?;
     }
+    let mut resources = std::mem::take(&mut acc.resources);
     generators::add_hash_suffixes(&mut resources);
-    nameref::fix(&mut resources, &root_file)?;
+    nameref::fix(&mut resources, &acc.config.name_reference, &root_file)?;
+    vars::resolve(
+        &acc.vars,
+        &mut resources,
+        &acc.config.var_reference,
+        &root_file,
+    )?;
     sort::sort(&mut resources, sort_options.as_ref());
+    // Objects marked as local configuration (e.g. a replacement source that must not be
+    // applied) are dropped from the output, as kustomize does.
+    resources.retain(|r| {
+        r.obj
+            .pointer("/metadata/annotations/config.kubernetes.io~1local-config")
+            .and_then(Value::as_str)
+            != Some("true")
+    });
     let mut out: Vec<Value> = resources.into_iter().map(|r| r.obj).collect();
+    for o in &mut out {
+        drop_empty_annotations(o);
+    }
     if options.substitution_enabled {
         substitute::check_names(&options.substitute)?;
         out = out
@@ -191,4 +209,20 @@ pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildErr
             .collect::<Result<_, _>>()?;
     }
     Ok(out)
+}
+
+/// kustomize writes no `metadata.annotations` that is null or empty (it clears its own
+/// bookkeeping annotations and drops the map when nothing is left), whether the input or a
+/// patch had it so.
+fn drop_empty_annotations(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let empty = match meta.get("annotations") {
+            Some(Value::Null) => true,
+            Some(Value::Object(m)) => m.is_empty(),
+            _ => false,
+        };
+        if empty {
+            meta.remove("annotations");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::BuildError;
+use super::config::NameBackRef;
 use super::resource::{ResId, Resource};
 
 /// Referrer field: (group or "", kind, path with `/` separators; `|` stands for a `/` inside a
@@ -128,7 +129,6 @@ fn other_referrers(target: &str) -> &'static [Referrer] {
                 "MutatingWebhookConfiguration",
                 "webhooks/clientConfig/service",
             ),
-            ("", "HTTPRoute", "spec/rules/backendRefs/name"),
         ],
         "Role" => &[("rbac.authorization.k8s.io", "RoleBinding", "roleRef/name")],
         "ClusterRole" => &[
@@ -161,6 +161,11 @@ fn other_referrers(target: &str) -> &'static [Referrer] {
             ),
         ],
         "IngressClass" => &[("", "Ingress", "spec/ingressClassName")],
+        "ValidatingAdmissionPolicy" => &[(
+            "admissionregistration.k8s.io",
+            "ValidatingAdmissionPolicyBinding",
+            "spec/policyName",
+        )],
         _ => &[],
     }
 }
@@ -181,6 +186,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("storage.k8s.io", "StorageClass"),
     ("scheduling.k8s.io", "PriorityClass"),
     ("networking.k8s.io", "IngressClass"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
 ];
 
 struct Candidate {
@@ -190,7 +196,35 @@ struct Candidate {
 }
 
 /// Updates every name reference in `resources`. `file` names the root kustomization for errors.
-pub(crate) fn fix(resources: &mut [Resource], file: &str) -> Result<(), BuildError> {
+pub(crate) fn fix(
+    resources: &mut [Resource],
+    configured: &[NameBackRef],
+    file: &str,
+) -> Result<(), BuildError> {
+    // kustomize refuses a RoleBinding whose ServiceAccount subject has a `namespace:` key
+    // without a value (it cannot tell which namespace's account is meant).
+    for r in resources.iter() {
+        if r.kind() != "RoleBinding" {
+            continue;
+        }
+        let Some(Value::Array(subjects)) = r.obj.get("subjects") else {
+            continue;
+        };
+        let blank = subjects.iter().any(|s| {
+            s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                && s.get("namespace").is_some_and(|n| !n.is_string())
+        });
+        if blank {
+            return Err(BuildError::InvalidObject {
+                file: file.to_string(),
+                message: format!(
+                    "{}: a ServiceAccount subject has a blank namespace (give it a value or \
+                     remove the key)",
+                    r.id()
+                ),
+            });
+        }
+    }
     // Only objects that were renamed matter; if none was, nothing can change.
     if resources.iter().all(|r| r.prev.is_empty()) {
         return Ok(());
@@ -228,6 +262,8 @@ pub(crate) fn fix(resources: &mut [Resource], file: &str) -> Result<(), BuildErr
     };
     for (ri, r) in resources.iter_mut().enumerate() {
         let rid = r.id();
+        // Built-in rules, then the configured ones (`configurations: nameReference`).
+        let mut rules: Vec<(&str, &str, Vec<String>)> = Vec::new();
         for (tg, tk) in TARGETS {
             let mut paths: Vec<String> = Vec::new();
             for (wk, base) in WORKLOADS {
@@ -242,6 +278,23 @@ pub(crate) fn fix(resources: &mut [Resource], file: &str) -> Result<(), BuildErr
                     paths.push(p.to_string());
                 }
             }
+            rules.push((tg, tk, paths));
+        }
+        for nb in configured {
+            let paths: Vec<String> = nb
+                .field_specs
+                .iter()
+                .filter(|f| f.selects(&rid))
+                .map(|f| f.path.replace("[]", ""))
+                .collect();
+            rules.push((
+                nb.group.as_deref().unwrap_or(""),
+                nb.kind.as_deref().unwrap_or(""),
+                paths,
+            ));
+        }
+        for (tg, tk, paths) in rules {
+            let (tg, tk) = (&tg, &tk);
             for path in paths {
                 let segs: Vec<String> = path.split('/').map(|s| s.replace('|', "/")).collect();
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -292,7 +345,7 @@ impl Ctx<'_> {
     ) -> Result<(), BuildError> {
         match v {
             Value::String(name) => {
-                if let Some(c) = self.select(name, None, tg, tk, referrer, rid)? {
+                if let Some(c) = self.select(name, None, false, tg, tk, referrer, rid)? {
                     *name = c.cur.name.clone();
                 }
             }
@@ -315,7 +368,7 @@ impl Ctx<'_> {
                     .get("namespace")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                if let Some(c) = self.select(&name, ns.as_deref(), tg, tk, referrer, rid)? {
+                if let Some(c) = self.select(&name, ns.as_deref(), true, tg, tk, referrer, rid)? {
                     m.insert("name".into(), Value::String(c.cur.name.clone()));
                     if !c.cur.namespace.is_empty() {
                         m.insert("namespace".into(), Value::String(c.cur.namespace.clone()));
@@ -327,10 +380,15 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sieve needs the whole referral context"
+    )]
     fn select(
         &self,
         name: &str,
         ns: Option<&str>,
+        is_map: bool,
         tg: &str,
         tk: &str,
         referrer: usize,
@@ -369,17 +427,26 @@ impl Ctx<'_> {
         if found.len() <= 1 {
             return Ok(found.into_iter().next());
         }
+        // kustomize's sieve: prefixes/suffixes that agree with the referrer's (an empty list
+        // agreeing with anything), then, if still ambiguous, strictly.
         let mine = &self.affixes[referrer];
-        let same: Vec<&Candidate> = found
-            .iter()
-            .copied()
-            .filter(|c| &self.affixes[c.idx] == mine)
+        let mut pool: Vec<&Candidate> = found
+            .into_iter()
+            .filter(|c| affixes_agree(&self.affixes[c.idx], mine, true))
             .collect();
-        if same.len() == 1 {
-            return Ok(Some(same[0]));
+        if pool.len() > 1 {
+            pool.retain(|c| affixes_agree(&self.affixes[c.idx], mine, false));
         }
-        let pool = if same.is_empty() { &found } else { &same };
-        if pool.iter().all(|c| c.cur.name == pool[0].cur.name) {
+        match pool.len() {
+            0 => return Ok(None),
+            1 => return Ok(Some(pool[0])),
+            _ => {}
+        }
+        // Candidates that would all write the same value: take the first.
+        let identical = pool.iter().all(|c| {
+            c.cur.name == pool[0].cur.name && (!is_map || c.cur.namespace == pool[0].cur.namespace)
+        });
+        if identical {
             return Ok(Some(pool[0]));
         }
         Err(BuildError::Transform {
@@ -393,4 +460,24 @@ impl Ctx<'_> {
             ),
         })
     }
+}
+
+/// kustomize's `PrefixesSuffixesEquals`: each list of one ends the other's (with
+/// `allow_empty`, an empty list agrees with anything).
+fn affixes_agree(
+    a: &(Vec<String>, Vec<String>),
+    b: &(Vec<String>, Vec<String>),
+    allow_empty: bool,
+) -> bool {
+    let ends = |x: &[String], y: &[String]| {
+        if allow_empty && (x.is_empty() || y.is_empty()) {
+            return true;
+        }
+        let (short, long) = if x.len() <= y.len() { (x, y) } else { (y, x) };
+        if short.is_empty() {
+            return long.is_empty();
+        }
+        long.ends_with(short)
+    };
+    ends(&a.0, &b.0) && ends(&a.1, &b.1)
 }

@@ -83,9 +83,16 @@ pub(crate) fn apply_entries(
             match &entry.target {
                 Some(target) => {
                     let sel = CompiledSelector::new(target).map_err(&perr)?;
-                    apply_smp(resources, doc, |r| r.matches(&sel), &opts, &perr, false)?;
+                    let custom = loader.custom_schema.borrow().clone();
+                    apply_smp(
+                        resources,
+                        doc,
+                        |r| r.matches(&sel),
+                        &opts,
+                        custom.as_deref(),
+                    )?;
                 }
-                None => apply_smp_by_id(resources, doc, &opts, &perr)?,
+                None => apply_smp_by_id(loader, resources, doc, &opts, &perr)?,
             }
         }
     }
@@ -114,7 +121,7 @@ pub(crate) fn apply_legacy_smp(
             message,
         };
         for doc in &docs {
-            apply_smp_by_id(resources, doc, &Default::default(), &perr)?;
+            apply_smp_by_id(loader, resources, doc, &Default::default(), &perr)?;
         }
     }
     Ok(())
@@ -159,6 +166,7 @@ pub(crate) fn apply_legacy_json(
 }
 
 fn apply_smp_by_id(
+    loader: &Loader<'_>,
     resources: &mut Vec<Resource>,
     doc: &Value,
     opts: &super::kustomization::PatchOptions,
@@ -170,17 +178,15 @@ fn apply_smp_by_id(
             "a strategic merge patch without target needs kind and metadata.name".into(),
         ));
     }
-    let matches = |r: &Resource| {
-        let cur = r.id();
-        let org = r.org_id();
-        let kind_ok = cur.kind == id.kind
-            && (id.group.is_empty() && id.version.is_empty() || cur.group == id.group);
-        let name_ok = cur.name == id.name || org.name == id.name;
-        let ns_ok = id.namespace.is_empty()
-            || cur.effective_namespace() == id.effective_namespace()
-            || org.effective_namespace() == id.effective_namespace();
-        kind_ok && name_ok && ns_ok
+    // The patch names the object by any id it has had (current, original or intermediate,
+    // e.g. before an overlay's prefix or a kind change), as kustomize matches it.
+    let id_ok = |x: &ResId| {
+        x.kind == id.kind
+            && (id.group.is_empty() && id.version.is_empty() || x.group == id.group)
+            && x.name == id.name
+            && (id.namespace.is_empty() || x.effective_namespace() == id.effective_namespace())
     };
+    let matches = |r: &Resource| id_ok(&r.id()) || r.prev.iter().any(id_ok);
     let count = resources.iter().filter(|r| matches(r)).count();
     if count == 0 {
         return Err(perr(format!("no object matches the patch's id {id}")));
@@ -190,7 +196,8 @@ fn apply_smp_by_id(
             "the patch's id {id} matches {count} objects; set metadata.namespace or a target"
         )));
     }
-    apply_smp(resources, doc, matches, opts, perr, true)
+    let custom = loader.custom_schema.borrow().clone();
+    apply_smp(resources, doc, matches, opts, custom.as_deref())
 }
 
 fn apply_smp(
@@ -198,8 +205,7 @@ fn apply_smp(
     doc: &Value,
     select: impl Fn(&Resource) -> bool,
     opts: &super::kustomization::PatchOptions,
-    _perr: &dyn Fn(String) -> BuildError,
-    _by_id: bool,
+    custom: Option<&super::schema::Schema>,
 ) -> Result<(), BuildError> {
     if smp::is_delete(doc) {
         resources.retain(|r| !select(r));
@@ -231,9 +237,8 @@ fn apply_smp(
         smp::merge(
             &mut r.obj,
             &patch,
-            &before.group,
-            &before.version,
-            &before.kind,
+            (&before.group, &before.version, &before.kind),
+            custom,
         );
         let _ = (&patch_name, &patch_kind);
         after_patch(r, &before);

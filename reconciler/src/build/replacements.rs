@@ -16,7 +16,8 @@ enum Step {
     All,
 }
 
-fn parse_path(p: &str) -> Vec<Step> {
+/// Splits a dotted field path on the dots outside brackets (`a.[name=x.y].b`).
+pub(crate) fn split_dotted(p: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
     let mut depth = 0;
@@ -36,6 +37,10 @@ fn parse_path(p: &str) -> Vec<Step> {
     }
     parts.push(cur);
     parts
+}
+
+fn parse_path(p: &str) -> Vec<Step> {
+    split_dotted(p)
         .into_iter()
         .filter(|s| !s.is_empty())
         .map(|s| {
@@ -205,7 +210,10 @@ pub(crate) fn apply(
             ..Default::default()
         })
         .map_err(&err)?;
-        let matched: Vec<&Resource> = resources.iter().filter(|r| r.matches(&sel)).collect();
+        let matched: Vec<&Resource> = resources
+            .iter()
+            .filter(|r| r.matches_any_id(&sel))
+            .collect();
         if matched.len() != 1 {
             return Err(err(format!(
                 "source {}/{} matches {} objects, expected exactly one",
@@ -248,7 +256,7 @@ pub(crate) fn apply(
                 .map_err(&err)?;
             let opts = t.options.clone().unwrap_or_default();
             for r in resources.iter_mut() {
-                if !r.matches(&sel) || rejects.iter().any(|x| r.matches(x)) {
+                if !r.matches_any_id(&sel) || rejects.iter().any(|x| r.matches_any_id(x)) {
                     continue;
                 }
                 for fp in &t.field_paths {

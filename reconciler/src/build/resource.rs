@@ -38,17 +38,25 @@ impl ResId {
     }
 
     pub fn is_cluster_scoped(&self) -> bool {
-        schema::is_cluster_scoped(&self.group, &self.kind)
+        schema::is_cluster_scoped(&self.group, &self.version, &self.kind)
     }
 
-    /// Identity used for duplicate detection: group, kind, namespace (cluster-scoped: none), name.
-    pub fn key(&self) -> (String, String, String, String) {
+    /// Identity used for duplicate detection: group, version, kind, namespace (cluster-scoped:
+    /// none), name. The version is part of it, as in kustomize: the same kind and name in two
+    /// API versions are two objects.
+    pub fn key(&self) -> (String, String, String, String, String) {
         let ns = if self.is_cluster_scoped() {
             String::new()
         } else {
             self.effective_namespace().to_string()
         };
-        (self.group.clone(), self.kind.clone(), ns, self.name.clone())
+        (
+            self.group.clone(),
+            self.version.clone(),
+            self.kind.clone(),
+            ns,
+            self.name.clone(),
+        )
     }
 }
 
@@ -103,6 +111,8 @@ pub(crate) struct Resource {
     pub prefixes: Vec<String>,
     pub suffixes: Vec<String>,
     pub generated: Option<Generated>,
+    /// Names of the vars bound to this object (see `vars`).
+    pub vars: Vec<String>,
 }
 
 impl Resource {
@@ -113,6 +123,7 @@ impl Resource {
             prefixes: Vec::new(),
             suffixes: Vec::new(),
             generated: None,
+            vars: Vec::new(),
         }
     }
 
@@ -177,6 +188,29 @@ impl Resource {
 
     pub fn annotations(&self) -> Option<&Map<String, Value>> {
         self.obj.get("metadata")?.get("annotations")?.as_object()
+    }
+
+    /// Whether a selector picks this object by any id it has had (current, original or
+    /// intermediate), as kustomize's replacements select sources and targets.
+    pub fn matches_any_id(&self, sel: &CompiledSelector) -> bool {
+        let id_ok = |id: &ResId| {
+            let re_ok =
+                |re: &Option<regex::Regex>, v: &str| re.as_ref().is_none_or(|re| re.is_match(v));
+            re_ok(&sel.kind, &id.kind)
+                && re_ok(&sel.group, &id.group)
+                && re_ok(&sel.version, &id.version)
+                && re_ok(&sel.name, &id.name)
+                && re_ok(&sel.namespace, id.effective_namespace())
+        };
+        (id_ok(&self.id()) || self.prev.iter().any(id_ok))
+            && sel
+                .labels
+                .as_ref()
+                .is_none_or(|ls| ls.matches(self.labels()))
+            && sel
+                .annotations
+                .as_ref()
+                .is_none_or(|ls| ls.matches(self.annotations()))
     }
 
     /// Whether a target selector picks this object (original or current name/namespace).

@@ -1,5 +1,5 @@
 //! Strategic merge patch, as kustomize (kyaml merge2) applies it: maps merge, `null` deletes,
-//! lists merge by the schema's merge key (new elements first), other lists — including every
+//! lists merge by the schema's merge key (the patch's elements first, in patch order), other lists — including every
 //! list of a custom resource — are replaced. Directives:
 //! `$patch: delete|replace|merge`, `$deleteFromPrimitiveList/<list>`, `$retainKeys` (dropped).
 //! `$setElementOrder/<list>` is NOT interpreted: kustomize v5.5 copies it into the object as a
@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::schema::{self, Field, Shape};
+use super::schema::{self, Field, Schema, Shape};
 
 /// The schema type of a node being merged.
 #[derive(Clone, Copy)]
@@ -25,10 +25,23 @@ pub(crate) fn is_delete(patch: &Value) -> bool {
 }
 
 /// Merges `patch` into the object `dest` of the given group/version/kind.
-pub(crate) fn merge(dest: &mut Value, patch: &Value, group: &str, version: &str, kind: &str) {
-    let ty = match schema::schema().root(group, version, kind) {
-        Some(t) => Ty::Known(t),
-        None => Ty::Unknown,
+/// `custom` is the kustomization's own OpenAPI schema (`openapi:`), consulted for kinds it
+/// defines before the built-in table.
+pub(crate) fn merge(
+    dest: &mut Value,
+    patch: &Value,
+    (group, version, kind): (&str, &str, &str),
+    custom: Option<&Schema>,
+) {
+    let (s, ty) = match custom.and_then(|c| c.root(group, version, kind).map(|t| (c, t))) {
+        Some((c, t)) => (c, Ty::Known(t)),
+        None => {
+            let s = schema::schema();
+            match s.root(group, version, kind) {
+                Some(t) => (s, Ty::Known(t)),
+                None => (s, Ty::Unknown),
+            }
+        }
     };
     match (dest, patch) {
         (Value::Object(d), Value::Object(p)) => {
@@ -42,15 +55,14 @@ pub(crate) fn merge(dest: &mut Value, patch: &Value, group: &str, version: &str,
                     d.entry(k).or_insert(v);
                 }
             } else {
-                merge_map(d, p, ty);
+                merge_map(s, d, p, ty);
             }
         }
         (d, p) => *d = clean(p),
     }
 }
 
-fn field(ty: Ty, name: &str) -> (Option<&'static Field>, Ty) {
-    let s = schema::schema();
+fn field<'s>(s: &'s Schema, ty: Ty, name: &str) -> (Option<&'s Field>, Ty) {
     let f = match ty {
         Ty::Known(t) => s.field(Some(t), name),
         Ty::MapOf(t) => return (None, Ty::Known(t)),
@@ -67,7 +79,7 @@ fn field(ty: Ty, name: &str) -> (Option<&'static Field>, Ty) {
     (f, child)
 }
 
-fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) {
+fn merge_map(s: &Schema, dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) {
     for (k, pv) in patch {
         if k == "$patch" || k == "$retainKeys" {
             continue;
@@ -82,7 +94,7 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) 
             dest.remove(k);
             continue;
         }
-        let (f, child) = field(ty, k);
+        let (f, child) = field(s, ty, k);
         match (dest.get_mut(k), pv) {
             (Some(Value::Object(d)), Value::Object(p)) => {
                 match p.get("$patch").and_then(Value::as_str) {
@@ -92,10 +104,10 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) 
                     Some("replace") => {
                         *d = clean_map(p);
                     }
-                    _ => merge_map(d, p, child),
+                    _ => merge_map(s, d, p, child),
                 }
             }
-            (Some(Value::Array(d)), Value::Array(p)) => merge_list(d, p, f, child),
+            (Some(Value::Array(d)), Value::Array(p)) => merge_list(s, d, p, f, child),
             (_, Value::Object(p)) if p.get("$patch").and_then(Value::as_str) == Some("delete") => {
                 dest.remove(k);
             }
@@ -107,7 +119,7 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ty: Ty) 
     }
 }
 
-fn merge_list(dest: &mut Vec<Value>, patch: &[Value], f: Option<&Field>, elem: Ty) {
+fn merge_list(s: &Schema, dest: &mut Vec<Value>, patch: &[Value], f: Option<&Field>, elem: Ty) {
     // `- $patch: replace` anywhere in the patch list replaces the whole list.
     let replace_all = patch.iter().any(|e| {
         e.get("$patch").and_then(Value::as_str) == Some("replace")
@@ -139,33 +151,45 @@ fn merge_list(dest: &mut Vec<Value>, patch: &[Value], f: Option<&Field>, elem: T
         *dest = patch.iter().map(clean).collect();
         return;
     };
-    // New elements go before the existing ones, in patch order (what kustomize v5.5 emits).
-    let mut added: Vec<Value> = Vec::new();
+    // kustomize v5.5 emits the patch's elements first, in patch order (merged into the
+    // existing element with the same key where there is one), then the remaining existing
+    // elements in their order. Order matters: env entries refer to earlier ones by $(VAR).
+    let mut taken = vec![false; dest.len()];
+    let mut out: Vec<Value> = Vec::with_capacity(dest.len() + patch.len());
     for p in patch {
         let Some(pm) = p.as_object() else {
-            added.push(clean(p));
+            out.push(clean(p));
             continue;
         };
-        let pos = dest.iter().position(|d| same_key(d, p, &keys));
+        let pos = dest
+            .iter()
+            .enumerate()
+            .position(|(i, d)| !taken[i] && same_key(d, p, &keys));
         let directive = pm.get("$patch").and_then(Value::as_str);
+        if let Some(i) = pos {
+            taken[i] = true;
+        }
         match (pos, directive) {
-            (Some(i), Some("delete")) => {
-                dest.remove(i);
-            }
-            (None, Some("delete")) => {}
-            (Some(i), Some("replace")) => dest[i] = clean(p),
+            (_, Some("delete")) => {}
+            (Some(_), Some("replace")) => out.push(clean(p)),
             (Some(i), _) => {
-                if let Value::Object(dm) = &mut dest[i] {
-                    merge_map(dm, pm, elem);
+                let mut merged = std::mem::take(&mut dest[i]);
+                if let Value::Object(dm) = &mut merged {
+                    merge_map(s, dm, pm, elem);
                 }
+                out.push(merged);
             }
-            (None, _) => added.push(clean(p)),
+            (None, _) => out.push(clean(p)),
         }
     }
-    if !added.is_empty() {
-        added.append(dest);
-        *dest = added;
-    }
+    out.extend(
+        std::mem::take(dest)
+            .into_iter()
+            .zip(taken)
+            .filter(|(_, t)| !t)
+            .map(|(d, _)| d),
+    );
+    *dest = out;
 }
 
 fn same_key(a: &Value, b: &Value, keys: &[String]) -> bool {
@@ -215,11 +239,11 @@ mod tests {
         let p = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "b", "image": "z"},
             {"name": "a", "env": [{"name": "F", "value": "2"}], "image": null}]}}}});
-        merge(&mut d, &p, "apps", "v1", "Deployment");
+        merge(&mut d, &p, ("apps", "v1", "Deployment"), None);
         assert_eq!(
             d["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "a", "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]},
-                   {"name": "b", "image": "z"}])
+            json!([{"name": "b", "image": "z"},
+                   {"name": "a", "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]}])
         );
     }
 
@@ -227,7 +251,7 @@ mod tests {
     fn unknown_lists_are_replaced() {
         let mut d = json!({"spec": {"args": ["a", "b"], "items": [{"name": "x", "v": 1}]}});
         let p = json!({"spec": {"args": ["c"], "items": [{"name": "x", "w": 2}]}});
-        merge(&mut d, &p, "example.com", "v1", "Foo");
+        merge(&mut d, &p, ("example.com", "v1", "Foo"), None);
         assert_eq!(d["spec"]["args"], json!(["c"]));
         assert_eq!(d["spec"]["items"], json!([{"name": "x", "w": 2}]));
     }

@@ -4,13 +4,15 @@
 use std::collections::HashSet;
 
 use super::BuildError;
+use super::config::TransformerConfig;
 use super::generators::{self, GenKind};
-use super::kustomization::{Kustomization, SortOptions};
+use super::kustomization::{self, Kustomization, SortOptions};
 use super::loader::{self, Loader};
 use super::patches;
 use super::replacements;
 use super::resource::Resource;
 use super::transform;
+use super::vars::{self, VarEntry};
 
 /// Walks kustomization trees for one build. Holds the chain of directories being built to
 /// detect cycles.
@@ -18,14 +20,46 @@ pub(crate) struct Builder<'a> {
     pub loader: Loader<'a>,
     stack: Vec<String>,
     objects: usize,
+    /// The root's directory when its `buildMetadata` asks for origin annotations.
+    origin_root: Option<String>,
 }
 
-type Key = (String, String, String, String);
+/// The annotation kustomize records an object's origin in.
+const ORIGIN: &str = "config.kubernetes.io/origin";
 
-/// Resources being accumulated plus the ids already taken.
+/// `to` (a root-relative path) as seen from the directory `from`.
+fn relative(from: &str, to: &str) -> String {
+    let f: Vec<&str> = from.split('/').filter(|s| !s.is_empty()).collect();
+    let t: Vec<&str> = to.split('/').filter(|s| !s.is_empty()).collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out: Vec<&str> = vec![".."; f.len() - common];
+    out.extend(&t[common..]);
+    out.join("/")
+}
+
+/// Sets the origin annotation (kustomize's YAML rendering of its `Origin`).
+fn set_origin(r: &mut Resource, text: String) {
+    let meta = super::resource::metadata_mut(&mut r.obj);
+    let ann = meta
+        .entry("annotations")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if !ann.is_object() {
+        *ann = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(m) = ann.as_object_mut() {
+        m.entry(ORIGIN).or_insert(serde_json::Value::String(text));
+    }
+}
+
+type Key = (String, String, String, String, String);
+
+/// Resources being accumulated plus the ids already taken, and what travels upward with them:
+/// transformer configurations and declared vars.
 pub(crate) struct Accumulated {
     pub resources: Vec<Resource>,
     keys: HashSet<Key>,
+    pub config: TransformerConfig,
+    pub vars: Vec<VarEntry>,
 }
 
 impl Accumulated {
@@ -33,7 +67,29 @@ impl Accumulated {
         Accumulated {
             resources: Vec::new(),
             keys: HashSet::new(),
+            config: TransformerConfig::default(),
+            vars: Vec::new(),
         }
+    }
+
+    /// Takes in a sub-kustomization's result: its objects (ids must stay unique), its
+    /// configuration and its vars (a var name reached twice, even through a diamond of bases,
+    /// is an error, as in kustomize).
+    fn absorb(&mut self, sub: Accumulated, file: &str) -> Result<(), BuildError> {
+        for r in sub.resources {
+            self.push(r, file)?;
+        }
+        self.config.merge(&sub.config);
+        for v in sub.vars {
+            if self.vars.iter().any(|x| x.name == v.name) {
+                return Err(BuildError::Transform {
+                    file: file.to_string(),
+                    message: format!("var '{}' already encountered", v.name),
+                });
+            }
+            self.vars.push(v);
+        }
+        Ok(())
     }
 
     fn push(&mut self, r: Resource, file: &str) -> Result<(), BuildError> {
@@ -72,6 +128,7 @@ impl<'a> Builder<'a> {
             loader,
             stack: Vec::new(),
             objects: 0,
+            origin_root: None,
         }
     }
 
@@ -87,19 +144,7 @@ impl<'a> Builder<'a> {
         match self.loader.kustomization_file(dir)? {
             Some(file) => {
                 let text = self.loader.read_text(&file, referrer)?;
-                let k: Kustomization = crate::yaml::from_str::<Option<Kustomization>>(&text)
-                    .map_err(|e| match e.line {
-                        Some(_) if !e.to_string().contains("unknown field") => BuildError::Yaml {
-                            file: file.clone(),
-                            line: e.line,
-                            message: e.to_string(),
-                        },
-                        _ => BuildError::InvalidKustomization {
-                            file: file.clone(),
-                            message: e.to_string(),
-                        },
-                    })?
-                    .unwrap_or_default();
+                let k = kustomization::parse(&text, &file)?;
                 if k.kind.as_deref() == Some("Component")
                     && k.api_version.as_deref() != Some("kustomize.config.k8s.io/v1alpha1")
                 {
@@ -110,11 +155,28 @@ impl<'a> Builder<'a> {
                                 .into(),
                     });
                 }
-                if let Some((field, what)) = k.refused_feature() {
+                if let Some(so) = &k.sort_options {
+                    let message = match so.order.as_deref() {
+                        Some("fifo") if so.legacy_sort_options.is_some() => Some(
+                            "the field 'sortOptions.legacySortOptions' is set but the selected \
+                             sort order is 'fifo', not 'legacy'",
+                        ),
+                        Some("fifo" | "legacy") => None,
+                        _ => Some("the field 'sortOptions.order' must be one of [fifo, legacy]"),
+                    };
+                    if let Some(message) = message {
+                        return Err(BuildError::InvalidKustomization {
+                            file,
+                            message: message.into(),
+                        });
+                    }
+                }
+                self.load_openapi(&k, dir, &file)?;
+                if let Some((field, why)) = k.refused_feature() {
                     return Err(BuildError::Unsupported {
                         file,
                         feature: field,
-                        detail: format!("{what} would run code or fetch from outside the source"),
+                        detail: why.to_string(),
                     });
                 }
                 Ok((k, file))
@@ -177,7 +239,7 @@ impl<'a> Builder<'a> {
         dir: &str,
         referrer: &str,
         generate: bool,
-    ) -> Result<(Vec<Resource>, Option<SortOptions>), BuildError> {
+    ) -> Result<(Accumulated, Option<SortOptions>), BuildError> {
         if self.stack.iter().any(|d| d == dir) {
             let mut chain: Vec<&str> = self.stack.iter().map(|s| loader::display(s)).collect();
             chain.push(loader::display(dir));
@@ -194,17 +256,26 @@ impl<'a> Builder<'a> {
             });
         }
         let (k, file) = self.load(dir, referrer, generate)?;
-        if k.kind.as_deref() == Some("Component") {
+        // A Component may be the root of a build (kustomize builds it like a kustomization),
+        // but not a `resources:` entry.
+        if k.kind.as_deref() == Some("Component") && !generate {
             return Err(BuildError::InvalidKustomization {
                 file,
                 message: "a Component can only be used under 'components', not as a resource"
                     .into(),
             });
         }
+        if generate
+            && k.build_metadata
+                .iter()
+                .any(|m| m == kustomization::ORIGIN_ANNOTATIONS)
+        {
+            self.origin_root = Some(dir.to_string());
+        }
         self.stack.push(dir.to_string());
         let acc = self.run(&k, dir, &file, Accumulated::new())?;
         self.stack.pop();
-        Ok((acc.resources, k.sort_options.clone()))
+        Ok((acc, k.sort_options.clone()))
     }
 
     /// Applies one kustomization (or component) on top of `acc`.
@@ -233,10 +304,8 @@ impl<'a> Builder<'a> {
                     });
                 }
                 Some(true) => {
-                    let (rs, _) = self.accumulate_dir(&rel, file, false)?;
-                    for r in rs {
-                        acc.push(r, file)?;
-                    }
+                    let (sub, _) = self.accumulate_dir(&rel, file, false)?;
+                    acc.absorb(sub, file)?;
                 }
                 Some(false) => {
                     let text = self.loader.read_text(&rel, file)?;
@@ -250,11 +319,18 @@ impl<'a> Builder<'a> {
                         });
                     }
                     for o in objs {
-                        acc.push(Resource::new(o), &rel)?;
+                        let mut r = Resource::new(o);
+                        if let Some(root) = &self.origin_root {
+                            set_origin(&mut r, format!("path: {}\n", relative(root, &rel)));
+                        }
+                        acc.push(r, &rel)?;
                     }
                 }
             }
         }
+        // Transformer configurations apply from this level upward.
+        let own = TransformerConfig::load(&self.loader, dir, file, &k.configurations)?;
+        acc.config.merge(&own);
         // 2. generators.
         let global = k.generator_options.as_ref();
         for (kind, list) in [
@@ -263,6 +339,49 @@ impl<'a> Builder<'a> {
         ] {
             for g in list {
                 generators::generate(&self.loader, dir, file, kind, g, global, &mut acc.resources)?;
+            }
+        }
+        if let Some(root) = &self.origin_root {
+            // Every object without an origin now was generated (or replaced) here.
+            for r in &mut acc.resources {
+                if r.annotations().is_none_or(|a| !a.contains_key(ORIGIN)) {
+                    let kind = r.kind().to_string();
+                    set_origin(
+                        r,
+                        format!(
+                            "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}Generator\n",
+                            relative(root, file)
+                        ),
+                    );
+                }
+            }
+        }
+        let gen_sources = self.plugin_docs(dir, file, &k.generators)?;
+        let gen_docs: Vec<serde_json::Value> = gen_sources.iter().map(|(d, _)| d.clone()).collect();
+        let n = acc.resources.len();
+        super::builtin::generate(&self.loader, dir, file, &gen_docs, &mut acc.resources)?;
+        if let Some(root) = self
+            .origin_root
+            .as_ref()
+            .filter(|_| acc.resources.len() - n == gen_docs.len())
+        {
+            // Built-in generator configurations: the file the configuration is in (the
+            // kustomization for an inline one) and the configuration's kind and name.
+            for (r, (d, from)) in acc.resources[n..].iter_mut().zip(&gen_sources) {
+                let s = |p: &str| {
+                    d.pointer(p)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                };
+                set_origin(
+                    r,
+                    format!(
+                        "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {}\n  name: {}\n",
+                        relative(root, from),
+                        s("/kind"),
+                        s("/metadata/name")
+                    ),
+                );
             }
         }
         acc.rekey(file)?;
@@ -300,25 +419,148 @@ impl<'a> Builder<'a> {
             self.stack.pop();
         }
         // 4. transformers, in kustomize's order.
+        let cfg = &acc.config;
         let rs = &mut acc.resources;
         patches::apply_legacy_smp(&self.loader, dir, file, &k.patches_strategic_merge, rs)?;
         patches::apply_entries(&self.loader, dir, file, &k.patches, rs)?;
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-            transform::namespace(rs, ns);
+            transform::namespace(rs, ns, &cfg.namespace);
         }
         transform::prefix_suffix(
             rs,
             k.name_prefix.as_deref().unwrap_or(""),
             k.name_suffix.as_deref().unwrap_or(""),
         );
-        transform::labels(rs, &k.common_labels, &k.labels);
-        transform::annotations(rs, &k.common_annotations);
+        transform::labels(rs, &k.common_labels, &k.labels, cfg);
+        transform::annotations(rs, &k.common_annotations, &cfg.common_annotations);
         patches::apply_legacy_json(&self.loader, dir, file, &k.patches_json6902, rs)?;
-        transform::replicas(rs, &k.replicas, file)?;
-        transform::images(rs, &k.images);
+        transform::replicas(rs, &k.replicas, &cfg.replicas, file)?;
+        let images: Vec<_> = k
+            .images
+            .iter()
+            .chain(k.image_tags.iter())
+            .cloned()
+            .collect();
+        transform::images(rs, &images, &cfg.images);
         replacements::apply(&self.loader, dir, file, &k.replacements, rs)?;
+        self.run_configured(k, dir, file, &mut acc)?;
         acc.rekey(file)?;
+        vars::declare(&k.vars, &mut acc.resources, &mut acc.vars, file)?;
         Ok(acc)
+    }
+}
+
+impl Builder<'_> {
+    /// `openapi: {path: file}`: the schema strategic merges of the kinds it defines use (the
+    /// outermost kustomization's, when several set one). `openapi: {version: v1.21.2}` names kustomize's built-in schema (this engine's
+    /// merge keys come from a newer one, which agrees for the kinds v1.21 has); other
+    /// versions are refused.
+    fn load_openapi(&self, k: &Kustomization, dir: &str, file: &str) -> Result<(), BuildError> {
+        let Some(o) = k.openapi.as_ref().filter(|o| !o.is_null()) else {
+            return Ok(());
+        };
+        let invalid = |message: String| BuildError::InvalidKustomization {
+            file: file.to_string(),
+            message,
+        };
+        let path = o.get("path").and_then(serde_json::Value::as_str);
+        if path.is_some() && o.get("version").is_some() {
+            return Err(invalid(
+                "openapi: builtin version and custom schema provided, cannot use both".into(),
+            ));
+        }
+        // The outermost kustomization is read first, and its choice (a schema file or a
+        // built-in version) wins: a base's is ignored under an overlay that made one.
+        if self.loader.openapi_chosen.replace(true) {
+            return Ok(());
+        }
+        if let Some(p) = path {
+            let rel = self.loader.resolve(dir, p, file)?;
+            let text = self.loader.read_text(&rel, file)?;
+            let doc = loader::parse_yaml(&text, &rel, &self.loader.limits)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| invalid(format!("openapi: {rel} is empty")))?;
+            *self.loader.custom_schema.borrow_mut() =
+                Some(std::rc::Rc::new(super::schema::from_openapi(&doc)));
+            return Ok(());
+        }
+        match o.get("version").and_then(serde_json::Value::as_str) {
+            Some("v1.21.2" | "v1_21_2") => Ok(()),
+            Some(v) => Err(BuildError::Unsupported {
+                file: file.to_string(),
+                feature: "openapi",
+                detail: format!("built-in schema version '{v}': only v1.21.2 is known"),
+            }),
+            None => Err(invalid("openapi: expected 'path' or 'version'".into())),
+        }
+    }
+
+    /// The documents of `generators:`/`transformers:`/`validators:` entries: inline YAML, a
+    /// file, or a directory built as a kustomization (as kustomize reads them).
+    fn plugin_docs(
+        &mut self,
+        dir: &str,
+        file: &str,
+        entries: &[String],
+    ) -> Result<Vec<(serde_json::Value, String)>, BuildError> {
+        let mut out = Vec::new();
+        for e in entries {
+            if let Ok(docs) = crate::yaml::json_documents(e)
+                && !docs.is_empty()
+                && docs.iter().all(|d| d.get("kind").is_some())
+            {
+                out.extend(docs.into_iter().map(|d| (d, file.to_string())));
+                continue;
+            }
+            if loader::is_remote(e) {
+                return Err(BuildError::Unsupported {
+                    file: file.to_string(),
+                    feature: "remote resources",
+                    detail: format!("'{e}': builds only read the source artifact"),
+                });
+            }
+            let rel = self.loader.resolve(dir, e, file)?;
+            match self.loader.kind_of(&rel, file)? {
+                None => {
+                    return Err(BuildError::NotFound {
+                        file: file.to_string(),
+                        path: e.clone(),
+                    });
+                }
+                Some(true) => {
+                    let (sub, _) = self.accumulate_dir(&rel, file, false)?;
+                    let from = loader::join(&rel, "kustomization.yaml");
+                    out.extend(sub.resources.into_iter().map(|r| (r.obj, from.clone())));
+                }
+                Some(false) => {
+                    let text = self.loader.read_text(&rel, file)?;
+                    let docs = loader::parse_yaml(&text, &rel, &self.loader.limits)?;
+                    out.extend(docs.into_iter().map(|d| (d, rel.clone())));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `transformers:` then `validators:` (after the kustomization's own transformers).
+    fn run_configured(
+        &mut self,
+        k: &Kustomization,
+        dir: &str,
+        file: &str,
+        acc: &mut Accumulated,
+    ) -> Result<(), BuildError> {
+        let docs: Vec<_> = (self.plugin_docs(dir, file, &k.transformers)?)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        super::builtin::transform(&self.loader, dir, file, &docs, &mut acc.resources)?;
+        let docs: Vec<_> = (self.plugin_docs(dir, file, &k.validators)?)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        super::builtin::refuse_validators(file, &docs)
     }
 }
 
@@ -334,7 +576,7 @@ mod tests {
             let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same", "namespace": ns}});
             acc.push(Resource::new(o), "f").expect("distinct");
         }
-        crate::build::transform::namespace(&mut acc.resources, "one");
+        crate::build::transform::namespace(&mut acc.resources, "one", &[]);
         let ids: Vec<_> = acc.resources.iter().map(|r| r.id().key()).collect();
         assert_eq!(ids[0], ids[1]);
         assert!(acc.rekey("k").is_err());

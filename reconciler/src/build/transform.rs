@@ -6,16 +6,23 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::BuildError;
+use super::config::TransformerConfig;
 use super::fieldspec::{self, SELECTOR_LABELS, TEMPLATE_ANNOTATIONS, TEMPLATE_LABELS};
-use super::kustomization::{ImageEntry, LabelEntry, ReplicaEntry};
+use super::kustomization::{FieldSpec, ImageEntry, LabelEntry, ReplicaEntry};
 use super::resource::Resource;
 
-/// `namespace:` — sets metadata.namespace on namespaced objects, renames Namespace objects,
-/// and moves ServiceAccount subjects of (Cluster)RoleBindings that were in "default".
-pub(crate) fn namespace(resources: &mut [Resource], ns: &str) {
+/// `namespace:` as kustomize v5 applies it: metadata.namespace on every object its schema
+/// does not know as cluster-scoped; `v1` Namespace objects renamed; in (Cluster)RoleBindings
+/// every subject *named* `default` gets the namespace (kustomize's rule, whatever the
+/// subject's kind or namespace); the service namespace of APIServices (created) and of CRD
+/// conversion webhooks (only where set).
+pub(crate) fn namespace(resources: &mut [Resource], ns: &str, extra: &[FieldSpec]) {
     for r in resources.iter_mut() {
         let id = r.id();
-        if id.kind == "Namespace" && id.group.is_empty() {
+        for f in extra.iter().filter(|f| f.selects(&id)) {
+            set_string_at(&mut r.obj, &f.path, f.create, ns);
+        }
+        if id.kind == "Namespace" && id.group.is_empty() && id.version == "v1" {
             if id.name != ns {
                 r.set_name(ns);
             }
@@ -24,20 +31,32 @@ pub(crate) fn namespace(resources: &mut [Resource], ns: &str) {
         if !id.is_cluster_scoped() {
             r.set_namespace(ns);
         }
-        if (id.kind == "RoleBinding" || id.kind == "ClusterRoleBinding")
-            && id.group == "rbac.authorization.k8s.io"
-            && let Some(Value::Array(subjects)) = r.obj.get_mut("subjects")
-        {
-            for s in subjects {
-                let is_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount");
-                let in_default = s.get("namespace").and_then(Value::as_str) == Some("default");
-                if is_sa
-                    && in_default
-                    && let Some(m) = s.as_object_mut()
-                {
-                    m.insert("namespace".into(), Value::String(ns.to_string()));
+        let set = |m: &mut Map<String, Value>| {
+            m.insert("namespace".into(), Value::String(ns.to_string()));
+        };
+        if id.kind == "RoleBinding" || id.kind == "ClusterRoleBinding" {
+            if let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
+                for s in subjects {
+                    if s.get("name").and_then(Value::as_str) == Some("default")
+                        && let Some(m) = s.as_object_mut()
+                    {
+                        set(m);
+                    }
                 }
             }
+        } else if id.kind == "APIService" && id.group == "apiregistration.k8s.io" {
+            fieldspec::visit_maps(&mut r.obj, "spec/service", true, &mut |m| set(m));
+        } else if id.kind == "CustomResourceDefinition" && id.group == "apiextensions.k8s.io" {
+            fieldspec::visit_maps(
+                &mut r.obj,
+                "spec/conversion/webhook/clientConfig/service",
+                false,
+                &mut |m| {
+                    if m.contains_key("namespace") {
+                        set(m)
+                    }
+                },
+            );
         }
     }
 }
@@ -80,27 +99,39 @@ pub(crate) fn labels(
     resources: &mut [Resource],
     common: &BTreeMap<String, String>,
     entries: &[LabelEntry],
+    cfg: &TransformerConfig,
 ) {
+    // Configured label fields: `commonLabels` ones wherever selectors are labelled,
+    // `templateLabels` ones wherever templates are, `labels` ones always.
+    let with_selectors: Vec<FieldSpec> = cfg
+        .common_labels
+        .iter()
+        .chain(&cfg.template_labels)
+        .chain(&cfg.labels)
+        .cloned()
+        .collect();
+    let with_templates: Vec<FieldSpec> = cfg
+        .template_labels
+        .iter()
+        .chain(&cfg.labels)
+        .cloned()
+        .collect();
     if !common.is_empty() {
-        apply_labels(resources, common, true, true, &[]);
+        apply_labels(resources, common, true, true, &user_specs(&with_selectors));
     }
     for e in entries {
         if e.pairs.is_empty() {
             continue;
         }
-        let specs: Vec<UserSpec<'_>> = e
-            .fields
-            .iter()
-            .map(|f| {
-                (
-                    f.group.as_deref(),
-                    f.version.as_deref(),
-                    f.kind.as_deref(),
-                    f.path.as_str(),
-                    f.create,
-                )
-            })
-            .collect();
+        let configured = if e.include_selectors {
+            &with_selectors
+        } else if e.include_templates {
+            &with_templates
+        } else {
+            &cfg.labels
+        };
+        let mut specs = user_specs(&e.fields);
+        specs.extend(user_specs(configured));
         apply_labels(
             resources,
             &e.pairs,
@@ -109,6 +140,21 @@ pub(crate) fn labels(
             &specs,
         );
     }
+}
+
+fn user_specs(specs: &[FieldSpec]) -> Vec<UserSpec<'_>> {
+    specs
+        .iter()
+        .map(|f| {
+            (
+                f.group.as_deref(),
+                f.version.as_deref(),
+                f.kind.as_deref(),
+                f.path.as_str(),
+                f.create,
+            )
+        })
+        .collect()
 }
 
 type UserSpec<'a> = (
@@ -152,12 +198,19 @@ fn apply_labels(
     }
 }
 
-pub(crate) fn annotations(resources: &mut [Resource], pairs: &BTreeMap<String, String>) {
+pub(crate) fn annotations(
+    resources: &mut [Resource],
+    pairs: &BTreeMap<String, String>,
+    extra: &[FieldSpec],
+) {
     if pairs.is_empty() {
         return;
     }
     for r in resources.iter_mut() {
         let id = r.id();
+        for f in extra.iter().filter(|f| f.selects(&id)) {
+            fieldspec::visit_maps(&mut r.obj, &f.path, f.create, &mut |m| set_all(m, pairs));
+        }
         fieldspec::visit_maps(&mut r.obj, "metadata/annotations", true, &mut |m| {
             set_all(m, pairs)
         });
@@ -249,12 +302,52 @@ fn update_image(value: &str, e: &ImageEntry) -> Option<String> {
 
 /// `images:` — every `containers`/`initContainers` list anywhere in an object has its images
 /// rewritten (kustomize's legacy walk), and so do the `image` fields of pod specs.
-pub(crate) fn images(resources: &mut [Resource], entries: &[ImageEntry]) {
+pub(crate) fn images(resources: &mut [Resource], entries: &[ImageEntry], extra: &[FieldSpec]) {
     if entries.is_empty() {
         return;
     }
     for r in resources.iter_mut() {
         walk_images(&mut r.obj, entries);
+        let id = r.id();
+        for f in extra.iter().filter(|f| f.selects(&id)) {
+            let segs: Vec<&str> = f
+                .path
+                .split('/')
+                .map(|s| s.trim_end_matches("[]"))
+                .collect();
+            fieldspec::visit_values(&mut r.obj, &segs, &mut |v| {
+                if let Value::String(image) = v {
+                    for e in entries {
+                        if let Some(new) = update_image(image, e) {
+                            *image = new;
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Sets a string at a `/` path (lists on the way are entered; missing maps are created when
+/// `create`).
+fn set_string_at(obj: &mut Value, path: &str, create: bool, value: &str) {
+    let (parent, last) = match path.rsplit_once('/') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
+    let mut set = |m: &mut Map<String, Value>| {
+        if create || m.contains_key(last) {
+            m.insert(last.to_string(), Value::String(value.to_string()));
+        }
+    };
+    match parent {
+        Some(p) => fieldspec::visit_maps(obj, p, create, &mut set),
+        None => {
+            if let Value::Object(m) = obj {
+                set(m);
+            }
+        }
     }
 }
 
@@ -292,6 +385,7 @@ fn walk_images(v: &mut Value, entries: &[ImageEntry]) {
 pub(crate) fn replicas(
     resources: &mut [Resource],
     entries: &[ReplicaEntry],
+    extra: &[FieldSpec],
     file: &str,
 ) -> Result<(), BuildError> {
     for e in entries {
@@ -300,12 +394,31 @@ pub(crate) fn replicas(
             if r.name() != e.name && r.org_id().name != e.name {
                 continue;
             }
-            if !fieldspec::REPLICAS_KINDS.contains(&r.kind()) {
+            let id = r.id();
+            let configured: Vec<&FieldSpec> = extra.iter().filter(|f| f.selects(&id)).collect();
+            if !fieldspec::REPLICAS_KINDS.contains(&r.kind()) && configured.is_empty() {
                 continue;
             }
             found = true;
-            let spec = super::resource::map_entry(&mut r.obj, "spec");
-            spec.insert("replicas".into(), Value::from(e.count));
+            if fieldspec::REPLICAS_KINDS.contains(&r.kind()) {
+                let spec = super::resource::map_entry(&mut r.obj, "spec");
+                spec.insert("replicas".into(), Value::from(e.count));
+            }
+            for f in configured {
+                let (parent, last) = f.path.rsplit_once('/').unwrap_or(("", f.path.as_str()));
+                let mut set = |m: &mut Map<String, Value>| {
+                    if f.create || m.contains_key(last) {
+                        m.insert(last.to_string(), Value::from(e.count));
+                    }
+                };
+                if parent.is_empty() {
+                    if let Value::Object(m) = &mut r.obj {
+                        set(m);
+                    }
+                } else {
+                    fieldspec::visit_maps(&mut r.obj, parent, f.create, &mut set);
+                }
+            }
         }
         if !found {
             return Err(BuildError::Transform {

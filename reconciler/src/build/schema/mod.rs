@@ -3,7 +3,7 @@
 //! patches. Derived from a kube-apiserver's OpenAPI by `generate.py` into `k8s.table`; parsed
 //! once, on first use, into an immutable table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 const TABLE: &str = include_str!("k8s.table");
@@ -35,7 +35,6 @@ pub(crate) struct Type {
 
 pub(crate) struct Schema {
     kinds: HashMap<(String, String, String), usize>,
-    cluster: HashSet<(String, String)>,
     pub types: Vec<Type>,
 }
 
@@ -45,12 +44,198 @@ pub(crate) fn schema() -> &'static Schema {
     &SCHEMA
 }
 
-/// Whether a kind is cluster-scoped (unknown kinds, e.g. custom resources, are namespaced, as
-/// in kustomize).
-pub(crate) fn is_cluster_scoped(group: &str, kind: &str) -> bool {
-    SCHEMA
-        .cluster
-        .contains(&(group.to_string(), kind.to_string()))
+/// The (apiVersion, kind) pairs kustomize v5.5 knows to be cluster-scoped: its built-in schema
+/// is Kubernetes v1.21's, so newer cluster-scoped kinds (ValidatingAdmissionPolicy,
+/// flowcontrol v1 FlowSchema, ...) and every custom resource count as namespaced and get
+/// `namespace:` like any namespaced object. The output must be kustomize's, so this table,
+/// not the apiserver's, decides scope in the build. (The apply stage asks the cluster.)
+const KUSTOMIZE_CLUSTER_SCOPED: &[(&str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io/v1", "APIService"),
+    ("apiregistration.k8s.io/v1beta1", "APIService"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("certificates.k8s.io/v1beta1", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io/v1beta1", "FlowSchema"),
+    (
+        "flowcontrol.apiserver.k8s.io/v1beta1",
+        "PriorityLevelConfiguration",
+    ),
+    ("networking.k8s.io/v1", "IngressClass"),
+    ("networking.k8s.io/v1beta1", "IngressClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("node.k8s.io/v1beta1", "RuntimeClass"),
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRoleBinding"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("scheduling.k8s.io/v1beta1", "PriorityClass"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("storage.k8s.io/v1", "CSINode"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
+    ("storage.k8s.io/v1beta1", "CSIDriver"),
+    ("storage.k8s.io/v1beta1", "CSINode"),
+    ("storage.k8s.io/v1beta1", "StorageClass"),
+    ("storage.k8s.io/v1beta1", "VolumeAttachment"),
+    ("v1", "ComponentStatus"),
+    ("v1", "Namespace"),
+    ("v1", "Node"),
+    ("v1", "NodeProxyOptions"),
+    ("v1", "PersistentVolume"),
+];
+
+/// Whether kustomize treats a group/version/kind as cluster-scoped.
+pub(crate) fn is_cluster_scoped(group: &str, version: &str, kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.iter().any(|(av, k)| {
+        *k == kind
+            && match av.split_once('/') {
+                Some((g, v)) => g == group && v == version,
+                None => group.is_empty() && *av == version,
+            }
+    })
+}
+
+/// A schema from a user's OpenAPI document (the kustomization's `openapi: {path: ...}`), as
+/// kustomize reads one: `definitions` whose `x-kubernetes-group-version-kind` names a kind,
+/// properties by `$ref`, `items` and `additionalProperties`, and the patch strategy and merge
+/// key extensions. Anonymous nested objects become types of their own.
+pub(crate) fn from_openapi(doc: &serde_json::Value) -> Schema {
+    use serde_json::Value;
+    struct B<'d> {
+        defs: Option<&'d serde_json::Map<String, Value>>,
+        index: HashMap<String, usize>,
+        types: Vec<Type>,
+    }
+    impl<'d> B<'d> {
+        /// The type index of a named definition, built on first use.
+        fn named(&mut self, name: &str) -> usize {
+            if let Some(i) = self.index.get(name) {
+                return *i;
+            }
+            let i = self.types.len();
+            self.types.push(Type::default());
+            self.index.insert(name.to_string(), i);
+            if let Some(def) = self.defs.and_then(|d| d.get(name)) {
+                let t = self.object(def);
+                self.types[i] = t;
+            }
+            i
+        }
+        fn reference(&mut self, v: &'d Value) -> Option<usize> {
+            if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+                return Some(self.named(r.trim_start_matches("#/definitions/")));
+            }
+            if v.get("properties").is_some() {
+                let t = self.object(v);
+                self.types.push(t);
+                return Some(self.types.len() - 1);
+            }
+            None
+        }
+        fn object(&mut self, def: &'d Value) -> Type {
+            let mut t = Type::default();
+            let Some(props) = def.get("properties").and_then(Value::as_object) else {
+                return t;
+            };
+            for (name, p) in props {
+                let strategy = p
+                    .get("x-kubernetes-patch-strategy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let mut keys: Vec<String> = p
+                    .get("x-kubernetes-patch-merge-key")
+                    .and_then(Value::as_str)
+                    .map(|k| vec![k.to_string()])
+                    .unwrap_or_default();
+                if keys.is_empty()
+                    && let Some(Value::Array(mk)) = p.get("x-kubernetes-list-map-keys")
+                {
+                    keys = mk
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect();
+                }
+                let list_type = p.get("x-kubernetes-list-type").and_then(Value::as_str);
+                let merge = strategy.split(',').any(|s| s == "merge")
+                    || matches!(list_type, Some("map" | "set"));
+                let is_list = p.get("type").and_then(Value::as_str) == Some("array");
+                let field = if is_list {
+                    let ty = p.get("items").and_then(|i| self.reference(i));
+                    Field {
+                        shape: Shape::List,
+                        ty,
+                        merge,
+                        keys,
+                    }
+                } else if let Some(ap) = p.get("additionalProperties").filter(|a| a.is_object()) {
+                    let ty = self.reference(ap);
+                    Field {
+                        shape: Shape::Map,
+                        ty,
+                        merge,
+                        keys,
+                    }
+                } else if let Some(ty) = self.reference(p) {
+                    Field {
+                        shape: Shape::Object,
+                        ty: Some(ty),
+                        merge,
+                        keys,
+                    }
+                } else {
+                    Field {
+                        shape: Shape::Scalar,
+                        ty: None,
+                        merge,
+                        keys,
+                    }
+                };
+                t.fields.insert(name.clone(), field);
+            }
+            t
+        }
+    }
+    let defs = doc.get("definitions").and_then(Value::as_object);
+    let mut b = B {
+        defs,
+        index: HashMap::new(),
+        types: Vec::new(),
+    };
+    let mut kinds = HashMap::new();
+    for (name, def) in defs.into_iter().flatten() {
+        let Some(Value::Array(gvks)) = def.get("x-kubernetes-group-version-kind") else {
+            continue;
+        };
+        let t = b.named(name);
+        for g in gvks {
+            let s = |k: &str| g.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            kinds.insert((s("group"), s("version"), s("kind")), t);
+        }
+    }
+    Schema {
+        kinds,
+        types: b.types,
+    }
 }
 
 impl Schema {
@@ -76,7 +261,6 @@ fn parse(text: &'static str) -> Schema {
         })
     };
     let mut kinds = HashMap::new();
-    let mut cluster = HashSet::new();
     let mut types: HashMap<usize, Type> = HashMap::new();
     let mut current: Option<usize> = None;
     // The table is a compile-time constant; lines that do not parse are skipped (a unit test
@@ -84,16 +268,13 @@ fn parse(text: &'static str) -> Schema {
     for line in text.lines() {
         let cols: Vec<&'static str> = line.split(' ').collect();
         match cols.as_slice() {
-            ["K", gvk, ty, scope] => {
+            ["K", gvk, ty, _scope] => {
                 let mut it = gvk.splitn(3, '/');
                 let (Some(g), Some(v), Some(k)) = (it.next(), it.next(), it.next()) else {
                     continue;
                 };
                 let t = intern(ty, &mut names);
                 kinds.insert((g.to_string(), v.to_string(), k.to_string()), t);
-                if *scope == "c" {
-                    cluster.insert((g.to_string(), k.to_string()));
-                }
             }
             ["T", ty] => {
                 let t = intern(ty, &mut names);
@@ -136,11 +317,7 @@ fn parse(text: &'static str) -> Schema {
     for i in 0..names.len() {
         out.push(types.remove(&i).unwrap_or_default());
     }
-    Schema {
-        kinds,
-        cluster,
-        types: out,
-    }
+    Schema { kinds, types: out }
 }
 
 #[cfg(test)]
@@ -161,12 +338,23 @@ mod tests {
         assert_eq!(containers.keys, vec!["name".to_string()]);
         let c = s.field(containers.ty, "ports").expect("ports");
         assert_eq!(c.keys[0], "containerPort");
-        assert!(is_cluster_scoped("", "Namespace"));
+        assert!(is_cluster_scoped("", "v1", "Namespace"));
         assert!(is_cluster_scoped(
             "rbac.authorization.k8s.io",
+            "v1",
             "ClusterRole"
         ));
-        assert!(!is_cluster_scoped("apps", "Deployment"));
-        assert!(!is_cluster_scoped("example.com", "Foo"));
+        assert!(!is_cluster_scoped(
+            "rbac.authorization.k8s.io",
+            "v1alpha1",
+            "ClusterRole"
+        ));
+        assert!(!is_cluster_scoped(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy"
+        ));
+        assert!(!is_cluster_scoped("apps", "v1", "Deployment"));
+        assert!(!is_cluster_scoped("example.com", "v1", "Foo"));
     }
 }
