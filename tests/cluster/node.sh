@@ -61,11 +61,11 @@ node_network_up() {
   modprobe br_netfilter 2>/dev/null || true
   in_node sysctl -qw net.bridge.bridge-nf-call-iptables=1
   in_node ip route add unreachable default
-  # The process cgroup (pids hierarchy) and kubelet's cgroup root in every v1 hierarchy.
+  # The process cgroup (pids hierarchy) and kubelet's cgroup root in every hierarchy (runc also
+  # mirrors its cgroups into the unified one of a hybrid host).
   local h
   for h in /sys/fs/cgroup/*/; do
     h=${h%/}
-    [ "${h##*/}" = unified ] && continue
     [ -e "$h/cgroup.procs" ] || continue
     made "cgroup $h/$NODE_CGROUP"
     mkdir -p "$h/$NODE_CGROUP/pods"
@@ -110,12 +110,15 @@ node_build_images() {
     --entrypoint /bin/busybox --user 65532:65532 --env PATH=/bin \
     dir:bin:755 file:bin/busybox:755:/bin/busybox link:bin/sh:busybox dir:tmp:1777 \
     'text:etc/passwd:644:root:x:0:0:root:/:/bin/sh\nnonroot:x:65532:65532:nonroot:/tmp:/bin/sh\n' > /dev/null
-  python3 "$pack" --out "$img/coredns.oci.tar" --name "$NODE_REGISTRY/coredns" --tag "$COREDNS_VERSION" \
-    --entrypoint /coredns --user 65532:65532 --port 1053 "file:coredns:755:$COREDNS_BIN/coredns" > /dev/null
+  # CoreDNS's archive (50 MB to compress) is kept next to its cached binary.
+  local coredns_archive="$COREDNS_BIN/coredns.oci.tar"
+  [ -f "$coredns_archive" ] || python3 "$pack" --out "$coredns_archive" --name "$NODE_REGISTRY/coredns" \
+    --tag "$COREDNS_VERSION" --entrypoint /coredns --user 65532:65532 --port 1053 \
+    "file:coredns:755:$COREDNS_BIN/coredns" > /dev/null
   {
     echo "PAUSE_IMAGE=$(node_push "$img/pause.oci.tar" pause 3.10)"
     echo "BUSYBOX_IMAGE=$(node_push "$img/busybox.oci.tar" busybox 1.35)"
-    echo "COREDNS_IMAGE=$(node_push "$img/coredns.oci.tar" coredns "$COREDNS_VERSION")"
+    echo "COREDNS_IMAGE=$(node_push "$coredns_archive" coredns "$COREDNS_VERSION")"
   } > "$NODE_DIR/images.env.tmp"
   mv "$NODE_DIR/images.env.tmp" "$NODE_DIR/images.env"
 }
@@ -316,6 +319,20 @@ umount_under() {
   done
 }
 
+# remove_shim_sockets: containerd 1.6 puts each shim's socket in /run/containerd/s (fixed), named
+# sha256(<containerd address>/<namespace>/<task id>); a SIGKILLed shim leaves it behind. The task
+# IDs are the bundle directories in the node's containerd state, so exactly ours are removed.
+remove_shim_sockets() {
+  local ctrd="$NODE_DIR/containerd" bundle id
+  for bundle in "$ctrd"/state/io.containerd.runtime.v2.task/*/*/; do
+    [ -d "$bundle" ] || continue
+    bundle=${bundle%/}
+    id=${bundle##*/}
+    bundle=${bundle%/*}
+    rm -f "/run/containerd/s/$(printf '%s' "$ctrd/containerd.sock/${bundle##*/}/$id" | sha256sum | cut -c1-64)"
+  done
+}
+
 node_down() {
   [ -f "$NODE_MADE" ] || return 0
   # Processes: the recorded ones gracefully (containers stop with kubelet gone), then everything
@@ -323,6 +340,7 @@ node_down() {
   local name
   for name in kube-proxy kubelet containerd registry apiserver-link; do stop_one "$name"; done
   kill_cgroup "$NODE_PIDS_CGROUP"
+  remove_shim_sockets
   umount_under "$NODE_DIR"
   # Undo the recorded host changes, newest first.
   local line

@@ -242,16 +242,10 @@ pub(crate) async fn wait_rollout(
     let start = Instant::now();
     let _spinner = ui.waiting("waiting for the reconciler to become ready")?;
     loop {
-        if let Some(d) = api.get_opt(RECONCILER_DEPLOYMENT).await? {
-            let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let generation = d.metadata.generation.unwrap_or(0);
-            let status = d.status.unwrap_or_default();
-            if status.observed_generation.unwrap_or(0) >= generation
-                && status.updated_replicas.unwrap_or(0) >= wanted
-                && status.available_replicas.unwrap_or(0) >= wanted
-            {
-                return Ok(());
-            }
+        if let Some(d) = api.get_opt(RECONCILER_DEPLOYMENT).await?
+            && rolled_out(&d)
+        {
+            return Ok(());
         }
         if start.elapsed() > timeout {
             return Err(Failure::new(
@@ -268,6 +262,27 @@ pub(crate) async fn wait_rollout(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The reconciler is ready when every replica runs the current template and one of them (the
+/// leader: only it passes the readiness probe, which checks the artifact port) is available.
+/// Standby replicas stay unready by design, so waiting for all of them would never end.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = deployment.status.as_ref() else {
+        return false;
+    };
+    let updated = status.updated_replicas.unwrap_or(0);
+    status.observed_generation.unwrap_or(0) >= generation
+        && updated >= wanted
+        // No replica of an older template left (Recreate stops them before starting new ones).
+        && status.replicas.unwrap_or(0) <= updated
+        && status.available_replicas.unwrap_or(0) >= wanted.min(1)
 }
 
 pub async fn uninstall(
@@ -374,6 +389,37 @@ mod tests {
             assert!(kinds.contains(&wanted), "no {wanted} in {kinds:?}");
         }
         assert_eq!(manifests("x", None, true).unwrap().len(), 3);
+    }
+
+    fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": RECONCILER_DEPLOYMENT, "generation": 2},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rollout_is_done_when_all_replicas_are_updated_and_the_leader_is_available() {
+        let status = |observed: i64, replicas: i32, updated: i32, available: i32| {
+            serde_json::json!({"observedGeneration": observed, "replicas": replicas,
+                               "updatedReplicas": updated, "availableReplicas": available})
+        };
+        // One replica: it must be available.
+        assert!(rolled_out(&deployment(1, status(2, 1, 1, 1))));
+        assert!(!rolled_out(&deployment(1, status(2, 1, 1, 0))));
+        // Two replicas: the leader available, the standby unready by design.
+        assert!(rolled_out(&deployment(2, status(2, 2, 2, 1))));
+        assert!(!rolled_out(&deployment(2, status(2, 2, 2, 0))));
+        // Not yet observed, not all updated, or an old replica still there.
+        assert!(!rolled_out(&deployment(2, status(1, 2, 2, 1))));
+        assert!(!rolled_out(&deployment(2, status(2, 2, 1, 1))));
+        assert!(!rolled_out(&deployment(2, status(2, 3, 2, 1))));
+        // No status at all yet.
+        assert!(!rolled_out(&deployment(1, serde_json::Value::Null)));
+        // Scaled to zero: nothing to wait for.
+        assert!(rolled_out(&deployment(0, status(2, 0, 0, 0))));
     }
 
     #[test]

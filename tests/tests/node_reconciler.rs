@@ -1,0 +1,476 @@
+//! The reconciler as a Pod on a real node: `tests/cluster/up.sh` with `GITOPS_REAL_NODE=1` runs
+//! containerd, kubelet and kube-proxy next to the control plane, and a registry in the node's
+//! network namespace. The reconciler's image (`kubectl-gitops/image/build.sh`, dev profile) is
+//! pushed there (`tests/cluster/push.sh`) and installed by digest with `kubectl gitops install`;
+//! the container then really runs: in-cluster config, RBAC, probes, non-root and a read-only root.
+//!
+//! Every test here prints why and returns when the cluster has no real node (kind, or the
+//! kwok-only local control plane), so the suite runs on any kubeconfig.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use cli_support::gitops;
+use gitops_conformance::{cargo_command, kubeconfig, kubectl, kubectl_ok, repo_root, run_ok};
+use serde_json::Value;
+
+/// A value of `tests/cluster/common.sh` (NAME=value), the one place the real node's names are set.
+fn cluster_setting(name: &str) -> String {
+    let path = repo_root().join("tests/cluster/common.sh");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{} sets no {name}", path.display()))
+        .to_owned()
+}
+
+/// The name of the cluster's real node, or `None` (with the reason printed) when it has none.
+fn real_node(test: &str) -> Option<String> {
+    let label = cluster_setting("NODE_LABEL");
+    let names = kubectl_ok(
+        &["get", "nodes", "-l", &format!("{label}=true"), "-o", "name"],
+        None,
+    );
+    match names.lines().next() {
+        Some(name) => Some(name.trim_start_matches("node/").to_owned()),
+        None => {
+            eprintln!(
+                "SKIPPED {test}: the cluster has no node labelled {label}=true \
+                 (start one with GITOPS_REAL_NODE=1 bash tests/cluster/up.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// The reconciler image, built once per test process and pushed to the real node's registry:
+/// its reference by digest.
+fn pushed_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = gitops_conformance::git::temp_dir("node-image");
+        let out = run_ok(
+            cargo_command("bash")
+                .arg(repo_root().join("kubectl-gitops/image/build.sh"))
+                .arg(&dir)
+                .env("GITOPS_IMAGE_PROFILE", "dev"),
+        );
+        let field = |key: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("build.sh printed no {key}=:\n{out}"))
+                .to_owned()
+        };
+        let (archive, digest) = (field("archive"), field("digest"));
+        // The cluster directory of tests/cluster/up.sh is where its kubeconfig lives.
+        let cluster_dir = kubeconfig()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let reference = run_ok(
+            Command::new("bash")
+                .arg(repo_root().join("tests/cluster/push.sh"))
+                .args([&archive, "gitops-reconciler", "dev"])
+                .env("GITOPS_CLUSTER_DIR", &cluster_dir),
+        )
+        .trim()
+        .to_owned();
+        assert!(
+            reference.ends_with(&format!("@{digest}")),
+            "push.sh printed {reference}, not the digest {digest} build.sh made"
+        );
+        reference
+    })
+}
+
+/// The tests share one installation: each holds this for its whole run (a panicking test
+/// poisons it; the next one goes on with what is installed).
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `kubectl gitops install --image <pushed>`; panics with the pods' description when it fails.
+fn install() {
+    let run = gitops(&["install", "--image", pushed_image(), "--timeout", "3m"]);
+    assert_eq!(
+        run.code,
+        0,
+        "install failed:\nstdout:\n{}\nstderr:\n{}\npods:\n{}",
+        run.stdout,
+        run.stderr,
+        kubectl(&["-n", "gitops-system", "describe", "pods"], None).stdout
+    );
+}
+
+/// Runs `script` (busybox sh) in a pod of `namespace` that meets the restricted Pod Security
+/// Standard, and returns its output once it succeeded; panics with its log otherwise.
+fn busybox_output(namespace: &str, name: &str, script: &str) -> String {
+    let images = std::fs::read_to_string(
+        kubeconfig()
+            .parent()
+            .map(|d| d.join("node/images.env"))
+            .unwrap_or_default(),
+    )
+    .expect("the real node's images.env next to the kubeconfig");
+    let image = images
+        .lines()
+        .find_map(|l| l.strip_prefix("BUSYBOX_IMAGE="))
+        .expect("BUSYBOX_IMAGE in images.env");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "main", "image": image, "command": ["/bin/sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    });
+    kubectl_ok(&["apply", "-f", "-"], Some(&pod.to_string()));
+    let phase = wait_for(
+        &format!("pod {namespace}/{name} finished"),
+        Duration::from_secs(90),
+        || {
+            let phase = kubectl_ok(
+                &[
+                    "-n",
+                    namespace,
+                    "get",
+                    "pod",
+                    name,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ],
+                None,
+            );
+            match phase.as_str() {
+                "Succeeded" | "Failed" => Ok(phase),
+                _ => Err(phase),
+            }
+        },
+    );
+    let logs = kubectl_ok(&["-n", namespace, "logs", name], None);
+    kubectl(
+        &["-n", namespace, "delete", "pod", name, "--wait=false"],
+        None,
+    );
+    assert_eq!(phase, "Succeeded", "pod {namespace}/{name}:\n{logs}");
+    logs
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl_ok(&full, None)).expect("kubectl prints JSON")
+}
+
+/// The reconciler's pods (the install's namespace and labels).
+fn reconciler_pods() -> Vec<Value> {
+    json(&[
+        "-n",
+        "gitops-system",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=gitops-reconciler",
+    ])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls until `check` returns `Some`, at most `timeout`; panics with `what` and the last state.
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(state) if start.elapsed() > timeout => {
+                panic!("{what}: not within {timeout:?}; last state: {state}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The PIDs in the cgroup of container `id` (kubelet's cgroupfs layout under the node's cgroup).
+fn container_pids(id: &str) -> Vec<u32> {
+    let root = PathBuf::from("/sys/fs/cgroup/pids").join(cluster_setting("NODE_CGROUP"));
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if entry.file_name().to_string_lossy() == id {
+                let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+                return procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+            }
+            stack.push(path);
+        }
+    }
+    Vec::new()
+}
+
+fn container_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
+    let Some(node) =
+        real_node("install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9")
+    else {
+        return;
+    };
+    let _serial = serial();
+    let image = pushed_image();
+    let digest = image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+
+    // `install` returns once the Deployment is available: the readiness probe passed.
+    install();
+    let pods = reconciler_pods();
+    assert_eq!(pods.len(), 1, "one reconciler pod: {pods:?}");
+    let pod = &pods[0];
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        pod["spec"]["nodeName"],
+        node.as_str(),
+        "{name} runs elsewhere"
+    );
+    assert_eq!(
+        pod["status"]["phase"], "Running",
+        "{name}: {}",
+        pod["status"]
+    );
+    let status = container_status(pod);
+    assert_eq!(status["ready"], true, "{name}: {status}");
+    assert!(
+        status["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(digest),
+        "{name} runs {} rather than the pushed {digest}",
+        status["imageID"]
+    );
+    let restarts = status["restartCount"].as_u64().unwrap_or(0);
+
+    // The container's process runs as the image's non-root user.
+    let id = status["containerID"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("containerd://"))
+        .unwrap_or_else(|| panic!("{name}: no containerd container ID in {status}"))
+        .to_owned();
+    let pids = container_pids(&id);
+    assert!(
+        !pids.is_empty(),
+        "no processes in the cgroup of container {id}"
+    );
+    for pid in &pids {
+        let proc_status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = proc_status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65532"),
+            "process {pid} of {name} runs as {uid}"
+        );
+    }
+
+    // The in-cluster client works: the log says it serves and names no failure.
+    let logs = kubectl_ok(&["-n", "gitops-system", "logs", &name], None);
+    assert!(logs.contains("serving health"), "{name} log:\n{logs}");
+    assert!(!logs.contains("\"level\":\"ERROR\""), "{name} log:\n{logs}");
+
+    // kill -9 of the container's process: kubelet restarts the container in the same pod.
+    for pid in &pids {
+        run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    }
+    let restarted = wait_for(
+        "the killed reconciler container restarted and ready again",
+        Duration::from_secs(120),
+        || {
+            let pods = reconciler_pods();
+            let pod = pods
+                .iter()
+                .find(|p| p["metadata"]["name"] == name.as_str())
+                .ok_or_else(|| format!("pod {name} is gone: {pods:?}"))?;
+            let status = container_status(pod);
+            if status["restartCount"].as_u64().unwrap_or(0) > restarts && status["ready"] == true {
+                Ok(status.clone())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    );
+    let last = &restarted["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "{name} last state: {last}");
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn the_artifact_and_metrics_ports_answer_through_the_service_from_a_pod() {
+    if real_node("the_artifact_and_metrics_ports_answer_through_the_service_from_a_pod").is_none() {
+        return;
+    }
+    let _serial = serial();
+    install();
+    // From a pod in gitops-system (the NetworkPolicy's allowed peers), by the Service's DNS name:
+    // port 80 is the artifact server (named port http), 8080 the metrics.
+    let service = "gitops-reconciler.gitops-system.svc.cluster.local";
+    let out = busybox_output(
+        "gitops-system",
+        "node-test-service-client",
+        &format!(
+            "printf 'GET /no-such-artifact HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 {service} 80 && \
+             printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 {service} 8080"
+        ),
+    );
+    let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/")).collect();
+    assert_eq!(statuses.len(), 2, "two HTTP answers expected:\n{out}");
+    assert!(
+        statuses[0].contains(" 404"),
+        "artifact server: {}\n{out}",
+        statuses[0]
+    );
+    assert!(
+        statuses[1].contains(" 200"),
+        "metrics: {}\n{out}",
+        statuses[1]
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn a_rollout_stops_the_old_pod_gracefully_and_releases_the_lease() {
+    if real_node("a_rollout_stops_the_old_pod_gracefully_and_releases_the_lease").is_none() {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let pods = reconciler_pods();
+    let old = pods
+        .first()
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .expect("a reconciler pod")
+        .to_owned();
+    let holder = |lease: &Value| {
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let lease = wait_for("the leader Lease is held", Duration::from_secs(60), || {
+        let lease = kubectl(
+            &[
+                "-n",
+                "gitops-system",
+                "get",
+                "lease",
+                "gitops-reconciler",
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        let value: Value = serde_json::from_str(&lease.stdout).unwrap_or(Value::Null);
+        if holder(&value).starts_with(&old) {
+            Ok(value)
+        } else {
+            Err(lease.stdout + &lease.stderr)
+        }
+    });
+    // Follow the old container's log to its end, then roll the Deployment.
+    let follow = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["-n", "gitops-system", "logs", "-f", &old])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "rollout",
+            "restart",
+            "deployment/gitops-reconciler",
+        ],
+        None,
+    );
+    let out = follow
+        .wait_with_output()
+        .expect("kubectl logs -f ends with the container");
+    let stopped_after = started.elapsed();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("termination signal"),
+        "{old} did not see SIGTERM:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("\"stopped\""),
+        "{old} did not stop cleanly:\n{log}"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(60),
+        "{old} took {stopped_after:?} (grace period 60 s)"
+    );
+    // The new pod (Recreate: it starts once the old one is gone) takes the Lease over.
+    let new_holder = wait_for(
+        "the new pod holds the Lease",
+        Duration::from_secs(120),
+        || {
+            let value: Value = serde_json::from_str(&kubectl_ok(
+                &[
+                    "-n",
+                    "gitops-system",
+                    "get",
+                    "lease",
+                    "gitops-reconciler",
+                    "-o",
+                    "json",
+                ],
+                None,
+            ))
+            .unwrap_or(Value::Null);
+            let h = holder(&value);
+            if !h.is_empty() && !h.starts_with(&old) {
+                Ok(h)
+            } else {
+                Err(value.to_string())
+            }
+        },
+    );
+    assert_ne!(holder(&lease), new_holder);
+    let run = gitops(&["install", "--image", pushed_image(), "--timeout", "3m"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
