@@ -15,7 +15,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use cli_support::gitops;
-use gitops_conformance::{cargo_command, kubeconfig, kubectl, kubectl_ok, repo_root, run_ok};
+use gitops_conformance::git::{GitServer, ServerKind};
+use gitops_conformance::{
+    TestNamespace, cargo_command, kubeconfig, kubectl, kubectl_ok, repo_root, run_ok,
+};
 use serde_json::Value;
 
 /// A value of `tests/cluster/common.sh` (NAME=value), the one place the real node's names are set.
@@ -109,9 +112,8 @@ fn install() {
     );
 }
 
-/// Runs `script` (busybox sh) in a pod of `namespace` that meets the restricted Pod Security
-/// Standard, and returns its output once it succeeded; panics with its log otherwise.
-fn busybox_output(namespace: &str, name: &str, script: &str) -> String {
+/// The busybox image up.sh pushed to the real node's registry (by digest).
+fn busybox_image() -> String {
     let images = std::fs::read_to_string(
         kubeconfig()
             .parent()
@@ -119,10 +121,17 @@ fn busybox_output(namespace: &str, name: &str, script: &str) -> String {
             .unwrap_or_default(),
     )
     .expect("the real node's images.env next to the kubeconfig");
-    let image = images
+    images
         .lines()
         .find_map(|l| l.strip_prefix("BUSYBOX_IMAGE="))
-        .expect("BUSYBOX_IMAGE in images.env");
+        .expect("BUSYBOX_IMAGE in images.env")
+        .to_owned()
+}
+
+/// Runs `script` (busybox sh) in a pod of `namespace` that meets the restricted Pod Security
+/// Standard, and returns its output once it succeeded; panics with its log otherwise.
+fn busybox_output(namespace: &str, name: &str, script: &str) -> String {
+    let image = busybox_image();
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
@@ -234,6 +243,27 @@ fn container_status(pod: &Value) -> &Value {
     &pod["status"]["containerStatuses"][0]
 }
 
+/// The processes of the (first) container of `pod`, found through its containerd ID.
+fn pod_container_pids(pod: &Value) -> Vec<u32> {
+    let status = container_status(pod);
+    let id = status["containerID"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("containerd://"))
+        .unwrap_or_else(|| panic!("no containerd container ID in {status}"));
+    let pids = container_pids(id);
+    assert!(
+        !pids.is_empty(),
+        "no processes in the cgroup of container {id}"
+    );
+    pids
+}
+
+fn kill_9(pids: &[u32]) {
+    for pid in pids {
+        run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    }
+}
+
 #[test]
 #[ignore = "needs a cluster; skips without a real node"]
 fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
@@ -278,16 +308,7 @@ fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
     let restarts = status["restartCount"].as_u64().unwrap_or(0);
 
     // The container's process runs as the image's non-root user.
-    let id = status["containerID"]
-        .as_str()
-        .and_then(|c| c.strip_prefix("containerd://"))
-        .unwrap_or_else(|| panic!("{name}: no containerd container ID in {status}"))
-        .to_owned();
-    let pids = container_pids(&id);
-    assert!(
-        !pids.is_empty(),
-        "no processes in the cgroup of container {id}"
-    );
+    let pids = pod_container_pids(pod);
     for pid in &pids {
         let proc_status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -307,9 +328,7 @@ fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
     assert!(!logs.contains("\"level\":\"ERROR\""), "{name} log:\n{logs}");
 
     // kill -9 of the container's process: kubelet restarts the container in the same pod.
-    for pid in &pids {
-        run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
-    }
+    kill_9(&pids);
     let restarted = wait_for(
         "the killed reconciler container restarted and ready again",
         Duration::from_secs(120),
@@ -473,4 +492,209 @@ fn a_rollout_stops_the_old_pod_gracefully_and_releases_the_lease() {
     assert_ne!(holder(&lease), new_holder);
     let run = gitops(&["install", "--image", pushed_image(), "--timeout", "3m"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// A git server on the host's 127.0.0.1 made reachable from pods: socat listens on the node
+/// link's host address (routed into the node's namespace, nowhere else) and forwards to it.
+struct GitForPods {
+    server: GitServer,
+    socat: std::process::Child,
+    base: String,
+}
+
+impl GitForPods {
+    fn start() -> Self {
+        let server = GitServer::start(ServerKind::Http);
+        let local = server.get("url").to_owned();
+        let port = local
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let host_ip = cluster_setting("NODE_HOST_IP");
+        let socat = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind={host_ip},fork,reuseaddr"))
+            .arg(format!("TCP:127.0.0.1:{port}"))
+            .spawn()
+            .expect("socat");
+        let base = local.replace("127.0.0.1", &host_ip);
+        Self {
+            server,
+            socat,
+            base,
+        }
+    }
+}
+
+impl Drop for GitForPods {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
+}
+
+fn web_deployment(image: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: httpd
+        image: {image}
+        command: [/bin/sh, -c, 'mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www']
+        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}
+"
+    )
+}
+
+/// The `web` pods of `ns` that run and are ready, by name.
+fn ready_web_pods(ns: &str) -> Vec<String> {
+    json(&["-n", ns, "get", "pods", "-l", "app=web"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| container_status(p)["ready"] == true)
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn applied_revision(ns: &str) -> String {
+    let ks = json(&["-n", ns, "get", "kustomizations.kubectl-gitops.io", "web"]);
+    ks["status"]["lastAppliedRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them() {
+    if real_node("git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them")
+        .is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let git = GitForPods::start();
+    let repo = git.server.repo("web");
+    let image = busybox_image();
+    let first = repo.commit(
+        &[("deploy/web.yaml", Some(&web_deployment(&image, 2)))],
+        "two",
+    );
+    let ns = TestNamespace::new("node-git");
+    let objects = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1
+kind: GitRepository
+metadata: {{name: web}}
+spec:
+  url: {base}web.git
+  insecure: true
+  interval: 5s
+  ref: {{branch: main}}
+---
+apiVersion: kubectl-gitops.io/v1alpha1
+kind: Kustomization
+metadata: {{name: web}}
+spec:
+  interval: 5s
+  path: ./deploy
+  prune: true
+  wait: true
+  timeout: 90s
+  targetNamespace: {ns}
+  sourceRef: {{kind: GitRepository, name: web}}
+",
+        base = git.base,
+        ns = ns.name
+    );
+    let created = ns.create(&objects);
+    assert!(created.success, "{}", created.stderr);
+    wait_for(
+        "two ready web pods from the first commit",
+        Duration::from_secs(180),
+        || {
+            let pods = ready_web_pods(&ns.name);
+            let revision = applied_revision(&ns.name);
+            if pods.len() == 2 && revision.ends_with(&first) {
+                Ok(())
+            } else {
+                Err(format!("{revision}: {pods:?}"))
+            }
+        },
+    );
+
+    // A new commit, and the reconciler's container killed right away: after kubelet restarts it,
+    // the new revision is applied, exactly once (one Deployment, three pods).
+    let second = repo.commit(
+        &[("deploy/web.yaml", Some(&web_deployment(&image, 3)))],
+        "three",
+    );
+    let reconciler = reconciler_pods();
+    kill_9(&pod_container_pids(
+        reconciler.first().expect("a reconciler pod"),
+    ));
+    wait_for(
+        "three ready web pods from the second commit",
+        Duration::from_secs(180),
+        || {
+            let pods = ready_web_pods(&ns.name);
+            let revision = applied_revision(&ns.name);
+            if pods.len() == 3 && revision.ends_with(&second) {
+                Ok(())
+            } else {
+                Err(format!("{revision}: {pods:?}"))
+            }
+        },
+    );
+    let deployments = json(&["-n", &ns.name, "get", "deployments"]);
+    assert_eq!(
+        deployments["items"].as_array().map(Vec::len),
+        Some(1),
+        "{deployments}"
+    );
+    let sets = json(&["-n", &ns.name, "get", "replicasets"]);
+    assert_eq!(
+        sets["items"].as_array().map(Vec::len),
+        Some(1),
+        "a replica change makes no new ReplicaSet: {sets}"
+    );
+
+    // The Deployment leaves git: prune deletes it, and its real pods go with it.
+    let third = repo.commit(
+        &[
+            ("deploy/web.yaml", None),
+            (
+                "deploy/config.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-gone}\ndata: {a: b}\n"),
+            ),
+        ],
+        "prune web",
+    );
+    wait_for("the web pods pruned", Duration::from_secs(180), || {
+        let pods = json(&["-n", &ns.name, "get", "pods", "-l", "app=web"]);
+        let left = pods["items"].as_array().map(Vec::len).unwrap_or(0);
+        let revision = applied_revision(&ns.name);
+        if left == 0 && revision.ends_with(&third) {
+            Ok(())
+        } else {
+            Err(format!("{revision}: {left} pods left"))
+        }
+    });
+    let gone = kubectl(&["-n", &ns.name, "get", "deployment", "web"], None);
+    assert!(
+        !gone.success && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
 }
