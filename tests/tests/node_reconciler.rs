@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use cli_support::gitops;
-use gitops_conformance::git::{GitServer, ServerKind};
+use gitops_conformance::git::{GitServer, Repo, ServerKind};
 use gitops_conformance::{
     TestNamespace, cargo_command, kubeconfig, kubectl, kubectl_ok, repo_root, run_ok,
 };
@@ -55,40 +55,48 @@ fn real_node(test: &str) -> Option<String> {
 /// its reference by digest.
 fn pushed_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let dir = gitops_conformance::git::temp_dir("node-image");
-        let out = run_ok(
-            cargo_command("bash")
-                .arg(repo_root().join("kubectl-gitops/image/build.sh"))
-                .arg(&dir)
-                .env("GITOPS_IMAGE_PROFILE", "dev"),
-        );
-        let field = |key: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("build.sh printed no {key}=:\n{out}"))
-                .to_owned()
-        };
-        let (archive, digest) = (field("archive"), field("digest"));
-        // The cluster directory of tests/cluster/up.sh is where its kubeconfig lives.
-        let cluster_dir = kubeconfig()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let reference = run_ok(
-            Command::new("bash")
-                .arg(repo_root().join("tests/cluster/push.sh"))
-                .args([&archive, "gitops-reconciler", "dev"])
-                .env("GITOPS_CLUSTER_DIR", &cluster_dir),
-        )
-        .trim()
-        .to_owned();
-        assert!(
-            reference.ends_with(&format!("@{digest}")),
-            "push.sh printed {reference}, not the digest {digest} build.sh made"
-        );
-        reference
-    })
+    IMAGE.get_or_init(|| build_and_push("gitops-reconciler"))
+}
+
+/// Builds the reconciler image under repository name `name` (another name, another config and
+/// so another digest for the same binary) and pushes it; returns its reference by digest.
+fn build_and_push(name: &str) -> String {
+    let dir = gitops_conformance::git::temp_dir("node-image");
+    let out = run_ok(
+        cargo_command("bash")
+            .arg(repo_root().join("kubectl-gitops/image/build.sh"))
+            .arg(&dir)
+            .env(
+                "GITOPS_IMAGE_NAME",
+                format!("ghcr.io/kubectl-gitops/{name}"),
+            )
+            .env("GITOPS_IMAGE_PROFILE", "dev"),
+    );
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("build.sh printed no {key}=:\n{out}"))
+            .to_owned()
+    };
+    let (archive, digest) = (field("archive"), field("digest"));
+    // The cluster directory of tests/cluster/up.sh is where its kubeconfig lives.
+    let cluster_dir = kubeconfig()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let reference = run_ok(
+        Command::new("bash")
+            .arg(repo_root().join("tests/cluster/push.sh"))
+            .args([&archive, name, "dev"])
+            .env("GITOPS_CLUSTER_DIR", &cluster_dir),
+    )
+    .trim()
+    .to_owned();
+    assert!(
+        reference.ends_with(&format!("@{digest}")),
+        "push.sh printed {reference}, not the digest {digest} build.sh made"
+    );
+    reference
 }
 
 /// The tests share one installation: each holds this for its whole run (a panicking test
@@ -575,24 +583,17 @@ fn applied_revision(ns: &str) -> String {
         .to_owned()
 }
 
-#[test]
-#[ignore = "needs a cluster; skips without a real node"]
-fn git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them() {
-    if real_node("git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them")
-        .is_none()
-    {
-        return;
-    }
-    let _serial = serial();
-    install();
-    let git = GitForPods::start();
+/// A GitRepository and Kustomization `web` in `ns` that deploy `deploy/` of repository `web`
+/// (2 replicas committed first) into `ns`; returns the repository and the first commit.
+fn web_from_git(ns: &TestNamespace, git: &GitForPods) -> (Repo, String) {
     let repo = git.server.repo("web");
-    let image = busybox_image();
     let first = repo.commit(
-        &[("deploy/web.yaml", Some(&web_deployment(&image, 2)))],
+        &[(
+            "deploy/web.yaml",
+            Some(&web_deployment(&busybox_image(), 2)),
+        )],
         "two",
     );
-    let ns = TestNamespace::new("node-git");
     let objects = format!(
         "apiVersion: kubectl-gitops.io/v1alpha1
 kind: GitRepository
@@ -620,43 +621,55 @@ spec:
     );
     let created = ns.create(&objects);
     assert!(created.success, "{}", created.stderr);
+    (repo, first)
+}
+
+/// Waits until `ns` has `count` ready web pods and the Kustomization applied `commit`.
+fn wait_web(ns: &TestNamespace, count: usize, commit: &str) {
     wait_for(
-        "two ready web pods from the first commit",
+        &format!("{count} ready web pods from {commit}"),
         Duration::from_secs(180),
         || {
             let pods = ready_web_pods(&ns.name);
             let revision = applied_revision(&ns.name);
-            if pods.len() == 2 && revision.ends_with(&first) {
+            if pods.len() == count && revision.ends_with(commit) {
                 Ok(())
             } else {
                 Err(format!("{revision}: {pods:?}"))
             }
         },
     );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them() {
+    if real_node("git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them")
+        .is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-git");
+    let (repo, first) = web_from_git(&ns, &git);
+    wait_web(&ns, 2, &first);
 
     // A new commit, and the reconciler's container killed right away: after kubelet restarts it,
     // the new revision is applied, exactly once (one Deployment, three pods).
     let second = repo.commit(
-        &[("deploy/web.yaml", Some(&web_deployment(&image, 3)))],
+        &[(
+            "deploy/web.yaml",
+            Some(&web_deployment(&busybox_image(), 3)),
+        )],
         "three",
     );
     let reconciler = reconciler_pods();
     kill_9(&pod_container_pids(
         reconciler.first().expect("a reconciler pod"),
     ));
-    wait_for(
-        "three ready web pods from the second commit",
-        Duration::from_secs(180),
-        || {
-            let pods = ready_web_pods(&ns.name);
-            let revision = applied_revision(&ns.name);
-            if pods.len() == 3 && revision.ends_with(&second) {
-                Ok(())
-            } else {
-                Err(format!("{revision}: {pods:?}"))
-            }
-        },
-    );
+    wait_web(&ns, 3, &second);
     let deployments = json(&["-n", &ns.name, "get", "deployments"]);
     assert_eq!(
         deployments["items"].as_array().map(Vec::len),
@@ -697,4 +710,58 @@ spec:
         "{}",
         gone.stderr
     );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn an_upgrade_to_a_new_image_digest_mid_reconcile_converges() {
+    if real_node("an_upgrade_to_a_new_image_digest_mid_reconcile_converges").is_none() {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let next = build_and_push("gitops-reconciler-next");
+    let digest = next
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !pushed_image().ends_with(&digest),
+        "the two images share {digest}"
+    );
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-upgrade");
+    // The upgrade starts while the first revision is being applied and waited for.
+    let (_repo, first) = web_from_git(&ns, &git);
+    wait_for("the Kustomization started", Duration::from_secs(60), || {
+        let ks = json(&[
+            "-n",
+            &ns.name,
+            "get",
+            "kustomizations.kubectl-gitops.io",
+            "web",
+        ]);
+        if ks["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(ks["status"].to_string())
+        }
+    });
+    let run = gitops(&["install", "--image", &next, "--timeout", "3m"]);
+    assert_eq!(run.code, 0, "upgrade failed: {}", run.stderr);
+    let pods = reconciler_pods();
+    assert!(
+        pods.iter().all(|p| container_status(p)["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&digest)),
+        "after the upgrade every reconciler pod runs {digest}: {pods:?}"
+    );
+    wait_web(&ns, 2, &first);
+    // Back to the suite's image for the other tests.
+    install();
 }
