@@ -330,6 +330,31 @@ fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
         );
     }
 
+    // Its root filesystem is mounted read-only (readOnlyRootFilesystem), /data and /tmp are not.
+    let pid = pids[0];
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    let options = |target: &str| {
+        mountinfo
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .filter(|f| f.get(4) == Some(&target))
+            .next_back()
+            .and_then(|f| f.get(5).map(|o| o.to_string()))
+            .unwrap_or_else(|| panic!("no mount at {target} for process {pid}:\n{mountinfo}"))
+    };
+    assert!(
+        options("/").split(',').any(|o| o == "ro"),
+        "root of {name}: {}",
+        options("/")
+    );
+    for writable in ["/data", "/tmp"] {
+        assert!(
+            options(writable).split(',').any(|o| o == "rw"),
+            "{writable} of {name}: {}",
+            options(writable)
+        );
+    }
+
     // The in-cluster client works: the log says it serves and names no failure.
     let logs = kubectl_ok(&["-n", "gitops-system", "logs", &name], None);
     assert!(logs.contains("serving health"), "{name} log:\n{logs}");
