@@ -337,8 +337,7 @@ fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
         mountinfo
             .lines()
             .map(|l| l.split(' ').collect::<Vec<_>>())
-            .filter(|f| f.get(4) == Some(&target))
-            .next_back()
+            .rfind(|f| f.get(4) == Some(&target))
             .and_then(|f| f.get(5).map(|o| o.to_string()))
             .unwrap_or_else(|| panic!("no mount at {target} for process {pid}:\n{mountinfo}"))
     };
