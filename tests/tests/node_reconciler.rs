@@ -412,7 +412,8 @@ fn the_artifact_and_metrics_ports_answer_through_the_service_from_a_pod() {
     let service = "gitops-reconciler.gitops-system.svc.cluster.local";
     let out = busybox_output(
         "gitops-system",
-        "node-test-service-client",
+        // Per process: a pod of an earlier run may still be terminating.
+        &format!("node-test-client-{}", std::process::id()),
         &format!(
             "printf 'GET /no-such-artifact HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 {service} 80 && \
              printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 {service} 8080"
