@@ -6,7 +6,7 @@
 #    65532 (nonroot), /tmp and /data writable by it, and the CA bundle of the build machine
 #    (/etc/ssl/certs/ca-certificates.crt, Debian's ca-certificates) for https git servers with
 #    public certificates; reproducible (sorted, mtime 0, gzip -n);
-# 3. an OCI image layout (oci-layout, index.json, blobs/sha256/...) packed as
+# 3. (pack.py) an OCI image layout (oci-layout, index.json, blobs/sha256/...) packed as
 #    OUT_DIR/gitops-reconciler.oci.tar, also carrying a Docker-style manifest.json, so
 #    `kind load image-archive`, `docker load`, `podman load` and `skopeo` all take it.
 # Prints key=value lines: archive=, image= (name:tag), digest= (manifest digest), ref= (name@digest).
