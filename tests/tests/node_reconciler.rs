@@ -778,3 +778,133 @@ fn an_upgrade_to_a_new_image_digest_mid_reconcile_converges() {
     // Back to the suite's image for the other tests.
     install();
 }
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn bootstrap_makes_the_reconciler_pod_manage_itself_from_git() {
+    let Some(node) = real_node("bootstrap_makes_the_reconciler_pod_manage_itself_from_git") else {
+        return;
+    };
+    let _serial = serial();
+    let image = pushed_image();
+    let git = GitForPods::start();
+    let repo = git.server.repo("fleet");
+    // The plain-http test server takes pushes only where the repository allows them.
+    gitops_conformance::git::git(&repo.bare, &["config", "http.receivepack", "true"]);
+    repo.commit(&[("README.md", Some("# fleet\n"))], "initial");
+    let url = format!("{}fleet.git", git.base);
+    let run = gitops(&[
+        "bootstrap",
+        "git",
+        "--url",
+        &url,
+        "--allow-insecure-http",
+        "--branch",
+        "main",
+        "--path",
+        "clusters/real",
+        "--image",
+        image,
+        "--timeout",
+        "4m",
+    ]);
+    assert_eq!(run.code, 0, "bootstrap failed:\n{}", run.stderr);
+    let head = repo.git(&["ls-remote", "origin", "refs/heads/main"]);
+    let head = head.split('\t').next().unwrap_or_default().to_owned();
+    // The in-cluster reconciler fetched the pushed commit and applied it, itself included.
+    let ks = json(&[
+        "-n",
+        "gitops-system",
+        "get",
+        "kustomizations.kubectl-gitops.io",
+        "gitops-system",
+    ]);
+    assert!(
+        ks["status"]["lastAppliedRevision"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&head),
+        "{}",
+        ks["status"]
+    );
+    let inventory = ks["status"]["inventory"]["entries"].to_string();
+    assert!(
+        inventory.contains("gitops-system_gitops-reconciler_apps_Deployment"),
+        "{inventory}"
+    );
+    let pods = reconciler_pods();
+    assert!(
+        pods.iter().all(|p| p["spec"]["nodeName"] == node.as_str()
+            && container_status(p)["ready"] == true
+            && container_status(p)["imageID"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default())),
+        "{pods:?}"
+    );
+    // Let go of the sync objects without pruning the reconciler: stop the reconciler first (a
+    // running one puts its finalizer back, and deleting the Kustomization would then prune the
+    // reconciler with everything else), then drop the finalizers and delete. The next test
+    // installs the reconciler again.
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "delete",
+            "deployment",
+            "gitops-reconciler",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=gitops-reconciler",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    for kind in [
+        "kustomizations.kubectl-gitops.io",
+        "gitrepositories.kubectl-gitops.io",
+    ] {
+        kubectl_ok(
+            &[
+                "-n",
+                "gitops-system",
+                "patch",
+                kind,
+                "gitops-system",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+            None,
+        );
+        kubectl_ok(
+            &[
+                "-n",
+                "gitops-system",
+                "delete",
+                kind,
+                "gitops-system",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+    let left = kubectl_ok(
+        &["-n", "gitops-system", "get", "secret,service", "-o", "name"],
+        None,
+    );
+    assert!(
+        left.contains("service/gitops-reconciler"),
+        "the sync's objects were pruned: {left}"
+    );
+}
