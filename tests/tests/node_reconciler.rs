@@ -908,3 +908,39 @@ fn bootstrap_makes_the_reconciler_pod_manage_itself_from_git() {
         "the sync's objects were pruned: {left}"
     );
 }
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn uninstall_stops_the_reconciler_pod_and_keeps_the_workloads_it_applied() {
+    if real_node("uninstall_stops_the_reconciler_pod_and_keeps_the_workloads_it_applied").is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-uninstall");
+    let (_repo, first) = web_from_git(&ns, &git);
+    wait_web(&ns, 2, &first);
+    let pods_before = ready_web_pods(&ns.name);
+
+    let run = gitops(&[
+        "uninstall",
+        "--silent",
+        "--keep-namespace",
+        "--timeout",
+        "3m",
+    ]);
+    assert_eq!(run.code, 0, "uninstall failed:\n{}", run.stderr);
+    assert!(
+        reconciler_pods().is_empty(),
+        "reconciler pods left: {:?}",
+        reconciler_pods()
+    );
+    let crds = kubectl(&["get", "crd", "kustomizations.kubectl-gitops.io"], None);
+    assert!(!crds.success, "the CRD is still there");
+    // The workloads stay, with the very same pods (nothing was pruned or recreated).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(ready_web_pods(&ns.name), pods_before);
+    install();
+}

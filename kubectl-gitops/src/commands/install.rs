@@ -311,6 +311,10 @@ pub async fn uninstall(
         }
     }
     let client = cluster::connect(global).await?;
+    // 0. Stop the in-cluster reconciler first: a running one puts its finalizer back on a
+    //    released object, and deleting that object would then prune its workloads.
+    ui.step("stopping the reconciler")?;
+    stop_reconciler(&client, &global.namespace, global.timeout, ui).await?;
     // 1. Let go of every object without running its deletion policy: drop finalizers first.
     ui.step("releasing Kustomizations and GitRepositories (their workloads stay)")?;
     release::<Kustomization>(&client, ui).await?;
@@ -335,6 +339,62 @@ pub async fn uninstall(
     }
     ui.success("uninstall finished")?;
     Ok(Exit::Success)
+}
+
+/// Deletes the reconciler's Deployment and waits until none of its pods is left.
+async fn stop_reconciler(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(deployment) = deployments.get_opt(RECONCILER_DEPLOYMENT).await? else {
+        return Ok(());
+    };
+    // Its pods are found by the Deployment's own selector.
+    let selector = deployment
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    match deployments
+        .delete(RECONCILER_DEPLOYMENT, &DeleteParams::foreground())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(e) => {
+            return Err(anyhow::Error::from(e).context(format!(
+                "deleting Deployment {namespace}/{RECONCILER_DEPLOYMENT}"
+            )));
+        }
+    }
+    if selector.is_empty() {
+        // Without matchLabels its pods cannot be told from others; the delete has to do.
+        return Ok(());
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = ListParams::default().labels(&selector);
+    let _spinner = ui.waiting("waiting for the reconciler's pods to stop")?;
+    let start = Instant::now();
+    while !pods.list(&selector).await?.items.is_empty() {
+        if start.elapsed() > timeout {
+            return Err(Failure::new(
+                Exit::Timeout,
+                format!(
+                    "the reconciler's pods in {namespace} did not stop within {}; nothing was released",
+                    cluster::human_duration(timeout)
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 async fn release<K>(client: &Client, ui: &mut Ui<'_>) -> anyhow::Result<()>
