@@ -2,10 +2,11 @@
 # Builds (once) the Go binaries of the local control plane and caches them outside the checkout,
 # keyed by version:
 #   $GITOPS_CACHE_DIR/bin/k8s-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler}
-#   $GITOPS_CACHE_DIR/bin/etcd-<v>/etcd, kwok-<v>/kwok, krew-<v>/kubectl-krew
+#   $GITOPS_CACHE_DIR/bin/k8s-node-<v>/{kubelet,kube-proxy}   (the real node, same k8s version)
+#   $GITOPS_CACHE_DIR/bin/etcd-<v>/etcd, kwok-<v>/kwok, krew-<v>/kubectl-krew, coredns-<v>/coredns
 # Each directory holds a SHA256SUMS stamp written after a successful build; a directory whose
 # binaries no longer match their stamp is treated as corrupt and rebuilt.
-# Usage: build.sh [k8s|etcd|kwok|krew ...]   (default: k8s etcd kwok)
+# Usage: build.sh [k8s|node|etcd|kwok|krew|coredns ...]   (default: k8s etcd kwok)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
@@ -40,12 +41,14 @@ wrapper_module() {
   (cd "$dir" && go mod init gitops.local/build >/dev/null 2>&1 && go mod edit -require="$module@$version")
 }
 
+# build_k8s CACHE-NAME COLD-TIME BINARY...: k8s.io/kubernetes/cmd/BINARY at $K8S_VERSION.
 build_k8s() {
-  local out="$GITOPS_CACHE_DIR/bin/k8s-$K8S_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler)
-  if cached "$out" "${bins[@]}"; then log "k8s $K8S_VERSION cached in $out"; return; fi
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: 15-30 min on 2 cores)"
-  local work="$GITOPS_CACHE_DIR/work/k8s-$K8S_VERSION"
+  local cache=$1 cold=$2; shift 2
+  local out="$GITOPS_CACHE_DIR/bin/$cache-$K8S_VERSION"
+  local bins=("$@")
+  if cached "$out" "${bins[@]}"; then log "${bins[*]} $K8S_VERSION cached in $out"; return; fi
+  log "building ${bins[*]} $K8S_VERSION (cold: $cold on 2 cores)"
+  local work="$GITOPS_CACHE_DIR/work/$cache-$K8S_VERSION"
   wrapper_module "$work" k8s.io/kubernetes "$K8S_VERSION"
   local gomod
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -73,7 +76,7 @@ build_k8s() {
   done
   stamp "$out.tmp" "${bins[@]}"
   rm -rf "$out"; mv "$out.tmp" "$out"
-  log "k8s $K8S_VERSION built into $out"
+  log "${bins[*]} $K8S_VERSION built into $out"
 }
 
 build_simple() { # name module version package binary-name
@@ -91,15 +94,52 @@ build_simple() { # name module version package binary-name
   log "$name $version built into $out"
 }
 
+# CoreDNS for the real node's cluster DNS, with only the plugins the node's Corefile uses (the
+# stock build links the AWS, Azure and Google Cloud SDKs for plugins that would send queries off
+# the machine). The order of dnsserver.Directives is CoreDNS's own plugin order (plugin.cfg).
+build_coredns() {
+  local out="$GITOPS_CACHE_DIR/bin/coredns-$COREDNS_VERSION"
+  if cached "$out" coredns; then log "coredns $COREDNS_VERSION cached in $out"; return; fi
+  log "building coredns $COREDNS_VERSION (errors, health, ready, reload, cache, kubernetes)"
+  local work="$GITOPS_CACHE_DIR/work/coredns-$COREDNS_VERSION"
+  wrapper_module "$work" github.com/coredns/coredns "$COREDNS_VERSION"
+  local plugins=(reload ready health errors cache kubernetes) imports="" directives="" p
+  for p in "${plugins[@]}"; do
+    imports="$imports	_ \"github.com/coredns/coredns/plugin/$p\"
+"
+    directives="$directives\"$p\", "
+  done
+  cat > "$work/main.go" <<GO
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+$imports)
+
+func init() { dnsserver.Directives = []string{$directives} }
+
+func main() { coremain.Run() }
+GO
+  mkdir -p "$out.tmp"
+  (cd "$work" && go mod tidy >/dev/null 2>&1 && go build -ldflags "-s -w" -o "$out.tmp/coredns" .) \
+    || die "go build of coredns $COREDNS_VERSION failed"
+  stamp "$out.tmp" coredns
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  log "coredns $COREDNS_VERSION built into $out"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(k8s etcd kwok)
 command -v go >/dev/null || die "go is not installed (Go >= 1.24 needed to build the control plane)"
 for t in "${targets[@]}"; do
   case "$t" in
-    k8s) build_k8s ;;
+    k8s) build_k8s k8s "15-30 min" kube-apiserver kube-controller-manager kube-scheduler ;;
+    node) build_k8s k8s-node "5-10 min after k8s" kubelet kube-proxy ;;
+    coredns) build_coredns ;;
     etcd) build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd ;;
     kwok) build_simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok ;;
     krew) build_simple krew sigs.k8s.io/krew "$KREW_VERSION" sigs.k8s.io/krew/cmd/krew kubectl-krew ;;
-    *) die "unknown target '$t' (expected k8s, etcd, kwok or krew)" ;;
+    *) die "unknown target '$t' (expected k8s, node, etcd, kwok, krew or coredns)" ;;
   esac
 done

@@ -98,3 +98,59 @@ wait_until() {
     sleep 0.5
   done
 }
+
+# stop_one NAME: stops the recorded process NAME (SIGTERM, then SIGKILL after 10 s); never a
+# process that merely reuses its PID.
+stop_one() {
+  local name=$1 file="$PIDS/$1.pid" pid
+  [ -f "$file" ] || return 0
+  read -r pid _ < "$file" || true
+  if is_ours "$name"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do is_ours "$name" || break; sleep 0.2; done
+    if is_ours "$name"; then
+      log "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $name (pid $pid)"
+  else
+    log "$name (pid $pid) is not running (or the PID now belongs to another process); leaving it alone"
+  fi
+  rm -f "$file"
+}
+
+# ---- the real node (GITOPS_REAL_NODE=1; tests/cluster/node.sh) -------------------------------
+# One per machine: its network namespace, veth pair and address ranges are fixed here, and
+# node.sh refuses to start a second one. Pods get addresses from POD_CIDR on a bridge inside the
+# node's namespace; Services come from SERVICE_CIDR (the apiserver's range too).
+NODE_NAME=gitops-node
+# The label kubelet gives the node; tests look for it to find a real node.
+NODE_LABEL=gitops.kubectl-gitops.io/real-node
+NODE_NETNS=gitops-node
+NODE_VETH_HOST=gitops-host
+NODE_VETH_NODE=gitops-eth0
+NODE_HOST_IP=10.254.0.1
+NODE_IP=10.254.0.2
+NODE_LINK_CIDR=10.254.0.0/30
+POD_CIDR=10.244.0.0/16
+NODE_POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/16
+DNS_SERVICE_IP=10.96.0.10
+# The image registry, on 127.0.0.1 inside the node's network namespace (where containerd pulls).
+NODE_REGISTRY=127.0.0.1:5000
+NODE_DIR="$RUN/node"
+# Every process of the node (runtime, shims, kubelet, containers) lives under this cgroup, so
+# that down.sh finds them all even after a SIGKILLed run.
+NODE_CGROUP=gitops-node
+NODE_PIDS_CGROUP=/sys/fs/cgroup/pids/$NODE_CGROUP
+K8S_NODE_BIN="$GITOPS_CACHE_DIR/bin/k8s-node-$K8S_VERSION"
+COREDNS_BIN="$GITOPS_CACHE_DIR/bin/coredns-$COREDNS_VERSION"
+
+# in_node CMD...: runs CMD in the node's network namespace (the host's mounts and cgroups).
+in_node() { nsenter --net="/run/netns/$NODE_NETNS" "$@"; }
+
+# node_exec CMD...: becomes CMD in the node's network namespace and process cgroup (for start).
+node_exec() {
+  echo "$BASHPID" > "$NODE_PIDS_CGROUP/runtime/cgroup.procs"
+  exec nsenter --net="/run/netns/$NODE_NETNS" "$@"
+}

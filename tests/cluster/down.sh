@@ -1,30 +1,17 @@
 #!/usr/bin/env bash
-# Stops exactly the processes `up.sh` started (recorded PID + process start time; never by name).
+# Stops exactly the processes `up.sh` started (recorded PID + process start time; never by name),
+# and removes the real node's network namespace, routes, cgroups and mounts when up.sh made one
+# (node.sh records each change before making it, so this also cleans up after a SIGKILLed up.sh).
 # Idempotent: running it with nothing up, or twice, is fine. Keeps logs; removes state with --purge.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+. "$(dirname "$0")/node.sh"
 
 purge=false
 [ "${1:-}" = "--purge" ] && purge=true
 
-stop_one() {
-  local name=$1 file="$PIDS/$1.pid" pid
-  [ -f "$file" ] || return 0
-  read -r pid _ < "$file" || true
-  if is_ours "$name"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do is_ours "$name" || break; sleep 0.2; done
-    if is_ours "$name"; then
-      log "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    log "stopped $name (pid $pid)"
-  else
-    log "$name (pid $pid) is not running (or the PID now belongs to another process); leaving it alone"
-  fi
-  rm -f "$file"
-}
-
+# The node first: its kubelet and kube-proxy are clients of the control plane.
+node_down
 if [ -d "$PIDS" ]; then
   # Reverse start order: clients first, etcd last.
   for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do

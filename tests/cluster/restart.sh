@@ -2,7 +2,8 @@
 # Restarts one component of the running local control plane with the command line up.sh gave
 # it, the way a crash and a supervisor restart would (fault-injection tests use it):
 #   tests/cluster/restart.sh COMPONENT [--kill] [--down-for SECONDS]
-# COMPONENT is one of etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
+# COMPONENT is one of etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, and
+# with a real node apiserver-link, registry, containerd, kubelet, kube-proxy.
 # --kill sends SIGKILL instead of SIGTERM; --down-for keeps it stopped that long first.
 # Returns once the component runs again (for kube-apiserver: once /readyz answers ok).
 set -euo pipefail

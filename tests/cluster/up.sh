@@ -2,14 +2,20 @@
 # Starts a real local Kubernetes control plane on free 127.0.0.1 ports: etcd, kube-apiserver
 # (own PKI, RBAC), kube-controller-manager, kube-scheduler and kwok with fake Nodes, so that
 # Deployments really become Available. Builds the binaries first if the cache lacks them.
+# With GITOPS_REAL_NODE=1 it also starts a real node that runs containers (node.sh: containerd,
+# kubelet, kube-proxy, a local registry, CoreDNS; root only), and then makes no kwok nodes unless
+# GITOPS_CLUSTER_NODES says so (pods would land on fake nodes).
 # Writes the kubeconfig to $GITOPS_CLUSTER_DIR/kubeconfig and prints its path on stdout.
 # Stop with down.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
+. "$here/node.sh"
 
 READY_TIMEOUT=${GITOPS_CLUSTER_READY_TIMEOUT:-90}
-NODES=${GITOPS_CLUSTER_NODES:-2}
+REAL_NODE=${GITOPS_REAL_NODE:-0}
+case $REAL_NODE in 0|1) ;; *) fail "GITOPS_REAL_NODE must be 0 or 1, not '$REAL_NODE'" ;; esac
+if [ "$REAL_NODE" = 1 ]; then NODES=${GITOPS_CLUSTER_NODES:-0}; else NODES=${GITOPS_CLUSTER_NODES:-2}; fi
 
 for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
   if is_ours "$name"; then
@@ -18,11 +24,24 @@ for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
 done
 
 "$here/build.sh" k8s etcd kwok
+if [ "$REAL_NODE" = 1 ]; then "$here/build.sh" node coredns; fi
 command -v openssl >/dev/null || fail "openssl is required to make the cluster's PKI (apt-get install openssl)"
 command -v kubectl >/dev/null || fail "kubectl is required (it is used to create the fake Nodes and to wait for them)"
 
+# Leftovers of an earlier real node in this directory (a SIGKILLed run) go before its record does.
+node_down
 rm -rf "$RUN"
 mkdir -p "$RUN/pki" "$PIDS" "$LOGS" "$RUN/etcd"
+# Any failure from here on (fail exits too) stops and removes what was started.
+up_done=false
+on_exit() {
+  $up_done && return
+  log "start-up failed; stopping what was started"
+  "$here/down.sh" >/dev/null 2>&1 || true
+}
+trap on_exit EXIT
+# The real node's network (unreachable routes first) exists before any component starts.
+if [ "$REAL_NODE" = 1 ]; then node_network_up; fi
 # Ports: etcd client, etcd peer, apiserver, controller-manager, scheduler, kwok.
 read -r P_ETCD P_PEER P_API P_KCM P_SCHED P_KWOK <<< "$(free_ports 6)"
 for p in $P_ETCD $P_PEER $P_API $P_KCM $P_SCHED $P_KWOK; do
@@ -37,7 +56,7 @@ log "making PKI in $pki"
   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
     -subj "/CN=kubectl-gitops-local-ca" 2>/dev/null
   cat > apiserver.ext <<EXT
-subjectAltName = DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP:127.0.0.1, IP:10.96.0.1
+subjectAltName = DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP:127.0.0.1, IP:10.96.0.1, IP:$NODE_HOST_IP
 extendedKeyUsage = serverAuth
 EXT
   openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
@@ -52,6 +71,7 @@ EXT
   client controller-manager "/CN=system:kube-controller-manager"
   client scheduler "/CN=system:kube-scheduler"
   client kwok "/O=system:masters/CN=kwok"
+  if [ "$REAL_NODE" = 1 ]; then node_pki; fi
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 ) || fail "openssl could not make the PKI"
@@ -79,9 +99,7 @@ KC
 }
 for u in admin controller-manager scheduler kwok; do kubeconfig_for "$u"; done
 cp "$RUN/admin.kubeconfig" "$KUBECONFIG_OUT"
-
-on_error() { log "start-up failed; stopping what was started"; "$here/down.sh" >/dev/null 2>&1 || true; }
-trap on_error ERR
+kc() { kubectl --kubeconfig "$KUBECONFIG_OUT" "$@"; }
 
 # ---- etcd ---------------------------------------------------------------------------------
 start etcd "$ETCD_BIN/etcd" --name local --data-dir "$RUN/etcd" \
@@ -92,6 +110,16 @@ start etcd "$ETCD_BIN/etcd" --name local --data-dir "$RUN/etcd" \
 wait_until etcd "$READY_TIMEOUT" curl -fsS "http://127.0.0.1:$P_ETCD/health"
 
 # ---- kube-apiserver -----------------------------------------------------------------------
+api_node_flags=()
+if [ "$REAL_NODE" = 1 ]; then
+  # Pods reach the apiserver through the `kubernetes` Service at the node link's host address;
+  # the apiserver reaches kubelets (logs, exec) at their InternalIP (a node name would go to the
+  # host's resolver) with its own client certificate.
+  api_node_flags=(--advertise-address "$NODE_HOST_IP"
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt"
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key"
+    --kubelet-preferred-address-types InternalIP)
+fi
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$P_ETCD" \
   --bind-address 127.0.0.1 --secure-port "$P_API" \
@@ -101,10 +129,10 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --api-audiences https://kubernetes.default.svc.cluster.local \
   --authorization-mode Node,RBAC \
-  --service-cluster-ip-range 10.96.0.0/16 \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
   --allow-privileged \
   --max-requests-inflight 1000 --max-mutating-requests-inflight 500 \
-  --profiling=false
+  --profiling=false "${api_node_flags[@]}"
 wait_until kube-apiserver "$READY_TIMEOUT" curl -fsS --cacert "$pki/ca.crt" \
   --cert "$pki/admin.crt" --key "$pki/admin.key" "https://127.0.0.1:$P_API/readyz"
 
@@ -144,7 +172,6 @@ start kwok "$KWOK_BIN/kwok" --kubeconfig "$RUN/kwok.kubeconfig" \
   --server-address "127.0.0.1:$P_KWOK"
 wait_until kwok "$READY_TIMEOUT" curl -fsS "http://127.0.0.1:$P_KWOK/healthz"
 
-kc() { kubectl --kubeconfig "$KUBECONFIG_OUT" "$@"; }
 for i in $(seq 0 $((NODES - 1))); do
   kc apply -f - > /dev/null <<NODE
 apiVersion: v1
@@ -164,16 +191,21 @@ status:
   capacity: {cpu: "64", memory: 256Gi, pods: "2000"}
 NODE
 done
-kc wait --for=condition=Ready node --all --timeout="${READY_TIMEOUT}s" > /dev/null \
-  || fail "the fake nodes did not become Ready" kwok
+if [ "$NODES" -gt 0 ]; then
+  kc wait --for=condition=Ready node -l type=kwok --timeout="${READY_TIMEOUT}s" > /dev/null \
+    || fail "the fake nodes did not become Ready" kwok
+fi
 # The default ServiceAccount appears once the controller-manager's token controller runs.
 wait_until kube-controller-manager "$READY_TIMEOUT" kc -n default get serviceaccount default
 
-trap - ERR
+if [ "$REAL_NODE" = 1 ]; then node_up; fi
+
+up_done=true
 cat > "$RUN/ports.env" <<ENV
 APISERVER_PORT=$P_API
 ETCD_PORT=$P_ETCD
 ENV
 log "control plane up: apiserver https://127.0.0.1:$P_API ($K8S_VERSION), etcd $ETCD_VERSION, $NODES kwok nodes"
+if [ "$REAL_NODE" = 1 ]; then log "real node $NODE_NAME up: pods on $NODE_POD_CIDR, registry $NODE_REGISTRY in netns $NODE_NETNS (images: $NODE_DIR/images.env)"; fi
 log "kubeconfig: $KUBECONFIG_OUT   (export KUBECONFIG=$KUBECONFIG_OUT)"
 echo "$KUBECONFIG_OUT"

@@ -4,6 +4,8 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
 KREW_VERSION=v0.4.3
+# The cluster DNS of the real node: the CoreDNS release kubeadm pairs with K8S_VERSION.
+COREDNS_VERSION=v1.12.1
 # Where expensive builds are cached, outside any checkout.
 GITOPS_CACHE_DIR=${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-gitops}
 # Where `up` keeps the running cluster's state (PKI, logs, PIDs, kubeconfig).

@@ -242,16 +242,10 @@ pub(crate) async fn wait_rollout(
     let start = Instant::now();
     let _spinner = ui.waiting("waiting for the reconciler to become ready")?;
     loop {
-        if let Some(d) = api.get_opt(RECONCILER_DEPLOYMENT).await? {
-            let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let generation = d.metadata.generation.unwrap_or(0);
-            let status = d.status.unwrap_or_default();
-            if status.observed_generation.unwrap_or(0) >= generation
-                && status.updated_replicas.unwrap_or(0) >= wanted
-                && status.available_replicas.unwrap_or(0) >= wanted
-            {
-                return Ok(());
-            }
+        if let Some(d) = api.get_opt(RECONCILER_DEPLOYMENT).await?
+            && rolled_out(&d)
+        {
+            return Ok(());
         }
         if start.elapsed() > timeout {
             return Err(Failure::new(
@@ -268,6 +262,27 @@ pub(crate) async fn wait_rollout(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The reconciler is ready when every replica runs the current template and one of them (the
+/// leader: only it passes the readiness probe, which checks the artifact port) is available.
+/// Standby replicas stay unready by design, so waiting for all of them would never end.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = deployment.status.as_ref() else {
+        return false;
+    };
+    let updated = status.updated_replicas.unwrap_or(0);
+    status.observed_generation.unwrap_or(0) >= generation
+        && updated >= wanted
+        // No replica of an older template left (Recreate stops them before starting new ones).
+        && status.replicas.unwrap_or(0) <= updated
+        && status.available_replicas.unwrap_or(0) >= wanted.min(1)
 }
 
 pub async fn uninstall(
@@ -296,6 +311,10 @@ pub async fn uninstall(
         }
     }
     let client = cluster::connect(global).await?;
+    // 0. Stop the in-cluster reconciler first: a running one puts its finalizer back on a
+    //    released object, and deleting that object would then prune its workloads.
+    ui.step("stopping the reconciler")?;
+    stop_reconciler(&client, &global.namespace, global.timeout, ui).await?;
     // 1. Let go of every object without running its deletion policy: drop finalizers first.
     ui.step("releasing Kustomizations and GitRepositories (their workloads stay)")?;
     release::<Kustomization>(&client, ui).await?;
@@ -320,6 +339,62 @@ pub async fn uninstall(
     }
     ui.success("uninstall finished")?;
     Ok(Exit::Success)
+}
+
+/// Deletes the reconciler's Deployment and waits until none of its pods is left.
+async fn stop_reconciler(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(deployment) = deployments.get_opt(RECONCILER_DEPLOYMENT).await? else {
+        return Ok(());
+    };
+    // Its pods are found by the Deployment's own selector.
+    let selector = deployment
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    match deployments
+        .delete(RECONCILER_DEPLOYMENT, &DeleteParams::foreground())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(e) => {
+            return Err(anyhow::Error::from(e).context(format!(
+                "deleting Deployment {namespace}/{RECONCILER_DEPLOYMENT}"
+            )));
+        }
+    }
+    if selector.is_empty() {
+        // Without matchLabels its pods cannot be told from others; the delete has to do.
+        return Ok(());
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = ListParams::default().labels(&selector);
+    let _spinner = ui.waiting("waiting for the reconciler's pods to stop")?;
+    let start = Instant::now();
+    while !pods.list(&selector).await?.items.is_empty() {
+        if start.elapsed() > timeout {
+            return Err(Failure::new(
+                Exit::Timeout,
+                format!(
+                    "the reconciler's pods in {namespace} did not stop within {}; nothing was released",
+                    cluster::human_duration(timeout)
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 async fn release<K>(client: &Client, ui: &mut Ui<'_>) -> anyhow::Result<()>
@@ -374,6 +449,37 @@ mod tests {
             assert!(kinds.contains(&wanted), "no {wanted} in {kinds:?}");
         }
         assert_eq!(manifests("x", None, true).unwrap().len(), 3);
+    }
+
+    fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": RECONCILER_DEPLOYMENT, "generation": 2},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rollout_is_done_when_all_replicas_are_updated_and_the_leader_is_available() {
+        let status = |observed: i64, replicas: i32, updated: i32, available: i32| {
+            serde_json::json!({"observedGeneration": observed, "replicas": replicas,
+                               "updatedReplicas": updated, "availableReplicas": available})
+        };
+        // One replica: it must be available.
+        assert!(rolled_out(&deployment(1, status(2, 1, 1, 1))));
+        assert!(!rolled_out(&deployment(1, status(2, 1, 1, 0))));
+        // Two replicas: the leader available, the standby unready by design.
+        assert!(rolled_out(&deployment(2, status(2, 2, 2, 1))));
+        assert!(!rolled_out(&deployment(2, status(2, 2, 2, 0))));
+        // Not yet observed, not all updated, or an old replica still there.
+        assert!(!rolled_out(&deployment(2, status(1, 2, 2, 1))));
+        assert!(!rolled_out(&deployment(2, status(2, 2, 1, 1))));
+        assert!(!rolled_out(&deployment(2, status(2, 3, 2, 1))));
+        // No status at all yet.
+        assert!(!rolled_out(&deployment(1, serde_json::Value::Null)));
+        // Scaled to zero: nothing to wait for.
+        assert!(rolled_out(&deployment(0, status(2, 0, 0, 0))));
     }
 
     #[test]

@@ -1,0 +1,946 @@
+//! The reconciler as a Pod on a real node: `tests/cluster/up.sh` with `GITOPS_REAL_NODE=1` runs
+//! containerd, kubelet and kube-proxy next to the control plane, and a registry in the node's
+//! network namespace. The reconciler's image (`kubectl-gitops/image/build.sh`, dev profile) is
+//! pushed there (`tests/cluster/push.sh`) and installed by digest with `kubectl gitops install`;
+//! the container then really runs: in-cluster config, RBAC, probes, non-root and a read-only root.
+//!
+//! Every test here prints why and returns when the cluster has no real node (kind, or the
+//! kwok-only local control plane), so the suite runs on any kubeconfig.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use cli_support::gitops;
+use gitops_conformance::git::{GitServer, Repo, ServerKind};
+use gitops_conformance::{
+    TestNamespace, cargo_command, kubeconfig, kubectl, kubectl_ok, repo_root, run_ok,
+};
+use serde_json::Value;
+
+/// A value of `tests/cluster/common.sh` (NAME=value), the one place the real node's names are set.
+fn cluster_setting(name: &str) -> String {
+    let path = repo_root().join("tests/cluster/common.sh");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{} sets no {name}", path.display()))
+        .to_owned()
+}
+
+/// The name of the cluster's real node, or `None` (with the reason printed) when it has none.
+fn real_node(test: &str) -> Option<String> {
+    let label = cluster_setting("NODE_LABEL");
+    let names = kubectl_ok(
+        &["get", "nodes", "-l", &format!("{label}=true"), "-o", "name"],
+        None,
+    );
+    match names.lines().next() {
+        Some(name) => Some(name.trim_start_matches("node/").to_owned()),
+        None => {
+            eprintln!(
+                "SKIPPED {test}: the cluster has no node labelled {label}=true \
+                 (start one with GITOPS_REAL_NODE=1 bash tests/cluster/up.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// The reconciler image, built once per test process and pushed to the real node's registry:
+/// its reference by digest.
+fn pushed_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_and_push("gitops-reconciler"))
+}
+
+/// Builds the reconciler image under repository name `name` (another name, another config and
+/// so another digest for the same binary) and pushes it; returns its reference by digest.
+fn build_and_push(name: &str) -> String {
+    let dir = gitops_conformance::git::temp_dir("node-image");
+    let out = run_ok(
+        cargo_command("bash")
+            .arg(repo_root().join("kubectl-gitops/image/build.sh"))
+            .arg(&dir)
+            .env(
+                "GITOPS_IMAGE_NAME",
+                format!("ghcr.io/kubectl-gitops/{name}"),
+            )
+            .env("GITOPS_IMAGE_PROFILE", "dev"),
+    );
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("build.sh printed no {key}=:\n{out}"))
+            .to_owned()
+    };
+    let (archive, digest) = (field("archive"), field("digest"));
+    // The cluster directory of tests/cluster/up.sh is where its kubeconfig lives.
+    let cluster_dir = kubeconfig()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let reference = run_ok(
+        Command::new("bash")
+            .arg(repo_root().join("tests/cluster/push.sh"))
+            .args([&archive, name, "dev"])
+            .env("GITOPS_CLUSTER_DIR", &cluster_dir),
+    )
+    .trim()
+    .to_owned();
+    assert!(
+        reference.ends_with(&format!("@{digest}")),
+        "push.sh printed {reference}, not the digest {digest} build.sh made"
+    );
+    reference
+}
+
+/// The tests share one installation: each holds this for its whole run (a panicking test
+/// poisons it; the next one goes on with what is installed).
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `kubectl gitops install --image <pushed>`; panics with the pods' description when it fails.
+fn install() {
+    let run = gitops(&["install", "--image", pushed_image(), "--timeout", "3m"]);
+    assert_eq!(
+        run.code,
+        0,
+        "install failed:\nstdout:\n{}\nstderr:\n{}\npods:\n{}",
+        run.stdout,
+        run.stderr,
+        kubectl(&["-n", "gitops-system", "describe", "pods"], None).stdout
+    );
+}
+
+/// The busybox image up.sh pushed to the real node's registry (by digest).
+fn busybox_image() -> String {
+    let images = std::fs::read_to_string(
+        kubeconfig()
+            .parent()
+            .map(|d| d.join("node/images.env"))
+            .unwrap_or_default(),
+    )
+    .expect("the real node's images.env next to the kubeconfig");
+    images
+        .lines()
+        .find_map(|l| l.strip_prefix("BUSYBOX_IMAGE="))
+        .expect("BUSYBOX_IMAGE in images.env")
+        .to_owned()
+}
+
+/// Runs `script` (busybox sh) in a pod of `namespace` that meets the restricted Pod Security
+/// Standard, and returns its output once it succeeded; panics with its log otherwise.
+fn busybox_output(namespace: &str, name: &str, script: &str) -> String {
+    let image = busybox_image();
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "main", "image": image, "command": ["/bin/sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    });
+    kubectl_ok(&["apply", "-f", "-"], Some(&pod.to_string()));
+    let phase = wait_for(
+        &format!("pod {namespace}/{name} finished"),
+        Duration::from_secs(90),
+        || {
+            let phase = kubectl_ok(
+                &[
+                    "-n",
+                    namespace,
+                    "get",
+                    "pod",
+                    name,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ],
+                None,
+            );
+            match phase.as_str() {
+                "Succeeded" | "Failed" => Ok(phase),
+                _ => Err(phase),
+            }
+        },
+    );
+    let logs = kubectl_ok(&["-n", namespace, "logs", name], None);
+    kubectl(
+        &["-n", namespace, "delete", "pod", name, "--wait=false"],
+        None,
+    );
+    assert_eq!(phase, "Succeeded", "pod {namespace}/{name}:\n{logs}");
+    logs
+}
+
+/// The holder of the reconciler's leader Lease ("" when none).
+fn lease_holder() -> String {
+    kubectl(
+        &[
+            "-n",
+            "gitops-system",
+            "get",
+            "lease",
+            "gitops-reconciler",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .stdout
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl_ok(&full, None)).expect("kubectl prints JSON")
+}
+
+/// The reconciler's pods (the install's namespace and labels).
+fn reconciler_pods() -> Vec<Value> {
+    json(&[
+        "-n",
+        "gitops-system",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=gitops-reconciler",
+    ])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls until `check` returns `Some`, at most `timeout`; panics with `what` and the last state.
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(state) if start.elapsed() > timeout => {
+                panic!("{what}: not within {timeout:?}; last state: {state}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The PIDs in the cgroup of container `id` (kubelet's cgroupfs layout under the node's cgroup).
+fn container_pids(id: &str) -> Vec<u32> {
+    let root = PathBuf::from("/sys/fs/cgroup/pids").join(cluster_setting("NODE_CGROUP"));
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if entry.file_name().to_string_lossy() == id {
+                let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+                return procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+            }
+            stack.push(path);
+        }
+    }
+    Vec::new()
+}
+
+fn container_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+/// The processes of the (first) container of `pod`, found through its containerd ID.
+fn pod_container_pids(pod: &Value) -> Vec<u32> {
+    let status = container_status(pod);
+    let id = status["containerID"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("containerd://"))
+        .unwrap_or_else(|| panic!("no containerd container ID in {status}"));
+    let pids = container_pids(id);
+    assert!(
+        !pids.is_empty(),
+        "no processes in the cgroup of container {id}"
+    );
+    pids
+}
+
+fn kill_9(pids: &[u32]) {
+    for pid in pids {
+        run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    }
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9() {
+    let Some(node) =
+        real_node("install_runs_the_reconciler_pod_and_kubelet_restarts_it_after_kill_9")
+    else {
+        return;
+    };
+    let _serial = serial();
+    let image = pushed_image();
+    let digest = image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+
+    // `install` returns once the Deployment is available: the readiness probe passed.
+    install();
+    let pods = reconciler_pods();
+    assert_eq!(pods.len(), 1, "one reconciler pod: {pods:?}");
+    let pod = &pods[0];
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        pod["spec"]["nodeName"],
+        node.as_str(),
+        "{name} runs elsewhere"
+    );
+    assert_eq!(
+        pod["status"]["phase"], "Running",
+        "{name}: {}",
+        pod["status"]
+    );
+    let status = container_status(pod);
+    assert_eq!(status["ready"], true, "{name}: {status}");
+    assert!(
+        status["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(digest),
+        "{name} runs {} rather than the pushed {digest}",
+        status["imageID"]
+    );
+    let restarts = status["restartCount"].as_u64().unwrap_or(0);
+
+    // The container's process runs as the image's non-root user.
+    let pids = pod_container_pids(pod);
+    for pid in &pids {
+        let proc_status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = proc_status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65532"),
+            "process {pid} of {name} runs as {uid}"
+        );
+    }
+
+    // Its root filesystem is mounted read-only (readOnlyRootFilesystem), /data and /tmp are not.
+    let pid = pids[0];
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    let options = |target: &str| {
+        mountinfo
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .rfind(|f| f.get(4) == Some(&target))
+            .and_then(|f| f.get(5).map(|o| o.to_string()))
+            .unwrap_or_else(|| panic!("no mount at {target} for process {pid}:\n{mountinfo}"))
+    };
+    assert!(
+        options("/").split(',').any(|o| o == "ro"),
+        "root of {name}: {}",
+        options("/")
+    );
+    for writable in ["/data", "/tmp"] {
+        assert!(
+            options(writable).split(',').any(|o| o == "rw"),
+            "{writable} of {name}: {}",
+            options(writable)
+        );
+    }
+
+    // The in-cluster client works: the log says it serves and names no failure.
+    let logs = kubectl_ok(&["-n", "gitops-system", "logs", &name], None);
+    assert!(logs.contains("serving health"), "{name} log:\n{logs}");
+    assert!(!logs.contains("\"level\":\"ERROR\""), "{name} log:\n{logs}");
+
+    // kill -9 of the container's process: kubelet restarts the container in the same pod.
+    kill_9(&pids);
+    let restarted = wait_for(
+        "the killed reconciler container restarted and ready again",
+        Duration::from_secs(120),
+        || {
+            let pods = reconciler_pods();
+            let pod = pods
+                .iter()
+                .find(|p| p["metadata"]["name"] == name.as_str())
+                .ok_or_else(|| format!("pod {name} is gone: {pods:?}"))?;
+            let status = container_status(pod);
+            if status["restartCount"].as_u64().unwrap_or(0) > restarts && status["ready"] == true {
+                Ok(status.clone())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    );
+    let last = &restarted["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "{name} last state: {last}");
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn the_artifact_and_metrics_ports_answer_through_the_service_from_a_pod() {
+    if real_node("the_artifact_and_metrics_ports_answer_through_the_service_from_a_pod").is_none() {
+        return;
+    }
+    let _serial = serial();
+    install();
+    // From a pod in gitops-system (the NetworkPolicy's allowed peers), by the Service's DNS name:
+    // port 80 is the artifact server (named port http), 8080 the metrics.
+    let service = "gitops-reconciler.gitops-system.svc.cluster.local";
+    let out = busybox_output(
+        "gitops-system",
+        // Per process: a pod of an earlier run may still be terminating.
+        &format!("node-test-client-{}", std::process::id()),
+        &format!(
+            "printf 'GET /no-such-artifact HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 {service} 80 && \
+             printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 {service} 8080"
+        ),
+    );
+    let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/")).collect();
+    assert_eq!(statuses.len(), 2, "two HTTP answers expected:\n{out}");
+    assert!(
+        statuses[0].contains(" 404"),
+        "artifact server: {}\n{out}",
+        statuses[0]
+    );
+    assert!(
+        statuses[1].contains(" 200"),
+        "metrics: {}\n{out}",
+        statuses[1]
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn a_rollout_stops_the_old_pod_gracefully_and_releases_the_lease() {
+    if real_node("a_rollout_stops_the_old_pod_gracefully_and_releases_the_lease").is_none() {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let pods = reconciler_pods();
+    let old = pods
+        .first()
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .expect("a reconciler pod")
+        .to_owned();
+    let held_by_old = wait_for("the leader Lease is held", Duration::from_secs(60), || {
+        let holder = lease_holder();
+        if holder.starts_with(&old) {
+            Ok(holder)
+        } else {
+            Err(holder)
+        }
+    });
+    // Follow the old container's log to its end, then roll the Deployment.
+    let follow = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["-n", "gitops-system", "logs", "-f", &old])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "rollout",
+            "restart",
+            "deployment/gitops-reconciler",
+        ],
+        None,
+    );
+    let out = follow
+        .wait_with_output()
+        .expect("kubectl logs -f ends with the container");
+    let stopped_after = started.elapsed();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("termination signal"),
+        "{old} did not see SIGTERM:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("\"stopped\""),
+        "{old} did not stop cleanly:\n{log}"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(60),
+        "{old} took {stopped_after:?} (grace period 60 s)"
+    );
+    assert!(
+        log.contains("released leadership"),
+        "{old} did not release the Lease:\n{log}"
+    );
+    // The new pod (Recreate: it starts once the old one is gone) takes the Lease over.
+    let new_holder = wait_for(
+        "the new pod holds the Lease",
+        Duration::from_secs(120),
+        || {
+            let holder = lease_holder();
+            if !holder.is_empty() && !holder.starts_with(&old) {
+                Ok(holder)
+            } else {
+                Err(holder)
+            }
+        },
+    );
+    assert_ne!(held_by_old, new_holder);
+}
+
+/// A git server on the host's 127.0.0.1 made reachable from pods: socat listens on the node
+/// link's host address (routed into the node's namespace, nowhere else) and forwards to it.
+struct GitForPods {
+    server: GitServer,
+    socat: std::process::Child,
+    base: String,
+}
+
+impl GitForPods {
+    fn start() -> Self {
+        let server = GitServer::start(ServerKind::Http);
+        let local = server.get("url").to_owned();
+        let port = local
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let host_ip = cluster_setting("NODE_HOST_IP");
+        let socat = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind={host_ip},fork,reuseaddr"))
+            .arg(format!("TCP:127.0.0.1:{port}"))
+            .spawn()
+            .expect("socat");
+        let base = local.replace("127.0.0.1", &host_ip);
+        Self {
+            server,
+            socat,
+            base,
+        }
+    }
+}
+
+impl Drop for GitForPods {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
+}
+
+fn web_deployment(image: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: httpd
+        image: {image}
+        command: [/bin/sh, -c, 'mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www']
+        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}
+"
+    )
+}
+
+/// The `web` pods of `ns` that run and are ready, by name.
+fn ready_web_pods(ns: &str) -> Vec<String> {
+    json(&["-n", ns, "get", "pods", "-l", "app=web"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| container_status(p)["ready"] == true)
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn applied_revision(ns: &str) -> String {
+    let ks = json(&["-n", ns, "get", "kustomizations.kubectl-gitops.io", "web"]);
+    ks["status"]["lastAppliedRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A GitRepository and Kustomization `web` in `ns` that deploy `deploy/` of repository `web`
+/// (2 replicas committed first) into `ns`; returns the repository and the first commit.
+fn web_from_git(ns: &TestNamespace, git: &GitForPods) -> (Repo, String) {
+    let repo = git.server.repo("web");
+    let first = repo.commit(
+        &[(
+            "deploy/web.yaml",
+            Some(&web_deployment(&busybox_image(), 2)),
+        )],
+        "two",
+    );
+    let objects = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1
+kind: GitRepository
+metadata: {{name: web}}
+spec:
+  url: {base}web.git
+  insecure: true
+  interval: 5s
+  ref: {{branch: main}}
+---
+apiVersion: kubectl-gitops.io/v1alpha1
+kind: Kustomization
+metadata: {{name: web}}
+spec:
+  interval: 5s
+  path: ./deploy
+  prune: true
+  wait: true
+  timeout: 90s
+  targetNamespace: {ns}
+  sourceRef: {{kind: GitRepository, name: web}}
+",
+        base = git.base,
+        ns = ns.name
+    );
+    let created = ns.create(&objects);
+    assert!(created.success, "{}", created.stderr);
+    (repo, first)
+}
+
+/// Waits until `ns` has `count` ready web pods and the Kustomization applied `commit`.
+fn wait_web(ns: &TestNamespace, count: usize, commit: &str) {
+    wait_for(
+        &format!("{count} ready web pods from {commit}"),
+        Duration::from_secs(180),
+        || {
+            let pods = ready_web_pods(&ns.name);
+            let revision = applied_revision(&ns.name);
+            if pods.len() == count && revision.ends_with(commit) {
+                Ok(())
+            } else {
+                Err(format!("{revision}: {pods:?}"))
+            }
+        },
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them() {
+    if real_node("git_drives_real_pods_through_a_kill_9_of_the_reconciler_and_prune_removes_them")
+        .is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-git");
+    let (repo, first) = web_from_git(&ns, &git);
+    wait_web(&ns, 2, &first);
+
+    // A new commit, and the reconciler's container killed right away: after kubelet restarts it,
+    // the new revision is applied, exactly once (one Deployment, three pods).
+    let second = repo.commit(
+        &[(
+            "deploy/web.yaml",
+            Some(&web_deployment(&busybox_image(), 3)),
+        )],
+        "three",
+    );
+    let reconciler = reconciler_pods();
+    kill_9(&pod_container_pids(
+        reconciler.first().expect("a reconciler pod"),
+    ));
+    wait_web(&ns, 3, &second);
+    let deployments = json(&["-n", &ns.name, "get", "deployments"]);
+    assert_eq!(
+        deployments["items"].as_array().map(Vec::len),
+        Some(1),
+        "{deployments}"
+    );
+    let sets = json(&["-n", &ns.name, "get", "replicasets"]);
+    assert_eq!(
+        sets["items"].as_array().map(Vec::len),
+        Some(1),
+        "a replica change makes no new ReplicaSet: {sets}"
+    );
+
+    // The Deployment leaves git: prune deletes it, and its real pods go with it.
+    let third = repo.commit(
+        &[
+            ("deploy/web.yaml", None),
+            (
+                "deploy/config.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-gone}\ndata: {a: b}\n"),
+            ),
+        ],
+        "prune web",
+    );
+    wait_for("the web pods pruned", Duration::from_secs(180), || {
+        let pods = json(&["-n", &ns.name, "get", "pods", "-l", "app=web"]);
+        let left = pods["items"].as_array().map(Vec::len).unwrap_or(0);
+        let revision = applied_revision(&ns.name);
+        if left == 0 && revision.ends_with(&third) {
+            Ok(())
+        } else {
+            Err(format!("{revision}: {left} pods left"))
+        }
+    });
+    let gone = kubectl(&["-n", &ns.name, "get", "deployment", "web"], None);
+    assert!(
+        !gone.success && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn an_upgrade_to_a_new_image_digest_mid_reconcile_converges() {
+    if real_node("an_upgrade_to_a_new_image_digest_mid_reconcile_converges").is_none() {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let next = build_and_push("gitops-reconciler-next");
+    let digest = next
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !pushed_image().ends_with(&digest),
+        "the two images share {digest}"
+    );
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-upgrade");
+    // The upgrade starts while the first revision is being applied and waited for.
+    let (_repo, first) = web_from_git(&ns, &git);
+    wait_for("the Kustomization started", Duration::from_secs(60), || {
+        let ks = json(&[
+            "-n",
+            &ns.name,
+            "get",
+            "kustomizations.kubectl-gitops.io",
+            "web",
+        ]);
+        if ks["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(ks["status"].to_string())
+        }
+    });
+    let run = gitops(&["install", "--image", &next, "--timeout", "3m"]);
+    assert_eq!(run.code, 0, "upgrade failed: {}", run.stderr);
+    let pods = reconciler_pods();
+    assert!(
+        pods.iter().all(|p| container_status(p)["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&digest)),
+        "after the upgrade every reconciler pod runs {digest}: {pods:?}"
+    );
+    wait_web(&ns, 2, &first);
+    // Back to the suite's image for the other tests.
+    install();
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn bootstrap_makes_the_reconciler_pod_manage_itself_from_git() {
+    let Some(node) = real_node("bootstrap_makes_the_reconciler_pod_manage_itself_from_git") else {
+        return;
+    };
+    let _serial = serial();
+    let image = pushed_image();
+    let git = GitForPods::start();
+    let repo = git.server.repo("fleet");
+    // The plain-http test server takes pushes only where the repository allows them.
+    gitops_conformance::git::git(&repo.bare, &["config", "http.receivepack", "true"]);
+    repo.commit(&[("README.md", Some("# fleet\n"))], "initial");
+    let url = format!("{}fleet.git", git.base);
+    let run = gitops(&[
+        "bootstrap",
+        "git",
+        "--url",
+        &url,
+        "--allow-insecure-http",
+        "--branch",
+        "main",
+        "--path",
+        "clusters/real",
+        "--image",
+        image,
+        "--timeout",
+        "4m",
+    ]);
+    assert_eq!(run.code, 0, "bootstrap failed:\n{}", run.stderr);
+    let head = repo.git(&["ls-remote", "origin", "refs/heads/main"]);
+    let head = head.split('\t').next().unwrap_or_default().to_owned();
+    // The in-cluster reconciler fetched the pushed commit and applied it, itself included.
+    let ks = json(&[
+        "-n",
+        "gitops-system",
+        "get",
+        "kustomizations.kubectl-gitops.io",
+        "gitops-system",
+    ]);
+    assert!(
+        ks["status"]["lastAppliedRevision"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&head),
+        "{}",
+        ks["status"]
+    );
+    let inventory = ks["status"]["inventory"]["entries"].to_string();
+    assert!(
+        inventory.contains("gitops-system_gitops-reconciler_apps_Deployment"),
+        "{inventory}"
+    );
+    let pods = reconciler_pods();
+    assert!(
+        pods.iter().all(|p| p["spec"]["nodeName"] == node.as_str()
+            && container_status(p)["ready"] == true
+            && container_status(p)["imageID"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default())),
+        "{pods:?}"
+    );
+    // Let go of the sync objects without pruning the reconciler: stop the reconciler first (a
+    // running one puts its finalizer back, and deleting the Kustomization would then prune the
+    // reconciler with everything else), then drop the finalizers and delete. The next test
+    // installs the reconciler again.
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "delete",
+            "deployment",
+            "gitops-reconciler",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "-n",
+            "gitops-system",
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=gitops-reconciler",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    for kind in [
+        "kustomizations.kubectl-gitops.io",
+        "gitrepositories.kubectl-gitops.io",
+    ] {
+        kubectl_ok(
+            &[
+                "-n",
+                "gitops-system",
+                "patch",
+                kind,
+                "gitops-system",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+            None,
+        );
+        kubectl_ok(
+            &[
+                "-n",
+                "gitops-system",
+                "delete",
+                kind,
+                "gitops-system",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+    let left = kubectl_ok(
+        &["-n", "gitops-system", "get", "secret,service", "-o", "name"],
+        None,
+    );
+    assert!(
+        left.contains("service/gitops-reconciler"),
+        "the sync's objects were pruned: {left}"
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn uninstall_stops_the_reconciler_pod_and_keeps_the_workloads_it_applied() {
+    if real_node("uninstall_stops_the_reconciler_pod_and_keeps_the_workloads_it_applied").is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-uninstall");
+    let (_repo, first) = web_from_git(&ns, &git);
+    wait_web(&ns, 2, &first);
+    let pods_before = ready_web_pods(&ns.name);
+
+    let run = gitops(&[
+        "uninstall",
+        "--silent",
+        "--keep-namespace",
+        "--timeout",
+        "3m",
+    ]);
+    assert_eq!(run.code, 0, "uninstall failed:\n{}", run.stderr);
+    assert!(
+        reconciler_pods().is_empty(),
+        "reconciler pods left: {:?}",
+        reconciler_pods()
+    );
+    let crds = kubectl(&["get", "crd", "kustomizations.kubectl-gitops.io"], None);
+    assert!(!crds.success, "the CRD is still there");
+    // The workloads stay, with the very same pods (nothing was pruned or recreated).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(ready_web_pods(&ns.name), pods_before);
+    install();
+}
