@@ -263,12 +263,21 @@ impl PolicyHost {
             let engine = engine.clone();
             let stop = stop.clone();
             // The ticker is a plain OS thread so a busy async runtime cannot delay deadlines.
+            // It advances the epoch by the ticks of wall-clock time that really passed: on a
+            // loaded machine one sleep of EPOCH_TICK can last several ticks, and counting
+            // wake-ups instead would stretch every deadline by the machine's load.
             std::thread::Builder::new()
                 .name("policy-epoch".to_owned())
                 .spawn(move || {
+                    let start = Instant::now();
+                    let mut ticks: u128 = 0;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        let due = start.elapsed().as_micros() / EPOCH_TICK.as_micros();
+                        while ticks < due {
+                            engine.increment_epoch();
+                            ticks += 1;
+                        }
                     }
                 })
                 .map_err(|e| {
