@@ -20,11 +20,20 @@
 //!   cert-manager's Certificate) cannot be checked: they are counted as skipped and printed.
 //!   A kind that a CRD of the build defines but that is still not served is a failure.
 //!
+//! - A case whose kustomize output the apiserver refuses by construction (kustomize keeps a
+//!   literal `$setElementOrder` key, or writes a number where a string is required) declares
+//!   it in `apiserver-refuses.txt`: one `Kind name: part of the apiserver's message` line per
+//!   object. Such an object must be refused with that message, and kubectl's output of it must
+//!   be identical to the engine's (so the refusal is kustomize's, not the engine's); a declared
+//!   object the apiserver accepts is a failure too, so declarations cannot go stale.
+//!
 //! Run with `GITOPS_TEST_KUBECONFIG=... cargo test -p gitops-conformance --test build_dryrun --
 //! --ignored`.
 
+mod kustomization_support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use gitops_conformance::kustomize_corpus::{self, CaseOptions};
@@ -34,6 +43,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, oneshot};
 use kube::error::DiscoveryError;
+use kustomization_support::client;
 use serde_json::{Value, json};
 
 /// The field manager of the conformance suite.
@@ -42,19 +52,6 @@ const FIELD_MANAGER: &str = "gitops-conformance";
 const DISCOVERY_GRACE: Duration = Duration::from_secs(30);
 /// Bound of the wait for a CRD to become Established, and for its deletion.
 const CRD_TIMEOUT: &str = "60s";
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("kustomize/corpus")
-}
-
-async fn client() -> kube::Client {
-    let path = gitops_conformance::kubeconfig();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("readable kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("usable kubeconfig");
-    kube::Client::try_from(config).expect("client")
-}
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
@@ -145,6 +142,31 @@ impl Drop for InstalledCrds {
     }
 }
 
+/// Objects of a case that the apiserver refuses by construction, from `apiserver-refuses.txt`:
+/// `Kind name` → part of the expected message.
+fn declared_refusals(case: &Path) -> BTreeMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(case.join("apiserver-refuses.txt")) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (object, message) = l.split_once(": ").unwrap_or_else(|| {
+                panic!(
+                    "{}/apiserver-refuses.txt: {l:?} is not `Kind name: message`",
+                    case.display()
+                )
+            });
+            (object.trim().to_owned(), message.trim().to_owned())
+        })
+        .collect()
+}
+
+fn kind_and_name(v: &Value) -> String {
+    format!("{} {}", str_at(v, "/kind"), str_at(v, "/metadata/name"))
+}
+
 #[derive(Default)]
 struct Tally {
     cases: usize,
@@ -154,6 +176,8 @@ struct Tally {
     namespace_names: usize,
     /// Skip reason → objects (`case: object`).
     skipped: BTreeMap<&'static str, Vec<String>>,
+    /// Refused as declared, with kubectl's identical output (`case: object: message`).
+    declared: Vec<String>,
     failures: Vec<String>,
 }
 
@@ -264,13 +288,46 @@ async fn install_crds(
     kinds
 }
 
+/// Records the apiserver's answer for `object`: a refusal is a failure unless the case declares
+/// it and kubectl's output holds the identical object.
+fn record(
+    tally: &mut Tally,
+    case: &str,
+    object: &Value,
+    kubectl_objects: &[Value],
+    declared: &mut BTreeMap<String, String>,
+    result: Result<(), String>,
+) {
+    let key = kind_and_name(object);
+    match (result, declared.remove(&key)) {
+        (Ok(()), None) => {}
+        (Ok(()), Some(expected)) => tally.failures.push(format!(
+            "{case}: {} accepted, but apiserver-refuses.txt expects a refusal ({expected})",
+            describe(object)
+        )),
+        (Err(m), Some(expected))
+            if m.contains(&expected) && kubectl_objects.iter().any(|k| k == object) =>
+        {
+            tally
+                .declared
+                .push(format!("{case}: {}: {m}", describe(object)));
+        }
+        (Err(m), _) => tally
+            .failures
+            .push(format!("{case}: {} refused: {m}", describe(object))),
+    }
+}
+
 async fn check_case(
     client: &kube::Client,
     namespace: &str,
-    case: &str,
+    case: &Path,
     objects: &[Value],
+    kubectl_objects: &[Value],
     tally: &mut Tally,
 ) {
+    let mut declared = declared_refusals(case);
+    let case = case.file_name().and_then(|n| n.to_str()).unwrap_or("?");
     let crds: Vec<&Value> = objects.iter().filter(|o| is_crd(o)).collect();
     let mut installed = InstalledCrds::default();
     let crd_kinds = install_crds(client, case, &crds, &mut installed, tally).await;
@@ -318,11 +375,12 @@ async fn check_case(
         } else {
             dry_run(client, &resource, None, object).await
         };
-        if let Err(m) = result {
-            tally
-                .failures
-                .push(format!("{case}: {} refused: {m}", describe(object)));
-        }
+        record(tally, case, object, kubectl_objects, &mut declared, result);
+    }
+    for object in declared.keys() {
+        tally.failures.push(format!(
+            "{case}: apiserver-refuses.txt names {object}, which the build does not hold"
+        ));
     }
 
     let ns_gvk = GroupVersionKind::gvk("", "v1", "Namespace");
@@ -346,31 +404,32 @@ async fn corpus_objects_pass_server_side_dry_run() {
     kustomize_corpus::require_kubectl();
     let client = client().await;
     let namespace = TestNamespace::new("dryrun");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .expect("corpus directory exists")
-        .map(|e| e.expect("readable corpus entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
+    let cases = kustomize_corpus::corpus_cases();
 
     let mut tally = Tally::default();
     for case in &cases {
-        let name = case
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("?")
-            .to_owned();
         tally.cases += 1;
         let options = CaseOptions::read(case);
-        if kustomize_corpus::kubectl_build(case, &options).is_err() {
+        let Ok(kubectl_objects) = kustomize_corpus::kubectl_build(case, &options) else {
             tally.kubectl_refuses += 1;
             continue;
-        }
+        };
         match build(case, &options.to_build_options()) {
-            Ok(objects) => check_case(&client, &namespace.name, &name, &objects, &mut tally).await,
-            Err(e) => tally
-                .failures
-                .push(format!("{name}: kubectl builds it, the engine fails: {e}")),
+            Ok(objects) => {
+                check_case(
+                    &client,
+                    &namespace.name,
+                    case,
+                    &objects,
+                    &kubectl_objects,
+                    &mut tally,
+                )
+                .await
+            }
+            Err(e) => tally.failures.push(format!(
+                "{}: kubectl builds it, the engine fails: {e}",
+                case.display()
+            )),
         }
     }
 
@@ -386,6 +445,13 @@ async fn corpus_objects_pass_server_side_dry_run() {
         tally.namespace_names,
         tally.failures.len()
     );
+    eprintln!(
+        "refused as declared in apiserver-refuses.txt (kubectl's output identical): {}",
+        tally.declared.len()
+    );
+    for o in &tally.declared {
+        eprintln!("  {o}");
+    }
     for (reason, objects) in &tally.skipped {
         eprintln!("skipped: {reason}: {}", objects.len());
         for o in objects {
