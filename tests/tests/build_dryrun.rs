@@ -398,12 +398,44 @@ async fn check_case(
     drop(installed);
 }
 
+/// The check can fail: the apiserver refuses, through the same dry-run call, a volume mode
+/// written as the string `"0755"` (what a YAML 1.2 reading of `0755` gives).
+async fn refuses_a_string_file_mode(client: &kube::Client, namespace: &str) {
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "string-mode", "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": {"app": "x"}},
+            "template": {
+                "metadata": {"labels": {"app": "x"}},
+                "spec": {
+                    "containers": [{"name": "c", "image": "c"}],
+                    "volumes": [{"name": "v", "configMap": {"name": "c", "defaultMode": "0755"}}],
+                },
+            },
+        },
+    });
+    let (resource, _) = resolve(client, &gvk_of(&deployment), false)
+        .await
+        .ok()
+        .flatten()
+        .expect("the cluster serves apps/v1 Deployments");
+    let result = dry_run(client, &resource, Some(namespace), &deployment).await;
+    let refused = result.expect_err("a string defaultMode must be refused");
+    assert!(
+        refused.contains("defaultMode"),
+        "refused for another reason: {refused}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a cluster: GITOPS_TEST_KUBECONFIG"]
 async fn corpus_objects_pass_server_side_dry_run() {
     kustomize_corpus::require_kubectl();
     let client = client().await;
     let namespace = TestNamespace::new("dryrun");
+    refuses_a_string_file_mode(&client, &namespace.name).await;
     let cases = kustomize_corpus::corpus_cases();
 
     let mut tally = Tally::default();
