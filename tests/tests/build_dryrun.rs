@@ -50,6 +50,9 @@ use serde_json::{Value, json};
 const FIELD_MANAGER: &str = "gitops-conformance";
 /// How long a kind defined by a just-established CRD may take to appear in discovery.
 const DISCOVERY_GRACE: Duration = Duration::from_secs(30);
+/// Label of the CRDs this test installs, so that the leftovers of an interrupted run are
+/// deleted when it starts rather than taken for someone else's.
+const INSTALLED_LABEL: &str = "conformance.kubectl-gitops.dev/build-dryrun";
 /// Bound of the wait for a CRD to become Established, and for its deletion.
 const CRD_TIMEOUT: &str = "60s";
 
@@ -119,6 +122,30 @@ async fn resolve(
 /// up too.
 #[derive(Default)]
 struct InstalledCrds(Vec<String>);
+
+impl InstalledCrds {
+    /// Deletes the CRDs an interrupted run of this test left behind (they would serve kinds
+    /// that must count as not served, with stale schemas).
+    fn remove_leftovers() {
+        let timeout = format!("--timeout={CRD_TIMEOUT}");
+        let selector = format!("--selector={INSTALLED_LABEL}");
+        let res = kubectl(
+            &[
+                "delete",
+                "customresourcedefinition",
+                &selector,
+                "--wait=true",
+                &timeout,
+            ],
+            None,
+        );
+        assert!(
+            res.success,
+            "cannot delete the CRDs of an earlier run: {}",
+            res.stderr.trim()
+        );
+    }
+}
 
 impl Drop for InstalledCrds {
     fn drop(&mut self) {
@@ -238,12 +265,13 @@ async fn install_crds(
             str_at(crd, "/spec/group").to_owned(),
             str_at(crd, "/spec/names/kind").to_owned(),
         ));
-        let exists = match api.get_opt(name).await {
-            Ok(found) => found.is_some(),
+        let live = match api.get_opt(name).await {
+            Ok(found) => found,
             Err(e) => panic!("cannot read CRD {name}: {}", message(&e)),
         };
-        if exists {
-            // Someone else's: check it, never replace or delete it.
+        if live.is_some() {
+            // Someone else's (this test's leftovers are gone): check it, never replace or
+            // delete it.
             if let Err(m) = dry_run(client, &resource, None, crd).await {
                 tally
                     .failures
@@ -251,8 +279,10 @@ async fn install_crds(
             }
             continue;
         }
+        let mut labelled = (*crd).clone();
+        labelled["metadata"]["labels"][INSTALLED_LABEL] = Value::String("true".into());
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch(name, &params, &Patch::Apply(crd)).await {
+        match api.patch(name, &params, &Patch::Apply(&labelled)).await {
             Ok(_) => {
                 installed.0.push(name.to_owned());
                 tally.crds_installed += 1;
@@ -435,6 +465,7 @@ async fn corpus_objects_pass_server_side_dry_run() {
     kustomize_corpus::require_kubectl();
     let client = client().await;
     let namespace = TestNamespace::new("dryrun");
+    InstalledCrds::remove_leftovers();
     refuses_a_string_file_mode(&client, &namespace.name).await;
     let cases = kustomize_corpus::corpus_cases();
 
