@@ -9,7 +9,8 @@
 //!   Established), so that its custom resources are checked against their schemas; they are
 //!   deleted, and their deletion waited on, before the next case (cases reuse CRD names with
 //!   different schemas). A CRD of that name that is already in the cluster (not created here)
-//!   is neither replaced nor deleted: it is dry-run like any other object.
+//!   is neither replaced nor deleted: it is dry-run like any other object. The CRDs installed
+//!   here carry a label, and a run starts by deleting those an interrupted run left behind.
 //! - Namespaced objects are sent into the test's own namespace whatever namespace the build
 //!   gave them: dry-run does not persist, so a namespace the build names (or creates) would not
 //!   exist, and creating `default`-like names for real would touch what other tests share.
@@ -19,7 +20,6 @@
 //! - Objects of kinds the cluster does not serve and whose CRD is not in the build (for example
 //!   cert-manager's Certificate) cannot be checked: they are counted as skipped and printed.
 //!   A kind that a CRD of the build defines but that is still not served is a failure.
-//!
 //! - A case whose kustomize output the apiserver refuses by construction (kustomize keeps a
 //!   literal `$setElementOrder` key, or writes a number where a string is required) declares
 //!   it in `apiserver-refuses.txt`: one `Kind name: part of the apiserver's message` line per
@@ -37,7 +37,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gitops_conformance::kustomize_corpus::{self, CaseOptions};
-use gitops_conformance::{TestNamespace, kubectl};
+use gitops_conformance::{FIELD_MANAGER, TestNamespace, kubectl};
 use gitops_reconciler::build::build;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -46,8 +46,6 @@ use kube::error::DiscoveryError;
 use kustomization_support::client;
 use serde_json::{Value, json};
 
-/// The field manager of the conformance suite.
-const FIELD_MANAGER: &str = "gitops-conformance";
 /// How long a kind defined by a just-established CRD may take to appear in discovery.
 const DISCOVERY_GRACE: Duration = Duration::from_secs(30);
 /// Label of the CRDs this test installs, so that the leftovers of an interrupted run are
