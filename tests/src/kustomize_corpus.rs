@@ -64,6 +64,18 @@ impl CaseOptions {
     }
 }
 
+/// The case directories of the committed corpus (`tests/kustomize/corpus/<case>/`), sorted.
+pub fn corpus_cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kustomize/corpus");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("readable corpus entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    cases
+}
+
 /// Panics with a clear message when kubectl is not installed.
 pub fn require_kubectl() {
     let ok = Command::new("kubectl")

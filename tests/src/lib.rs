@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The env var naming the kubeconfig of the cluster under test.
 pub const KUBECONFIG_ENV: &str = "GITOPS_TEST_KUBECONFIG";
 
+/// The field manager of everything the conformance suite applies itself.
+pub const FIELD_MANAGER: &str = "gitops-conformance";
+
 /// Path of the kubeconfig under test; panics with instructions when it is not set.
 pub fn kubeconfig() -> PathBuf {
     match std::env::var_os(KUBECONFIG_ENV) {
@@ -190,12 +193,13 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
 pub fn install_crds() {
     let dir = repo_root().join("reconciler/config/crd");
     let dir = dir.to_string_lossy();
+    let manager = format!("--field-manager={FIELD_MANAGER}");
     kubectl_ok(
         &[
             "apply",
             "--server-side",
             "--force-conflicts",
-            "--field-manager=gitops-conformance",
+            &manager,
             "-f",
             &dir,
         ],

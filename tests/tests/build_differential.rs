@@ -11,25 +11,15 @@
 //!
 //! Not ignored: it needs only kubectl, which CI installs. It fails loudly without kubectl.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gitops_conformance::kustomize_corpus::{self, CaseOptions};
 use gitops_reconciler::build::{BuildOptions, build};
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("kustomize/corpus")
-}
-
 #[test]
 fn corpus_matches_kubectl_kustomize() {
     kustomize_corpus::require_kubectl();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .expect("corpus directory exists")
-        .map(|e| e.expect("readable corpus entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
+    let cases = kustomize_corpus::corpus_cases();
     assert!(
         cases.len() >= 80,
         "the corpus has only {} cases",
