@@ -88,8 +88,8 @@ pub(crate) struct Kustomization {
     pub helm_globals: Option<Value>,
     #[serde(default)]
     pub helm_chart_inflation_generator: Option<Value>,
-    #[serde(default)]
-    pub crds: Option<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub crds: Vec<String>,
     #[serde(default)]
     pub openapi: Option<Value>,
     #[serde(default, deserialize_with = "nullable")]
@@ -219,12 +219,6 @@ impl Kustomization {
                 &self.helm_chart_inflation_generator,
                 "helmChartInflationGenerator",
                 HELM,
-            ),
-            (
-                &self.crds,
-                "crds",
-                "reading name-reference rules from CRD OpenAPI files is not implemented; \
-                 list the same rules in a `configurations` file",
             ),
         ]
         .into_iter()

@@ -390,6 +390,8 @@ impl<'a> Builder<'a> {
         // Transformer configurations apply from this level upward.
         let own = TransformerConfig::load(&self.loader, dir, file, &k.configurations)?;
         acc.config.merge(&own);
+        let crds = TransformerConfig::load_crds(&self.loader, dir, file, &k.crds)?;
+        acc.config.merge(&crds);
         // 2. generators.
         let global = k.generator_options.as_ref();
         for (kind, list) in [
