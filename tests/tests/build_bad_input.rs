@@ -532,12 +532,17 @@ fn crds_tree(extra: &str) -> Scratch {
          metadata: {{}}\n      spec:\n        $ref: x.v1.Spec\nx.v1.Spec:\n  Schema:\n    \
          properties:\n{extra}"
     );
+    crds_file(&types)
+}
+
+/// A kustomization of one ConfigMap with `types` as its `crds` file.
+fn crds_file(types: &str) -> Scratch {
     tree(&[
         (
             "kustomization.yaml",
             "crds:\n- types.yaml\nresources:\n- cm.yaml\n",
         ),
-        ("types.yaml", &types),
+        ("types.yaml", types),
         ("cm.yaml", CM),
     ])
 }
@@ -561,14 +566,7 @@ fn crds_files_that_cannot_be_followed_are_refused_by_name() {
         "{e}"
     );
     // Not a map of definitions.
-    let t = tree(&[
-        (
-            "kustomization.yaml",
-            "crds:\n- types.yaml\nresources:\n- cm.yaml\n",
-        ),
-        ("types.yaml", "- a\n- b\n"),
-        ("cm.yaml", CM),
-    ]);
+    let t = crds_file("- a\n- b\n");
     let e = fails(&t.0);
     assert!(
         matches!(&e, BuildError::InvalidKustomization { file, .. } if file == "types.yaml"),
@@ -590,14 +588,7 @@ fn crds_files_whose_refs_fan_out_are_bounded() {
             n = i + 1
         ));
     }
-    let t = tree(&[
-        (
-            "kustomization.yaml",
-            "crds:\n- types.yaml\nresources:\n- cm.yaml\n",
-        ),
-        ("types.yaml", &types),
-        ("cm.yaml", CM),
-    ]);
+    let t = crds_file(&types);
     let e = fails(&t.0);
     assert!(
         matches!(&e, BuildError::TooLarge { file, .. } if file == "types.yaml"),

@@ -97,21 +97,18 @@ impl TransformerConfig {
         file: &str,
         paths: &[String],
     ) -> Result<TransformerConfig, BuildError> {
-        let mut out = TransformerConfig::default();
-        for p in paths {
-            let rel = loader.resolve(dir, p, file)?;
-            let text = loader.read_text(&rel, file)?;
-            let docs = super::loader::parse_yaml(&text, &rel, &loader.limits)?;
+        load_each(loader, dir, file, paths, |rel, docs| {
+            let mut out = TransformerConfig::default();
             for doc in docs {
                 let c: TransformerConfig =
                     serde_json::from_value(doc).map_err(|e| BuildError::InvalidKustomization {
-                        file: rel.clone(),
+                        file: rel.to_string(),
                         message: format!("invalid transformer configuration: {e}"),
                     })?;
                 out.merge(&c);
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
@@ -289,15 +286,12 @@ impl TransformerConfig {
         file: &str,
         paths: &[String],
     ) -> Result<TransformerConfig, BuildError> {
-        let mut out = TransformerConfig::default();
-        for p in paths {
-            let rel = loader.resolve(dir, p, file)?;
-            let text = loader.read_text(&rel, file)?;
+        load_each(loader, dir, file, paths, |rel, docs| {
             let invalid = |message: String| BuildError::InvalidKustomization {
-                file: rel.clone(),
+                file: rel.to_string(),
                 message: format!("unable to parse open API definition: {message}"),
             };
-            let doc = super::loader::parse_yaml(&text, &rel, &loader.limits)?
+            let doc = docs
                 .into_iter()
                 .next()
                 .ok_or_else(|| invalid("the file is empty".into()))?;
@@ -306,7 +300,7 @@ impl TransformerConfig {
                 .ok_or_else(|| invalid("expected a map of type names to definitions".into()))?;
             let mut walk = CrdWalk {
                 defs,
-                file: &rel,
+                file: rel,
                 steps: 0,
                 max_steps: loader.limits.max_schema_steps,
                 max_depth: loader.limits.max_depth,
@@ -325,10 +319,28 @@ impl TransformerConfig {
                 let kind = name.rsplit('.').next().unwrap_or(name);
                 walk.walk(kind, name, &mut Vec::new(), &mut Vec::new())?;
             }
-            out.merge(&walk.out);
-        }
-        Ok(out)
+            Ok(walk.out)
+        })
     }
+}
+
+/// Reads each file of `paths` (relative to `dir`, listed in `file`) and merges what `read`
+/// makes of its documents.
+fn load_each(
+    loader: &Loader<'_>,
+    dir: &str,
+    file: &str,
+    paths: &[String],
+    read: impl Fn(&str, Vec<Value>) -> Result<TransformerConfig, BuildError>,
+) -> Result<TransformerConfig, BuildError> {
+    let mut out = TransformerConfig::default();
+    for p in paths {
+        let rel = loader.resolve(dir, p, file)?;
+        let text = loader.read_text(&rel, file)?;
+        let docs = super::loader::parse_yaml(&text, &rel, &loader.limits)?;
+        out.merge(&read(&rel, docs)?);
+    }
+    Ok(out)
 }
 
 impl FieldSpec {
