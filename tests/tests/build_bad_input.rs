@@ -524,3 +524,74 @@ fn namespace_moving_two_objects_onto_one_id_is_refused() {
         "{e}"
     );
 }
+
+/// The types of a `crds` file: `App` whose `spec` is `Spec`, with `extra` as Spec's property.
+fn crds_tree(extra: &str) -> Scratch {
+    let types = format!(
+        "x.v1.App:\n  Schema:\n    properties:\n      apiVersion: {{}}\n      kind: {{}}\n      \
+         metadata: {{}}\n      spec:\n        $ref: x.v1.Spec\nx.v1.Spec:\n  Schema:\n    \
+         properties:\n{extra}"
+    );
+    crds_file(&types)
+}
+
+/// A kustomization of one ConfigMap with `types` as its `crds` file.
+fn crds_file(types: &str) -> Scratch {
+    tree(&[
+        (
+            "kustomization.yaml",
+            "crds:\n- types.yaml\nresources:\n- cm.yaml\n",
+        ),
+        ("types.yaml", types),
+        ("cm.yaml", CM),
+    ])
+}
+
+#[test]
+fn crds_files_that_cannot_be_followed_are_refused_by_name() {
+    // A name-prefix field would change which kinds get the prefix: refused, not ignored.
+    let t = crds_tree("      id:\n        x-kubernetes-identity: \"\"\n");
+    let e = fails(&t.0);
+    assert!(
+        matches!(&e, BuildError::Unsupported { file, feature: "crds", detail }
+            if file == "types.yaml" && detail.contains("x-kubernetes-identity")),
+        "{e}"
+    );
+    // A type containing itself has no end (kustomize never finishes it).
+    let t = crds_tree("      child:\n        $ref: x.v1.Spec\n");
+    let e = fails(&t.0);
+    assert!(
+        matches!(&e, BuildError::InvalidKustomization { file, message }
+            if file == "types.yaml" && message.contains("refers to itself")),
+        "{e}"
+    );
+    // Not a map of definitions.
+    let t = crds_file("- a\n- b\n");
+    let e = fails(&t.0);
+    assert!(
+        matches!(&e, BuildError::InvalidKustomization { file, .. } if file == "types.yaml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn crds_files_whose_refs_fan_out_are_bounded() {
+    // Each level refers to the next twice: 2^40 paths, cut off by the walk limit.
+    let mut types = String::from(
+        "x.v1.App:\n  Schema:\n    properties:\n      apiVersion: {}\n      kind: {}\n      \
+         metadata: {}\n      spec:\n        $ref: x.v1.L0\n",
+    );
+    for i in 0..40 {
+        types.push_str(&format!(
+            "x.v1.L{i}:\n  Schema:\n    properties:\n      a:\n        $ref: x.v1.L{n}\n      \
+             b:\n        $ref: x.v1.L{n}\n",
+            n = i + 1
+        ));
+    }
+    let t = crds_file(&types);
+    let e = fails(&t.0);
+    assert!(
+        matches!(&e, BuildError::TooLarge { file, .. } if file == "types.yaml"),
+        "{e}"
+    );
+}

@@ -5,6 +5,7 @@
 //! every kustomization above it (it is merged upward with the resources).
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::BuildError;
 use super::kustomization::FieldSpec;
@@ -96,22 +97,250 @@ impl TransformerConfig {
         file: &str,
         paths: &[String],
     ) -> Result<TransformerConfig, BuildError> {
-        let mut out = TransformerConfig::default();
-        for p in paths {
-            let rel = loader.resolve(dir, p, file)?;
-            let text = loader.read_text(&rel, file)?;
-            let docs = super::loader::parse_yaml(&text, &rel, &loader.limits)?;
+        load_each(loader, dir, file, paths, |rel, docs| {
+            let mut out = TransformerConfig::default();
             for doc in docs {
                 let c: TransformerConfig =
                     serde_json::from_value(doc).map_err(|e| BuildError::InvalidKustomization {
-                        file: rel.clone(),
+                        file: rel.to_string(),
                         message: format!("invalid transformer configuration: {e}"),
                     })?;
                 out.merge(&c);
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
+}
+
+/// The OpenAPI extensions of a `crds` file's property that add it to a transformer's fields.
+const X_ANNOTATION: &str = "x-kubernetes-annotation";
+const X_LABEL_SELECTOR: &str = "x-kubernetes-label-selector";
+const X_IDENTITY: &str = "x-kubernetes-identity";
+const X_REF_VERSION: &str = "x-kubernetes-object-ref-api-version";
+const X_REF_KIND: &str = "x-kubernetes-object-ref-kind";
+const X_REF_NAME_KEY: &str = "x-kubernetes-object-ref-name-key";
+
+/// One `crds` file: OpenAPI definitions keyed by Go type name (`<package>.<Kind>`), each
+/// `{Schema, Dependencies}` as kustomize reads them.
+struct CrdWalk<'a> {
+    defs: &'a serde_json::Map<String, Value>,
+    file: &'a str,
+    steps: usize,
+    max_steps: usize,
+    max_depth: usize,
+    out: TransformerConfig,
+}
+
+/// A key of `m` matched without regard to case (Go's JSON decoding into struct fields, and
+/// the OpenAPI library's lower-cased extension names).
+fn get_ci<'v>(m: &'v serde_json::Map<String, Value>, key: &str) -> Option<&'v Value> {
+    m.get(key).or_else(|| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+impl<'a> CrdWalk<'a> {
+    fn invalid(&self, message: String) -> BuildError {
+        BuildError::InvalidKustomization {
+            file: self.file.to_string(),
+            message: format!("unable to parse open API definition: {message}"),
+        }
+    }
+
+    /// The `Schema.properties` of the definition `name`, if it is defined.
+    fn properties(
+        &self,
+        name: &str,
+    ) -> Result<Option<&'a serde_json::Map<String, Value>>, BuildError> {
+        let defs: &'a serde_json::Map<String, Value> = self.defs;
+        let Some(def) = defs.get(name) else {
+            return Ok(None);
+        };
+        let def = def
+            .as_object()
+            .ok_or_else(|| self.invalid(format!("'{name}' is not a map")))?;
+        let props = get_ci(def, "Schema")
+            .and_then(Value::as_object)
+            .and_then(|s| s.get("properties"));
+        match props {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(p)) => Ok(Some(p)),
+            Some(_) => Err(self.invalid(format!("'{name}': properties is not a map"))),
+        }
+    }
+
+    /// Adds the fields of the type `name` (reached at `path` inside objects of `kind`),
+    /// following `$ref`s of properties. `chain` holds the types being walked: a type that
+    /// contains itself is an error (kustomize never finishes such a walk).
+    fn walk(
+        &mut self,
+        kind: &str,
+        name: &str,
+        path: &mut Vec<String>,
+        chain: &mut Vec<String>,
+    ) -> Result<(), BuildError> {
+        let Some(props) = self.properties(name)? else {
+            return Ok(());
+        };
+        if chain.iter().any(|c| c == name) {
+            return Err(self.invalid(format!(
+                "the type '{name}' refers to itself (through {})",
+                chain.join(" -> ")
+            )));
+        }
+        if chain.len() >= self.max_depth {
+            return Err(BuildError::TooLarge {
+                file: self.file.to_string(),
+                what: "$ref nesting in a crds file",
+                limit: self.max_depth,
+            });
+        }
+        chain.push(name.to_string());
+        for (prop, schema) in props {
+            self.steps += 1;
+            if self.steps > self.max_steps {
+                return Err(BuildError::TooLarge {
+                    file: self.file.to_string(),
+                    what: "properties visited in a crds file",
+                    limit: self.max_steps,
+                });
+            }
+            let Some(schema) = schema.as_object() else {
+                continue;
+            };
+            let ext = |key: &str| get_ci(schema, key).and_then(Value::as_str);
+            path.push(prop.clone());
+            let spec = |p: &[String]| FieldSpec {
+                kind: Some(kind.to_string()),
+                path: p.join("/"),
+                ..Default::default()
+            };
+            if ext(X_ANNOTATION).is_some() {
+                let s = spec(path);
+                self.out.merge(&TransformerConfig {
+                    common_annotations: vec![s],
+                    ..Default::default()
+                });
+            }
+            if ext(X_LABEL_SELECTOR).is_some() {
+                self.out.merge(&TransformerConfig {
+                    common_labels: vec![spec(path)],
+                    ..Default::default()
+                });
+            }
+            if ext(X_IDENTITY).is_some() {
+                // kustomize adds the field to the name-prefix fields, which then limit the
+                // prefix to the kinds listed; this engine does not apply custom name-prefix
+                // fields, so it refuses rather than build differently.
+                return Err(BuildError::Unsupported {
+                    file: self.file.to_string(),
+                    feature: "crds",
+                    detail: format!(
+                        "'{X_IDENTITY}' on {name} property '{prop}': custom name-prefix \
+                         fields are not implemented"
+                    ),
+                });
+            }
+            if let (Some(version), Some(target)) = (ext(X_REF_VERSION), ext(X_REF_KIND)) {
+                let mut at = path.clone();
+                at.push(ext(X_REF_NAME_KEY).unwrap_or("name").to_string());
+                self.out.merge(&TransformerConfig {
+                    name_reference: vec![NameBackRef {
+                        group: None,
+                        version: Some(version.to_string()),
+                        kind: Some(target.to_string()),
+                        field_specs: vec![spec(&at)],
+                    }],
+                    ..Default::default()
+                });
+            }
+            if let Some(r) = schema
+                .get("$ref")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+            {
+                self.walk(kind, r, path, chain)?;
+            }
+            path.pop();
+        }
+        chain.pop();
+        Ok(())
+    }
+}
+
+impl TransformerConfig {
+    /// Reads the `crds:` files of one kustomization: OpenAPI definitions (JSON or YAML, keyed
+    /// by Go type name) whose properties carry kustomize's `x-kubernetes-*` extensions. Each
+    /// definition that looks like an object (has `kind`, `apiVersion` and `metadata`
+    /// properties) is walked, following `$ref`s to other definitions of the file; an
+    /// `x-kubernetes-object-ref-kind` + `-api-version` property (its `name` key, or the one
+    /// `x-kubernetes-object-ref-name-key` names) refers to objects of that kind by name,
+    /// `x-kubernetes-annotation` and `-label-selector` properties get common annotations and
+    /// common labels (`x-kubernetes-identity`, a name-prefix field, is refused). The
+    /// referring kind is the type name's last dot-separated part.
+    pub fn load_crds(
+        loader: &Loader<'_>,
+        dir: &str,
+        file: &str,
+        paths: &[String],
+    ) -> Result<TransformerConfig, BuildError> {
+        load_each(loader, dir, file, paths, |rel, docs| {
+            let invalid = |message: String| BuildError::InvalidKustomization {
+                file: rel.to_string(),
+                message: format!("unable to parse open API definition: {message}"),
+            };
+            let doc = docs
+                .into_iter()
+                .next()
+                .ok_or_else(|| invalid("the file is empty".into()))?;
+            let defs = doc
+                .as_object()
+                .ok_or_else(|| invalid("expected a map of type names to definitions".into()))?;
+            let mut walk = CrdWalk {
+                defs,
+                file: rel,
+                steps: 0,
+                max_steps: loader.limits.max_schema_steps,
+                max_depth: loader.limits.max_depth,
+                out: TransformerConfig::default(),
+            };
+            for name in defs.keys() {
+                let Some(props) = walk.properties(name)? else {
+                    continue;
+                };
+                if !["kind", "apiVersion", "metadata"]
+                    .iter()
+                    .all(|k| props.contains_key(*k))
+                {
+                    continue;
+                }
+                let kind = name.rsplit('.').next().unwrap_or(name);
+                walk.walk(kind, name, &mut Vec::new(), &mut Vec::new())?;
+            }
+            Ok(walk.out)
+        })
+    }
+}
+
+/// Reads each file of `paths` (relative to `dir`, listed in `file`) and merges what `read`
+/// makes of its documents.
+fn load_each(
+    loader: &Loader<'_>,
+    dir: &str,
+    file: &str,
+    paths: &[String],
+    read: impl Fn(&str, Vec<Value>) -> Result<TransformerConfig, BuildError>,
+) -> Result<TransformerConfig, BuildError> {
+    let mut out = TransformerConfig::default();
+    for p in paths {
+        let rel = loader.resolve(dir, p, file)?;
+        let text = loader.read_text(&rel, file)?;
+        let docs = super::loader::parse_yaml(&text, &rel, &loader.limits)?;
+        out.merge(&read(&rel, docs)?);
+    }
+    Ok(out)
 }
 
 impl FieldSpec {

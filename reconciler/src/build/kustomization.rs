@@ -88,8 +88,8 @@ pub(crate) struct Kustomization {
     pub helm_globals: Option<Value>,
     #[serde(default)]
     pub helm_chart_inflation_generator: Option<Value>,
-    #[serde(default)]
-    pub crds: Option<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub crds: Vec<String>,
     #[serde(default)]
     pub openapi: Option<Value>,
     #[serde(default, deserialize_with = "nullable")]
@@ -197,6 +197,8 @@ fn rename_case_variant(raw: &mut Value, message: &str) -> bool {
 
 /// The `buildMetadata` option that records where each object came from.
 pub(crate) const ORIGIN_ANNOTATIONS: &str = "originAnnotations";
+/// The `buildMetadata` option that records every transformer that ran over each object.
+pub(crate) const TRANSFORMER_ANNOTATIONS: &str = "transformerAnnotations";
 
 impl Kustomization {
     /// The first field set that this engine refuses to build (rather than build differently),
@@ -218,12 +220,6 @@ impl Kustomization {
                 "helmChartInflationGenerator",
                 HELM,
             ),
-            (
-                &self.crds,
-                "crds",
-                "reading name-reference rules from CRD OpenAPI files is not implemented; \
-                 list the same rules in a `configurations` file",
-            ),
         ]
         .into_iter()
         .find(|(v, _, _)| set(v))
@@ -231,11 +227,11 @@ impl Kustomization {
         .or_else(|| {
             self.build_metadata
                 .iter()
-                .any(|m| m != ORIGIN_ANNOTATIONS)
+                .any(|m| m != ORIGIN_ANNOTATIONS && m != TRANSFORMER_ANNOTATIONS)
                 .then_some((
                     "buildMetadata",
-                    "only originAnnotations is implemented; transformerAnnotations and \
-                     managedByLabel are not",
+                    "only originAnnotations and transformerAnnotations are implemented; \
+                     managedByLabel is not",
                 ))
         })
     }

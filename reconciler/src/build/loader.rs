@@ -20,8 +20,12 @@ pub(crate) struct Limits {
     pub max_documents_per_file: usize,
     /// Objects one build may produce.
     pub max_objects: usize,
-    /// Kustomizations nested inside each other.
+    /// Kustomizations nested inside each other (also the `$ref` nesting followed in a `crds`
+    /// file).
     pub max_depth: usize,
+    /// Properties visited while reading one `crds` file (`$ref`s may share types, so the walk
+    /// can be far larger than the file).
+    pub max_schema_steps: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +36,7 @@ impl Default for Limits {
             max_documents_per_file: 20_000,
             max_objects: 50_000,
             max_depth: 64,
+            max_schema_steps: 100_000,
         }
     }
 }

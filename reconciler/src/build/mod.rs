@@ -177,7 +177,7 @@ pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildErr
     let root_file = loader::join(&path, "kustomization.yaml");
     if options.has_outer_kustomization() {
         let outer = options.outer_kustomization();
-        acc = builder.run(&outer, &path, "spec (Kustomization build fields)", acc)?;
+        acc = builder.run_untracked(&outer, &path, "spec (Kustomization build fields)", acc)?;
     }
     let mut resources = std::mem::take(&mut acc.resources);
     generators::add_hash_suffixes(&mut resources);
@@ -198,6 +198,7 @@ pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildErr
             != Some("true")
     });
     let mut out: Vec<Value> = resources.into_iter().map(|r| r.obj).collect();
+    builder.finish_metadata(&mut out);
     for o in &mut out {
         drop_empty_annotations(o);
     }

@@ -20,12 +20,73 @@ pub(crate) struct Builder<'a> {
     pub loader: Loader<'a>,
     stack: Vec<String>,
     objects: usize,
-    /// The root's directory when its `buildMetadata` asks for origin annotations.
+    /// The root's directory when its `buildMetadata` is set: kustomize then tracks origins
+    /// and transformer runs during the build, and drops what the list does not ask for at
+    /// the end (`finish_metadata`).
     origin_root: Option<String>,
+    /// The root's `buildMetadata` options.
+    build_metadata: Vec<String>,
 }
 
 /// The annotation kustomize records an object's origin in.
-const ORIGIN: &str = "config.kubernetes.io/origin";
+pub(crate) const ORIGIN: &str = "config.kubernetes.io/origin";
+/// The annotation kustomize records the transformers that ran over an object in.
+pub(crate) const TRANSFORMATIONS: &str = "alpha.config.kubernetes.io/transformations";
+
+/// A transformer configuration as kustomize records it (its `Origin` without path/repo):
+/// the file it is configured in and its apiVersion, kind and (for `transformers:` entries)
+/// name and namespace.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransformerOrigin<'a> {
+    configured_in: String,
+    configured_by: ConfiguredBy<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfiguredBy<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+}
+
+/// Records one transformer run over every object, as kustomize does after each transformer
+/// (whether or not it changed the object): appended to the object's transformation list, or
+/// taken as the object's origin when it has none (kustomize assumes the transformer made it).
+fn note_transformer(rs: &mut [Resource], origin: &TransformerOrigin<'_>) {
+    let (Ok(item), Ok(list)) = (
+        crate::yaml::to_string(origin),
+        crate::yaml::to_string(&[origin]),
+    ) else {
+        return;
+    };
+    for r in rs {
+        let has_origin = r.annotations().is_some_and(|a| a.contains_key(ORIGIN));
+        if !has_origin {
+            set_origin(r, item.clone());
+            continue;
+        }
+        let Some(ann) = r
+            .obj
+            .pointer_mut("/metadata/annotations")
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        let text = match ann.get(TRANSFORMATIONS).and_then(serde_json::Value::as_str) {
+            Some(prev) if !prev.is_empty() => {
+                let sep = if prev.ends_with('\n') { "" } else { "\n" };
+                format!("{prev}{sep}{list}")
+            }
+            _ => list.clone(),
+        };
+        ann.insert(TRANSFORMATIONS.into(), serde_json::Value::String(text));
+    }
+}
 
 /// `to` (a root-relative path) as seen from the directory `from`.
 fn relative(from: &str, to: &str) -> String {
@@ -129,6 +190,7 @@ impl<'a> Builder<'a> {
             stack: Vec::new(),
             objects: 0,
             origin_root: None,
+            build_metadata: Vec::new(),
         }
     }
 
@@ -265,12 +327,9 @@ impl<'a> Builder<'a> {
                     .into(),
             });
         }
-        if generate
-            && k.build_metadata
-                .iter()
-                .any(|m| m == kustomization::ORIGIN_ANNOTATIONS)
-        {
+        if generate && !k.build_metadata.is_empty() {
             self.origin_root = Some(dir.to_string());
+            self.build_metadata = k.build_metadata.clone();
         }
         self.stack.push(dir.to_string());
         let acc = self.run(&k, dir, &file, Accumulated::new())?;
@@ -331,6 +390,8 @@ impl<'a> Builder<'a> {
         // Transformer configurations apply from this level upward.
         let own = TransformerConfig::load(&self.loader, dir, file, &k.configurations)?;
         acc.config.merge(&own);
+        let crds = TransformerConfig::load_crds(&self.loader, dir, file, &k.crds)?;
+        acc.config.merge(&crds);
         // 2. generators.
         let global = k.generator_options.as_ref();
         for (kind, list) in [
@@ -418,7 +479,43 @@ impl<'a> Builder<'a> {
             acc = self.run(&ck, &rel, &cfile, acc)?;
             self.stack.pop();
         }
-        // 4. transformers, in kustomize's order.
+        // 4. transformers, in kustomize's order. With origin tracking on, each built-in
+        // transformer instance kustomize configures from these fields (one per patch, label
+        // entry, image, replica; one for a set namePrefix, ...) is recorded on every object.
+        let images: Vec<_> = k
+            .images
+            .iter()
+            .chain(k.image_tags.iter())
+            .cloned()
+            .collect();
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        let label_runs = if k.labels.is_empty() && k.common_labels.is_empty() {
+            0
+        } else {
+            k.labels.len() + 1
+        };
+        let runs = [
+            (
+                "PatchStrategicMergeTransformer",
+                usize::from(!k.patches_strategic_merge.is_empty()),
+            ),
+            ("PatchTransformer", k.patches.len()),
+            ("NamespaceTransformer", usize::from(set(&k.namespace))),
+            ("PrefixTransformer", usize::from(set(&k.name_prefix))),
+            ("SuffixTransformer", usize::from(set(&k.name_suffix))),
+            ("LabelTransformer", label_runs),
+            (
+                "AnnotationsTransformer",
+                usize::from(!k.common_annotations.is_empty()),
+            ),
+            ("PatchJson6902Transformer", k.patches_json6902.len()),
+            ("ReplicaCountTransformer", k.replicas.len()),
+            ("ImageTagTransformer", images.len()),
+            (
+                "ReplacementTransformer",
+                usize::from(!k.replacements.is_empty()),
+            ),
+        ];
         let cfg = &acc.config;
         let rs = &mut acc.resources;
         patches::apply_legacy_smp(&self.loader, dir, file, &k.patches_strategic_merge, rs)?;
@@ -435,14 +532,26 @@ impl<'a> Builder<'a> {
         transform::annotations(rs, &k.common_annotations, &cfg.common_annotations);
         patches::apply_legacy_json(&self.loader, dir, file, &k.patches_json6902, rs)?;
         transform::replicas(rs, &k.replicas, &cfg.replicas, file)?;
-        let images: Vec<_> = k
-            .images
-            .iter()
-            .chain(k.image_tags.iter())
-            .cloned()
-            .collect();
         transform::images(rs, &images, &cfg.images);
         replacements::apply(&self.loader, dir, file, &k.replacements, rs)?;
+        if let Some(root) = &self.origin_root {
+            // Recording after the whole sequence gives the same lists as recording after each
+            // transformer: a record is appended to every object present, whatever it changed.
+            for (kind, n) in runs {
+                let origin = TransformerOrigin {
+                    configured_in: relative(root, file),
+                    configured_by: ConfiguredBy {
+                        api_version: "builtin",
+                        kind,
+                        name: "",
+                        namespace: "",
+                    },
+                };
+                for _ in 0..n {
+                    note_transformer(rs, &origin);
+                }
+            }
+        }
         self.run_configured(k, dir, file, &mut acc)?;
         acc.rekey(file)?;
         vars::declare(&k.vars, &mut acc.resources, &mut acc.vars, file)?;
@@ -451,6 +560,45 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Applies a kustomization that is no file of the source (the Kustomization's own build
+    /// fields): its transformers are not recorded in origin or transformer annotations.
+    pub fn run_untracked(
+        &mut self,
+        k: &Kustomization,
+        dir: &str,
+        file: &str,
+        acc: Accumulated,
+    ) -> Result<Accumulated, BuildError> {
+        let root = self.origin_root.take();
+        let out = self.run(k, dir, file, acc);
+        self.origin_root = root;
+        out
+    }
+
+    /// Drops the bookkeeping annotations the root's `buildMetadata` does not ask for (kustomize
+    /// drops them from every object, also when an input file carried them).
+    pub fn finish_metadata(&self, out: &mut [serde_json::Value]) {
+        let keep = |opt: &str| self.build_metadata.iter().any(|m| m == opt);
+        let drop: Vec<&str> = [
+            (ORIGIN, kustomization::ORIGIN_ANNOTATIONS),
+            (TRANSFORMATIONS, kustomization::TRANSFORMER_ANNOTATIONS),
+        ]
+        .into_iter()
+        .filter(|(_, opt)| !keep(opt))
+        .map(|(a, _)| a)
+        .collect();
+        for o in out {
+            if let Some(ann) = o
+                .pointer_mut("/metadata/annotations")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                for a in &drop {
+                    ann.remove(*a);
+                }
+            }
+        }
+    }
+
     /// `openapi: {path: file}`: the schema strategic merges of the kinds it defines use (the
     /// outermost kustomization's, when several set one). `openapi: {version: v1.21.2}` names kustomize's built-in schema (this engine's
     /// merge keys come from a newer one, which agrees for the kinds v1.21 has); other
@@ -551,11 +699,29 @@ impl Builder<'_> {
         file: &str,
         acc: &mut Accumulated,
     ) -> Result<(), BuildError> {
-        let docs: Vec<_> = (self.plugin_docs(dir, file, &k.transformers)?)
-            .into_iter()
-            .map(|(d, _)| d)
-            .collect();
-        super::builtin::transform(&self.loader, dir, file, &docs, &mut acc.resources)?;
+        let docs = self.plugin_docs(dir, file, &k.transformers)?;
+        for (doc, from) in &docs {
+            super::builtin::transform(
+                &self.loader,
+                dir,
+                file,
+                std::slice::from_ref(doc),
+                &mut acc.resources,
+            )?;
+            if let Some(root) = &self.origin_root {
+                let s = |p: &str| doc.pointer(p).and_then(serde_json::Value::as_str);
+                let origin = TransformerOrigin {
+                    configured_in: relative(root, from),
+                    configured_by: ConfiguredBy {
+                        api_version: s("/apiVersion").unwrap_or(""),
+                        kind: s("/kind").unwrap_or(""),
+                        name: s("/metadata/name").unwrap_or(""),
+                        namespace: s("/metadata/namespace").unwrap_or(""),
+                    },
+                };
+                note_transformer(&mut acc.resources, &origin);
+            }
+        }
         let docs: Vec<_> = (self.plugin_docs(dir, file, &k.validators)?)
             .into_iter()
             .map(|(d, _)| d)
