@@ -104,6 +104,9 @@ pub struct Context {
     recorder: Recorder,
     schedule: Mutex<HashMap<Key, Schedule>>,
     running: Mutex<HashMap<Key, Running>>,
+    /// The GitRepositories the watch knew when it started to list again: the objects among
+    /// them that the new list lacks were deleted while the watch was down.
+    known_before_relist: Mutex<Vec<Key>>,
     metrics: Arc<Metrics>,
 }
 
@@ -169,15 +172,35 @@ fn on_event(
                 ctx.record_storage();
             });
         }
+        // Only objects this watch knew and the new list lacks are removed here: storage of a
+        // GitRepository the watch never saw (another shard's, or one deleted while the
+        // process was down) is left to the periodic sweep.
+        watcher::Event::Init => {
+            if let Ok(mut known) = ctx.known_before_relist.lock() {
+                *known = live_keys(store);
+            }
+        }
         watcher::Event::InitDone => {
-            let ctx = ctx.clone();
+            let known = ctx
+                .known_before_relist
+                .lock()
+                .map(|mut known| std::mem::take(&mut *known))
+                .unwrap_or_default();
             let live = live_keys(store);
+            let gone: Vec<Key> = known.into_iter().filter(|k| !live.contains(k)).collect();
+            if gone.is_empty() {
+                return;
+            }
+            let ctx = ctx.clone();
             tokio::task::spawn_blocking(move || {
-                sweep_orphans(&ctx.storage, &live);
+                for (namespace, name) in gone {
+                    if let Err(e) = ctx.storage.remove_all(&namespace, &name) {
+                        tracing::warn!(%namespace, %name, error = %e, "cannot remove the storage of a deleted GitRepository");
+                    }
+                }
                 ctx.record_storage();
             });
         }
-        watcher::Event::Init => {}
     }
 }
 
@@ -224,6 +247,7 @@ pub async fn run_with_metrics(
         storage,
         schedule: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
+        known_before_relist: Mutex::new(Vec::new()),
         metrics,
     });
     let api: Api<GitRepository> = Api::all(client);
