@@ -272,18 +272,6 @@ async fn bench_b() {
     }
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -363,7 +351,7 @@ fn start_reconciler(bin: &Path, storage: &Path) -> Child {
 async fn idle_rss_of(bin: &Path, storage: &Path) -> u64 {
     let mut reconciler = start_reconciler(bin, storage);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = rss_kib(reconciler.id(), "VmRSS:");
+    let rss = gitops_conformance::proc_status_kib(reconciler.id(), "VmRSS:");
     let _ = reconciler.kill();
     let _ = reconciler.wait();
     rss
@@ -403,7 +391,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
     let mut reconciler = start_reconciler(&bin, &storage);
     let pid = reconciler.id();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_rss = rss_kib(pid, "VmRSS:");
+    let idle_rss = gitops_conformance::proc_status_kib(pid, "VmRSS:");
 
     let mut manifests = String::new();
     for i in 0..count {
@@ -438,7 +426,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let elapsed = started.elapsed();
-    let peak_rss = rss_kib(pid, "VmHWM:");
+    let peak_rss = gitops_conformance::proc_status_kib(pid, "VmHWM:");
     // Where the CPU went during (a): on a small machine the processes compete for the cores.
     let used: Vec<String> = processes
         .iter()

@@ -224,6 +224,23 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
+    /// Binds the ClusterRole `edit` to ServiceAccount `service_account` of this namespace
+    /// (RoleBinding `<service_account>-edit`): the rights of a typical tenant.
+    pub fn grant_edit(&self, service_account: &str) {
+        kubectl_ok(
+            &[
+                "-n",
+                &self.name,
+                "create",
+                "rolebinding",
+                &format!("{service_account}-edit"),
+                "--clusterrole=edit",
+                &format!("--serviceaccount={}:{service_account}", self.name),
+            ],
+            None,
+        );
+    }
+
     /// Creates `gitops-test-<prefix>-<pid>-<n>`.
     pub fn new(prefix: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -392,18 +392,7 @@ async fn impersonated_service_account_without_rights_writes_nothing() {
     );
     assert!(get(&ns.name, "configmap", "a").is_none());
     // Granting the ServiceAccount the rights makes the same Kustomization succeed.
-    kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "rolebinding",
-            "tenant-edit",
-            "--clusterrole=edit",
-            &format!("--serviceaccount={}:tenant", ns.name),
-        ],
-        None,
-    );
+    ns.grant_edit("tenant");
     kubectl_ok(
         &[
             "-n",

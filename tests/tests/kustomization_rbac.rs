@@ -95,18 +95,7 @@ async fn the_install_manifests_rbac_is_enough_to_reconcile() {
         &["-n", &ns.name, "create", "serviceaccount", "tenant"],
         None,
     );
-    kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "rolebinding",
-            "tenant-edit",
-            "--clusterrole=edit",
-            &format!("--serviceaccount={}:tenant", ns.name),
-        ],
-        None,
-    );
+    ns.grant_edit("tenant");
     // One Kustomization as the reconciler itself, one impersonating the tenant.
     for (name, extra) in [("own", ""), ("tenant", "  serviceAccountName: tenant\n")] {
         ns.create(&kustomization(

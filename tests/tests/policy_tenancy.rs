@@ -47,18 +47,7 @@ async fn a_tenant_transform_adding_a_cluster_scoped_custom_resource_applies_noth
         &["-n", &ns.name, "create", "serviceaccount", "tenant"],
         None,
     );
-    kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "rolebinding",
-            "tenant-edit",
-            "--clusterrole=edit",
-            &format!("--serviceaccount={}:tenant", ns.name),
-        ],
-        None,
-    );
+    ns.grant_edit("tenant");
     // The committed component and its digest from policies/dist/SHA256SUMS; kubectl puts a
     // binary file into binaryData.
     let dist = repo_root().join("policies/dist");
