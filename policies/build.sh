@@ -8,7 +8,7 @@
 #                              only promised on the recorded toolchain: on another toolchain the
 #                              check says which versions differ and skips the byte comparison.
 #
-# Toolchain (TOOLCHAIN.md §1): rustup's wasm32-wasip2 target when it is installed or can be
+# Toolchain: rustup's wasm32-wasip2 target when it is installed or can be
 # added; otherwise Debian's rustc-web + rust-web-src + wasi-libc with -Zbuild-std (installed by
 # tests/setup.d/30-wasm.sh). Paths are remapped so the bytes do not depend on where the checkout,
 # the cargo home or the target directory are.

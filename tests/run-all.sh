@@ -30,6 +30,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "licences of every dependency (cargo deny check licenses, deny.toml)"
+"$CARGO_DENY" --log-level error check licenses
 step "policy components rebuilt byte-for-byte (policies/build.sh --check)"
 bash policies/build.sh --check
 step "cargo test (unit)"

@@ -4,6 +4,7 @@
 # of the local control plane. Idempotent and quick when everything is present.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/cluster/versions.sh"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -39,9 +39,9 @@ fi
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp "$bin" "$stage/kubectl-gitops$ext"
-cp "$root/README.md" "$stage/"
+cp "$root/README.md" "$root/LICENSE" "$stage/"
 archive="$out/kubectl-gitops_${os}_${arch}.tar.gz"
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - "kubectl-gitops$ext" README.md \
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - "kubectl-gitops$ext" LICENSE README.md \
   | gzip -n -9 > "$archive"
 sum=$(sha256sum "$archive" | cut -d' ' -f1)
 

@@ -1,7 +1,7 @@
 //! kubectl-gitops reconciler library: the API types and every stage of the pipeline, shared by
 //! the in-cluster `gitops-reconciler` binary and the `kubectl-gitops` CLI.
 //!
-//! Stages (DESIGN.md): [`source`] → [`build`] → [`policy`] → [`apply`], wired by [`controller`].
+//! Stages (docs/architecture.md): [`source`] → [`build`] → [`policy`] → [`apply`], wired by [`controller`].
 
 pub mod api;
 pub mod apply;

@@ -1,4 +1,4 @@
-//! Bench of the apply stage and the Kustomization controller (issue 7). Prints, for each
+//! Bench of the apply stage and the Kustomization controller. Prints, for each
 //! figure, the measured value, the goal and the ratio (against the baseline measured in the same
 //! run where there is one, else against the goal).
 //!

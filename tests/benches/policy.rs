@@ -1,4 +1,4 @@
-//! Policy pipeline bench (issue 5): 10,000 mixed objects through the three built-in policies
+//! Policy pipeline bench: 10,000 mixed objects through the three built-in policies
 //! as wasm components in the reconciler's host, against the same policy code compiled
 //! natively, in the same run. Also: instantiate latency with pooling + pre-instantiation, and
 //! how fast a restarted host has a module ready from a warm disk cache.

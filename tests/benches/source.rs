@@ -1,4 +1,4 @@
-//! Source bench (issue 3), against a real smart-HTTP server (lighttpd + git-http-backend):
+//! Source bench, against a real smart-HTTP server (lighttpd + git-http-backend):
 //!
 //! (a) first fetch of a repository whose HEAD tree has 10,000 files / ~100 MiB and a history of
 //!     many commits, into a stored artifact — against `git clone --depth 1` + `tar czf` of the

@@ -8,5 +8,8 @@ KREW_VERSION=v0.4.3
 COREDNS_VERSION=v1.12.1
 # Where expensive builds are cached, outside any checkout.
 GITOPS_CACHE_DIR=${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-gitops}
+# The licence checker of `make test` (deny.toml), built from crates.io into the cache.
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY=$GITOPS_CACHE_DIR/bin/cargo-deny-$CARGO_DENY_VERSION/bin/cargo-deny
 # Where `up` keeps the running cluster's state (PKI, logs, PIDs, kubeconfig).
 GITOPS_CLUSTER_DIR=${GITOPS_CLUSTER_DIR:-$GITOPS_CACHE_DIR/cluster}

@@ -1,4 +1,4 @@
-# Git servers for the source tests (issue 3): smart HTTP(S) through git-http-backend behind
+# Git servers for the source tests: smart HTTP(S) through git-http-backend behind
 # lighttpd (basic auth) and nginx + fcgiwrap (bearer token), git daemon, openssh-server; plus the
 # build dependencies of gix's curl HTTP transport.
 want git /usr/lib/git-core/git-http-backend

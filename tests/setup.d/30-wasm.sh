@@ -1,4 +1,4 @@
-# The wasm32-wasip2 toolchain for the policy components (issue 5, TOOLCHAIN.md §1):
+# The wasm32-wasip2 toolchain for the policy components:
 # rustup's target when it can be added here, otherwise Debian's rustc-web with the Rust library
 # sources and wasi-libc so that policies/build.sh can use -Zbuild-std.
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 \

@@ -1,4 +1,4 @@
-//! Real git servers and repositories for the source tests (issue 3).
+//! Real git servers and repositories for the source tests.
 //!
 //! [`GitServer::start`] runs `tests/git/serve.sh` (lighttpd + git-http-backend, nginx +
 //! fcgiwrap, git daemon or sshd on a free loopback port) and stops exactly what it started when

@@ -143,6 +143,16 @@ fn krew_installs_lists_and_uninstalls_the_plugin_offline() {
         version.trim(),
         format!("kubectl-gitops: v{}", env!("CARGO_PKG_VERSION"))
     );
+    let store = krew_root
+        .join("store/gitops")
+        .join(format!("v{}", env!("CARGO_PKG_VERSION")));
+    for file in ["LICENSE", "README.md"] {
+        assert!(
+            store.join(file).is_file(),
+            "krew did not install {file} into {}",
+            store.display()
+        );
+    }
     let listed = run(&mut kubectl(&["krew", "list"]));
     assert!(
         listed.lines().any(|l| l.trim() == "detached/gitops"),

@@ -11,7 +11,7 @@ use crate::cli::{GlobalArgs, OutputFormat, VersionArgs};
 use crate::error::Exit;
 use crate::ui::{Ui, escape};
 
-/// Name of the reconciler's Deployment (install manifests, issue 7).
+/// Name of the reconciler's Deployment (install manifests).
 pub const RECONCILER_DEPLOYMENT: &str = "gitops-reconciler";
 
 /// The client version string.

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod duration;
 pub mod gitrepository;
 pub mod kustomization;
+pub mod reference;
 
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
 pub use common::{FailurePolicy, PolicyModule, Selector};

@@ -1,4 +1,4 @@
-//! The apply stage: staged server-side apply, inventory, prune and health (issue 7).
+//! The apply stage: staged server-side apply, inventory, prune and health.
 //!
 //! Flow for one Kustomization (the controller drives it):
 //! 1. [`plan`] (reads discovery only): validates every built object, decides its scope, adds the

@@ -1,5 +1,5 @@
 //! The build stage: a native kustomize engine. A pure function from a file tree plus the
-//! Kustomization's build fields to an ordered list of Kubernetes objects (issue 4).
+//! Kustomization's build fields to an ordered list of Kubernetes objects.
 //!
 //! Semantics are kustomize v5.5's (as embedded in kubectl v1.32), checked differentially
 //! against `kubectl kustomize` by `tests/tests/build_differential.rs`. Nothing outside the root

@@ -1,4 +1,4 @@
-//! kube-runtime controllers wiring the stages; status, events, metrics (issues 3 and 7).
+//! kube-runtime controllers wiring the stages; status, events, metrics.
 //!
 //! - [`gitrepository`]: the GitRepository controller (fetch, artifact, status, events);
 //! - [`kustomization`]: the Kustomization controller (the pipeline of stages);

@@ -1,4 +1,4 @@
-//! The source stage (issue 3): fetch a GitRepository with gix, turn the fetched tree into a
+//! The source stage: fetch a GitRepository with gix, turn the fetched tree into a
 //! deterministic, content-addressed tar.gz artifact, keep the last few in storage and serve them
 //! over HTTP.
 //!

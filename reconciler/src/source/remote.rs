@@ -23,7 +23,7 @@ pub struct RemoteUrl {
     pub scheme: Scheme,
 }
 
-/// Checks `url` against the rules of RELIABILITY.md: a known scheme (no `ext::`, no scp-like
+/// Checks a source URL against these rules: a known scheme (no `ext::`, no scp-like
 /// `host:path`), a host that cannot be read as an option (`-oProxyCommand…`), no password in
 /// the URL (credentials come from the Secret), no whitespace or control characters; http:// and
 /// git:// only when `insecure`, file:// only when `allow_file`.
