@@ -429,14 +429,17 @@ fn parse_builtin_policy(text: &str) -> anyhow::Result<PolicyReference> {
         Some((name, config)) => (name, Some(read_config(config)?)),
         None => (rest, None),
     };
-    const BUILTINS: [&str; 3] = ["image-pinning", "replica-bounds", "target-namespace"];
-    if !BUILTINS.contains(&name) {
+    let builtins: Vec<&str> = gitops_reconciler::policy::BUILTINS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    if !builtins.contains(&name) {
         return Err(fail(
             Exit::Usage,
             format!(
                 "unknown builtin policy '{}': expected one of {}",
                 escape(name),
-                BUILTINS.join(", ")
+                builtins.join(", ")
             ),
         ));
     }
@@ -451,6 +454,7 @@ fn parse_builtin_policy(text: &str) -> anyhow::Result<PolicyReference> {
         },
         config,
         failure_policy: None,
+        mode: None,
     })
 }
 
@@ -524,6 +528,7 @@ fn policy_module(
         },
         config,
         failure_policy: None,
+        mode: None,
     };
     Ok((policy, cm))
 }

@@ -142,7 +142,7 @@ fn read_config(path: &Path) -> anyhow::Result<Value> {
 
 /// Compiled components are cached like the reconciler does, under the user's cache directory
 /// (`$XDG_CACHE_HOME/kubectl-gitops/policies` or `~/.cache/...`); none without a home.
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

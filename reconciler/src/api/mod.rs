@@ -9,7 +9,7 @@ pub mod gitrepository;
 pub mod kustomization;
 
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
-pub use common::{FailurePolicy, PolicyModule, Selector};
+pub use common::{FailurePolicy, PolicyMode, PolicyModule, Selector};
 pub use gitrepository::{
     Artifact, GitRepository, GitRepositoryLimits, GitRepositoryRef, GitRepositorySpec,
     GitRepositoryStatus,
