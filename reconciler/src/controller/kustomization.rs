@@ -1085,9 +1085,9 @@ pub async fn run(
     let ks_api: Api<Kustomization> = Api::all(client.clone());
     let repo_api: Api<GitRepository> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    const KS_RESOURCE: &str = "kustomizations.kubectl-gitops.io";
-    const REPO_RESOURCE: &str = "gitrepositories.kubectl-gitops.io";
-    let triggers = logged(watcher(ks_api.clone(), wc.clone()), KS_RESOURCE)
+    use kube::CustomResourceExt as _;
+    let (ks_resource, repo_resource) = (Kustomization::crd_name(), GitRepository::crd_name());
+    let triggers = logged(watcher(ks_api.clone(), wc.clone()), ks_resource)
         .backoff(watch::backoff())
         .reflect(writer)
         .applied_objects()
@@ -1097,14 +1097,14 @@ pub async fn run(
         );
 
     let dependents_store = reader.clone();
-    let dependency_changes = logged(watcher(ks_api, wc), KS_RESOURCE)
+    let dependency_changes = logged(watcher(ks_api, wc), ks_resource)
         .backoff(watch::backoff())
         .applied_objects()
         .predicate_filter(readiness_of, Default::default());
     let source_store = reader.clone();
     let source_changes = logged(
         watcher(repo_api, watcher::Config::default().any_semantic()),
-        REPO_RESOURCE,
+        repo_resource,
     )
     .backoff(watch::backoff())
     .applied_objects()
@@ -1169,7 +1169,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         // Watch errors were logged where they happened, reconcile errors by error_policy.
         .for_each(|_| futures::future::ready(()));
-    watch::run_until_shutdown(controller, reader, shutdown, KS_RESOURCE).await;
+    watch::run_until_shutdown(controller, reader, shutdown, ks_resource).await;
 }
 
 /// For status readers: the inventory of a Kustomization as object references.
