@@ -255,3 +255,108 @@ async fn build_and_diff_match_what_the_reconciler_applies_and_denies() {
     let _ = std::fs::remove_dir_all(&empty);
     let _ = std::fs::remove_file(&ks_file);
 }
+
+/// A policy in audit mode (Kubewarden's monitor mode): the reconciler applies the revision and
+/// reports the violations in status and as an event; `build` prints the objects and the
+/// findings, and exits 0. A clean revision clears the findings from status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn audit_mode_reports_violations_and_blocks_nothing() {
+    install_crds();
+    let ns = TestNamespace::new("cli-build-audit");
+    let target = TestNamespace::new("cli-build-audit-app");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "instavote");
+    let local = std::env::temp_dir().join(format!("cli-build-audit-{}", std::process::id()));
+    let publish = |byte: char, replicas: u32| {
+        let vote = deployment(replicas);
+        let files = [
+            ("deploy/vote/kustomization.yaml", "resources: [vote.yaml]\n"),
+            ("deploy/vote/vote.yaml", vote.as_str()),
+        ];
+        checkout(&local, &files);
+        source.publish(byte, &files)
+    };
+    let v1 = publish('1', 50);
+    ns.create(&kustomization(
+        "vote-dev",
+        &ctl.shard,
+        &format!(
+            "  sourceRef: {{kind: GitRepository, name: instavote}}\n  path: ./deploy/vote\n  prune: true\n  interval: 10m\n  retryInterval: 2s\n  timeout: 30s\n  targetNamespace: {}\n  policies:\n  - name: bounds-audit\n    mode: Audit\n    module: {{builtin: replica-bounds}}\n    config: {{bounds: {{Deployment: {{min: 1, max: 6}}}}, action: deny}}\n",
+            target.name
+        ),
+    ));
+    let n = ns.name.as_str();
+    eventually(
+        T,
+        "Ready at v1 despite the audit violation",
+        || ready(n, "vote-dev").filter(|(s, _, m)| s == "True" && m.ends_with(&v1)),
+        || format!("{:?}", ready(n, "vote-dev")),
+    )
+    .await;
+    let replicas = kubectl_ok(
+        &[
+            "-n",
+            &target.name,
+            "get",
+            "deployment",
+            "vote",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        None,
+    );
+    assert_eq!(replicas, "50", "an audit policy blocks nothing");
+    let findings = ks_status(n, "vote-dev")["policyAudit"].clone();
+    assert!(
+        findings.to_string().contains("bounds-audit"),
+        "status.policyAudit: {findings}"
+    );
+    let events = eventually(
+        T,
+        "a PolicyAudit event",
+        || {
+            let out = kubectl_ok(
+                &[
+                    "-n",
+                    n,
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "reason=PolicyAudit",
+                    "-o",
+                    "name",
+                ],
+                None,
+            );
+            (!out.trim().is_empty()).then_some(out)
+        },
+        || "no event".to_owned(),
+    )
+    .await;
+    assert!(!events.is_empty());
+
+    let path = local.join("deploy/vote").to_string_lossy().into_owned();
+    let run = gitops(&["build", "ks", "vote-dev", "-n", n, "--path", &path]).expect(0);
+    assert!(run.stdout.contains("replicas: 50"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("bounds-audit") && run.stderr.contains("audit mode"),
+        "{}",
+        run.stderr
+    );
+
+    // A clean revision: the findings leave the status.
+    let v2 = publish('2', 2);
+    eventually(
+        T,
+        "Ready at v2 without findings",
+        || {
+            let status = ks_status(n, "vote-dev");
+            (status["lastAppliedRevision"] == v2.as_str() && status.get("policyAudit").is_none())
+                .then_some(())
+        },
+        || ks_status(n, "vote-dev").to_string(),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&local);
+}
