@@ -158,23 +158,25 @@ async fn build_and_diff_match_what_the_reconciler_applies_and_denies() {
     std::fs::write(&ks_file, ks_yaml).unwrap();
     let empty = local.with_extension("no-policies");
     std::fs::create_dir_all(&empty).unwrap();
-    let offline = gitops_raw(
-        &[
-            "kubectl-gitops",
-            "build",
-            "ks",
-            "vote-dev",
-            "--path",
-            &path,
-            "--dry-run",
-            "--kustomization-file",
-            &ks_file.to_string_lossy(),
-            "--cluster-policies",
-            &empty.to_string_lossy(),
-        ]
-        .map(String::from),
-    )
-    .expect(0);
+    let offline_build = || {
+        gitops_raw(
+            &[
+                "kubectl-gitops",
+                "build",
+                "ks",
+                "vote-dev",
+                "--path",
+                &path,
+                "--dry-run",
+                "--kustomization-file",
+                &ks_file.to_string_lossy(),
+                "--cluster-policies",
+                &empty.to_string_lossy(),
+            ]
+            .map(String::from),
+        )
+    };
+    let offline = offline_build().expect(0);
     assert_eq!(offline.stdout, online.stdout);
 
     // In sync: diff exits 0.
@@ -206,23 +208,7 @@ async fn build_and_diff_match_what_the_reconciler_applies_and_denies() {
         run.stderr
     );
     assert!(run.stderr.contains("POLICY"), "{}", run.stderr);
-    let run = gitops_raw(
-        &[
-            "kubectl-gitops",
-            "build",
-            "ks",
-            "vote-dev",
-            "--path",
-            &path,
-            "--dry-run",
-            "--kustomization-file",
-            &ks_file.to_string_lossy(),
-            "--cluster-policies",
-            &empty.to_string_lossy(),
-        ]
-        .map(String::from),
-    )
-    .expect(1);
+    let run = offline_build().expect(1);
     assert!(
         run.stderr.contains(&message),
         "reconciler: {message}\ncli: {}",

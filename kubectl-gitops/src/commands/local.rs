@@ -18,7 +18,7 @@ use gitops_reconciler::controller::kustomization::PolicyEngine;
 use gitops_reconciler::controller::render::{
     self, Cluster, Lookups, RenderError, RenderInput, Rendered,
 };
-use gitops_reconciler::policy::{HostConfig, Severity, Violation};
+use gitops_reconciler::policy::{HostConfig, Violation};
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -202,6 +202,11 @@ async fn prepare(
             ));
         }
     };
+    if args.dry_run && args.cluster_policies.is_none() {
+        ui.warning(
+            "--dry-run without --cluster-policies: no ClusterPolicy runs (the cluster's are not read)",
+        )?;
+    }
     if ks.spec.wait.unwrap_or(false) && !ks.spec.health_checks.is_empty() {
         ui.warning(
             "spec.wait is true, so spec.healthChecks is ignored (as in Flux): every applied object is checked",
@@ -297,19 +302,9 @@ fn violation_table(violations: &[Violation]) -> String {
     let rows: Vec<Vec<String>> = violations
         .iter()
         .map(|v| {
-            vec![
-                v.policy.clone(),
-                match v.severity {
-                    Severity::Error => "error".to_owned(),
-                    Severity::Warning => "warning".to_owned(),
-                },
-                v.object
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "-".to_owned()),
-                v.field.clone().unwrap_or_else(|| "-".to_owned()),
-                v.message.clone(),
-            ]
+            let mut row = vec![v.policy.clone()];
+            row.extend(super::policy::violation_cells(v));
+            row
         })
         .collect();
     render_table(
@@ -412,10 +407,12 @@ fn print_preview(preview: &Previewed, ui: &mut Ui<'_>) -> anyhow::Result<bool> {
     }
     writeln!(ui.out, "► {} {}", escape(&label), preview.action)?;
     if preview.desired.is_none() {
-        writeln!(
-            ui.out,
-            "  (its kind is defined by a CustomResourceDefinition of this build: not dry-run)"
-        )?;
+        let why = if preview.action == Action::Recreated {
+            "an immutable field changed and force is set: deleted and created again"
+        } else {
+            "its kind is defined by a CustomResourceDefinition of this build: not dry-run"
+        };
+        writeln!(ui.out, "  ({why})")?;
         return Ok(true);
     }
     let text = similar::TextDiff::from_lines(&old, &new)

@@ -56,7 +56,10 @@ pub struct GitRepositorySpec {
     pub secret_ref: Option<LocalObjectReference>,
     /// Exclusions in gitignore syntax. With at least one pattern they replace the default
     /// exclusion list (CI files, archives, images), as in Flux; version-control files stay
-    /// excluded and `.sourceignore` files still apply.
+    /// excluded and `.sourceignore` files still apply. Deliberate difference from Flux: a
+    /// `.sourceignore` file adds to the defaults (in Flux any `.sourceignore` pattern drops
+    /// them, so adding one file to a repository would silently re-include every archive and
+    /// image); use `!pattern` in it to re-include a default exclusion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub ignore: Option<String>,

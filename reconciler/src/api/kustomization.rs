@@ -59,7 +59,8 @@ pub struct KustomizationSpec {
     /// Wait for every applied object to become healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
-    /// Objects to wait for, in addition to (or instead of) `wait`.
+    /// Objects to wait for when `wait` is not true (with `wait: true` every applied object is
+    /// checked and this list is ignored, as in Flux).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     pub health_checks: Vec<NamespacedObjectKindReference>,
@@ -204,8 +205,8 @@ pub struct PostBuild {
     /// Variables: `${name}` is replaced by the value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub substitute: BTreeMap<String, String>,
-    /// ConfigMaps and Secrets whose data are variables (earlier entries win over later ones;
-    /// `substitute` wins over all).
+    /// ConfigMaps and Secrets whose data are variables (as in Flux, a later entry overrides an
+    /// earlier one on a common key; `substitute` wins over all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub substitute_from: Vec<SubstituteReference>,

@@ -1193,6 +1193,41 @@ mod tests {
         }
     }
 
+    /// Flux: "`.spec.wait` ... If set to `true`, `.spec.healthChecks` is ignored."
+    #[test]
+    fn wait_checks_every_applied_object_and_ignores_health_checks() {
+        let ks = |wait: bool| -> Kustomization {
+            crate::yaml::from_str(&format!(
+                "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: a, namespace: n}}\nspec:\n  sourceRef: {{kind: GitRepository, name: r}}\n  interval: 1m\n  wait: {wait}\n  healthChecks:\n  - {{apiVersion: apps/v1, kind: Deployment, name: other, namespace: x}}\n  - {{kind: ConfigMap, name: cm, namespace: x}}\n"
+            ))
+            .unwrap()
+        };
+        let applied = vec![ObjectRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Service".into(),
+            namespace: Some("n".into()),
+            name: "s".into(),
+        }];
+        let targets = health_targets(&ks(true), &applied).unwrap();
+        assert_eq!(targets, applied);
+        let targets = health_targets(&ks(false), &applied).unwrap();
+        let ids: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{}/{}/{}", t.group, t.version, t.kind))
+            .collect();
+        assert_eq!(ids, ["apps/v1/Deployment", "/v1/ConfigMap"]);
+    }
+
+    #[test]
+    fn audit_findings_in_status_are_bounded() {
+        let failures: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+        let kept = audit_summary(&[], &failures);
+        assert_eq!(kept.len(), MAX_AUDIT_IN_STATUS);
+        assert_eq!(kept[MAX_AUDIT_IN_STATUS - 1], "... and 31 more");
+        assert_eq!(audit_summary(&[], &failures[..3]).len(), 3);
+    }
+
     #[test]
     fn stage_errors_know_their_reason() {
         assert_eq!(

@@ -412,6 +412,17 @@ mod tests {
         assert!(!rules.is_ignored("deploy/app.yaml", false));
     }
 
+    /// Deliberate difference from Flux (documented on `spec.ignore`): a `.sourceignore` adds
+    /// to the default exclusions instead of dropping them; `!` re-includes one.
+    #[test]
+    fn sourceignore_adds_to_the_default_exclusions() {
+        let mut rules = IgnoreRules::new(None);
+        rules.add_sourceignore("", b"secret.yaml\n!keep.zip\n");
+        assert!(rules.is_ignored("secret.yaml", false));
+        assert!(rules.is_ignored("bundle.tar.gz", false), "defaults stay");
+        assert!(!rules.is_ignored("keep.zip", false));
+    }
+
     #[test]
     fn sourceignore_is_relative_to_its_directory() {
         let mut rules = IgnoreRules::new(None);
