@@ -120,6 +120,28 @@ fn diff_shows_changes_and_exits_0_when_in_sync() {
     );
     assert!(!run.stdout.contains("hunter3"), "{}", run.stdout);
 
+    // spec.ignore: the reconciler keeps the live replicas, so diff shows no replicas change.
+    gitops_conformance::kubectl_ok(
+        &[
+            "-n",
+            n,
+            "patch",
+            "kustomizations.kubectl-gitops.io",
+            "vote-dev",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ignore":[{"paths":["/spec/replicas"],"target":{"kind":"Deployment"}}]}}"#,
+        ],
+        None,
+    );
+    let run = gitops(&["diff", "ks", "vote-dev", "-n", n, "--path", &d]).expect(1);
+    assert!(!run.stdout.contains("+  replicas: 4"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("► Secret/{n}/db configured")),
+        "{}",
+        run.stdout
+    );
+
     // Errors: no --path, unknown Kustomization, a broken build (diff: 6, build: 1).
     gitops(&["diff", "ks", "vote-dev", "-n", n]).expect(2);
     gitops(&["diff", "ks", "nope", "-n", n, "--path", &d]).expect(3);

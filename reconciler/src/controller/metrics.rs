@@ -190,6 +190,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn audit_violations_are_counted_per_kustomization_and_policy() {
+        let metrics = Metrics::default();
+        metrics.count_audit_violation("team", "app", "bounds");
+        metrics.count_audit_violation("team", "app", "bounds");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"gitops_policy_audit_violations_total{namespace="team",name="app",policy="bounds"} 2"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn exposition_contains_the_series() {
         let m = Metrics::default();
         m.reconcile_duration
