@@ -216,6 +216,22 @@ async fn build_and_diff_match_what_the_reconciler_applies_and_denies() {
     );
     let run = gitops(&["diff", "ks", "vote-dev", "-n", n, "--path", &path]).expect(6);
     assert!(run.stderr.contains(&message), "{}", run.stderr);
+    // diff with the Kustomization and the ClusterPolicies from files: the same denial.
+    let ks_arg = ks_file.to_string_lossy().into_owned();
+    let policies_arg = empty.to_string_lossy().into_owned();
+    let run = gitops(&[
+        "diff",
+        "ks",
+        "vote-dev",
+        "--path",
+        &path,
+        "--kustomization-file",
+        &ks_arg,
+        "--cluster-policies",
+        &policies_arg,
+    ])
+    .expect(6);
+    assert!(run.stderr.contains(&message), "{}", run.stderr);
 
     // The Service leaves the build: diff lists it as pruned (exit 1), and applies nothing.
     // (Only the local checkout changes: the reconciler must not prune it first.)
