@@ -7,8 +7,9 @@
 //! - partial versions and wildcards `x`, `X`, `*`: `1.2` and `1.2.x` mean `>=1.2.0 <1.3.0`,
 //!   `*` any version; a bare full version (`1.2.3`) is exact;
 //! - hyphen ranges `1.2 - 1.4.5` mean `>=1.2 <=1.4.5`;
-//! - a version with a prerelease matches a constraint only when that constraint names a
-//!   prerelease itself (`>=1.2.3-0`);
+//! - a version with a prerelease matches a comparison only when that comparison names a
+//!   prerelease itself (`>=1.2.3-0`), except an exact `!=`;
+//! - an empty constraint (or alternative) means any release.
 //! - a leading `v` is allowed; build metadata is ignored.
 
 use std::cmp::Ordering;
@@ -33,25 +34,24 @@ enum Op {
     Caret,
 }
 
+/// One comparison. The dirty flags follow Masterminds: `dirty` when any part is missing or a
+/// wildcard; then exactly one of `minor_dirty` (the minor is missing or a wildcard) and
+/// `patch_dirty` (only the patch is), or neither (the major itself is a wildcard).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Term {
     op: Op,
     /// The version with missing or wildcard parts as 0.
     version: Version,
-    /// Only the major was given (`1`, `1.x`, `*`).
+    dirty: bool,
     minor_dirty: bool,
-    /// The patch was not given (`1.2`, `1.2.x`).
     patch_dirty: bool,
-    /// `*` / `x` as the major: any version.
-    any: bool,
 }
 
-/// A version as written in a constraint or a tag.
+/// A version as written in a constraint or a tag: the version with missing or wildcard parts
+/// as 0, and how many leading parts were given as numbers (0 to 3).
 struct Partial {
     version: Version,
-    minor_dirty: bool,
-    patch_dirty: bool,
-    any: bool,
+    given: usize,
 }
 
 fn parse_partial(text: &str, wildcards: bool) -> Result<Partial, String> {
@@ -62,7 +62,7 @@ fn parse_partial(text: &str, wildcards: bool) -> Result<Partial, String> {
         None => (text, None),
     };
     let parts: Vec<&str> = core.split('.').collect();
-    if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
         return Err(format!("'{text}' is not a version"));
     }
     let mut numbers = [0u64; 3];
@@ -74,9 +74,6 @@ fn parse_partial(text: &str, wildcards: bool) -> Result<Partial, String> {
             }
             break;
         }
-        if part.len() > 1 && part.starts_with('0') {
-            return Err(format!("'{text}': leading zero in '{part}'"));
-        }
         numbers[i] = part
             .parse()
             .map_err(|_| format!("'{text}': '{part}' is not a number"))?;
@@ -87,12 +84,7 @@ fn parse_partial(text: &str, wildcards: bool) -> Result<Partial, String> {
         version.pre =
             Prerelease::new(pre).map_err(|e| format!("'{text}': prerelease '{pre}': {e}"))?;
     }
-    Ok(Partial {
-        version,
-        any: given == 0,
-        minor_dirty: given <= 1,
-        patch_dirty: given <= 2,
-    })
+    Ok(Partial { version, given })
 }
 
 /// Orders by major, minor, patch and prerelease (build metadata ignored).
@@ -103,24 +95,21 @@ fn compare(a: &Version, b: &Version) -> Ordering {
 }
 
 impl Term {
-    fn dirty(&self) -> bool {
-        self.any || self.minor_dirty || self.patch_dirty
-    }
-
     fn tilde(&self, v: &Version) -> bool {
-        compare(v, &self.version) != Ordering::Less
-            && (self.any
-                || (v.major == self.version.major
-                    && (self.minor_dirty || v.minor == self.version.minor)))
+        let c = &self.version;
+        if compare(v, c) == Ordering::Less {
+            return false;
+        }
+        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty {
+            return true;
+        }
+        v.major == c.major && (self.minor_dirty || v.minor == c.minor)
     }
 
     fn caret(&self, v: &Version) -> bool {
         let c = &self.version;
         if compare(v, c) == Ordering::Less {
             return false;
-        }
-        if self.any {
-            return true;
         }
         if c.major > 0 || self.minor_dirty {
             return v.major == c.major;
@@ -134,36 +123,57 @@ impl Term {
         v.minor == 0 && v.patch == c.patch
     }
 
+    fn not_equal(&self, v: &Version) -> bool {
+        let c = &self.version;
+        if !self.dirty {
+            return compare(v, c) != Ordering::Equal;
+        }
+        if c.major != v.major {
+            return true;
+        }
+        if self.minor_dirty {
+            return false;
+        }
+        if c.minor != v.minor {
+            return true;
+        }
+        if self.patch_dirty {
+            return v.pre != c.pre;
+        }
+        compare(v, c) != Ordering::Equal
+    }
+
     fn matches(&self, v: &Version) -> bool {
-        if !v.pre.is_empty() && self.version.pre.is_empty() {
+        // Masterminds: a prerelease version only meets a comparison that names a prerelease,
+        // except an exact `!=`.
+        let exact_ne = self.op == Op::Ne && !self.dirty;
+        if !v.pre.is_empty() && self.version.pre.is_empty() && !exact_ne {
             return false;
         }
         let c = &self.version;
         let order = compare(v, c);
         match self.op {
-            Op::Eq if self.dirty() => self.tilde(v),
+            Op::Eq if self.dirty => self.tilde(v),
             Op::Eq => order == Ordering::Equal,
-            Op::Ne if self.dirty() => !self.tilde(v),
-            Op::Ne => order != Ordering::Equal,
-            Op::Gt if !self.dirty() => order == Ordering::Greater,
+            Op::Ne => self.not_equal(v),
+            Op::Gt if !self.dirty => order == Ordering::Greater,
             Op::Gt => {
-                if self.any {
-                    false
-                } else if v.major != c.major {
+                if v.major != c.major {
                     v.major > c.major
                 } else if self.minor_dirty {
                     false
-                } else {
+                } else if self.patch_dirty {
                     v.minor > c.minor
+                } else {
+                    order == Ordering::Greater
                 }
             }
             Op::Lt => order == Ordering::Less,
             Op::Ge => order != Ordering::Less,
-            Op::Le if !self.dirty() => order != Ordering::Greater,
+            Op::Le if !self.dirty => order != Ordering::Greater,
             Op::Le => {
-                self.any
-                    || v.major < c.major
-                    || (v.major == c.major && (self.minor_dirty || v.minor <= c.minor))
+                !(v.major > c.major
+                    || (v.major == c.major && v.minor > c.minor && !self.minor_dirty))
             }
             Op::Tilde => self.tilde(v),
             Op::Caret => self.caret(v),
@@ -176,10 +186,21 @@ fn term(op: Op, text: &str) -> Result<Term, String> {
     Ok(Term {
         op,
         version: p.version,
-        minor_dirty: p.minor_dirty,
-        patch_dirty: p.patch_dirty,
-        any: p.any,
+        dirty: p.given < 3,
+        minor_dirty: p.given == 1,
+        patch_dirty: p.given == 2,
     })
+}
+
+/// The empty constraint: any release (Masterminds reads it as `*`).
+fn any() -> Term {
+    Term {
+        op: Op::Eq,
+        version: Version::new(0, 0, 0),
+        dirty: true,
+        minor_dirty: false,
+        patch_dirty: false,
+    }
 }
 
 /// One alternative: terms separated by commas or spaces, with hyphen ranges.
@@ -234,7 +255,7 @@ fn parse_alternative(text: &str) -> Result<Vec<Term>, String> {
         i += 1;
     }
     if terms.is_empty() {
-        return Err("empty constraint".into());
+        terms.push(any());
     }
     Ok(terms)
 }
@@ -326,13 +347,68 @@ mod tests {
         check(">=1.0.0", &["1.0.0"], &["1.1.0-rc.1"]);
         check(">=1.0.0-0", &["1.1.0-rc.1", "1.0.0"], &["0.9.0"]);
         check("*", &[], &["2.0.0-alpha"]);
+        check("!=1.2.3", &["1.3.0-rc.1"], &["1.2.3"]);
     }
 
     #[test]
     fn bad_constraints_are_refused() {
-        for bad in ["", "not a range", ">=", "1.2.3.4", "~>", "%1"] {
+        for bad in ["not a range", ">=", "1.2.3.4", "~>", "%1", "1..2"] {
             assert!(Constraint::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The rows `{"constraint", "version", bool},` of Go test function `name` in `text`.
+    fn go_rows(text: &str, name: &str) -> Vec<(String, String, bool)> {
+        let start = text
+            .find(&format!("func {name}("))
+            .unwrap_or_else(|| panic!("{name} not found"));
+        let body = &text[start..];
+        let body = &body[..body[1..].find("\nfunc ").map_or(body.len(), |i| i + 1)];
+        body.lines()
+            .filter_map(|line| {
+                let line = line.trim().strip_prefix("{\"")?.strip_suffix("},")?;
+                let (constraint, rest) = line.split_once("\", \"")?;
+                let (version, check) = rest.split_once("\", ")?;
+                Some((constraint.to_owned(), version.to_owned(), check == "true"))
+            })
+            .collect()
+    }
+
+    /// Masterminds' own test tables (TestConstraintCheck, TestConstraintsCheck of
+    /// github.com/Masterminds/semver/v3, read from the Go module cache at test time) give the
+    /// same answers here.
+    #[test]
+    fn agrees_with_masterminds_test_tables() {
+        let cache = std::env::var_os("GOMODCACHE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join("go/pkg/mod"))
+            });
+        let file =
+            cache.map(|c| c.join("github.com/!masterminds/semver/v3@v3.3.0/constraints_test.go"));
+        let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) else {
+            eprintln!("Masterminds/semver v3.3.0 is not in the Go module cache: {file:?}; skipped");
+            return;
+        };
+        let mut rows = go_rows(&text, "TestConstraintCheck");
+        rows.extend(go_rows(&text, "TestConstraintsCheck"));
+        assert!(rows.len() > 150, "only {} rows read", rows.len());
+        let mut wrong = Vec::new();
+        for (constraint, version, expected) in &rows {
+            let c = Constraint::parse(constraint)
+                .unwrap_or_else(|e| panic!("{constraint:?} refused: {e}"));
+            let v = tag_version(version).unwrap_or_else(|| panic!("version {version:?}"));
+            if c.matches(&v) != *expected {
+                wrong.push(format!("{constraint:?} {version:?} wanted {expected}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} rows differ:\n{}",
+            wrong.len(),
+            rows.len(),
+            wrong.join("\n")
+        );
     }
 
     #[test]
