@@ -200,7 +200,6 @@ impl StageError {
 impl From<RenderError> for StageError {
     fn from(e: RenderError) -> Self {
         match e {
-            RenderError::InvalidSpec(m) => StageError::InvalidSpec(m),
             RenderError::Build(m) => StageError::Build(m),
             RenderError::Policy {
                 reason,

@@ -104,9 +104,6 @@ pub struct Rendered {
 /// Why a render produced nothing; each variant is one stage's failure reason.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// The spec cannot be rendered as written (condition reason InvalidSpec).
-    #[error("{0}")]
-    InvalidSpec(String),
     /// Substitution sources or the kustomize build failed (BuildFailed).
     #[error("{0}")]
     Build(String),
@@ -256,7 +253,8 @@ fn run_audit(
     let mut failures = Vec::new();
     for step in steps {
         let step = PolicyStep {
-            // An audit step never blocks, also when it cannot run.
+            // A failure must come back as an error to be reported (it never blocks: the
+            // caller only records it).
             failure_policy: FailurePolicy::Fail,
             ..step.clone()
         };
