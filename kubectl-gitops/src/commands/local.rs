@@ -212,6 +212,24 @@ async fn prepare(
             "spec.wait is true, so spec.healthChecks is ignored (as in Flux): every applied object is checked",
         )?;
     }
+    let cluster_policies = match &args.cluster_policies {
+        Some(dir) => Some(read_objects("--cluster-policies", dir)?),
+        None => None,
+    };
+    if let Some(objects) = &cluster_policies {
+        let namespace = ks.metadata.namespace.as_deref().unwrap_or_default();
+        let selects_namespaces = objects.iter().any(|o| {
+            o["kind"] == "ClusterPolicy" && !o["spec"]["selector"]["namespaceSelector"].is_null()
+        });
+        let labelled = objects
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == namespace);
+        if selects_namespaces && !labelled {
+            ui.warning(&format!(
+                "--cluster-policies holds no Namespace {namespace}: namespace selectors see only its kubernetes.io/metadata.name label"
+            ))?;
+        }
+    }
     Ok(Prepared {
         ks,
         root,
@@ -221,10 +239,7 @@ async fn prepare(
             Some(file) => Some(read_objects("--substitute-from", file)?),
             None => None,
         },
-        cluster_policies: match &args.cluster_policies {
-            Some(dir) => Some(read_objects("--cluster-policies", dir)?),
-            None => None,
-        },
+        cluster_policies,
     })
 }
 

@@ -150,16 +150,9 @@ pub enum StageError {
     DependencyCycle(String),
     #[error(transparent)]
     Artifact(#[from] FetchError),
-    #[error("{0}")]
-    Build(String),
-    #[error("{message}")]
-    Policy {
-        reason: &'static str,
-        message: String,
-        /// Retrying the same spec and revision cannot help (a denial, a bad module, a policy
-        /// that failed the same way it will again): the message names the policy.
-        stalled: bool,
-    },
+    /// Build, substitution, policy or plan (see [`RenderError::reason`]).
+    #[error(transparent)]
+    Render(#[from] RenderError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("{0}")]
@@ -178,8 +171,7 @@ impl StageError {
                 reasons::DEPENDENCY_NOT_READY
             }
             StageError::Artifact(_) => reasons::ARTIFACT_FAILED,
-            StageError::Build(_) => reasons::BUILD_FAILED,
-            StageError::Policy { reason, .. } => reason,
+            StageError::Render(e) => e.reason(),
             StageError::Apply(_) => reasons::APPLY_FAILED,
             StageError::Prune(_) => reasons::PRUNE_FAILED,
             StageError::Health(_) => reasons::HEALTH_CHECK_FAILED,
@@ -190,29 +182,8 @@ impl StageError {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            StageError::InvalidSpec(_)
-                | StageError::DependencyCycle(_)
-                | StageError::Policy { stalled: true, .. }
-        )
-    }
-}
-
-impl From<RenderError> for StageError {
-    fn from(e: RenderError) -> Self {
-        match e {
-            RenderError::Build(m) => StageError::Build(m),
-            RenderError::Policy {
-                reason,
-                message,
-                stalled,
-                ..
-            } => StageError::Policy {
-                reason,
-                message,
-                stalled,
-            },
-            RenderError::Plan(e) => StageError::Apply(e),
-        }
+            StageError::InvalidSpec(_) | StageError::DependencyCycle(_)
+        ) || matches!(self, StageError::Render(e) if e.is_stalled())
     }
 }
 
@@ -1230,7 +1201,7 @@ mod tests {
     #[test]
     fn stage_errors_know_their_reason() {
         assert_eq!(
-            StageError::Build("x".into()).reason(),
+            StageError::Render(RenderError::Build("x".into())).reason(),
             reasons::BUILD_FAILED
         );
         assert!(StageError::DependencyCycle("a -> a".into()).is_stalled());

@@ -122,6 +122,23 @@ pub enum RenderError {
     Plan(#[from] ApplyError),
 }
 
+impl RenderError {
+    /// The condition reason: BuildFailed, PolicyDenied, PolicyFailed or ApplyFailed.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RenderError::Build(_) => reasons::BUILD_FAILED,
+            RenderError::Policy { reason, .. } => reason,
+            RenderError::Plan(_) => reasons::APPLY_FAILED,
+        }
+    }
+
+    /// True when retrying the same spec and revision cannot help (a denial, a bad module, a
+    /// policy that fails the same way again): the message names the policy.
+    pub fn is_stalled(&self) -> bool {
+        matches!(self, RenderError::Policy { stalled: true, .. })
+    }
+}
+
 fn policy_failed(message: String) -> RenderError {
     RenderError::Policy {
         reason: reasons::POLICY_FAILED,
