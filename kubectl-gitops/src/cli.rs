@@ -11,7 +11,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (diff: no differences)
   1  the operation ran and reports a failure: a reconcile ended not Ready, check found a problem,
-     diff found differences
+     build was denied by a policy, diff found differences
   2  invalid usage: unknown or conflicting flags, malformed values
   3  an object named on the command line does not exist
   4  the cluster cannot be reached or refused the credentials
@@ -500,9 +500,24 @@ pub enum LocalBuildCommand {
 #[derive(Args, Debug, Clone)]
 pub struct LocalBuildArgs {
     pub name: String,
-    /// Build this local directory instead of the source's artifact.
+    /// The local directory that stands for the Kustomization's spec.path (module paths and
+    /// kustomize's file access are relative to the git checkout that holds it).
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
+    /// Read the Kustomization from this manifest instead of the cluster (as in Flux).
+    #[arg(long, value_name = "FILE")]
+    pub kustomization_file: Option<PathBuf>,
+    /// ClusterPolicy (and Namespace) manifests, a file or a directory of .yaml/.yml/.json
+    /// files, standing for the cluster's ClusterPolicies.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_policies: Option<PathBuf>,
+    /// ConfigMap and Secret manifests standing for the cluster's in postBuild.substituteFrom.
+    #[arg(long, value_name = "FILE")]
+    pub substitute_from: Option<PathBuf>,
+    /// Never contact a cluster (needs --kustomization-file): what no flag provides is absent,
+    /// and substituteFrom objects not in --substitute-from are skipped, as in Flux.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,12 +1,51 @@
 //! `kubectl gitops build|diff kustomization NAME --path DIR` against a real apiserver: the
 //! reconciler's build engine renders the local directory with the Kustomization's spec; diff
-//! server-side dry-runs each object and exits 1 on differences (0 when in sync), masking Secret
-//! values.
+//! server-side dry-runs each object and exits 1 on differences (0 when in sync, 6 for a failed
+//! build), masking Secret values.
 
 mod cli_support;
+mod kustomization_support;
 
 use cli_support::*;
-use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
+use gitops_conformance::{TestNamespace, install_crds};
+use gitops_reconciler::api::Kustomization;
+use gitops_reconciler::apply::{self, Resolver};
+use gitops_reconciler::controller::kustomization::PolicyEngine;
+use gitops_reconciler::controller::render::{self, Cluster, Lookups, RenderInput};
+
+/// Renders `dir` for Kustomization vote-dev and applies it with the reconciler's own code.
+fn apply_as_the_reconciler(namespace: &str, dir: &std::path::Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = kustomization_support::client().await;
+        let api: kube::Api<Kustomization> = kube::Api::namespaced(client.clone(), namespace);
+        let ks = api.get("vote-dev").await.unwrap();
+        let resolver = Resolver::new();
+        let input = RenderInput {
+            kustomization: &ks,
+            root: dir,
+            path: Some(String::new()),
+            revision: "",
+            default_service_account: None,
+            dry_run: false,
+        };
+        let lookups = Lookups {
+            cluster: Some(Cluster {
+                tenant: &client,
+                admin: &client,
+                resolver: &resolver,
+            }),
+            ..Lookups::default()
+        };
+        let engine = PolicyEngine::on_first_use(Default::default());
+        let rendered = render::render(&input, &lookups, &engine).await.unwrap();
+        let opts =
+            kustomization_support::options(kustomization_support::owner("vote-dev", namespace));
+        apply::apply(&client, &resolver, &rendered.plan, &opts)
+            .await
+            .unwrap();
+    });
+}
 
 fn write_app(dir: &std::path::Path, replicas: u32, password: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -56,22 +95,8 @@ fn diff_shows_changes_and_exits_0_when_in_sync() {
     );
     assert!(run.stdout.contains("*****"), "{}", run.stdout);
 
-    // Apply exactly what the reconciler would (its field manager, its owner labels): in sync.
-    let owner =
-        format!("labels: {{kubectl-gitops.io/name: vote-dev, kubectl-gitops.io/namespace: {n}}}");
-    let applied = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: vote, namespace: {n}, {owner}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: vote}}}}\n  template:\n    metadata: {{labels: {{app: vote}}}}\n    spec:\n      containers: [{{name: vote, image: schooldevops/vote:v1}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {n}, {owner}}}\nstringData: {{password: hunter2}}\n"
-    );
-    kubectl_ok(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=gitops-reconciler",
-            "-f",
-            "-",
-        ],
-        Some(&applied),
-    );
+    // Apply exactly what the reconciler would (its render, its apply): in sync.
+    apply_as_the_reconciler(n, &dir);
     let run = gitops(&["diff", "ks", "vote-dev", "-n", n, "--path", &d]).expect(0);
     assert!(
         run.stderr.contains("no differences"),
@@ -95,7 +120,29 @@ fn diff_shows_changes_and_exits_0_when_in_sync() {
     );
     assert!(!run.stdout.contains("hunter3"), "{}", run.stdout);
 
-    // Errors: no --path, unknown Kustomization, a broken build.
+    // spec.ignore: the reconciler keeps the live replicas, so diff shows no replicas change.
+    gitops_conformance::kubectl_ok(
+        &[
+            "-n",
+            n,
+            "patch",
+            "kustomizations.kubectl-gitops.io",
+            "vote-dev",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ignore":[{"paths":["/spec/replicas"],"target":{"kind":"Deployment"}}]}}"#,
+        ],
+        None,
+    );
+    let run = gitops(&["diff", "ks", "vote-dev", "-n", n, "--path", &d]).expect(1);
+    assert!(!run.stdout.contains("+  replicas: 4"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("► Secret/{n}/db configured")),
+        "{}",
+        run.stdout
+    );
+
+    // Errors: no --path, unknown Kustomization, a broken build (diff: 6, build: 1).
     gitops(&["diff", "ks", "vote-dev", "-n", n]).expect(2);
     gitops(&["diff", "ks", "nope", "-n", n, "--path", &d]).expect(3);
     std::fs::write(
@@ -103,11 +150,9 @@ fn diff_shows_changes_and_exits_0_when_in_sync() {
         "resources:\n- missing.yaml\n",
     )
     .unwrap();
+    let run = gitops(&["diff", "ks", "vote-dev", "-n", n, "--path", &d]).expect(6);
+    assert!(run.stderr.contains("missing.yaml"), "{}", run.stderr);
     let run = gitops(&["build", "ks", "vote-dev", "-n", n, "--path", &d]).expect(1);
-    assert!(
-        run.stderr.contains("build failed") && run.stderr.contains("missing.yaml"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("missing.yaml"), "{}", run.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }

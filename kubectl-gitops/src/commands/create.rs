@@ -309,7 +309,7 @@ pub fn kustomization(
     Ok((ks, config_maps))
 }
 
-/// `[GitRepository/][namespace/]name`.
+/// `[GitRepository/][namespace/]name`, or Flux's `[GitRepository/]name.namespace`.
 fn parse_source(text: &str) -> anyhow::Result<SourceReference> {
     let invalid = || {
         fail(
@@ -339,6 +339,21 @@ fn parse_source(text: &str) -> anyhow::Result<SourceReference> {
             ),
         ));
     }
+    // Flux's form: the namespace after the first dot. A name with more dots is ambiguous (Flux
+    // would silently drop the rest): spell it NAMESPACE/NAME instead.
+    let (name, namespace) = match (namespace, name.split_once('.')) {
+        (None, Some((_, ns))) if ns.contains('.') => {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "invalid --source '{}': more than one '.'; use [GitRepository/]NAMESPACE/NAME for names with dots",
+                    escape(text)
+                ),
+            ));
+        }
+        (None, Some((name, ns))) => (name, Some(ns)),
+        (namespace, _) => (name, namespace),
+    };
     if name.is_empty() || namespace.is_some_and(str::is_empty) {
         return Err(invalid());
     }
@@ -429,14 +444,17 @@ fn parse_builtin_policy(text: &str) -> anyhow::Result<PolicyReference> {
         Some((name, config)) => (name, Some(read_config(config)?)),
         None => (rest, None),
     };
-    const BUILTINS: [&str; 3] = ["image-pinning", "replica-bounds", "target-namespace"];
-    if !BUILTINS.contains(&name) {
+    let builtins: Vec<&str> = gitops_reconciler::policy::BUILTINS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    if !builtins.contains(&name) {
         return Err(fail(
             Exit::Usage,
             format!(
                 "unknown builtin policy '{}': expected one of {}",
                 escape(name),
-                BUILTINS.join(", ")
+                builtins.join(", ")
             ),
         ));
     }
@@ -451,6 +469,7 @@ fn parse_builtin_policy(text: &str) -> anyhow::Result<PolicyReference> {
         },
         config,
         failure_policy: None,
+        mode: None,
     })
 }
 
@@ -524,6 +543,7 @@ fn policy_module(
         },
         config,
         failure_policy: None,
+        mode: None,
     };
     Ok((policy, cm))
 }
@@ -599,6 +619,30 @@ pub fn git_secret(namespace: &str, args: &CreateSecretGitArgs) -> anyhow::Result
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
+
+    /// Flux: `--source` is `[<kind>/]<name>.<namespace>`.
+    #[test]
+    fn source_accepts_fluxs_name_dot_namespace_form() {
+        let parsed = |t: &str| {
+            let s = parse_source(t).unwrap();
+            (s.name, s.namespace)
+        };
+        assert_eq!(
+            parsed("GitRepository/app.flux-system"),
+            ("app".to_owned(), Some("flux-system".to_owned()))
+        );
+        assert_eq!(
+            parsed("app.team"),
+            ("app".to_owned(), Some("team".to_owned()))
+        );
+        assert_eq!(
+            parsed("team/app.v2"),
+            ("app.v2".to_owned(), Some("team".to_owned()))
+        );
+        assert_eq!(parsed("app"), ("app".to_owned(), None));
+        assert!(parse_source("a.b.c").is_err());
+        assert!(parse_source("app.").is_err());
+    }
     use clap::Parser as _;
 
     fn parse_ks(extra: &[&str]) -> anyhow::Result<(Kustomization, Vec<ConfigMap>)> {

@@ -1,137 +1,158 @@
 //! `build kustomization NAME --path DIR` and `diff kustomization NAME --path DIR`: the
-//! reconciler's own build engine (`gitops_reconciler::build`) run on a local checkout with the
-//! Kustomization's spec from the cluster; `diff` then server-side dry-runs every object as the
-//! reconciler would apply it and prints a unified diff against the live state (Secret values
-//! masked).
+//! reconciler's own render ([`gitops_reconciler::controller::render`]: build, substitutions,
+//! the Kustomization's policies and the ClusterPolicies that select it, target namespace, owner
+//! labels, intent digest) on a local checkout. `build` prints the objects exactly as the
+//! reconciler would apply them; `diff` previews the apply (live reads, drift rules, server-side
+//! dry-run) and the prune with the reconciler's apply code.
 //!
-//! Caveat: the policy host (WebAssembly) is not wired into the CLI yet, so `spec.policies` are
-//! reported as skipped; `spec.targetNamespace` is applied here the way the built-in
-//! `target-namespace` policy documents it (namespaced objects only, Namespace objects untouched).
+//! Offline: with `--kustomization-file`, `--cluster-policies` and (when the Kustomization uses
+//! substituteFrom) `--substitute-from`, `build` needs no cluster; `--dry-run` never dials.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use gitops_reconciler::api::Kustomization;
-use gitops_reconciler::api::conditions::meta;
-use gitops_reconciler::api::kustomization::SubstituteKind;
-use gitops_reconciler::build::{self, BuildOptions};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::discovery::Scope;
+use gitops_reconciler::apply::{
+    self, Action, ApplyOptions, DriftRules, ObjectRef, Owner, Previewed, Resolver,
+};
+use gitops_reconciler::controller::kustomization::PolicyEngine;
+use gitops_reconciler::controller::render::{
+    self, Cluster, Lookups, RenderError, RenderInput, Rendered,
+};
+use gitops_reconciler::policy::{HostConfig, Violation};
 use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::cli::{GlobalArgs, LocalBuildArgs, LocalBuildCommand};
 use crate::cluster;
 use crate::error::{Exit, Failure, fail};
-use crate::ui::{Ui, escape};
-
-/// Kinds the target namespace never applies to (diff resolves every kind by discovery and
-/// drops a namespace from any other cluster-scoped kind).
-const CLUSTER_SCOPED: [&str; 14] = [
-    "Namespace",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "PersistentVolume",
-    "StorageClass",
-    "PriorityClass",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
-    "APIService",
-    "IngressClass",
-    "RuntimeClass",
-    "ClusterPolicy",
-    "Node",
-];
-
-/// Builds the objects of `ks` from `dir` (the directory that stands for `spec.path`).
-async fn render(
-    client: &Client,
-    ks: &Kustomization,
-    dir: &Path,
-    ui: &mut Ui<'_>,
-) -> anyhow::Result<Vec<Value>> {
-    if !dir.is_dir() {
-        return Err(fail(
-            Exit::Usage,
-            format!("--path {} is not a directory", dir.display()),
-        ));
-    }
-    let mut options = BuildOptions::from_spec(&ks.spec);
-    options.path = String::new();
-    let namespace = ks.metadata.namespace.clone().unwrap_or_default();
-    if let Some(post) = &ks.spec.post_build {
-        for reference in &post.substitute_from {
-            let values = match reference.kind {
-                SubstituteKind::ConfigMap => {
-                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-                    api.get_opt(&reference.name)
-                        .await?
-                        .map(|cm| cm.data.unwrap_or_default())
-                }
-                SubstituteKind::Secret => {
-                    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-                    api.get_opt(&reference.name).await?.map(|s| {
-                        s.data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                            .collect::<BTreeMap<_, _>>()
-                    })
-                }
-            };
-            match values {
-                // Later sources override earlier ones; inline `substitute` wins over all.
-                Some(values) => {
-                    for (k, v) in values {
-                        options.substitute.entry(k).or_insert(v);
-                    }
-                }
-                None if reference.optional == Some(true) => {}
-                None => {
-                    return Err(fail(
-                        Exit::NotFound,
-                        format!(
-                            "postBuild.substituteFrom: {:?} {namespace}/{} not found",
-                            reference.kind, reference.name
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    let root = dir.to_path_buf();
-    let mut objects = tokio::task::spawn_blocking(move || build::build(&root, &options))
-        .await?
-        .map_err(|e| fail(Exit::Failed, format!("build failed: {e}")))?;
-    if !ks.spec.policies.is_empty() {
-        ui.warning(&format!(
-            "{} policies of the Kustomization were not run: this CLI build has no policy host",
-            ks.spec.policies.len()
-        ))?;
-    }
-    if let Some(target) = &ks.spec.target_namespace {
-        for object in &mut objects {
-            let kind = object["kind"].as_str().unwrap_or_default();
-            if !CLUSTER_SCOPED.contains(&kind) && object["metadata"].is_object() {
-                object["metadata"]["namespace"] = target.as_str().into();
-            }
-        }
-    }
-    Ok(objects)
-}
+use crate::ui::{Ui, escape, render_table};
 
 fn args(command: LocalBuildCommand) -> LocalBuildArgs {
     let LocalBuildCommand::Kustomization(args) = command;
     args
 }
 
-async fn kustomization(
+/// Which command renders: they differ only in the exit code of a failed render (`diff` keeps
+/// 1 for "differences", so its errors exit 6).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Build,
+    Diff,
+}
+
+impl Command {
+    fn failed(self) -> Exit {
+        match self {
+            Command::Build => Exit::Failed,
+            Command::Diff => Exit::Other,
+        }
+    }
+}
+
+/// The Kustomization, the directory, and everything the render needs.
+struct Prepared {
+    ks: Kustomization,
+    /// The git checkout holding `--path` (or `--path` itself outside git).
+    root: PathBuf,
+    /// `--path` relative to `root`.
+    path: String,
+    client: Option<Client>,
+    substitute_from: Option<Vec<Value>>,
+    cluster_policies: Option<Vec<Value>>,
+}
+
+fn read_objects(flag: &str, path: &Path) -> anyhow::Result<Vec<Value>> {
+    gitops_reconciler::policy::read_manifests(path)
+        .map_err(|e| fail(Exit::Usage, format!("{flag}: {e}")))
+}
+
+/// The Kustomization named `name` among the manifests of `file` (its namespace: the manifest's,
+/// else `-n`).
+fn kustomization_from_file(
+    file: &Path,
+    name: &str,
+    namespace: &str,
+) -> anyhow::Result<Kustomization> {
+    let objects = read_objects("--kustomization-file", file)?;
+    let found = objects.into_iter().find(|o| {
+        o["kind"] == "Kustomization"
+            && o["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("kubectl-gitops.io/"))
+            && o["metadata"]["name"] == name
+    });
+    let Some(object) = found else {
+        return Err(fail(
+            Exit::NotFound,
+            format!(
+                "--kustomization-file {}: no kubectl-gitops.io Kustomization named {name}",
+                file.display()
+            ),
+        ));
+    };
+    let mut ks: Kustomization = serde_json::from_value(object).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!(
+                "--kustomization-file {}: Kustomization {name}: {e}",
+                file.display()
+            ),
+        )
+    })?;
+    if ks.metadata.namespace.as_deref().is_none_or(str::is_empty) {
+        ks.metadata.namespace = Some(namespace.to_owned());
+    }
+    Ok(ks)
+}
+
+/// The nearest directory at or above `dir` holding `.git` (the artifact root the reconciler
+/// would see), and `dir` relative to it; outside git, `dir` itself.
+fn checkout_root(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| fail(Exit::Usage, format!("--path {}: {e}", dir.display())))?;
+    if !dir.is_dir() {
+        return Err(fail(
+            Exit::Usage,
+            format!("--path {} is not a directory", dir.display()),
+        ));
+    }
+    let root = dir
+        .ancestors()
+        .find(|a| a.join(".git").exists())
+        .unwrap_or(&dir)
+        .to_owned();
+    let relative = dir
+        .strip_prefix(&root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((root, relative))
+}
+
+/// Whether anything the render needs must come from the cluster.
+fn needs_cluster(args: &LocalBuildArgs, ks: Option<&Kustomization>) -> bool {
+    let Some(ks) = ks else { return true };
+    let substitutes = ks
+        .spec
+        .post_build
+        .as_ref()
+        .is_some_and(|p| !p.substitute_from.is_empty());
+    let config_maps = ks
+        .spec
+        .policies
+        .iter()
+        .any(|p| p.module.config_map_ref.is_some());
+    args.cluster_policies.is_none()
+        || (substitutes && args.substitute_from.is_none())
+        || config_maps
+}
+
+async fn prepare(
     global: &GlobalArgs,
     args: &LocalBuildArgs,
-) -> anyhow::Result<(Client, Kustomization, std::path::PathBuf)> {
+    command: Command,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Prepared> {
     let Some(dir) = args.path.clone() else {
         return Err(Failure::new(
             Exit::Usage,
@@ -140,10 +161,172 @@ async fn kustomization(
         .hint("e.g. kubectl gitops build kustomization vote-dev --path ./deploy/vote")
         .into());
     };
-    let client = cluster::connect(global).await?;
-    let api: Api<Kustomization> = Api::namespaced(client.clone(), &global.namespace);
-    let ks = cluster::get(&api, &global.namespace, &args.name).await?;
-    Ok((client, ks, dir))
+    if args.dry_run && args.kustomization_file.is_none() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "--dry-run needs --kustomization-file (without a cluster the Kustomization comes from a file)",
+        )
+        .into());
+    }
+    if args.dry_run && command == Command::Diff {
+        return Err(fail(
+            Exit::Usage,
+            "diff compares with the cluster: --dry-run is for build",
+        ));
+    }
+    let (root, path) = checkout_root(&dir)?;
+    let from_file = match &args.kustomization_file {
+        Some(file) => Some(kustomization_from_file(
+            file,
+            &args.name,
+            &global.namespace,
+        )?),
+        None => None,
+    };
+    let client =
+        if command == Command::Diff || (!args.dry_run && needs_cluster(args, from_file.as_ref())) {
+            Some(cluster::connect(global).await?)
+        } else {
+            None
+        };
+    let ks = match (from_file, &client) {
+        (Some(ks), _) => ks,
+        (None, Some(client)) => {
+            let api: Api<Kustomization> = Api::namespaced(client.clone(), &global.namespace);
+            cluster::get(&api, &global.namespace, &args.name).await?
+        }
+        (None, None) => {
+            return Err(fail(
+                Exit::Usage,
+                "without a cluster the Kustomization must come from --kustomization-file",
+            ));
+        }
+    };
+    if args.dry_run && args.cluster_policies.is_none() {
+        ui.warning(
+            "--dry-run without --cluster-policies: no ClusterPolicy runs (the cluster's are not read)",
+        )?;
+    }
+    if ks.spec.wait.unwrap_or(false) && !ks.spec.health_checks.is_empty() {
+        ui.warning(
+            "spec.wait is true, so spec.healthChecks is ignored (as in Flux): every applied object is checked",
+        )?;
+    }
+    let cluster_policies = match &args.cluster_policies {
+        Some(dir) => Some(read_objects("--cluster-policies", dir)?),
+        None => None,
+    };
+    if let Some(objects) = &cluster_policies {
+        let namespace = ks.metadata.namespace.as_deref().unwrap_or_default();
+        let selects_namespaces = objects.iter().any(|o| {
+            o["kind"] == "ClusterPolicy" && !o["spec"]["selector"]["namespaceSelector"].is_null()
+        });
+        let labelled = objects
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == namespace);
+        if selects_namespaces && !labelled {
+            ui.warning(&format!(
+                "--cluster-policies holds no Namespace {namespace}: namespace selectors see only its kubernetes.io/metadata.name label"
+            ))?;
+        }
+    }
+    Ok(Prepared {
+        ks,
+        root,
+        path,
+        client,
+        substitute_from: match &args.substitute_from {
+            Some(file) => Some(read_objects("--substitute-from", file)?),
+            None => None,
+        },
+        cluster_policies,
+    })
+}
+
+/// Runs the reconciler's render; a denial prints the violation table (on stderr) and fails.
+async fn run_render(
+    prepared: &Prepared,
+    resolver: &Resolver,
+    dry_run: bool,
+    command: Command,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Rendered> {
+    let input = RenderInput {
+        kustomization: &prepared.ks,
+        root: &prepared.root,
+        path: Some(prepared.path.clone()),
+        revision: "",
+        default_service_account: None,
+        dry_run: true,
+    };
+    let lookups = Lookups {
+        cluster: prepared.client.as_ref().map(|c| Cluster {
+            tenant: c,
+            admin: c,
+            resolver,
+        }),
+        substitute_from: prepared.substitute_from.clone(),
+        cluster_policies: prepared.cluster_policies.clone(),
+        skip_missing_substitutions: dry_run,
+    };
+    let engine = PolicyEngine::on_first_use(HostConfig {
+        cache_dir: super::policy::cache_dir(),
+        ..HostConfig::default()
+    });
+    let rendered = match render::render(&input, &lookups, &engine).await {
+        Ok(rendered) => rendered,
+        Err(RenderError::Policy {
+            reason,
+            message,
+            violations,
+            ..
+        }) => {
+            if !violations.is_empty() {
+                write!(ui.err, "{}", violation_table(&violations))?;
+            }
+            return Err(fail(command.failed(), format!("{reason}: {message}")));
+        }
+        Err(e) => return Err(fail(command.failed(), format!("{e}"))),
+    };
+    for notice in &rendered.notices {
+        ui.warning(notice)?;
+    }
+    let findings: Vec<Violation> = rendered
+        .warnings
+        .iter()
+        .chain(&rendered.audit)
+        .cloned()
+        .collect();
+    if !findings.is_empty() {
+        write!(ui.err, "{}", violation_table(&findings))?;
+    }
+    if !rendered.audit.is_empty() {
+        ui.warning(&format!(
+            "{} violation(s) of policies in audit mode (reported, not enforced)",
+            rendered.audit.len()
+        ))?;
+    }
+    for failure in &rendered.ignored_failures {
+        ui.warning(&format!("policy did not run: {failure}"))?;
+    }
+    Ok(rendered)
+}
+
+/// Violations as the reconciler reports them, one row each.
+fn violation_table(violations: &[Violation]) -> String {
+    let rows: Vec<Vec<String>> = violations
+        .iter()
+        .map(|v| {
+            let mut row = vec![v.policy.clone()];
+            row.extend(super::policy::violation_cells(v));
+            row
+        })
+        .collect();
+    render_table(
+        &["POLICY", "SEVERITY", "OBJECT", "FIELD", "MESSAGE"],
+        &rows,
+        false,
+    )
 }
 
 pub async fn build(
@@ -152,10 +335,16 @@ pub async fn build(
     ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
     let args = args(command);
-    let (client, ks, dir) = kustomization(global, &args).await?;
-    let objects = render(&client, &ks, &dir, ui).await?;
+    let prepared = prepare(global, &args, Command::Build, ui).await?;
+    let resolver = Resolver::new();
+    let rendered = run_render(&prepared, &resolver, args.dry_run, Command::Build, ui).await?;
     // Secret values never reach the output, not even from a local checkout.
-    let objects: Vec<Value> = objects.into_iter().map(mask_secret).collect();
+    let objects: Vec<Value> = rendered
+        .plan
+        .objects
+        .into_iter()
+        .map(|p| mask_secret(p.intent))
+        .collect();
     write!(ui.out, "{}", crate::objects::yaml_stream(&objects)?)?;
     Ok(Exit::Success)
 }
@@ -166,65 +355,118 @@ pub async fn diff(
     ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
     let args = args(command);
-    let (client, ks, dir) = kustomization(global, &args).await?;
-    let mut objects = render(&client, &ks, &dir, ui).await?;
-    let ks_ns = global.namespace.clone();
+    let prepared = prepare(global, &args, Command::Diff, ui).await?;
+    let Some(client) = prepared.client.clone() else {
+        return Err(fail(Exit::Usage, "diff needs a cluster"));
+    };
+    // The render's resolver expects the kinds the build's CRDs define (and waits for them); the
+    // preview reports those as created at once.
+    let resolver = Resolver::new();
+    let rendered = run_render(&prepared, &resolver, false, Command::Diff, ui).await?;
+    let ks = &prepared.ks;
+    let owner = Owner {
+        name: ks.metadata.name.clone().unwrap_or_default(),
+        namespace: ks.metadata.namespace.clone().unwrap_or_default(),
+    };
+    let opts = ApplyOptions {
+        owner: owner.clone(),
+        force: ks.spec.force.unwrap_or(false),
+        concurrency: 8,
+        drift: DriftRules::new(&ks.spec.ignore)
+            .map_err(|e| fail(Exit::Usage, format!("spec.ignore: {e}")))?,
+        definitions_timeout: std::time::Duration::from_secs(0),
+        owner_lookup: Some(apply::OwnerLookup::new(client.clone())),
+    };
+    let preview_resolver = Resolver::new();
+    let previews = apply::preview(&client, &preview_resolver, &rendered.plan, &opts)
+        .await
+        .map_err(|e| fail(Exit::Other, format!("{e}")))?;
     let mut changed = false;
-    for object in &mut objects {
-        // What the reconciler adds to every object it applies.
-        let labels = object["metadata"]
-            .as_object_mut()
-            .map(|m| m.entry("labels").or_insert_with(|| serde_json::json!({})));
-        if let Some(labels) = labels {
-            labels[meta::OWNER_NAME_LABEL] = args.name.as_str().into();
-            labels[meta::OWNER_NAMESPACE_LABEL] = ks_ns.as_str().into();
-        }
-        if let (Some(target), None) = (
-            &ks.spec.target_namespace,
-            object["metadata"]["namespace"].as_str(),
-        ) {
-            // Decided per kind below: only namespaced kinds take the target namespace.
-            object["metadata"]["namespace"] = target.as_str().into();
-        }
-        let (api, name, label) = dynamic_api(&client, &mut *object).await?;
-        let live = api
-            .get_opt(&name)
-            .await
-            .with_context(|| format!("reading {label}"))?;
-        let params = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
-        let desired = api
-            .patch(&name, &params, &Patch::Apply(&*object))
-            .await
-            .with_context(|| format!("server-side dry-run of {label}"))?;
-        let desired = comparable(serde_json::to_value(desired)?);
-        let live = live
-            .map(|l| serde_json::to_value(l).map(comparable))
-            .transpose()?;
-        let (old, new) = (
-            live.as_ref().map(yaml).transpose()?.unwrap_or_default(),
-            yaml(&desired)?,
-        );
-        if old == new {
-            continue;
-        }
-        changed = true;
-        let header = if live.is_none() {
-            "created"
-        } else {
-            "configured"
-        };
-        let text = similar::TextDiff::from_lines(&old, &new)
-            .unified_diff()
-            .context_radius(3)
-            .header(&format!("live {label}"), &format!("desired {label}"))
-            .to_string();
-        writeln!(ui.out, "► {} {header}", escape(&label))?;
-        ui.diff(&text)?;
+    for preview in &previews {
+        changed |= print_preview(preview, ui)?;
     }
+    changed |= print_prune(&client, &preview_resolver, ks, &rendered, &owner, ui).await?;
     if !changed {
         ui.success("no differences")?;
     }
     Ok(if changed { Exit::Failed } else { Exit::Success })
+}
+
+fn label(id: &ObjectRef) -> String {
+    match &id.namespace {
+        Some(ns) => format!("{}/{ns}/{}", id.kind, id.name),
+        None => format!("{}/{}", id.kind, id.name),
+    }
+}
+
+/// Prints one object's change; true when it would change.
+fn print_preview(preview: &Previewed, ui: &mut Ui<'_>) -> anyhow::Result<bool> {
+    if preview.action == Action::Unchanged {
+        return Ok(false);
+    }
+    let label = label(&preview.id);
+    let old = preview
+        .live
+        .clone()
+        .map(comparable)
+        .map(|v| yaml(&v))
+        .transpose()?
+        .unwrap_or_default();
+    let new = match &preview.desired {
+        Some(desired) => yaml(&comparable(desired.clone()))?,
+        None => String::new(),
+    };
+    if preview.live.is_some() && old == new {
+        // Only what the server does not keep differs (e.g. a digest the dry-run normalised).
+        return Ok(false);
+    }
+    writeln!(ui.out, "► {} {}", escape(&label), preview.action)?;
+    if preview.desired.is_none() {
+        let why = if preview.action == Action::Recreated {
+            "an immutable field changed and force is set: deleted and created again"
+        } else {
+            "its kind is defined by a CustomResourceDefinition of this build: not dry-run"
+        };
+        writeln!(ui.out, "  ({why})")?;
+        return Ok(true);
+    }
+    let text = similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("live {label}"), &format!("desired {label}"))
+        .to_string();
+    ui.diff(&text)?;
+    Ok(true)
+}
+
+/// Lists what a prune would delete (server-side dry-run deletes of the live Kustomization's
+/// inventory entries that left the build); true when something would be pruned.
+async fn print_prune(
+    client: &Client,
+    resolver: &Resolver,
+    ks: &Kustomization,
+    rendered: &Rendered,
+    owner: &Owner,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<bool> {
+    if !ks.spec.prune {
+        return Ok(false);
+    }
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), &owner.namespace);
+    let live = api.get_opt(&owner.name).await?;
+    let inventory = live.and_then(|l| l.status).and_then(|s| s.inventory);
+    let stale = apply::inventory::stale(inventory.as_ref(), &rendered.plan.refs());
+    if stale.is_empty() {
+        return Ok(false);
+    }
+    let outcome = apply::prune_dry_run(client, resolver, &stale, owner).await;
+    for id in &outcome.deleted {
+        writeln!(ui.out, "► {} pruned", escape(&label(id)))?;
+    }
+    for (id, why) in &outcome.failed {
+        ui.warning(&format!("{}: a prune would fail: {why}", label(id)))?;
+    }
+    Ok(!outcome.deleted.is_empty())
 }
 
 /// Strips what the server sets and masks Secret values (equal values get equal masks so a
@@ -267,50 +509,6 @@ fn yaml(value: &Value) -> anyhow::Result<String> {
     Ok(gitops_reconciler::yaml::to_string(value)?)
 }
 
-async fn dynamic_api(
-    client: &Client,
-    object: &mut Value,
-) -> anyhow::Result<(Api<DynamicObject>, String, String)> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
-    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-    let gvk = GroupVersionKind::gvk(group, version, &kind);
-    let (resource, caps): (ApiResource, _) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("the cluster does not serve {kind} ({api_version})"))?;
-    if caps.scope == Scope::Cluster
-        && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)
-    {
-        // Cluster-scoped kinds have no namespace (a target namespace does not apply to them).
-        meta.remove("namespace");
-    }
-    let namespace = object["metadata"]["namespace"].as_str();
-    Ok(match (caps.scope, namespace) {
-        (Scope::Namespaced, Some(ns)) => (
-            Api::namespaced_with(client.clone(), ns, &resource),
-            name.clone(),
-            format!("{kind}/{ns}/{name}"),
-        ),
-        (Scope::Namespaced, None) => {
-            return Err(fail(
-                Exit::Failed,
-                format!(
-                    "{kind}/{name} has no namespace: set one in the manifest or spec.targetNamespace"
-                ),
-            ));
-        }
-        (Scope::Cluster, _) => (
-            Api::all_with(client.clone(), &resource),
-            name.clone(),
-            format!("{kind}/{name}"),
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +528,19 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap();
         assert!(!text.contains("aGVsbG8="), "{text}");
         assert!(a["metadata"].get("resourceVersion").is_none());
+    }
+
+    #[test]
+    fn the_checkout_root_is_the_nearest_git_directory() {
+        let base = std::env::temp_dir().join(format!("gitops-root-{}", std::process::id()));
+        let dir = base.join("deploy/vote");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (root, path) = checkout_root(&dir).unwrap();
+        assert_eq!((root, path.as_str()), (dir.canonicalize().unwrap(), ""));
+        std::fs::create_dir_all(base.join(".git")).unwrap();
+        let (root, path) = checkout_root(&dir).unwrap();
+        assert_eq!(root, base.canonicalize().unwrap());
+        assert_eq!(path, "deploy/vote");
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

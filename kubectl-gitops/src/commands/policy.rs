@@ -142,7 +142,7 @@ fn read_config(path: &Path) -> anyhow::Result<Value> {
 
 /// Compiled components are cached like the reconciler does, under the user's cache directory
 /// (`$XDG_CACHE_HOME/kubectl-gitops/policies` or `~/.cache/...`); none without a home.
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -270,6 +270,22 @@ fn print_objects(
     Ok(changed)
 }
 
+/// SEVERITY, OBJECT, FIELD and MESSAGE of a violation, as table cells.
+pub(crate) fn violation_cells(v: &Violation) -> Vec<String> {
+    vec![
+        match v.severity {
+            Severity::Error => "error".to_owned(),
+            Severity::Warning => "warning".to_owned(),
+        },
+        v.object
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "-".to_owned()),
+        v.field.clone().unwrap_or_else(|| "-".to_owned()),
+        v.message.clone(),
+    ]
+}
+
 /// The violations as a table: on stdout with the default output, on stderr when stdout holds
 /// objects (`-o yaml|json`) so that it stays parseable.
 fn print_violations(
@@ -280,23 +296,7 @@ fn print_violations(
     if violations.is_empty() {
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = violations
-        .iter()
-        .map(|v| {
-            vec![
-                match v.severity {
-                    Severity::Error => "error".to_owned(),
-                    Severity::Warning => "warning".to_owned(),
-                },
-                v.object
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "-".to_owned()),
-                v.field.clone().unwrap_or_else(|| "-".to_owned()),
-                v.message.clone(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = violations.iter().map(violation_cells).collect();
     let table = render_table(&["SEVERITY", "OBJECT", "FIELD", "MESSAGE"], &rows, false);
     match output {
         PolicyTestOutput::Diff => write!(ui.out, "{table}")?,

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{FailurePolicy, PolicyModule};
+use super::common::{FailurePolicy, PolicyMode, PolicyModule};
 
 /// The desired state of a ClusterPolicy. It runs before the Kustomization's own policies, and
 /// tenants cannot remove it.
@@ -34,6 +34,10 @@ pub struct ClusterPolicySpec {
     /// What to do when the policy fails to run. Default Fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_policy: Option<FailurePolicy>,
+    /// Enforce (default) or Audit: an audit policy reports its violations in the selected
+    /// Kustomizations' status, events and metrics and never denies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PolicyMode>,
     /// Which Kustomizations the policy applies to; all of them when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<KustomizationSelector>,

@@ -127,6 +127,20 @@ pub enum FailurePolicy {
     Ignore,
 }
 
+/// Whether a policy's findings deny.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PolicyMode {
+    /// Violations of severity error deny the revision; transforms change the objects. The
+    /// default.
+    #[default]
+    Enforce,
+    /// Kubewarden's monitor mode, for rolling out a policy safely: the policy runs after the
+    /// enforcing ones, on their output; its violations (of any severity) and failures are
+    /// reported in status, events, metrics and `build`/`diff`, nothing is denied, and what its
+    /// transform returns is discarded.
+    Audit,
+}
+
 /// A selector of Kubernetes objects by group/version/kind/name/namespace and labels/annotations
 /// (the same shape as kustomize's patch target).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -45,6 +45,35 @@ mod tests {
         }
     }
 
+    /// The CEL rule on `module.builtin` (in every CRD that embeds a module) lists exactly the
+    /// built-in policies the host embeds.
+    #[test]
+    fn the_cel_builtin_list_equals_the_hosts() {
+        let mut host: Vec<String> = crate::policy::BUILTINS
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        host.sort();
+        assert!(
+            host.iter()
+                .any(|n| n == crate::controller::render::TARGET_NAMESPACE_STEP)
+        );
+        for crd in [Kustomization::crd(), ClusterPolicy::crd()] {
+            let text = serde_json::to_string(&crd).unwrap();
+            let start = text
+                .find("self in [")
+                .unwrap_or_else(|| panic!("no builtin rule in {}", crd.spec.names.kind));
+            let list = &text[start + "self in [".len()..];
+            let list = &list[..list.find(']').unwrap()];
+            let mut cel: Vec<String> = list
+                .split(',')
+                .map(|n| n.trim().trim_matches('\'').to_owned())
+                .collect();
+            cel.sort();
+            assert_eq!(cel, host, "{}", crd.spec.names.kind);
+        }
+    }
+
     #[test]
     fn crds_carry_short_names_and_status() {
         let ks = Kustomization::crd();

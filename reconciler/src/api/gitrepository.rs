@@ -54,7 +54,12 @@ pub struct GitRepositorySpec {
     /// `bearerToken`, or `identity` + `known_hosts` for ssh; optionally `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
-    /// Extra exclusions in gitignore syntax, added to the default list and `.sourceignore`.
+    /// Exclusions in gitignore syntax. With at least one pattern they replace the default
+    /// exclusion list (CI files, archives, images), as in Flux; version-control files stay
+    /// excluded and `.sourceignore` files still apply. Deliberate difference from Flux: a
+    /// `.sourceignore` file adds to the defaults (in Flux any `.sourceignore` pattern drops
+    /// them, so adding one file to a repository would silently re-include every archive and
+    /// image); use `!pattern` in it to re-include a default exclusion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub ignore: Option<String>,
@@ -125,7 +130,10 @@ pub struct GitRepositoryRef {
     #[schemars(length(min = 1, max = 250))]
     #[x_kube(validation = Rule::new(REF_NAME_RULE).message(REF_NAME_MESSAGE))]
     pub tag: Option<String>,
-    /// Semver range over tags, e.g. `>=1.0.0 <2.0.0`; the highest matching tag wins.
+    /// Semver constraint over tags in Flux's (Masterminds) grammar, e.g. `>=1.0.0 <2.0.0`,
+    /// `~1.2`, `^1.2.3`, `1.2.x`, `1.2 - 1.4`, `<1 || >=3`; a bare `1.2.3` is exact, and
+    /// prerelease tags match only a constraint that names a prerelease. The highest matching
+    /// tag wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 250))]
     pub semver: Option<String>,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     DURATION_MESSAGE, DURATION_RULE, FailurePolicy, LABEL_MESSAGE, LABEL_RULE, NAME_MESSAGE,
-    NAME_RULE, NamespacedObjectKindReference, NamespacedObjectReference, PolicyModule, Selector,
+    NAME_RULE, NamespacedObjectKindReference, NamespacedObjectReference, PolicyMode, PolicyModule,
+    Selector,
 };
 
 /// The desired state of a Kustomization.
@@ -58,7 +59,8 @@ pub struct KustomizationSpec {
     /// Wait for every applied object to become healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
-    /// Objects to wait for, in addition to (or instead of) `wait`.
+    /// Objects to wait for when `wait` is not true (with `wait: true` every applied object is
+    /// checked and this list is ignored, as in Flux).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     pub health_checks: Vec<NamespacedObjectKindReference>,
@@ -203,8 +205,8 @@ pub struct PostBuild {
     /// Variables: `${name}` is replaced by the value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub substitute: BTreeMap<String, String>,
-    /// ConfigMaps and Secrets whose data are variables (earlier entries win over later ones;
-    /// `substitute` wins over all).
+    /// ConfigMaps and Secrets whose data are variables (as in Flux, a later entry overrides an
+    /// earlier one on a common key; `substitute` wins over all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub substitute_from: Vec<SubstituteReference>,
@@ -245,6 +247,9 @@ pub struct PolicyReference {
     /// What to do when the policy fails to run. Default Fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_policy: Option<FailurePolicy>,
+    /// Enforce (default) or Audit: an audit step reports and never denies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PolicyMode>,
 }
 
 /// What happens to applied objects when their Kustomization is deleted.
@@ -287,6 +292,10 @@ pub struct KustomizationStatus {
     /// Source revision of the last successful apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_revision: Option<String>,
+    /// Findings of policies in audit mode and failures of policies that did not block
+    /// (`failurePolicy: Ignore`, audit steps) in the last render, at most 20 lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_audit: Vec<String>,
     /// Source revision of the last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_revision: Option<String>,

@@ -10,7 +10,7 @@ pub mod kustomization;
 pub mod reference;
 
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
-pub use common::{FailurePolicy, PolicyModule, Selector};
+pub use common::{FailurePolicy, PolicyMode, PolicyModule, Selector};
 pub use gitrepository::{
     Artifact, GitRepository, GitRepositoryLimits, GitRepositoryRef, GitRepositorySpec,
     GitRepositoryStatus,

@@ -29,9 +29,11 @@ use serde_json::Value;
 pub use health::{Health, HealthError};
 pub use ignore::DriftRules;
 pub use object::ObjectRef;
-pub use prune::{PruneOutcome, prune};
+pub use prune::{PruneOutcome, prune, prune_dry_run};
 pub use resolve::{ResolveError, Resolver};
-pub use ssa::{ApplyOptions, OwnerLookup, Plan, Planned, apply, plan};
+pub use ssa::{
+    ApplyOptions, OwnerLookup, Plan, Planned, Previewed, Scopes, apply, plan, plan_with, preview,
+};
 
 use crate::api::conditions::meta;
 

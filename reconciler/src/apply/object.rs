@@ -89,13 +89,17 @@ impl ObjectRef {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g.to_owned(), v.to_owned()),
-            None => (String::new(), api_version.to_owned()),
-        };
+        let gv: kube::core::GroupVersion = api_version
+            .parse()
+            .map_err(|e| format!("apiVersion {api_version:?}: {e}"))?;
+        if gv.version.is_empty() || gv.version.contains('/') {
+            return Err(format!(
+                "apiVersion {api_version:?} is not GROUP/VERSION or VERSION"
+            ));
+        }
         Ok(Self {
-            group,
-            version,
+            group: gv.group,
+            version: gv.version,
             kind: kind.to_owned(),
             namespace,
             name: name.to_owned(),

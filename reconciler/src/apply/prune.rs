@@ -58,6 +58,27 @@ pub async fn prune(
     stale: &[ObjectRef],
     owner: &Owner,
 ) -> PruneOutcome {
+    prune_with(client, resolver, stale, owner, false).await
+}
+
+/// [`prune`] with every delete sent as a server-side dry-run: `deleted` lists what a prune
+/// would delete now (the same ownership and prune-disabled rules, the same permissions).
+pub async fn prune_dry_run(
+    client: &kube::Client,
+    resolver: &Resolver,
+    stale: &[ObjectRef],
+    owner: &Owner,
+) -> PruneOutcome {
+    prune_with(client, resolver, stale, owner, true).await
+}
+
+async fn prune_with(
+    client: &kube::Client,
+    resolver: &Resolver,
+    stale: &[ObjectRef],
+    owner: &Owner,
+    dry_run: bool,
+) -> PruneOutcome {
     let mut order: Vec<&ObjectRef> = stale.iter().rev().collect();
     order.sort_by_key(|r| std::cmp::Reverse(Stage::of(r)));
     let mut outcome = PruneOutcome::default();
@@ -99,6 +120,7 @@ pub async fn prune(
             continue;
         }
         let mut params = DeleteParams::background();
+        params.dry_run = dry_run;
         // Delete exactly the object we inspected, not a namesake created since.
         params.preconditions = live
             .pointer("/metadata/uid")

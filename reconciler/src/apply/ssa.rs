@@ -120,6 +120,31 @@ const SERVER_FIELDS: &[&str] = &[
     "deletionTimestamp",
 ];
 
+/// Where [`plan`] learns whether a kind is namespaced.
+#[derive(Clone, Copy)]
+pub enum Scopes<'a> {
+    /// The cluster's discovery data (cached by the resolver); a kind the cluster does not
+    /// serve is an error.
+    Cluster {
+        client: &'a kube::Client,
+        resolver: &'a Resolver,
+    },
+    /// No cluster (an offline build): the built-in table of cluster-scoped kinds (the one the
+    /// `target-namespace` policy uses); every other kind counts as namespaced, as in kustomize.
+    Offline,
+}
+
+impl Scopes<'_> {
+    async fn namespaced(&self, id: &ObjectRef) -> Result<bool, ApplyError> {
+        match self {
+            Scopes::Cluster { client, resolver } => Ok(resolver.resolve(client, id).await?.1),
+            Scopes::Offline => Ok(gitops_policy_target_namespace::CLUSTER_SCOPED
+                .binary_search(&(id.group.as_str(), id.kind.as_str()))
+                .is_err()),
+        }
+    }
+}
+
 /// Validates and prepares the built objects (reads discovery only, writes nothing).
 ///
 /// Guarantees: every object has apiVersion/kind/name, a kind the cluster (or a CRD of the same
@@ -131,8 +156,19 @@ pub async fn plan(
     objects: Vec<Value>,
     owner: &Owner,
 ) -> Result<Plan, ApplyError> {
+    plan_with(Scopes::Cluster { client, resolver }, objects, owner).await
+}
+
+/// [`plan`] with the scope of kinds from `scopes` (offline builds use [`Scopes::Offline`]).
+pub async fn plan_with(
+    scopes: Scopes<'_>,
+    objects: Vec<Value>,
+    owner: &Owner,
+) -> Result<Plan, ApplyError> {
     let defined = kinds_defined_by(&objects);
-    resolver.expect_kinds(defined.keys().cloned());
+    if let Scopes::Cluster { resolver, .. } = scopes {
+        resolver.expect_kinds(defined.keys().cloned());
+    }
     let mut seen = HashSet::new();
     let mut planned = Vec::with_capacity(objects.len());
     for (index, mut object) in objects.into_iter().enumerate() {
@@ -146,7 +182,7 @@ pub async fn plan(
             .map_err(|message| ApplyError::Invalid { index, message })?;
         let namespaced = match defined.get(&(id.group.clone(), id.kind.clone())) {
             Some(namespaced) => *namespaced,
-            None => resolver.resolve(client, &id).await?.1,
+            None => scopes.namespaced(&id).await?,
         };
         if !namespaced {
             id.namespace = None;
@@ -488,12 +524,22 @@ async fn may_adopt(
     Ok(!exists)
 }
 
-async fn apply_stage(
+/// The objects of a stage with what applying them would do, after every dry-run passed.
+struct Decided<'a> {
+    work: Vec<Work<'a>>,
+    decisions: Vec<Decision>,
+    /// The server's answer to the dry-run of each object that needs a write.
+    dry_runs: Vec<Option<Value>>,
+}
+
+/// Reads the live objects, decides per object and dry-runs every object that needs a write;
+/// writes nothing.
+async fn decide_stage<'a>(
     client: &kube::Client,
     resolver: &Resolver,
-    items: &[&Planned],
+    items: &[&'a Planned],
     opts: &ApplyOptions,
-) -> Result<Vec<(ObjectRef, Action)>, ApplyError> {
+) -> Result<Decided<'a>, ApplyError> {
     let live = read_live(client, resolver, items, opts).await?;
     let mut work = Vec::with_capacity(items.len());
     let mut decisions = Vec::with_capacity(items.len());
@@ -555,11 +601,11 @@ async fn apply_stage(
             let (api, name, intent) = (w.api.clone(), w.planned.id.name.clone(), w.intent.clone());
             async move {
                 if skip {
-                    return Ok(());
+                    return Ok(None);
                 }
                 api.patch(&name, &dry, &Patch::Apply(&intent))
                     .await
-                    .map(|_| ())
+                    .map(|o| Some(serde_json::to_value(&o).unwrap_or(Value::Null)))
             }
         })
         .collect();
@@ -568,8 +614,18 @@ async fn apply_stage(
         .collect::<Vec<_>>()
         .await;
     let mut rejected = Vec::new();
+    let mut dry_runs = Vec::with_capacity(work.len());
     for ((w, decision), result) in work.iter().zip(decisions.iter_mut()).zip(results) {
-        let Err(err) = result else { continue };
+        let err = match result {
+            Ok(answer) => {
+                dry_runs.push(answer);
+                continue;
+            }
+            Err(err) => {
+                dry_runs.push(None);
+                err
+            }
+        };
         match immutable_field(&err) {
             Some(_) if wants_force(&w.intent, opts) && w.live.is_some() => {
                 *decision = Decision::Recreate;
@@ -587,7 +643,22 @@ async fn apply_stage(
     if !rejected.is_empty() {
         return Err(ApplyError::DryRun(rejected));
     }
+    Ok(Decided {
+        work,
+        decisions,
+        dry_runs,
+    })
+}
 
+async fn apply_stage(
+    client: &kube::Client,
+    resolver: &Resolver,
+    items: &[&Planned],
+    opts: &ApplyOptions,
+) -> Result<Vec<(ObjectRef, Action)>, ApplyError> {
+    let Decided {
+        work, decisions, ..
+    } = decide_stage(client, resolver, items, opts).await?;
     // Every dry-run passed: write.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
     let writes: Vec<_> = work
@@ -624,6 +695,85 @@ async fn apply_stage(
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
         out.push((w.planned.id.clone(), result?));
+    }
+    Ok(out)
+}
+
+/// What applying a plan would do to one object (see [`preview`]).
+#[derive(Clone, Debug)]
+pub struct Previewed {
+    pub id: ObjectRef,
+    /// What the apply would do ([`Action::Unchanged`]: nothing would be sent).
+    pub action: Action,
+    /// The live object, if it exists.
+    pub live: Option<Value>,
+    /// The object as the server would store it (the answer to the server-side dry-run);
+    /// `None` when unchanged, or when its kind is defined by a CRD of the same plan that the
+    /// cluster does not serve yet (it cannot be dry-run before the CRD exists).
+    pub desired: Option<Value>,
+}
+
+/// Everything [`apply`] would do, found the way it finds it (live reads, drift rules, the
+/// intent digest, a server-side dry-run of every object that needs a write), without writing.
+///
+/// Use a resolver that was not told to expect the plan's own kinds: a kind only a CRD of the
+/// plan defines is reported as created at once instead of being waited for.
+pub async fn preview(
+    client: &kube::Client,
+    resolver: &Resolver,
+    plan: &Plan,
+    opts: &ApplyOptions,
+) -> Result<Vec<Previewed>, ApplyError> {
+    let defined: HashSet<(String, String)> = kinds_defined_by(
+        &plan
+            .objects
+            .iter()
+            .map(|p| p.intent.clone())
+            .collect::<Vec<_>>(),
+    )
+    .into_keys()
+    .collect();
+    let mut out = Vec::with_capacity(plan.objects.len());
+    for stage in [Stage::Definitions, Stage::Classes, Stage::Resources] {
+        let mut items = Vec::new();
+        for p in plan.objects.iter().filter(|p| p.stage == stage) {
+            match resolver.resolve(client, &p.id).await {
+                Ok(_) => items.push(p),
+                Err(_) if defined.contains(&(p.id.group.clone(), p.id.kind.clone())) => {
+                    out.push(Previewed {
+                        id: p.id.clone(),
+                        action: Action::Created,
+                        live: None,
+                        desired: None,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let decided = decide_stage(client, resolver, &items, opts).await?;
+        for ((w, decision), desired) in decided
+            .work
+            .into_iter()
+            .zip(decided.decisions)
+            .zip(decided.dry_runs)
+        {
+            let action = match decision {
+                Decision::Skip => Action::Unchanged,
+                Decision::Create => Action::Created,
+                Decision::Configure => Action::Configured,
+                Decision::Adopt => Action::Adopted,
+                Decision::Recreate => Action::Recreated,
+            };
+            out.push(Previewed {
+                id: w.planned.id.clone(),
+                action,
+                live: w.live,
+                desired,
+            });
+        }
     }
     Ok(out)
 }

@@ -255,11 +255,11 @@ pub async fn run_with_metrics(
     if let Some(selector) = label_selector {
         watch = watch.labels(&selector);
     }
-    const RESOURCE: &str = "gitrepositories.kubectl-gitops.io";
+    let resource = <GitRepository as kube::CustomResourceExt>::crd_name();
     let (store, writer) = reflector::store();
     let event_context = context.clone();
     let event_store = store.clone();
-    let triggers = logged(watcher(api, watch), RESOURCE)
+    let triggers = logged(watcher(api, watch), resource)
         .backoff(super::watch::backoff())
         .reflect(writer)
         .inspect(move |event| {
@@ -304,7 +304,7 @@ pub async fn run_with_metrics(
                 tracing::debug!(error = %e, "gitrepository reconcile error");
             }
         });
-    super::watch::run_until_shutdown(controller, synced, shutdown, RESOURCE).await;
+    super::watch::run_until_shutdown(controller, synced, shutdown, resource).await;
     sweeper.abort();
     canceller.abort();
     Ok(())

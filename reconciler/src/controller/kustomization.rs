@@ -19,13 +19,12 @@
 //! revision of the source (watch), a dependency becoming ready (watch), `interval` (with
 //! jitter) after success and `retryInterval` after a failure.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -38,9 +37,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::fetch::{ArtifactFetcher, FetchError};
 use super::metrics::{Metrics, ReconcileLabels};
+use super::render::{self, Cluster, Lookups, RenderError, RenderInput, Rendered};
 use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, reasons, status as cstatus, types};
-use crate::api::kustomization::{DeletionPolicy, SubstituteKind};
+use crate::api::kustomization::DeletionPolicy;
 use crate::api::{GitRepository, Inventory, Kustomization, KustomizationStatus, duration};
 use crate::apply::{
     self, ApplyError, ApplyOptions, DriftRules, HealthError, ObjectRef, Owner, OwnerLookup,
@@ -150,16 +150,9 @@ pub enum StageError {
     DependencyCycle(String),
     #[error(transparent)]
     Artifact(#[from] FetchError),
-    #[error("{0}")]
-    Build(String),
-    #[error("{message}")]
-    Policy {
-        reason: &'static str,
-        message: String,
-        /// Retrying the same spec and revision cannot help (a denial, a bad module, a policy
-        /// that failed the same way it will again): the message names the policy.
-        stalled: bool,
-    },
+    /// Build, substitution, policy or plan (see [`RenderError::reason`]).
+    #[error(transparent)]
+    Render(#[from] RenderError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("{0}")]
@@ -178,8 +171,7 @@ impl StageError {
                 reasons::DEPENDENCY_NOT_READY
             }
             StageError::Artifact(_) => reasons::ARTIFACT_FAILED,
-            StageError::Build(_) => reasons::BUILD_FAILED,
-            StageError::Policy { reason, .. } => reason,
+            StageError::Render(e) => e.reason(),
             StageError::Apply(_) => reasons::APPLY_FAILED,
             StageError::Prune(_) => reasons::PRUNE_FAILED,
             StageError::Health(_) => reasons::HEALTH_CHECK_FAILED,
@@ -190,10 +182,8 @@ impl StageError {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            StageError::InvalidSpec(_)
-                | StageError::DependencyCycle(_)
-                | StageError::Policy { stalled: true, .. }
-        )
+            StageError::InvalidSpec(_) | StageError::DependencyCycle(_)
+        ) || matches!(self, StageError::Render(e) if e.is_stalled())
     }
 }
 
@@ -320,7 +310,11 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn write_status(&self) -> Result<(), ReconcileError> {
-        let patch = json!({ "status": self.status });
+        let mut patch = json!({ "status": self.status });
+        if self.status.policy_audit.is_empty() {
+            // A merge patch keeps an absent field: clear the findings explicitly.
+            patch["status"]["policyAudit"] = Value::Null;
+        }
         self.api
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -470,64 +464,6 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// postBuild.substitute merged over substituteFrom (earlier entries win over later ones).
-    async fn substitutions(
-        &self,
-        client: &kube::Client,
-    ) -> Result<BTreeMap<String, String>, StageError> {
-        let mut vars = BTreeMap::new();
-        let Some(post) = &self.ks.spec.post_build else {
-            return Ok(vars);
-        };
-        for reference in post.substitute_from.iter().rev() {
-            let optional = reference.optional.unwrap_or(false);
-            let what = format!("{:?} {}/{}", reference.kind, self.namespace, reference.name);
-            let data: Option<BTreeMap<String, String>> = match reference.kind {
-                SubstituteKind::ConfigMap => {
-                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &self.namespace);
-                    api.get_opt(&reference.name)
-                        .await
-                        .map_err(|e| {
-                            StageError::Build(format!("postBuild.substituteFrom {what}: {e}"))
-                        })?
-                        .map(|cm| cm.data.unwrap_or_default())
-                }
-                SubstituteKind::Secret => {
-                    let api: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
-                    let secret = api.get_opt(&reference.name).await.map_err(|e| {
-                        StageError::Build(format!("postBuild.substituteFrom {what}: {e}"))
-                    })?;
-                    match secret {
-                        Some(secret) => {
-                            let mut out = BTreeMap::new();
-                            for (k, v) in secret.data.unwrap_or_default() {
-                                let text = String::from_utf8(v.0).map_err(|_| {
-                                    StageError::Build(format!(
-                                        "postBuild.substituteFrom {what}: key {k} is not UTF-8"
-                                    ))
-                                })?;
-                                out.insert(k, text);
-                            }
-                            Some(out)
-                        }
-                        None => None,
-                    }
-                }
-            };
-            match data {
-                Some(data) => vars.extend(data),
-                None if optional => {}
-                None => {
-                    return Err(StageError::Build(format!(
-                        "postBuild.substituteFrom: {what} not found"
-                    )));
-                }
-            }
-        }
-        vars.extend(post.substitute.clone());
-        Ok(vars)
-    }
-
     /// Stages 3–8. Returns what was applied; status fields are updated along the way.
     async fn pipeline(&mut self, durations: &Durations) -> Result<Applied, StageError> {
         // A cycle can never resolve: report it before anything else.
@@ -541,16 +477,31 @@ impl Run<'_> {
 
         let client = self.ctx.tenant_client(self.ks, &self.namespace);
         let dir = self.ctx.fetcher.unpack(&artifact).await?;
-        let substitute = self.substitutions(&client).await?;
-        let objects = build_stage(dir.path(), self.ks, substitute).await?;
-        let objects = policy_stage(self, &client, dir.path(), &revision, objects).await?;
+        let input = RenderInput {
+            kustomization: self.ks,
+            root: dir.path(),
+            path: None,
+            revision: &revision,
+            default_service_account: self.ctx.config.default_service_account.as_deref(),
+            dry_run: false,
+        };
+        let lookups = Lookups {
+            cluster: Some(Cluster {
+                tenant: &client,
+                admin: &self.ctx.client,
+                resolver: &self.ctx.resolver,
+            }),
+            ..Lookups::default()
+        };
+        let rendered = render::render(&input, &lookups, &self.ctx.policy).await?;
         drop(dir);
+        self.report_policy_findings(&rendered).await;
+        let plan = rendered.plan;
 
         let owner = Owner {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
         };
-        let plan = apply::plan(&client, &self.ctx.resolver, objects, &owner).await?;
         let new_refs = plan.refs();
         let old_inventory = self.status.inventory.clone();
         let old_len = old_inventory.as_ref().map_or(0, |i| i.entries.len());
@@ -628,7 +579,7 @@ impl Run<'_> {
 
         // A wait that may take a while says so, unless nothing changed and all was healthy
         // (a no-change reconcile writes nothing).
-        let waits = self.ks.spec.wait.unwrap_or(false) || !self.ks.spec.health_checks.is_empty();
+        let waits = !health_targets(self.ks, &new_refs)?.is_empty();
         let was_healthy = conditions::get(&self.status.conditions, types::HEALTHY)
             .is_some_and(|c| c.status == cstatus::TRUE);
         if waits && (summary.is_some() || !was_healthy) {
@@ -645,311 +596,100 @@ impl Run<'_> {
         })
     }
 
-    /// Stage 8: `wait` checks every applied object, `healthChecks` the listed ones.
+    /// Stage 8: the objects [`health_targets`] names become healthy within `timeout`.
     async fn health(
         &self,
         client: &kube::Client,
         applied: &[ObjectRef],
         timeout: Duration,
     ) -> Result<Option<bool>, StageError> {
-        let mut targets: Vec<ObjectRef> = Vec::new();
-        if self.ks.spec.wait.unwrap_or(false) {
-            targets.extend(applied.iter().cloned());
-        }
-        for check in &self.ks.spec.health_checks {
-            let api_version = check.api_version.clone().unwrap_or_else(|| "v1".into());
-            let (group, version) = match api_version.split_once('/') {
-                Some((g, v)) => (g.to_owned(), v.to_owned()),
-                None => (String::new(), api_version.clone()),
-            };
-            targets.push(ObjectRef {
-                group,
-                version,
-                kind: check.kind.clone(),
-                namespace: check.namespace.clone(),
-                name: check.name.clone(),
-            });
-        }
+        let targets = health_targets(self.ks, applied)?;
         if targets.is_empty() {
             return Ok(None);
         }
-        let mut seen = HashSet::new();
-        targets.retain(|t| seen.insert(t.id()));
         apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
         Ok(Some(true))
     }
+
+    /// Policy warnings, ignored failures and audit findings: logged, counted, kept in status
+    /// (bounded) and published as a Warning event when they changed since the last reconcile.
+    async fn report_policy_findings(&mut self, rendered: &Rendered) {
+        for warning in &rendered.warnings {
+            warn!(%warning, "policy warning");
+        }
+        for ignored in &rendered.ignored_failures {
+            warn!(error = %ignored, "policy failed and was ignored");
+        }
+        for finding in &rendered.audit {
+            self.ctx
+                .metrics
+                .count_audit_violation(&self.namespace, &self.name, &finding.policy);
+        }
+        let findings = audit_summary(&rendered.audit, &rendered.ignored_failures);
+        if findings != self.status.policy_audit {
+            if !findings.is_empty() {
+                let note = format!(
+                    "policy audit: {} finding(s): {}",
+                    rendered.audit.len() + rendered.ignored_failures.len(),
+                    findings.join("; ")
+                );
+                publish(self.ctx, self.ks, EventType::Warning, AUDIT_REASON, note).await;
+            }
+            self.status.policy_audit = findings;
+        }
+    }
 }
 
-/// The build stage: the kustomize engine on the unpacked artifact (blocking, off the runtime).
-async fn build_stage(
-    root: &std::path::Path,
-    ks: &Kustomization,
-    substitute: BTreeMap<String, String>,
-) -> Result<Vec<Value>, StageError> {
-    let mut options = crate::build::BuildOptions::from_spec(&ks.spec);
-    options.substitute = substitute;
-    let root = root.to_owned();
-    tokio::task::spawn_blocking(move || crate::build::build(&root, &options))
-        .await
-        .map_err(|e| StageError::Build(format!("build task failed: {e}")))?
-        .map_err(|e| StageError::Build(e.to_string()))
+/// Event reason of audit findings (never a condition reason: an audit does not fail).
+pub const AUDIT_REASON: &str = "PolicyAudit";
+
+/// Entries of `status.policyAudit` kept at most; the last one counts the rest.
+pub const MAX_AUDIT_IN_STATUS: usize = 20;
+
+/// Audit findings and ignored failures as bounded status lines.
+fn audit_summary(findings: &[crate::policy::Violation], failures: &[String]) -> Vec<String> {
+    let all: Vec<String> = findings
+        .iter()
+        .map(ToString::to_string)
+        .chain(failures.iter().cloned())
+        .collect();
+    if all.len() <= MAX_AUDIT_IN_STATUS {
+        return all;
+    }
+    let mut kept: Vec<String> = all[..MAX_AUDIT_IN_STATUS - 1].to_vec();
+    kept.push(format!(
+        "... and {} more",
+        all.len() - (MAX_AUDIT_IN_STATUS - 1)
+    ));
+    kept
 }
 
-/// The policy stage: `spec.targetNamespace` through the `target-namespace` built-in, then the
-/// ClusterPolicies selecting this Kustomization, then `spec.policies`, run by the policy host
-/// (blocking, off the runtime). Module bytes are resolved here: `path` from the artifact,
-/// `configMapRef` through the tenant's client.
-async fn policy_stage(
-    run: &Run<'_>,
-    client: &kube::Client,
-    artifact_root: &std::path::Path,
-    revision: &str,
-    objects: Vec<Value>,
-) -> Result<Vec<Value>, StageError> {
-    use crate::policy::{ModuleSource, PolicyContext, PolicyStep, Tenancy};
-    let ks = run.ks;
-    let failed = |message: String| StageError::Policy {
-        reason: reasons::POLICY_FAILED,
-        message,
-        stalled: false,
-    };
-    let mut steps = Vec::new();
-    if let Some(target) = &ks.spec.target_namespace {
-        steps.push(PolicyStep {
-            name: "target-namespace".into(),
-            module: ModuleSource::Builtin("target-namespace".into()),
-            config: json!({ "namespace": target }),
-            failure_policy: crate::api::FailurePolicy::Fail,
-        });
+/// What the health stage waits for, Flux's rule: with `wait: true` every applied object and
+/// `healthChecks` is ignored; otherwise the objects `healthChecks` lists.
+fn health_targets(ks: &Kustomization, applied: &[ObjectRef]) -> Result<Vec<ObjectRef>, StageError> {
+    if ks.spec.wait.unwrap_or(false) {
+        return Ok(applied.to_vec());
     }
-    steps.extend(cluster_policy_steps(run).await?);
-    for policy in &ks.spec.policies {
-        let module = resolve_module(
-            &policy.module,
-            &policy.name,
-            client,
-            &run.namespace,
-            Some(artifact_root),
-        )
-        .await?;
-        steps.push(PolicyStep {
-            name: policy.name.clone(),
-            module,
-            config: policy.config.clone().unwrap_or(Value::Null),
-            failure_policy: policy.failure_policy.unwrap_or_default(),
-        });
-    }
-    if steps.is_empty() {
-        return Ok(objects);
-    }
-    let engine = run.ctx.policy.clone();
-    let host = tokio::task::spawn_blocking(move || engine.get())
-        .await
-        .map_err(|e| failed(format!("policy task failed: {e}")))?
-        .map_err(|e| {
-            failed(format!(
-                "the policy host could not be started in this reconciler: {e}"
+    let mut targets: Vec<ObjectRef> = Vec::new();
+    for check in &ks.spec.health_checks {
+        let api_version = check.api_version.as_deref().unwrap_or("v1");
+        let gv: kube::core::GroupVersion = api_version.parse().map_err(|e| {
+            StageError::InvalidSpec(format!(
+                "spec.healthChecks {}/{}: apiVersion {api_version:?}: {e}",
+                check.kind, check.name
             ))
         })?;
-    let admin =
-        ks.spec.service_account_name.is_none() && run.ctx.config.default_service_account.is_none();
-    // A tenant's transforms may not add cluster-scoped objects: which kinds are cluster-scoped
-    // (CRDs included) comes from the cluster. Without that answer nothing runs (fail closed).
-    let cluster_scoped_kinds = if admin {
-        Vec::new()
-    } else {
-        cluster_scoped_kinds(&run.ctx.client).await.map_err(|e| {
-            failed(format!(
-                "reading the cluster's cluster-scoped kinds for the tenancy check: {e}"
-            ))
-        })?
-    };
-    let context = PolicyContext {
-        kustomization_namespace: run.namespace.clone(),
-        kustomization_name: run.name.clone(),
-        source_revision: revision.to_owned(),
-        target_namespace: ks.spec.target_namespace.clone(),
-        dry_run: false,
-        tenancy: Some(Tenancy {
-            allowed_namespaces: Vec::new(),
-            allow_cluster_scoped: admin,
-            cluster_scoped_kinds,
-        }),
-    };
-    let outcome = tokio::task::spawn_blocking(move || host.run_pipeline(&steps, &context, objects))
-        .await
-        .map_err(|e| failed(format!("policy task failed: {e}")))?
-        .map_err(|e| StageError::Policy {
-            reason: e.reason(),
-            message: e.to_string(),
-            stalled: e.is_stalling(),
-        })?;
-    for warning in &outcome.warnings {
-        warn!(%warning, "policy warning");
-    }
-    for ignored in &outcome.ignored_failures {
-        warn!(error = %ignored, "policy failed and was ignored (failurePolicy: Ignore)");
-    }
-    Ok(outcome.objects)
-}
-
-/// Every cluster-scoped kind the cluster serves, built-in or from a CRD, as `Kind.group`
-/// (`Kind` for the core group), from aggregated discovery (two requests).
-async fn cluster_scoped_kinds(client: &kube::Client) -> Result<Vec<String>, kube::Error> {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run_aggregated()
-        .await?;
-    Ok(discovery
-        .groups()
-        .flat_map(|g| g.resources_by_stability())
-        .filter(|(_, caps)| matches!(caps.scope, kube::discovery::Scope::Cluster))
-        .map(|(resource, _)| match resource.group.as_str() {
-            "" => resource.kind,
-            group => format!("{}.{group}", resource.kind),
-        })
-        .collect())
-}
-
-/// Resolves a module reference into bytes the host verifies against the declared sha256.
-async fn resolve_module(
-    module: &crate::api::PolicyModule,
-    step: &str,
-    client: &kube::Client,
-    namespace: &str,
-    artifact_root: Option<&std::path::Path>,
-) -> Result<crate::policy::ModuleSource, StageError> {
-    use crate::policy::ModuleSource;
-    let failed = |message: String| StageError::Policy {
-        reason: reasons::POLICY_FAILED,
-        message: format!("policy {step}: {message}"),
-        stalled: false,
-    };
-    if let Some(name) = &module.builtin {
-        return Ok(ModuleSource::Builtin(name.clone()));
-    }
-    let sha256 = module
-        .sha256
-        .clone()
-        .ok_or_else(|| failed("sha256 is required for a module that is not builtin".into()))?;
-    let bytes: Vec<u8> = if let Some(path) = &module.path {
-        let root =
-            artifact_root.ok_or_else(|| failed("module.path needs a source artifact".into()))?;
-        if path.starts_with('/') || path.split('/').any(|p| p == "..") {
-            return Err(failed(format!("module.path '{path}' escapes the artifact")));
-        }
-        let file = root.join(path);
-        // The artifact holds regular files only (symlinks are refused when unpacking).
-        std::fs::read(&file).map_err(|e| failed(format!("module.path '{path}': {e}")))?
-    } else if let Some(reference) = &module.config_map_ref {
-        let ns = reference.namespace.clone().unwrap_or(namespace.to_owned());
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        let cm = api
-            .get_opt(&reference.name)
-            .await
-            .map_err(|e| failed(format!("ConfigMap {ns}/{}: {e}", reference.name)))?
-            .ok_or_else(|| failed(format!("ConfigMap {ns}/{} not found", reference.name)))?;
-        cm.binary_data
-            .and_then(|mut d| d.remove(&reference.key))
-            .map(|b| b.0)
-            .ok_or_else(|| {
-                failed(format!(
-                    "ConfigMap {ns}/{} has no binaryData key {}",
-                    reference.name, reference.key
-                ))
-            })?
-    } else if module.url.is_some() {
-        return Err(failed(
-            "url modules are not supported by this reconciler yet; use path or configMapRef".into(),
-        ));
-    } else {
-        return Err(failed("no module source set".into()));
-    };
-    Ok(ModuleSource::Component {
-        bytes: bytes.into(),
-        sha256,
-    })
-}
-
-/// The ClusterPolicies whose selector matches this Kustomization, as steps (name order).
-async fn cluster_policy_steps(run: &Run<'_>) -> Result<Vec<crate::policy::PolicyStep>, StageError> {
-    use crate::api::ClusterPolicy;
-    use k8s_openapi::api::core::v1::Namespace;
-    let failed = |message: String| StageError::Policy {
-        reason: reasons::POLICY_FAILED,
-        message,
-        stalled: false,
-    };
-    let api: Api<ClusterPolicy> = Api::all(run.ctx.client.clone());
-    let mut policies = api
-        .list(&Default::default())
-        .await
-        .map_err(|e| failed(format!("listing ClusterPolicies: {e}")))?
-        .items;
-    if policies.is_empty() {
-        return Ok(Vec::new());
-    }
-    policies.sort_by_key(|p| p.name_any());
-    let namespaces: Api<Namespace> = Api::all(run.ctx.client.clone());
-    let ns_labels = namespaces
-        .get_opt(&run.namespace)
-        .await
-        .map_err(|e| failed(format!("reading Namespace {}: {e}", run.namespace)))?
-        .map(|n| n.metadata.labels.unwrap_or_default())
-        .unwrap_or_default();
-    let ks_labels = run.ks.metadata.labels.clone().unwrap_or_default();
-    let mut steps = Vec::new();
-    for policy in policies {
-        let selector = policy.spec.selector.clone().unwrap_or_default();
-        let matches = selector
-            .namespace_selector
-            .as_ref()
-            .is_none_or(|s| label_selector_matches(s, &ns_labels))
-            && selector
-                .kustomization_selector
-                .as_ref()
-                .is_none_or(|s| label_selector_matches(s, &ks_labels));
-        if !matches {
-            continue;
-        }
-        let name = policy.name_any();
-        let module = resolve_module(
-            &policy.spec.module,
-            &format!("ClusterPolicy {name}"),
-            &run.ctx.client,
-            "",
-            None,
-        )
-        .await?;
-        steps.push(crate::policy::PolicyStep {
-            name,
-            module,
-            config: policy.spec.config.clone().unwrap_or(Value::Null),
-            failure_policy: policy.spec.failure_policy.unwrap_or_default(),
+        targets.push(ObjectRef {
+            group: gv.group,
+            version: gv.version,
+            kind: check.kind.clone(),
+            namespace: check.namespace.clone(),
+            name: check.name.clone(),
         });
     }
-    Ok(steps)
-}
-
-/// Kubernetes label selector semantics (matchLabels and matchExpressions).
-fn label_selector_matches(
-    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && expressions_ok
+    let mut seen = HashSet::new();
+    targets.retain(|t| seen.insert(t.id()));
+    Ok(targets)
 }
 
 /// A dependency cycle through `namespace/name`, as `a -> b -> a`, from the informer cache.
@@ -1315,9 +1055,9 @@ pub async fn run(
     let ks_api: Api<Kustomization> = Api::all(client.clone());
     let repo_api: Api<GitRepository> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    const KS_RESOURCE: &str = "kustomizations.kubectl-gitops.io";
-    const REPO_RESOURCE: &str = "gitrepositories.kubectl-gitops.io";
-    let triggers = logged(watcher(ks_api.clone(), wc.clone()), KS_RESOURCE)
+    use kube::CustomResourceExt as _;
+    let (ks_resource, repo_resource) = (Kustomization::crd_name(), GitRepository::crd_name());
+    let triggers = logged(watcher(ks_api.clone(), wc.clone()), ks_resource)
         .backoff(watch::backoff())
         .reflect(writer)
         .applied_objects()
@@ -1327,14 +1067,14 @@ pub async fn run(
         );
 
     let dependents_store = reader.clone();
-    let dependency_changes = logged(watcher(ks_api, wc), KS_RESOURCE)
+    let dependency_changes = logged(watcher(ks_api, wc), ks_resource)
         .backoff(watch::backoff())
         .applied_objects()
         .predicate_filter(readiness_of, Default::default());
     let source_store = reader.clone();
     let source_changes = logged(
         watcher(repo_api, watcher::Config::default().any_semantic()),
-        REPO_RESOURCE,
+        repo_resource,
     )
     .backoff(watch::backoff())
     .applied_objects()
@@ -1399,7 +1139,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         // Watch errors were logged where they happened, reconcile errors by error_policy.
         .for_each(|_| futures::future::ready(()));
-    watch::run_until_shutdown(controller, reader, shutdown, KS_RESOURCE).await;
+    watch::run_until_shutdown(controller, reader, shutdown, ks_resource).await;
 }
 
 /// For status readers: the inventory of a Kustomization as object references.
@@ -1423,10 +1163,45 @@ mod tests {
         }
     }
 
+    /// Flux: "`.spec.wait` ... If set to `true`, `.spec.healthChecks` is ignored."
+    #[test]
+    fn wait_checks_every_applied_object_and_ignores_health_checks() {
+        let ks = |wait: bool| -> Kustomization {
+            crate::yaml::from_str(&format!(
+                "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: a, namespace: n}}\nspec:\n  sourceRef: {{kind: GitRepository, name: r}}\n  interval: 1m\n  wait: {wait}\n  healthChecks:\n  - {{apiVersion: apps/v1, kind: Deployment, name: other, namespace: x}}\n  - {{kind: ConfigMap, name: cm, namespace: x}}\n"
+            ))
+            .unwrap()
+        };
+        let applied = vec![ObjectRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Service".into(),
+            namespace: Some("n".into()),
+            name: "s".into(),
+        }];
+        let targets = health_targets(&ks(true), &applied).unwrap();
+        assert_eq!(targets, applied);
+        let targets = health_targets(&ks(false), &applied).unwrap();
+        let ids: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{}/{}/{}", t.group, t.version, t.kind))
+            .collect();
+        assert_eq!(ids, ["apps/v1/Deployment", "/v1/ConfigMap"]);
+    }
+
+    #[test]
+    fn audit_findings_in_status_are_bounded() {
+        let failures: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+        let kept = audit_summary(&[], &failures);
+        assert_eq!(kept.len(), MAX_AUDIT_IN_STATUS);
+        assert_eq!(kept[MAX_AUDIT_IN_STATUS - 1], "... and 31 more");
+        assert_eq!(audit_summary(&[], &failures[..3]).len(), 3);
+    }
+
     #[test]
     fn stage_errors_know_their_reason() {
         assert_eq!(
-            StageError::Build("x".into()).reason(),
+            StageError::Render(RenderError::Build("x".into())).reason(),
             reasons::BUILD_FAILED
         );
         assert!(StageError::DependencyCycle("a -> a".into()).is_stalled());

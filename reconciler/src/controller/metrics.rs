@@ -38,6 +38,15 @@ pub struct AbortLabels {
     pub cause: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    /// The Kustomization whose render was audited.
+    pub namespace: String,
+    pub name: String,
+    /// The audit step (a ClusterPolicy's name or a step of `spec.policies`).
+    pub policy: String,
+}
+
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +57,8 @@ pub struct Metrics {
     pub source_storage_bytes: Gauge,
     /// Fetches stopped before they finished, by cause.
     pub source_fetch_aborted: Family<AbortLabels, Counter>,
+    /// Violations found by policies in audit mode (they deny nothing).
+    pub policy_audit_violations: Family<AuditLabels, Counter>,
     encode_lock: Mutex<()>,
 }
 
@@ -86,7 +97,14 @@ impl Default for Metrics {
             "Fetches stopped before they finished, by cause (a size limit, timeout, cancelled)",
             source_fetch_aborted.clone(),
         );
+        let policy_audit_violations = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "policy_audit_violations",
+            "Violations reported by policies in audit mode, per Kustomization and policy",
+            policy_audit_violations.clone(),
+        );
         Self {
+            policy_audit_violations,
             registry,
             reconcile_duration,
             conditions,
@@ -146,6 +164,16 @@ impl Metrics {
             .inc();
     }
 
+    pub fn count_audit_violation(&self, namespace: &str, name: &str, policy: &str) {
+        self.policy_audit_violations
+            .get_or_create(&AuditLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                policy: policy.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn count_objects(&self, action: &str, n: usize) {
         if n > 0 {
             self.objects
@@ -160,6 +188,20 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_violations_are_counted_per_kustomization_and_policy() {
+        let metrics = Metrics::default();
+        metrics.count_audit_violation("team", "app", "bounds");
+        metrics.count_audit_violation("team", "app", "bounds");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"gitops_policy_audit_violations_total{namespace="team",name="app",policy="bounds"} 2"#
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn exposition_contains_the_series() {

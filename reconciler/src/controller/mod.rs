@@ -2,6 +2,7 @@
 //!
 //! - [`gitrepository`]: the GitRepository controller (fetch, artifact, status, events);
 //! - [`kustomization`]: the Kustomization controller (the pipeline of stages);
+//! - [`render`]: artifact → build → policies → plan, shared with the CLI's build and diff;
 //! - [`fetch`]: getting a source's artifact into a temporary directory;
 //! - [`metrics`] and [`ops`]: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`;
 //! - [`lease`]: leader election with a coordination.k8s.io Lease;
@@ -13,4 +14,5 @@ pub mod kustomization;
 pub mod lease;
 pub mod metrics;
 pub mod ops;
+pub mod render;
 pub mod watch;

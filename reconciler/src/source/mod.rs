@@ -23,6 +23,7 @@ pub mod known_hosts;
 pub mod limits;
 pub mod reference;
 pub mod remote;
+pub mod semver_range;
 pub mod server;
 pub mod ssh;
 pub mod storage;

@@ -19,7 +19,7 @@ pub enum RefRequest {
     Tag(String),
     /// The highest tag whose version matches the range.
     Semver {
-        range: semver::VersionReq,
+        range: super::semver_range::Constraint,
         text: String,
     },
     /// A full reference name such as `refs/pull/1/head`.
@@ -90,7 +90,7 @@ impl RefRequest {
             return Ok(Self::Name(name.clone()));
         }
         if let Some(text) = &r.semver {
-            let range = semver::VersionReq::parse(text)
+            let range = super::semver_range::Constraint::parse(text)
                 .map_err(|e| invalid(format!("semver range '{text}': {e}")))?;
             return Ok(Self::Semver {
                 range,
@@ -134,15 +134,12 @@ impl RefRequest {
     }
 }
 
-/// Parses a tag name as a version (an optional leading `v`).
-pub fn tag_version(tag: &str) -> Option<semver::Version> {
-    semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
-}
+pub use super::semver_range::tag_version;
 
 /// The highest tag in `tags` (short names) whose version matches `range`; ties (`v1.0.0` and
 /// `1.0.0`) go to the lexically smaller name so the choice is stable.
 pub fn pick_semver_tag<'a>(
-    range: &semver::VersionReq,
+    range: &super::semver_range::Constraint,
     tags: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let mut best: Option<(semver::Version, &str)> = None;
@@ -252,7 +249,7 @@ mod tests {
 
     #[test]
     fn semver_picks_the_highest_matching_tag() {
-        let range = semver::VersionReq::parse(">=1.0.0, <2.0.0").unwrap();
+        let range = super::super::semver_range::Constraint::parse(">=1.0.0, <2.0.0").unwrap();
         let tags = [
             "v0.9.0",
             "v1.0.0",
@@ -263,7 +260,7 @@ mod tests {
             "v1.11.0-rc.1",
         ];
         assert_eq!(pick_semver_tag(&range, tags), Some("1.10.1"));
-        let none = semver::VersionReq::parse(">=3").unwrap();
+        let none = super::super::semver_range::Constraint::parse(">=3").unwrap();
         assert_eq!(pick_semver_tag(&none, tags), None);
         let sha = gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").unwrap();
         assert_eq!(

@@ -21,14 +21,19 @@ use super::SourceError;
 use super::artifact::{ArtifactError, ArtifactWriter, check_relative_path};
 use super::limits::{Limit, LimitExceeded};
 
-/// Paths excluded from every artifact unless `spec.ignore` re-includes them (gitignore syntax):
-/// VCS and CI metadata, archives and images — the kinds of files Flux leaves out by default.
-pub const DEFAULT_EXCLUSIONS: &str = "\
-# version control
+/// Version-control files excluded from every artifact (gitignore syntax); `spec.ignore` and
+/// `.sourceignore` can re-include them with `!` patterns.
+pub const VCS_EXCLUSIONS: &str = "\
 .git/
 .gitignore
 .gitmodules
 .gitattributes
+";
+
+/// Paths excluded by default (gitignore syntax): CI metadata, archives and images, as Flux.
+/// A `spec.ignore` with at least one pattern replaces this list (Flux's rule); the VCS
+/// exclusions stay.
+pub const DEFAULT_EXCLUSIONS: &str = "\
 # CI configuration
 .github/
 .gitlab-ci.yml
@@ -110,12 +115,22 @@ fn parse_options() -> gix::ignore::search::Ignore {
 }
 
 impl IgnoreRules {
-    /// The defaults plus `spec_ignore`.
+    /// The VCS exclusions, then the default exclusions unless `spec_ignore` holds a pattern
+    /// (then it replaces them, as in Flux), then `spec_ignore`.
     pub fn new(spec_ignore: Option<&str>) -> Self {
         let mut base = gix::ignore::Search::default();
+        let has_patterns = spec_ignore.is_some_and(|text| {
+            text.lines()
+                .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+        });
+        let defaults = if has_patterns {
+            VCS_EXCLUSIONS.to_owned()
+        } else {
+            format!("{VCS_EXCLUSIONS}{DEFAULT_EXCLUSIONS}")
+        };
         // Infallible for a relative source with no root: no base path to convert.
         let _ = base.add_patterns_buffer(
-            DEFAULT_EXCLUSIONS.as_bytes(),
+            defaults.as_bytes(),
             "<default exclusions>",
             None,
             parse_options(),
@@ -369,17 +384,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_exclusions_and_overrides() {
+    fn default_exclusions_apply_without_spec_ignore() {
+        for spec in [None, Some("# only a comment\n\n")] {
+            let rules = IgnoreRules::new(spec);
+            assert!(rules.is_ignored(".github", true));
+            assert!(rules.is_ignored("sub/.gitlab-ci.yml", false));
+            assert!(rules.is_ignored("img/logo.png", false));
+            assert!(rules.is_ignored(".gitignore", false));
+            assert!(!rules.is_ignored("deploy/app.yaml", false));
+        }
+    }
+
+    /// Flux: "When specified, `.spec.ignore` overrides the default exclusion list" (the VCS
+    /// files stay excluded).
+    #[test]
+    fn spec_ignore_replaces_the_default_exclusions() {
         let rules = IgnoreRules::new(Some("*.md\n!keep.png\n"));
-        assert!(rules.is_ignored(".github", true));
-        assert!(rules.is_ignored("sub/.gitlab-ci.yml", false));
-        assert!(rules.is_ignored("img/logo.png", false));
+        assert!(!rules.is_ignored(".github", true), "defaults replaced");
         assert!(
-            !rules.is_ignored("keep.png", false),
-            "spec.ignore re-includes"
+            !rules.is_ignored("img/logo.png", false),
+            "defaults replaced"
         );
+        assert!(!rules.is_ignored("keep.png", false));
         assert!(rules.is_ignored("README.md", false));
+        assert!(rules.is_ignored(".git", true), "VCS files stay excluded");
+        assert!(rules.is_ignored(".gitmodules", false));
         assert!(!rules.is_ignored("deploy/app.yaml", false));
+    }
+
+    /// Deliberate difference from Flux (documented on `spec.ignore`): a `.sourceignore` adds
+    /// to the default exclusions instead of dropping them; `!` re-includes one.
+    #[test]
+    fn sourceignore_adds_to_the_default_exclusions() {
+        let mut rules = IgnoreRules::new(None);
+        rules.add_sourceignore("", b"secret.yaml\n!keep.zip\n");
+        assert!(rules.is_ignored("secret.yaml", false));
+        assert!(rules.is_ignored("bundle.tar.gz", false), "defaults stay");
+        assert!(!rules.is_ignored("keep.zip", false));
     }
 
     #[test]
