@@ -44,6 +44,29 @@ pub struct GlobalArgs {
     /// The kubeconfig context to use.
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
+    /// The kubeconfig cluster to use (instead of the context's).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The kubeconfig user to use (instead of the context's).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// User to impersonate for the operation (a user or a service account,
+    /// system:serviceaccount:NS:NAME).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Group to impersonate for the operation (repeatable).
+    #[arg(long = "as-group", global = true, value_name = "GROUP", requires = "as_user")]
+    pub as_group: Vec<String>,
+    /// UID to impersonate for the operation.
+    #[arg(long = "as-uid", global = true, value_name = "UID", requires = "as_user")]
+    pub as_uid: Option<String>,
+    /// Do not verify the API server's certificate (insecure: for test clusters only).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
+    /// How long to wait for one request to the API server: a duration (1s, 2m) or a number of
+    /// seconds; 0 (the default) bounds requests by --timeout only.
+    #[arg(long, global = true, default_value = "0", value_parser = parse_request_timeout, value_name = "DURATION")]
+    pub request_timeout: RequestTimeout,
     /// The namespace of the kubectl-gitops objects.
     #[arg(
         short = 'n',
@@ -59,6 +82,31 @@ pub struct GlobalArgs {
     /// More output on stderr (-v: debug, -vv: trace).
     #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// `--request-timeout`: `None` (kubectl's `0`) leaves single requests bounded by `--timeout`
+/// only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTimeout(pub Option<Duration>);
+
+/// kubectl's `--request-timeout` grammar: `0` (no limit), a whole number of seconds, or a
+/// duration with a unit.
+pub fn parse_request_timeout(text: &str) -> Result<RequestTimeout, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text
+            .parse()
+            .map_err(|_| format!("'{text}' is too large a number of seconds"))?;
+        return Ok(RequestTimeout((secs > 0).then(|| Duration::from_secs(secs))));
+    }
+    match gitops_reconciler::api::duration::parse(text) {
+        Ok(duration) => Ok(RequestTimeout(Some(duration))),
+        // `0s`, `0m`: zero with a unit is "no limit" too.
+        Err(gitops_reconciler::api::duration::DurationError::NotPositive(_)) => {
+            Ok(RequestTimeout(None))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A Go-style duration, validated with the same parser the reconciler uses.
