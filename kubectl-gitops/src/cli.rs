@@ -126,6 +126,23 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How `get` prints objects (kubectl's `-o` values).
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListOutput {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The table with more columns: SOURCE (Kustomizations) and REASON of the Ready condition.
+    Wide,
+    /// One `resource.group/name` per line, fully qualified so that it is unambiguous next to
+    /// Flux's kinds of the same names.
+    Name,
+    /// The objects as YAML (a List).
+    Yaml,
+    /// The objects as JSON (a List).
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the client version, and the server's when a cluster is reachable.
@@ -434,8 +451,8 @@ pub struct ListArgs {
     /// Add a SOURCE column (kustomizations).
     #[arg(long)]
     pub show_source: bool,
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    #[arg(short = 'o', long, value_enum, default_value_t = ListOutput::Table)]
+    pub output: ListOutput,
     /// Do not print the header line.
     #[arg(long)]
     pub no_header: bool,
@@ -690,7 +707,7 @@ mod tests {
         match cli.command {
             Command::Get(GetCommand::Sources(GetSourcesCommand::Git(list))) => {
                 assert!(list.all_namespaces);
-                assert_eq!(list.output, OutputFormat::Json);
+                assert_eq!(list.output, ListOutput::Json);
             }
             other => panic!("parsed as {other:?}"),
         }
