@@ -55,10 +55,20 @@ pub struct GlobalArgs {
     #[arg(long = "as", global = true, value_name = "USER")]
     pub as_user: Option<String>,
     /// Group to impersonate for the operation (repeatable).
-    #[arg(long = "as-group", global = true, value_name = "GROUP", requires = "as_user")]
+    #[arg(
+        long = "as-group",
+        global = true,
+        value_name = "GROUP",
+        requires = "as_user"
+    )]
     pub as_group: Vec<String>,
     /// UID to impersonate for the operation.
-    #[arg(long = "as-uid", global = true, value_name = "UID", requires = "as_user")]
+    #[arg(
+        long = "as-uid",
+        global = true,
+        value_name = "UID",
+        requires = "as_user"
+    )]
     pub as_uid: Option<String>,
     /// Do not verify the API server's certificate (insecure: for test clusters only).
     #[arg(long, global = true)]
@@ -97,7 +107,9 @@ pub fn parse_request_timeout(text: &str) -> Result<RequestTimeout, String> {
         let secs: u64 = text
             .parse()
             .map_err(|_| format!("'{text}' is too large a number of seconds"))?;
-        return Ok(RequestTimeout((secs > 0).then(|| Duration::from_secs(secs))));
+        return Ok(RequestTimeout(
+            (secs > 0).then(|| Duration::from_secs(secs)),
+        ));
     }
     match gitops_reconciler::api::duration::parse(text) {
         Ok(duration) => Ok(RequestTimeout(Some(duration))),
@@ -197,6 +209,10 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+    /// Completions of the words of a command line, in the protocol kubectl's plugin completion
+    /// (kubectl >= 1.26, through a `kubectl_complete-gitops` executable) and cobra use.
+    #[command(name = "__complete", hide = true)]
+    Complete(CompleteArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -666,6 +682,13 @@ pub enum PolicyTestOutput {
     Yaml,
     /// Every object after the policy, as a JSON List (violations on stderr).
     Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompleteArgs {
+    /// The words after `gitops`; the last one is the word being completed (empty for a new one).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub words: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -484,7 +484,11 @@ contexts:
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("config");
         std::fs::write(&path, KUBECONFIG)?;
-        let mut args = vec!["kubectl-gitops", "--kubeconfig", path.to_str().unwrap_or("")];
+        let mut args = vec![
+            "kubectl-gitops",
+            "--kubeconfig",
+            path.to_str().unwrap_or(""),
+        ];
         args.extend_from_slice(flags);
         args.extend(["get", "ks"]);
         let cli = crate::cli::Cli::try_parse_from(args)?;

@@ -494,7 +494,15 @@ mod tests {
         };
         assert_eq!(
             header(&listing),
-            ["NAME", "SOURCE", "REVISION", "SUSPENDED", "READY", "REASON", "MESSAGE"]
+            [
+                "NAME",
+                "SOURCE",
+                "REVISION",
+                "SUSPENDED",
+                "READY",
+                "REASON",
+                "MESSAGE"
+            ]
         );
         assert_eq!(
             cells(&listing, &rows[0]),
