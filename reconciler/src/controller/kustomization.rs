@@ -857,10 +857,16 @@ async fn resolve_module(
                     reference.name, reference.key
                 ))
             })?
-    } else if module.url.is_some() {
-        return Err(failed(
-            "url modules are not supported by this reconciler yet; use path or configMapRef".into(),
-        ));
+    } else if let Some(url) = &module.url {
+        let bytes = crate::policy::fetch::ModuleFetcher::process()
+            .fetch(step, url, &sha256)
+            .await
+            .map_err(|e| StageError::Policy {
+                reason: reasons::POLICY_FAILED,
+                message: e.to_string(),
+                stalled: false,
+            })?;
+        return Ok(ModuleSource::Component { bytes, sha256 });
     } else {
         return Err(failed("no module source set".into()));
     };
