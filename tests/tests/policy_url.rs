@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// What a failure's cause must look like.
-type CauseCheck = Box<dyn Fn(&FetchCause) -> bool>;
+type CauseCheck<'a> = Box<dyn Fn(&FetchCause) -> bool + 'a>;
 
 const MODULE: &[u8] = b"\0asm pretend component bytes, long enough to be worth caching";
 
