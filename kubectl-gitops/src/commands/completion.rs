@@ -42,7 +42,8 @@ pub fn run(args: &CompletionArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// The argument vector to parse: `kubectl_complete-gitops A B` is `kubectl-gitops __complete A B`.
+/// The argument vector to parse: `kubectl_complete-gitops A B` is
+/// `kubectl-gitops __complete -- A B`.
 pub fn rewrite_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let called_as = args
         .first()
@@ -51,7 +52,9 @@ pub fn rewrite_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     if called_as != Some(KUBECTL_COMPLETE_EXECUTABLE) {
         return args;
     }
-    let mut rewritten = vec!["kubectl-gitops".into(), "__complete".into()];
+    // After `--` every word is the command line to complete, flags included: none of them is
+    // taken as a flag of `__complete` itself.
+    let mut rewritten = vec!["kubectl-gitops".into(), "__complete".into(), "--".into()];
     rewritten.extend(args.into_iter().skip(1));
     rewritten
 }
@@ -431,7 +434,7 @@ mod tests {
             "/usr/bin/kubectl_complete-gitops".into(),
             "get".into(),
         ]);
-        assert_eq!(args, ["kubectl-gitops", "__complete", "get"]);
+        assert_eq!(args, ["kubectl-gitops", "__complete", "--", "get"]);
         let args = rewrite_args(vec!["kubectl-gitops".into(), "get".into()]);
         assert_eq!(args, ["kubectl-gitops", "get"]);
         let mut out = Vec::new();
