@@ -8,7 +8,7 @@ pub mod duration;
 pub mod gitrepository;
 pub mod kustomization;
 
-pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
+pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus, RecordedViolation};
 pub use common::{FailurePolicy, PolicyModule, Selector};
 pub use gitrepository::{
     Artifact, GitRepository, GitRepositoryLimits, GitRepositoryRef, GitRepositorySpec,

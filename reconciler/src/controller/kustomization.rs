@@ -722,7 +722,11 @@ async fn policy_stage(
             failure_policy: crate::api::FailurePolicy::Fail,
         });
     }
-    steps.extend(cluster_policy_steps(run).await?);
+    let cluster_policies = cluster_policy_steps(run).await?;
+    let cluster_policy_names: Vec<String> =
+        cluster_policies.iter().map(|s| s.name.clone()).collect();
+    steps.extend(cluster_policies);
+    let ks_key = format!("{}/{}", run.namespace, run.name);
     for policy in &ks.spec.policies {
         let module = resolve_module(
             &policy.module,
@@ -740,6 +744,7 @@ async fn policy_stage(
         });
     }
     if steps.is_empty() {
+        super::clusterpolicy_status::record(&run.ctx.client, &ks_key, revision, &[], &[]).await;
         return Ok(objects);
     }
     let engine = run.ctx.policy.clone();
@@ -778,12 +783,25 @@ async fn policy_stage(
     };
     let outcome = tokio::task::spawn_blocking(move || host.run_pipeline(&steps, &context, objects))
         .await
-        .map_err(|e| failed(format!("policy task failed: {e}")))?
-        .map_err(|e| StageError::Policy {
-            reason: e.reason(),
-            message: e.to_string(),
-            stalled: e.is_stalling(),
-        })?;
+        .map_err(|e| failed(format!("policy task failed: {e}")))?;
+    let reported = match &outcome {
+        Ok(outcome) => outcome.warnings.as_slice(),
+        Err(crate::policy::PipelineError::Denied { violations, .. }) => violations.as_slice(),
+        Err(_) => &[],
+    };
+    super::clusterpolicy_status::record(
+        &run.ctx.client,
+        &ks_key,
+        revision,
+        &cluster_policy_names,
+        reported,
+    )
+    .await;
+    let outcome = outcome.map_err(|e| StageError::Policy {
+        reason: e.reason(),
+        message: e.to_string(),
+        stalled: e.is_stalling(),
+    })?;
     for warning in &outcome.warnings {
         warn!(%warning, "policy warning");
     }
@@ -1194,6 +1212,7 @@ fn record_failure(run: &mut Run<'_>, e: &StageError, generation: Option<i64>) {
 async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, ReconcileError> {
     let (namespace, name) = key(&ks)?;
     ctx.metrics.forget(KIND, &namespace, &name);
+    super::clusterpolicy_status::forget(&ctx.client, &format!("{namespace}/{name}")).await;
     let policy = ks.spec.deletion_policy.unwrap_or_default();
     let delete = match policy {
         DeletionPolicy::MirrorPrune => ks.spec.prune,
