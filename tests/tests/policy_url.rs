@@ -2,7 +2,11 @@
 //! is issued by a throwaway CA (made with openssl at test time) that only the fetcher under test
 //! trusts: a module is downloaded, verified and cached by digest; a digest mismatch, a module
 //! too big, a server too slow, a redirect loop, a redirect to http, a 404 and an untrusted
-//! server each fail with an error naming the policy and the URL without its credentials.
+//! server each fail with an error naming the policy and the URL without its credentials. With a
+//! cluster, a Kustomization whose policy is a `module.url` runs it (the replica-bounds component
+//! served over https denies), and one whose sha256 does not match fails with PolicyFailed.
+
+mod kustomization_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +20,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// What a failure's cause must look like.
 type CauseCheck<'a> = Box<dyn Fn(&FetchCause) -> bool + 'a>;
+
+/// A real component, served as a remote module.
+const REPLICA_BOUNDS: &[u8] = include_bytes!("../../policies/dist/replica-bounds.wasm");
 
 const MODULE: &[u8] = b"\0asm pretend component bytes, long enough to be worth caching";
 
@@ -136,6 +143,11 @@ async fn serve(dir: &Path, downloads: Arc<AtomicUsize>) -> u16 {
                         downloads.fetch_add(1, Ordering::SeqCst);
                         let mut out = head("200 OK", "", Some(MODULE.len())).into_bytes();
                         out.extend_from_slice(MODULE);
+                        tls.write_all(&out).await
+                    }
+                    "/replica-bounds.wasm" => {
+                        let mut out = head("200 OK", "", Some(REPLICA_BOUNDS.len())).into_bytes();
+                        out.extend_from_slice(REPLICA_BOUNDS);
                         tls.write_all(&out).await
                     }
                     "/moved" => {
@@ -336,4 +348,83 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn a_kustomization_runs_a_policy_from_an_https_url() {
+    use kustomization_support::*;
+    let pki = tempfile_dir("pki-e2e");
+    make_pki(&pki);
+    let port = serve(&pki, Arc::new(AtomicUsize::new(0))).await;
+    // The reconciler's --policy-module-ca-file, in this process.
+    assert!(ModuleFetcher::install(FetchConfig {
+        ca_pem: Some(std::fs::read(pki.join("ca.crt")).unwrap()),
+        ..FetchConfig::default()
+    }));
+    gitops_conformance::install_crds();
+    let ns = gitops_conformance::TestNamespace::new("purl");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    let revision = source.publish(
+        '1',
+        &[
+            ("app/kustomization.yaml", "resources: [web.yaml]\n"),
+            (
+                "app/web.yaml",
+                &format!(
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {}\nspec:\n  replicas: 50\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: web, image: nginx}}]}}\n",
+                    ns.name
+                ),
+            ),
+        ],
+    );
+    let digest = hex::encode(Sha256::digest(REPLICA_BOUNDS));
+    let url = format!("https://127.0.0.1:{port}/replica-bounds.wasm");
+    let spec = |sha: &str| {
+        format!(
+            "  sourceRef: {{kind: GitRepository, name: repo}}\n  path: ./app\n  prune: true\n  interval: 10m\n  retryInterval: 2s\n  timeout: 30s\n  policies:\n  - name: remote-bounds\n    module: {{url: '{url}?token=s3cr3t', sha256: '{sha}'}}\n    config: {{bounds: {{Deployment: {{min: 1, max: 5}}}}, action: deny}}\n"
+        )
+    };
+    let created = ns.create(&kustomization("pinned", &ctl.shard, &spec(&digest)));
+    assert!(created.success, "{}", created.stderr);
+    let wrong = "1".repeat(64);
+    let created = ns.create(&kustomization("mismatch", &ctl.shard, &spec(&wrong)));
+    assert!(created.success, "{}", created.stderr);
+
+    let (_, _, denied) = eventually(
+        Duration::from_secs(90),
+        "the remote policy to deny",
+        || ready(&ns.name, "pinned").filter(|(s, r, _)| s == "False" && r == "PolicyDenied"),
+        || format!("{:?}", ready(&ns.name, "pinned")),
+    )
+    .await;
+    assert!(
+        denied.contains("remote-bounds") && denied.contains("web"),
+        "{denied}"
+    );
+    assert!(revision.starts_with("main@sha1:"));
+
+    let (_, _, failed) = eventually(
+        Duration::from_secs(90),
+        "the digest mismatch",
+        || ready(&ns.name, "mismatch").filter(|(s, r, _)| s == "False" && r == "PolicyFailed"),
+        || format!("{:?}", ready(&ns.name, "mismatch")),
+    )
+    .await;
+    assert!(
+        failed.contains("policy remote-bounds: module.url"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains(&format!(
+            "sha256 mismatch: declared {wrong}, downloaded {digest}"
+        )),
+        "{failed}"
+    );
+    assert!(
+        failed.contains(&url) && !failed.contains("s3cr3t"),
+        "{failed}"
+    );
+    drop(ctl);
 }
