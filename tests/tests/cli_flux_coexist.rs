@@ -61,6 +61,20 @@ spec:
         .join("---\n")
 }
 
+/// Our Kustomization `vote-dev`, as `kubectl get -o json` prints it.
+fn our_kustomization(ns: &TestNamespace) -> gitops_conformance::KubectlResult {
+    ns.kubectl(
+        &[
+            "get",
+            "kustomizations.kubectl-gitops.io",
+            "vote-dev",
+            "-o",
+            "json",
+        ],
+        None,
+    )
+}
+
 /// `resourceVersion` and annotations of the Flux object `plural.group/name`.
 fn flux_state(ns: &TestNamespace, resource: &str, name: &str) -> (String, String) {
     let out = ns.kubectl(&["get", resource, name, "-o", "json"], None);
@@ -158,16 +172,7 @@ spec: {sourceRef: {kind: GitRepository, name: instavote}, path: ./flux, interval
         "2s",
     ])
     .expect(5);
-    let ours = ns.kubectl(
-        &[
-            "get",
-            "kustomizations.kubectl-gitops.io",
-            "vote-dev",
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    let ours = our_kustomization(&ns);
     assert!(
         ours.success,
         "our Kustomization was not created: {}",
@@ -203,16 +208,7 @@ spec: {sourceRef: {kind: GitRepository, name: instavote}, path: ./flux, interval
         "2s",
     ])
     .expect(5);
-    let ours = ns.kubectl(
-        &[
-            "get",
-            "kustomizations.kubectl-gitops.io",
-            "vote-dev",
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    let ours = our_kustomization(&ns);
     assert!(
         ours.stdout
             .contains("kubectl-gitops.io/reconcile-requested-at"),

@@ -269,36 +269,33 @@ fn takes_name(command: &clap::Command) -> bool {
 
 fn names(global_flags: &[String], kind: NamedKind) -> Vec<(String, String)> {
     lookup(global_flags, |client, namespace| async move {
-        let params = ListParams::default();
-        let names = match kind {
-            NamedKind::GitRepository => Api::<GitRepository>::namespaced(client, &namespace)
-                .list_metadata(&params)
-                .await?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
-            NamedKind::Kustomization => Api::<Kustomization>::namespaced(client, &namespace)
-                .list_metadata(&params)
-                .await?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
-        };
-        Ok(names)
+        match kind {
+            NamedKind::GitRepository => {
+                list_names(Api::<GitRepository>::namespaced(client, &namespace)).await
+            }
+            NamedKind::Kustomization => {
+                list_names(Api::<Kustomization>::namespaced(client, &namespace)).await
+            }
+        }
     })
+}
+
+async fn list_names<K>(api: Api<K>) -> Result<Vec<String>, kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    Ok(api
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect())
 }
 
 fn namespaces(global_flags: &[String]) -> Vec<(String, String)> {
     lookup(global_flags, |client, _| async move {
-        Ok(Api::<Namespace>::all(client)
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect())
+        list_names(Api::<Namespace>::all(client)).await
     })
 }
 
