@@ -2,8 +2,8 @@
 //! claim the words `kustomizations`, `kustomization`, `ks`, `gitrepositories`, `gitrepo`. With
 //! Flux-group CRDs installed and Flux objects of the same names as ours in the same namespace,
 //! `check --pre` warns about the shared words, and `create`, `get`, `reconcile`, `tree`,
-//! completion, `delete` and the suite's namespace clean-up act on our objects only: Flux's keep
-//! their resourceVersion.
+//! completion, `delete`, `uninstall` and the suite's namespace clean-up act on our objects only:
+//! Flux's keep their resourceVersion.
 //!
 //! Flux's own CRD files are not in this machine's Go module cache (the module proxy does not
 //! serve the controllers' modules here), so the test declares CRDs with Flux's groups, kinds,
@@ -89,9 +89,15 @@ fn flux_state(ns: &TestNamespace, resource: &str, name: &str) -> (String, String
     )
 }
 
-#[test]
-#[ignore = "needs a cluster (GITOPS_TEST_KUBECONFIG)"]
-fn the_cli_acts_on_our_kinds_only_next_to_fluxs() {
+const FLUX_KS: &str = "kustomizations.kustomize.toolkit.fluxcd.io";
+const FLUX_REPO: &str = "gitrepositories.source.toolkit.fluxcd.io";
+
+/// The tests of this file share Flux's CRDs: one at a time.
+static FLUX_CRDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Our CRDs and Flux's, and a namespace holding Flux objects named like the ones the tests
+/// create of ours.
+fn with_flux() -> TestNamespace {
     install_crds();
     kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&flux_crds()));
     kubectl_ok(
@@ -99,8 +105,8 @@ fn the_cli_acts_on_our_kinds_only_next_to_fluxs() {
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
-            "crd/kustomizations.kustomize.toolkit.fluxcd.io",
-            "crd/gitrepositories.source.toolkit.fluxcd.io",
+            &format!("crd/{FLUX_KS}"),
+            &format!("crd/{FLUX_REPO}"),
         ],
         None,
     );
@@ -118,12 +124,43 @@ spec: {sourceRef: {kind: GitRepository, name: instavote}, path: ./flux, interval
 ";
     let created = ns.create(flux_objects);
     assert!(created.success, "{}", created.stderr);
-    let flux_ks = "kustomizations.kustomize.toolkit.fluxcd.io";
-    let flux_repo = "gitrepositories.source.toolkit.fluxcd.io";
-    let before = (
-        flux_state(&ns, flux_ks, "vote-dev"),
-        flux_state(&ns, flux_repo, "instavote"),
+    ns
+}
+
+/// The state of both Flux objects.
+fn flux_states(ns: &TestNamespace) -> [(String, String); 2] {
+    [
+        flux_state(ns, FLUX_KS, "vote-dev"),
+        flux_state(ns, FLUX_REPO, "instavote"),
+    ]
+}
+
+/// Deletes the namespace (the suite's clean-up: Flux's objects go with it), then Flux's CRDs.
+fn clean_up(ns: TestNamespace) {
+    let name = ns.name.clone();
+    drop(ns);
+    let gone = kubectl(
+        &[
+            "wait",
+            "--for=delete",
+            &format!("namespace/{name}"),
+            "--timeout=60s",
+        ],
+        None,
     );
+    assert!(gone.success, "{}", gone.stderr);
+    kubectl_ok(
+        &["delete", "crd", FLUX_KS, FLUX_REPO, "--ignore-not-found"],
+        None,
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster (GITOPS_TEST_KUBECONFIG)"]
+fn the_cli_acts_on_our_kinds_only_next_to_fluxs() {
+    let _one_at_a_time = FLUX_CRDS.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = with_flux();
+    let before = flux_states(&ns);
 
     let check = gitops(&["check", "--pre", "-n", &ns.name]);
     assert!(
@@ -241,36 +278,51 @@ spec: {sourceRef: {kind: GitRepository, name: instavote}, path: ./flux, interval
         .success,
         "ours is deleted"
     );
-    let after = (
-        flux_state(&ns, flux_ks, "vote-dev"),
-        flux_state(&ns, flux_repo, "instavote"),
-    );
-    assert_eq!(before, after, "a Flux object was touched");
+    assert_eq!(before, flux_states(&ns), "a Flux object was touched");
+    clean_up(ns);
+    // Our CRDs stay.
+    kubectl_ok(&["get", "crd", "kustomizations.kubectl-gitops.io"], None);
+}
 
-    // The suite's clean-up (the namespace) removes Flux's objects with it, and the Flux CRDs go
-    // with this test.
-    let name = ns.name.clone();
-    drop(ns);
-    let gone = kubectl(
+/// `uninstall` removes our CRDs and objects, cluster-wide: it runs with the disruptive tests,
+/// alone, and installs our CRDs again at the end.
+#[test]
+#[ignore = "needs a cluster (GITOPS_TEST_KUBECONFIG); removes our CRDs for a while"]
+fn disruptive_uninstall_next_to_flux_leaves_fluxs_objects() {
+    let _one_at_a_time = FLUX_CRDS.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = with_flux();
+    let ours = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1
+kind: GitRepository
+metadata: {{name: instavote, namespace: {}}}
+spec: {{url: 'https://example.com/ours/instavote.git', interval: 1m}}
+",
+        ns.name
+    );
+    kubectl_ok(&["apply", "-f", "-"], Some(&ours));
+    let before = flux_states(&ns);
+
+    let uninstall = gitops(&["uninstall", "-s", "--keep-namespace", "-n", &ns.name]).expect(0);
+    assert!(
+        uninstall.stderr.contains("uninstall finished"),
+        "{}",
+        uninstall.stderr
+    );
+    kubectl_ok(
         &[
             "wait",
             "--for=delete",
-            &format!("namespace/{name}"),
-            "--timeout=60s",
+            "--timeout=120s",
+            "crd/gitrepositories.kubectl-gitops.io",
+            "crd/kustomizations.kubectl-gitops.io",
+            "crd/clusterpolicies.kubectl-gitops.io",
         ],
         None,
     );
-    assert!(gone.success, "{}", gone.stderr);
-    kubectl_ok(
-        &[
-            "delete",
-            "crd",
-            "kustomizations.kustomize.toolkit.fluxcd.io",
-            "gitrepositories.source.toolkit.fluxcd.io",
-            "--ignore-not-found",
-        ],
-        None,
-    );
-    // Our CRDs stay.
-    kubectl_ok(&["get", "crd", "kustomizations.kubectl-gitops.io"], None);
+    // Flux's CRDs and objects are all there, untouched.
+    assert_eq!(before, flux_states(&ns), "a Flux object was touched");
+    kubectl_ok(&["get", "crd", FLUX_KS, FLUX_REPO], None);
+
+    clean_up(ns);
+    install_crds();
 }
