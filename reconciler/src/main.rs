@@ -302,6 +302,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let checks_trust = ca_pem.is_some();
     gitops_reconciler::policy::fetch::ModuleFetcher::install(
         gitops_reconciler::policy::fetch::FetchConfig {
             ca_pem,
@@ -309,6 +310,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         },
     );
+    if checks_trust {
+        gitops_reconciler::policy::fetch::ModuleFetcher::process()
+            .check_trust()
+            .map_err(|e| anyhow::anyhow!("--policy-module-ca-file: {e}"))?;
+    }
     let policy = PolicyEngine::on_first_use(HostConfig {
         cache_dir: Some(args.storage_path.join("policy-cache")),
         ..Default::default()

@@ -56,7 +56,8 @@ impl Default for FetchConfig {
         Self {
             ca_pem: None,
             cache_dir: None,
-            max_bytes: 32 << 20,
+            // The policy host refuses larger components anyway: one limit for both.
+            max_bytes: crate::policy::HostConfig::default().max_module_bytes as u64,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             max_redirects: 5,
@@ -213,6 +214,13 @@ impl ModuleFetcher {
         let bytes: Arc<[u8]> = bytes.into();
         self.store(sha256, &bytes);
         Ok(bytes)
+    }
+
+    /// Builds the https client now (reads the trust store, parses the extra CAs), so that a
+    /// bad `--policy-module-ca-file` stops the reconciler at startup rather than failing every
+    /// URL module later.
+    pub fn check_trust(&self) -> Result<(), String> {
+        self.client().map(drop)
     }
 
     fn client(&self) -> Result<HttpsClient, String> {
@@ -529,6 +537,19 @@ mod tests {
             err.to_string(),
             "policy pin: module.url http://example.com/m.wasm: only https:// URLs are allowed"
         );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let fetcher = ModuleFetcher::new(FetchConfig {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..FetchConfig::default()
+        });
+        assert_eq!(
+            fetcher.check_trust(),
+            Err("the CA file holds no certificate".to_owned())
+        );
+        assert_eq!(FetchConfig::default().max_bytes, 32 << 20);
     }
 
     #[tokio::test]
