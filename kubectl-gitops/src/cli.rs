@@ -44,6 +44,39 @@ pub struct GlobalArgs {
     /// The kubeconfig context to use.
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
+    /// The kubeconfig cluster to use (instead of the context's).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The kubeconfig user to use (instead of the context's).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// User to impersonate for the operation (a user or a service account,
+    /// system:serviceaccount:NS:NAME).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Group to impersonate for the operation (repeatable).
+    #[arg(
+        long = "as-group",
+        global = true,
+        value_name = "GROUP",
+        requires = "as_user"
+    )]
+    pub as_group: Vec<String>,
+    /// UID to impersonate for the operation.
+    #[arg(
+        long = "as-uid",
+        global = true,
+        value_name = "UID",
+        requires = "as_user"
+    )]
+    pub as_uid: Option<String>,
+    /// Do not verify the API server's certificate (insecure: for test clusters only).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
+    /// How long to wait for one request to the API server: a duration (1s, 2m) or a number of
+    /// seconds; 0 (the default) bounds requests by --timeout only.
+    #[arg(long, global = true, default_value = "0", value_parser = parse_request_timeout, value_name = "DURATION")]
+    pub request_timeout: RequestTimeout,
     /// The namespace of the kubectl-gitops objects.
     #[arg(
         short = 'n',
@@ -61,6 +94,33 @@ pub struct GlobalArgs {
     pub verbose: u8,
 }
 
+/// `--request-timeout`: `None` (kubectl's `0`) leaves single requests bounded by `--timeout`
+/// only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTimeout(pub Option<Duration>);
+
+/// kubectl's `--request-timeout` grammar: `0` (no limit), a whole number of seconds, or a
+/// duration with a unit.
+pub fn parse_request_timeout(text: &str) -> Result<RequestTimeout, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text
+            .parse()
+            .map_err(|_| format!("'{text}' is too large a number of seconds"))?;
+        return Ok(RequestTimeout(
+            (secs > 0).then(|| Duration::from_secs(secs)),
+        ));
+    }
+    match gitops_reconciler::api::duration::parse(text) {
+        Ok(duration) => Ok(RequestTimeout(Some(duration))),
+        // `0s`, `0m`: zero with a unit is "no limit" too.
+        Err(gitops_reconciler::api::duration::DurationError::NotPositive(_)) => {
+            Ok(RequestTimeout(None))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A Go-style duration, validated with the same parser the reconciler uses.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     gitops_reconciler::api::duration::parse(text).map_err(|e| e.to_string())
@@ -72,6 +132,23 @@ pub enum OutputFormat {
     /// Aligned columns for people.
     #[default]
     Table,
+    /// The objects as YAML (a List).
+    Yaml,
+    /// The objects as JSON (a List).
+    Json,
+}
+
+/// How `get` prints objects (kubectl's `-o` values).
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListOutput {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The table with more columns: SOURCE (Kustomizations) and REASON of the Ready condition.
+    Wide,
+    /// One `resource.group/name` per line, fully qualified so that it is unambiguous next to
+    /// Flux's kinds of the same names.
+    Name,
     /// The objects as YAML (a List).
     Yaml,
     /// The objects as JSON (a List).
@@ -132,6 +209,10 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+    /// Completions of the words of a command line, in the protocol kubectl's plugin completion
+    /// (kubectl >= 1.26, through a `kubectl_complete-gitops` executable) and cobra use.
+    #[command(name = "__complete", hide = true)]
+    Complete(CompleteArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -386,8 +467,8 @@ pub struct ListArgs {
     /// Add a SOURCE column (kustomizations).
     #[arg(long)]
     pub show_source: bool,
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    #[arg(short = 'o', long, value_enum, default_value_t = ListOutput::Table)]
+    pub output: ListOutput,
     /// Do not print the header line.
     #[arg(long)]
     pub no_header: bool,
@@ -619,6 +700,13 @@ pub enum PolicyTestOutput {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct CompleteArgs {
+    /// The words after `gitops`; the last one is the word being completed (empty for a new one).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub words: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
@@ -657,7 +745,7 @@ mod tests {
         match cli.command {
             Command::Get(GetCommand::Sources(GetSourcesCommand::Git(list))) => {
                 assert!(list.all_namespaces);
-                assert_eq!(list.output, OutputFormat::Json);
+                assert_eq!(list.output, ListOutput::Json);
             }
             other => panic!("parsed as {other:?}"),
         }

@@ -19,13 +19,23 @@ use crate::error::{Exit, Failure, HINT_CHECK};
 /// Field manager of every server-side apply the CLI makes.
 pub const FIELD_MANAGER: &str = "kubectl-gitops";
 
-/// Connects with the kubeconfig and context chosen by the global flags.
+/// Connects with the kubeconfig, context, cluster, user, impersonation, TLS and timeout
+/// settings chosen by the global flags (kubectl's flags, with kubectl's meaning).
 pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let config = client_config(global).await?;
+    Client::try_from(config).context("creating the Kubernetes client")
+}
+
+/// The client configuration [`connect`] uses: the kubeconfig entries the flags select, then
+/// the flags that override single settings.
+pub async fn client_config(global: &GlobalArgs) -> anyhow::Result<kube::Config> {
     let options = KubeConfigOptions {
         context: global.context.clone(),
-        cluster: None,
-        user: None,
+        cluster: global.cluster.clone(),
+        user: global.user.clone(),
     };
+    let chooses_entries =
+        options.context.is_some() || options.cluster.is_some() || options.user.is_some();
     let mut config = match &global.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
@@ -38,7 +48,7 @@ pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
                 .await
                 .map_err(|e| Failure::new(Exit::Unreachable, format!("invalid kubeconfig: {e}")))?
         }
-        None if global.context.is_some() => kube::Config::from_kubeconfig(&options)
+        None if chooses_entries => kube::Config::from_kubeconfig(&options)
             .await
             .map_err(|e| Failure::new(Exit::Unreachable, format!("invalid kubeconfig: {e}")))?,
         None => kube::Config::infer().await.map_err(|e| {
@@ -46,9 +56,34 @@ pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
                 .hint("set KUBECONFIG or pass --kubeconfig")
         })?,
     };
-    config.connect_timeout = Some(global.timeout.min(Duration::from_secs(10)));
-    config.read_timeout = Some(global.timeout.max(Duration::from_secs(30)));
-    Client::try_from(config).context("creating the Kubernetes client")
+    apply_overrides(&mut config, global);
+    Ok(config)
+}
+
+/// The flags that override one setting of the kubeconfig's.
+fn apply_overrides(config: &mut kube::Config, global: &GlobalArgs) {
+    if let Some(user) = &global.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups =
+            (!global.as_group.is_empty()).then(|| global.as_group.clone());
+        config.auth_info.impersonate_uid = global.as_uid.clone();
+    }
+    if global.insecure_skip_tls_verify {
+        // As kubectl: the flag wins over a CA of the kubeconfig, which no longer applies.
+        config.accept_invalid_certs = true;
+        config.root_cert = None;
+    }
+    match global.request_timeout.0 {
+        Some(limit) => {
+            config.connect_timeout = Some(limit.min(Duration::from_secs(10)));
+            config.read_timeout = Some(limit);
+            config.write_timeout = Some(limit);
+        }
+        None => {
+            config.connect_timeout = Some(global.timeout.min(Duration::from_secs(10)));
+            config.read_timeout = Some(global.timeout.max(Duration::from_secs(30)));
+        }
+    }
 }
 
 /// `Kind namespace/name` for messages.
@@ -334,6 +369,7 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
     use gitops_reconciler::api::{GitRepository, GitRepositoryStatus};
 
     fn repo(generation: i64, status: GitRepositoryStatus) -> GitRepository {
@@ -422,6 +458,114 @@ mod tests {
                 reason: "PolicyDenied".into(),
                 message: "denied by policy".into()
             })
+        );
+    }
+
+    const KUBECONFIG: &str = "\
+apiVersion: v1
+kind: Config
+current-context: main
+clusters:
+- name: main
+  cluster: {server: 'https://127.0.0.1:6443', certificate-authority-data: ''}
+- name: other
+  cluster: {server: 'https://127.0.0.2:7443'}
+users:
+- name: admin
+  user: {username: admin-user}
+- name: viewer
+  user: {username: viewer-user}
+contexts:
+- name: main
+  context: {cluster: main, user: admin, namespace: apps}
+";
+
+    async fn config_for(flags: &[&str]) -> anyhow::Result<kube::Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG)?;
+        let mut args = vec![
+            "kubectl-gitops",
+            "--kubeconfig",
+            path.to_str().unwrap_or(""),
+        ];
+        args.extend_from_slice(flags);
+        args.extend(["get", "ks"]);
+        let cli = crate::cli::Cli::try_parse_from(args)?;
+        client_config(&cli.global).await
+    }
+
+    #[tokio::test]
+    async fn kubectl_client_flags_select_and_override_kubeconfig_entries() {
+        let plain = config_for(&[]).await.unwrap();
+        assert_eq!(plain.cluster_url.to_string(), "https://127.0.0.1:6443/");
+        assert!(plain.auth_info.impersonate.is_none());
+        assert!(!plain.accept_invalid_certs);
+        assert_eq!(plain.read_timeout, Some(Duration::from_secs(300)));
+
+        let chosen = config_for(&[
+            "--cluster",
+            "other",
+            "--user",
+            "viewer",
+            "--as",
+            "system:serviceaccount:team-a:deployer",
+            "--as-group",
+            "team-a",
+            "--as-group",
+            "system:authenticated",
+            "--as-uid",
+            "1234",
+            "--insecure-skip-tls-verify",
+            "--request-timeout",
+            "7",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(chosen.cluster_url.to_string(), "https://127.0.0.2:7443/");
+        assert_eq!(chosen.auth_info.username.as_deref(), Some("viewer-user"));
+        assert_eq!(
+            chosen.auth_info.impersonate.as_deref(),
+            Some("system:serviceaccount:team-a:deployer")
+        );
+        assert_eq!(
+            chosen.auth_info.impersonate_groups,
+            Some(vec!["team-a".to_owned(), "system:authenticated".to_owned()])
+        );
+        assert_eq!(chosen.auth_info.impersonate_uid.as_deref(), Some("1234"));
+        assert!(chosen.accept_invalid_certs);
+        assert!(chosen.root_cert.is_none());
+        assert_eq!(chosen.read_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(chosen.write_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(chosen.connect_timeout, Some(Duration::from_secs(7)));
+
+        // A cluster or user the kubeconfig lacks is refused, naming the cause.
+        let missing = config_for(&["--cluster", "nowhere"]).await.unwrap_err();
+        let report = crate::error::report(&missing);
+        assert_eq!(report.exit, Exit::Unreachable);
+        assert!(report.line.contains("nowhere"), "{}", report.line);
+    }
+
+    #[test]
+    fn request_timeout_follows_kubectl_grammar() {
+        use crate::cli::{RequestTimeout, parse_request_timeout};
+        assert_eq!(parse_request_timeout("0"), Ok(RequestTimeout(None)));
+        assert_eq!(parse_request_timeout("0s"), Ok(RequestTimeout(None)));
+        assert_eq!(
+            parse_request_timeout("15"),
+            Ok(RequestTimeout(Some(Duration::from_secs(15))))
+        );
+        assert_eq!(
+            parse_request_timeout("1m30s"),
+            Ok(RequestTimeout(Some(Duration::from_secs(90))))
+        );
+        for bad in ["", "-1", "5x", "99999999999999999999999"] {
+            assert!(parse_request_timeout(bad).is_err(), "{bad}");
+        }
+        // --as-group needs --as, as in kubectl.
+        assert!(
+            crate::cli::Cli::try_parse_from(["kubectl-gitops", "--as-group", "g", "get", "ks"])
+                .is_err()
         );
     }
 

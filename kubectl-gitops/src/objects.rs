@@ -16,6 +16,8 @@ pub struct StatusRow {
     pub revision: String,
     pub suspended: bool,
     pub ready: String,
+    /// Reason of the Ready condition (empty when there is none).
+    pub reason: String,
     pub message: String,
     /// `GitRepository/ns/name` for Kustomizations; empty for sources.
     pub source: String,
@@ -32,11 +34,16 @@ impl StatusRow {
     }
 }
 
-fn ready_columns(conds: &[Condition]) -> (String, String) {
+fn ready_columns(conds: &[Condition]) -> (String, String, String) {
     match conditions::get(conds, types::READY) {
-        Some(ready) => (ready.status.clone(), ready.message.clone()),
+        Some(ready) => (
+            ready.status.clone(),
+            ready.reason.clone(),
+            ready.message.clone(),
+        ),
         None => (
             status::UNKNOWN.to_owned(),
+            String::new(),
             "waiting to be reconciled".to_owned(),
         ),
     }
@@ -44,7 +51,7 @@ fn ready_columns(conds: &[Condition]) -> (String, String) {
 
 pub fn git_repository_row(repo: &GitRepository) -> StatusRow {
     let status = repo.status.clone().unwrap_or_default();
-    let (ready, message) = ready_columns(&status.conditions);
+    let (ready, reason, message) = ready_columns(&status.conditions);
     StatusRow {
         kind: "GitRepository",
         namespace: repo.namespace().unwrap_or_default(),
@@ -52,6 +59,7 @@ pub fn git_repository_row(repo: &GitRepository) -> StatusRow {
         revision: status.artifact.map(|a| a.revision).unwrap_or_default(),
         suspended: repo.spec.suspend == Some(true),
         ready,
+        reason,
         message,
         source: String::new(),
         conditions: status.conditions,
@@ -60,7 +68,7 @@ pub fn git_repository_row(repo: &GitRepository) -> StatusRow {
 
 pub fn kustomization_row(ks: &Kustomization) -> StatusRow {
     let status = ks.status.clone().unwrap_or_default();
-    let (ready, message) = ready_columns(&status.conditions);
+    let (ready, reason, message) = ready_columns(&status.conditions);
     let namespace = ks.namespace().unwrap_or_default();
     let source_ns = ks
         .spec
@@ -76,6 +84,7 @@ pub fn kustomization_row(ks: &Kustomization) -> StatusRow {
         revision: status.last_applied_revision.unwrap_or_default(),
         suspended: ks.spec.suspend == Some(true),
         ready,
+        reason,
         message,
         conditions: status.conditions,
     }

@@ -95,6 +95,10 @@ struct Args {
     /// evicted to stay under it (0: no cap).
     #[arg(long, default_value_t = 0)]
     storage_max_bytes: u64,
+    /// PEM file of CA certificates trusted for policy modules' `module.url`, besides the
+    /// system's (a private module server).
+    #[arg(long, value_name = "FILE")]
+    policy_module_ca_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -291,6 +295,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let fetcher = ArtifactFetcher::new(Some(storage), limits);
     // One wasmtime engine per process, started when a Kustomization first needs a policy; when
     // it cannot start, those Kustomizations fail with PolicyFailed and the others reconcile.
+    let ca_pem = match &args.policy_module_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --policy-module-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let checks_trust = ca_pem.is_some();
+    gitops_reconciler::policy::fetch::ModuleFetcher::install(
+        gitops_reconciler::policy::fetch::FetchConfig {
+            ca_pem,
+            cache_dir: Some(args.storage_path.join("policy-modules")),
+            ..Default::default()
+        },
+    );
+    if checks_trust {
+        gitops_reconciler::policy::fetch::ModuleFetcher::process()
+            .check_trust()
+            .map_err(|e| anyhow::anyhow!("--policy-module-ca-file: {e}"))?;
+    }
     let policy = PolicyEngine::on_first_use(HostConfig {
         cache_dir: Some(args.storage_path.join("policy-cache")),
         ..Default::default()

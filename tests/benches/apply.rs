@@ -500,7 +500,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
             "-n",
             &ns,
             "patch",
-            "kustomizations",
+            "kustomizations.kubectl-gitops.io",
             "--all",
             "--type=merge",
             "-p",

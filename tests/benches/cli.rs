@@ -3,7 +3,7 @@
 //! - `kubectl gitops version --client` cold start (release binary, fresh process) — goal < 20 ms;
 //!   baseline `kubectl version --client`.
 //! - `kubectl gitops get kustomizations -A` with 1,000 Kustomizations — goal < 300 ms and within
-//!   1.5× of `kubectl get kustomizations -A` (baseline) on the same cluster.
+//!   1.5× of `kubectl get kustomizations.kubectl-gitops.io -A` (baseline) on the same cluster.
 //!
 //! Uses GITOPS_TEST_KUBECONFIG when set, else starts (and stops) a local control plane of its own.
 
@@ -192,7 +192,7 @@ fn main() {
         "kubectl gitops get kustomizations -A (1,000 objects)",
         ours,
         Duration::from_millis(300),
-        "kubectl get kustomizations -A",
+        "kubectl get kustomizations.kubectl-gitops.io -A",
         theirs,
     );
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();

@@ -358,9 +358,17 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
 
     // The cluster reconciled itself from that commit.
     let revision = format!("main@sha1:{head}");
-    let source = get_json(&ns.name, "gitrepository", "gitops-system");
+    let source = get_json(
+        &ns.name,
+        "gitrepositories.kubectl-gitops.io",
+        "gitops-system",
+    );
     assert_eq!(source["status"]["artifact"]["revision"], revision.as_str());
-    let ks = get_json(&ns.name, "kustomization", "gitops-system");
+    let ks = get_json(
+        &ns.name,
+        "kustomizations.kubectl-gitops.io",
+        "gitops-system",
+    );
     assert_eq!(ks["status"]["lastAppliedRevision"], revision.as_str());
     let ids: Vec<String> = ks["status"]["inventory"]["entries"]
         .as_array()
@@ -445,7 +453,11 @@ fn bootstrap_git_over_https_makes_the_cluster_manage_itself_and_reruns_are_idemp
         "{}",
         upgrade.stderr
     );
-    let source = get_json(&ns.name, "gitrepository", "gitops-system");
+    let source = get_json(
+        &ns.name,
+        "gitrepositories.kubectl-gitops.io",
+        "gitops-system",
+    );
     assert_eq!(source["spec"]["interval"], "2m");
 
     // The password is in no output and in no git argv.

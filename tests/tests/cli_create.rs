@@ -45,7 +45,7 @@ fn create_source_and_kustomization_write_the_objects_of_the_seed_story() {
         "{}",
         run.stderr
     );
-    let repo = get_json(&ns.name, "gitrepository", "instavote");
+    let repo = get_json(&ns.name, "gitrepositories.kubectl-gitops.io", "instavote");
     assert_eq!(
         repo["spec"],
         serde_json::json!({"url": "https://git.example.com/instavote.git", "ref": {"branch": "main"}, "interval": "30s"})
@@ -67,7 +67,7 @@ fn create_source_and_kustomization_write_the_objects_of_the_seed_story() {
         "1s",
     ])
     .expect(5);
-    let ks = get_json(&ns.name, "kustomization", "vote-dev");
+    let ks = get_json(&ns.name, "kustomizations.kubectl-gitops.io", "vote-dev");
     assert_eq!(ks["spec"]["targetNamespace"], "instavote");
     assert_eq!(ks["spec"]["prune"], true);
     assert_eq!(
@@ -88,7 +88,7 @@ fn create_source_and_kustomization_write_the_objects_of_the_seed_story() {
         "1s",
     ])
     .expect(5);
-    let ks = get_json(&ns.name, "kustomization", "vote-dev");
+    let ks = get_json(&ns.name, "kustomizations.kubectl-gitops.io", "vote-dev");
     assert_eq!(ks["spec"]["path"], "./deploy/redis");
     assert!(ks["spec"].get("targetNamespace").is_none(), "{ks}");
 }
@@ -129,7 +129,7 @@ fn exported_objects_are_accepted_by_the_apiserver_as_they_are() {
         run.stdout, res.stderr
     );
     // Nothing was created by --export.
-    let res = ns.kubectl(&["get", "kustomization", "apps"], None);
+    let res = ns.kubectl(&["get", "kustomizations.kubectl-gitops.io", "apps"], None);
     assert!(!res.success);
 }
 

@@ -193,9 +193,13 @@ fn delete_without_a_terminal_asks_for_silent() {
     let run = gitops(&["delete", "source", "git", "keep", "-n", &ns.name]).expect(2);
     assert!(run.stderr.contains("pass -s/--silent"), "{}", run.stderr);
     assert!(
-        ns.kubectl(&["get", "gitrepository", "keep"], None).success,
+        ns.kubectl(&["get", "gitrepositories.kubectl-gitops.io", "keep"], None)
+            .success,
         "deleted without confirmation"
     );
     gitops(&["delete", "source", "git", "keep", "-n", &ns.name, "-s"]).expect(0);
-    assert!(!ns.kubectl(&["get", "gitrepository", "keep"], None).success);
+    assert!(
+        !ns.kubectl(&["get", "gitrepositories.kubectl-gitops.io", "keep"], None)
+            .success
+    );
 }

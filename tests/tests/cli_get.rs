@@ -222,7 +222,7 @@ fn watch_prints_a_row_for_each_change_of_a_row() {
             "-n",
             &ns.name,
             "label",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "redis-dev",
             "touched=yes",
         ],

@@ -321,7 +321,7 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
                 "-n",
                 &ns.name,
                 "get",
-                "gitrepository",
+                "gitrepositories.kubectl-gitops.io",
                 "app",
                 "-o",
                 "jsonpath={.status.artifact.revision} {.status.conditions[?(@.type==\"Ready\")].message}",

@@ -40,7 +40,7 @@ fn reconcile_requests_and_waits_for_the_echo() {
         "{}",
         run.stderr
     );
-    let ks = get_json(&ns.name, "kustomization", "vote-dev");
+    let ks = get_json(&ns.name, "kustomizations.kubectl-gitops.io", "vote-dev");
     let token = ks["metadata"]["annotations"]["kubectl-gitops.io/reconcile-requested-at"]
         .as_str()
         .expect("annotation written")
@@ -55,7 +55,7 @@ fn reconcile_requests_and_waits_for_the_echo() {
         let mut seen = String::new();
         for _ in 0..100 {
             std::thread::sleep(Duration::from_millis(100));
-            let ks = get_json(&ns_name, "kustomization", "vote-dev");
+            let ks = get_json(&ns_name, "kustomizations.kubectl-gitops.io", "vote-dev");
             let now = ks["metadata"]["annotations"]["kubectl-gitops.io/reconcile-requested-at"]
                 .as_str()
                 .unwrap_or_default()
@@ -97,7 +97,7 @@ fn suspend_resume_and_export() {
     source_and_kustomization(&ns);
     gitops(&["suspend", "ks", "--all", "-n", &ns.name]).expect(0);
     assert_eq!(
-        get_json(&ns.name, "kustomization", "vote-dev")["spec"]["suspend"],
+        get_json(&ns.name, "kustomizations.kubectl-gitops.io", "vote-dev")["spec"]["suspend"],
         true
     );
     let run = gitops(&["get", "ks", "-n", &ns.name, "--no-header"]).expect(0);
@@ -123,7 +123,7 @@ fn suspend_resume_and_export() {
     ])
     .expect(5);
     assert!(
-        get_json(&ns.name, "kustomization", "vote-dev")["spec"]
+        get_json(&ns.name, "kustomizations.kubectl-gitops.io", "vote-dev")["spec"]
             .get("suspend")
             .is_none()
     );
@@ -142,10 +142,11 @@ fn suspend_resume_and_export() {
         &format!("namespace: {}", other.name),
     );
     kubectl_ok(&["apply", "-f", "-"], Some(&copy));
-    let spec = get_json(&other.name, "kustomization", "vote-dev")["spec"].clone();
+    let spec =
+        get_json(&other.name, "kustomizations.kubectl-gitops.io", "vote-dev")["spec"].clone();
     assert_eq!(
         spec,
-        get_json(&ns.name, "kustomization", "vote-dev")["spec"]
+        get_json(&ns.name, "kustomizations.kubectl-gitops.io", "vote-dev")["spec"]
     );
 }
 

@@ -102,7 +102,7 @@ fn valid_objects_are_accepted_and_printed() {
     }
     let res = ns.create(&policy);
     assert!(res.success, "valid ClusterPolicy refused: {}", res.stderr);
-    let table = ns.kubectl(&["get", "gitrepo"], None);
+    let table = ns.kubectl(&["get", "gitrepositories.kubectl-gitops.io"], None);
     assert!(table.success, "{}", table.stderr);
     for column in ["NAME", "URL", "REVISION", "READY", "STATUS", "AGE"] {
         assert!(
@@ -111,11 +111,15 @@ fn valid_objects_are_accepted_and_printed() {
             table.stdout
         );
     }
-    let table = ns.kubectl(&["get", "ks"], None);
+    let table = ns.kubectl(&["get", "kustomizations.kubectl-gitops.io"], None);
     assert!(table.stdout.contains("vote-dev"), "{}", table.stdout);
     assert!(table.stdout.contains("REVISION"), "{}", table.stdout);
     kubectl_ok(
-        &["delete", "clusterpolicy", &format!("{}-pin", ns.name)],
+        &[
+            "delete",
+            "clusterpolicies.kubectl-gitops.io",
+            &format!("{}-pin", ns.name),
+        ],
         None,
     );
 }

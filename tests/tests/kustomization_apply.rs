@@ -404,7 +404,7 @@ async fn an_object_of_a_kustomization_that_is_gone_is_adopted_not_while_it_exist
             "-n",
             &ns.name,
             "delete",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "first",
             "--wait=false",
         ],
@@ -420,7 +420,7 @@ async fn an_object_of_a_kustomization_that_is_gone_is_adopted_not_while_it_exist
             "-n",
             &ns.name,
             "patch",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "first",
             "--type=merge",
             "-p",
@@ -429,7 +429,7 @@ async fn an_object_of_a_kustomization_that_is_gone_is_adopted_not_while_it_exist
         None,
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&ns.name, "kustomization", "first").is_some() {
+    while get(&ns.name, "kustomizations.kubectl-gitops.io", "first").is_some() {
         assert!(
             Instant::now() < deadline,
             "Kustomization first was not deleted"

@@ -222,7 +222,7 @@ async fn applies_prunes_on_new_revisions_and_keeps_prune_disabled() {
             "-n",
             &ns.name,
             "delete",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "app",
             "--timeout=30s",
         ],
@@ -398,7 +398,7 @@ async fn impersonated_service_account_without_rights_writes_nothing() {
             "-n",
             &ns.name,
             "annotate",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "app",
             "kubectl-gitops.io/reconcile-requested-at=now1",
             "--overwrite",
@@ -444,7 +444,7 @@ async fn impersonated_service_account_without_rights_writes_nothing() {
             "-n",
             &ns.name,
             "annotate",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "app",
             "kubectl-gitops.io/reconcile-requested-at=now2",
             "--overwrite",
@@ -525,13 +525,13 @@ async fn objects_orphaned_by_a_deleted_kustomization_are_adopted() {
             "-n",
             &ns.name,
             "delete",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "first",
             "--timeout=30s",
         ],
         None,
     );
-    assert!(get(&ns.name, "kustomization", "first").is_none());
+    assert!(get(&ns.name, "kustomizations.kubectl-gitops.io", "first").is_none());
     // …and second, retrying, adopts them: Ready, the labels name it, the event says so.
     eventually(
         T,

@@ -798,7 +798,7 @@ async fn disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage()
             &ns.name,
             "annotate",
             "--overwrite",
-            "kustomization",
+            "kustomizations.kubectl-gitops.io",
             "app",
             &format!("kubectl-gitops.io/reconcile-requested-at={requested}"),
         ],

@@ -173,7 +173,7 @@ async fn instavote_from_git_to_pods_and_back() {
             "-n",
             &ns.name,
             "delete",
-            "gitrepository",
+            "gitrepositories.kubectl-gitops.io",
             "instavote",
             "--timeout=60s",
         ],

@@ -125,7 +125,7 @@ async fn the_install_manifests_rbac_is_enough_to_reconcile() {
                     "-n",
                     &ns.name,
                     "delete",
-                    "kustomization",
+                    "kustomizations.kubectl-gitops.io",
                     "own",
                     "--timeout=30s",
                 ],

@@ -89,7 +89,16 @@ impl Reconciler {
 }
 
 fn get_repo(ns: &TestNamespace, name: &str) -> Value {
-    let res = ns.kubectl(&["get", "gitrepository", name, "-o", "json"], None);
+    let res = ns.kubectl(
+        &[
+            "get",
+            "gitrepositories.kubectl-gitops.io",
+            name,
+            "-o",
+            "json",
+        ],
+        None,
+    );
     assert!(res.success, "{}", res.stderr);
     serde_json::from_str(&res.stdout).expect("json")
 }
@@ -235,7 +244,7 @@ async fn gitrepository_stores_serves_follows_and_keeps_the_last_artifact_on_auth
         &[
             "annotate",
             "--overwrite",
-            "gitrepository",
+            "gitrepositories.kubectl-gitops.io",
             "app",
             "kubectl-gitops.io/reconcile-requested-at=first",
         ],
@@ -270,7 +279,7 @@ async fn gitrepository_stores_serves_follows_and_keeps_the_last_artifact_on_auth
         &[
             "annotate",
             "--overwrite",
-            "gitrepository",
+            "gitrepositories.kubectl-gitops.io",
             "app",
             "kubectl-gitops.io/reconcile-requested-at=second",
         ],
@@ -313,7 +322,16 @@ async fn gitrepository_stores_serves_follows_and_keeps_the_last_artifact_on_auth
     assert!(events.contains("NewArtifact"), "{events}");
     assert!(events.contains("AuthenticationFailed"), "{events}");
     let status_text = ns
-        .kubectl(&["get", "gitrepository", "app", "-o", "yaml"], None)
+        .kubectl(
+            &[
+                "get",
+                "gitrepositories.kubectl-gitops.io",
+                "app",
+                "-o",
+                "yaml",
+            ],
+            None,
+        )
         .stdout;
     for text in [&events, &status_text] {
         assert!(!text.contains(CANARY), "credential leaked: {text}");
@@ -408,7 +426,7 @@ async fn gitrepository_over_ssh_with_a_deploy_key_secret() {
         &[
             "annotate",
             "--overwrite",
-            "gitrepository",
+            "gitrepositories.kubectl-gitops.io",
             "app",
             "kubectl-gitops.io/reconcile-requested-at=hostkey",
         ],
@@ -451,7 +469,10 @@ async fn gitrepository_over_ssh_with_a_deploy_key_secret() {
     let key_line = identity.lines().nth(1).expect("key body line");
     let events = ns.kubectl(&["get", "events", "-o", "json"], None).stdout;
     let status_text = ns
-        .kubectl(&["get", "gitrepository", "-o", "yaml"], None)
+        .kubectl(
+            &["get", "gitrepositories.kubectl-gitops.io", "-o", "yaml"],
+            None,
+        )
         .stdout;
     for text in [&events, &status_text] {
         assert!(!text.contains(key_line), "private key leaked: {text}");
@@ -632,7 +653,13 @@ async fn a_source_refused_for_size_is_quiet_others_stay_on_time_and_deletion_fre
         .storage
         .join(format!("gitrepository/{}/small", ns.name));
     let deleted = ns.kubectl(
-        &["delete", "gitrepository", "big", "small", "--wait=false"],
+        &[
+            "delete",
+            "gitrepositories.kubectl-gitops.io",
+            "big",
+            "small",
+            "--wait=false",
+        ],
         None,
     );
     assert!(deleted.success, "{}", deleted.stderr);
@@ -677,7 +704,12 @@ async fn deleting_or_changing_a_gitrepository_cancels_its_fetch_at_once() {
         .await;
     }
     let deleted = ns.kubectl(
-        &["delete", "gitrepository", "deleted", "--wait=false"],
+        &[
+            "delete",
+            "gitrepositories.kubectl-gitops.io",
+            "deleted",
+            "--wait=false",
+        ],
         None,
     );
     assert!(deleted.success, "{}", deleted.stderr);
@@ -693,7 +725,7 @@ async fn deleting_or_changing_a_gitrepository_cancels_its_fetch_at_once() {
     let patched = ns.kubectl(
         &[
             "patch",
-            "gitrepository",
+            "gitrepositories.kubectl-gitops.io",
             "changed",
             "--type=merge",
             "-p",

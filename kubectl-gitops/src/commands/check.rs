@@ -30,6 +30,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs, ui: &mut Ui<'_>) -> anyh
     let client = cluster::connect(global).await?;
     ui.step("checking prerequisites")?;
     let mut ok = check_version(&client, ui).await?;
+    warn_name_clashes(&client, ui).await?;
     if args.pre {
         ok &= check_permissions(&client, &global.namespace, ui).await?;
     } else {
@@ -48,6 +49,77 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs, ui: &mut Ui<'_>) -> anyh
         ui.failure("some checks failed")?;
         Ok(Exit::Failed)
     }
+}
+
+/// The names kubectl resolves a bare resource word by: plural, singular, short names.
+fn resource_words(crd: &CustomResourceDefinition) -> Vec<String> {
+    let names = &crd.spec.names;
+    let mut words = vec![names.plural.clone()];
+    words.extend(names.singular.clone());
+    words.extend(names.short_names.clone().unwrap_or_default());
+    words.retain(|w| !w.is_empty());
+    words
+}
+
+/// For each installed CRD of another group that claims a word one of ours claims (Flux's
+/// `kustomizations.kustomize.toolkit.fluxcd.io` claims `kustomizations` and `ks`): the foreign
+/// CRD, our CRD and the shared words, sorted.
+pub fn name_clashes(installed: &[CustomResourceDefinition]) -> Vec<(String, String, Vec<String>)> {
+    let ours = gitops_reconciler::api::crd::all();
+    let mut clashes = Vec::new();
+    for theirs in installed {
+        if theirs.spec.group == gitops_reconciler::api::GROUP {
+            continue;
+        }
+        let their_words = resource_words(theirs);
+        for (_, our) in &ours {
+            let mut shared: Vec<String> = resource_words(our)
+                .into_iter()
+                .filter(|w| their_words.contains(w))
+                .collect();
+            if shared.is_empty() {
+                continue;
+            }
+            shared.sort();
+            clashes.push((
+                theirs.metadata.name.clone().unwrap_or_default(),
+                our.metadata.name.clone().unwrap_or_default(),
+                shared,
+            ));
+        }
+    }
+    clashes.sort();
+    clashes
+}
+
+/// Warns (it is no failure: both can run side by side) when another CRD, Flux's typically,
+/// claims the same plural or short name as ours, so that `kubectl get ks` may mean either.
+async fn warn_name_clashes(client: &Client, ui: &mut Ui<'_>) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let installed = match api.list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            ui.warning(&format!(
+                "cannot list CRDs to look for name clashes (Flux's kinds): {}",
+                escape(&e.to_string())
+            ))?;
+            return Ok(());
+        }
+    };
+    for (theirs, ours, words) in name_clashes(&installed) {
+        ui.warning(&format!(
+            "{} also claims {}: kubectl may pick either kind for these words; use {} with kubectl \
+             (kubectl gitops commands are not affected)",
+            escape(&theirs),
+            words
+                .iter()
+                .map(|w| format!("'{}'", escape(w)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            escape(&ours)
+        ))?;
+    }
+    Ok(())
 }
 
 /// Parses `v1.34.4` / `1.34+` into (major, minor).
@@ -216,5 +288,63 @@ mod tests {
         assert_eq!(parse_version("1", "29+"), Some((1, 29)));
         assert!(parse_version("1", "29+").unwrap() < MIN_KUBERNETES);
         assert_eq!(parse_version("", "x"), None);
+    }
+
+    fn crd(group: &str, plural: &str, singular: &str, short: &[&str]) -> CustomResourceDefinition {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {"group": group, "scope": "Namespaced", "versions": [],
+                     "names": {"plural": plural, "singular": singular, "kind": "X",
+                               "shortNames": short}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn flux_kinds_that_claim_our_words_are_found() {
+        let installed = [
+            crd(
+                "kustomize.toolkit.fluxcd.io",
+                "kustomizations",
+                "kustomization",
+                &["ks"],
+            ),
+            crd(
+                "source.toolkit.fluxcd.io",
+                "gitrepositories",
+                "gitrepository",
+                &["gitrepo"],
+            ),
+            crd("source.toolkit.fluxcd.io", "buckets", "bucket", &[]),
+            crd(
+                "kubectl-gitops.io",
+                "kustomizations",
+                "kustomization",
+                &["ks"],
+            ),
+        ];
+        assert_eq!(
+            name_clashes(&installed),
+            [
+                (
+                    "gitrepositories.source.toolkit.fluxcd.io".to_owned(),
+                    "gitrepositories.kubectl-gitops.io".to_owned(),
+                    vec![
+                        "gitrepo".to_owned(),
+                        "gitrepositories".into(),
+                        "gitrepository".into()
+                    ]
+                ),
+                (
+                    "kustomizations.kustomize.toolkit.fluxcd.io".to_owned(),
+                    "kustomizations.kubectl-gitops.io".to_owned(),
+                    vec![
+                        "ks".to_owned(),
+                        "kustomization".into(),
+                        "kustomizations".into()
+                    ]
+                ),
+            ]
+        );
     }
 }

@@ -13,10 +13,10 @@ use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::{GetCommand, GetSourcesCommand, GlobalArgs, ListArgs, OutputFormat};
+use crate::cli::{GetCommand, GetSourcesCommand, GlobalArgs, ListArgs, ListOutput};
 use crate::error::{Exit, fail};
 use crate::objects::{self, StatusRow};
-use crate::ui::{Ui, render_table};
+use crate::ui::{Ui, escape, render_table};
 
 pub async fn run(
     global: &GlobalArgs,
@@ -32,8 +32,11 @@ pub async fn run(
         Some(text) => Some(StatusSelector::parse(text)?),
         None => None,
     };
-    if args.watch && args.output != OutputFormat::Table {
-        return Err(fail(Exit::Usage, "--watch prints tables only: drop -o"));
+    if args.watch && !matches!(args.output, ListOutput::Table | ListOutput::Wide) {
+        return Err(fail(
+            Exit::Usage,
+            "--watch prints tables only: drop -o or use -o wide",
+        ));
     }
     let client = crate::cluster::connect(global).await?;
     let options = Listing {
@@ -61,7 +64,7 @@ pub async fn run(
         sections.push((*kind, rows));
     }
     match args.output {
-        OutputFormat::Table => {
+        ListOutput::Table | ListOutput::Wide => {
             let mut printed_any = false;
             for (i, (kind, rows)) in sections.iter().enumerate() {
                 if rows.is_empty() && kinds.len() > 1 {
@@ -82,11 +85,18 @@ pub async fn run(
                 }
             }
         }
-        OutputFormat::Json => {
+        ListOutput::Name => {
+            for (kind, rows) in &sections {
+                for row in rows {
+                    writeln!(ui.out, "{}", escape(&kind.qualified_name(&row.name)))?;
+                }
+            }
+        }
+        ListOutput::Json => {
             let list = list_object(items);
             writeln!(ui.out, "{}", serde_json::to_string_pretty(&list)?)?;
         }
-        OutputFormat::Yaml => {
+        ListOutput::Yaml => {
             let list = list_object(items);
             write!(ui.out, "{}", gitops_reconciler::yaml::to_string(&list)?)?;
         }
@@ -110,6 +120,16 @@ impl Kind {
             Kind::GitRepository => "GitRepositories",
             Kind::Kustomization => "Kustomizations",
         }
+    }
+
+    /// `kind.group/name`, as `kubectl get -o name` prints it: unambiguous next to Flux's
+    /// `kustomization.kustomize.toolkit.fluxcd.io/name`, and accepted by kubectl as is.
+    fn qualified_name(self, name: &str) -> String {
+        let (kind, group) = match self {
+            Kind::GitRepository => (GitRepository::kind(&()), GitRepository::group(&())),
+            Kind::Kustomization => (Kustomization::kind(&()), Kustomization::group(&())),
+        };
+        format!("{}.{group}/{name}", kind.to_ascii_lowercase())
     }
 }
 
@@ -187,10 +207,14 @@ pub fn header(listing: &Listing<'_>) -> Vec<&'static str> {
         header.push("NAMESPACE");
     }
     header.push("NAME");
-    if listing.args.show_source {
+    if shows_source(listing.args) {
         header.push("SOURCE");
     }
-    header.extend(["REVISION", "SUSPENDED", "READY", "MESSAGE"]);
+    header.extend(["REVISION", "SUSPENDED", "READY"]);
+    if listing.args.output == ListOutput::Wide {
+        header.push("REASON");
+    }
+    header.push("MESSAGE");
     header
 }
 
@@ -205,14 +229,22 @@ pub fn cells(listing: &Listing<'_>, row: &StatusRow) -> Vec<String> {
     } else {
         cells.push(row.name.clone());
     }
-    if listing.args.show_source {
+    if shows_source(listing.args) {
         cells.push(row.source.clone());
     }
     cells.push(row.revision.clone());
     cells.push(if row.suspended { "True" } else { "False" }.to_owned());
     cells.push(row.ready.clone());
+    if listing.args.output == ListOutput::Wide {
+        cells.push(row.reason.clone());
+    }
     cells.push(row.message.clone());
     cells
+}
+
+/// `--show-source`, or `-o wide` which includes it.
+fn shows_source(args: &ListArgs) -> bool {
+    args.show_source || args.output == ListOutput::Wide
 }
 
 /// The table of `rows` (escaped, aligned).
@@ -445,6 +477,54 @@ mod tests {
         assert_eq!(
             golden(args, true, &rows),
             format!("gitrepository/instavote   {REV}   False   True   ok\n")
+        );
+    }
+
+    #[test]
+    fn wide_adds_source_and_reason_and_name_is_fully_qualified() {
+        let rows = [ks("apps", "vote-dev", false)];
+        let args = ListArgs {
+            output: ListOutput::Wide,
+            ..ListArgs::default()
+        };
+        let listing = Listing {
+            args: &args,
+            selector: None,
+            prefix_kind: false,
+        };
+        assert_eq!(
+            header(&listing),
+            [
+                "NAME",
+                "SOURCE",
+                "REVISION",
+                "SUSPENDED",
+                "READY",
+                "REASON",
+                "MESSAGE"
+            ]
+        );
+        assert_eq!(
+            cells(&listing, &rows[0]),
+            [
+                "vote-dev",
+                "GitRepository/apps/instavote",
+                "",
+                "False",
+                "Unknown",
+                "",
+                "waiting to be reconciled"
+            ]
+        );
+        let failing = repo("n", "b", None, Some(("False", "no such host")));
+        assert_eq!(cells(&listing, &failing)[5], "Succeeded");
+        assert_eq!(
+            Kind::Kustomization.qualified_name("vote-dev"),
+            "kustomization.kubectl-gitops.io/vote-dev"
+        );
+        assert_eq!(
+            Kind::GitRepository.qualified_name("instavote"),
+            "gitrepository.kubectl-gitops.io/instavote"
         );
     }
 

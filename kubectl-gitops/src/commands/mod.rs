@@ -30,6 +30,7 @@ pub fn dispatch(cli: Cli, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
     let global = cli.global;
     match cli.command {
         Command::Completion(args) => completion::run(&args, ui),
+        Command::Complete(args) => completion::complete(&args.words, ui),
         Command::Version(args) if args.client => version::run_client(&args, ui),
         Command::Version(args) => block_on(version::run(&global, &args, ui)),
         Command::Check(args) => block_on(check::run(&global, &args, ui)),

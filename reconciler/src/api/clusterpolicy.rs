@@ -54,7 +54,8 @@ pub struct KustomizationSelector {
     pub kustomization_selector: Option<LabelSelector>,
 }
 
-/// The observed state of a ClusterPolicy: whether its module loads and its config validates.
+/// The observed state of a ClusterPolicy: whether its module loads and its config validates,
+/// which Kustomizations it selected when they last reconciled, and its latest violations.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterPolicyStatus {
@@ -62,4 +63,37 @@ pub struct ClusterPolicyStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The Kustomizations (`namespace/name`, sorted) the policy ran on at their last
+    /// reconcile; at most 1,000 are listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub selected: Vec<String>,
+    /// The latest violations the policy reported, newest first: for each Kustomization only
+    /// those of its last reconcile; at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub last_violations: Vec<RecordedViolation>,
+}
+
+/// A violation as a ClusterPolicy's status records it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedViolation {
+    /// The Kustomization whose objects it is about: `namespace/name`.
+    pub kustomization: String,
+    /// The source revision that was checked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// The object: `Kind namespace/name` (or `Kind name`), if the policy named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// JSON pointer into the object, if the policy named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// `error` (denied the revision) or `warning`.
+    pub severity: String,
+    /// When it was reported (RFC 3339).
+    pub time: String,
 }

@@ -9,7 +9,7 @@ pub mod gitrepository;
 pub mod kustomization;
 pub mod reference;
 
-pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus};
+pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus, RecordedViolation};
 pub use common::{FailurePolicy, PolicyMode, PolicyModule, Selector};
 pub use gitrepository::{
     Artifact, GitRepository, GitRepositoryLimits, GitRepositoryRef, GitRepositorySpec,

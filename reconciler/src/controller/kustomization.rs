@@ -493,7 +493,10 @@ impl Run<'_> {
             }),
             ..Lookups::default()
         };
-        let rendered = render::render(&input, &lookups, &self.ctx.policy).await?;
+        let rendered = render::render(&input, &lookups, &self.ctx.policy).await;
+        self.record_cluster_policy_status(&lookups, &revision, &rendered)
+            .await;
+        let rendered = rendered?;
         drop(dir);
         self.report_policy_findings(&rendered).await;
         let plan = rendered.plan;
@@ -609,6 +612,40 @@ impl Run<'_> {
         }
         apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
         Ok(Some(true))
+    }
+
+    /// Records in every ClusterPolicy's status what this render's policy stage found: whether
+    /// the policy selected this Kustomization, and its violations. Renders that stopped before
+    /// the policies ran (a failed build) change nothing; a failure to record is only logged.
+    async fn record_cluster_policy_status(
+        &self,
+        lookups: &Lookups<'_>,
+        revision: &str,
+        rendered: &Result<Rendered, RenderError>,
+    ) {
+        let reported: Vec<crate::policy::Violation> = match rendered {
+            Ok(r) => r.warnings.iter().chain(&r.audit).cloned().collect(),
+            Err(RenderError::Policy { violations, .. }) => violations.clone(),
+            Err(RenderError::Plan(_)) => Vec::new(),
+            Err(RenderError::Build(_)) => return,
+        };
+        let selected = match render::selected_cluster_policies(self.ks, &self.namespace, lookups)
+            .await
+        {
+            Ok(policies) => policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+            Err(e) => {
+                warn!(error = %e, "reading ClusterPolicies to record their status");
+                return;
+            }
+        };
+        super::clusterpolicy_status::record(
+            &self.ctx.client,
+            &format!("{}/{}", self.namespace, self.name),
+            revision,
+            &selected,
+            &reported,
+        )
+        .await;
     }
 
     /// Policy warnings, ignored failures and audit findings: logged, counted, kept in status
@@ -928,6 +965,7 @@ fn record_failure(run: &mut Run<'_>, e: &StageError, generation: Option<i64>) {
 async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, ReconcileError> {
     let (namespace, name) = key(&ks)?;
     ctx.metrics.forget(KIND, &namespace, &name);
+    super::clusterpolicy_status::forget(&ctx.client, &format!("{namespace}/{name}")).await;
     let policy = ks.spec.deletion_policy.unwrap_or_default();
     let delete = match policy {
         DeletionPolicy::MirrorPrune => ks.spec.prune,

@@ -8,6 +8,7 @@
 //! - [`lease`]: leader election with a coordination.k8s.io Lease;
 //! - [`watch`]: the bounded reconnect backoff, watch failure logs, shutdown before a sync.
 
+pub mod clusterpolicy_status;
 pub mod fetch;
 pub mod gitrepository;
 pub mod kustomization;

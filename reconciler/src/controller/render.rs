@@ -637,10 +637,13 @@ async fn resolve_module(
                     reference.name, reference.key
                 ))
             })?
-    } else if module.url.is_some() {
-        return Err(failed(
-            "url modules are not supported by this reconciler yet; use path or configMapRef".into(),
-        ));
+    } else if let Some(url) = &module.url {
+        // The fetch error names the policy and the URL (without credentials or query).
+        let bytes = crate::policy::fetch::ModuleFetcher::process()
+            .fetch(step, url, &sha256)
+            .await
+            .map_err(|e| policy_failed(e.to_string()))?;
+        return Ok(ModuleSource::Component { bytes, sha256 });
     } else {
         return Err(failed("no module source set".into()));
     };

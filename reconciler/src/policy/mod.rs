@@ -12,6 +12,7 @@
 mod builtin;
 mod cache;
 mod error;
+pub mod fetch;
 mod host;
 mod manifests;
 mod output;

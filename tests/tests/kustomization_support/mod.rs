@@ -152,7 +152,7 @@ impl PublishedSource {
                 "-n",
                 &self.namespace,
                 "patch",
-                "gitrepository",
+                "gitrepositories.kubectl-gitops.io",
                 &self.name,
                 "--subresource=status",
                 "--type=merge",
@@ -266,7 +266,7 @@ pub fn release_finalizers(shard: &str) {
     let names = gitops_conformance::kubectl(
         &[
             "get",
-            "kustomizations",
+            "kustomizations.kubectl-gitops.io",
             "-A",
             "-l",
             &selector,
@@ -282,7 +282,7 @@ pub fn release_finalizers(shard: &str) {
                     "-n",
                     ns,
                     "patch",
-                    "kustomization",
+                    "kustomizations.kubectl-gitops.io",
                     name,
                     "--type=merge",
                     "-p",
@@ -303,7 +303,7 @@ pub fn kustomization(name: &str, shard: &str, spec: &str) -> String {
 
 /// The Kustomization's status as JSON.
 pub fn ks_status(ns: &str, name: &str) -> Value {
-    get(ns, "kustomization", name)
+    get(ns, "kustomizations.kubectl-gitops.io", name)
         .and_then(|k| k.get("status").cloned())
         .unwrap_or(Value::Null)
 }
