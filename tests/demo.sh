@@ -48,11 +48,12 @@ trap 'exit 130' INT TERM
 
 say "setting up the machine and building the CLI (cargo build) and three images (no container engine)"
 bash tests/setup.sh
-cargo build --quiet -p kubectl-gitops
-export PATH="$CARGO_TARGET_DIR/debug:$PATH"   # kubectl finds the plugin as `kubectl gitops`
-# The dev profile: the image the conformance tests build too (one static build to keep warm).
+# The dev profile, as the conformance tests build it (one static build to keep warm); build.sh
+# also builds a static kubectl-gitops in the same cargo run, which the demo uses.
 mkdir -p "$work/images"
 GITOPS_IMAGE_PROFILE=dev bash kubectl-gitops/image/build.sh "$work/images" > "$work/images/reconciler.env"
+cli=$(sed -n 's/^cli=//p' "$work/images/reconciler.env")
+export PATH="${cli%/*}:$PATH"   # kubectl finds the plugin as `kubectl gitops`
 bash tests/apps/build.sh "$work/images" > "$work/images/apps.env"
 sed 's/^/  /' "$work/images/reconciler.env" "$work/images/apps.env"
 
