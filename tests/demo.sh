@@ -25,8 +25,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 work=$(mktemp -d /tmp/kubectl-gitops-demo-XXXXXX)
-git_run="$work/git-server"
-socat_pid=""
 ok=0
 cleanup() {
   local code=$?
@@ -39,8 +37,7 @@ cleanup() {
       kubectl -n instavote get pods -o wide >&2 2>&1 || true
     fi
   fi
-  [ -n "$socat_pid" ] && kill "$socat_pid" 2>/dev/null && wait "$socat_pid" 2>/dev/null
-  [ -f "$git_run/pids" ] && bash tests/git/stop.sh "$git_run" >/dev/null 2>&1
+  # down.sh also stops the git server and its forwarder (recorded in the cluster's directory).
   if [ "$ok" != 1 ]; then bash tests/cluster/down.sh >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -48,6 +45,10 @@ trap 'exit 130' INT TERM
 
 say "setting up the machine and building the CLI (cargo build) and three images (no container engine)"
 bash tests/setup.sh
+# The node's Go builds (kubelet, kube-proxy, CoreDNS; cached by version) run while cargo builds:
+# their module downloads and cargo's overlap on a fresh machine.
+bash tests/cluster/build.sh node coredns > "$work/go-build.log" 2>&1 &
+go_build=$!
 # The dev profile, as the conformance tests build it (one static build to keep warm); build.sh
 # also builds a static kubectl-gitops in the same cargo run, which the demo uses.
 mkdir -p "$work/images"
@@ -56,6 +57,8 @@ cli=$(sed -n 's/^cli=//p' "$work/images/reconciler.env")
 export PATH="${cli%/*}:$PATH"   # kubectl finds the plugin as `kubectl gitops`
 bash tests/apps/build.sh "$work/images" > "$work/images/apps.env"
 sed 's/^/  /' "$work/images/reconciler.env" "$work/images/apps.env"
+
+wait "$go_build" || { cat "$work/go-build.log" >&2; echo "the node's Go build failed" >&2; exit 1; }
 
 say "starting the local control plane with a real node (containerd, kubelet, kube-proxy, CoreDNS, registry)"
 bash tests/cluster/down.sh >/dev/null 2>&1 || true
@@ -78,12 +81,13 @@ git -C "$work/repos/instavote.git" update-server-info
 git_c init -q --bare "$work/repos/fleet.git"
 # bootstrap pushes the cluster's manifests to the fleet repository over http.
 git -C "$work/repos/fleet.git" config http.receivepack true
-local_url=$(bash tests/git/serve.sh http "$work/repos" "$git_run" | sed -n 's/^url=//p')
+# The server and its forwarder are recorded in the cluster's directory: they outlive the demo
+# (the sources keep syncing) and down.sh (make cluster-down) stops them, after a SIGKILL too.
+local_url=$(bash tests/git/serve.sh http "$work/repos" "$RUN/git" | sed -n 's/^url=//p')
 # Pods reach the server through the node link's host address ($NODE_HOST_IP is routed into the
 # node's network namespace and nowhere else); socat forwards to the server on 127.0.0.1.
 git_port=${local_url#http://127.0.0.1:}; git_port=${git_port%%/*}
-socat "TCP-LISTEN:$git_port,bind=$NODE_HOST_IP,fork,reuseaddr" "TCP:127.0.0.1:$git_port" &
-socat_pid=$!
+start git-link socat "TCP-LISTEN:$git_port,bind=$NODE_HOST_IP,fork,reuseaddr" "TCP:127.0.0.1:$git_port"
 git_url=${local_url/127.0.0.1/$NODE_HOST_IP}
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/$NODE_HOST_IP/$git_port") 2>/dev/null && break; sleep 0.1; done
 echo "serving ${git_url}instavote.git and ${git_url}fleet.git"
@@ -115,4 +119,4 @@ ok=1
 printf '\n%s✔ demo complete:%s the reconciler runs as a Pod from %s,\n  instavote/vote runs %s real containers from commit %s, and a revision the policy denied was never applied.\n' \
   "$green" "$reset" "$reconciler_image" "$running" "$(git -C "$work/repos/instavote.git" rev-parse --short main)"
 printf '  export KUBECONFIG=%s   # to look around; make cluster-down to stop the cluster\n' "$KUBECONFIG"
-printf '  the git server and its forwarder stopped with the demo, so the sources now report a fetch error\n'
+printf '  the git server (%s) keeps serving the sources until then\n' "$git_url"
