@@ -21,7 +21,8 @@ git_run="$work/git-server"
 ok=0
 cleanup() {
   local code=$?
-  [ -n "$reconciler_pid" ] && kill "$reconciler_pid" 2>/dev/null && wait "$reconciler_pid" 2>/dev/null
+  # `wait` returns the killed process's status: a failure here must not end the clean-up (errexit).
+  [ -n "$reconciler_pid" ] && kill "$reconciler_pid" 2>/dev/null && { wait "$reconciler_pid" 2>/dev/null || true; }
   [ -f "$git_run/pids" ] && bash tests/git/stop.sh "$git_run" >/dev/null 2>&1
   if [ "$ok" != 1 ]; then
     printf '\n%s✗ demo failed or interrupted (exit %s)%s; reconciler log: %s\n' "$red" "$code" "$reset" "$work/reconciler.log" >&2
