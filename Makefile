@@ -1,10 +1,16 @@
 # The two commands of the README. Everything they need is installed by the scripts they call.
-.PHONY: demo test cluster-up cluster-down crds
+.PHONY: demo demo-fast test cluster-up cluster-down crds
 
-# The main job: the seed's story end to end on a local control plane, a real git server and the
-# reconciler, driven with `kubectl gitops` (tests/demo.sh).
+# The main job: the seed's story end to end with real containers: a local control plane with a
+# real node, a real git server, the reconciler as a Pod from its image and the instavote app's
+# vote and redis containers, driven with `kubectl gitops` (tests/demo.sh; root).
 demo:
 	bash tests/demo.sh
+
+# The same story without a container runtime: the reconciler as a local process, pods on kwok's
+# fake nodes (tests/demo-fast.sh; no root needed).
+demo-fast:
+	bash tests/demo-fast.sh
 
 # Every test: fmt, clippy, unit tests, then the conformance suite on a local control plane.
 test:

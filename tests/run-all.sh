@@ -56,10 +56,31 @@ if [ -n "${GITOPS_CLUSTER_DIR:-}" ]; then
   cargo test -p gitops-conformance -- --ignored disruptive_ --test-threads=1
 fi
 
-# The README's other command must stay true: the demo's story, on a cluster of its own.
-step "the demo (make demo)"
+# The real-node group (tests/tests/node_reconciler.rs: the reconciler as a Pod, real containers)
+# needs a cluster of its own with a real node (root only; one real node per machine, so it runs
+# alone, and before the demo, which starts another). Its tests share one installation and run
+# one at a time.
+if [ "$(id -u)" = 0 ]; then
+  step "real node up, smoke test, real-node conformance tests (one at a time)"
+  (
+    export GITOPS_CLUSTER_DIR="$GITOPS_CACHE_DIR/cluster-node-$$"
+    trap 'step "real node down"; bash tests/cluster/down.sh --purge' EXIT
+    GITOPS_TEST_KUBECONFIG=$(GITOPS_REAL_NODE=1 bash tests/cluster/up.sh)
+    export GITOPS_TEST_KUBECONFIG
+    bash tests/cluster/smoke.sh
+    cargo test -p gitops-conformance --test node_reconciler -- --ignored --test-threads=1
+  )
+else
+  step "SKIPPED the real-node group: it needs root (network namespaces, cgroups, mounts)"
+fi
+
+# The README's other command must stay true: the demo's story, on a cluster of its own (with a
+# real node as root; the process-mode story otherwise).
+demo=tests/demo.sh
+[ "$(id -u)" = 0 ] || demo=tests/demo-fast.sh
+step "the demo ($demo)"
 demo_cluster="$GITOPS_CACHE_DIR/cluster-demo-$$"
-GITOPS_CLUSTER_DIR=$demo_cluster bash tests/demo.sh </dev/null ||
+GITOPS_CLUSTER_DIR=$demo_cluster bash "$demo" </dev/null ||
   { GITOPS_CLUSTER_DIR=$demo_cluster bash tests/cluster/down.sh --purge; exit 1; }
 GITOPS_CLUSTER_DIR=$demo_cluster bash tests/cluster/down.sh --purge
 

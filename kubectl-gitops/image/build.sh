@@ -9,7 +9,8 @@
 # 3. (pack.py) an OCI image layout (oci-layout, index.json, blobs/sha256/...) packed as
 #    OUT_DIR/gitops-reconciler.oci.tar, also carrying a Docker-style manifest.json, so
 #    `kind load image-archive`, `docker load`, `podman load` and `skopeo` all take it.
-# Prints key=value lines: archive=, image= (name:tag), digest= (manifest digest), ref= (name@digest).
+# Prints key=value lines: archive=, image= (name:tag), digest= (manifest digest), ref= (name@digest),
+# and, when it compiled them, cli= (the static kubectl-gitops built alongside).
 # GITOPS_IMAGE_NAME overrides the repository (default ghcr.io/kubectl-gitops/gitops-reconciler);
 # GITOPS_RECONCILER_BIN packages an already built static binary; GITOPS_IMAGE_PROFILE=dev builds
 # it with the dev profile (tests: quicker to compile; releases use the default, release).
@@ -35,11 +36,15 @@ if [ -z "$bin" ]; then
   # +crt-static the linker takes their .a archives. (No OPENSSL_STATIC/LIBZ_SYS_STATIC: libz-sys
   # reads the latter when its build script is compiled, and the build script is shared with the
   # normal build, which would then be rebuilt after every image build and back.)
+  # The CLI is built in the same run, statically too: the dependencies are compiled once for both
+  # (`make demo` runs this kubectl-gitops, so a fresh machine compiles them once, not twice).
   (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --profile "$profile" --quiet --target "$target" \
-      -p gitops-reconciler --features static --bin gitops-reconciler)
+      -p gitops-reconciler -p kubectl-gitops --features gitops-reconciler/static \
+      --bin gitops-reconciler --bin kubectl-gitops)
   dir=$profile; [ "$profile" = dev ] && dir=debug
   bin="$CARGO_TARGET_DIR/$target/$dir/gitops-reconciler"
+  echo "cli=$CARGO_TARGET_DIR/$target/$dir/kubectl-gitops"
 fi
 if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "statically linked"; then
   echo "image/build.sh: $bin is dynamically linked:" >&2; ldd "$bin" >&2; exit 1

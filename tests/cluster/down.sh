@@ -10,6 +10,10 @@ set -euo pipefail
 purge=false
 [ "${1:-}" = "--purge" ] && purge=true
 
+# A git server the demo (tests/demo.sh) left running for the cluster's sources, and its
+# forwarder into the node's network: recorded in the cluster's directory, stopped here.
+[ -f "$RUN/git/pids" ] && bash "$(dirname "$0")/../git/stop.sh" "$RUN/git" --keep
+[ -d "$PIDS" ] && stop_one git-link
 # The node first: its kubelet and kube-proxy are clients of the control plane.
 node_down
 if [ -d "$PIDS" ]; then

@@ -5,6 +5,9 @@
 # and CoreDNS are Go-built by tests/cluster/build.sh (node, coredns) when up.sh first needs them.
 # busybox-static is the smoke test's image (httpd, wget, nslookup); socat forwards the apiserver
 # port into the node's network namespace; conntrack is what kube-proxy calls to flush UDP entries.
+# redis-server is packed, with exactly the shared libraries it needs, into the demo's redis image
+# (tests/apps/build.sh); on a host with systemd the package also starts a system redis on
+# 127.0.0.1:6379, which nothing here uses.
 want containerd containerd
 want runc runc
 want containernetworking-plugins /usr/lib/cni/bridge
@@ -13,3 +16,4 @@ want skopeo skopeo
 want socat socat
 want conntrack conntrack
 want busybox-static /bin/busybox
+want redis-server /usr/bin/redis-server

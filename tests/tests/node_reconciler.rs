@@ -944,3 +944,144 @@ fn uninstall_stops_the_reconciler_pod_and_keeps_the_workloads_it_applied() {
     assert_eq!(ready_web_pods(&ns.name), pods_before);
     install();
 }
+
+/// A Deployment `name` of busybox running `script`, with `probe` (YAML) as its readiness probe.
+fn busybox_deployment(image: &str, name: &str, script: &str, probe: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: main
+        image: {image}
+        command: [/bin/sh, -c, '{script}']
+        readinessProbe: {probe}
+"
+    )
+}
+
+/// The Ready condition of Kustomization `name` in `ns`: (status, message).
+fn kustomization_ready(ns: &str, name: &str) -> (String, String) {
+    let ks = json(&["-n", ns, "get", "kustomizations.kubectl-gitops.io", name]);
+    let ready = ks["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or_default();
+    (
+        ready["status"].as_str().unwrap_or_default().to_owned(),
+        ready["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+#[ignore = "needs a cluster; skips without a real node"]
+fn unready_deployments_end_not_ready_naming_the_pod_and_the_containers_reason() {
+    if real_node("unready_deployments_end_not_ready_naming_the_pod_and_the_containers_reason")
+        .is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    install();
+    let git = GitForPods::start();
+    let ns = TestNamespace::new("node-unready");
+    let repo = git.server.repo("unready");
+    let image = busybox_image();
+    repo.commit(
+        &[
+            (
+                "probe/deploy.yaml",
+                Some(&busybox_deployment(
+                    &image,
+                    "probe-fails",
+                    "exec sleep 3600",
+                    "{exec: {command: [/bin/sh, -c, 'exit 1']}, periodSeconds: 1}",
+                )),
+            ),
+            (
+                "crash/deploy.yaml",
+                Some(&busybox_deployment(
+                    &image,
+                    "crashes",
+                    "echo starting; exit 3",
+                    "{exec: {command: [/bin/sh, -c, 'exit 0']}, periodSeconds: 1}",
+                )),
+            ),
+        ],
+        "two workloads that never become ready",
+    );
+    let kustomization = |name: &str, path: &str| {
+        format!(
+            "---
+apiVersion: kubectl-gitops.io/v1alpha1
+kind: Kustomization
+metadata: {{name: {name}}}
+spec:
+  interval: 10s
+  path: ./{path}
+  prune: true
+  wait: true
+  timeout: 30s
+  targetNamespace: {ns}
+  sourceRef: {{kind: GitRepository, name: unready}}
+",
+            ns = ns.name
+        )
+    };
+    let objects = format!(
+        "apiVersion: kubectl-gitops.io/v1alpha1
+kind: GitRepository
+metadata: {{name: unready}}
+spec:
+  url: {base}unready.git
+  insecure: true
+  interval: 10s
+  ref: {{branch: main}}
+{probe}{crash}",
+        base = git.base,
+        probe = kustomization("probe", "probe"),
+        crash = kustomization("crash", "crash"),
+    );
+    let created = ns.create(&objects);
+    assert!(created.success, "{}", created.stderr);
+
+    // Each ends not Ready with a message naming its pod and the container's reason (the
+    // message is rewritten at every attempt; a crash-looping container is first seen running or
+    // terminated, so the check waits for the back-off to show).
+    let expectations = [
+        (
+            "probe",
+            "pod probe-fails-",
+            "container main: running, readiness probe failing",
+        ),
+        ("crash", "pod crashes-", "container main: CrashLoopBackOff"),
+    ];
+    for (name, pod, reason) in expectations {
+        let message = wait_for(
+            &format!("Kustomization {name} not Ready naming {pod}… and {reason}"),
+            Duration::from_secs(240),
+            || {
+                let (status, message) = kustomization_ready(&ns.name, name);
+                if status == "False" && message.contains(pod) && message.contains(reason) {
+                    Ok(message)
+                } else {
+                    Err(format!("{status}: {message}"))
+                }
+            },
+        );
+        assert!(message.contains("timeout waiting for"), "{name}: {message}");
+        if name == "crash" {
+            assert!(message.contains("last exit code 3"), "{message}");
+        }
+        eprintln!("{name}: {message}");
+    }
+}

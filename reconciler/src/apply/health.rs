@@ -341,7 +341,10 @@ pub async fn wait(
         .iter()
         .map(|o| (o.clone(), Health::InProgress("not yet observed".into())))
         .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(ObjectRef, Health)>();
+    // The label selector of each workload's pods, from its last observed state.
+    let mut selectors: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<(ObjectRef, Health, Option<String>)>();
     // Dropping the JoinSet aborts every watch that is still running.
     let mut watches = tokio::task::JoinSet::new();
     for object in objects {
@@ -367,16 +370,19 @@ pub async fn wait(
                 .backoff(crate::controller::watch::backoff())
                 .boxed();
             while let Some(event) = stream.next().await {
-                let health = match event {
+                let (health, selector) = match event {
                     Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                        health_of_dynamic(&object, &obj)
+                        match typed_value(&object, &obj) {
+                            Ok(value) => (health(&value), pod_selector(&value)),
+                            Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
+                        }
                     }
-                    Ok(watcher::Event::Delete(_)) => Health::InProgress("not found".into()),
+                    Ok(watcher::Event::Delete(_)) => (Health::InProgress("not found".into()), None),
                     Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
-                    Err(e) => Health::InProgress(format!("watch error: {e}")),
+                    Err(e) => (Health::InProgress(format!("watch error: {e}")), None),
                 };
                 let settled = !matches!(health, Health::InProgress(_));
-                if tx.send((object.clone(), health)).is_err() || settled {
+                if tx.send((object.clone(), health, selector)).is_err() || settled {
                     break;
                 }
             }
@@ -388,7 +394,11 @@ pub async fn wait(
     };
     while !settled(&last) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((object, health))) => {
+            Ok(Some((object, health, selector))) => {
+                match selector {
+                    Some(selector) => selectors.insert(object.clone(), selector),
+                    None => selectors.remove(&object),
+                };
                 last.insert(object, health);
             }
             // Every watch ended (they only end once settled) or the deadline passed.
@@ -412,27 +422,274 @@ pub async fn wait(
     if !unready.is_empty() {
         let mut all = unready;
         all.extend(failed);
+        explain_with_pods(client, &selectors, &mut all).await;
         return Err(HealthError::Timeout(all));
     }
     if !failed.is_empty() {
+        let mut failed = failed;
+        explain_with_pods(client, &selectors, &mut failed).await;
         return Err(HealthError::Failed(failed));
     }
     Ok(())
 }
 
-/// Health of a watched dynamic object; watch events may lack the type fields, so they are
-/// filled in from the reference.
-pub fn health_of_dynamic(object: &ObjectRef, live: &DynamicObject) -> Health {
-    match serde_json::to_value(live) {
-        Ok(mut value) => {
-            if let Some(map) = value.as_object_mut() {
-                map.insert("apiVersion".into(), Value::String(object.api_version()));
-                map.insert("kind".into(), Value::String(object.kind.clone()));
+/// At most this many unready workloads have their pods listed to explain a failed wait.
+const MAX_WORKLOADS_EXPLAINED: usize = 5;
+/// At most this many pods are named per workload (the rest are counted).
+const MAX_PODS_NAMED: usize = 2;
+/// The longest container message quoted (kubelet's messages embed pod names and UIDs).
+const MAX_MESSAGE_CHARS: usize = 160;
+/// Bound on listing the pods once the wait has ended.
+const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Appends to each unready workload's reason why its pods are not ready (one pod list per
+/// workload, for at most [`MAX_WORKLOADS_EXPLAINED`] workloads, all within [`EXPLAIN_TIMEOUT`]).
+/// A list that fails (RBAC, timeout) adds nothing: the workload's own reason stands.
+async fn explain_with_pods(
+    client: &kube::Client,
+    selectors: &BTreeMap<ObjectRef, String>,
+    items: &mut [(ObjectRef, String)],
+) {
+    let lists = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (object, _))| {
+            let namespace = object.namespace.as_deref()?;
+            let selector = selectors.get(object)?;
+            Some((i, namespace.to_owned(), selector.clone()))
+        })
+        .take(MAX_WORKLOADS_EXPLAINED)
+        .map(|(i, namespace, selector)| async move {
+            let api: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(client.clone(), &namespace);
+            let params = kube::api::ListParams::default().labels(&selector);
+            match api.list(&params).await {
+                Ok(list) => {
+                    let pods: Vec<Value> = list
+                        .items
+                        .iter()
+                        .filter_map(|p| serde_json::to_value(p).ok())
+                        .collect();
+                    (i, pods_not_ready(&pods))
+                }
+                Err(e) => {
+                    tracing::debug!(%namespace, %selector, error = %e, "cannot list pods to explain an unready workload");
+                    (i, None)
+                }
             }
-            health(&value)
+        });
+    let Ok(found) = tokio::time::timeout(EXPLAIN_TIMEOUT, futures::future::join_all(lists)).await
+    else {
+        return;
+    };
+    for (i, explanation) in found {
+        if let (Some(explanation), Some((_, why))) = (explanation, items.get_mut(i)) {
+            why.push_str(&format!(" ({explanation})"));
         }
-        Err(e) => Health::InProgress(format!("unreadable object: {e}")),
     }
+}
+
+/// The label selector (`kubectl -l` syntax) of the pods of a Deployment, StatefulSet or
+/// DaemonSet, or `None` for other kinds and selectors that select nothing expressible.
+pub fn pod_selector(object: &Value) -> Option<String> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str)?;
+    let kind = object.get("kind").and_then(Value::as_str)?;
+    if !api_version.starts_with("apps/")
+        || !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet")
+    {
+        return None;
+    }
+    let selector = object.pointer("/spec/selector")?;
+    let mut terms: Vec<String> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    for e in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e.get("key").and_then(Value::as_str)?;
+        let values = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        terms.push(match e.get("operator").and_then(Value::as_str)? {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            _ => return None,
+        });
+    }
+    // An empty selector would list every pod of the namespace.
+    (!terms.is_empty()).then(|| terms.join(","))
+}
+
+fn truncated(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// Why one container is not ready, or `None` when it is ready (or done, for init containers).
+fn container_problem(pod: &Value, status: &Value, init: bool) -> Option<String> {
+    let name = status.get("name").and_then(Value::as_str).unwrap_or("?");
+    let restarts = status
+        .get("restartCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let last_exit = status
+        .pointer("/lastState/terminated")
+        .map(|t| {
+            let code = t.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+            let reason = t.get("reason").and_then(Value::as_str).unwrap_or("");
+            format!(", last exit code {code} {reason}")
+                .trim_end()
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let restarts = if restarts > 0 {
+        format!(", {restarts} restarts")
+    } else {
+        String::new()
+    };
+    let label = if init { "init container" } else { "container" };
+    if let Some(waiting) = status.pointer("/state/waiting") {
+        let reason = waiting
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("Waiting");
+        let message = waiting
+            .get("message")
+            .and_then(Value::as_str)
+            .map(|m| format!(" ({})", truncated(m)))
+            .unwrap_or_default();
+        return Some(format!(
+            "{label} {name}: {reason}{message}{last_exit}{restarts}"
+        ));
+    }
+    if let Some(terminated) = status.pointer("/state/terminated") {
+        let code = terminated
+            .get("exitCode")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if init && code == 0 {
+            return None;
+        }
+        let reason = terminated
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("Terminated");
+        return Some(format!(
+            "{label} {name}: {reason} (exit code {code}){restarts}"
+        ));
+    }
+    if init || status.get("ready").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let spec = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name));
+    let why = if status.get("started").and_then(Value::as_bool) == Some(false)
+        && spec.is_some_and(|c| c.get("startupProbe").is_some())
+    {
+        "running, startup probe not passed"
+    } else if spec.is_some_and(|c| c.get("readinessProbe").is_some()) {
+        "running, readiness probe failing"
+    } else {
+        "running, not ready"
+    };
+    Some(format!("{label} {name}: {why}{last_exit}{restarts}"))
+}
+
+/// Why one pod is not ready: its containers' states, or why it is not running at all.
+fn pod_problem(pod: &Value) -> String {
+    let mut problems: Vec<String> = Vec::new();
+    for (field, init) in [
+        ("initContainerStatuses", true),
+        ("containerStatuses", false),
+    ] {
+        for status in pod
+            .pointer(&format!("/status/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            problems.extend(container_problem(pod, status, init));
+        }
+    }
+    if !problems.is_empty() {
+        return problems.join(", ");
+    }
+    if condition_is(pod, "PodScheduled", "False") {
+        return format!(
+            "not scheduled: {}",
+            truncated(&condition_text(pod, "PodScheduled"))
+        );
+    }
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    format!("{phase}, not ready")
+}
+
+/// A summary of the pods in `pods` that are not ready (deleted ones aside), naming at most
+/// [`MAX_PODS_NAMED`] of them with their containers' reasons; `None` when every pod is ready.
+pub fn pods_not_ready(pods: &[Value]) -> Option<String> {
+    let mut unready: Vec<(&str, String)> = pods
+        .iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .filter(|p| !condition_is(p, "Ready", "True"))
+        .map(|p| {
+            let name = p
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            (name, pod_problem(p))
+        })
+        .collect();
+    if unready.is_empty() {
+        return None;
+    }
+    unready.sort();
+    let more = unready.len().saturating_sub(MAX_PODS_NAMED);
+    let mut text = unready
+        .iter()
+        .take(MAX_PODS_NAMED)
+        .map(|(name, why)| format!("pod {name} {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if more > 0 {
+        text.push_str(&format!("; {more} more pods not ready"));
+    }
+    Some(text)
+}
+
+/// A watched dynamic object as JSON; watch events may lack the type fields, so they are filled
+/// in from the reference.
+fn typed_value(object: &ObjectRef, live: &DynamicObject) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(live)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), Value::String(object.api_version()));
+        map.insert("kind".into(), Value::String(object.kind.clone()));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -513,5 +770,111 @@ mod tests {
             health(&sts),
             Health::InProgress("1/3 replicas ready".into())
         );
+    }
+
+    fn pod(name: &str, status: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 8080}}}]},
+               "status": status})
+    }
+
+    #[test]
+    fn unready_pods_name_the_pod_and_the_containers_reason() {
+        let crash = pod(
+            "web-7d9c-abcde",
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                   "containerStatuses": [{"name": "web", "ready": false, "restartCount": 3,
+                     "state": {"waiting": {"reason": "CrashLoopBackOff",
+                               "message": "back-off 40s restarting failed container=web pod=web-7d9c-abcde_ns(uid)"}},
+                     "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+        );
+        assert_eq!(
+            pods_not_ready(&[crash]).as_deref(),
+            Some(
+                "pod web-7d9c-abcde container web: CrashLoopBackOff (back-off 40s restarting failed \
+                 container=web pod=web-7d9c-abcde_ns(uid)), last exit code 1 Error, 3 restarts"
+            )
+        );
+        let probe = pod(
+            "web-1",
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                   "containerStatuses": [{"name": "web", "ready": false, "started": true,
+                     "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}),
+        );
+        assert_eq!(
+            pods_not_ready(&[probe]).as_deref(),
+            Some("pod web-1 container web: running, readiness probe failing")
+        );
+        let pull = pod(
+            "web-2",
+            json!({"phase": "Pending", "initContainerStatuses": [{"name": "init", "ready": false,
+                     "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+                   "containerStatuses": [{"name": "web", "ready": false,
+                     "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}),
+        );
+        assert_eq!(
+            pods_not_ready(&[pull]).as_deref(),
+            Some("pod web-2 container web: ImagePullBackOff")
+        );
+        let pending = pod(
+            "web-3",
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                     "reason": "Unschedulable", "message": "0/1 nodes are available"}]}),
+        );
+        assert_eq!(
+            pods_not_ready(&[pending]).as_deref(),
+            Some("pod web-3 not scheduled: Unschedulable: 0/1 nodes are available")
+        );
+    }
+
+    #[test]
+    fn ready_and_deleted_pods_are_left_out_and_the_list_is_capped() {
+        let ready = pod(
+            "a-ready",
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+        );
+        let mut deleted = pod("b-deleted", json!({"phase": "Running"}));
+        deleted["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(pods_not_ready(&[ready.clone(), deleted]), None);
+        let waiting = |name: &str| {
+            pod(
+                name,
+                json!({"phase": "Pending", "containerStatuses": [{"name": "web", "ready": false,
+                         "state": {"waiting": {"reason": "ContainerCreating", "message": "x".repeat(500)}}}]}),
+            )
+        };
+        let many: Vec<Value> = ["p4", "p1", "p3", "p2"]
+            .iter()
+            .map(|n| waiting(n))
+            .chain([ready])
+            .collect();
+        let text = pods_not_ready(&many).unwrap_or_default();
+        assert!(
+            text.starts_with("pod p1 container web: ContainerCreating (xxx"),
+            "{text}"
+        );
+        assert!(text.contains("; pod p2 "), "{text}");
+        assert!(!text.contains("pod p3"), "{text}");
+        assert!(text.ends_with("; 2 more pods not ready"), "{text}");
+        assert!(text.len() < 2 * (MAX_MESSAGE_CHARS + 100), "{text}");
+    }
+
+    #[test]
+    fn workload_pod_selectors() {
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"selector": {
+            "matchLabels": {"app": "web", "tier": "front"},
+            "matchExpressions": [{"key": "env", "operator": "In", "values": ["dev", "qa"]},
+                                 {"key": "canary", "operator": "DoesNotExist"},
+                                 {"key": "zone", "operator": "NotIn", "values": ["a"]},
+                                 {"key": "team", "operator": "Exists"}]}}});
+        assert_eq!(
+            pod_selector(&deploy).as_deref(),
+            Some("app=web,tier=front,env in (dev,qa),!canary,zone notin (a),team")
+        );
+        let empty =
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"selector": {}}});
+        assert_eq!(pod_selector(&empty), None);
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        assert_eq!(pod_selector(&cm), None);
     }
 }
