@@ -8,5 +8,6 @@ pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod policy;
+pub mod sops;
 pub mod source;
 pub mod yaml;

@@ -11,5 +11,10 @@ GITOPS_CACHE_DIR=${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-git
 # The licence checker of `make test` (deny.toml), built from crates.io into the cache.
 CARGO_DENY_VERSION=0.20.2
 CARGO_DENY=$GITOPS_CACHE_DIR/bin/cargo-deny-$CARGO_DENY_VERSION/bin/cargo-deny
+# The real sops and age the SOPS compatibility tests encrypt with, built from the Go module proxy.
+SOPS_VERSION=v3.13.3
+AGE_VERSION=v1.3.2
+SOPS_BIN=$GITOPS_CACHE_DIR/bin/sops-$SOPS_VERSION/sops
+AGE_BIN_DIR=$GITOPS_CACHE_DIR/bin/age-$AGE_VERSION
 # Where `up` keeps the running cluster's state (PKI, logs, PIDs, kubeconfig).
 GITOPS_CLUSTER_DIR=${GITOPS_CLUSTER_DIR:-$GITOPS_CACHE_DIR/cluster}

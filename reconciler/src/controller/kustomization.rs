@@ -629,15 +629,14 @@ impl Run<'_> {
             Err(RenderError::Plan(_)) => Vec::new(),
             Err(RenderError::Build(_)) => return,
         };
-        let selected = match render::selected_cluster_policies(self.ks, &self.namespace, lookups)
-            .await
-        {
-            Ok(policies) => policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
-            Err(e) => {
-                warn!(error = %e, "reading ClusterPolicies to record their status");
-                return;
-            }
-        };
+        let selected =
+            match render::selected_cluster_policies(self.ks, &self.namespace, lookups).await {
+                Ok(policies) => policies.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+                Err(e) => {
+                    warn!(error = %e, "reading ClusterPolicies to record their status");
+                    return;
+                }
+            };
         super::clusterpolicy_status::record(
             &self.ctx.client,
             &format!("{}/{}", self.namespace, self.name),
