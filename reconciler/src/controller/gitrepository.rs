@@ -260,7 +260,7 @@ pub async fn run_with_metrics(
     let event_context = context.clone();
     let event_store = store.clone();
     let triggers = logged(watcher(api, watch), resource)
-        .backoff(super::watch::backoff())
+        .backoff(crate::backoff::backoff())
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
@@ -269,7 +269,7 @@ pub async fn run_with_metrics(
         })
         .applied_objects();
     let controller = Controller::for_stream(triggers, store.clone())
-        .trigger_backoff(super::watch::trigger_backoff());
+        .trigger_backoff(crate::backoff::trigger_backoff());
     let synced = store.clone();
     let sweep_context = context.clone();
     let sweeper = tokio::spawn(async move {
