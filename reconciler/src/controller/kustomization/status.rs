@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn stage_errors_know_their_reason() {
         assert_eq!(
-            StageError::Render(RenderError::Build("x".into())).reason(),
+            StageError::Render(RenderError::Substitute(
+                crate::controller::render::SubstituteError::NotFound { what: "x".into() }
+            ))
+            .reason(),
             reasons::BUILD_FAILED
         );
         assert!(StageError::DependencyCycle("a -> a".into()).is_stalled());
