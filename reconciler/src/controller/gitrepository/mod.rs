@@ -72,7 +72,7 @@ pub enum ControllerError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[from] crate::source::storage::StorageError),
     #[error("GitRepository has no namespace")]
     NoNamespace,
 }
@@ -235,8 +235,7 @@ pub async fn run_with_metrics(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
-    let storage =
-        Storage::new(&config.storage_path).map_err(|e| ControllerError::Storage(e.to_string()))?;
+    let storage = Storage::new(&config.storage_path)?;
     let context = Arc::new(Context {
         events: Events::new(client.clone()),
         fetch_slots: Arc::new(Semaphore::new(config.concurrency.max(1))),

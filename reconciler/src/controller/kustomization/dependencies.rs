@@ -28,7 +28,11 @@ impl Run<'_> {
             let other = api
                 .get_opt(&dep.name)
                 .await
-                .map_err(|e| StageError::DependencyNotReady(format!("{ns}/{}: {e}", dep.name)))?
+                .map_err(|source| StageError::Read {
+                    object: format!("{ns}/{}", dep.name),
+                    reason: crate::api::conditions::reasons::DEPENDENCY_NOT_READY,
+                    source,
+                })?
                 .ok_or_else(|| {
                     StageError::DependencyNotReady(format!(
                         "dependency {ns}/{} not found",

@@ -64,11 +64,10 @@ impl Run<'_> {
         let repo = api
             .get_opt(&source.name)
             .await
-            .map_err(|e| {
-                StageError::SourceNotReady(format!(
-                    "GitRepository {source_ns}/{}: {e}",
-                    source.name
-                ))
+            .map_err(|source_error| StageError::Read {
+                object: format!("GitRepository {source_ns}/{}", source.name),
+                reason: crate::api::conditions::reasons::SOURCE_NOT_READY,
+                source: source_error,
             })?
             .ok_or_else(|| {
                 StageError::SourceNotReady(format!(
@@ -149,8 +148,7 @@ impl Run<'_> {
             owner: owner.clone(),
             force: self.ks.spec.force.unwrap_or(false),
             concurrency: self.ctx.config.concurrent_apply.max(1),
-            drift: DriftRules::new(&self.ks.spec.ignore)
-                .map_err(|e| StageError::InvalidSpec(e.to_string()))?,
+            drift: DriftRules::new(&self.ks.spec.ignore)?,
             definitions_timeout: durations.timeout,
             // Objects of a Kustomization that no longer exists (deleted with Orphan, or a
             // re-bootstrap in a new namespace) are adopted; asked with our own client.

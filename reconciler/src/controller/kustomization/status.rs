@@ -7,6 +7,7 @@ use super::Context;
 use super::ReconcileError;
 use crate::api::conditions::{self, reasons, status as cstatus, types};
 use crate::api::{Kustomization, KustomizationStatus};
+use crate::apply::ignore::IgnoreRuleError;
 use crate::apply::{ApplyError, HealthError};
 use crate::controller::common;
 use crate::controller::fetch::FetchError;
@@ -19,6 +20,17 @@ pub enum StageError {
     InvalidSpec(String),
     #[error("{0}")]
     SourceNotReady(String),
+    /// `spec.ignore` has a rule that cannot be used (InvalidSpec).
+    #[error(transparent)]
+    Drift(#[from] IgnoreRuleError),
+    /// Reading the source or a dependency failed; `reason` is the stage's.
+    #[error("{object}: {source}")]
+    Read {
+        object: String,
+        reason: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     #[error("{0}")]
     DependencyNotReady(String),
     #[error("dependency cycle: {0}")]
@@ -51,7 +63,8 @@ impl StageError {
     /// The condition reason of the stage that failed.
     pub fn reason(&self) -> &'static str {
         match self {
-            StageError::InvalidSpec(_) => reasons::INVALID_SPEC,
+            StageError::InvalidSpec(_) | StageError::Drift(_) => reasons::INVALID_SPEC,
+            StageError::Read { reason, .. } => reason,
             StageError::SourceNotReady(_) => reasons::SOURCE_NOT_READY,
             StageError::DependencyNotReady(_) | StageError::DependencyCycle(_) => {
                 reasons::DEPENDENCY_NOT_READY
@@ -70,7 +83,7 @@ impl StageError {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            StageError::InvalidSpec(_) | StageError::DependencyCycle(_)
+            StageError::InvalidSpec(_) | StageError::Drift(_) | StageError::DependencyCycle(_)
         ) || matches!(self, StageError::Render(e) if e.is_stalled())
     }
 }

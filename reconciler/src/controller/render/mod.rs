@@ -23,7 +23,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::kustomization::PolicyEngine;
+use super::kustomization::{PolicyEngine, PolicyEngineError};
 use crate::api::conditions::reasons;
 use crate::api::{FailurePolicy, Kustomization};
 use crate::apply::{self, ApplyError, Owner, Plan, Resolver, Scopes};
@@ -125,6 +125,9 @@ pub enum RenderError {
         /// The violations of a denial (empty for a failure).
         violations: Vec<Violation>,
     },
+    /// The policy host is not available (PolicyFailed; retried).
+    #[error("the policy host could not be started: {0}")]
+    PolicyHost(#[from] PolicyEngineError),
     /// The objects cannot be planned: invalid, duplicate, unknown kind (ApplyFailed).
     #[error(transparent)]
     Plan(#[from] ApplyError),
@@ -138,6 +141,7 @@ impl RenderError {
                 reasons::BUILD_FAILED
             }
             RenderError::Policy { reason, .. } => reason,
+            RenderError::PolicyHost(_) => reasons::POLICY_FAILED,
             RenderError::Plan(_) => reasons::APPLY_FAILED,
         }
     }
@@ -190,8 +194,7 @@ pub async fn render(
             let engine = engine.clone();
             tokio::task::spawn_blocking(move || engine.get())
                 .await
-                .map_err(|e| policy_failed(format!("policy task failed: {e}")))?
-                .map_err(|e| policy_failed(format!("the policy host could not be started: {e}")))?
+                .map_err(|e| policy_failed(format!("policy task failed: {e}")))??
         };
         // A tenant's transforms may not add cluster-scoped objects: which kinds are
         // cluster-scoped (CRDs included) comes from the cluster. Without that answer nothing
