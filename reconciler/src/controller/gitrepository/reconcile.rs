@@ -53,12 +53,20 @@ pub(super) async fn reconcile(
         .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
         .cloned();
 
-    let interval = match duration::parse(&repo.spec.interval) {
-        Ok(interval) => interval,
-        Err(e) => {
-            let err = SourceError::InvalidRef {
-                reason: format!("spec.interval: {e}"),
-            };
+    // An unusable interval or timeout can only be fixed in the spec: retried after the
+    // interval (5 minutes when the interval itself is unusable).
+    let parsed = duration::parse(&repo.spec.interval)
+        .map_err(|e| (format!("spec.interval: {e}"), Duration::from_secs(300)))
+        .and_then(|interval| match repo.spec.timeout.as_deref() {
+            None => Ok((interval, ctx.config.default_timeout)),
+            Some(text) => duration::parse(text)
+                .map(|timeout| (interval, timeout))
+                .map_err(|e| (format!("spec.timeout: {e}"), interval)),
+        });
+    let (interval, timeout) = match parsed {
+        Ok(durations) => durations,
+        Err((reason, retry)) => {
+            let err = SourceError::InvalidRef { reason };
             timer.result(err.reason());
             return finish_failure(
                 &repo,
@@ -67,27 +75,7 @@ pub(super) async fn reconcile(
                 err,
                 generation,
                 requested_at,
-                Duration::from_secs(300),
-            )
-            .await;
-        }
-    };
-    let timeout = match repo.spec.timeout.as_deref().map(duration::parse) {
-        None => ctx.config.default_timeout,
-        Some(Ok(t)) => t,
-        Some(Err(e)) => {
-            let err = SourceError::InvalidRef {
-                reason: format!("spec.timeout: {e}"),
-            };
-            timer.result(err.reason());
-            return finish_failure(
-                &repo,
-                &ctx,
-                old_status,
-                err,
-                generation,
-                requested_at,
-                interval,
+                retry,
             )
             .await;
         }

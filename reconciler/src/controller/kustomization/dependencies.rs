@@ -142,21 +142,11 @@ pub(super) fn dependents_of(
     store: &Store<Kustomization>,
     dep: &Kustomization,
 ) -> Vec<StoreRef<Kustomization>> {
-    let (Some(dep_ns), Some(dep_name)) =
-        (dep.metadata.namespace.clone(), dep.metadata.name.clone())
-    else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|ks| {
-            let ns = ks.metadata.namespace.clone().unwrap_or_default();
-            ks.spec
-                .depends_on
-                .iter()
-                .any(|d| d.name == dep_name && d.namespace.clone().unwrap_or(ns.clone()) == dep_ns)
-        })
-        .map(|ks| StoreRef::from_obj(ks.as_ref()))
-        .collect()
+    super::referring(store, &dep.metadata, |ks| {
+        ks.spec
+            .depends_on
+            .iter()
+            .map(|d| (d.namespace.as_deref(), d.name.as_str()))
+            .collect()
+    })
 }

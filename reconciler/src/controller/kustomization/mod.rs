@@ -266,15 +266,10 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, Reconc
     };
     let outcome = apply::prune(&client, &ctx.resolver, &entries, &owner).await;
     ctx.metrics.count_objects("pruned", outcome.deleted.len());
-    if !outcome.failed.is_empty() {
-        let failed: Vec<String> = outcome
-            .failed
-            .iter()
-            .map(|(r, why)| format!("{r}: {why}"))
-            .collect();
+    if let Some(message) = pipeline::prune_failures(&outcome) {
         return Err(ReconcileError::Cleanup {
             object: format!("{namespace}/{name}"),
-            message: failed.join("; "),
+            message,
         });
     }
     info!(
@@ -405,6 +400,29 @@ pub async fn run(
         // Watch errors were logged where they happened, reconcile errors by error_policy.
         .for_each(|_| futures::future::ready(()));
     watch::run_until_shutdown(controller, reader, shutdown, ks_resource).await;
+}
+
+/// The Kustomizations in `store` with a reference (namespace, unset for their own, and name)
+/// among `references` to the object of `target`: whom a change of `target` concerns.
+fn referring(
+    store: &Store<Kustomization>,
+    target: &kube::core::ObjectMeta,
+    references: impl Fn(&Kustomization) -> Vec<(Option<&str>, &str)>,
+) -> Vec<reflector::ObjectRef<Kustomization>> {
+    let (Some(target_ns), Some(target_name)) = (&target.namespace, &target.name) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|ks| {
+            let own = ks.metadata.namespace.as_deref().unwrap_or_default();
+            references(ks).into_iter().any(|(ns, name)| {
+                name == target_name.as_str() && ns.unwrap_or(own) == target_ns.as_str()
+            })
+        })
+        .map(|ks| reflector::ObjectRef::from_obj(ks.as_ref()))
+        .collect()
 }
 
 /// For status readers: the inventory of a Kustomization as object references.

@@ -174,15 +174,9 @@ impl Run<'_> {
             pruned = outcome.deleted.len();
             self.ctx.metrics.count_objects("pruned", pruned);
             self.status.inventory = Some(inventory::without(&pending, &outcome.removed()));
-            if !outcome.failed.is_empty() {
-                let failed: Vec<String> = outcome
-                    .failed
-                    .iter()
-                    .map(|(r, why)| format!("{r}: {why}"))
-                    .collect();
+            if let Some(failed) = prune_failures(&outcome) {
                 return Err(StageError::Prune(format!(
-                    "prune failed (kept in the inventory, retried): {}",
-                    failed.join("; ")
+                    "prune failed (kept in the inventory, retried): {failed}"
                 )));
             }
         } else {
@@ -280,21 +274,23 @@ pub(super) fn users_of(
     store: &Store<Kustomization>,
     repo: &GitRepository,
 ) -> Vec<StoreRef<Kustomization>> {
-    let (Some(repo_ns), Some(repo_name)) =
-        (repo.metadata.namespace.clone(), repo.metadata.name.clone())
-    else {
-        return Vec::new();
-    };
-    store
-        .state()
+    super::referring(store, &repo.metadata, |ks| {
+        let src = &ks.spec.source_ref;
+        vec![(src.namespace.as_deref(), src.name.as_str())]
+    })
+}
+
+/// The objects a prune could not delete, with why; `None` when it deleted them all.
+pub(super) fn prune_failures(outcome: &apply::PruneOutcome) -> Option<String> {
+    if outcome.failed.is_empty() {
+        return None;
+    }
+    let failed: Vec<String> = outcome
+        .failed
         .iter()
-        .filter(|ks| {
-            let ns = ks.metadata.namespace.clone().unwrap_or_default();
-            let src = &ks.spec.source_ref;
-            src.name == repo_name && src.namespace.clone().unwrap_or(ns) == repo_ns
-        })
-        .map(|ks| StoreRef::from_obj(ks.as_ref()))
-        .collect()
+        .map(|(r, why)| format!("{r}: {why}"))
+        .collect();
+    Some(failed.join("; "))
 }
 
 #[cfg(test)]
