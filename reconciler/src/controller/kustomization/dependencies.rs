@@ -150,3 +150,55 @@ pub(super) fn dependents_of(
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher;
+
+    use super::*;
+
+    fn ks(namespace: &str, name: &str, depends_on: &str) -> Kustomization {
+        crate::yaml::from_str(&format!(
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  sourceRef: {{kind: GitRepository, name: repo}}\n  interval: 1m\n  dependsOn: {depends_on}\n"
+        ))
+        .unwrap()
+    }
+
+    fn store(objects: Vec<Kustomization>) -> Store<Kustomization> {
+        let (reader, mut writer) = kube::runtime::reflector::store();
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        reader
+    }
+
+    #[test]
+    fn a_cycle_is_named_from_the_object_and_a_chain_is_not_one() {
+        let store = store(vec![
+            ks("n", "a", "[{name: b}]"),
+            ks("n", "b", "[{name: c, namespace: m}]"),
+            ks("m", "c", "[{name: a, namespace: n}]"),
+            ks("n", "d", "[{name: a}]"),
+        ]);
+        assert_eq!(
+            find_cycle(&store, "n", "a").as_deref(),
+            Some("n/a -> n/b -> m/c -> n/a")
+        );
+        assert_eq!(find_cycle(&store, "n", "d"), None);
+    }
+
+    #[test]
+    fn dependents_are_found_across_namespaces_with_the_own_namespace_as_default() {
+        let store = store(vec![
+            ks("n", "app", "[{name: infra}]"),
+            ks("m", "other", "[{name: infra, namespace: n}]"),
+            ks("m", "local", "[{name: infra}]"),
+        ]);
+        let mut names: Vec<String> = dependents_of(&store, &ks("n", "infra", "[]"))
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["m/other", "n/app"]);
+    }
+}

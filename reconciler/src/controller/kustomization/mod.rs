@@ -1,5 +1,5 @@
 //! The Kustomization controller: a linear pipeline of named stages, each owning one failure
-//! reason (DESIGN.md "The pipeline"):
+//! reason (docs/architecture.md, "The pipeline"):
 //!
 //! | stage        | reason on failure                    |
 //! |--------------|--------------------------------------|
