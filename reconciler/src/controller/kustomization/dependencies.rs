@@ -8,7 +8,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
 
 use super::status::{Run, StageError};
-use crate::api::conditions;
+use crate::api::conditions::{self, reasons};
 use crate::api::{GitRepository, Kustomization};
 
 impl Run<'_> {
@@ -18,27 +18,15 @@ impl Run<'_> {
             return Ok(());
         }
         for dep in &self.ks.spec.depends_on {
-            let ns = self.referenced_namespace(
-                "spec.dependsOn",
-                "Kustomization",
-                &dep.name,
-                dep.namespace.as_deref(),
-            )?;
-            let api: Api<Kustomization> = Api::namespaced(self.ctx.client.clone(), &ns);
-            let other = api
-                .get_opt(&dep.name)
-                .await
-                .map_err(|source| StageError::Read {
-                    object: format!("{ns}/{}", dep.name),
-                    reason: crate::api::conditions::reasons::DEPENDENCY_NOT_READY,
-                    source,
-                })?
-                .ok_or_else(|| {
-                    StageError::DependencyNotReady(format!(
-                        "dependency {ns}/{} not found",
-                        dep.name
-                    ))
-                })?;
+            let (ns, other): (String, Kustomization) = self
+                .referenced(
+                    "spec.dependsOn",
+                    &dep.name,
+                    dep.namespace.as_deref(),
+                    reasons::DEPENDENCY_NOT_READY,
+                    StageError::DependencyNotReady,
+                )
+                .await?;
             let status = other.status.clone().unwrap_or_default();
             let ready = conditions::is_ready(&status.conditions)
                 && status.observed_generation == other.metadata.generation;

@@ -5,13 +5,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kube::api::Api;
 use kube::runtime::reflector::ObjectRef as StoreRef;
 use kube::runtime::reflector::Store;
 
 use super::dependencies::find_cycle;
 use super::status::{Run, StageError};
-use crate::api::conditions::{self, status as cstatus, types};
+use crate::api::conditions::{self, reasons, status as cstatus, types};
 use crate::api::{Artifact, GitRepository, Kustomization, duration};
 use crate::apply::{self, ApplyOptions, DriftRules, ObjectRef, Owner, OwnerLookup, inventory};
 use crate::controller::render::{self, Cluster, Lookups, RenderInput};
@@ -54,27 +53,15 @@ impl Run<'_> {
     /// Stage 1: the source and its artifact metadata.
     async fn source(&self) -> Result<Artifact, StageError> {
         let source = &self.ks.spec.source_ref;
-        let source_ns = self.referenced_namespace(
-            "spec.sourceRef",
-            "GitRepository",
-            &source.name,
-            source.namespace.as_deref(),
-        )?;
-        let api: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
-        let repo = api
-            .get_opt(&source.name)
-            .await
-            .map_err(|source_error| StageError::Read {
-                object: format!("GitRepository {source_ns}/{}", source.name),
-                reason: crate::api::conditions::reasons::SOURCE_NOT_READY,
-                source: source_error,
-            })?
-            .ok_or_else(|| {
-                StageError::SourceNotReady(format!(
-                    "GitRepository {source_ns}/{} not found",
-                    source.name
-                ))
-            })?;
+        let (source_ns, repo): (String, GitRepository) = self
+            .referenced(
+                "spec.sourceRef",
+                &source.name,
+                source.namespace.as_deref(),
+                reasons::SOURCE_NOT_READY,
+                StageError::SourceNotReady,
+            )
+            .await?;
         repo.status.and_then(|s| s.artifact).ok_or_else(|| {
             StageError::SourceNotReady(format!(
                 "GitRepository {source_ns}/{} has no artifact yet",

@@ -56,4 +56,36 @@ impl Run<'_> {
         }
         Ok(ns)
     }
+
+    /// The object of kind `K` that the reference `field` names (in the namespace
+    /// [`Run::referenced_namespace`] allows), read with the reconciler's own identity. A failed
+    /// read is a [`StageError::Read`] with `reason`; an absent object is `missing(message)`.
+    pub(super) async fn referenced<K>(
+        &self,
+        field: &str,
+        name: &str,
+        namespace: Option<&str>,
+        reason: &'static str,
+        missing: fn(String) -> StageError,
+    ) -> Result<(String, K), StageError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let kind = K::kind(&());
+        let ns = self.referenced_namespace(field, &kind, name, namespace)?;
+        let api: kube::Api<K> = kube::Api::namespaced(self.ctx.client.clone(), &ns);
+        let object = api
+            .get_opt(name)
+            .await
+            .map_err(|source| StageError::Read {
+                object: format!("{kind} {ns}/{name}"),
+                reason,
+                source,
+            })?
+            .ok_or_else(|| missing(format!("{kind} {ns}/{name} not found")))?;
+        Ok((ns, object))
+    }
 }
