@@ -70,8 +70,9 @@ impl Repeats {
 }
 
 /// Logs the failures of one watch stream, naming the cause: a warning for the first failure,
-/// for a new cause and once a minute while the cause stays the same (see [`Repeats`]), debug
-/// lines for the other attempts (spaced by [`crate::backoff::backoff`]), and one line when objects flow again.
+/// for a new cause and once a minute while the cause stays the same (see `Repeats`), debug
+/// lines for the other attempts (spaced by [`crate::backoff::backoff`]), and one line when
+/// objects flow again.
 ///
 /// A watch that expired (410 Gone, e.g. after an apiserver restart: its watch cache starts at a
 /// newer resourceVersion) is not a failure: the watcher lists again by itself, and this drops

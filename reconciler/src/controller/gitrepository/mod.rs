@@ -34,8 +34,8 @@
 //! is polled once (an ls-refs each; no pack when the stored artifact still matches; a refused
 //! revision is downloaded once more, up to its limit).
 //!
-//! Modules: [`reconcile`] (is a fetch due, the fetch, the schedule it leaves behind) and
-//! [`status`] (conditions, status writes, events); this module holds the shared state, the
+//! Modules: `reconcile` (is a fetch due, the fetch, the schedule it leaves behind) and
+//! `status` (conditions, status writes, events); this module holds the shared state, the
 //! watch-driven storage cleanup and the wiring.
 
 use std::collections::HashMap;

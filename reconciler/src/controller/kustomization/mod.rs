@@ -19,9 +19,9 @@
 //! revision of the source (watch), a dependency becoming ready (watch), `interval` (with
 //! jitter) after success and `retryInterval` after a failure.
 //!
-//! Modules by concern: [`pipeline`] (the stages in order), [`dependencies`] (`dependsOn`,
-//! cycles), [`policies`] (the policy host, audit findings), [`tenancy`] (impersonation,
-//! cross-namespace references), [`status`] (stage errors, conditions, status writes); this
+//! Modules by concern: `pipeline` (the stages in order), `dependencies` (`dependsOn`,
+//! cycles), `policies` (the policy host, audit findings), `tenancy` (impersonation,
+//! cross-namespace references), `status` (stage errors, conditions, status writes); this
 //! module wires them into a kube-runtime `Controller`.
 
 use std::collections::HashMap;

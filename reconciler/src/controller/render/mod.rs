@@ -16,7 +16,7 @@
 //! its output: their violations (of any severity) and failures are reported, never deny, and
 //! whatever their transforms return is discarded.
 //!
-//! Modules: [`substitute`] (postBuild variables) and [`policies`] (which steps run, with which
+//! Modules: `substitute` (postBuild variables) and `policies` (which steps run, with which
 //! module); this module holds the inputs, the outputs and the order of the stages.
 
 use std::path::Path;
