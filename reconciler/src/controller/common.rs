@@ -190,6 +190,8 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     #[test]
@@ -242,6 +244,85 @@ mod tests {
             text.contains(r#"gitops_reconcile_duration_seconds_count{kind="GitRepository",result="success"} 1"#),
             "{text}"
         );
+    }
+
+    /// A minimal apiserver on 127.0.0.1 that answers every request with `reply` and records
+    /// `METHOD path?query content-type body` of each.
+    async fn recording_apiserver(reply: &'static str) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server_seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = server_seen.clone();
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let head = format!(
+                                "{} {}?{} {}",
+                                req.method(),
+                                req.uri().path(),
+                                req.uri().query().unwrap_or_default(),
+                                req.headers()
+                                    .get("content-type")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                            );
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            seen.lock()
+                                .unwrap()
+                                .push(format!("{head} {}", String::from_utf8_lossy(&body)));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(reply)),
+                            ))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        (kube::Client::try_from(config).unwrap(), seen)
+    }
+
+    #[tokio::test]
+    async fn the_status_writer_applies_the_status_only_when_it_changed() {
+        use crate::api::{GitRepository, GitRepositoryStatus};
+        const REPO: &str = r#"{"apiVersion":"kubectl-gitops.io/v1alpha1","kind":"GitRepository","metadata":{"name":"app","namespace":"team"},"spec":{"url":"https://example.invalid/app.git","interval":"1m"}}"#;
+        let (client, seen) = recording_apiserver(REPO).await;
+        let repo: GitRepository = serde_json::from_str(REPO).unwrap();
+        let api: Api<GitRepository> = Api::namespaced(client, "team");
+        let old = GitRepositoryStatus::default();
+        assert!(!write_status(&api, &repo, &old, &old.clone()).await.unwrap());
+        assert!(seen.lock().unwrap().is_empty(), "wrote an unchanged status");
+
+        let mut new = old.clone();
+        new.observed_generation = Some(2);
+        assert!(write_status(&api, &repo, &old, &new).await.unwrap());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let request = &seen[0];
+        assert!(
+            request.starts_with(
+                "PATCH /apis/kubectl-gitops.io/v1alpha1/namespaces/team/gitrepositories/app/status?"
+            ),
+            "{request}"
+        );
+        for part in [
+            "fieldManager=gitops-reconciler",
+            "force=true",
+            "application/apply-patch+yaml",
+            r#""kind":"GitRepository""#,
+            r#""observedGeneration":2"#,
+        ] {
+            assert!(request.contains(part), "{part} missing: {request}");
+        }
     }
 
     #[test]
