@@ -60,10 +60,10 @@ impl From<Option<PolicyHost>> for PolicyEngine {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum PolicyEngineError {
     /// It failed to start (the cause stays the same for the life of the process).
-    #[error("the policy host could not start: {0}")]
-    Start(#[source] PolicyError),
+    #[error(transparent)]
+    Start(PolicyError),
     /// It was handed over as failed, its cause logged where it failed.
-    #[error("the policy host failed to start (see the log)")]
+    #[error("it failed to start (see the log)")]
     Unavailable,
 }
 
