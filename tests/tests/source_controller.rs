@@ -321,6 +321,34 @@ async fn gitrepository_stores_serves_follows_and_keeps_the_last_artifact_on_auth
     };
     assert!(events.contains("NewArtifact"), "{events}");
     assert!(events.contains("AuthenticationFailed"), "{events}");
+    // Each new revision has an event of its own, naming it (not a series keeping the first).
+    for revision in [&expected, &expected2] {
+        let note = format!("stored artifact for revision '{revision}'");
+        assert!(events.contains(&note), "no event {note:?}: {events}");
+    }
+    // The controller's reconciles are timed, by result, and its Ready gauge follows status.
+    assert!(
+        reconciler.sample(
+            r#"gitops_reconcile_duration_seconds_count{kind="GitRepository",result="success"}"#
+        ) >= 2,
+        "{}",
+        reconciler.metrics.encode()
+    );
+    assert!(
+        reconciler.sample(r#"gitops_reconcile_duration_seconds_count{kind="GitRepository",result="AuthenticationFailed"}"#) >= 1,
+        "{}",
+        reconciler.metrics.encode()
+    );
+    let ready_false = format!(
+        r#"gitops_reconcile_condition{{kind="GitRepository",namespace="{}",name="app",type="Ready",status="False"}}"#,
+        ns.name
+    );
+    assert_eq!(
+        reconciler.sample(&ready_false),
+        1,
+        "{}",
+        reconciler.metrics.encode()
+    );
     let status_text = ns
         .kubectl(
             &[
@@ -545,11 +573,18 @@ async fn reconciling_is_shown_while_a_fetch_runs_and_cleared_by_its_failure() {
 impl Reconciler {
     /// The value of the `gitops_source_fetch_aborted_total` series for `cause` (0 when absent).
     fn aborted(&self, cause: &str) -> u64 {
-        let series = format!("gitops_source_fetch_aborted_total{{cause=\"{cause}\"}} ");
+        self.sample(&format!(
+            "gitops_source_fetch_aborted_total{{cause=\"{cause}\"}}"
+        ))
+    }
+
+    /// The value of the metric sample `series` (name and labels), 0 when absent.
+    fn sample(&self, series: &str) -> u64 {
+        let prefix = format!("{series} ");
         self.metrics
             .encode()
             .lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     }

@@ -367,7 +367,7 @@ pub async fn wait(
             // The controllers' bounded reconnect backoff: an apiserver outage must not stall a
             // health check for longer than the outage itself (plus a few seconds).
             let mut stream = watcher(api, config)
-                .backoff(crate::controller::watch::backoff())
+                .backoff(crate::backoff::backoff())
                 .boxed();
             while let Some(event) = stream.next().await {
                 let (health, selector) = match event {

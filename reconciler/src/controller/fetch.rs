@@ -19,8 +19,30 @@ use crate::source::storage::Storage;
 pub enum FetchError {
     #[error("artifact URL '{0}' is not a plain http:// URL of the reconciler's artifact server")]
     BadUrl(String),
-    #[error("downloading artifact {url}: {message}")]
-    Download { url: String, message: String },
+    #[error("downloading artifact {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("downloading artifact {url}: HTTP {status}")]
+    Status {
+        url: String,
+        status: hyper::StatusCode,
+    },
+    /// `what` did not happen within `after` (no response, or not the complete body).
+    #[error("downloading artifact {url}: {what} within {after:?}")]
+    Timeout {
+        url: String,
+        what: &'static str,
+        after: Duration,
+    },
+    #[error("downloading artifact {url}: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("artifact {url} is larger than the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("artifact {revision}: {source}")]
@@ -28,6 +50,12 @@ pub enum FetchError {
         revision: String,
         #[source]
         source: ArtifactError,
+    },
+    #[error("artifact {revision}: the unpack task failed: {source}")]
+    UnpackTask {
+        revision: String,
+        #[source]
+        source: tokio::task::JoinError,
     },
     #[error("cannot create a temporary directory: {0}")]
     TempDir(#[source] std::io::Error),
@@ -74,28 +102,38 @@ impl ArtifactFetcher {
             return Err(FetchError::BadUrl(url.clone()));
         }
         let uri: hyper::Uri = url.parse().map_err(|_| FetchError::BadUrl(url.clone()))?;
-        let download = |message: String| FetchError::Download {
+        let timeout = |what| FetchError::Timeout {
             url: url.clone(),
-            message,
+            what,
+            after: self.timeout,
         };
         let response = tokio::time::timeout(self.timeout, self.http.get(uri))
             .await
-            .map_err(|_| download(format!("no response within {:?}", self.timeout)))?
-            .map_err(|e| download(e.to_string()))?;
+            .map_err(|_| timeout("no response"))?
+            .map_err(|source| FetchError::Request {
+                url: url.clone(),
+                source,
+            })?;
         if !response.status().is_success() {
-            return Err(download(format!("HTTP {}", response.status())));
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: response.status(),
+            });
         }
         let limited = Limited::new(response.into_body(), self.max_download as usize);
         let collected = tokio::time::timeout(self.timeout, limited.collect())
             .await
-            .map_err(|_| download(format!("not complete within {:?}", self.timeout)))?;
+            .map_err(|_| timeout("not complete"))?;
         match collected {
             Ok(body) => Ok(body.to_bytes().to_vec()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(FetchError::TooLarge {
                 url: url.clone(),
                 limit: self.max_download,
             }),
-            Err(e) => Err(download(e.to_string())),
+            Err(source) => Err(FetchError::Body {
+                url: url.clone(),
+                source,
+            }),
         }
     }
 
@@ -113,9 +151,9 @@ impl ArtifactFetcher {
         let revision = artifact.revision.clone();
         tokio::task::spawn_blocking(move || unpack_verified(&bytes, &digest, &limits, &dest))
             .await
-            .map_err(|e| FetchError::Unpack {
+            .map_err(|source| FetchError::UnpackTask {
                 revision: revision.clone(),
-                source: ArtifactError::Corrupt(e.to_string()),
+                source,
             })?
             .map_err(|source| FetchError::Unpack { revision, source })?;
         Ok(dir)

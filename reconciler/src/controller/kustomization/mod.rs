@@ -1,0 +1,437 @@
+//! The Kustomization controller: a linear pipeline of named stages, each owning one failure
+//! reason (docs/architecture.md, "The pipeline"):
+//!
+//! | stage        | reason on failure                    |
+//! |--------------|--------------------------------------|
+//! | source       | SourceNotReady (InvalidSpec: stalled) |
+//! | dependencies | DependencyNotReady                   |
+//! | artifact     | ArtifactFailed                       |
+//! | build        | BuildFailed                          |
+//! | policies     | PolicyDenied / PolicyFailed          |
+//! | apply        | ApplyFailed                          |
+//! | prune        | PruneFailed                          |
+//! | health       | HealthCheckFailed                    |
+//!
+//! A failure before apply applies and prunes nothing; the previous inventory stays. Before the
+//! first write of an apply the pending inventory (old ∪ new) is recorded in status.
+//!
+//! Triggers: a change of generation or of the reconcile-requested-at annotation, a new artifact
+//! revision of the source (watch), a dependency becoming ready (watch), `interval` (with
+//! jitter) after success and `retryInterval` after a failure.
+//!
+//! Modules by concern: `pipeline` (the stages in order), `dependencies` (`dependsOn`,
+//! cycles), `policies` (the policy host, audit findings), `tenancy` (impersonation,
+//! cross-namespace references), `status` (stage errors, conditions, status writes); this
+//! module wires them into a kube-runtime `Controller`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use tracing::{Instrument, info, warn};
+
+use super::common::{self, Events, ReconcileTimer};
+use super::fetch::ArtifactFetcher;
+use super::metrics::Metrics;
+use super::watch::{self, logged};
+use crate::api::conditions::{self, meta, types};
+use crate::api::kustomization::DeletionPolicy;
+use crate::api::{GitRepository, Inventory, Kustomization};
+use crate::apply::{self, ObjectRef, Owner, Resolver};
+use crate::backoff;
+
+mod dependencies;
+mod pipeline;
+mod policies;
+mod status;
+mod tenancy;
+
+pub use policies::{AUDIT_REASON, MAX_AUDIT_IN_STATUS, PolicyEngine, PolicyEngineError};
+use status::Run;
+pub use status::StageError;
+
+/// Settings of the Kustomization controller (from the reconciler's flags).
+#[derive(Clone, Debug)]
+pub struct KustomizationConfig {
+    /// Kustomizations reconciled at once (`--concurrent`).
+    pub concurrent: u16,
+    /// Apply requests in flight per Kustomization (`--concurrent-apply`).
+    pub concurrent_apply: usize,
+    /// Refuse sourceRef/dependsOn in other namespaces (`--no-cross-namespace-refs`).
+    pub no_cross_namespace_refs: bool,
+    /// ServiceAccount impersonated when `spec.serviceAccountName` is unset
+    /// (`--default-service-account`); `None` uses the reconciler's own identity.
+    pub default_service_account: Option<String>,
+    /// Only Kustomizations matching this label selector (`--watch-label-selector`).
+    pub watch_label_selector: Option<String>,
+}
+
+impl Default for KustomizationConfig {
+    fn default() -> Self {
+        Self {
+            concurrent: 4,
+            concurrent_apply: 16,
+            no_cross_namespace_refs: true,
+            default_service_account: None,
+            watch_label_selector: None,
+        }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    client: kube::Client,
+    kube_config: kube::Config,
+    config: KustomizationConfig,
+    resolver: Arc<Resolver>,
+    fetcher: ArtifactFetcher,
+    /// Started on first use; when it cannot start, Kustomizations that need policies fail
+    /// with PolicyFailed and the others reconcile.
+    policy: PolicyEngine,
+    metrics: Arc<Metrics>,
+    events: Events,
+    store: Store<Kustomization>,
+    /// Impersonating clients by user name (see [`tenancy`]).
+    impersonated: Mutex<HashMap<String, kube::Client>>,
+}
+
+/// Errors the controller itself cannot record in status (the status write failed); retried
+/// with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("writing status of Kustomization {object}: {source}")]
+    Status {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Kustomization {object}: deletion cleanup failed: {message}")]
+    Cleanup { object: String, message: String },
+    #[error("Kustomization without namespace or name")]
+    Malformed,
+    #[error("Kustomization {object}: cannot build the impersonating client: {source}")]
+    Impersonation {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+const KIND: &str = "Kustomization";
+
+fn key(ks: &Kustomization) -> Result<(String, String), ReconcileError> {
+    match (ks.metadata.namespace.clone(), ks.metadata.name.clone()) {
+        (Some(ns), Some(name)) => Ok((ns, name)),
+        _ => Err(ReconcileError::Malformed),
+    }
+}
+
+/// The action of every event of this controller.
+const ACTION: &str = "Reconcile";
+
+/// Reconciles one Kustomization (not being deleted): runs the pipeline and records status.
+async fn reconcile_apply(
+    ks: Arc<Kustomization>,
+    ctx: &Context,
+    timer: &mut ReconcileTimer,
+) -> Result<Action, ReconcileError> {
+    let (namespace, name) = key(&ks)?;
+    let mut run = Run::new(ctx, &ks, namespace.clone(), name.clone());
+    let original_ready = conditions::get(&run.status.conditions, types::READY)
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let generation = ks.metadata.generation;
+    let requested_at = ks
+        .annotations()
+        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
+        .cloned();
+    if requested_at.is_some() {
+        run.status.last_handled_reconcile_at = requested_at;
+    }
+
+    if ks.spec.suspend.unwrap_or(false) {
+        info!("suspended; not reconciling");
+        timer.result(common::RESULT_SKIPPED);
+        return Ok(Action::await_change());
+    }
+
+    let durations = match pipeline::durations(&ks) {
+        Ok(d) => d,
+        Err(e) => {
+            timer.result(e.reason());
+            run.record_failure(&e);
+            run.write_status().await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // A new generation announces itself before the (possibly long) pipeline.
+    if run.status.observed_generation != generation {
+        run.progressing(format!(
+            "reconciling generation {}",
+            generation.unwrap_or(0)
+        ));
+        run.write_status().await?;
+    }
+
+    let action = match run.pipeline(&durations).await {
+        Ok(applied) => {
+            timer.result(common::RESULT_SUCCESS);
+            let message = run.record_success(&applied.revision, applied.healthy);
+            if let Some(summary) = applied.summary {
+                info!(revision = %applied.revision, %summary, "applied");
+                ctx.events
+                    .publish(
+                        ks.as_ref(),
+                        EventType::Normal,
+                        crate::api::conditions::reasons::RECONCILIATION_SUCCEEDED,
+                        ACTION,
+                        &format!("{message}: {summary}"),
+                    )
+                    .await;
+            }
+            Action::requeue(common::jittered(durations.interval))
+        }
+        Err(e) => {
+            timer.result(e.reason());
+            warn!(reason = e.reason(), error = %e, "reconcile failed");
+            run.record_failure(&e);
+            if original_ready != Some((e.reason().to_owned(), e.to_string())) {
+                ctx.events
+                    .publish(
+                        ks.as_ref(),
+                        EventType::Warning,
+                        e.reason(),
+                        ACTION,
+                        &e.to_string(),
+                    )
+                    .await;
+            }
+            if e.is_stalled() {
+                Action::await_change()
+            } else {
+                Action::requeue(durations.retry)
+            }
+        }
+    };
+    run.write_status().await?;
+    let ready = conditions::get(&run.status.conditions, types::READY).map(|c| c.status.clone());
+    ctx.metrics
+        .record_ready(KIND, &namespace, &name, ready.as_deref());
+    Ok(action)
+}
+
+/// Deletion: apply `deletionPolicy` to the inventory, then let the finalizer go.
+async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let (namespace, name) = key(&ks)?;
+    ctx.metrics.forget(KIND, &namespace, &name);
+    crate::controller::clusterpolicy_status::forget(&ctx.client, &format!("{namespace}/{name}"))
+        .await;
+    let policy = ks.spec.deletion_policy.unwrap_or_default();
+    let delete = match policy {
+        DeletionPolicy::MirrorPrune => ks.spec.prune,
+        DeletionPolicy::Delete => true,
+        DeletionPolicy::Orphan => false,
+    };
+    if !delete || ks.spec.suspend.unwrap_or(false) {
+        info!(?policy, "deleted; leaving the applied objects in place");
+        return Ok(Action::await_change());
+    }
+    let entries: Vec<ObjectRef> = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.as_ref())
+        .map(|inv| {
+            inv.entries
+                .iter()
+                .filter_map(ObjectRef::from_entry)
+                .collect()
+        })
+        .unwrap_or_default();
+    let client =
+        ctx.tenant_client(&ks, &namespace)
+            .map_err(|source| ReconcileError::Impersonation {
+                object: format!("{namespace}/{name}"),
+                source,
+            })?;
+    let owner = Owner {
+        name: name.clone(),
+        namespace: namespace.clone(),
+    };
+    let outcome = apply::prune(&client, &ctx.resolver, &entries, &owner).await;
+    ctx.metrics.count_objects("pruned", outcome.deleted.len());
+    if let Some(message) = pipeline::prune_failures(&outcome) {
+        return Err(ReconcileError::Cleanup {
+            object: format!("{namespace}/{name}"),
+            message,
+        });
+    }
+    info!(
+        deleted = outcome.deleted.len(),
+        "deleted; pruned the inventory"
+    );
+    Ok(Action::await_change())
+}
+
+async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileFailure> {
+    let namespace = ks.namespace().unwrap_or_default();
+    let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &namespace);
+    let span = common::reconcile_span(KIND, &namespace, &ks.name_any());
+    let mut timer = ReconcileTimer::start(ctx.metrics.clone(), KIND);
+    // Adding the finalizer ends a reconcile without running either branch below.
+    timer.result(common::RESULT_SKIPPED);
+    let timer = &mut timer;
+    let ctx = &ctx;
+    finalizer(&api, meta::FINALIZER, ks, move |event| async move {
+        match event {
+            FinalizerEvent::Apply(ks) => reconcile_apply(ks, ctx, timer).await,
+            FinalizerEvent::Cleanup(ks) => {
+                timer.result(common::RESULT_ERROR);
+                let action = cleanup(ks, ctx).await?;
+                timer.result(common::RESULT_SUCCESS);
+                Ok(action)
+            }
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| ReconcileFailure(Box::new(e)))
+}
+
+/// A reconcile that could not even record its failure in status.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ReconcileFailure(Box<kube::runtime::finalizer::Error<ReconcileError>>);
+
+fn error_policy(ks: Arc<Kustomization>, error: &ReconcileFailure, _ctx: Arc<Context>) -> Action {
+    warn!(namespace = ?ks.namespace(), name = %ks.name_any(), error = %error, "reconcile error; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Hash of what besides the generation triggers a reconcile: the reconcile-requested-at
+/// annotation and the finalizers (adding ours does not change the generation).
+fn requested_at(ks: &Kustomization) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ks.annotations()
+        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
+        .hash(&mut hasher);
+    ks.finalizers().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Runs the Kustomization controller until `shutdown` completes (reconciles in flight finish;
+/// when the Kustomizations could never be listed, it returns at once, see
+/// [`watch::run_until_shutdown`]). Watches reconnect with [`backoff::backoff`].
+pub async fn run(
+    client: kube::Client,
+    kube_config: kube::Config,
+    config: KustomizationConfig,
+    fetcher: ArtifactFetcher,
+    policy: impl Into<PolicyEngine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let policy = policy.into();
+    let mut wc = watcher::Config::default().any_semantic();
+    if let Some(selector) = &config.watch_label_selector {
+        wc = wc.labels(selector);
+    }
+    let ks_api: Api<Kustomization> = Api::all(client.clone());
+    let repo_api: Api<GitRepository> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    use kube::CustomResourceExt as _;
+    let (ks_resource, repo_resource) = (Kustomization::crd_name(), GitRepository::crd_name());
+    let triggers = logged(watcher(ks_api.clone(), wc.clone()), ks_resource)
+        .backoff(backoff::backoff())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(requested_at),
+            Default::default(),
+        );
+
+    let dependents_store = reader.clone();
+    let dependency_changes = logged(watcher(ks_api, wc), ks_resource)
+        .backoff(backoff::backoff())
+        .applied_objects()
+        .predicate_filter(dependencies::readiness_of, Default::default());
+    let source_store = reader.clone();
+    let source_changes = logged(
+        watcher(repo_api, watcher::Config::default().any_semantic()),
+        repo_resource,
+    )
+    .backoff(backoff::backoff())
+    .applied_objects()
+    .predicate_filter(pipeline::artifact_of, Default::default());
+
+    let ctx = Arc::new(Context {
+        events: Events::new(client.clone()),
+        client,
+        kube_config,
+        resolver: Arc::new(Resolver::new()),
+        fetcher,
+        policy,
+        metrics,
+        store: reader.clone(),
+        impersonated: Mutex::new(HashMap::new()),
+        config: config.clone(),
+    });
+
+    let shutdown = shutdown.shared();
+    let controller = Controller::for_stream(triggers, reader.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrent))
+        // Each watch backs off by itself (and logs why).
+        .trigger_backoff(backoff::trigger_backoff())
+        .watches_stream(dependency_changes, move |dep: Kustomization| {
+            dependencies::dependents_of(&dependents_store, &dep)
+        })
+        .watches_stream(source_changes, move |repo: GitRepository| {
+            pipeline::users_of(&source_store, &repo)
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx)
+        // Watch errors were logged where they happened, reconcile errors by error_policy.
+        .for_each(|_| futures::future::ready(()));
+    watch::run_until_shutdown(controller, reader, shutdown, ks_resource).await;
+}
+
+/// The Kustomizations in `store` with a reference (namespace, unset for their own, and name)
+/// among `references` to the object of `target`: whom a change of `target` concerns.
+fn referring(
+    store: &Store<Kustomization>,
+    target: &kube::core::ObjectMeta,
+    references: impl Fn(&Kustomization) -> Vec<(Option<&str>, &str)>,
+) -> Vec<reflector::ObjectRef<Kustomization>> {
+    let (Some(target_ns), Some(target_name)) = (&target.namespace, &target.name) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|ks| {
+            let own = ks.metadata.namespace.as_deref().unwrap_or_default();
+            references(ks).into_iter().any(|(ns, name)| {
+                name == target_name.as_str() && ns.unwrap_or(own) == target_ns.as_str()
+            })
+        })
+        .map(|ks| reflector::ObjectRef::from_obj(ks.as_ref()))
+        .collect()
+}
+
+/// For status readers: the inventory of a Kustomization as object references.
+pub fn inventory_refs(inventory: &Inventory) -> Vec<ObjectRef> {
+    inventory
+        .entries
+        .iter()
+        .filter_map(ObjectRef::from_entry)
+        .collect()
+}
