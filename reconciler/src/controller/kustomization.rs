@@ -99,6 +99,8 @@ pub struct PolicyEngine(Arc<PolicyEngineState>);
 struct PolicyEngineState {
     config: crate::policy::HostConfig,
     host: std::sync::OnceLock<Result<crate::policy::PolicyHost, String>>,
+    /// The cluster's kinds for the tenancy check, shared by every reconcile.
+    scopes: std::sync::OnceLock<crate::policy::ClusterScopes>,
 }
 
 impl PolicyEngine {
@@ -107,7 +109,16 @@ impl PolicyEngine {
         Self(Arc::new(PolicyEngineState {
             config,
             host: std::sync::OnceLock::new(),
+            scopes: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The process's table of the cluster's kinds (read through `client` the first time).
+    pub fn cluster_scopes(&self, client: &kube::Client) -> crate::policy::ClusterScopes {
+        self.0
+            .scopes
+            .get_or_init(|| crate::policy::ClusterScopes::new(client.clone()))
+            .clone()
     }
 
     /// The host; blocking when it starts now (call from a blocking task). A failed start is
@@ -133,6 +144,7 @@ impl From<Option<crate::policy::PolicyHost>> for PolicyEngine {
         Self(Arc::new(PolicyEngineState {
             config: crate::policy::HostConfig::default(),
             host: cell,
+            scopes: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -755,14 +767,16 @@ async fn policy_stage(
         ks.spec.service_account_name.is_none() && run.ctx.config.default_service_account.is_none();
     // A tenant's transforms may not add cluster-scoped objects: which kinds are cluster-scoped
     // (CRDs included) comes from the cluster. Without that answer nothing runs (fail closed).
-    let cluster_scoped_kinds = if admin {
-        Vec::new()
+    let discovery = if admin {
+        None
     } else {
-        cluster_scoped_kinds(&run.ctx.client).await.map_err(|e| {
+        let scopes = run.ctx.policy.cluster_scopes(&run.ctx.client);
+        scopes.table().await.map_err(|e| {
             failed(format!(
                 "reading the cluster's cluster-scoped kinds for the tenancy check: {e}"
             ))
-        })?
+        })?;
+        Some(scopes)
     };
     let context = PolicyContext {
         kustomization_namespace: run.namespace.clone(),
@@ -773,7 +787,8 @@ async fn policy_stage(
         tenancy: Some(Tenancy {
             allowed_namespaces: Vec::new(),
             allow_cluster_scoped: admin,
-            cluster_scoped_kinds,
+            cluster_scoped_kinds: Vec::new(),
+            discovery,
         }),
     };
     let outcome = tokio::task::spawn_blocking(move || host.run_pipeline(&steps, &context, objects))
@@ -791,23 +806,6 @@ async fn policy_stage(
         warn!(error = %ignored, "policy failed and was ignored (failurePolicy: Ignore)");
     }
     Ok(outcome.objects)
-}
-
-/// Every cluster-scoped kind the cluster serves, built-in or from a CRD, as `Kind.group`
-/// (`Kind` for the core group), from aggregated discovery (two requests).
-async fn cluster_scoped_kinds(client: &kube::Client) -> Result<Vec<String>, kube::Error> {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run_aggregated()
-        .await?;
-    Ok(discovery
-        .groups()
-        .flat_map(|g| g.resources_by_stability())
-        .filter(|(_, caps)| matches!(caps.scope, kube::discovery::Scope::Cluster))
-        .map(|(resource, _)| match resource.group.as_str() {
-            "" => resource.kind,
-            group => format!("{}.{group}", resource.kind),
-        })
-        .collect())
 }
 
 /// Resolves a module reference into bytes the host verifies against the declared sha256.

@@ -4,6 +4,8 @@
 
 mod builtins;
 mod cache;
+mod compile;
+mod fuzz;
 mod hostile;
 mod python;
 mod suite;

@@ -54,13 +54,6 @@ fn case(name: &'static str, step: PolicyStep, expect: Expect) -> Case {
     }
 }
 
-/// A component with one core function nesting `depth` blocks, `functions` times.
-fn nested_blocks(depth: usize, functions: usize) -> Vec<u8> {
-    let body = format!("{}{}", "block ".repeat(depth), "end ".repeat(depth));
-    let funcs = format!("(func {body})").repeat(functions);
-    wat::parse_str(format!("(component (core module {funcs}))")).expect("valid WAT")
-}
-
 /// The policy component of [`TEN_MILLION_OBJECTS`] with another metadata name and version
 /// (each at most 16 bytes).
 fn metadata_component(name: &str, version: &str) -> Vec<u8> {
