@@ -1437,6 +1437,7 @@ fn check_metadata(metadata: &wit::Metadata) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::strategies::config;
     use proptest::prelude::*;
 
     fn wit_object_ref_strategy() -> impl Strategy<Value = wit::ObjectRef> {
@@ -1488,16 +1489,8 @@ mod tests {
         Ok(())
     }
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(config(256))]
 
         /// What the host lifts from a guest's violation: every text clipped by the rule,
         /// nothing else changed.
@@ -1571,7 +1564,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..config() })]
+        #![proptest_config(config(64))]
 
         /// However many violations a step reports, the host keeps the first `max_violations`
         /// (clipped) and one summary for the rest, of severity error if any left out is.

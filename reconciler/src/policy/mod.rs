@@ -19,6 +19,8 @@ mod output;
 mod sched;
 mod slots;
 mod store;
+#[cfg(test)]
+mod strategies;
 mod structure;
 mod tenancy;
 mod wasi;

@@ -245,43 +245,12 @@ mod tests {
 
     mod properties {
         use super::*;
+        use crate::policy::strategies::{config, json_value};
         use proptest::prelude::*;
         use serde_json::json;
 
-        /// Any JSON value serde_json writes and reads back exactly: every kind of value, any
-        /// Unicode text (control characters included) as keys and strings, integers of the
-        /// whole i64 and u64 range, and short binary fractions. (Not any float: serde_json, as
-        /// built here, may read a float of 16 or more significant digits back one unit in the
-        /// last place off.)
-        fn json_value() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::from),
-                any::<i64>().prop_map(Value::from),
-                any::<u64>().prop_map(Value::from),
-                any::<i16>().prop_map(|n| Value::from(f64::from(n) / 64.0)),
-                any::<String>().prop_map(Value::from),
-            ];
-            leaf.prop_recursive(6, 48, 6, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::btree_map(any::<String>(), inner, 0..6)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
-        }
-
-        fn config() -> ProptestConfig {
-            // Brief enough for every test run; no regression files in the source tree.
-            ProptestConfig {
-                cases: 256,
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            }
-        }
-
         proptest! {
-            #![proptest_config(config())]
+            #![proptest_config(config(256))]
 
             /// Whatever a transform may legitimately return is read back as written, with the
             /// identity it declares, by both readers.

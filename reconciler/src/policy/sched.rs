@@ -7,7 +7,8 @@
 //! Kustomization) has a CPU account, charged with the time its calls held a turn and decaying
 //! with a half-life of [`HALF_LIFE`]. A running call gives its turn up at its next epoch check
 //! (every tick of the epoch ticker, and at once when a waiter is queued: [`Turns::take`]
-//! advances the engine's epoch) whenever a tenant that used less CPU is waiting for one.
+//! advances the engine's epoch) whenever a tenant that used at least [`PREEMPT_MARGIN`] less
+//! CPU is waiting for one.
 //!
 //! So a tenant whose calls run long or fail back to back uses more and more CPU time on its
 //! account and is served after every tenant that used less: a healthy tenant's call waits at
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// How fast a tenant's CPU account decays: what it used this long ago counts half.
 pub(crate) const HALF_LIFE: Duration = Duration::from_secs(10);
+/// How much less CPU a waiting tenant must have used than a running one to take its turn:
+/// tenants that used about as much do not preempt each other (each switch costs both).
+pub(crate) const PREEMPT_MARGIN: Duration = Duration::from_millis(10);
 
 /// A tenant's CPU account: decayed seconds of turns held, as of `at`.
 #[derive(Clone, Copy)]
@@ -216,7 +220,7 @@ impl Turn {
         }
         let mine = state.used(&self.tenant, now) + now.duration_since(self.since).as_secs_f64();
         match state.first(now) {
-            Some((_, first)) if first < mine => {}
+            Some((_, first)) if first + PREEMPT_MARGIN.as_secs_f64() < mine => {}
             _ => return Ok(()),
         }
         self.turns

@@ -4,30 +4,11 @@
 //! contexts, configs and objects are lowered into the guest and what it returns is lifted back
 //! and checked. Brief (a bounded number of cases), so it runs in every test run.
 
+use crate::strategies::{config, json_value};
 use crate::support::*;
 use gitops_reconciler::policy::{PolicyContext, Severity};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-/// Any JSON value that reads back exactly: any Unicode text as keys and strings, integers of
-/// the whole i64/u64 range, binary fractions.
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<i32>().prop_map(|n| Value::from(f64::from(n) / 1024.0)),
-        any::<String>().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(5, 32, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(any::<String>(), inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
 
 fn object() -> impl Strategy<Value = Value> {
     (".{1,30}", proptest::option::of(".{1,20}"), json_value()).prop_map(|(name, ns, data)| {
@@ -60,11 +41,7 @@ fn context() -> impl Strategy<Value = PolicyContext> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 48,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(48))]
 
     /// Objects go into the guest and come back equal; the context and config are lowered
     /// whatever text they hold; the guest's violation is lifted as it wrote it.

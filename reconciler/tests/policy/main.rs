@@ -8,5 +8,7 @@ mod compile;
 mod fuzz;
 mod hostile;
 mod python;
+#[path = "../../src/policy/strategies.rs"]
+mod strategies;
 mod suite;
 mod support;
