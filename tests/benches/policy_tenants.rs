@@ -189,7 +189,7 @@ fn phase(host: &PolicyHost, hostile: bool) -> (Vec<Duration>, usize, usize) {
             .collect();
         std::thread::sleep(phase_length());
         stop.store(true, Ordering::Relaxed);
-        let runs: Vec<(Duration, bool)> = healthy
+        let runs: Vec<(Duration, Option<String>)> = healthy
             .into_iter()
             .flat_map(|h| h.join().expect("healthy tenant"))
             .collect();
