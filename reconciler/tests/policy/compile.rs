@@ -121,11 +121,14 @@ fn a_compile_past_its_timeout_is_killed_while_built_ins_and_other_tenants_compil
         );
 
         let (elapsed, r) = slow_run.join().expect("slow tenant");
+        println!("the slow compilation ended after {elapsed:?}");
         let e = failure(r);
         assert!(matches!(e, PolicyError::CompileTimeout { .. }), "{e}");
         assert!(e.to_string().contains("policy slow"), "{e}");
+        // The slack covers what comes before the worker starts (digest, structure check)
+        // on a loaded machine.
         assert!(
-            elapsed < COMPILE_TIMEOUT + Duration::from_secs(1),
+            elapsed < COMPILE_TIMEOUT + Duration::from_secs(2),
             "{elapsed:?}"
         );
     });

@@ -521,13 +521,12 @@ fn refused_configs_and_failed_loads_use_up_the_failure_budget() {
             })
             .unwrap_or_else(|| panic!("{} was never refused", step.name));
         assert!(attempts > 1, "refused before any failure");
-        // Refused at once from now on, before compiling or calling anything.
-        let started = Instant::now();
+        // Refused from now on, before compiling or calling anything (the refusal names the
+        // load for a module not loaded yet, the call for a loaded one).
         let e = host
             .run_pipeline(std::slice::from_ref(step), &tenant(&ns), objects())
             .expect_err("refused");
         assert!(refused(&e), "{e}");
-        assert!(started.elapsed() < Duration::from_millis(100));
     }
     still_works_for(&host, "not-retrying");
     assert_eq!(host.slots_in_use(), 0);
