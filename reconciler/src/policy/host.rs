@@ -783,15 +783,18 @@ impl PolicyHost {
         let tenant_name: Arc<str> = Arc::from(tenant);
         let result = inner
             .turns
-            .take(&tenant_name, deadline)
+            .take_for_call(&tenant_name, deadline)
             .map_err(|_| wasmtime::Error::from(Trap::Interrupt))
             .and_then(|turn| {
                 store.data_mut().turn = Some(turn);
                 pre.instance_pre().instantiate(&mut store)
             })
             .and_then(|instance| f(&instance, &mut store));
-        // The turn is given back before anything else is done with the result.
-        store.data_mut().turn = None;
+        // The turn is given back (or kept by this thread's pipeline) before anything else is
+        // done with the result.
+        if let Some(turn) = store.data_mut().turn.take() {
+            Turns::end_call(turn);
+        }
         // Charged to the tenant's failure budget when the slot is given back; a failed
         // `metadata` call is charged with the whole load it is part of (`module`).
         if result.is_err() && operation != METADATA {
@@ -944,6 +947,15 @@ impl PolicyHost {
             }
         }
 
+        // From here on the pipeline keeps a CPU turn between its calls, so its own work between
+        // them is not crowded out by other tenants' guest code (not while loading: waiting for
+        // a compile uses no CPU, and must not hold a turn).
+        let tenant_name: Arc<str> = Arc::from(tenant);
+        let mut pipeline_turn = Some(
+            self.inner
+                .turns
+                .hold_for_pipeline(&tenant_name, Instant::now() + self.inner.config.deadline),
+        );
         let wit_ctx = wit::Context {
             kustomization_namespace: ctx.kustomization_namespace.clone(),
             kustomization_name: ctx.kustomization_name.clone(),
@@ -1016,7 +1028,12 @@ impl PolicyHost {
                     },
                 )
             };
+        if parallel {
+            // Calls side by side on other threads take turns of their own.
+            pipeline_turn = None;
+        }
         let findings = map_all(&validating, parallel, validate);
+        drop(pipeline_turn);
         let mut denials = Vec::new();
         for ((_, step, _, _), found) in validating.iter().zip(findings) {
             match found {

@@ -17,12 +17,17 @@
 //! arguments and results) runs inside a turn too but is never preempted; it is bounded by the
 //! output cap.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How fast a tenant's CPU account decays: what it used this long ago counts half.
-pub(crate) const HALF_LIFE: Duration = Duration::from_secs(10);
+/// How fast a tenant's CPU account decays: what it used this long ago counts half. Short, so
+/// the account follows a tenant's recent rate of use: a tenant seen for the first time starts
+/// at zero and outranks the others only until it used about what they use in one half-life
+/// (a longer half-life let new hostile tenants starve healthy ones for seconds in the tenants
+/// bench).
+pub(crate) const HALF_LIFE: Duration = Duration::from_secs(1);
 /// How much less CPU a waiting tenant must have used than a running one to take its turn:
 /// tenants that used about as much do not preempt each other (each switch costs both).
 pub(crate) const PREEMPT_MARGIN: Duration = Duration::from_millis(10);
@@ -100,6 +105,25 @@ pub(crate) struct Turn {
     since: Instant,
     /// False after a yield found no new turn before the deadline.
     held: bool,
+}
+
+thread_local! {
+    /// The turn a pipeline running on this thread holds between its calls.
+    static HELD: RefCell<Option<Turn>> = const { RefCell::new(None) };
+    /// Whether a pipeline on this thread keeps its turn between calls.
+    static PIPELINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, the pipeline on this thread keeps its turn between its calls (so its own host
+/// work, between calls, also runs on a turn and cannot be crowded out by other tenants' guest
+/// code); dropped, the turn is given back.
+pub(crate) struct PipelineTurn(());
+
+impl Drop for PipelineTurn {
+    fn drop(&mut self) {
+        PIPELINE.set(false);
+        drop(HELD.take());
+    }
 }
 
 /// No turn came before the call's deadline.
@@ -197,6 +221,43 @@ impl Turns {
             }
         }
         self.freed.notify_all();
+    }
+
+    /// Keeps a turn for the pipeline of `tenant` running on this thread, taking one now (at
+    /// most until `deadline`; without one, each call takes its own).
+    pub(crate) fn hold_for_pipeline(
+        self: &Arc<Self>,
+        tenant: &Arc<str>,
+        deadline: Instant,
+    ) -> PipelineTurn {
+        PIPELINE.set(true);
+        if let Ok(turn) = self.take(tenant, deadline) {
+            HELD.set(Some(turn));
+        }
+        PipelineTurn(())
+    }
+
+    /// The turn for a call of `tenant`: the one its pipeline holds on this thread, else a new
+    /// one (waiting at most until `deadline`).
+    pub(crate) fn take_for_call(
+        self: &Arc<Self>,
+        tenant: &Arc<str>,
+        deadline: Instant,
+    ) -> Result<Turn, NoTurn> {
+        let held = HELD
+            .take()
+            .filter(|t| t.held && Arc::ptr_eq(&t.turns, self) && t.tenant == *tenant);
+        match held {
+            Some(turn) => Ok(turn),
+            None => self.take(tenant, deadline),
+        }
+    }
+
+    /// Ends a call's use of `turn`: a pipeline on this thread keeps it, else it is given back.
+    pub(crate) fn end_call(turn: Turn) {
+        if turn.held && PIPELINE.get() {
+            HELD.set(Some(turn));
+        }
     }
 
     /// Turns held right now.
@@ -339,6 +400,35 @@ mod tests {
         );
         assert!(started.elapsed() >= Duration::from_millis(50));
         drop(held);
+        assert_eq!(turns.running(), 0);
+    }
+
+    #[test]
+    fn a_pipeline_keeps_its_turn_between_its_calls_and_gives_it_back_at_the_end() {
+        let (turns, _) = turns(1);
+        let tenant: Arc<str> = Arc::from("t");
+        let pipeline = turns.hold_for_pipeline(&tenant, soon());
+        assert_eq!(turns.running(), 1);
+        for _ in 0..3 {
+            // The only turn is the pipeline's: its calls use it without waiting.
+            let turn = turns
+                .take_for_call(&tenant, Instant::now() + Duration::from_millis(10))
+                .expect("the pipeline's turn");
+            Turns::end_call(turn);
+            assert_eq!(turns.running(), 1);
+        }
+        // Another thread (no pipeline there) waits for it.
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                turns.take_for_call(&Arc::from("u"), Instant::now() + Duration::from_millis(30))
+            });
+            assert!(other.join().expect("thread").is_err());
+        });
+        drop(pipeline);
+        assert_eq!(turns.running(), 0);
+        // Without a pipeline a call's turn is given back when it ends.
+        let turn = turns.take_for_call(&tenant, soon()).expect("free");
+        Turns::end_call(turn);
         assert_eq!(turns.running(), 0);
     }
 }
