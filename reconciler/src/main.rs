@@ -17,7 +17,7 @@ use gitops_reconciler::controller::kustomization::{self, KustomizationConfig, Po
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
-use gitops_reconciler::policy::HostConfig;
+use gitops_reconciler::policy::{COMPILE_WORKER_ARG, HostConfig, compile_worker_main};
 use gitops_reconciler::source;
 use gitops_reconciler::source::storage::Storage;
 use gitops_reconciler::source::{Limit, SourceLimits};
@@ -177,6 +177,11 @@ fn identity() -> String {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // The reconciler re-executes itself to compile tenants' policy components in a process it
+    // can kill (see `policy::compile_worker_main`).
+    if std::env::args_os().nth(1).as_deref() == Some(COMPILE_WORKER_ARG.as_ref()) {
+        return compile_worker_main();
+    }
     let args = Args::parse();
     init_logging(args.log_format);
     match run(args).await {
@@ -317,6 +322,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let policy = PolicyEngine::on_first_use(HostConfig {
         cache_dir: Some(args.storage_path.join("policy-cache")),
+        compile_worker: std::env::current_exe().ok(),
         ..Default::default()
     });
     let config = KustomizationConfig {

@@ -47,6 +47,11 @@ pub enum PolicyError {
         tenant_overdue: usize,
         overdue: usize,
     },
+    /// The tenant already compiles another component (one at a time each). Retried later.
+    #[error(
+        "policy {policy}: not compiled now: its tenant (namespace {tenant:?}) is compiling another component, and compiles one at a time"
+    )]
+    TenantCompiling { policy: String, tenant: String },
     /// No instance slot became free before the call's deadline. Retried later.
     #[error("policy {policy}: {operation} did not start before its deadline: {reason}")]
     NoInstanceSlot {
@@ -147,6 +152,7 @@ impl PolicyError {
             | PolicyError::ModuleTooLarge { policy, .. }
             | PolicyError::CompileTimeout { policy, .. }
             | PolicyError::CompileBusy { policy, .. }
+            | PolicyError::TenantCompiling { policy, .. }
             | PolicyError::NoInstanceSlot { policy, .. }
             | PolicyError::InvalidComponent { policy, .. }
             | PolicyError::ImportDenied { policy, .. }
@@ -170,6 +176,7 @@ impl PolicyError {
             PolicyError::Engine(_)
                 | PolicyError::CompileTimeout { .. }
                 | PolicyError::CompileBusy { .. }
+                | PolicyError::TenantCompiling { .. }
                 | PolicyError::NoInstanceSlot { .. }
         )
     }
@@ -181,9 +188,9 @@ impl PolicyError {
             PolicyError::UnknownBuiltin { .. } => "unknown_builtin",
             PolicyError::BadDigest { .. } | PolicyError::DigestMismatch { .. } => "digest",
             PolicyError::ModuleTooLarge { .. } => "module_too_large",
-            PolicyError::CompileTimeout { .. } | PolicyError::CompileBusy { .. } => {
-                "compile_timeout"
-            }
+            PolicyError::CompileTimeout { .. }
+            | PolicyError::CompileBusy { .. }
+            | PolicyError::TenantCompiling { .. } => "compile_timeout",
             PolicyError::NoInstanceSlot { .. } => "no_instance_slot",
             PolicyError::InvalidComponent { .. } => "invalid_component",
             PolicyError::ImportDenied { .. } => "import_denied",

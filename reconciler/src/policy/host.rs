@@ -2,10 +2,12 @@
 
 use super::bindings::{Policy, PolicyPre, kubectl_gitops::policy::types as wit};
 use super::cache::{DiskCache, Miss, engine_hash};
+use super::sched::Turns;
 use super::slots::{Full, Slots};
 use super::store::{LogBudget, StoreState};
 use super::structure::{self, CodeLimits};
 use super::wasi::{self, DeadlineReached};
+use super::worker::{self, WorkerError};
 use super::{
     ModuleSource, ObjectRef, PipelineError, PipelineOutcome, PolicyContext, PolicyError,
     PolicyKind, PolicyStep, Severity, Violation, builtin, output, tenancy,
@@ -23,8 +25,12 @@ use wasmtime::component::{
     Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, Lift, Linker, Lower,
     TypedFunc,
 };
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 
+/// The `metadata` export's operation name.
+const METADATA: &str = "metadata";
 /// The longest deadline a policy call may be given.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the epoch ticker advances the engine's epoch (the deadline's granularity).
@@ -56,6 +62,10 @@ pub struct HostConfig {
     pub max_module_bytes: usize,
     /// Bound on compiling one component; default 60 s.
     pub compile_timeout: Duration,
+    /// The reconciler binary, to compile tenants' components in a child process that is
+    /// killed at the compile timeout (`worker.rs`); `None` compiles in this process (the
+    /// CLI), where a compile past the timeout can only be abandoned.
+    pub compile_worker: Option<PathBuf>,
     /// Instances that may exist at once (pooling allocator slots); default 32.
     pub max_instances: u32,
     /// Instances one tenant (namespace of the Kustomization) may hold at once; default 8.
@@ -63,6 +73,9 @@ pub struct HostConfig {
     /// Time a tenant's failed calls may take (a token bucket draining this much per minute);
     /// beyond it the tenant's calls are refused until it drained. Default 5 s.
     pub tenant_failure_budget: Duration,
+    /// Calls that may run guest code at the same time, shared fairly between tenants by recent
+    /// CPU use (`sched.rs`); default one per CPU.
+    pub cpu_turns: usize,
     /// Limits on the code of a component, checked before compiling.
     pub code: CodeLimits,
     /// Violations kept per validating step; the rest are counted in one summary; default 1,000.
@@ -86,9 +99,11 @@ impl Default for HostConfig {
             max_objects: 100_000,
             max_module_bytes: 32 << 20,
             compile_timeout: Duration::from_secs(60),
+            compile_worker: None,
             max_instances: 32,
             max_instances_per_tenant: 8,
             tenant_failure_budget: Duration::from_secs(5),
+            cpu_turns: std::thread::available_parallelism().map_or(1, usize::from),
             code: CodeLimits::default(),
             max_violations: 1_000,
             max_message_bytes: 1024,
@@ -113,6 +128,37 @@ pub struct ModuleInfo {
     pub config_schema: Option<String>,
     /// sha256 (hex) of the component bytes.
     pub sha256: String,
+}
+
+/// The engine configuration of a host with `config`: pooling allocator, epoch interruption.
+/// A compile worker builds its engine from the same function, so what it precompiles loads
+/// into the host's engine.
+pub(crate) fn engine_config(config: &HostConfig) -> wasmtime::Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = config.max_instances.max(1);
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 16)
+        .total_memories(instances * 2)
+        .total_tables(instances * 8)
+        .total_stacks(instances)
+        .max_memories_per_component(4)
+        .max_tables_per_component(32)
+        .max_core_instances_per_component(64)
+        .max_memory_size(config.memory_limit);
+    // A finished instance's memory is reset for the next one. By default that is an
+    // madvise, and the next instance page-faults every page back in; instead the pages it
+    // wrote are found with the PAGEMAP_SCAN ioctl (Linux 6.7+; elsewhere this is off) and
+    // up to KEEP_RESIDENT bytes of them are reset in place and stay resident. That halves
+    // instantiation (p50 27 -> 11 us in the policy bench) and cuts its tail. The cost is at
+    // most KEEP_RESIDENT of resident memory per pool slot that was used.
+    pool.pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    wasm
 }
 
 /// A compiled, linked, pre-instantiated component.
@@ -140,6 +186,28 @@ enum Returned {
     Changed(String, Value, ObjectRef),
 }
 
+/// A tenant's compilation in a worker; the tenant may start another once this is dropped.
+struct Compiling<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    tenant: String,
+}
+
+impl<'a> Compiling<'a> {
+    /// `None` if the tenant already compiles.
+    fn start(set: &'a Mutex<HashSet<String>>, tenant: &str) -> Option<Compiling<'a>> {
+        lock(set).insert(tenant.to_owned()).then(|| Compiling {
+            set,
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for Compiling<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.tenant);
+    }
+}
+
 /// Stops the epoch ticker thread when the last host handle is dropped.
 struct Ticker {
     stop: Arc<AtomicBool>,
@@ -163,8 +231,12 @@ struct Inner {
     /// sha256 of each component whose compilation exceeded the timeout and is still running,
     /// with the tenant that asked for it.
     overdue: Arc<Mutex<HashMap<String, String>>>,
+    /// Tenants with a compilation running in a worker process (one each).
+    compiling: Mutex<HashSet<String>>,
     /// Instance slots of the pool, shared by every tenant.
     slots: Slots,
+    /// Turns to run guest code, shared by every tenant by recent CPU use.
+    turns: Arc<Turns>,
     _ticker: Ticker,
 }
 
@@ -227,31 +299,7 @@ impl PolicyHost {
         config.deadline = config.deadline.clamp(EPOCH_TICK, MAX_DEADLINE);
         let engine_err = |e: wasmtime::Error| PolicyError::Engine(format!("{e:#}"));
 
-        let mut pool = PoolingAllocationConfig::default();
-        let instances = config.max_instances.max(1);
-        pool.total_component_instances(instances)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 2)
-            .total_tables(instances * 8)
-            .total_stacks(instances)
-            .max_memories_per_component(4)
-            .max_tables_per_component(32)
-            .max_core_instances_per_component(64)
-            .max_memory_size(config.memory_limit);
-        // A finished instance's memory is reset for the next one. By default that is an
-        // madvise, and the next instance page-faults every page back in; instead the pages it
-        // wrote are found with the PAGEMAP_SCAN ioctl (Linux 6.7+; elsewhere this is off) and
-        // up to KEEP_RESIDENT bytes of them are reset in place and stay resident. That halves
-        // instantiation (p50 27 -> 11 us in the policy bench) and cuts its tail. The cost is at
-        // most KEEP_RESIDENT of resident memory per pool slot that was used.
-        pool.pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(engine_err)?;
+        let engine = Engine::new(&engine_config(&config)).map_err(engine_err)?;
 
         let mut linker = Linker::<StoreState>::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(engine_err)?;
@@ -263,21 +311,15 @@ impl PolicyHost {
             let engine = engine.clone();
             let stop = stop.clone();
             // The ticker is a plain OS thread so a busy async runtime cannot delay deadlines.
-            // It advances the epoch by the ticks of wall-clock time that really passed: on a
-            // loaded machine one sleep of EPOCH_TICK can last several ticks, and counting
-            // wake-ups instead would stretch every deadline by the machine's load.
+            // Each tick only makes running guests reach their epoch check, where the deadline
+            // is compared with the wall clock: a late wake-up on a loaded machine delays that
+            // check, it never stretches the deadline by the number of ticks missed.
             std::thread::Builder::new()
                 .name("policy-epoch".to_owned())
                 .spawn(move || {
-                    let start = Instant::now();
-                    let mut ticks: u128 = 0;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        let due = start.elapsed().as_micros() / EPOCH_TICK.as_micros();
-                        while ticks < due {
-                            engine.increment_epoch();
-                            ticks += 1;
-                        }
+                        engine.increment_epoch();
                     }
                 })
                 .map_err(|e| {
@@ -298,6 +340,12 @@ impl PolicyHost {
             config.max_instances_per_tenant as usize,
             config.tenant_failure_budget,
         );
+        let turns = {
+            let engine = engine.clone();
+            Arc::new(Turns::new(config.cpu_turns, move || {
+                engine.increment_epoch()
+            }))
+        };
         Ok(PolicyHost {
             inner: Arc::new(Inner {
                 engine,
@@ -308,7 +356,9 @@ impl PolicyHost {
                 modules: Mutex::new(HashMap::new()),
                 valid_configs: Mutex::new(HashSet::new()),
                 overdue: Arc::new(Mutex::new(HashMap::new())),
+                compiling: Mutex::new(HashSet::new()),
                 slots,
+                turns,
                 _ticker: Ticker { stop },
             }),
         })
@@ -328,6 +378,17 @@ impl PolicyHost {
     /// Instance slots taken right now (0 when no call runs).
     pub fn slots_in_use(&self) -> usize {
         self.inner.slots.in_use()
+    }
+
+    /// Compilations running in worker processes right now (each worker is reaped before it
+    /// stops counting).
+    pub fn compile_workers(&self) -> usize {
+        lock(&self.inner.compiling).len()
+    }
+
+    /// CPU turns held right now (0 when no call runs).
+    pub fn turns_in_use(&self) -> usize {
+        self.inner.turns.running()
     }
 
     /// Loads (verifies, compiles or fetches from a cache, links) the module of step `policy`
@@ -399,8 +460,29 @@ impl PolicyHost {
                 limit: inner.config.max_module_bytes,
             });
         }
-        let component = self.component(policy, bytes, &sha256, (!builtin).then_some(tenant))?;
-        let module = Arc::new(self.link(policy, &component, sha256.clone(), tenant)?);
+        if !builtin {
+            // A tenant over its failure budget does not get to compile or load either.
+            inner
+                .slots
+                .admit(tenant)
+                .map_err(|full| self.refused(policy, "load", tenant, full))?;
+        }
+        // The whole load (structure check, compile or cache read, link, `metadata`) is charged
+        // to the tenant's failure budget when it fails: a module that never loads costs its
+        // tenant the time it takes on every retry, like a failing call.
+        let started = Instant::now();
+        let loaded = self
+            .component(policy, bytes, &sha256, (!builtin).then_some(tenant))
+            .and_then(|component| self.link(policy, &component, sha256.clone(), tenant));
+        let module = match loaded {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                if !builtin && !matches!(e, PolicyError::NoInstanceSlot { .. }) {
+                    inner.slots.charge(tenant, started.elapsed());
+                }
+                return Err(e);
+            }
+        };
         lock(&inner.modules).insert(sha256, module.clone());
         Ok(module)
     }
@@ -446,6 +528,9 @@ impl PolicyHost {
                     tracing::warn!(policy, sha256, reason = %why, "corrupted policy cache entry; recompiling")
                 }
             }
+        }
+        if let (Some(tenant), Some(program)) = (tenant, &inner.config.compile_worker) {
+            return self.compile_in_worker(policy, program, bytes, sha256, tenant);
         }
         let started = Instant::now();
         let timeout = || PolicyError::CompileTimeout {
@@ -512,18 +597,75 @@ impl PolicyHost {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compiled policy component"
         );
-        if let Some(disk) = &inner.disk {
+        if inner.disk.is_some() {
             match component.serialize() {
-                Ok(payload) => {
-                    if let Err(e) = disk.write(sha256, &payload) {
-                        tracing::warn!(policy, sha256, error = %e, "could not write the policy cache entry");
-                    }
-                }
+                Ok(payload) => self.write_back(policy, sha256, &payload),
                 Err(e) => {
                     tracing::warn!(policy, sha256, error = %e, "could not serialize a compiled policy")
                 }
             }
         }
+        Ok(component)
+    }
+
+    /// Writes compiled code to the disk cache, if there is one (a failure is only logged).
+    fn write_back(&self, policy: &str, sha256: &str, payload: &[u8]) {
+        if let Some(disk) = &self.inner.disk
+            && let Err(e) = disk.write(sha256, payload)
+        {
+            tracing::warn!(policy, sha256, error = %e, "could not write the policy cache entry");
+        }
+    }
+
+    /// Compiles a tenant's component in a worker process (`worker.rs`), killed at the compile
+    /// timeout. A tenant compiles one component at a time; nothing else waits for it (the
+    /// built-ins compile in this process, other tenants in their own workers).
+    fn compile_in_worker(
+        &self,
+        policy: &str,
+        program: &std::path::Path,
+        bytes: &[u8],
+        sha256: &str,
+        tenant: &str,
+    ) -> Result<Component, PolicyError> {
+        let inner = &self.inner;
+        let _compiling = Compiling::start(&inner.compiling, tenant).ok_or_else(|| {
+            PolicyError::TenantCompiling {
+                policy: policy.to_owned(),
+                tenant: tenant.to_owned(),
+            }
+        })?;
+        let started = Instant::now();
+        let compiled = worker::compile(program, &inner.config, bytes, inner.config.compile_timeout)
+            .map_err(|e| match e {
+                WorkerError::Timeout => PolicyError::CompileTimeout {
+                    policy: policy.to_owned(),
+                    limit: inner.config.compile_timeout,
+                },
+                WorkerError::Failed(reason) => PolicyError::InvalidComponent {
+                    policy: policy.to_owned(),
+                    reason: clip(reason, inner.config.max_message_bytes),
+                },
+            })?;
+        // SAFETY: `deserialize` runs native code, so it must only see what an engine of this
+        // configuration produced. The bytes are what `Engine::precompile_component` wrote in
+        // the worker: this same binary, re-executed by us, with the engine built by the same
+        // `engine_config` from the same settings, read from a pipe only it and we hold.
+        // wasmtime also checks the header (version, target, settings) and refuses a mismatch.
+        let component =
+            unsafe { Component::deserialize(&inner.engine, &compiled) }.map_err(|e| {
+                PolicyError::InvalidComponent {
+                    policy: policy.to_owned(),
+                    reason: format!("the compile worker's output did not load: {e:#}"),
+                }
+            })?;
+        tracing::debug!(
+            policy,
+            sha256,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled policy component in a worker"
+        );
+        self.write_back(policy, sha256, &compiled);
         Ok(component)
     }
 
@@ -560,7 +702,7 @@ impl PolicyHost {
         let validate = component
             .get_export_index(None, "validate")
             .ok_or_else(|| missing("validate"))?;
-        let metadata = self.call(&pre, policy, tenant, "metadata", |instance, store| {
+        let metadata = self.call(&pre, policy, tenant, METADATA, |instance, store| {
             Policy::new(&mut *store, instance)?.call_metadata(store)
         })?;
         check_metadata(&metadata).map_err(|reason| PolicyError::InvalidComponent {
@@ -607,21 +749,7 @@ impl PolicyHost {
         let mut slot = inner
             .slots
             .take(tenant, deadline)
-            .map_err(|full| PolicyError::NoInstanceSlot {
-                policy: policy.to_owned(),
-                operation,
-                reason: match full {
-                    Full::Tenant(n) => format!(
-                        "its tenant (namespace {tenant:?}) already runs {n} policy instances, its limit"
-                    ),
-                    Full::Host(n) => format!("all {n} policy instance slots are in use"),
-                    Full::Budget(wait) => format!(
-                        "the policies of its tenant (namespace {tenant:?}) failed for more than {:?} in the last minute; its calls are refused for {}s more",
-                        config.tenant_failure_budget,
-                        wait.as_secs() + 1
-                    ),
-                },
-            })?;
+            .map_err(|full| self.refused(policy, operation, tenant, full))?;
         let mut store = Store::new(
             &inner.engine,
             StoreState::new(
@@ -635,17 +763,41 @@ impl PolicyHost {
             ),
         );
         store.limiter(|s| &mut s.limiter);
-        // What is left of the deadline after waiting for the slot, in ticks (at least one).
-        let left = deadline.saturating_duration_since(Instant::now());
-        store.set_epoch_deadline(left.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1);
-        store.epoch_deadline_trap();
+        // Guest code reaches an epoch check at every tick of the ticker (and when `Turns`
+        // advances the epoch to preempt it): there the wall-clock deadline is enforced and the
+        // turn is given up to a tenant that used less CPU.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            let deadline = state.deadline();
+            if Instant::now() >= deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            if let Some(turn) = state.turn.as_mut() {
+                turn.yield_if_asked(deadline)
+                    .map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
         store.set_hostcall_fuel(config.max_output_bytes);
-        let result = pre
-            .instance_pre()
-            .instantiate(&mut store)
+        let tenant_name: Arc<str> = Arc::from(tenant);
+        let result = inner
+            .turns
+            .take_for_call(&tenant_name, deadline)
+            .map_err(|_| wasmtime::Error::from(Trap::Interrupt))
+            .and_then(|turn| {
+                store.data_mut().turn = Some(turn);
+                pre.instance_pre().instantiate(&mut store)
+            })
             .and_then(|instance| f(&instance, &mut store));
-        if result.is_err() {
-            // Charged to the tenant's failure budget when the slot is given back.
+        // The turn is given back (or kept by this thread's pipeline) before anything else is
+        // done with the result.
+        if let Some(turn) = store.data_mut().turn.take() {
+            Turns::end_call(turn);
+        }
+        // Charged to the tenant's failure budget when the slot is given back; a failed
+        // `metadata` call is charged with the whole load it is part of (`module`).
+        if result.is_err() && operation != METADATA {
             slot.failed();
         }
         let dropped = store.data().dropped_logs;
@@ -692,6 +844,31 @@ impl PolicyHost {
         })
     }
 
+    /// The error of a call (or load) that got no slot.
+    fn refused(
+        &self,
+        policy: &str,
+        operation: &'static str,
+        tenant: &str,
+        full: Full,
+    ) -> PolicyError {
+        PolicyError::NoInstanceSlot {
+            policy: policy.to_owned(),
+            operation,
+            reason: match full {
+                Full::Tenant(n) => format!(
+                    "its tenant (namespace {tenant:?}) already runs {n} policy instances, its limit"
+                ),
+                Full::Host(n) => format!("all {n} policy instance slots are in use"),
+                Full::Budget(wait) => format!(
+                    "the policies of its tenant (namespace {tenant:?}) failed for more than {:?} in the last minute; its calls are refused for {}s more",
+                    self.inner.config.tenant_failure_budget,
+                    wait.as_secs() + 1
+                ),
+            },
+        }
+    }
+
     fn check_config(
         &self,
         policy: &str,
@@ -707,7 +884,8 @@ impl PolicyHost {
             return Ok(());
         }
         let max = self.inner.config.max_message_bytes;
-        self.call(
+        let started = Instant::now();
+        let answer = self.call(
             &module.pre,
             policy,
             tenant,
@@ -715,11 +893,16 @@ impl PolicyHost {
             |instance, store| {
                 Policy::new(&mut *store, instance)?.call_validate_config(store, &config.to_owned())
             },
-        )?
-        .map_err(|e| PolicyError::InvalidConfig {
-            policy: policy.to_owned(),
-            path: e.path.map(|p| clip(p, max)),
-            message: clip(e.message, max),
+        )?;
+        // A refused config is a failure of the tenant's: its time counts against the failure
+        // budget like a failed call's (a failed call was charged with its slot).
+        answer.map_err(|e| {
+            self.inner.slots.charge(tenant, started.elapsed());
+            PolicyError::InvalidConfig {
+                policy: policy.to_owned(),
+                path: e.path.map(|p| clip(p, max)),
+                message: clip(e.message, max),
+            }
         })?;
         let mut valid = lock(&self.inner.valid_configs);
         if valid.len() >= 4096 {
@@ -764,6 +947,15 @@ impl PolicyHost {
             }
         }
 
+        // From here on the pipeline keeps a CPU turn between its calls, so its own work between
+        // them is not crowded out by other tenants' guest code (not while loading: waiting for
+        // a compile uses no CPU, and must not hold a turn).
+        let tenant_name: Arc<str> = Arc::from(tenant);
+        let mut pipeline_turn = Some(
+            self.inner
+                .turns
+                .hold_for_pipeline(&tenant_name, Instant::now() + self.inner.config.deadline),
+        );
         let wit_ctx = wit::Context {
             kustomization_namespace: ctx.kustomization_namespace.clone(),
             kustomization_name: ctx.kustomization_name.clone(),
@@ -836,12 +1028,17 @@ impl PolicyHost {
                     },
                 )
             };
+        if parallel {
+            // Calls side by side on other threads take turns of their own.
+            pipeline_turn = None;
+        }
         let findings = map_all(&validating, parallel, validate);
+        drop(pipeline_turn);
         let mut denials = Vec::new();
         for ((_, step, _, _), found) in validating.iter().zip(findings) {
             match found {
                 Ok(violations) => {
-                    for v in self.capped_violations(&step.name, violations) {
+                    for v in capped_violations(&step.name, violations, &self.inner.config) {
                         match v.severity {
                             Severity::Error => denials.push(v),
                             Severity::Warning => outcome.warnings.push(v),
@@ -872,25 +1069,29 @@ impl PolicyHost {
         outcome.objects = objects;
         Ok(outcome)
     }
+}
 
-    /// At most `max_violations` of what one step reported, each text clipped to
-    /// `max_message_bytes`, and one summary for the rest (of severity error if any of the
-    /// rest is: a denial is never lost by capping).
-    fn capped_violations(&self, policy: &str, reported: Vec<wit::Violation>) -> Vec<Violation> {
-        let limits = &self.inner.config;
-        let total = reported.len();
-        let mut kept = Vec::with_capacity(total.min(limits.max_violations) + 1);
-        let mut left_out_errors = 0usize;
-        for (i, v) in reported.into_iter().enumerate() {
-            if i < limits.max_violations {
-                kept.push(violation(policy, v, limits.max_message_bytes));
-            } else if matches!(v.severity, wit::Severity::Error) {
-                left_out_errors += 1;
-            }
+/// At most `max_violations` of what one step reported, each text clipped to
+/// `max_message_bytes`, and one summary for the rest (of severity error if any of the rest
+/// is: a denial is never lost by capping).
+fn capped_violations(
+    policy: &str,
+    reported: Vec<wit::Violation>,
+    limits: &HostConfig,
+) -> Vec<Violation> {
+    let total = reported.len();
+    let mut kept = Vec::with_capacity(total.min(limits.max_violations) + 1);
+    let mut left_out_errors = 0usize;
+    for (i, v) in reported.into_iter().enumerate() {
+        if i < limits.max_violations {
+            kept.push(violation(policy, v, limits.max_message_bytes));
+        } else if matches!(v.severity, wit::Severity::Error) {
+            left_out_errors += 1;
         }
-        if total > limits.max_violations {
-            let left_out = total - limits.max_violations;
-            kept.push(Violation {
+    }
+    if total > limits.max_violations {
+        let left_out = total - limits.max_violations;
+        kept.push(Violation {
                 policy: policy.to_owned(),
                 object: None,
                 field: None,
@@ -904,10 +1105,11 @@ impl PolicyHost {
                     Severity::Warning
                 },
             });
-        }
-        kept
     }
+    kept
+}
 
+impl PolicyHost {
     /// Runs one transform over `current` and, if everything it returned passed the checks,
     /// replaces `current` with its output (otherwise `current` is left as it was).
     fn transform_step(
@@ -1247,4 +1449,163 @@ fn check_metadata(metadata: &wit::Metadata) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::strategies::config;
+    use proptest::prelude::*;
+
+    fn wit_object_ref_strategy() -> impl Strategy<Value = wit::ObjectRef> {
+        (
+            any::<String>(),
+            any::<String>(),
+            proptest::option::of(any::<String>()),
+            any::<String>(),
+        )
+            .prop_map(|(api_version, kind, namespace, name)| wit::ObjectRef {
+                api_version,
+                kind,
+                namespace,
+                name,
+            })
+    }
+
+    fn wit_violation_strategy() -> impl Strategy<Value = wit::Violation> {
+        (
+            proptest::option::of(wit_object_ref_strategy()),
+            proptest::option::of(any::<String>()),
+            ".{0,300}",
+            any::<bool>(),
+        )
+            .prop_map(|(object, field, message, error)| wit::Violation {
+                object,
+                field,
+                message,
+                severity: if error {
+                    wit::Severity::Error
+                } else {
+                    wit::Severity::Warning
+                },
+            })
+    }
+
+    /// `clip`'s contract: short text unchanged; long text cut at a character boundary to at
+    /// most `max` bytes, marked.
+    fn assert_clipped(original: &str, clipped: &str, max: usize) -> Result<(), TestCaseError> {
+        if original.len() <= max {
+            prop_assert_eq!(clipped, original);
+        } else {
+            let kept = clipped
+                .strip_suffix('…')
+                .ok_or_else(|| TestCaseError::fail("a cut text is not marked"))?;
+            prop_assert!(kept.len() <= max && kept.len() + 4 > max);
+            prop_assert!(original.starts_with(kept));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        /// What the host lifts from a guest's violation: every text clipped by the rule,
+        /// nothing else changed.
+        #[test]
+        fn a_lifted_violation_keeps_everything_within_the_clip(
+            v in wit_violation_strategy(),
+            max in 0usize..64,
+        ) {
+            let lifted = violation("p", v.clone(), max);
+            prop_assert_eq!(&lifted.policy, "p");
+            assert_clipped(&v.message, &lifted.message, max)?;
+            prop_assert_eq!(lifted.field.is_some(), v.field.is_some());
+            if let (Some(f), Some(g)) = (&v.field, &lifted.field) {
+                assert_clipped(f, g, max)?;
+            }
+            prop_assert_eq!(lifted.object.is_some(), v.object.is_some());
+            if let (Some(o), Some(r)) = (&v.object, &lifted.object) {
+                assert_clipped(&o.api_version, &r.api_version, max)?;
+                assert_clipped(&o.kind, &r.kind, max)?;
+                assert_clipped(&o.name, &r.name, max)?;
+                prop_assert_eq!(o.namespace.is_some(), r.namespace.is_some());
+            }
+            prop_assert_eq!(
+                lifted.severity == Severity::Error,
+                matches!(v.severity, wit::Severity::Error)
+            );
+        }
+
+        /// A trap report is one line without control characters, bounded, and names the
+        /// cause whatever the guest wrote to stderr.
+        #[test]
+        fn a_trap_report_is_one_bounded_line(stderr in any::<String>(), max in 64usize..512) {
+            let e = wasmtime::Error::from(Trap::UnreachableCodeReached);
+            let text = trap_text(&e, &stderr, max);
+            prop_assert!(!text.chars().any(char::is_control), "{text:?}");
+            prop_assert!(text.len() <= max + '…'.len_utf8());
+            prop_assert!(
+                text.contains(&Trap::UnreachableCodeReached.to_string()),
+                "{text:?}"
+            );
+        }
+
+        /// Metadata is accepted exactly when the name, version, description and schema follow
+        /// the rules the WIT documents.
+        #[test]
+        fn metadata_is_checked_by_the_documented_rules(
+            name in prop_oneof![".{0,70}", "[a-z0-9-]{1,63}"],
+            version in prop_oneof![".{0,12}", "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"],
+            description in ".{0,40}",
+            schema in proptest::option::of(prop_oneof![".{0,20}", Just("{}".to_owned()), Just("true".to_owned())]),
+        ) {
+            let metadata = wit::Metadata {
+                name: name.clone(),
+                version: version.clone(),
+                description: description.clone(),
+                kind: wit::PolicyKind::Both,
+                config_schema: schema.clone(),
+            };
+            let valid_name = !name.is_empty()
+                && name.len() <= MAX_NAME_BYTES
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            let valid_schema = schema.as_deref().is_none_or(|s| {
+                matches!(serde_json::from_str::<Value>(s), Ok(Value::Object(_) | Value::Bool(_)))
+            });
+            let expected = valid_name
+                && semver::Version::parse(&version).is_ok()
+                && !description.chars().any(char::is_control)
+                && valid_schema;
+            prop_assert_eq!(check_metadata(&metadata).is_ok(), expected, "{:?}", metadata);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(64))]
+
+        /// However many violations a step reports, the host keeps the first `max_violations`
+        /// (clipped) and one summary for the rest, of severity error if any left out is.
+        #[test]
+        fn violations_are_capped_and_no_denial_is_lost(
+            reported in prop::collection::vec(wit_violation_strategy(), 0..40),
+            max_violations in 0usize..20,
+        ) {
+            let limits = HostConfig { max_violations, ..HostConfig::default() };
+            let kept = capped_violations("p", reported.clone(), &limits);
+            let total = reported.len();
+            prop_assert_eq!(kept.len(), total.min(max_violations) + usize::from(total > max_violations));
+            for (k, r) in kept.iter().zip(&reported).take(max_violations) {
+                prop_assert_eq!(k, &violation("p", r.clone(), 1024));
+            }
+            if total > max_violations {
+                let summary = kept.last().expect("a summary");
+                let left_out_errors = reported[max_violations..]
+                    .iter()
+                    .any(|v| matches!(v.severity, wit::Severity::Error));
+                prop_assert_eq!(summary.severity == Severity::Error, left_out_errors);
+                let left_out = format!("{} more violations not shown", total - max_violations);
+                prop_assert!(summary.message.contains(&left_out));
+            }
+        }
+    }
 }

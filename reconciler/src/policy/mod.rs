@@ -11,22 +11,29 @@
 
 mod builtin;
 mod cache;
+mod discovery;
 mod error;
 pub mod fetch;
 mod host;
 mod manifests;
 mod output;
+mod sched;
 mod slots;
 mod store;
+#[cfg(test)]
+mod strategies;
 mod structure;
 mod tenancy;
 mod wasi;
+mod worker;
 
 pub use builtin::BUILTINS;
+pub use discovery::{ClusterScopes, KindScope, KindTable};
 pub use error::{PipelineError, PolicyError};
 pub use host::{HostConfig, ModuleInfo, PolicyHost};
 pub use manifests::{ManifestError, read_manifests};
 pub use structure::CodeLimits;
+pub use worker::{COMPILE_WORKER_ARG, compile_worker_main};
 
 use crate::api::FailurePolicy;
 use serde_json::Value;
@@ -93,7 +100,9 @@ pub struct PolicyContext {
 /// already in, the target namespace, or one of `allowed_namespaces`. A cluster-scoped object
 /// (built-in table of the `target-namespace` policy, `cluster_scoped_kinds` from discovery, and
 /// kinds that CRDs of the input define with scope `Cluster`) may only be in the output if the
-/// same object was in the input, unless `allow_cluster_scoped` is set.
+/// same object was in the input, unless `allow_cluster_scoped` is set. With `discovery`, a
+/// kind none of these tables knows is looked up there (discovery is read again for it); a kind
+/// the cluster does not serve either counts as cluster-scoped (fail closed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tenancy {
     /// Namespaces transforms may move or add objects into, besides the ones above.
@@ -103,6 +112,8 @@ pub struct Tenancy {
     /// Cluster-scoped kinds from the cluster's discovery data, as `Kind.group` (`Kind` for the
     /// core group), in addition to the built-in table.
     pub cluster_scoped_kinds: Vec<String>,
+    /// The cluster's kinds and their scope (the reconciler's shared table), if any.
+    pub discovery: Option<ClusterScopes>,
 }
 
 /// Which operations a policy performs.

@@ -242,4 +242,103 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use super::*;
+        use crate::policy::strategies::{config, json_value};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Whatever a transform may legitimately return is read back as written, with the
+            /// identity it declares, by both readers.
+            #[test]
+            fn a_well_formed_object_is_read_back_as_written(
+                api_version in "[a-z0-9.-]{1,12}(/[a-z0-9]{1,6})?",
+                kind in "\\PC{1,16}",
+                name in ".{1,40}",
+                namespace in proptest::option::of(".{0,20}"),
+                body in json_value(),
+            ) {
+                let mut metadata = json!({"name": name});
+                if let Some(ns) = &namespace {
+                    metadata["namespace"] = json!(ns);
+                }
+                let object = json!({
+                    "apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": body,
+                });
+                let text = object.to_string();
+                let (value, r) = read(&text).map_err(|m| TestCaseError::fail(m.reason))?;
+                prop_assert_eq!(&value, &object);
+                prop_assert_eq!(&r.api_version, &api_version);
+                prop_assert_eq!(&r.kind, &kind);
+                prop_assert_eq!(&r.name, &name);
+                prop_assert_eq!(r.namespace.clone(), namespace.filter(|n| !n.is_empty()));
+                prop_assert_eq!(identify(&text), Ok(r));
+            }
+
+            /// Any text is read or refused, never a panic; what is accepted has the identity
+            /// reported and survives a write and a read unchanged.
+            #[test]
+            fn any_text_is_read_or_refused(text in any::<String>()) {
+                match read(&text) {
+                    Ok((value, r)) => {
+                        prop_assert_eq!(head(&value).ok(), Some(r));
+                        let again: Value = serde_json::from_str(&value.to_string())
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        prop_assert_eq!(again, value);
+                    }
+                    Err(m) => prop_assert!(!m.reason.is_empty()),
+                }
+            }
+
+            /// A valid object with hostile text spliced in anywhere: never a panic, and
+            /// whatever is accepted is an object whose identity matches.
+            #[test]
+            fn a_valid_object_with_a_hostile_splice_is_read_or_refused(
+                body in json_value(),
+                at in any::<prop::sample::Index>(),
+                splice in prop_oneof![
+                    Just("1e400".to_owned()),
+                    Just("\"\\ud800\"".to_owned()),
+                    Just("[".repeat(200)),
+                    Just("}".to_owned()),
+                    Just("18446744073709551616".to_owned()),
+                    any::<String>(),
+                ],
+            ) {
+                let text = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "a"}, "data": body}).to_string();
+                let mut at = at.index(text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let text = format!("{}{splice}{}", &text[..at], &text[at..]);
+                if let Ok((value, r)) = read(&text) {
+                    prop_assert_eq!(head(&value).ok(), Some(r));
+                }
+            }
+
+            /// Nesting is refused past serde_json's limit with the reason, never overflowing
+            /// the stack, whatever the depth.
+            #[test]
+            fn nesting_is_bounded(depth in 0usize..400, arrays in any::<bool>()) {
+                let (open, close) = if arrays { ("[", "]") } else { ("{\"k\":", "}") };
+                let text = format!(
+                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"a"}},"data":{}1{}}}"#,
+                    open.repeat(depth),
+                    close.repeat(depth)
+                );
+                match read(&text) {
+                    Ok(_) => prop_assert!(depth < 128, "accepted {depth} levels"),
+                    Err(m) => {
+                        prop_assert!(depth >= 100, "refused {depth} levels: {}", m.reason);
+                        prop_assert!(m.reason.contains("recursion limit"), "{}", m.reason);
+                    }
+                }
+            }
+        }
+    }
 }

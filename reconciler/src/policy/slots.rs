@@ -86,18 +86,27 @@ impl Slots {
         self.in_use.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a slot for `tenant`, waiting for one until `deadline` at most.
-    pub(crate) fn take(&self, tenant: &str, deadline: Instant) -> Result<Slot<'_>, Full> {
-        let mut in_use = self.lock();
+    /// `Err(Full::Budget)` while `tenant` used up its failure budget.
+    pub(crate) fn admit(&self, tenant: &str) -> Result<(), Full> {
+        self.admit_locked(&self.lock(), tenant)
+    }
+
+    fn admit_locked(&self, in_use: &InUse, tenant: &str) -> Result<(), Full> {
         if let Some((at, charged)) = in_use.charged.get(tenant).copied() {
-            let now = Instant::now();
-            let left = drained(charged, at, now, self.budget);
+            let left = drained(charged, at, Instant::now(), self.budget);
             if left > self.budget {
                 // Refused until it drained back to the budget.
                 let wait = (left - self.budget).mul_f64(60.0 / self.budget.as_secs_f64().max(1e-3));
                 return Err(Full::Budget(wait));
             }
         }
+        Ok(())
+    }
+
+    /// Takes a slot for `tenant`, waiting for one until `deadline` at most.
+    pub(crate) fn take(&self, tenant: &str, deadline: Instant) -> Result<Slot<'_>, Full> {
+        let mut in_use = self.lock();
+        self.admit_locked(&in_use, tenant)?;
         loop {
             let mine = in_use.by_tenant.get(tenant).copied().unwrap_or(0);
             let full = if mine >= self.per_tenant {

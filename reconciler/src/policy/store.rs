@@ -3,6 +3,7 @@
 //! built for every call.
 
 use super::bindings::kubectl_gitops::policy::log;
+use super::sched::Turn;
 use super::wasi::{self, Capture};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +35,8 @@ pub(crate) struct StoreState {
     log_budget: LogBudget,
     logged: u32,
     pub(crate) dropped_logs: u32,
+    /// The CPU turn the call holds while it runs guest code.
+    pub(crate) turn: Option<Turn>,
 }
 
 impl StoreState {
@@ -56,6 +59,7 @@ impl StoreState {
             log_budget,
             logged: 0,
             dropped_logs: 0,
+            turn: None,
         }
     }
 }

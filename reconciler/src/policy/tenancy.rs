@@ -1,6 +1,8 @@
 //! The tenancy re-check after transforms (see [`super::Tenancy`]).
 
-use super::{ObjectRef, PolicyContext, PolicyError, Tenancy, output::group};
+use super::{
+    ClusterScopes, KindScope, ObjectRef, PolicyContext, PolicyError, Tenancy, output::group,
+};
 use crate::build::resource::str_at;
 use gitops_policy_target_namespace::CLUSTER_SCOPED;
 use serde_json::Value;
@@ -12,6 +14,9 @@ use std::collections::{BTreeSet, HashSet};
 /// installs them).
 struct Scope<'a> {
     discovered: BTreeSet<(&'a str, &'a str)>,
+    /// Namespaced kinds CRDs of the build define.
+    namespaced: BTreeSet<(&'a str, &'a str)>,
+    discovery: Option<&'a ClusterScopes>,
 }
 
 impl<'a> Scope<'a> {
@@ -24,26 +29,48 @@ impl<'a> Scope<'a> {
                 (group, kind)
             })
             .collect();
-        discovered.extend(
-            objects
-                .iter()
-                .filter(|o| {
-                    str_at(o, &["kind"]) == "CustomResourceDefinition"
-                        && str_at(o, &["spec", "scope"]) == "Cluster"
-                })
-                .map(|crd| {
-                    (
-                        str_at(crd, &["spec", "group"]),
-                        str_at(crd, &["spec", "names", "kind"]),
-                    )
-                }),
-        );
-        Scope { discovered }
+        let mut namespaced = BTreeSet::new();
+        for crd in objects
+            .iter()
+            .filter(|o| str_at(o, &["kind"]) == "CustomResourceDefinition")
+        {
+            let key = (
+                str_at(crd, &["spec", "group"]),
+                str_at(crd, &["spec", "names", "kind"]),
+            );
+            if str_at(crd, &["spec", "scope"]) == "Cluster" {
+                discovered.insert(key);
+            } else {
+                namespaced.insert(key);
+            }
+        }
+        Scope {
+            discovered,
+            namespaced,
+            discovery: tenancy.discovery.as_ref(),
+        }
     }
 
-    fn is_cluster_scoped(&self, object: &ObjectRef) -> bool {
+    /// `None` if the object is namespaced; else why it counts as cluster-scoped.
+    fn cluster_scoped(&self, object: &ObjectRef) -> Option<&'static str> {
+        const CLUSTER: &str = "adds a cluster-scoped object that was not in the build";
         let key = (group(&object.api_version), object.kind.as_str());
-        CLUSTER_SCOPED.binary_search(&key).is_ok() || self.discovered.contains(&key)
+        if CLUSTER_SCOPED.binary_search(&key).is_ok() || self.discovered.contains(&key) {
+            return Some(CLUSTER);
+        }
+        let discovery = self.discovery?;
+        if self.namespaced.contains(&key) {
+            return None;
+        }
+        match discovery.scope(key.0, key.1) {
+            Some(KindScope::Cluster) => Some(CLUSTER),
+            Some(KindScope::Namespaced) => None,
+            // Served by nobody, even after reading discovery again: its scope is unknown, so
+            // only the same object of the input may pass (fail closed).
+            None => Some(
+                "adds an object of a kind the cluster does not serve (so its scope is unknown) that was not in the build",
+            ),
+        }
     }
 }
 
@@ -110,12 +137,12 @@ impl<'a> Input<'a> {
         policy: &str,
     ) -> Result<(), PolicyError> {
         for object in changed {
-            if self.scope.is_cluster_scoped(object) {
+            if let Some(reason) = self.scope.cluster_scoped(object) {
                 if !self.rules.allow_cluster_scoped && !self.has(object) {
                     return Err(PolicyError::Tenancy {
                         policy: policy.to_owned(),
                         object: Box::new(object.clone()),
-                        reason: "adds a cluster-scoped object that was not in the build".to_owned(),
+                        reason: reason.to_owned(),
                     });
                 }
             } else if let Some(ns) = object.namespace.as_deref()
@@ -223,5 +250,65 @@ mod tests {
         let input = Input::new(&ctx, &admin, &objects);
         let added = object_ref("v1", "Namespace", None, "new");
         assert!(input.check([&added], "p").is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_discovery_a_kind_created_after_the_table_was_read_is_learnt_and_unknown_kinds_fail_closed()
+     {
+        use crate::policy::{KindScope, KindTable};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // The first read knows no ClusterIssuer; every later one does (its CRD was created in
+        // between).
+        let reads = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = reads.clone();
+        let scopes = ClusterScopes::with_fetch(std::time::Duration::ZERO, move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let mut table = KindTable::default();
+                table.insert("", "ConfigMap", KindScope::Namespaced);
+                if n >= 1 {
+                    table.insert("cert-manager.io", "ClusterIssuer", KindScope::Cluster);
+                }
+                Ok(table)
+            })
+        });
+        scopes.table().await.expect("first read");
+        let rules = Tenancy {
+            discovery: Some(scopes),
+            ..Tenancy::default()
+        };
+        let results = tokio::task::spawn_blocking(move || {
+            let objects =
+                vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "team"}})];
+            let ctx = PolicyContext::default();
+            let input = Input::new(&ctx, &rules, &objects);
+            [
+                object_ref("cert-manager.io/v1", "ClusterIssuer", None, "evil"),
+                object_ref("example.com/v1", "Unserved", None, "x"),
+                object_ref("example.com/v1", "Unserved", Some("team"), "x"),
+                object_ref("v1", "ConfigMap", Some("team"), "b"),
+            ]
+            .map(|r| input.check([&r], "p").map_err(|e| e.to_string()))
+        })
+        .await
+        .expect("blocking task");
+        let [issuer, unserved, unserved_in_team, config_map] = results;
+        assert!(
+            issuer
+                .as_ref()
+                .is_err_and(|e| e.contains("adds a cluster-scoped object")),
+            "{issuer:?}"
+        );
+        for unknown in [&unserved, &unserved_in_team] {
+            assert!(
+                unknown
+                    .as_ref()
+                    .is_err_and(|e| e.contains("a kind the cluster does not serve")),
+                "{unknown:?}"
+            );
+        }
+        assert!(config_map.is_ok(), "{config_map:?}");
+        // Each unknown kind made one more read (the refresh bound is zero here).
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
     }
 }

@@ -4,7 +4,11 @@
 
 mod builtins;
 mod cache;
+mod compile;
+mod fuzz;
 mod hostile;
 mod python;
+#[path = "../../src/policy/strategies.rs"]
+mod strategies;
 mod suite;
 mod support;

@@ -54,13 +54,6 @@ fn case(name: &'static str, step: PolicyStep, expect: Expect) -> Case {
     }
 }
 
-/// A component with one core function nesting `depth` blocks, `functions` times.
-fn nested_blocks(depth: usize, functions: usize) -> Vec<u8> {
-    let body = format!("{}{}", "block ".repeat(depth), "end ".repeat(depth));
-    let funcs = format!("(func {body})").repeat(functions);
-    wat::parse_str(format!("(component (core module {funcs}))")).expect("valid WAT")
-}
-
 /// The policy component of [`TEN_MILLION_OBJECTS`] with another metadata name and version
 /// (each at most 16 bytes).
 fn metadata_component(name: &str, version: &str) -> Vec<u8> {
@@ -491,5 +484,50 @@ fn a_tenant_whose_policies_keep_failing_is_refused_until_its_budget_drains() {
         "{e}"
     );
     still_works_for(&host, "good");
+    assert_eq!(host.slots_in_use(), 0);
+}
+
+/// A config the policy refuses and a module whose metadata is invalid fail before any call
+/// runs; their time counts against the tenant's failure budget all the same, so a tenant
+/// retrying them is refused at once after a while, naming why. Another tenant is not affected.
+#[test]
+fn refused_configs_and_failed_loads_use_up_the_failure_budget() {
+    let host = host_with(|c| c.tenant_failure_budget = Duration::from_millis(30));
+    let refused = |e: &PipelineError| {
+        let text = e.to_string();
+        text.contains("did not start before its deadline: the policies of its tenant")
+            && text.contains("failed for more than 30ms")
+    };
+    let bad_config = PolicyStep {
+        config: serde_json::json!({"mode": "no-such-mode"}),
+        ..hostile("ok")
+    };
+    let bad_metadata = bytes_step("bad-metadata", metadata_component("Bad_Name", "1.0.0"));
+    for (step, failure) in [
+        (&bad_config, "unknown mode"),
+        (&bad_metadata, "its metadata name \"Bad_Name\""),
+    ] {
+        let ns = format!("retrying-{}", step.name);
+        let attempts = (1..=500)
+            .find(|_| {
+                let e = host
+                    .run_pipeline(std::slice::from_ref(step), &tenant(&ns), objects())
+                    .expect_err("fails");
+                if refused(&e) {
+                    return true;
+                }
+                assert!(e.to_string().contains(failure), "{e}");
+                false
+            })
+            .unwrap_or_else(|| panic!("{} was never refused", step.name));
+        assert!(attempts > 1, "refused before any failure");
+        // Refused from now on, before compiling or calling anything (the refusal names the
+        // load for a module not loaded yet, the call for a loaded one).
+        let e = host
+            .run_pipeline(std::slice::from_ref(step), &tenant(&ns), objects())
+            .expect_err("refused");
+        assert!(refused(&e), "{e}");
+    }
+    still_works_for(&host, "not-retrying");
     assert_eq!(host.slots_in_use(), 0);
 }

@@ -123,3 +123,10 @@ pub fn rss_bytes() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// A component with one core function nesting `depth` blocks, `functions` times.
+pub fn nested_blocks(depth: usize, functions: usize) -> Vec<u8> {
+    let body = format!("{}{}", "block ".repeat(depth), "end ".repeat(depth));
+    let funcs = format!("(func {body})").repeat(functions);
+    wat::parse_str(format!("(component (core module {funcs}))")).expect("valid WAT")
+}

@@ -20,6 +20,8 @@ pub struct PolicyEngine(Arc<PolicyEngineState>);
 struct PolicyEngineState {
     config: HostConfig,
     host: OnceLock<Result<PolicyHost, PolicyEngineError>>,
+    /// The cluster's kinds for the tenancy check, shared by every reconcile.
+    scopes: OnceLock<crate::policy::ClusterScopes>,
 }
 
 impl PolicyEngine {
@@ -28,7 +30,16 @@ impl PolicyEngine {
         Self(Arc::new(PolicyEngineState {
             config,
             host: OnceLock::new(),
+            scopes: OnceLock::new(),
         }))
+    }
+
+    /// The process's table of the cluster's kinds (read through `client` the first time).
+    pub fn cluster_scopes(&self, client: &kube::Client) -> crate::policy::ClusterScopes {
+        self.0
+            .scopes
+            .get_or_init(|| crate::policy::ClusterScopes::new(client.clone()))
+            .clone()
     }
 
     /// The host; blocking when it starts now (call from a blocking task). A failed start is
@@ -54,6 +65,7 @@ impl From<Option<PolicyHost>> for PolicyEngine {
         Self(Arc::new(PolicyEngineState {
             config: HostConfig::default(),
             host: cell,
+            scopes: OnceLock::new(),
         }))
     }
 }

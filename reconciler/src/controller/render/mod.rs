@@ -199,15 +199,17 @@ pub async fn render(
         // A tenant's transforms may not add cluster-scoped objects: which kinds are
         // cluster-scoped (CRDs included) comes from the cluster. Without that answer nothing
         // runs (fail closed). Offline, the built-in table stands alone.
-        let discovered = match lookups.cluster {
-            Some(cluster) if !admin => policies::cluster_scoped_kinds(cluster.admin)
-                .await
-                .map_err(|e| {
+        let discovery = match lookups.cluster {
+            Some(cluster) if !admin => {
+                let scopes = engine.cluster_scopes(cluster.admin);
+                scopes.table().await.map_err(|e| {
                     policy_failed(format!(
                         "reading the cluster's cluster-scoped kinds for the tenancy check: {e}"
                     ))
-                })?,
-            _ => Vec::new(),
+                })?;
+                Some(scopes)
+            }
+            _ => None,
         };
         let enforce = steps.enforce;
         let context = PolicyContext {
@@ -219,7 +221,8 @@ pub async fn render(
             tenancy: Some(Tenancy {
                 allowed_namespaces: Vec::new(),
                 allow_cluster_scoped: admin,
-                cluster_scoped_kinds: discovered,
+                cluster_scoped_kinds: Vec::new(),
+                discovery,
             }),
         };
         let audit = steps.audit;

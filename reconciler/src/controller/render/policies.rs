@@ -179,25 +179,6 @@ fn local_cluster_policies(
     Ok((policies, namespaces))
 }
 
-/// Every cluster-scoped kind the cluster serves, built-in or from a CRD, as `Kind.group`
-/// (`Kind` for the core group), from aggregated discovery (two requests).
-pub(super) async fn cluster_scoped_kinds(
-    client: &kube::Client,
-) -> Result<Vec<String>, kube::Error> {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run_aggregated()
-        .await?;
-    Ok(discovery
-        .groups()
-        .flat_map(|g| g.resources_by_stability())
-        .filter(|(_, caps)| matches!(caps.scope, kube::discovery::Scope::Cluster))
-        .map(|(resource, _)| match resource.group.as_str() {
-            "" => resource.kind,
-            group => format!("{}.{group}", resource.kind),
-        })
-        .collect())
-}
-
 /// Resolves a module reference into bytes the host verifies against the declared sha256.
 async fn resolve_module(
     module: &PolicyModule,
