@@ -387,8 +387,15 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        // Transformer configurations apply from this level upward.
-        let own = TransformerConfig::load(&self.loader, dir, file, &k.configurations)?;
+        // Transformer configurations apply from this level upward; every level merges the
+        // default name fields with its own (see `TransformerConfig::name_prefix`).
+        let mut own = TransformerConfig::with_default_name_fields();
+        own.merge(&TransformerConfig::load(
+            &self.loader,
+            dir,
+            file,
+            &k.configurations,
+        )?);
         acc.config.merge(&own);
         let crds = TransformerConfig::load_crds(&self.loader, dir, file, &k.crds)?;
         acc.config.merge(&crds);
@@ -523,11 +530,12 @@ impl<'a> Builder<'a> {
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::namespace(rs, ns, &cfg.namespace);
         }
-        transform::prefix_suffix(
-            rs,
-            k.name_prefix.as_deref().unwrap_or(""),
-            k.name_suffix.as_deref().unwrap_or(""),
-        );
+        if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+            transform::affix(rs, prefix, "", &cfg.name_prefix);
+        }
+        if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
+            transform::affix(rs, "", suffix, &cfg.name_suffix);
+        }
         transform::labels(rs, &k.common_labels, &k.labels, cfg);
         transform::annotations(rs, &k.common_annotations, &cfg.common_annotations);
         patches::apply_legacy_json(&self.loader, dir, file, &k.patches_json6902, rs)?;

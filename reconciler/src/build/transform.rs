@@ -88,6 +88,34 @@ pub(crate) fn prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &s
     }
 }
 
+/// The prefix/suffix transformers with their field specs: `metadata/name` renames the object
+/// (tracked for name references), other field specs get the affix on the string there. The
+/// kinds kustomize never renames are skipped whatever the spec.
+pub(crate) fn affix(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for r in resources.iter_mut() {
+        let id = r.org_id();
+        if keeps_name(&id.group, &id.kind) {
+            continue;
+        }
+        for spec in specs.iter().filter(|s| s.selects(&id)) {
+            if spec.path == "metadata/name" {
+                prefix_suffix(std::slice::from_mut(r), prefix, suffix);
+                continue;
+            }
+            let segs: Vec<&str> = spec
+                .path
+                .split('/')
+                .map(|s| s.trim_end_matches("[]"))
+                .collect();
+            fieldspec::visit_values(&mut r.obj, &segs, &mut |v| {
+                if let Value::String(s) = v {
+                    *s = format!("{prefix}{s}{suffix}");
+                }
+            });
+        }
+    }
+}
+
 fn set_all(m: &mut Map<String, Value>, pairs: &BTreeMap<String, String>) {
     for (k, v) in pairs {
         m.insert(k.clone(), Value::String(v.clone()));
