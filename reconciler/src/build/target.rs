@@ -387,18 +387,8 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        // Transformer configurations apply from this level upward; every level merges the
-        // default name fields with its own (see `TransformerConfig::name_prefix`).
-        let mut own = TransformerConfig::with_default_name_fields();
-        own.merge(&TransformerConfig::load(
-            &self.loader,
-            dir,
-            file,
-            &k.configurations,
-        )?);
-        acc.config.merge(&own);
-        let crds = TransformerConfig::load_crds(&self.loader, dir, file, &k.crds)?;
-        acc.config.merge(&crds);
+        // Transformer configurations apply from this level upward.
+        self.merge_configurations(k, dir, file, &mut acc.config)?;
         // 2. generators.
         let global = k.generator_options.as_ref();
         for (kind, list) in [
@@ -568,6 +558,34 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Merges one level's `configurations` (with the default name fields every level merges,
+    /// see `TransformerConfig::name_prefix`) and `crds` into `into`. Kept out of the
+    /// recursive `run` so its frame stays small.
+    #[inline(never)]
+    fn merge_configurations(
+        &self,
+        k: &Kustomization,
+        dir: &str,
+        file: &str,
+        into: &mut TransformerConfig,
+    ) -> Result<(), BuildError> {
+        let mut own = TransformerConfig::with_default_name_fields();
+        own.merge(&TransformerConfig::load(
+            &self.loader,
+            dir,
+            file,
+            &k.configurations,
+        )?);
+        into.merge(&own);
+        into.merge(&TransformerConfig::load_crds(
+            &self.loader,
+            dir,
+            file,
+            &k.crds,
+        )?);
+        Ok(())
+    }
+
     /// Applies a kustomization that is no file of the source (the Kustomization's own build
     /// fields): its transformers are not recorded in origin or transformer annotations.
     pub fn run_untracked(
