@@ -55,6 +55,11 @@ pub(crate) struct Loader<'a> {
     pub custom_schema: std::cell::RefCell<Option<std::rc::Rc<super::schema::Schema>>>,
     /// Some kustomization already chose the schema (`openapi:` path or version).
     pub openapi_chosen: Cell<bool>,
+    /// The build already needed the built-in schema (an object of a kind it does not know
+    /// was read, or a strategic merge ran). kustomize then keeps the built-in definitions
+    /// next to a custom schema chosen later, so the custom one's `$ref`s to Kubernetes
+    /// types resolve; a custom schema chosen before stands alone.
+    pub builtin_schema_used: Cell<bool>,
 }
 
 /// Joins two `/`-separated relative paths.
@@ -91,6 +96,7 @@ impl<'a> Loader<'a> {
             total_bytes: Cell::new(0),
             custom_schema: std::cell::RefCell::new(None),
             openapi_chosen: Cell::new(false),
+            builtin_schema_used: Cell::new(false),
         }
     }
 

@@ -85,6 +85,7 @@ pub(crate) fn apply_entries(
                     let sel = CompiledSelector::new(target).map_err(&perr)?;
                     let custom = loader.custom_schema.borrow().clone();
                     apply_smp(
+                        loader,
                         resources,
                         doc,
                         |r| r.matches(&sel),
@@ -197,10 +198,11 @@ fn apply_smp_by_id(
         )));
     }
     let custom = loader.custom_schema.borrow().clone();
-    apply_smp(resources, doc, matches, opts, custom.as_deref())
+    apply_smp(loader, resources, doc, matches, opts, custom.as_deref())
 }
 
 fn apply_smp(
+    loader: &Loader<'_>,
     resources: &mut Vec<Resource>,
     doc: &Value,
     select: impl Fn(&Resource) -> bool,
@@ -211,6 +213,9 @@ fn apply_smp(
         resources.retain(|r| !select(r));
         return Ok(());
     }
+    // A merge needs the schema: kustomize loads the built-in one here unless a custom one
+    // was already chosen.
+    loader.builtin_schema_used.set(true);
     let patch_name = doc
         .get("metadata")
         .and_then(|m| m.get("name"))

@@ -136,15 +136,6 @@ impl Resource {
         self.prev.first().cloned().unwrap_or_else(|| self.id())
     }
 
-    /// The ids name references may use: every earlier id, or the current one if never renamed.
-    pub fn prev_ids(&self) -> Vec<ResId> {
-        if self.prev.is_empty() {
-            vec![self.id()]
-        } else {
-            self.prev.clone()
-        }
-    }
-
     pub fn kind(&self) -> &str {
         str_at(&self.obj, &["kind"])
     }

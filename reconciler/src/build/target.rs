@@ -382,6 +382,13 @@ impl<'a> Builder<'a> {
                         if let Some(root) = &self.origin_root {
                             set_origin(&mut r, format!("path: {}\n", relative(root, &rel)));
                         }
+                        let id = r.id();
+                        if super::schema::schema()
+                            .root(&id.group, &id.version, &id.kind)
+                            .is_none()
+                        {
+                            self.loader.builtin_schema_used.set(true);
+                        }
                         acc.push(r, &rel)?;
                     }
                 }
@@ -655,8 +662,13 @@ impl Builder<'_> {
                 .into_iter()
                 .next()
                 .ok_or_else(|| invalid(format!("openapi: {rel} is empty")))?;
+            let builtin = self
+                .loader
+                .builtin_schema_used
+                .get()
+                .then(super::schema::schema);
             *self.loader.custom_schema.borrow_mut() =
-                Some(std::rc::Rc::new(super::schema::from_openapi(&doc)));
+                Some(std::rc::Rc::new(super::schema::from_openapi(&doc, builtin)));
             return Ok(());
         }
         match o.get("version").and_then(serde_json::Value::as_str) {
