@@ -291,26 +291,23 @@ pub(crate) fn transform(
             }
             "NamespaceTransformer" => {
                 let ns = c.metadata.namespace.unwrap_or_default();
-                let extra: Vec<FieldSpec> = c
-                    .field_specs
-                    .into_iter()
-                    .filter(|f| f.path != "metadata/namespace" && f.path != "metadata/name")
-                    .collect();
-                if c.unset_only
-                    || c.set_role_binding_subjects
-                        .as_deref()
-                        .is_some_and(|m| !m.is_empty() && m != "defaultOnly")
-                {
-                    return Err(BuildError::Unsupported {
+                let mode = c.set_role_binding_subjects.as_deref().unwrap_or("");
+                let subjects = transform::SubjectMode::parse(mode).ok_or_else(|| {
+                    BuildError::InvalidKustomization {
                         file: file.to_string(),
-                        feature: "transformers",
-                        detail: "NamespaceTransformer's unsetOnly and setRoleBindingSubjects \
-                                 options are not implemented"
-                            .into(),
-                    });
-                }
+                        message: format!(
+                            "NamespaceTransformer: invalid value '{mode}' for \
+                             setRoleBindingSubjects: must be one of defaultOnly, none or \
+                             allServiceAccounts"
+                        ),
+                    }
+                })?;
                 if !ns.is_empty() {
-                    transform::namespace(resources, &ns, &extra);
+                    let mode = transform::NamespaceMode {
+                        unset_only: c.unset_only,
+                        subjects,
+                    };
+                    transform::namespace(resources, &ns, &c.field_specs, mode);
                 }
             }
             "ImageTagTransformer" => {

@@ -525,7 +525,8 @@ impl<'a> Builder<'a> {
         patches::apply_legacy_smp(&self.loader, dir, file, &k.patches_strategic_merge, rs)?;
         patches::apply_entries(&self.loader, dir, file, &k.patches, rs)?;
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-            transform::namespace(rs, ns, &cfg.namespace);
+            let specs = transform::namespace_specs(&cfg.namespace);
+            transform::namespace(rs, ns, &specs, Default::default());
         }
         if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
             transform::affix(rs, prefix, "", &cfg.name_prefix);
@@ -780,7 +781,7 @@ mod tests {
             let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same", "namespace": ns}});
             acc.push(Resource::new(o), "f").expect("distinct");
         }
-        crate::build::transform::namespace(&mut acc.resources, "one", &[]);
+        crate::build::transform::namespace(&mut acc.resources, "one", &[], Default::default());
         let ids: Vec<_> = acc.resources.iter().map(|r| r.id().key()).collect();
         assert_eq!(ids[0], ids[1]);
         assert!(acc.rekey("k").is_err());
