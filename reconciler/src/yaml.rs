@@ -81,11 +81,32 @@ pub fn json_documents(text: &str) -> Result<Vec<Value>, YamlError> {
 
 /// [`json_documents`] with a choice of duplicate-key handling.
 pub fn json_documents_with(text: &str, dups: DuplicateKeys) -> Result<Vec<Value>, YamlError> {
+    Ok(documents(text, dups, false)?
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect())
+}
+
+/// [`json_documents`], each document with the JSON pointers of its map values that have no
+/// text at all (`key:` followed by nothing), reached from the top through maps only. go-yaml
+/// reads them as null like `key: null`, but kustomize's strategic merge drops them where
+/// an explicit `null` stays.
+pub fn json_documents_marking_empty(text: &str) -> Result<Vec<(Value, Vec<String>)>, YamlError> {
+    documents(text, DuplicateKeys::Refuse, true)
+}
+
+fn documents(
+    text: &str,
+    dups: DuplicateKeys,
+    mark_empty: bool,
+) -> Result<Vec<(Value, Vec<String>)>, YamlError> {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         budget: EXPANSION_FLOOR.saturating_add(text.len().saturating_mul(EXPANSION_PER_BYTE)),
         dups,
+        empty_nulls: None,
+        keys: Vec::new(),
     };
     let mut out = Vec::new();
     loop {
@@ -94,11 +115,12 @@ pub fn json_documents_with(text: &str, dups: DuplicateKeys) -> Result<Vec<Value>
             Event::StreamEnd => return Ok(out),
             Event::DocumentStart(_) => {
                 b.anchors.clear();
+                b.empty_nulls = mark_empty.then(Vec::new);
                 let (ev, span) = b.next()?;
                 let v = if matches!(ev, Event::DocumentEnd) {
                     Value::Null
                 } else {
-                    let v = b.node(ev, span, 0, Path::Root)?;
+                    let v = b.node(ev, span, 0, Path::Root, mark_empty)?;
                     let (end, _) = b.next()?;
                     if !matches!(end, Event::DocumentEnd) {
                         return Err(YamlError::at("expected the end of the document", span));
@@ -106,7 +128,7 @@ pub fn json_documents_with(text: &str, dups: DuplicateKeys) -> Result<Vec<Value>
                     v
                 };
                 if !v.is_null() {
-                    out.push(v);
+                    out.push((v, b.empty_nulls.take().unwrap_or_default()));
                 }
             }
             Event::StreamStart | Event::Nothing | Event::DocumentEnd => {}
@@ -140,6 +162,12 @@ struct Builder<'a> {
     anchors: HashMap<usize, Value>,
     budget: usize,
     dups: DuplicateKeys,
+    /// JSON pointers of the current document's map values written with no text at all
+    /// (`key:`), reached through maps only; recorded when asked for.
+    empty_nulls: Option<Vec<String>>,
+    /// The keys from the document's top to the node being read, while it is reached
+    /// through maps only and empty values are recorded.
+    keys: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -168,6 +196,7 @@ impl<'a> Builder<'a> {
         span: Span,
         depth: usize,
         path: Path,
+        track: bool,
     ) -> Result<Value, YamlError> {
         if depth > MAX_DEPTH {
             return Err(YamlError::at("YAML nesting too deep", span));
@@ -179,11 +208,26 @@ impl<'a> Builder<'a> {
                 let tag = tag
                     .filter(|t| t.is_yaml_core_schema())
                     .map(|t| t.suffix.clone());
+                let empty = text.is_empty();
                 let v = if path == Path::AnnotationValue {
                     Value::String(text.into_owned())
                 } else {
                     scalar(&text, style, tag.as_deref())
                 };
+                if empty
+                    && track
+                    && style == ScalarStyle::Plain
+                    && tag.is_none()
+                    && !self.keys.is_empty()
+                    && let Some(list) = self.empty_nulls.as_mut()
+                {
+                    let mut p = String::new();
+                    for k in &self.keys {
+                        p.push('/');
+                        p.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    }
+                    list.push(p);
+                }
                 (v, anchor)
             }
             Event::Alias(id) => {
@@ -202,7 +246,7 @@ impl<'a> Builder<'a> {
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
-                    items.push(self.node(ev, span, depth + 1, Path::Other)?);
+                    items.push(self.node(ev, span, depth + 1, Path::Other, false)?);
                 }
                 (Value::Array(items), anchor)
             }
@@ -218,7 +262,7 @@ impl<'a> Builder<'a> {
                         Event::Scalar(text, ..) => text.into_owned(),
                         other => {
                             // A complex key: kustomize cannot represent it in JSON either.
-                            let k = self.node(other, kspan, depth + 1, Path::Other)?;
+                            let k = self.node(other, kspan, depth + 1, Path::Other, false)?;
                             serde_json::to_string(&k).unwrap_or_default()
                         }
                     };
@@ -229,7 +273,14 @@ impl<'a> Builder<'a> {
                         _ => Path::Other,
                     };
                     let (vev, vspan) = self.next()?;
-                    let v = self.node(vev, vspan, depth + 1, child_path)?;
+                    let (key, v) = if track {
+                        self.keys.push(key);
+                        let v = self.node(vev, vspan, depth + 1, child_path, true);
+                        (self.keys.pop().unwrap_or_default(), v?)
+                    } else {
+                        let v = self.node(vev, vspan, depth + 1, child_path, false)?;
+                        (key, v)
+                    };
                     if key == "<<" {
                         merges.push(v);
                         continue;
@@ -488,6 +539,15 @@ mod tests {
             json!({"metadata": {"annotations": {"a": "true", "b": "1.0", "c": "~"},
                                 "labels": {"d": true}}})
         );
+    }
+
+    #[test]
+    fn empty_map_values_are_marked() {
+        let docs = json_documents_marking_empty("a:\nb: null\nc:\n  d:\n  e: ~\nl:\n- x:\n")
+            .expect("parses");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].1, vec!["/a".to_string(), "/c/d".to_string()]);
+        assert!(docs[0].0["c"]["d"].is_null() && docs[0].0["l"][0]["x"].is_null());
     }
 
     #[test]

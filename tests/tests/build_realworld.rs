@@ -139,13 +139,94 @@ fn kubectl(dir: &Path) -> Result<Vec<Value>, String> {
     gitops_reconciler::yaml::json_documents(&text).map_err(|e| e.to_string())
 }
 
+/// kubectl's results, kept per kubectl version, module version and directory: a module
+/// version's tree never changes, so a warm run only builds with the engine. The time kubectl
+/// took is kept with the result for the speed ratio. `GITOPS_REALWORLD_FRESH=1` ignores it.
+struct KubectlCache {
+    dir: Option<PathBuf>,
+}
+
+impl KubectlCache {
+    fn new() -> Self {
+        let base = std::env::var_os("GITOPS_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("kubectl-gitops"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubectl-gitops"))
+            });
+        let version = Command::new("kubectl")
+            .args(["version", "--client", "-o", "json"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .and_then(|v| {
+                v.pointer("/kustomizeVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            });
+        let fresh = std::env::var_os("GITOPS_REALWORLD_FRESH").is_some();
+        let dir = match (base, version) {
+            (Some(b), Some(v)) if !fresh => Some(b.join("kustomize-realworld").join(v)),
+            _ => None,
+        };
+        KubectlCache { dir }
+    }
+
+    fn file(&self, module: &str, rel: &str) -> Option<PathBuf> {
+        let key: String = format!("{module}/{rel}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.as_ref().map(|d| d.join(format!("{key}.json")))
+    }
+
+    fn build(&self, module: &str, rel: &str, dir: &Path) -> (Result<Vec<Value>, String>, Duration) {
+        let file = self.file(module, rel);
+        if let Some(f) = &file
+            && let Ok(bytes) = std::fs::read(f)
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            let secs = v.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+            let result = match (v.get("objects"), v.get("error")) {
+                (Some(Value::Array(o)), _) => Ok(o.clone()),
+                (_, Some(Value::String(e))) => Err(e.clone()),
+                _ => Err("unreadable cache entry".into()),
+            };
+            return (result, Duration::from_secs_f64(secs));
+        }
+        let t = Instant::now();
+        let result = kubectl(dir);
+        let took = t.elapsed();
+        if let Some(f) = &file {
+            let entry = match &result {
+                Ok(o) => serde_json::json!({"seconds": took.as_secs_f64(), "objects": o}),
+                Err(e) => serde_json::json!({"seconds": took.as_secs_f64(), "error": e}),
+            };
+            if let Some(parent) = f.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let _ = std::fs::write(f, entry.to_string());
+        }
+        (result, took)
+    }
+}
+
 fn is_remote_refusal(e: &BuildError) -> bool {
     matches!(e, BuildError::Unsupported { feature, .. } if feature.starts_with("remote"))
 }
 
 enum Outcome {
     Identical,
-    BothRefused,
+    /// Both refused; the engine's message and kubectl's.
+    BothRefused(String, String),
     /// The engine refused a remote base; kubectl was not run.
     Remote,
     Differs(String),
@@ -159,7 +240,7 @@ struct Case {
     engine: Duration,
 }
 
-fn run_case(module: &str, root: &Path, rel: &str) -> Case {
+fn run_case(cache: &KubectlCache, module: &str, root: &Path, rel: &str) -> Case {
     let short = module.split('@').next().unwrap_or(module);
     let name = if rel.is_empty() {
         short.to_string()
@@ -191,15 +272,13 @@ fn run_case(module: &str, root: &Path, rel: &str) -> Case {
             engine,
         };
     }
-    let t = Instant::now();
-    let expected = kubectl(&root.join(rel));
-    let kubectl_time = t.elapsed();
+    let (expected, kubectl_time) = cache.build(module, rel, &root.join(rel));
     let outcome = match (expected, actual) {
         (Ok(exp), Ok(act)) => match kustomize_corpus::compare(&exp, &act) {
             None => Outcome::Identical,
             Some(d) => Outcome::Differs(d),
         },
-        (Err(_), Err(_)) => Outcome::BothRefused,
+        (Err(k), Err(e)) => Outcome::BothRefused(e.to_string(), k),
         (Ok(_), Err(e)) => Outcome::Differs(format!("kubectl builds it, the engine fails: {e}")),
         (Err(e), Ok(_)) => Outcome::Differs(format!("kubectl fails ({e}), the engine builds it")),
     };
@@ -239,10 +318,14 @@ fn real_world_trees_build_as_kubectl_builds_them() {
         MODULES.len()
     );
     let started = Instant::now();
+    let cache = KubectlCache::new();
     let cases: Vec<Case> = work
         .par_iter()
-        .map(|(m, root, rel)| run_case(m, root, rel))
-        .filter(|c| only.as_deref().is_none_or(|o| c.name.contains(o)))
+        .filter(|(m, _, rel)| {
+            only.as_deref()
+                .is_none_or(|o| format!("{}/{rel}", m.split('@').next().unwrap_or(m)).contains(o))
+        })
+        .map(|(m, root, rel)| run_case(&cache, m, root, rel))
         .collect();
     let known = known_differences();
     let mut per_module: BTreeMap<String, Tally> = BTreeMap::new();
@@ -254,7 +337,7 @@ fn real_world_trees_build_as_kubectl_builds_them() {
         t.dirs += 1;
         match &c.outcome {
             Outcome::Identical => t.identical += 1,
-            Outcome::BothRefused => t.both_refused += 1,
+            Outcome::BothRefused(..) => t.both_refused += 1,
             Outcome::Remote => t.remote += 1,
             Outcome::Differs(d) => {
                 t.differ += 1;
@@ -312,6 +395,15 @@ fn real_world_trees_build_as_kubectl_builds_them() {
             .map(|(r, n)| format!("{r:.1}x ({n})"))
             .unwrap_or_default()
     );
+    // What each refusal says, so a refusal for the wrong reason is visible.
+    for c in &cases {
+        if let Outcome::BothRefused(engine, kubectl) = &c.outcome {
+            eprintln!(
+                "[refused by both] {}\n  engine:  {engine}\n  kubectl: {kubectl}",
+                c.name
+            );
+        }
+    }
     for (n, d) in &differing {
         let listed = if known.contains_key(n) {
             "listed"

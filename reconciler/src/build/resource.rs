@@ -113,6 +113,9 @@ pub(crate) struct Resource {
     pub generated: Option<Generated>,
     /// Names of the vars bound to this object (see `vars`).
     pub vars: Vec<String>,
+    /// JSON pointers of map values its file wrote with no text (`key:`): null like
+    /// `key: null`, but kustomize's first strategic merge into the object drops them.
+    pub empty_nulls: Vec<String>,
 }
 
 impl Resource {
@@ -124,6 +127,7 @@ impl Resource {
             suffixes: Vec::new(),
             generated: None,
             vars: Vec::new(),
+            empty_nulls: Vec::new(),
         }
     }
 

@@ -377,8 +377,9 @@ impl<'a> Builder<'a> {
                             limit: self.loader.limits.max_objects,
                         });
                     }
-                    for o in objs {
+                    for (o, empty_nulls) in objs {
                         let mut r = Resource::new(o);
+                        r.empty_nulls = empty_nulls;
                         if let Some(root) = &self.origin_root {
                             set_origin(&mut r, format!("path: {}\n", relative(root, &rel)));
                         }
