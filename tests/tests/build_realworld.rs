@@ -17,7 +17,7 @@
 //!
 //! Needs kubectl and Go (the module proxy or a warm module cache); fails loudly without them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -50,20 +50,6 @@ const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml
 const DOWNLOAD_TIMEOUT: &str = "600";
 /// Longest one `kubectl kustomize` may take.
 const KUBECTL_TIMEOUT: &str = "120";
-
-/// `case<TAB>reason` lines; `#` starts a comment.
-fn known_differences() -> BTreeMap<String, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DIFFERENCES);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (case, reason) = l.split_once('\t').unwrap_or((l, ""));
-            (case.trim().to_string(), reason.trim().to_string())
-        })
-        .collect()
-}
 
 /// The module's directory in the Go module cache, downloading it when missing.
 fn module_dir(module: &str) -> Result<PathBuf, String> {
@@ -327,7 +313,7 @@ fn real_world_trees_build_as_kubectl_builds_them() {
         })
         .map(|(m, root, rel)| run_case(&cache, m, root, rel))
         .collect();
-    let known = known_differences();
+    let known = kustomize_corpus::known_differences(DIFFERENCES);
     let mut per_module: BTreeMap<String, Tally> = BTreeMap::new();
     let mut differing: BTreeMap<String, String> = BTreeMap::new();
     let mut slowest: Option<(f64, String)> = None;
@@ -415,18 +401,5 @@ fn real_world_trees_build_as_kubectl_builds_them() {
     if only.is_some() {
         return;
     }
-    let unexpected: Vec<&String> = differing
-        .keys()
-        .filter(|n| !known.contains_key(*n))
-        .collect();
-    let stale: BTreeSet<&String> = known
-        .keys()
-        .filter(|n| !differing.contains_key(*n))
-        .collect();
-    assert!(
-        unexpected.is_empty() && stale.is_empty(),
-        "{} directories differ from kubectl and are not listed in {DIFFERENCES}: {unexpected:?}\n\
-         listed but no longer different (remove them): {stale:?}",
-        unexpected.len()
-    );
+    kustomize_corpus::assert_differences_listed(&differing, DIFFERENCES);
 }
