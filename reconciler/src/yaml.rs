@@ -500,12 +500,87 @@ fn timestamp(s: &str) -> Option<String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
-    match rest {
-        None => Some(format!("{y}-{m:02}-{day:02}T00:00:00Z")),
-        // Times with a clock part keep their text: encoding/json's rendering of them depends
-        // on the zone and is not worth imitating for a form manifests do not use.
-        Some(_) => None,
+    let days_in_month = match m {
+        2 if y
+            .parse::<u32>()
+            .is_ok_and(|y| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)) =>
+        {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > days_in_month {
+        return None;
     }
+    let date = format!("{y}-{m:02}-{day:02}");
+    let Some(rest) = rest else {
+        return Some(format!("{date}T00:00:00Z"));
+    };
+    // go-yaml's forms with a clock: `T`/`t` then `h:m:s[.frac]` and `Z` or `±hh:mm`, or a
+    // space then `h:m:s[.frac]` in UTC; encoding/json then writes RFC 3339 with the
+    // fraction's trailing zeros dropped and `Z` for a zero offset.
+    let sep = b.get(date_len(s)?).copied()?;
+    let (clock, zone) = if sep == b' ' {
+        (rest, "Z".to_string())
+    } else {
+        let at = rest.find(['Z', '+', '-'])?;
+        let (clock, zone) = rest.split_at(at);
+        let zone = match zone {
+            "Z" => "Z".to_string(),
+            z => {
+                let (sign, hm) = z.split_at(1);
+                let (h, mi) = hm.split_once(':')?;
+                if h.len() != 2 || mi.len() != 2 {
+                    return None;
+                }
+                let (h, mi): (u32, u32) = (h.parse().ok()?, mi.parse().ok()?);
+                if h > 23 || mi > 59 {
+                    return None;
+                }
+                if h == 0 && mi == 0 {
+                    "Z".to_string()
+                } else {
+                    format!("{sign}{h:02}:{mi:02}")
+                }
+            }
+        };
+        (clock, zone)
+    };
+    let (hms, frac) = match clock.split_once('.') {
+        Some((hms, f))
+            if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            (hms, f.trim_end_matches('0'))
+        }
+        Some(_) => return None,
+        None => (clock, ""),
+    };
+    let mut fields = hms.split(':');
+    let (h, mi, sec) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some()
+        || ![h, mi, sec]
+            .iter()
+            .all(|p| (1..=2).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (h, mi, sec): (u32, u32, u32) = (h.parse().ok()?, mi.parse().ok()?, sec.parse().ok()?);
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
+    Some(format!("{date}T{h:02}:{mi:02}:{sec:02}{frac}{zone}"))
+}
+
+/// Length of the date part of a timestamp candidate (up to the first `T`, `t` or space).
+fn date_len(s: &str) -> Option<usize> {
+    s.find(['T', 't', ' '])
 }
 
 #[cfg(test)]
