@@ -116,6 +116,8 @@ pub(crate) struct Resource {
     /// JSON pointers of map values its file wrote with no text (`key:`): null like
     /// `key: null`, but kustomize's first strategic merge into the object drops them.
     pub empty_nulls: Vec<String>,
+    /// The file it was read from (root-relative); empty for generated objects.
+    pub file: String,
 }
 
 impl Resource {
@@ -128,6 +130,7 @@ impl Resource {
             generated: None,
             vars: Vec::new(),
             empty_nulls: Vec::new(),
+            file: String::new(),
         }
     }
 

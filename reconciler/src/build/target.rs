@@ -380,6 +380,7 @@ impl<'a> Builder<'a> {
                     for (o, empty_nulls) in objs {
                         let mut r = Resource::new(o);
                         r.empty_nulls = empty_nulls;
+                        r.file = rel.clone();
                         if let Some(root) = &self.origin_root {
                             set_origin(&mut r, format!("path: {}\n", relative(root, &rel)));
                         }
@@ -718,8 +719,17 @@ impl Builder<'_> {
                 }
                 Some(true) => {
                     let (sub, _) = self.accumulate_dir(&rel, file, false)?;
+                    // Each configuration is recorded as coming from its own file (kustomize's
+                    // `configuredIn`); generated ones from the directory's kustomization.
                     let from = loader::join(&rel, "kustomization.yaml");
-                    out.extend(sub.resources.into_iter().map(|r| (r.obj, from.clone())));
+                    out.extend(sub.resources.into_iter().map(|r| {
+                        let f = if r.file.is_empty() {
+                            from.clone()
+                        } else {
+                            r.file
+                        };
+                        (r.obj, f)
+                    }));
                 }
                 Some(false) => {
                     let text = self.loader.read_text(&rel, file)?;
