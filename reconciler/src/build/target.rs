@@ -57,14 +57,42 @@ struct ConfiguredBy<'a> {
 /// Records one transformer run over every object, as kustomize does after each transformer
 /// (whether or not it changed the object): appended to the object's transformation list, or
 /// taken as the object's origin when it has none (kustomize assumes the transformer made it).
-fn note_transformer(rs: &mut [Resource], origin: &TransformerOrigin<'_>) {
+/// A transformations annotation already on an object must be a list of records: kustomize
+/// reads it before appending and refuses anything else.
+fn note_transformer(
+    rs: &mut [Resource],
+    origin: &TransformerOrigin<'_>,
+    file: &str,
+) -> Result<(), BuildError> {
     let (Ok(item), Ok(list)) = (
         crate::yaml::to_string(origin),
         crate::yaml::to_string(&[origin]),
     ) else {
-        return;
+        return Ok(());
     };
     for r in rs {
+        let prev = r
+            .annotations()
+            .and_then(|a| a.get(TRANSFORMATIONS))
+            .and_then(serde_json::Value::as_str);
+        if let Some(prev) = prev.filter(|p| !p.trim().is_empty()) {
+            let is_list = crate::yaml::json_documents(prev).ok().is_some_and(|d| {
+                d.len() == 1
+                    && d[0]
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(|x| x.is_object()))
+            });
+            if !is_list {
+                return Err(BuildError::InvalidObject {
+                    file: file.to_string(),
+                    message: format!(
+                        "{}: the annotation {TRANSFORMATIONS} is not a list of transformer \
+                         records, so this build cannot append to it",
+                        r.id()
+                    ),
+                });
+            }
+        }
         let has_origin = r.annotations().is_some_and(|a| a.contains_key(ORIGIN));
         if !has_origin {
             set_origin(r, item.clone());
@@ -86,6 +114,7 @@ fn note_transformer(rs: &mut [Resource], origin: &TransformerOrigin<'_>) {
         };
         ann.insert(TRANSFORMATIONS.into(), serde_json::Value::String(text));
     }
+    Ok(())
 }
 
 /// `to` (a root-relative path) as seen from the directory `from`.
@@ -556,7 +585,7 @@ impl<'a> Builder<'a> {
                     },
                 };
                 for _ in 0..n {
-                    note_transformer(rs, &origin);
+                    note_transformer(rs, &origin, file)?;
                 }
             }
         }
@@ -769,7 +798,7 @@ impl Builder<'_> {
                         namespace: s("/metadata/namespace").unwrap_or(""),
                     },
                 };
-                note_transformer(&mut acc.resources, &origin);
+                note_transformer(&mut acc.resources, &origin, file)?;
             }
         }
         let docs: Vec<_> = (self.plugin_docs(dir, file, &k.validators)?)
