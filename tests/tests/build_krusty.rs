@@ -129,9 +129,14 @@ fn krusty_tests_build_as_kubectl_builds_them() {
         total.differ
     );
     eprintln!(
-        "time: kubectl {:.2} s, engine {:.2} s (debug build); slowest case ratio {}",
+        "time: kubectl {:.2} s, engine {:.2} s ({} build); slowest case ratio {}",
         kubectl_time.as_secs_f64(),
         engine_time.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         slowest
             .map(|(r, n)| format!("{r:.1}x ({n})"))
             .unwrap_or_default()
