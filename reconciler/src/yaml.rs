@@ -81,11 +81,32 @@ pub fn json_documents(text: &str) -> Result<Vec<Value>, YamlError> {
 
 /// [`json_documents`] with a choice of duplicate-key handling.
 pub fn json_documents_with(text: &str, dups: DuplicateKeys) -> Result<Vec<Value>, YamlError> {
+    Ok(documents(text, dups, false)?
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect())
+}
+
+/// [`json_documents`], each document with the JSON pointers of its map values that have no
+/// text at all (`key:` followed by nothing), reached from the top through maps only. go-yaml
+/// reads them as null like `key: null`, but kustomize's strategic merge drops them where
+/// an explicit `null` stays.
+pub fn json_documents_marking_empty(text: &str) -> Result<Vec<(Value, Vec<String>)>, YamlError> {
+    documents(text, DuplicateKeys::Refuse, true)
+}
+
+fn documents(
+    text: &str,
+    dups: DuplicateKeys,
+    mark_empty: bool,
+) -> Result<Vec<(Value, Vec<String>)>, YamlError> {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         budget: EXPANSION_FLOOR.saturating_add(text.len().saturating_mul(EXPANSION_PER_BYTE)),
         dups,
+        empty_nulls: None,
+        keys: Vec::new(),
     };
     let mut out = Vec::new();
     loop {
@@ -94,11 +115,12 @@ pub fn json_documents_with(text: &str, dups: DuplicateKeys) -> Result<Vec<Value>
             Event::StreamEnd => return Ok(out),
             Event::DocumentStart(_) => {
                 b.anchors.clear();
+                b.empty_nulls = mark_empty.then(Vec::new);
                 let (ev, span) = b.next()?;
                 let v = if matches!(ev, Event::DocumentEnd) {
                     Value::Null
                 } else {
-                    let v = b.node(ev, span, 0, Path::Root)?;
+                    let v = b.node(ev, span, 0, Path::Root, mark_empty)?;
                     let (end, _) = b.next()?;
                     if !matches!(end, Event::DocumentEnd) {
                         return Err(YamlError::at("expected the end of the document", span));
@@ -106,7 +128,7 @@ pub fn json_documents_with(text: &str, dups: DuplicateKeys) -> Result<Vec<Value>
                     v
                 };
                 if !v.is_null() {
-                    out.push(v);
+                    out.push((v, b.empty_nulls.take().unwrap_or_default()));
                 }
             }
             Event::StreamStart | Event::Nothing | Event::DocumentEnd => {}
@@ -140,6 +162,12 @@ struct Builder<'a> {
     anchors: HashMap<usize, Value>,
     budget: usize,
     dups: DuplicateKeys,
+    /// JSON pointers of the current document's map values written with no text at all
+    /// (`key:`), reached through maps only; recorded when asked for.
+    empty_nulls: Option<Vec<String>>,
+    /// The keys from the document's top to the node being read, while it is reached
+    /// through maps only and empty values are recorded.
+    keys: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -168,6 +196,7 @@ impl<'a> Builder<'a> {
         span: Span,
         depth: usize,
         path: Path,
+        track: bool,
     ) -> Result<Value, YamlError> {
         if depth > MAX_DEPTH {
             return Err(YamlError::at("YAML nesting too deep", span));
@@ -179,11 +208,26 @@ impl<'a> Builder<'a> {
                 let tag = tag
                     .filter(|t| t.is_yaml_core_schema())
                     .map(|t| t.suffix.clone());
+                let empty = text.is_empty();
                 let v = if path == Path::AnnotationValue {
                     Value::String(text.into_owned())
                 } else {
                     scalar(&text, style, tag.as_deref())
                 };
+                if empty
+                    && track
+                    && style == ScalarStyle::Plain
+                    && tag.is_none()
+                    && !self.keys.is_empty()
+                    && let Some(list) = self.empty_nulls.as_mut()
+                {
+                    let mut p = String::new();
+                    for k in &self.keys {
+                        p.push('/');
+                        p.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    }
+                    list.push(p);
+                }
                 (v, anchor)
             }
             Event::Alias(id) => {
@@ -202,7 +246,7 @@ impl<'a> Builder<'a> {
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
-                    items.push(self.node(ev, span, depth + 1, Path::Other)?);
+                    items.push(self.node(ev, span, depth + 1, Path::Other, false)?);
                 }
                 (Value::Array(items), anchor)
             }
@@ -218,7 +262,7 @@ impl<'a> Builder<'a> {
                         Event::Scalar(text, ..) => text.into_owned(),
                         other => {
                             // A complex key: kustomize cannot represent it in JSON either.
-                            let k = self.node(other, kspan, depth + 1, Path::Other)?;
+                            let k = self.node(other, kspan, depth + 1, Path::Other, false)?;
                             serde_json::to_string(&k).unwrap_or_default()
                         }
                     };
@@ -229,7 +273,14 @@ impl<'a> Builder<'a> {
                         _ => Path::Other,
                     };
                     let (vev, vspan) = self.next()?;
-                    let v = self.node(vev, vspan, depth + 1, child_path)?;
+                    let (key, v) = if track {
+                        self.keys.push(key);
+                        let v = self.node(vev, vspan, depth + 1, child_path, true);
+                        (self.keys.pop().unwrap_or_default(), v?)
+                    } else {
+                        let v = self.node(vev, vspan, depth + 1, child_path, false)?;
+                        (key, v)
+                    };
                     if key == "<<" {
                         merges.push(v);
                         continue;
@@ -449,12 +500,87 @@ fn timestamp(s: &str) -> Option<String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
-    match rest {
-        None => Some(format!("{y}-{m:02}-{day:02}T00:00:00Z")),
-        // Times with a clock part keep their text: encoding/json's rendering of them depends
-        // on the zone and is not worth imitating for a form manifests do not use.
-        Some(_) => None,
+    let days_in_month = match m {
+        2 if y
+            .parse::<u32>()
+            .is_ok_and(|y| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)) =>
+        {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > days_in_month {
+        return None;
     }
+    let date = format!("{y}-{m:02}-{day:02}");
+    let Some(rest) = rest else {
+        return Some(format!("{date}T00:00:00Z"));
+    };
+    // go-yaml's forms with a clock: `T`/`t` then `h:m:s[.frac]` and `Z` or `±hh:mm`, or a
+    // space then `h:m:s[.frac]` in UTC; encoding/json then writes RFC 3339 with the
+    // fraction's trailing zeros dropped and `Z` for a zero offset.
+    let sep = b.get(date_len(s)?).copied()?;
+    let (clock, zone) = if sep == b' ' {
+        (rest, "Z".to_string())
+    } else {
+        let at = rest.find(['Z', '+', '-'])?;
+        let (clock, zone) = rest.split_at(at);
+        let zone = match zone {
+            "Z" => "Z".to_string(),
+            z => {
+                let (sign, hm) = z.split_at(1);
+                let (h, mi) = hm.split_once(':')?;
+                if h.len() != 2 || mi.len() != 2 {
+                    return None;
+                }
+                let (h, mi): (u32, u32) = (h.parse().ok()?, mi.parse().ok()?);
+                if h > 23 || mi > 59 {
+                    return None;
+                }
+                if h == 0 && mi == 0 {
+                    "Z".to_string()
+                } else {
+                    format!("{sign}{h:02}:{mi:02}")
+                }
+            }
+        };
+        (clock, zone)
+    };
+    let (hms, frac) = match clock.split_once('.') {
+        Some((hms, f))
+            if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            (hms, f.trim_end_matches('0'))
+        }
+        Some(_) => return None,
+        None => (clock, ""),
+    };
+    let mut fields = hms.split(':');
+    let (h, mi, sec) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some()
+        || ![h, mi, sec]
+            .iter()
+            .all(|p| (1..=2).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (h, mi, sec): (u32, u32, u32) = (h.parse().ok()?, mi.parse().ok()?, sec.parse().ok()?);
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
+    Some(format!("{date}T{h:02}:{mi:02}:{sec:02}{frac}{zone}"))
+}
+
+/// Length of the date part of a timestamp candidate (up to the first `T`, `t` or space).
+fn date_len(s: &str) -> Option<usize> {
+    s.find(['T', 't', ' '])
 }
 
 #[cfg(test)]
@@ -488,6 +614,15 @@ mod tests {
             json!({"metadata": {"annotations": {"a": "true", "b": "1.0", "c": "~"},
                                 "labels": {"d": true}}})
         );
+    }
+
+    #[test]
+    fn empty_map_values_are_marked() {
+        let docs = json_documents_marking_empty("a:\nb: null\nc:\n  d:\n  e: ~\nl:\n- x:\n")
+            .expect("parses");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].1, vec!["/a".to_string(), "/c/d".to_string()]);
+        assert!(docs[0].0["c"]["d"].is_null() && docs[0].0["l"][0]["x"].is_null());
     }
 
     #[test]

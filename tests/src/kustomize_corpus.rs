@@ -313,7 +313,9 @@ pub fn first_difference(e: &Value, a: &Value, at: String) -> Option<(String, Str
         (Value::Object(em), Value::Object(am)) => {
             let ek: Vec<&String> = em.keys().collect();
             let ak: Vec<&String> = am.keys().collect();
-            for k in em.keys().chain(am.keys()) {
+            // Each key once (a common key visited from both sides would double the work at
+            // every level: exponential in the depth of a CRD schema).
+            for k in em.keys().chain(am.keys().filter(|k| !em.contains_key(*k))) {
                 let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
                 match (em.get(k), am.get(k)) {
                     (Some(x), Some(y)) => {
@@ -342,4 +344,42 @@ pub fn first_difference(e: &Value, a: &Value, at: String) -> Option<(String, Str
         }
         _ => (e != a).then(|| (at, shown(Some(e)), shown(Some(a)))),
     }
+}
+
+/// A differences list (`case<TAB>reason` lines, `#` starts a comment) under `tests/`, as the
+/// differential tests against kustomize's own tests and real-world trees keep them.
+pub fn known_differences(rel: &str) -> BTreeMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (case, reason) = l.split_once('\t').unwrap_or((l, ""));
+            (case.trim().to_string(), reason.trim().to_string())
+        })
+        .collect()
+}
+
+/// Fails unless the cases that differ (`case` → what differs) are exactly those listed in the
+/// differences list `rel` (see `known_differences`): an unlisted difference and a listed case
+/// that no longer differs both fail, so the list stays exact.
+pub fn assert_differences_listed(differing: &BTreeMap<String, String>, rel: &str) {
+    let known = known_differences(rel);
+    let unexpected: Vec<String> = differing
+        .iter()
+        .filter(|(n, _)| !known.contains_key(*n))
+        .map(|(n, d)| format!("{n}: {d}"))
+        .collect();
+    let stale: Vec<&String> = known
+        .keys()
+        .filter(|n| !differing.contains_key(*n))
+        .collect();
+    assert!(
+        unexpected.is_empty() && stale.is_empty(),
+        "{} cases differ from kubectl and are not listed in {rel}:\n{}\n\n\
+         listed but no longer different (remove them): {stale:?}",
+        unexpected.len(),
+        unexpected.join("\n\n")
+    );
 }

@@ -549,14 +549,6 @@ fn crds_file(types: &str) -> Scratch {
 
 #[test]
 fn crds_files_that_cannot_be_followed_are_refused_by_name() {
-    // A name-prefix field would change which kinds get the prefix: refused, not ignored.
-    let t = crds_tree("      id:\n        x-kubernetes-identity: \"\"\n");
-    let e = fails(&t.0);
-    assert!(
-        matches!(&e, BuildError::Unsupported { file, feature: "crds", detail }
-            if file == "types.yaml" && detail.contains("x-kubernetes-identity")),
-        "{e}"
-    );
     // A type containing itself has no end (kustomize never finishes it).
     let t = crds_tree("      child:\n        $ref: x.v1.Spec\n");
     let e = fails(&t.0);

@@ -12,8 +12,7 @@
 //!
 //! Needs kubectl and Go (for `go mod download`); fails loudly without them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::krusty;
@@ -21,20 +20,6 @@ use gitops_conformance::kustomize_corpus::{self, Scratch};
 use gitops_reconciler::build::{BuildOptions, build};
 
 const DIFFERENCES: &str = "kustomize/krusty-differences.txt";
-
-/// `case<TAB>reason` lines; `#` starts a comment.
-fn known_differences() -> BTreeMap<String, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DIFFERENCES);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (case, reason) = l.split_once('\t').unwrap_or((l, ""));
-            (case.trim().to_string(), reason.trim().to_string())
-        })
-        .collect()
-}
 
 #[derive(Default)]
 struct Tally {
@@ -55,7 +40,6 @@ fn krusty_tests_build_as_kubectl_builds_them() {
         cases.len(),
         dir.display()
     );
-    let known = known_differences();
     let only = std::env::var("KRUSTY_CASE").ok();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut differing: BTreeMap<String, String> = BTreeMap::new();
@@ -145,9 +129,14 @@ fn krusty_tests_build_as_kubectl_builds_them() {
         total.differ
     );
     eprintln!(
-        "time: kubectl {:.2} s, engine {:.2} s (debug build); slowest case ratio {}",
+        "time: kubectl {:.2} s, engine {:.2} s ({} build); slowest case ratio {}",
         kubectl_time.as_secs_f64(),
         engine_time.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         slowest
             .map(|(r, n)| format!("{r:.1}x ({n})"))
             .unwrap_or_default()
@@ -163,20 +152,5 @@ fn krusty_tests_build_as_kubectl_builds_them() {
         }
         return;
     }
-    let unexpected: Vec<String> = differing
-        .iter()
-        .filter(|(n, _)| !known.contains_key(*n))
-        .map(|(n, d)| format!("{n}: {d}"))
-        .collect();
-    let stale: BTreeSet<&String> = known
-        .keys()
-        .filter(|n| !differing.contains_key(*n))
-        .collect();
-    assert!(
-        unexpected.is_empty() && stale.is_empty(),
-        "{} cases differ from kubectl and are not listed in {DIFFERENCES}:\n{}\n\n\
-         listed but no longer different (remove them): {stale:?}",
-        unexpected.len(),
-        unexpected.join("\n\n")
-    );
+    kustomize_corpus::assert_differences_listed(&differing, DIFFERENCES);
 }

@@ -270,7 +270,7 @@ pub(crate) fn transform(
             "PrefixTransformer" | "SuffixTransformer" | "PrefixSuffixTransformer" => {
                 let prefix = c.prefix.unwrap_or_default();
                 let suffix = c.suffix.unwrap_or_default();
-                affix(resources, &prefix, &suffix, &c.field_specs);
+                transform::affix(resources, &prefix, &suffix, &c.field_specs);
             }
             "LabelTransformer" | "AnnotationsTransformer" => {
                 let pairs = if kind == "LabelTransformer" {
@@ -291,26 +291,23 @@ pub(crate) fn transform(
             }
             "NamespaceTransformer" => {
                 let ns = c.metadata.namespace.unwrap_or_default();
-                let extra: Vec<FieldSpec> = c
-                    .field_specs
-                    .into_iter()
-                    .filter(|f| f.path != "metadata/namespace" && f.path != "metadata/name")
-                    .collect();
-                if c.unset_only
-                    || c.set_role_binding_subjects
-                        .as_deref()
-                        .is_some_and(|m| !m.is_empty() && m != "defaultOnly")
-                {
-                    return Err(BuildError::Unsupported {
+                let mode = c.set_role_binding_subjects.as_deref().unwrap_or("");
+                let subjects = transform::SubjectMode::parse(mode).ok_or_else(|| {
+                    BuildError::InvalidKustomization {
                         file: file.to_string(),
-                        feature: "transformers",
-                        detail: "NamespaceTransformer's unsetOnly and setRoleBindingSubjects \
-                                 options are not implemented"
-                            .into(),
-                    });
-                }
+                        message: format!(
+                            "NamespaceTransformer: invalid value '{mode}' for \
+                             setRoleBindingSubjects: must be one of defaultOnly, none or \
+                             allServiceAccounts"
+                        ),
+                    }
+                })?;
                 if !ns.is_empty() {
-                    transform::namespace(resources, &ns, &extra);
+                    let mode = transform::NamespaceMode {
+                        unset_only: c.unset_only,
+                        subjects,
+                    };
+                    transform::namespace(resources, &ns, &c.field_specs, mode);
                 }
             }
             "ImageTagTransformer" => {
@@ -335,44 +332,6 @@ pub(crate) fn transform(
         }
     }
     Ok(())
-}
-
-/// The prefix/suffix plugins: `metadata/name` renames the object (tracked for name
-/// references, skipping the kinds kustomize never renames); other field specs get the affix
-/// on the string there.
-fn affix(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
-    for spec in specs {
-        if spec.path == "metadata/name" {
-            let mut picked: Vec<Resource> = Vec::new();
-            let mut idx = Vec::new();
-            for (i, r) in resources.iter().enumerate() {
-                if spec.selects(&r.org_id()) {
-                    idx.push(i);
-                    picked.push(r.clone());
-                }
-            }
-            transform::prefix_suffix(&mut picked, prefix, suffix);
-            for (i, r) in idx.into_iter().zip(picked) {
-                resources[i] = r;
-            }
-            continue;
-        }
-        let segs: Vec<&str> = spec
-            .path
-            .split('/')
-            .map(|s| s.trim_end_matches("[]"))
-            .collect();
-        for r in resources.iter_mut() {
-            if !spec.selects(&r.org_id()) {
-                continue;
-            }
-            fieldspec::visit_values(&mut r.obj, &segs, &mut |v| {
-                if let Value::String(s) = v {
-                    *s = format!("{prefix}{s}{suffix}");
-                }
-            });
-        }
-    }
 }
 
 /// Validators: kustomize has no built-in validator, so every entry is a plugin.

@@ -12,6 +12,7 @@ use super::kustomization::FieldSpec;
 use super::kustomization::nullable;
 use super::loader::Loader;
 use super::resource::ResId;
+use super::sort;
 
 /// One `nameReference` entry: objects of this kind are referred to by name at these fields.
 #[derive(Deserialize, Default, Debug, Clone, PartialEq)]
@@ -27,13 +28,17 @@ pub(crate) struct NameBackRef {
     pub field_specs: Vec<FieldSpec>,
 }
 
-/// kustomize's `TransformerConfig`, holding only what users add to the built-in defaults
-/// (the defaults live with each transformer). Unknown keys are ignored, as kustomize does.
+/// kustomize's `TransformerConfig`. Most lists hold only what users add to the built-in
+/// defaults (those live with each transformer); the name prefix/suffix lists are kustomize's
+/// whole lists, defaults included, because a configured name field can displace the default
+/// one (see `merge_name_specs`). Unknown keys are ignored, as kustomize does.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TransformerConfig {
+    /// Where `namePrefix` goes, in kustomize's order (it is applied in this order).
     #[serde(default, deserialize_with = "nullable")]
     pub name_prefix: Vec<FieldSpec>,
+    /// Where `nameSuffix` goes, in kustomize's order.
     #[serde(default, deserialize_with = "nullable")]
     pub name_suffix: Vec<FieldSpec>,
     #[serde(default, deserialize_with = "nullable")]
@@ -64,12 +69,51 @@ fn merge_specs(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
     }
 }
 
+/// kustomize's merge of name field specs: a spec is dropped when one already there has its
+/// path and matches at least its group, version and kind (so a configured `metadata/name` for
+/// some kind, once sorted before the default, makes the default's entry for every kind
+/// redundant); the result is ordered by kind rank, then group/version/kind with unset parts
+/// last, as kustomize sorts every merged configuration.
+fn merge_name_specs(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
+    let covers = |e: &FieldSpec, x: &FieldSpec| {
+        let part = |want: &Option<String>, have: &Option<String>| {
+            want.as_deref()
+                .is_none_or(|w| w.is_empty() || Some(w) == have.as_deref())
+        };
+        e.path == x.path
+            && part(&x.group, &e.group)
+            && part(&x.version, &e.version)
+            && part(&x.kind, &e.kind)
+    };
+    for x in from {
+        if !into.iter().any(|e| covers(e, x)) {
+            into.push(x.clone());
+        }
+    }
+    let part = |s: &Option<String>| s.clone().unwrap_or_default();
+    into.sort_by_cached_key(|f| sort::gvk_key(&part(&f.group), &part(&f.version), &part(&f.kind)));
+}
+
 impl TransformerConfig {
+    /// kustomize's defaults for the name fields: `metadata/name` of every kind. Every
+    /// kustomization level merges them with its own configuration.
+    pub fn with_default_name_fields() -> TransformerConfig {
+        let name = vec![FieldSpec {
+            path: "metadata/name".into(),
+            ..Default::default()
+        }];
+        TransformerConfig {
+            name_prefix: name.clone(),
+            name_suffix: name,
+            ..Default::default()
+        }
+    }
+
     /// Adds another configuration (duplicates are dropped, so a base reached twice through a
     /// diamond does not apply its fields twice).
     pub fn merge(&mut self, o: &TransformerConfig) {
-        merge_specs(&mut self.name_prefix, &o.name_prefix);
-        merge_specs(&mut self.name_suffix, &o.name_suffix);
+        merge_name_specs(&mut self.name_prefix, &o.name_prefix);
+        merge_name_specs(&mut self.name_suffix, &o.name_suffix);
         merge_specs(&mut self.namespace, &o.namespace);
         merge_specs(&mut self.common_labels, &o.common_labels);
         merge_specs(&mut self.template_labels, &o.template_labels);
@@ -231,16 +275,9 @@ impl<'a> CrdWalk<'a> {
                 });
             }
             if ext(X_IDENTITY).is_some() {
-                // kustomize adds the field to the name-prefix fields, which then limit the
-                // prefix to the kinds listed; this engine does not apply custom name-prefix
-                // fields, so it refuses rather than build differently.
-                return Err(BuildError::Unsupported {
-                    file: self.file.to_string(),
-                    feature: "crds",
-                    detail: format!(
-                        "'{X_IDENTITY}' on {name} property '{prop}': custom name-prefix \
-                         fields are not implemented"
-                    ),
+                self.out.merge(&TransformerConfig {
+                    name_prefix: vec![spec(path)],
+                    ..Default::default()
                 });
             }
             if let (Some(version), Some(target)) = (ext(X_REF_VERSION), ext(X_REF_KIND)) {
@@ -278,7 +315,7 @@ impl TransformerConfig {
     /// `x-kubernetes-object-ref-kind` + `-api-version` property (its `name` key, or the one
     /// `x-kubernetes-object-ref-name-key` names) refers to objects of that kind by name,
     /// `x-kubernetes-annotation` and `-label-selector` properties get common annotations and
-    /// common labels (`x-kubernetes-identity`, a name-prefix field, is refused). The
+    /// common labels, `x-kubernetes-identity` ones are name-prefix fields. The
     /// referring kind is the type name's last dot-separated part.
     pub fn load_crds(
         loader: &Loader<'_>,

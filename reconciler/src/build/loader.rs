@@ -55,6 +55,11 @@ pub(crate) struct Loader<'a> {
     pub custom_schema: std::cell::RefCell<Option<std::rc::Rc<super::schema::Schema>>>,
     /// Some kustomization already chose the schema (`openapi:` path or version).
     pub openapi_chosen: Cell<bool>,
+    /// The build already needed the built-in schema (an object of a kind it does not know
+    /// was read, or a strategic merge ran). kustomize then keeps the built-in definitions
+    /// next to a custom schema chosen later, so the custom one's `$ref`s to Kubernetes
+    /// types resolve; a custom schema chosen before stands alone.
+    pub builtin_schema_used: Cell<bool>,
 }
 
 /// Joins two `/`-separated relative paths.
@@ -91,6 +96,7 @@ impl<'a> Loader<'a> {
             total_bytes: Cell::new(0),
             custom_schema: std::cell::RefCell::new(None),
             openapi_chosen: Cell::new(false),
+            builtin_schema_used: Cell::new(false),
         }
     }
 
@@ -281,21 +287,30 @@ pub(crate) fn text(bytes: Vec<u8>, rel: &str) -> Result<String, BuildError> {
 
 /// Parses a YAML stream into objects: each must be a mapping; `*List` kinds with `items` are
 /// flattened as kustomize does.
+///
+/// Each object comes with the JSON pointers of its map values written with no text (see
+/// `yaml::json_documents_marking_empty`; none for the items of a `List`).
 pub(crate) fn parse_objects(
     text: &str,
     rel: &str,
     limits: &Limits,
-) -> Result<Vec<Value>, BuildError> {
-    let docs = parse_yaml(text, rel, limits)?;
+) -> Result<Vec<(Value, Vec<String>)>, BuildError> {
+    check_document_count(text, rel, limits)?;
+    let docs = crate::yaml::json_documents_marking_empty(text).map_err(|e| yaml_error(e, rel))?;
     let mut out = Vec::with_capacity(docs.len());
-    for doc in docs {
+    for (doc, empty) in docs {
+        let start = out.len();
         flatten(doc, rel, &mut out)?;
+        if out.len() == start + 1
+            && let Some((_, marks)) = out.last_mut()
+        {
+            *marks = empty;
+        }
     }
     Ok(out)
 }
 
-/// Parses a YAML stream into JSON values with the per-file document cap.
-pub(crate) fn parse_yaml(text: &str, rel: &str, limits: &Limits) -> Result<Vec<Value>, BuildError> {
+fn check_document_count(text: &str, rel: &str, limits: &Limits) -> Result<(), BuildError> {
     // A cheap upper bound on the document count before parsing anything.
     let separators = text.matches("\n---").count() + 1;
     if separators > limits.max_documents_per_file {
@@ -305,14 +320,24 @@ pub(crate) fn parse_yaml(text: &str, rel: &str, limits: &Limits) -> Result<Vec<V
             limit: limits.max_documents_per_file,
         });
     }
-    crate::yaml::json_documents(text).map_err(|e| BuildError::Yaml {
+    Ok(())
+}
+
+fn yaml_error(e: crate::yaml::YamlError, rel: &str) -> BuildError {
+    BuildError::Yaml {
         file: rel.to_string(),
         line: e.line,
         message: e.to_string(),
-    })
+    }
 }
 
-fn flatten(doc: Value, rel: &str, out: &mut Vec<Value>) -> Result<(), BuildError> {
+/// Parses a YAML stream into JSON values with the per-file document cap.
+pub(crate) fn parse_yaml(text: &str, rel: &str, limits: &Limits) -> Result<Vec<Value>, BuildError> {
+    check_document_count(text, rel, limits)?;
+    crate::yaml::json_documents(text).map_err(|e| yaml_error(e, rel))
+}
+
+fn flatten(doc: Value, rel: &str, out: &mut Vec<(Value, Vec<String>)>) -> Result<(), BuildError> {
     let Value::Object(map) = doc else {
         return Err(BuildError::InvalidObject {
             file: rel.to_string(),
@@ -356,6 +381,6 @@ fn flatten(doc: Value, rel: &str, out: &mut Vec<Value>) -> Result<(), BuildError
             ),
         });
     }
-    out.push(Value::Object(map));
+    out.push((Value::Object(map), Vec::new()));
     Ok(())
 }

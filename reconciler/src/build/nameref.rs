@@ -229,14 +229,18 @@ pub(crate) fn fix(
     if resources.iter().all(|r| r.prev.is_empty()) {
         return Ok(());
     }
-    // Index candidates by (kind, previous name).
+    // Index candidates by (kind, previous name). As in kustomize, only renamed (or moved)
+    // objects are candidates: a reference already naming an object that kept its id needs
+    // no change, and such an object never competes with a renamed one for a reference
+    // (an overlay's moved copy of a base's object wins over the base's own copy).
     let cands: Vec<Candidate> = resources
         .iter()
         .enumerate()
+        .filter(|(_, r)| !r.prev.is_empty())
         .map(|(idx, r)| Candidate {
             idx,
             cur: r.id(),
-            prev: r.prev_ids(),
+            prev: r.prev.clone(),
         })
         .collect();
     let mut by_name: HashMap<(&str, &str), Vec<usize>> = HashMap::new();

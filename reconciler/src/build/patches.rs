@@ -85,6 +85,7 @@ pub(crate) fn apply_entries(
                     let sel = CompiledSelector::new(target).map_err(&perr)?;
                     let custom = loader.custom_schema.borrow().clone();
                     apply_smp(
+                        loader,
                         resources,
                         doc,
                         |r| r.matches(&sel),
@@ -197,10 +198,11 @@ fn apply_smp_by_id(
         )));
     }
     let custom = loader.custom_schema.borrow().clone();
-    apply_smp(resources, doc, matches, opts, custom.as_deref())
+    apply_smp(loader, resources, doc, matches, opts, custom.as_deref())
 }
 
 fn apply_smp(
+    loader: &Loader<'_>,
     resources: &mut Vec<Resource>,
     doc: &Value,
     select: impl Fn(&Resource) -> bool,
@@ -211,6 +213,9 @@ fn apply_smp(
         resources.retain(|r| !select(r));
         return Ok(());
     }
+    // A merge needs the schema: kustomize loads the built-in one here unless a custom one
+    // was already chosen.
+    loader.builtin_schema_used.set(true);
     let patch_name = doc
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -229,6 +234,10 @@ fn apply_smp(
                 if !opts.allow_name_change {
                     meta.remove("name");
                 }
+                // kustomize restores the object's namespace after a strategic merge: a
+                // patch found by an earlier id (`namespace: system` before the overlay's
+                // `namespace:`) never moves the object back.
+                meta.remove("namespace");
                 if meta.is_empty() {
                     m.remove("metadata");
                 }
@@ -241,9 +250,26 @@ fn apply_smp(
             custom,
         );
         let _ = (&patch_name, &patch_kind);
+        drop_empty_nulls(r);
         after_patch(r, &before);
     }
     Ok(())
+}
+
+/// kustomize's strategic merge walks the object's maps and drops values written with no text
+/// (`key:`), keeping an explicit `null`; values inside lists are not walked.
+fn drop_empty_nulls(r: &mut Resource) {
+    for p in std::mem::take(&mut r.empty_nulls) {
+        let Some((parent, key)) = p.rsplit_once('/') else {
+            continue;
+        };
+        let key = key.replace("~1", "/").replace("~0", "~");
+        if let Some(Value::Object(m)) = r.obj.pointer_mut(parent)
+            && m.get(&key).is_some_and(Value::is_null)
+        {
+            m.remove(&key);
+        }
+    }
 }
 
 /// A patch that renamed an object keeps the old id for references.

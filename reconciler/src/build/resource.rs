@@ -113,6 +113,11 @@ pub(crate) struct Resource {
     pub generated: Option<Generated>,
     /// Names of the vars bound to this object (see `vars`).
     pub vars: Vec<String>,
+    /// JSON pointers of map values its file wrote with no text (`key:`): null like
+    /// `key: null`, but kustomize's first strategic merge into the object drops them.
+    pub empty_nulls: Vec<String>,
+    /// The file it was read from (root-relative); empty for generated objects.
+    pub file: String,
 }
 
 impl Resource {
@@ -124,6 +129,8 @@ impl Resource {
             suffixes: Vec::new(),
             generated: None,
             vars: Vec::new(),
+            empty_nulls: Vec::new(),
+            file: String::new(),
         }
     }
 
@@ -134,15 +141,6 @@ impl Resource {
     /// The id the object had when it was read or generated.
     pub fn org_id(&self) -> ResId {
         self.prev.first().cloned().unwrap_or_else(|| self.id())
-    }
-
-    /// The ids name references may use: every earlier id, or the current one if never renamed.
-    pub fn prev_ids(&self) -> Vec<ResId> {
-        if self.prev.is_empty() {
-            vec![self.id()]
-        } else {
-            self.prev.clone()
-        }
     }
 
     pub fn kind(&self) -> &str {

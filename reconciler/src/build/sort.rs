@@ -33,7 +33,7 @@ const ORDER_LAST: [&str; 2] = [
     "ValidatingWebhookConfiguration",
 ];
 
-fn gvk_string(id: &ResId) -> String {
+fn gvk_string(group: &str, version: &str, kind: &str) -> String {
     let or = |s: &str, d: &str| {
         if s.is_empty() {
             d.to_string()
@@ -43,9 +43,29 @@ fn gvk_string(id: &ResId) -> String {
     };
     format!(
         "{}_{}_{}",
-        or(&id.group, "~G"),
-        or(&id.version, "~V"),
-        or(&id.kind, "~K")
+        or(group, "~G"),
+        or(version, "~V"),
+        or(kind, "~K")
+    )
+}
+
+/// The rank of `kind` among `first` (negative) and `last` (positive); 0 for any other kind.
+fn rank(first: &[&str], last: &[&str], kind: &str) -> i64 {
+    if let Some(i) = first.iter().position(|k| *k == kind) {
+        return i as i64 - first.len() as i64;
+    }
+    if let Some(i) = last.iter().position(|k| *k == kind) {
+        return 1 + i as i64;
+    }
+    0
+}
+
+/// kustomize's order of group/version/kind triples (empty parts allowed, sorting after any
+/// set one) under the default kind ranks. kustomize orders field specs by it too.
+pub(crate) fn gvk_key(group: &str, version: &str, kind: &str) -> (i64, String) {
+    (
+        rank(&ORDER_FIRST, &ORDER_LAST, kind),
+        gvk_string(group, version, kind),
     )
 }
 
@@ -75,20 +95,18 @@ pub(crate) fn sort(resources: &mut Vec<Resource>, opts: Option<&SortOptions>) {
         Some(_) => Vec::new(),
         None => ORDER_LAST.to_vec(),
     };
-    let rank = |kind: &str| -> i64 {
-        if let Some(i) = first.iter().position(|k| *k == kind) {
-            return i as i64 - first.len() as i64;
-        }
-        if let Some(i) = last.iter().position(|k| *k == kind) {
-            return 1 + i as i64;
-        }
-        0
-    };
     let mut keyed: Vec<((i64, String, String), Resource)> = resources
         .drain(..)
         .map(|r| {
             let id = r.id();
-            ((rank(&id.kind), gvk_string(&id), id_string(&id)), r)
+            (
+                (
+                    rank(&first, &last, &id.kind),
+                    gvk_string(&id.group, &id.version, &id.kind),
+                    id_string(&id),
+                ),
+                r,
+            )
         })
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));

@@ -57,14 +57,42 @@ struct ConfiguredBy<'a> {
 /// Records one transformer run over every object, as kustomize does after each transformer
 /// (whether or not it changed the object): appended to the object's transformation list, or
 /// taken as the object's origin when it has none (kustomize assumes the transformer made it).
-fn note_transformer(rs: &mut [Resource], origin: &TransformerOrigin<'_>) {
+/// A transformations annotation already on an object must be a list of records: kustomize
+/// reads it before appending and refuses anything else.
+fn note_transformer(
+    rs: &mut [Resource],
+    origin: &TransformerOrigin<'_>,
+    file: &str,
+) -> Result<(), BuildError> {
     let (Ok(item), Ok(list)) = (
         crate::yaml::to_string(origin),
         crate::yaml::to_string(&[origin]),
     ) else {
-        return;
+        return Ok(());
     };
     for r in rs {
+        let prev = r
+            .annotations()
+            .and_then(|a| a.get(TRANSFORMATIONS))
+            .and_then(serde_json::Value::as_str);
+        if let Some(prev) = prev.filter(|p| !p.trim().is_empty()) {
+            let is_list = crate::yaml::json_documents(prev).ok().is_some_and(|d| {
+                d.len() == 1
+                    && d[0]
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(|x| x.is_object()))
+            });
+            if !is_list {
+                return Err(BuildError::InvalidObject {
+                    file: file.to_string(),
+                    message: format!(
+                        "{}: the annotation {TRANSFORMATIONS} is not a list of transformer \
+                         records, so this build cannot append to it",
+                        r.id()
+                    ),
+                });
+            }
+        }
         let has_origin = r.annotations().is_some_and(|a| a.contains_key(ORIGIN));
         if !has_origin {
             set_origin(r, item.clone());
@@ -86,6 +114,7 @@ fn note_transformer(rs: &mut [Resource], origin: &TransformerOrigin<'_>) {
         };
         ann.insert(TRANSFORMATIONS.into(), serde_json::Value::String(text));
     }
+    Ok(())
 }
 
 /// `to` (a root-relative path) as seen from the directory `from`.
@@ -377,10 +406,19 @@ impl<'a> Builder<'a> {
                             limit: self.loader.limits.max_objects,
                         });
                     }
-                    for o in objs {
+                    for (o, empty_nulls) in objs {
                         let mut r = Resource::new(o);
+                        r.empty_nulls = empty_nulls;
+                        r.file = rel.clone();
                         if let Some(root) = &self.origin_root {
                             set_origin(&mut r, format!("path: {}\n", relative(root, &rel)));
+                        }
+                        let id = r.id();
+                        if super::schema::schema()
+                            .root(&id.group, &id.version, &id.kind)
+                            .is_none()
+                        {
+                            self.loader.builtin_schema_used.set(true);
                         }
                         acc.push(r, &rel)?;
                     }
@@ -388,10 +426,7 @@ impl<'a> Builder<'a> {
             }
         }
         // Transformer configurations apply from this level upward.
-        let own = TransformerConfig::load(&self.loader, dir, file, &k.configurations)?;
-        acc.config.merge(&own);
-        let crds = TransformerConfig::load_crds(&self.loader, dir, file, &k.crds)?;
-        acc.config.merge(&crds);
+        self.merge_configurations(k, dir, file, &mut acc.config)?;
         // 2. generators.
         let global = k.generator_options.as_ref();
         for (kind, list) in [
@@ -521,13 +556,15 @@ impl<'a> Builder<'a> {
         patches::apply_legacy_smp(&self.loader, dir, file, &k.patches_strategic_merge, rs)?;
         patches::apply_entries(&self.loader, dir, file, &k.patches, rs)?;
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-            transform::namespace(rs, ns, &cfg.namespace);
+            let specs = transform::namespace_specs(&cfg.namespace);
+            transform::namespace(rs, ns, &specs, Default::default());
         }
-        transform::prefix_suffix(
-            rs,
-            k.name_prefix.as_deref().unwrap_or(""),
-            k.name_suffix.as_deref().unwrap_or(""),
-        );
+        if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+            transform::affix(rs, prefix, "", &cfg.name_prefix);
+        }
+        if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
+            transform::affix(rs, "", suffix, &cfg.name_suffix);
+        }
         transform::labels(rs, &k.common_labels, &k.labels, cfg);
         transform::annotations(rs, &k.common_annotations, &cfg.common_annotations);
         patches::apply_legacy_json(&self.loader, dir, file, &k.patches_json6902, rs)?;
@@ -548,7 +585,7 @@ impl<'a> Builder<'a> {
                     },
                 };
                 for _ in 0..n {
-                    note_transformer(rs, &origin);
+                    note_transformer(rs, &origin, file)?;
                 }
             }
         }
@@ -560,6 +597,34 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Merges one level's `configurations` (with the default name fields every level merges,
+    /// see `TransformerConfig::name_prefix`) and `crds` into `into`. Kept out of the
+    /// recursive `run` so its frame stays small.
+    #[inline(never)]
+    fn merge_configurations(
+        &self,
+        k: &Kustomization,
+        dir: &str,
+        file: &str,
+        into: &mut TransformerConfig,
+    ) -> Result<(), BuildError> {
+        let mut own = TransformerConfig::with_default_name_fields();
+        own.merge(&TransformerConfig::load(
+            &self.loader,
+            dir,
+            file,
+            &k.configurations,
+        )?);
+        into.merge(&own);
+        into.merge(&TransformerConfig::load_crds(
+            &self.loader,
+            dir,
+            file,
+            &k.crds,
+        )?);
+        Ok(())
+    }
+
     /// Applies a kustomization that is no file of the source (the Kustomization's own build
     /// fields): its transformers are not recorded in origin or transformer annotations.
     pub fn run_untracked(
@@ -629,8 +694,13 @@ impl Builder<'_> {
                 .into_iter()
                 .next()
                 .ok_or_else(|| invalid(format!("openapi: {rel} is empty")))?;
+            let builtin = self
+                .loader
+                .builtin_schema_used
+                .get()
+                .then(super::schema::schema);
             *self.loader.custom_schema.borrow_mut() =
-                Some(std::rc::Rc::new(super::schema::from_openapi(&doc)));
+                Some(std::rc::Rc::new(super::schema::from_openapi(&doc, builtin)));
             return Ok(());
         }
         match o.get("version").and_then(serde_json::Value::as_str) {
@@ -678,8 +748,17 @@ impl Builder<'_> {
                 }
                 Some(true) => {
                     let (sub, _) = self.accumulate_dir(&rel, file, false)?;
+                    // Each configuration is recorded as coming from its own file (kustomize's
+                    // `configuredIn`); generated ones from the directory's kustomization.
                     let from = loader::join(&rel, "kustomization.yaml");
-                    out.extend(sub.resources.into_iter().map(|r| (r.obj, from.clone())));
+                    out.extend(sub.resources.into_iter().map(|r| {
+                        let f = if r.file.is_empty() {
+                            from.clone()
+                        } else {
+                            r.file
+                        };
+                        (r.obj, f)
+                    }));
                 }
                 Some(false) => {
                     let text = self.loader.read_text(&rel, file)?;
@@ -719,7 +798,7 @@ impl Builder<'_> {
                         namespace: s("/metadata/namespace").unwrap_or(""),
                     },
                 };
-                note_transformer(&mut acc.resources, &origin);
+                note_transformer(&mut acc.resources, &origin, file)?;
             }
         }
         let docs: Vec<_> = (self.plugin_docs(dir, file, &k.validators)?)
@@ -742,7 +821,7 @@ mod tests {
             let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same", "namespace": ns}});
             acc.push(Resource::new(o), "f").expect("distinct");
         }
-        crate::build::transform::namespace(&mut acc.resources, "one", &[]);
+        crate::build::transform::namespace(&mut acc.resources, "one", &[], Default::default());
         let ids: Vec<_> = acc.resources.iter().map(|r| r.id().key()).collect();
         assert_eq!(ids[0], ids[1]);
         assert!(acc.rekey("k").is_err());

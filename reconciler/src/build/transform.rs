@@ -11,52 +11,124 @@ use super::fieldspec::{self, SELECTOR_LABELS, TEMPLATE_ANNOTATIONS, TEMPLATE_LAB
 use super::kustomization::{FieldSpec, ImageEntry, LabelEntry, ReplicaEntry};
 use super::resource::Resource;
 
-/// `namespace:` as kustomize v5 applies it: metadata.namespace on every object its schema
-/// does not know as cluster-scoped; `v1` Namespace objects renamed; in (Cluster)RoleBindings
-/// every subject *named* `default` gets the namespace (kustomize's rule, whatever the
-/// subject's kind or namespace); the service namespace of APIServices (created) and of CRD
-/// conversion webhooks (only where set).
-pub(crate) fn namespace(resources: &mut [Resource], ns: &str, extra: &[FieldSpec]) {
+/// Which (Cluster)RoleBinding subjects get the namespace (NamespaceTransformer's
+/// `setRoleBindingSubjects`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum SubjectMode {
+    /// Every subject *named* `default`, whatever its kind (kustomize's default).
+    #[default]
+    NamedDefault,
+    /// Every ServiceAccount subject.
+    AllServiceAccounts,
+    /// None.
+    None,
+}
+
+impl SubjectMode {
+    /// kustomize's names: `defaultOnly` (or empty), `allServiceAccounts`, `none`.
+    pub fn parse(s: &str) -> Option<SubjectMode> {
+        match s {
+            "" | "defaultOnly" => Some(SubjectMode::NamedDefault),
+            "allServiceAccounts" => Some(SubjectMode::AllServiceAccounts),
+            "none" => Some(SubjectMode::None),
+            _ => None,
+        }
+    }
+}
+
+/// How the namespace transformer sets fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NamespaceMode {
+    /// Only fields that are absent or empty get the namespace (`unsetOnly`).
+    pub unset_only: bool,
+    pub subjects: SubjectMode,
+}
+
+/// kustomize's default namespace field specs (group, kind, path, create): the name of `v1`
+/// Namespace objects, the service namespace of APIServices (created) and of CRD conversion
+/// webhooks (only where set). `metadata/namespace` itself is always handled.
+const NAMESPACE_FIELDS: [(&str, &str, &str, bool); 3] = [
+    ("", "Namespace", "metadata/name", true),
+    (
+        "apiregistration.k8s.io",
+        "APIService",
+        "spec/service/namespace",
+        true,
+    ),
+    (
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "spec/conversion/webhook/clientConfig/service/namespace",
+        false,
+    ),
+];
+
+/// The field specs of a kustomization's `namespace:`: kustomize's defaults, then the
+/// configured ones.
+pub(crate) fn namespace_specs(configured: &[FieldSpec]) -> Vec<FieldSpec> {
+    NAMESPACE_FIELDS
+        .iter()
+        .map(|(group, kind, path, create)| FieldSpec {
+            group: Some(group.to_string()).filter(|g| !g.is_empty()),
+            kind: Some(kind.to_string()),
+            path: path.to_string(),
+            create: *create,
+            ..Default::default()
+        })
+        .chain(configured.iter().cloned())
+        .collect()
+}
+
+/// The namespace transformer as kustomize v5 applies it: `metadata.namespace` on every object
+/// its schema does not know as cluster-scoped; (Cluster)RoleBinding subjects per
+/// `mode.subjects` (by default every subject *named* `default`, kustomize's rule, whatever
+/// the subject's kind or namespace); then the field `specs` (see `namespace_specs`) — a
+/// `metadata/name` spec renames only objects of apiVersion `v1`. With `mode.unset_only`,
+/// only fields that are absent or empty are set (so no Namespace object is renamed).
+pub(crate) fn namespace(
+    resources: &mut [Resource],
+    ns: &str,
+    specs: &[FieldSpec],
+    mode: NamespaceMode,
+) {
+    let set = |m: &mut Map<String, Value>| {
+        let current = m.get("namespace");
+        if !mode.unset_only || current.is_none_or(|v| v.is_null() || v.as_str() == Some("")) {
+            m.insert("namespace".into(), Value::String(ns.to_string()));
+        }
+    };
     for r in resources.iter_mut() {
         let id = r.id();
-        for f in extra.iter().filter(|f| f.selects(&id)) {
-            set_string_at(&mut r.obj, &f.path, f.create, ns);
-        }
-        if id.kind == "Namespace" && id.group.is_empty() && id.version == "v1" {
-            if id.name != ns {
-                r.set_name(ns);
-            }
-            continue;
-        }
-        if !id.is_cluster_scoped() {
+        if !id.is_cluster_scoped() && (!mode.unset_only || r.namespace().is_empty()) {
             r.set_namespace(ns);
         }
-        let set = |m: &mut Map<String, Value>| {
-            m.insert("namespace".into(), Value::String(ns.to_string()));
-        };
-        if id.kind == "RoleBinding" || id.kind == "ClusterRoleBinding" {
-            if let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
-                for s in subjects {
-                    if s.get("name").and_then(Value::as_str) == Some("default")
-                        && let Some(m) = s.as_object_mut()
-                    {
-                        set(m);
-                    }
+        let binding = id.kind == "RoleBinding" || id.kind == "ClusterRoleBinding";
+        if binding && let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
+            for s in subjects {
+                let (key, want) = match mode.subjects {
+                    SubjectMode::NamedDefault => ("name", "default"),
+                    SubjectMode::AllServiceAccounts => ("kind", "ServiceAccount"),
+                    SubjectMode::None => break,
+                };
+                if s.get(key).and_then(Value::as_str) == Some(want)
+                    && let Some(m) = s.as_object_mut()
+                {
+                    set(m);
                 }
             }
-        } else if id.kind == "APIService" && id.group == "apiregistration.k8s.io" {
-            fieldspec::visit_maps(&mut r.obj, "spec/service", true, &mut |m| set(m));
-        } else if id.kind == "CustomResourceDefinition" && id.group == "apiextensions.k8s.io" {
-            fieldspec::visit_maps(
-                &mut r.obj,
-                "spec/conversion/webhook/clientConfig/service",
-                false,
-                &mut |m| {
-                    if m.contains_key("namespace") {
-                        set(m)
+        }
+        for f in specs.iter().filter(|f| f.selects(&id)) {
+            match f.path.as_str() {
+                "metadata/namespace" => {}
+                "subjects/namespace" if binding => {}
+                "metadata/name" => {
+                    let v1 = id.group.is_empty() && id.version == "v1";
+                    if v1 && !mode.unset_only && r.name() != ns {
+                        r.set_name(ns);
                     }
-                },
-            );
+                }
+                path => set_string_at(&mut r.obj, path, f.create, ns, mode.unset_only),
+            }
         }
     }
 }
@@ -84,6 +156,34 @@ pub(crate) fn prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &s
         }
         if !suffix.is_empty() {
             r.suffixes.push(suffix.to_string());
+        }
+    }
+}
+
+/// The prefix/suffix transformers with their field specs: `metadata/name` renames the object
+/// (tracked for name references), other field specs get the affix on the string there. The
+/// kinds kustomize never renames are skipped whatever the spec.
+pub(crate) fn affix(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for r in resources.iter_mut() {
+        let id = r.org_id();
+        if keeps_name(&id.group, &id.kind) {
+            continue;
+        }
+        for spec in specs.iter().filter(|s| s.selects(&id)) {
+            if spec.path == "metadata/name" {
+                prefix_suffix(std::slice::from_mut(r), prefix, suffix);
+                continue;
+            }
+            let segs: Vec<&str> = spec
+                .path
+                .split('/')
+                .map(|s| s.trim_end_matches("[]"))
+                .collect();
+            fieldspec::visit_values(&mut r.obj, &segs, &mut |v| {
+                if let Value::String(s) = v {
+                    *s = format!("{prefix}{s}{suffix}");
+                }
+            });
         }
     }
 }
@@ -330,14 +430,18 @@ pub(crate) fn images(resources: &mut [Resource], entries: &[ImageEntry], extra: 
 }
 
 /// Sets a string at a `/` path (lists on the way are entered; missing maps are created when
-/// `create`).
-fn set_string_at(obj: &mut Value, path: &str, create: bool, value: &str) {
+/// `create`). With `unset_only`, a value already there and not empty is kept.
+fn set_string_at(obj: &mut Value, path: &str, create: bool, value: &str, unset_only: bool) {
     let (parent, last) = match path.rsplit_once('/') {
         Some((p, l)) => (Some(p), l),
         None => (None, path),
     };
     let mut set = |m: &mut Map<String, Value>| {
-        if create || m.contains_key(last) {
+        let current = m.get(last);
+        if unset_only && current.is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
+            return;
+        }
+        if create || current.is_some() {
             m.insert(last.to_string(), Value::String(value.to_string()));
         }
     };

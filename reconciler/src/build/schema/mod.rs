@@ -36,6 +36,24 @@ pub(crate) struct Type {
 pub(crate) struct Schema {
     kinds: HashMap<(String, String, String), usize>,
     pub types: Vec<Type>,
+    /// Type index by the table's short definition name (see `short_name`); filled for the
+    /// built-in table only.
+    names: HashMap<String, usize>,
+}
+
+/// The table's name of an OpenAPI definition: the Kubernetes package prefix is dropped
+/// (`io.k8s.api.core.v1.PodSpec` is `core.v1.PodSpec`), as `generate.py` writes them.
+fn short_name(name: &str) -> &str {
+    const PREFIXES: [&str; 4] = [
+        "io.k8s.api.",
+        "io.k8s.apimachinery.pkg.apis.meta.",
+        "io.k8s.apimachinery.pkg.",
+        "io.k8s.",
+    ];
+    PREFIXES
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name)
 }
 
 static SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(TABLE));
@@ -118,11 +136,17 @@ pub(crate) fn is_cluster_scoped(group: &str, version: &str, kind: &str) -> bool 
 /// kustomize reads one: `definitions` whose `x-kubernetes-group-version-kind` names a kind,
 /// properties by `$ref`, `items` and `additionalProperties`, and the patch strategy and merge
 /// key extensions. Anonymous nested objects become types of their own.
-pub(crate) fn from_openapi(doc: &serde_json::Value) -> Schema {
+///
+/// With `builtin`, a `$ref` to a definition the document lacks resolves to the built-in
+/// Kubernetes type of that name (kustomize's schema then holds both: see the caller).
+pub(crate) fn from_openapi(doc: &serde_json::Value, builtin: Option<&Schema>) -> Schema {
     use serde_json::Value;
     struct B<'d> {
         defs: Option<&'d serde_json::Map<String, Value>>,
+        builtin: Option<&'d Schema>,
         index: HashMap<String, usize>,
+        /// Built-in type index -> index here, for the built-in types copied in.
+        imported: HashMap<usize, usize>,
         types: Vec<Type>,
     }
     impl<'d> B<'d> {
@@ -131,13 +155,46 @@ pub(crate) fn from_openapi(doc: &serde_json::Value) -> Schema {
             if let Some(i) = self.index.get(name) {
                 return *i;
             }
+            let def = self.defs.and_then(|d| d.get(name));
+            if def.is_none()
+                && let Some(b) = self.builtin
+                && let Some(bt) = b.names.get(short_name(name)).copied()
+            {
+                let i = self.import(b, bt);
+                self.index.insert(name.to_string(), i);
+                return i;
+            }
             let i = self.types.len();
             self.types.push(Type::default());
             self.index.insert(name.to_string(), i);
-            if let Some(def) = self.defs.and_then(|d| d.get(name)) {
+            if let Some(def) = def {
                 let t = self.object(def);
                 self.types[i] = t;
             }
+            i
+        }
+        /// Copies the built-in type `bt` and the types it reaches (each once).
+        fn import(&mut self, b: &Schema, bt: usize) -> usize {
+            if let Some(i) = self.imported.get(&bt) {
+                return *i;
+            }
+            let i = self.types.len();
+            self.types.push(Type::default());
+            self.imported.insert(bt, i);
+            let mut t = Type::default();
+            for (name, f) in b.types.get(bt).map(|t| &t.fields).into_iter().flatten() {
+                let ty = f.ty.map(|c| self.import(b, c));
+                t.fields.insert(
+                    name.clone(),
+                    Field {
+                        shape: f.shape,
+                        ty,
+                        merge: f.merge,
+                        keys: f.keys.clone(),
+                    },
+                );
+            }
+            self.types[i] = t;
             i
         }
         fn reference(&mut self, v: &'d Value) -> Option<usize> {
@@ -218,7 +275,9 @@ pub(crate) fn from_openapi(doc: &serde_json::Value) -> Schema {
     let defs = doc.get("definitions").and_then(Value::as_object);
     let mut b = B {
         defs,
+        builtin,
         index: HashMap::new(),
+        imported: HashMap::new(),
         types: Vec::new(),
     };
     let mut kinds = HashMap::new();
@@ -235,6 +294,7 @@ pub(crate) fn from_openapi(doc: &serde_json::Value) -> Schema {
     Schema {
         kinds,
         types: b.types,
+        names: HashMap::new(),
     }
 }
 
@@ -317,7 +377,16 @@ fn parse(text: &'static str) -> Schema {
     for i in 0..names.len() {
         out.push(types.remove(&i).unwrap_or_default());
     }
-    Schema { kinds, types: out }
+    let names = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), i))
+        .collect();
+    Schema {
+        kinds,
+        types: out,
+        names,
+    }
 }
 
 #[cfg(test)]
