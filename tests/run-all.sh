@@ -35,7 +35,7 @@ step "licences of every dependency (cargo deny check licenses, deny.toml)"
 step "policy components rebuilt byte-for-byte (policies/build.sh --check)"
 bash policies/build.sh --check
 step "cargo test (unit)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 # A cluster of our own, in its own state directory, unless the caller points us at one.
 if [ -z "${GITOPS_TEST_KUBECONFIG:-}" ]; then
@@ -49,7 +49,7 @@ fi
 step "smoke test"
 bash tests/cluster/smoke.sh
 step "conformance suite against $GITOPS_TEST_KUBECONFIG"
-cargo test -p gitops-conformance -- --ignored --skip disruptive_ --test-threads=4
+cargo test -p gitops-conformance --no-fail-fast -- --ignored --skip disruptive_ --test-threads=4
 # Tests that restart parts of the control plane run last, alone.
 if [ -n "${GITOPS_CLUSTER_DIR:-}" ]; then
   step "disruptive conformance tests (one at a time)"

@@ -293,21 +293,7 @@ impl<'a> Builder<'a> {
                     }
                     m.insert(key, v);
                 }
-                // `<<: *base` (or a list of them): keys not set explicitly come from the
-                // merged maps, earlier maps first.
-                for merged in merges {
-                    let maps = match merged {
-                        Value::Array(a) => a,
-                        other => vec![other],
-                    };
-                    for mm in maps {
-                        if let Value::Object(mm) = mm {
-                            for (k, v) in mm {
-                                m.entry(k).or_insert(v);
-                            }
-                        }
-                    }
-                }
+                apply_merge_keys(&mut m, merges);
                 (Value::Object(m), anchor)
             }
             _ => return Err(YamlError::at("unexpected YAML event", span)),
@@ -316,6 +302,24 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, v.clone());
         }
         Ok(v)
+    }
+}
+
+/// YAML merge keys: `<<: *base` (or a list of them) gives `map` the keys it does not set
+/// explicitly, from the merged maps, earlier maps first.
+pub(crate) fn apply_merge_keys(map: &mut Map<String, Value>, merges: Vec<Value>) {
+    for merged in merges {
+        let maps = match merged {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        for mm in maps {
+            if let Value::Object(mm) = mm {
+                for (k, v) in mm {
+                    map.entry(k).or_insert(v);
+                }
+            }
+        }
     }
 }
 

@@ -352,6 +352,24 @@ fn ignore_rules_defaults_sourceignore_and_spec() {
         "one",
     );
     let storage = storage();
+    // Without spec.ignore: the default exclusions (images, archives, ...) and every
+    // .sourceignore apply.
+    let req = request(&server.url("app"), true, None);
+    let out = run(&storage, &req).expect("fetch");
+    let files = files_of(&storage, &out);
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        vec![
+            ".sourceignore",
+            "deploy/.sourceignore",
+            "deploy/app.yaml",
+            "notes.txt"
+        ],
+        "{files:?}"
+    );
+    // With spec.ignore, as in Flux, its patterns replace the default exclusions (so the image
+    // is kept); the .sourceignore files still apply.
     let mut req = request(&server.url("app"), true, None);
     req.ignore = Some("*.txt\n!keep.zip\n".into());
     let out = run(&storage, &req).expect("fetch");
@@ -363,7 +381,8 @@ fn ignore_rules_defaults_sourceignore_and_spec() {
             ".sourceignore",
             "deploy/.sourceignore",
             "deploy/app.yaml",
-            "keep.zip"
+            "keep.zip",
+            "logo.png"
         ],
         "{files:?}"
     );

@@ -60,19 +60,7 @@ impl Node {
                         m.insert(k.clone(), v.to_json());
                     }
                 }
-                for merged in merges {
-                    let maps = match merged {
-                        Value::Array(a) => a,
-                        other => vec![other],
-                    };
-                    for mm in maps {
-                        if let Value::Object(mm) = mm {
-                            for (k, v) in mm {
-                                m.entry(k).or_insert(v);
-                            }
-                        }
-                    }
-                }
+                crate::yaml::apply_merge_keys(&mut m, merges);
                 Value::Object(m)
             }
             Node::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
