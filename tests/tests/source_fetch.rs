@@ -352,39 +352,36 @@ fn ignore_rules_defaults_sourceignore_and_spec() {
         "one",
     );
     let storage = storage();
+    let assert_files = |ignore: Option<&str>, expected: &[&str]| {
+        let mut req = request(&server.url("app"), true, None);
+        req.ignore = ignore.map(str::to_owned);
+        let out = run(&storage, &req).expect("fetch");
+        let files = files_of(&storage, &out);
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(names, expected, "ignore {ignore:?}: {files:?}");
+    };
     // Without spec.ignore: the default exclusions (images, archives, ...) and every
     // .sourceignore apply.
-    let req = request(&server.url("app"), true, None);
-    let out = run(&storage, &req).expect("fetch");
-    let files = files_of(&storage, &out);
-    let names: Vec<&str> = files.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        vec![
+    assert_files(
+        None,
+        &[
             ".sourceignore",
             "deploy/.sourceignore",
             "deploy/app.yaml",
-            "notes.txt"
+            "notes.txt",
         ],
-        "{files:?}"
     );
     // With spec.ignore, as in Flux, its patterns replace the default exclusions (so the image
     // is kept); the .sourceignore files still apply.
-    let mut req = request(&server.url("app"), true, None);
-    req.ignore = Some("*.txt\n!keep.zip\n".into());
-    let out = run(&storage, &req).expect("fetch");
-    let files = files_of(&storage, &out);
-    let names: Vec<&str> = files.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        vec![
+    assert_files(
+        Some("*.txt\n!keep.zip\n"),
+        &[
             ".sourceignore",
             "deploy/.sourceignore",
             "deploy/app.yaml",
             "keep.zip",
-            "logo.png"
+            "logo.png",
         ],
-        "{files:?}"
     );
     let _ = std::fs::remove_dir_all(storage.root());
 }
