@@ -180,6 +180,9 @@ impl ClusterScopes {
             return Some(found);
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
+        // Reading the cluster uses no CPU: the pipeline on this thread must not keep its
+        // CPU turn while it waits.
+        super::sched::Turns::give_back_kept();
         match runtime.block_on(self.read(self.inner.unknown_kind_refresh)) {
             Ok(table) => table.scope(group, kind),
             Err(e) => {

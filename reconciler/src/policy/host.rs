@@ -746,10 +746,21 @@ impl PolicyHost {
         let inner = &self.inner;
         let config = &inner.config;
         let deadline = Instant::now() + config.deadline;
-        let mut slot = inner
-            .slots
-            .take(tenant, deadline)
-            .map_err(|full| self.refused(policy, operation, tenant, full))?;
+        // A call never waits for a slot while its pipeline keeps a CPU turn: the slot may be
+        // held by a call of the same tenant that waits for that very turn.
+        let mut slot = match inner.slots.take(tenant, Instant::now()) {
+            Ok(slot) => slot,
+            Err(Full::Budget(wait)) => {
+                return Err(self.refused(policy, operation, tenant, Full::Budget(wait)));
+            }
+            Err(_) => {
+                Turns::give_back_kept();
+                inner
+                    .slots
+                    .take(tenant, deadline)
+                    .map_err(|full| self.refused(policy, operation, tenant, full))?
+            }
+        };
         let mut store = Store::new(
             &inner.engine,
             StoreState::new(

@@ -253,6 +253,12 @@ impl Turns {
         }
     }
 
+    /// Gives back the turn the pipeline on this thread keeps between its calls, if any (the
+    /// next call takes a new one): for waits that must not hold a turn.
+    pub(crate) fn give_back_kept() {
+        drop(HELD.take());
+    }
+
     /// Ends a call's use of `turn`: a pipeline on this thread keeps it, else it is given back.
     pub(crate) fn end_call(turn: Turn) {
         if turn.held && PIPELINE.get() {

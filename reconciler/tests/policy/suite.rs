@@ -368,11 +368,14 @@ fn every_hostile_case_ends_bounded_with_a_clear_error_and_leaves_nothing_behind(
 #[test]
 fn a_stuck_tenant_cannot_take_the_slots_of_another() {
     let deadline = Duration::from_secs(2);
-    // One slot per tenant, so only one looping call burns a core while the good tenant runs.
+    // One slot per tenant, so only one looping call burns a core while the good tenant runs;
+    // two CPU turns, fewer than the stuck tenant's pipelines, so a pipeline that kept its turn
+    // while waiting for its tenant's slot would leave none for the good tenant.
     let host = host_with(|c| {
         c.deadline = deadline;
         c.max_instances = 3;
         c.max_instances_per_tenant = 1;
+        c.cpu_turns = 2;
     });
     still_works_for(&host, "good");
     std::thread::scope(|s| {
