@@ -495,19 +495,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
     let _ = reconciler.kill();
     let _ = reconciler.wait();
     // Release the finalizers the reconciler set, then delete everything.
-    let _ = kubectl(
-        &[
-            "-n",
-            &ns,
-            "patch",
-            "kustomizations.kubectl-gitops.io",
-            "--all",
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-        None,
-    );
+    gitops_conformance::release_finalizers(Some(&ns), None);
     let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
     let _ = std::fs::remove_dir_all(&storage);
 }

@@ -217,6 +217,44 @@ pub fn install_crds() {
     );
 }
 
+/// Removes the finalizers of our Kustomizations (the only kind the reconciler sets one on)
+/// in `namespace` (else all namespaces) matching the label `selector` (else all), so their
+/// namespace can be deleted once no reconciler runs for them any more. `kubectl patch` takes
+/// names only, so the objects are listed first. Best effort: failures are ignored.
+pub fn release_finalizers(namespace: Option<&str>, selector: Option<&str>) {
+    const KIND: &str = "kustomizations.kubectl-gitops.io";
+    let mut args = vec!["get", KIND];
+    match namespace {
+        Some(ns) => args.extend(["-n", ns]),
+        None => args.push("-A"),
+    }
+    if let Some(selector) = selector {
+        args.extend(["-l", selector]);
+    }
+    args.extend([
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{\"\\n\"}{end}",
+    ]);
+    let names = kubectl(&args, None);
+    for line in names.stdout.lines() {
+        if let Some((ns, name)) = line.split_once(' ') {
+            let _ = kubectl(
+                &[
+                    "-n",
+                    ns,
+                    "patch",
+                    KIND,
+                    name,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
+        }
+    }
+}
+
 /// A namespace that exists for the lifetime of one test and is deleted (without waiting) when
 /// dropped, whether the test passed or panicked.
 pub struct TestNamespace {

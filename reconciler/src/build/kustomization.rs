@@ -18,81 +18,69 @@ where
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct Kustomization {
-    #[serde(default)]
     pub api_version: Option<String>,
-    #[serde(default)]
     pub kind: Option<String>,
     #[allow(dead_code)]
-    #[serde(default)]
     pub metadata: Option<Value>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub resources: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub bases: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub components: Vec<String>,
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
     pub name_prefix: Option<String>,
-    #[serde(default)]
     pub name_suffix: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub common_labels: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub labels: Vec<LabelEntry>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub common_annotations: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub images: Vec<ImageEntry>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub replicas: Vec<ReplicaEntry>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub patches: Vec<PatchEntry>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub patches_strategic_merge: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub patches_json6902: Vec<PatchEntry>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub config_map_generator: Vec<GeneratorArgs>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub secret_generator: Vec<GeneratorArgs>,
-    #[serde(default)]
     pub generator_options: Option<GeneratorOptions>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub replacements: Vec<ReplacementEntry>,
-    #[serde(default)]
     pub sort_options: Option<SortOptions>,
     /// Transformer configuration files (see `config`).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub configurations: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub vars: Vec<super::vars::VarEntry>,
     /// The deprecated spelling of `images`.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub image_tags: Vec<ImageEntry>,
     /// Transformer, generator and validator configurations: files or inline documents. Only
     /// kustomize's built-in kinds are run (see `builtin`).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub generators: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub transformers: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub validators: Vec<String>,
     // Fields kustomize knows that this engine refuses (checked in `refused_feature`).
-    #[serde(default)]
     pub helm_charts: Option<Value>,
-    #[serde(default)]
     pub helm_globals: Option<Value>,
-    #[serde(default)]
     pub helm_chart_inflation_generator: Option<Value>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub crds: Vec<String>,
-    #[serde(default)]
     pub openapi: Option<Value>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub build_metadata: Vec<String>,
 }
 
@@ -238,15 +226,13 @@ impl Kustomization {
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct LabelEntry {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub pairs: BTreeMap<String, String>,
-    #[serde(default)]
     pub include_selectors: bool,
-    #[serde(default)]
     pub include_templates: bool,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub fields: Vec<FieldSpec>,
 }
 
@@ -255,11 +241,8 @@ pub(crate) struct LabelEntry {
 #[derive(Deserialize, Default, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FieldSpec {
-    #[serde(default)]
     pub group: Option<String>,
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub kind: Option<String>,
     pub path: String,
     #[serde(default)]
@@ -270,13 +253,9 @@ pub(crate) struct FieldSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ImageEntry {
     pub name: String,
-    #[serde(default)]
     pub new_name: Option<String>,
-    #[serde(default)]
     pub new_tag: Option<String>,
-    #[serde(default)]
     pub digest: Option<String>,
-    #[serde(default)]
     pub tag_suffix: Option<String>,
 }
 
@@ -289,56 +268,41 @@ pub(crate) struct ReplicaEntry {
 
 /// A target selector (`patches[].target`, replacement `select`/`reject`).
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct Selector {
-    #[serde(default)]
     pub group: Option<String>,
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
     pub label_selector: Option<String>,
-    #[serde(default)]
     pub annotation_selector: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PatchOptions {
-    #[serde(default)]
     pub allow_name_change: bool,
-    #[serde(default)]
     pub allow_kind_change: bool,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PatchEntry {
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub patch: Option<String>,
-    #[serde(default)]
     pub target: Option<Selector>,
-    #[serde(default)]
     pub options: Option<PatchOptions>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct GeneratorOptions {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
     pub disable_name_suffix_hash: Option<bool>,
-    #[serde(default)]
     pub immutable: Option<bool>,
 }
 
@@ -346,9 +310,7 @@ pub(crate) struct GeneratorOptions {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct GeneratorArgs {
     pub name: String,
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
     pub behavior: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub literals: Vec<String>,
@@ -356,89 +318,69 @@ pub(crate) struct GeneratorArgs {
     pub files: Vec<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub envs: Vec<String>,
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub options: Option<GeneratorOptions>,
     /// Secrets only.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub secret_type: Option<String>,
-    #[serde(default)]
     pub kv_sources: Option<Value>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ReplacementEntry {
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub source: Option<ReplacementSource>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub targets: Vec<ReplacementTarget>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ReplacementSource {
-    #[serde(default)]
     pub group: Option<String>,
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
     pub field_path: Option<String>,
-    #[serde(default)]
     pub options: Option<FieldOptions>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ReplacementTarget {
-    #[serde(default)]
     pub select: Option<Selector>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub reject: Vec<Selector>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub field_paths: Vec<String>,
-    #[serde(default)]
     pub options: Option<FieldOptions>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct FieldOptions {
-    #[serde(default)]
     pub delimiter: Option<String>,
-    #[serde(default)]
     pub index: i64,
     // Only meaningful for structured-data targets, which kustomize v5.5 does not support either.
     #[allow(dead_code)]
-    #[serde(default)]
     pub encoding: Option<String>,
-    #[serde(default)]
     pub create: bool,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SortOptions {
-    #[serde(default)]
     pub order: Option<String>,
-    #[serde(default)]
     pub legacy_sort_options: Option<LegacySortOptions>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct LegacySortOptions {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub order_first: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub order_last: Vec<String>,
 }

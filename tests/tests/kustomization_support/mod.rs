@@ -262,36 +262,7 @@ impl Drop for RunningController {
 /// Removes the finalizers of the shard's Kustomizations, so the test namespace can be deleted
 /// once no controller runs for it any more.
 pub fn release_finalizers(shard: &str) {
-    let selector = format!("conformance-shard={shard}");
-    let names = gitops_conformance::kubectl(
-        &[
-            "get",
-            "kustomizations.kubectl-gitops.io",
-            "-A",
-            "-l",
-            &selector,
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{\"\\n\"}{end}",
-        ],
-        None,
-    );
-    for line in names.stdout.lines() {
-        if let Some((ns, name)) = line.split_once(' ') {
-            let _ = gitops_conformance::kubectl(
-                &[
-                    "-n",
-                    ns,
-                    "patch",
-                    "kustomizations.kubectl-gitops.io",
-                    name,
-                    "--type=merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ],
-                None,
-            );
-        }
-    }
+    gitops_conformance::release_finalizers(None, Some(&format!("conformance-shard={shard}")));
 }
 
 /// A Kustomization manifest in the controller's shard.
