@@ -5,21 +5,23 @@
 //! controller whose objects could never be listed (CRDs missing, RBAC) stops at once.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use gitops_reconciler::controller::fetch::ArtifactFetcher;
 use gitops_reconciler::controller::gitrepository;
 use gitops_reconciler::controller::kustomization::{self, KustomizationConfig, PolicyEngine};
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
+use gitops_reconciler::policy::fetch::PolicyArgs;
 use gitops_reconciler::policy::{COMPILE_WORKER_ARG, HostConfig, compile_worker_main};
 use gitops_reconciler::source;
+use gitops_reconciler::source::flags::SourceArgs;
 use gitops_reconciler::source::storage::Storage;
+#[cfg(test)]
 use gitops_reconciler::source::{Limit, SourceLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,43 +32,17 @@ enum LogFormat {
     Text,
 }
 
-/// The kubectl-gitops reconciler.
+/// The kubectl-gitops reconciler. Each stage's flags live next to its code and are flattened
+/// here; this struct holds only the process's own.
 #[derive(Parser, Debug)]
 #[command(name = "gitops-reconciler", version, about)]
 struct Args {
-    /// Directory of the artifact storage.
-    #[arg(long, default_value = "/data")]
-    storage_path: PathBuf,
-    /// Listen address of the artifact server.
-    #[arg(long, default_value = "0.0.0.0:9090")]
-    storage_addr: String,
-    /// host:port written into artifact URLs (default: the storage address).
-    #[arg(long)]
-    storage_adv_addr: Option<String>,
     /// Listen address of /metrics.
     #[arg(long, default_value = ":8080")]
     metrics_addr: String,
     /// Listen address of /healthz and /readyz.
     #[arg(long, default_value = ":9440")]
     health_addr: String,
-    /// Objects reconciled at once, per kind.
-    #[arg(long, default_value_t = 4)]
-    concurrent: u16,
-    /// Apply requests in flight per Kustomization.
-    #[arg(long, default_value_t = 16)]
-    concurrent_apply: usize,
-    /// Accept file:// source URLs (tests only).
-    #[arg(long)]
-    allow_file_urls: bool,
-    /// Refuse references to objects in other namespaces.
-    #[arg(long, default_value_t = true, action = ArgAction::Set)]
-    no_cross_namespace_refs: bool,
-    /// ServiceAccount impersonated for Kustomizations without spec.serviceAccountName.
-    #[arg(long)]
-    default_service_account: Option<String>,
-    /// Reconcile only objects matching this label selector (sharding).
-    #[arg(long)]
-    watch_label_selector: Option<String>,
     /// Run only while holding the leader Lease.
     #[arg(long)]
     leader_elect: bool,
@@ -76,49 +52,12 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value = "json")]
     log_format: LogFormat,
-    /// Most bytes one fetch may receive (GitRepositories may lower it: spec.limits).
-    #[arg(long, default_value_t = Limit::ReceivedBytes.default_value())]
-    max_received_bytes: u64,
-    /// Most objects in one fetched pack.
-    #[arg(long, default_value_t = Limit::Objects.default_value())]
-    max_objects: u64,
-    /// Largest single file (object) in bytes.
-    #[arg(long, default_value_t = Limit::FileSize.default_value())]
-    max_file_size: u64,
-    /// Most bytes of files in one commit's tree.
-    #[arg(long, default_value_t = Limit::TreeSize.default_value())]
-    max_tree_size: u64,
-    /// Most files and directories in one artifact.
-    #[arg(long, default_value_t = Limit::Files.default_value())]
-    max_files: u64,
-    /// Cap on the bytes in the artifact storage; the least recently used git caches are
-    /// evicted to stay under it (0: no cap).
-    #[arg(long, default_value_t = 0)]
-    storage_max_bytes: u64,
-    /// PEM file of CA certificates trusted for policy modules' `module.url`, besides the
-    /// system's (a private module server).
-    #[arg(long, value_name = "FILE")]
-    policy_module_ca_file: Option<PathBuf>,
-}
-
-impl Args {
-    /// The reconciler-wide source limits from the flags.
-    fn source_limits(&self) -> SourceLimits {
-        let mut limits = SourceLimits::default();
-        for limit in Limit::ALL {
-            limits.set(
-                limit,
-                match limit {
-                    Limit::ReceivedBytes => self.max_received_bytes,
-                    Limit::Objects => self.max_objects,
-                    Limit::FileSize => self.max_file_size,
-                    Limit::TreeSize => self.max_tree_size,
-                    Limit::Files => self.max_files,
-                },
-            );
-        }
-        limits
-    }
+    #[command(flatten)]
+    kustomizations: KustomizationConfig,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 /// `:8080` → `0.0.0.0:8080`.
@@ -237,7 +176,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "gitops-system".into());
-        let name = match &args.watch_label_selector {
+        let name = match &args.kustomizations.watch_label_selector {
             // One lease per shard.
             Some(selector) => format!(
                 "gitops-reconciler-{:x}",
@@ -269,38 +208,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     readiness.set(true);
 
-    let storage = Storage::new(&args.storage_path)
-        .with_context(|| format!("artifact storage {}", args.storage_path.display()))?;
-    let storage_addr = listen_addr(&args.storage_addr)?;
+    let storage = Storage::new(&args.source.storage_path)
+        .with_context(|| format!("artifact storage {}", args.source.storage_path.display()))?;
+    let storage_addr = listen_addr(&args.source.storage_addr)?;
     let listener = TcpListener::bind(storage_addr)
         .await
         .with_context(|| format!("cannot listen on {storage_addr} (artifacts)"))?;
     tracing::info!(addr = %storage_addr, "serving artifacts");
     let artifact_server = tokio::spawn(source::server::serve(listener, storage.clone(), stopped()));
-    let source_config = source::SourceConfig {
-        storage_path: args.storage_path.clone(),
-        storage_adv_addr: args
-            .storage_adv_addr
-            .clone()
-            .unwrap_or_else(|| storage_addr.to_string()),
-        concurrency: usize::from(args.concurrent.max(1)),
-        allow_file_urls: args.allow_file_urls,
-        limits: args.source_limits(),
-        max_storage_bytes: args.storage_max_bytes,
-        ..Default::default()
-    };
+    let source_config = args.source.config(
+        storage_addr,
+        usize::from(args.kustomizations.concurrent.max(1)),
+    );
     let limits = source_config.limits.unpack();
     let sources = gitrepository::run_with_metrics(
         client.clone(),
         source_config,
-        args.watch_label_selector.clone(),
+        args.kustomizations.watch_label_selector.clone(),
         metrics.clone(),
         stopped(),
     );
     let fetcher = ArtifactFetcher::new(Some(storage), limits);
     // One wasmtime engine per process, started when a Kustomization first needs a policy; when
     // it cannot start, those Kustomizations fail with PolicyFailed and the others reconcile.
-    let ca_pem = match &args.policy_module_ca_file {
+    let ca_pem = match &args.policy.policy_module_ca_file {
         Some(path) => Some(
             std::fs::read(path)
                 .with_context(|| format!("reading --policy-module-ca-file {}", path.display()))?,
@@ -311,7 +242,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     gitops_reconciler::policy::fetch::ModuleFetcher::install(
         gitops_reconciler::policy::fetch::FetchConfig {
             ca_pem,
-            cache_dir: Some(args.storage_path.join("policy-modules")),
+            cache_dir: Some(args.source.storage_path.join("policy-modules")),
             ..Default::default()
         },
     );
@@ -321,17 +252,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--policy-module-ca-file: {e}"))?;
     }
     let policy = PolicyEngine::on_first_use(HostConfig {
-        cache_dir: Some(args.storage_path.join("policy-cache")),
+        cache_dir: Some(args.source.storage_path.join("policy-cache")),
         compile_worker: std::env::current_exe().ok(),
         ..Default::default()
     });
-    let config = KustomizationConfig {
-        concurrent: args.concurrent,
-        concurrent_apply: args.concurrent_apply,
-        no_cross_namespace_refs: args.no_cross_namespace_refs,
-        default_service_account: args.default_service_account.clone(),
-        watch_label_selector: args.watch_label_selector.clone(),
-    };
+    let config = args.kustomizations.clone();
     let controllers = kustomization::run(
         client.clone(),
         kube_config,
@@ -382,27 +307,25 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
-    fn every_source_limit_has_its_flag_with_its_default() {
-        let command = Args::command();
-        for limit in Limit::ALL {
-            let long = limit.flag().trim_start_matches("--");
-            let arg = command
-                .get_arguments()
-                .find(|a| a.get_long() == Some(long))
-                .unwrap_or_else(|| panic!("no flag {}", limit.flag()));
-            let default: Vec<_> = arg.get_default_values().iter().collect();
-            assert_eq!(
-                default,
-                [&std::ffi::OsString::from(limit.default_value().to_string())],
-                "{}",
-                limit.flag()
-            );
-        }
-        let args = Args::parse_from(["gitops-reconciler", "--max-file-size", "7"]);
-        assert_eq!(args.source_limits().get(Limit::FileSize), 7);
+    fn the_flags_parse_and_the_stages_defaults_are_theirs() {
+        Args::command().debug_assert();
+        let args = Args::parse_from([
+            "gitops-reconciler",
+            "--max-file-size",
+            "7",
+            "--concurrent",
+            "9",
+        ]);
+        assert_eq!(args.source.limits.get(Limit::FileSize), 7);
+        assert_eq!(args.kustomizations.concurrent, 9);
+        let args = Args::parse_from(["gitops-reconciler"]);
+        assert_eq!(args.source.limits, SourceLimits::default());
+        let defaults = KustomizationConfig::default();
+        assert_eq!(args.kustomizations.concurrent, defaults.concurrent);
         assert_eq!(
-            args.source_limits().get(Limit::TreeSize),
-            Limit::TreeSize.default_value()
+            args.kustomizations.concurrent_apply,
+            defaults.concurrent_apply
         );
+        assert!(args.kustomizations.no_cross_namespace_refs);
     }
 }

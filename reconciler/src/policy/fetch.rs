@@ -32,6 +32,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use sha2::{Digest as _, Sha256};
 
+/// The reconciler's flags of policy module downloads.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// PEM file of CA certificates trusted for policy modules' `module.url`, besides the
+    /// system's (a private module server).
+    #[arg(long, value_name = "FILE")]
+    pub policy_module_ca_file: Option<PathBuf>,
+}
+
 /// Limits and trust of the downloads.
 #[derive(Clone, Debug)]
 pub struct FetchConfig {

@@ -8,6 +8,7 @@
 //! - [`git`]: the blocking fetch (ls-refs, skip when unchanged, shallow single-ref fetch);
 //! - [`ssh`]: the in-process ssh:// transport (russh exec channel bridged into gix);
 //! - [`known_hosts`]: strict host key checking against the Secret's `known_hosts`;
+//! - [`flags`]: the reconciler's flags of this stage;
 //! - [`limits`]: the table of size limits (defaults, flags, `spec.limits` fields, labels);
 //! - [`transfer`]: deadline, cancellation and limits enforced while the bytes arrive;
 //! - [`tree`]: tree walk with ignore rules, hostile-entry checks and caps;
@@ -18,6 +19,7 @@
 pub mod artifact;
 pub mod credentials;
 mod ecdsa_key;
+pub mod flags;
 pub mod git;
 pub mod known_hosts;
 pub mod limits;
@@ -65,15 +67,16 @@ pub struct SourceConfig {
 
 impl Default for SourceConfig {
     fn default() -> Self {
+        let flags = crate::flags::defaults::<flags::SourceArgs>();
         Self {
-            storage_path: PathBuf::from("/data"),
             storage_adv_addr: "localhost:9090".to_owned(),
-            concurrency: 4,
-            allow_file_urls: false,
-            limits: SourceLimits::default(),
-            max_storage_bytes: 0,
+            concurrency: usize::from(crate::flags::DEFAULT_CONCURRENT),
             keep_artifacts: 2,
             default_timeout: Duration::from_secs(60),
+            storage_path: flags.storage_path,
+            allow_file_urls: flags.allow_file_urls,
+            limits: flags.limits,
+            max_storage_bytes: flags.storage_max_bytes,
         }
     }
 }

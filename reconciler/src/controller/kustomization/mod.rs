@@ -59,31 +59,31 @@ pub use policies::{AUDIT_REASON, MAX_AUDIT_IN_STATUS, PolicyEngine, PolicyEngine
 use status::Run;
 pub use status::StageError;
 
-/// Settings of the Kustomization controller (from the reconciler's flags).
-#[derive(Clone, Debug)]
+/// Settings of the Kustomization controller: the reconciler's flags of this controller (and
+/// the two both controllers share, `--concurrent` and `--watch-label-selector`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct KustomizationConfig {
-    /// Kustomizations reconciled at once (`--concurrent`).
+    /// Objects reconciled at once, per kind (Kustomizations, and fetches of GitRepositories).
+    #[arg(long, default_value_t = crate::flags::DEFAULT_CONCURRENT)]
     pub concurrent: u16,
-    /// Apply requests in flight per Kustomization (`--concurrent-apply`).
+    /// Apply requests in flight per Kustomization.
+    #[arg(long, default_value_t = 16)]
     pub concurrent_apply: usize,
-    /// Refuse sourceRef/dependsOn in other namespaces (`--no-cross-namespace-refs`).
+    /// Refuse sourceRef/dependsOn references to objects in other namespaces.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub no_cross_namespace_refs: bool,
-    /// ServiceAccount impersonated when `spec.serviceAccountName` is unset
-    /// (`--default-service-account`); `None` uses the reconciler's own identity.
+    /// ServiceAccount impersonated for Kustomizations without spec.serviceAccountName; unset,
+    /// the reconciler's own identity applies.
+    #[arg(long)]
     pub default_service_account: Option<String>,
-    /// Only Kustomizations matching this label selector (`--watch-label-selector`).
+    /// Reconcile only objects (of both kinds) matching this label selector (sharding).
+    #[arg(long)]
     pub watch_label_selector: Option<String>,
 }
 
 impl Default for KustomizationConfig {
     fn default() -> Self {
-        Self {
-            concurrent: 4,
-            concurrent_apply: 16,
-            no_cross_namespace_refs: true,
-            default_service_account: None,
-            watch_label_selector: None,
-        }
+        crate::flags::defaults()
     }
 }
 
