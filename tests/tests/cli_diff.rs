@@ -34,6 +34,7 @@ fn apply_as_the_reconciler(namespace: &str, dir: &std::path::Path) {
                 tenant: &client,
                 admin: &client,
                 resolver: &resolver,
+                cluster_policies: None,
             }),
             ..Lookups::default()
         };

@@ -264,6 +264,7 @@ async fn run_render(
             tenant: c,
             admin: c,
             resolver,
+            cluster_policies: None,
         }),
         substitute_from: prepared.substitute_from.clone(),
         cluster_policies: prepared.cluster_policies.clone(),

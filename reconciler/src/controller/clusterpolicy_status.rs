@@ -21,6 +21,7 @@
 use std::collections::BTreeSet;
 
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -125,18 +126,20 @@ pub fn next_status(
 /// Records what the policy stage of Kustomization `namespace/name` found: `selected` names the
 /// ClusterPolicies that ran on it, `violations` are everything the pipeline reported (those of
 /// other steps are ignored). Errors are logged, never returned.
+/// The ClusterPolicies are read from `known` (the reconciler's watch) when given.
 pub async fn record(
     client: &kube::Client,
+    known: Option<&Store<ClusterPolicy>>,
     kustomization: &str,
     revision: &str,
     selected: &[String],
     violations: &[Violation],
 ) {
     let api: Api<ClusterPolicy> = Api::all(client.clone());
-    let policies = match api.list(&Default::default()).await {
-        Ok(list) => list.items,
+    let policies = match super::render::cluster_policies(known, client).await {
+        Ok(policies) => policies,
         Err(e) => {
-            tracing::warn!(error = %e, "listing ClusterPolicies to record their status");
+            tracing::warn!(error = %e, "reading ClusterPolicies to record their status");
             return;
         }
     };
@@ -162,8 +165,12 @@ pub async fn record(
 }
 
 /// Removes a deleted Kustomization from every ClusterPolicy's status.
-pub async fn forget(client: &kube::Client, kustomization: &str) {
-    record(client, kustomization, "", &[], &[]).await;
+pub async fn forget(
+    client: &kube::Client,
+    known: Option<&Store<ClusterPolicy>>,
+    kustomization: &str,
+) {
+    record(client, known, kustomization, "", &[], &[]).await;
 }
 
 /// Applies the next status of `policy`, re-reading it after a conflict.

@@ -45,7 +45,7 @@ use super::metrics::Metrics;
 use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, types};
 use crate::api::kustomization::DeletionPolicy;
-use crate::api::{GitRepository, Inventory, Kustomization};
+use crate::api::{ClusterPolicy, GitRepository, Inventory, Kustomization};
 use crate::apply::{self, ObjectRef, Owner, Resolver};
 use crate::backoff;
 
@@ -100,6 +100,8 @@ pub struct Context {
     metrics: Arc<Metrics>,
     events: Events,
     store: Store<Kustomization>,
+    /// Every ClusterPolicy, kept by one watch (read by each render instead of a list).
+    cluster_policies: Store<ClusterPolicy>,
     /// Impersonating clients by user name (see [`tenancy`]).
     impersonated: Mutex<HashMap<String, kube::Client>>,
 }
@@ -233,8 +235,12 @@ async fn reconcile_apply(
 async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, ReconcileError> {
     let (namespace, name) = key(&ks)?;
     ctx.metrics.forget(KIND, &namespace, &name);
-    crate::controller::clusterpolicy_status::forget(&ctx.client, &format!("{namespace}/{name}"))
-        .await;
+    crate::controller::clusterpolicy_status::forget(
+        &ctx.client,
+        Some(&ctx.cluster_policies),
+        &format!("{namespace}/{name}"),
+    )
+    .await;
     let policy = ks.spec.deletion_policy.unwrap_or_default();
     let delete = match policy {
         DeletionPolicy::MirrorPrune => ks.spec.prune,
@@ -373,6 +379,22 @@ pub async fn run(
     .applied_objects()
     .predicate_filter(pipeline::artifact_of, Default::default());
 
+    // One watch keeps the ClusterPolicies for every render; renders list them themselves
+    // until its first list completed (see `render::cluster_policies`).
+    let (cluster_policies, policies_writer) = reflector::store();
+    let policy_watch = tokio::spawn(
+        logged(
+            watcher(
+                Api::<ClusterPolicy>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+            ClusterPolicy::crd_name(),
+        )
+        .backoff(backoff::backoff())
+        .reflect(policies_writer)
+        .for_each(|_| futures::future::ready(())),
+    );
+
     let ctx = Arc::new(Context {
         events: Events::new(client.clone()),
         client,
@@ -382,6 +404,7 @@ pub async fn run(
         policy,
         metrics,
         store: reader.clone(),
+        cluster_policies,
         impersonated: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
@@ -402,6 +425,7 @@ pub async fn run(
         // Watch errors were logged where they happened, reconcile errors by error_policy.
         .for_each(|_| futures::future::ready(()));
     watch::run_until_shutdown(controller, reader, shutdown, ks_resource).await;
+    policy_watch.abort();
 }
 
 /// The Kustomizations in `store` with a reference (namespace, unset for their own, and name)

@@ -102,6 +102,7 @@ impl Run<'_> {
                 tenant: &client,
                 admin: &self.ctx.client,
                 resolver: &self.ctx.resolver,
+                cluster_policies: Some(&self.ctx.cluster_policies),
             }),
             ..Lookups::default()
         };

@@ -113,6 +113,7 @@ impl Run<'_> {
             };
         crate::controller::clusterpolicy_status::record(
             &self.ctx.client,
+            Some(&self.ctx.cluster_policies),
             &format!("{}/{}", self.namespace, self.name),
             revision,
             &selected,

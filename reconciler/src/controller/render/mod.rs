@@ -21,11 +21,12 @@
 
 use std::path::Path;
 
+use kube::runtime::reflector::Store;
 use serde_json::Value;
 
 use super::kustomization::{PolicyEngine, PolicyEngineError};
 use crate::api::conditions::reasons;
-use crate::api::{FailurePolicy, Kustomization};
+use crate::api::{ClusterPolicy, FailurePolicy, Kustomization};
 use crate::apply::{self, ApplyError, Owner, Plan, Resolver, Scopes};
 use crate::build::BuildError;
 use crate::policy::{PipelineError, PolicyContext, PolicyStep, Severity, Tenancy, Violation};
@@ -33,6 +34,7 @@ use crate::policy::{PipelineError, PolicyContext, PolicyStep, Severity, Tenancy,
 mod policies;
 mod substitute;
 
+pub(crate) use policies::cluster_policies;
 pub use policies::selected_cluster_policies;
 pub use substitute::{DataProblem, SubstituteError};
 
@@ -54,6 +56,8 @@ pub struct Cluster<'a> {
     pub admin: &'a kube::Client,
     /// The discovery cache for the plan.
     pub resolver: &'a Resolver,
+    /// The reconciler's watch-backed copy of the ClusterPolicies; `None` lists them.
+    pub cluster_policies: Option<&'a Store<ClusterPolicy>>,
 }
 
 /// Where everything outside the artifact comes from. A `Some` file source wins over the

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::Store;
 use serde_json::{Value, json};
 
 use super::{Lookups, NAMESPACE_NAME_LABEL, RenderError, TARGET_NAMESPACE_STEP, policy_failed};
@@ -98,12 +100,7 @@ pub async fn selected_cluster_policies(
     let (mut policies, namespaces) = match (&lookups.cluster_policies, lookups.cluster) {
         (Some(objects), _) => local_cluster_policies(objects)?,
         (None, Some(cluster)) => {
-            let api: Api<ClusterPolicy> = Api::all(cluster.admin.clone());
-            let policies = api
-                .list(&Default::default())
-                .await
-                .map_err(|e| policy_failed(format!("listing ClusterPolicies: {e}")))?
-                .items;
+            let policies = cluster_policies(cluster.cluster_policies, cluster.admin).await?;
             let namespaces = if policies.is_empty() {
                 Vec::new()
             } else {
@@ -151,6 +148,30 @@ pub async fn selected_cluster_policies(
         }
     }
     Ok(selected)
+}
+
+/// How long a render waits for the ClusterPolicy watch's first list before listing them
+/// itself (which then reports why the watch could not list: a missing CRD, missing rights).
+const POLICY_STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// Every ClusterPolicy: as the reconciler's watch (`store`) last saw them, or listed when there
+/// is no watch or its first list has not completed, so a Kustomization never runs without the
+/// policies that select it.
+pub(crate) async fn cluster_policies(
+    store: Option<&Store<ClusterPolicy>>,
+    admin: &kube::Client,
+) -> Result<Vec<ClusterPolicy>, RenderError> {
+    if let Some(store) = store
+        && let Ok(Ok(())) = tokio::time::timeout(POLICY_STORE_WAIT, store.wait_until_ready()).await
+    {
+        return Ok(store.state().iter().map(|p| (**p).clone()).collect());
+    }
+    let api: Api<ClusterPolicy> = Api::all(admin.clone());
+    Ok(api
+        .list(&Default::default())
+        .await
+        .map_err(|e| policy_failed(format!("listing ClusterPolicies: {e}")))?
+        .items)
 }
 
 /// ClusterPolicies and Namespaces among local manifests (other kinds are refused: a file
