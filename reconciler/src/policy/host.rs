@@ -516,6 +516,7 @@ impl PolicyHost {
                     // compatibility hash, and its sha256 was just verified against the header
                     // written together with it (cache.rs), so it is exactly what
                     // `Component::serialize` produced.
+                    #[allow(unsafe_code)]
                     match unsafe { Component::deserialize(&inner.engine, &payload) } {
                         Ok(c) => return Ok(c),
                         Err(e) => {
@@ -652,6 +653,7 @@ impl PolicyHost {
         // the worker: this same binary, re-executed by us, with the engine built by the same
         // `engine_config` from the same settings, read from a pipe only it and we hold.
         // wasmtime also checks the header (version, target, settings) and refuses a mismatch.
+        #[allow(unsafe_code)]
         let component =
             unsafe { Component::deserialize(&inner.engine, &compiled) }.map_err(|e| {
                 PolicyError::InvalidComponent {

@@ -222,6 +222,7 @@ fn worker() -> Result<(), String> {
 /// reconciler dies (so no compilation outlives it).
 fn lower_priority_and_die_with_parent() {
     // SAFETY: plain system calls on this process with constant arguments; no memory is shared.
+    #[allow(unsafe_code)]
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICE);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
