@@ -175,13 +175,14 @@ async fn reconcile_apply(
         }
     };
 
-    // A new generation announces itself before the (possibly long) pipeline.
+    // A new generation is marked Reconciling; the mark reaches the cluster with the run's next
+    // status write (the pending inventory before the first apply, or the result), not in a
+    // write of its own: one request less per reconcile of a changed Kustomization.
     if run.status.observed_generation != generation {
         run.progressing(format!(
             "reconciling generation {}",
             generation.unwrap_or(0)
         ));
-        run.write_status().await?;
     }
 
     let action = match run.pipeline(&durations).await {
