@@ -99,6 +99,11 @@ struct Args {
     /// system's (a private module server).
     #[arg(long, value_name = "FILE")]
     policy_module_ca_file: Option<PathBuf>,
+    /// Name of a Secret in the reconciler's namespace ($POD_NAMESPACE, else gitops-system)
+    /// whose keys ending in .agekey hold age identities, used by Kustomizations whose
+    /// spec.decryption names no secretRef (Flux's fallback key).
+    #[arg(long, value_name = "NAME")]
+    sops_age_secret: Option<String>,
 }
 
 impl Args {
@@ -168,6 +173,11 @@ async fn terminated() {
     }
 }
 
+/// The namespace the reconciler runs in: $POD_NAMESPACE, else gitops-system.
+fn runtime_namespace() -> String {
+    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "gitops-system".into())
+}
+
 fn identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -235,8 +245,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let namespace = args
             .leader_election_namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "gitops-system".into());
+            .unwrap_or_else(runtime_namespace);
         let name = match &args.watch_label_selector {
             // One lease per shard.
             Some(selector) => format!(
@@ -331,6 +340,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         no_cross_namespace_refs: args.no_cross_namespace_refs,
         default_service_account: args.default_service_account.clone(),
         watch_label_selector: args.watch_label_selector.clone(),
+        sops_age_secret: args
+            .sops_age_secret
+            .clone()
+            .map(|name| (runtime_namespace(), name)),
     };
     let controllers = kustomization::run(
         client.clone(),

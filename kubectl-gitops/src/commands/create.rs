@@ -303,6 +303,7 @@ pub fn kustomization(
             deletion_policy: None,
             allow_empty: None,
             ignore: Vec::new(),
+            decryption: None,
         },
     );
     ks.metadata.namespace = Some(namespace.to_owned());

@@ -73,6 +73,9 @@ pub struct KustomizationConfig {
     pub default_service_account: Option<String>,
     /// Only Kustomizations matching this label selector (`--watch-label-selector`).
     pub watch_label_selector: Option<String>,
+    /// The Secret (namespace, name) whose age identities decrypt for Kustomizations whose
+    /// `spec.decryption` names no Secret (`--sops-age-secret`).
+    pub sops_age_secret: Option<(String, String)>,
 }
 
 impl Default for KustomizationConfig {
@@ -83,6 +86,7 @@ impl Default for KustomizationConfig {
             no_cross_namespace_refs: true,
             default_service_account: None,
             watch_label_selector: None,
+            sops_age_secret: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The render of a Kustomization, shared by the controller and the CLI (`build`, `diff`):
 //!
-//! artifact tree → build (kustomize) → postBuild substitutions → policy pipeline
+//! artifact tree → build (kustomize; SOPS-encrypted generator and patch files decrypted as
+//! they are read) → decryption of SOPS-encrypted objects (`spec.decryption`, in memory) →
+//! postBuild substitutions → policy pipeline
 //! (`target-namespace` for `spec.targetNamespace`, the ClusterPolicies that select the
 //! Kustomization, then `spec.policies`) → audit steps → [`apply::plan`] (owner labels,
 //! intent digest, scope of every kind).
@@ -16,8 +18,8 @@
 //! its output: their violations (of any severity) and failures are reported, never deny, and
 //! whatever their transforms return is discarded.
 //!
-//! Modules: `substitute` (postBuild variables) and `policies` (which steps run, with which
-//! module); this module holds the inputs, the outputs and the order of the stages.
+//! Modules: `substitute` (postBuild variables), `decryption` (the keys of `spec.decryption`)
+//! and `policies` (which steps run, with which module); this module holds the inputs, the outputs and the order of the stages.
 
 use std::path::Path;
 
@@ -29,10 +31,13 @@ use crate::api::{FailurePolicy, Kustomization};
 use crate::apply::{self, ApplyError, Owner, Plan, Resolver, Scopes};
 use crate::build::BuildError;
 use crate::policy::{PipelineError, PolicyContext, PolicyStep, Severity, Tenancy, Violation};
+use crate::sops::decryptor::DecryptError;
 
+mod decryption;
 mod policies;
 mod substitute;
 
+pub use decryption::{DecryptionKeysError, Keys};
 pub use policies::selected_cluster_policies;
 pub use substitute::{DataProblem, SubstituteError};
 
@@ -70,6 +75,8 @@ pub struct Lookups<'a> {
     /// Flux's dry-run rule: a `substituteFrom` object that cannot be looked up is skipped (with
     /// a notice) instead of failing the render.
     pub skip_missing_substitutions: bool,
+    /// Where `spec.decryption` finds its keys (the default: nowhere, values are masked).
+    pub keys: Keys,
 }
 
 /// What is rendered and how.
@@ -115,6 +122,12 @@ pub enum RenderError {
     /// The substitution sources could not be read (BuildFailed).
     #[error(transparent)]
     Substitute(#[from] SubstituteError),
+    /// The keys of `spec.decryption` could not be read (BuildFailed).
+    #[error(transparent)]
+    DecryptionKeys(#[from] DecryptionKeysError),
+    /// An object of the build could not be decrypted (BuildFailed).
+    #[error("decryption failed: {0}")]
+    Decrypt(#[from] DecryptError),
     /// The policy stage denied or failed (PolicyDenied / PolicyFailed).
     #[error("{message}")]
     Policy {
@@ -137,9 +150,11 @@ impl RenderError {
     /// The condition reason: BuildFailed, PolicyDenied, PolicyFailed or ApplyFailed.
     pub fn reason(&self) -> &'static str {
         match self {
-            RenderError::Build(_) | RenderError::BuildTask(_) | RenderError::Substitute(_) => {
-                reasons::BUILD_FAILED
-            }
+            RenderError::Build(_)
+            | RenderError::BuildTask(_)
+            | RenderError::Substitute(_)
+            | RenderError::DecryptionKeys(_)
+            | RenderError::Decrypt(_) => reasons::BUILD_FAILED,
             RenderError::Policy { reason, .. } => reason,
             RenderError::PolicyHost(_) => reasons::POLICY_FAILED,
             RenderError::Plan(_) => reasons::APPLY_FAILED,
@@ -181,9 +196,16 @@ pub async fn render(
         options.path = path.clone();
     }
     options.substitute = substitute;
+    let decryptor = decryption::decryptor(ks, &namespace, lookups).await?;
     let root = input.root.to_owned();
-    let objects =
-        tokio::task::spawn_blocking(move || crate::build::build(&root, &options)).await??;
+    // Build (generator and patch files decrypted as they are read), decrypt the objects, then
+    // substitute: Flux's order, so variables never reach into ciphertext.
+    let objects = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, RenderError> {
+        let objects = crate::build::build_with(&root, &options, &decryptor)?;
+        let objects = decryptor.decrypt_objects(objects)?;
+        Ok(crate::build::substitute_objects(objects, &options)?)
+    })
+    .await??;
 
     let admin = ks.spec.service_account_name.is_none() && input.default_service_account.is_none();
     let steps = policies::policy_steps(ks, &namespace, input.root, lookups).await?;
