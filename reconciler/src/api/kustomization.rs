@@ -126,8 +126,16 @@ pub struct KustomizationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub ignore: Vec<DriftIgnoreRule>,
-    /// Decrypt SOPS-encrypted objects and generator inputs of the build (age keys only; PGP,
-    /// cloud KMS and Vault keys are refused).
+    /// Decrypt SOPS-encrypted objects (any kind carrying `sops.mac`), secretGenerator
+    /// `envs`/`files` and `patches[].path` files of the build, in memory, before substitution
+    /// and the policies. Decrypts YAML, JSON, dotenv and binary files encrypted for age X25519,
+    /// ssh-ed25519 or ssh-rsa recipients to what `sops -d` gives; refuses, naming the file,
+    /// files encrypted only for PGP, cloud KMS or Vault ("encrypted only for PGP, which the
+    /// reconciler does not support (age keys only)"), Shamir key groups and the comment-regex
+    /// options. Differences from Flux, on purpose: the MAC of every encrypted resource file is
+    /// verified; a file with `ENC[…]` values but no SOPS metadata (truncated) is refused; an
+    /// encrypted secretGenerator input without `decryption` is refused instead of being applied
+    /// as ciphertext. The compatibility table is in docs/sops.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decryption: Option<Decryption>,
 }

@@ -37,6 +37,11 @@ use crate::build::{InputFilter, InputUse};
 /// writes it.
 pub const MASK: &str = "**SOPS**";
 
+/// Whether a value is [`MASK`], as text (`stringData`) or base64 (`data`).
+pub fn is_sops_mask(text: &str) -> bool {
+    text == MASK || base64::engine::general_purpose::STANDARD.encode(MASK) == text
+}
+
 /// Where the `.agekey` suffix and the other key kinds of a decryption Secret are told apart
 /// (Flux's names); every kind but age is refused.
 const AGE_KEY_SUFFIX: &str = ".agekey";
