@@ -126,7 +126,7 @@ pub enum RenderError {
     #[error(transparent)]
     DecryptionKeys(#[from] DecryptionKeysError),
     /// An object of the build could not be decrypted (BuildFailed).
-    #[error("decryption failed: {0}")]
+    #[error(transparent)]
     Decrypt(#[from] DecryptError),
     /// The policy stage denied or failed (PolicyDenied / PolicyFailed).
     #[error("{message}")]
