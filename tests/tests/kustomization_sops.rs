@@ -167,7 +167,7 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
     let cert = String::from_utf8(cert).unwrap();
     let good = format!(
         "{}secretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n  files: [cert.pem=cert.enc.pem]\n",
-        kustomization_file(n, &["db.enc.yaml", "good.yaml"])
+        kustomization_file(n, &["db.enc.yaml", "good.yaml", "bundle.yaml"])
     );
 
     // The bad directories, each with a ConfigMap that must not be applied either.
@@ -225,6 +225,14 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
         ("good/db.enc.yaml".into(), db.clone()),
         ("good/good.yaml".into(), config_map("good")),
         ("good/app.enc.env".into(), env.clone()),
+        // A Secret whose data value is a whole SOPS file (decrypted in the format its key names).
+        (
+            "good/bundle.yaml".into(),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: bundle}}\ndata:\n  app.env: {}\n",
+                b64(&env)
+            ),
+        ),
         ("good/cert.enc.pem".into(), cert),
         ("gen-only/kustomization.yaml".into(), generator_only),
         ("gen-only/app.enc.env".into(), env),
@@ -330,6 +338,11 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
     assert_eq!(unb64(app_env["data"]["MODE"].as_str().unwrap()), "prod");
     assert_eq!(unb64(app_env["data"]["cert.pem"].as_str().unwrap()), CERT);
     assert!(get(n, "configmap", "good").is_some());
+    let bundle = get(n, "secret", "bundle").expect("Secret bundle applied");
+    assert_eq!(
+        unb64(bundle["data"]["app.env"].as_str().unwrap()),
+        format!("API_TOKEN={API_TOKEN}\nMODE=prod\n")
+    );
     eventually(
         T,
         "the Kustomization without secretRef Ready",

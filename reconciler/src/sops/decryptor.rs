@@ -69,7 +69,7 @@ pub enum KeyError {
         secret: String,
         key: String,
         #[source]
-        source: SopsError,
+        source: Box<SopsError>,
     },
     #[error("decryption Secret {secret} holds no age identity (no key ending in .agekey)")]
     NoAgeKey { secret: String },
@@ -89,15 +89,15 @@ pub fn identities_from_secret<'a>(
             let text = std::str::from_utf8(value).map_err(|_| KeyError::Invalid {
                 secret: secret.to_owned(),
                 key: key.to_owned(),
-                source: SopsError::Identity {
+                source: Box::new(SopsError::Identity {
                     name: key.to_owned(),
                     message: "not UTF-8 text".to_owned(),
-                },
+                }),
             })?;
             ids.add(key, text).map_err(|source| KeyError::Invalid {
                 secret: secret.to_owned(),
                 key: key.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         } else if refuse_others
             && let Some((_, kind)) = UNSUPPORTED_KEYS
@@ -127,25 +127,24 @@ pub enum DecryptError {
         "{object} is SOPS encrypted, configuring decryption is required for this secret to be reconciled"
     )]
     NotConfigured { object: String },
-    #[error("{object}: {source}")]
+    /// The object's values (the source names the object).
+    #[error("{source}")]
     Object {
         object: String,
         #[source]
-        source: SopsError,
+        source: Box<SopsError>,
     },
-    #[error("{object}: data.{key}: {source}")]
+    /// A `data` value holding a whole SOPS file (the source names the object and the key).
+    #[error("{source}")]
     Field {
         object: String,
         key: String,
         #[source]
-        source: SopsError,
+        source: Box<SopsError>,
     },
-    #[error("{object}: data.{key} is a SOPS file: {message}")]
-    FieldFormat {
-        object: String,
-        key: String,
-        message: String,
-    },
+    /// A decrypted `data` value that cannot be written; `field` is `Kind/ns/name data.KEY`.
+    #[error("{field}: {message}")]
+    FieldFormat { field: String, message: String },
 }
 
 enum Mode {
@@ -231,19 +230,22 @@ impl Decryptor {
                 continue;
             };
             let plain = match &self.mode {
-                Mode::Keys(ids) => plain_file(&name, &bytes, format, key_format(key), ids)
-                    .map_err(|e| match e {
-                        PlainError::Sops(source) => DecryptError::Field {
-                            object: name.clone(),
-                            key: key.clone(),
-                            source,
+                Mode::Keys(ids) => {
+                    let field = format!("{name} data.{key}");
+                    plain_file(&field, &bytes, format, key_format(key), ids).map_err(
+                        |e| match e {
+                            PlainError::Sops(source) => DecryptError::Field {
+                                object: name.clone(),
+                                key: key.clone(),
+                                source: Box::new(source),
+                            },
+                            PlainError::Emit(message) => DecryptError::FieldFormat {
+                                field: field.clone(),
+                                message,
+                            },
                         },
-                        PlainError::Emit(message) => DecryptError::FieldFormat {
-                            object: name.clone(),
-                            key: key.clone(),
-                            message,
-                        },
-                    })?,
+                    )?
+                }
                 _ => MASK.as_bytes().to_vec(),
             };
             *value = Value::String(b64.encode(plain));
@@ -268,7 +270,7 @@ fn decrypt_whole(object: Value, ids: &Identities) -> Result<Value, DecryptError>
     let name = describe(&object);
     let err = |source| DecryptError::Object {
         object: name.clone(),
-        source,
+        source: Box::new(source),
     };
     let text = serde_json::to_string(&object).map_err(|e| {
         err(SopsError::Parse {
