@@ -605,19 +605,11 @@ pub fn age_secret(namespace: &str, args: &CreateSecretAgeArgs) -> anyhow::Result
         true,
     )
     .map_err(|e| fail(Exit::Usage, e.to_string()))?;
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(args.name.clone()),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            AGE_IDENTITY_KEY.to_owned(),
-            ByteString(bytes),
-        )])),
-        ..Secret::default()
-    })
+    Ok(opaque_secret(
+        namespace,
+        &args.name,
+        BTreeMap::from([(AGE_IDENTITY_KEY.to_owned(), ByteString(bytes))]),
+    ))
 }
 
 pub fn git_secret(namespace: &str, args: &CreateSecretGitArgs) -> anyhow::Result<Secret> {
@@ -674,16 +666,21 @@ pub fn git_secret(namespace: &str, args: &CreateSecretGitArgs) -> anyhow::Result
         data.insert("identity".into(), ByteString(key));
         data.insert("known_hosts".into(), ByteString(hosts));
     }
-    Ok(Secret {
+    Ok(opaque_secret(namespace, &args.name, data))
+}
+
+/// An Opaque Secret holding `data`.
+fn opaque_secret(namespace: &str, name: &str, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
         metadata: ObjectMeta {
-            name: Some(args.name.clone()),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Secret::default()
-    })
+    }
 }
 
 #[cfg(test)]
@@ -822,11 +819,21 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// `kubectl gitops create ARGS…` as clap parses it.
+    fn create(args: &[&str]) -> CreateCommand {
+        let mut full = vec!["kubectl-gitops", "create"];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Create(command) => command,
+            _ => unreachable!(),
+        }
+    }
+
     fn parse_repo(extra: &[&str]) -> anyhow::Result<GitRepository> {
-        let mut args = vec!["kubectl-gitops", "create", "source", "git", "instavote"];
+        let mut args = vec!["source", "git", "instavote"];
         args.extend_from_slice(extra);
-        match Cli::try_parse_from(args).unwrap().command {
-            Command::Create(CreateCommand::Source(CreateSourceCommand::Git(a))) => {
+        match create(&args) {
+            CreateCommand::Source(CreateSourceCommand::Git(a)) => {
                 git_repository("gitops-system", &a)
             }
             _ => unreachable!(),
@@ -858,19 +865,9 @@ mod tests {
     }
 
     fn parse_age(file: &Path) -> anyhow::Result<Secret> {
-        let args = [
-            "kubectl-gitops",
-            "create",
-            "secret",
-            "age",
-            "sops-age",
-            "--age-key-file",
-            file.to_str().unwrap(),
-        ];
-        match Cli::try_parse_from(args).unwrap().command {
-            Command::Create(CreateCommand::Secret(CreateSecretCommand::Age(a))) => {
-                age_secret("team", &a)
-            }
+        let file = file.to_str().unwrap();
+        match create(&["secret", "age", "sops-age", "--age-key-file", file]) {
+            CreateCommand::Secret(CreateSecretCommand::Age(a)) => age_secret("team", &a),
             _ => unreachable!(),
         }
     }

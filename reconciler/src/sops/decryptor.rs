@@ -24,7 +24,11 @@
 //! Masked mode (the CLI's `build`/`diff`, which hold no keys): as `flux build`, encrypted values
 //! become [`MASK`] instead of being decrypted.
 //!
-//! Nothing decrypted is logged or put into an error.
+//! Nothing decrypted is logged or put into an error; what a policy might quote from the
+//! decrypted objects is removed from its messages by the [`Redactor`].
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -158,24 +162,137 @@ enum Mode {
 /// The decryption of one render.
 pub struct Decryptor {
     mode: Mode,
+    /// Every plaintext value this decryptor produced (see [`Redactor`]).
+    revealed: Mutex<BTreeSet<String>>,
+}
+
+/// Plaintext values shorter than this are not redacted from messages (they would blank out
+/// ordinary words and numbers).
+const MIN_REDACTED_CHARS: usize = 4;
+
+/// What replaces a decrypted value found in a message.
+pub const REDACTED: &str = "<redacted>";
+
+/// Removes the plaintext a render decrypted from text that leaves it (policy messages reach
+/// the status and events; a policy sees decrypted objects and may quote them). Best effort: a
+/// value is found as it was decrypted (and as base64 of it), not transformed.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so a value containing another is replaced whole.
+    values: Vec<String>,
+}
+
+impl Redactor {
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for value in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), REDACTED);
+            }
+        }
+        out
+    }
 }
 
 impl Decryptor {
+    fn new(mode: Mode) -> Self {
+        Decryptor {
+            mode,
+            revealed: Mutex::new(BTreeSet::new()),
+        }
+    }
+
     /// No `spec.decryption`: an encrypted Secret or secretGenerator input is an error.
     pub fn off() -> Self {
-        Decryptor { mode: Mode::Off }
+        Self::new(Mode::Off)
     }
 
     /// Decrypts with `ids`.
     pub fn with_keys(ids: Identities) -> Self {
-        Decryptor {
-            mode: Mode::Keys(ids),
-        }
+        Self::new(Mode::Keys(ids))
     }
 
     /// Masks encrypted values instead of decrypting them (a render without keys).
     pub fn masked() -> Self {
-        Decryptor { mode: Mode::Masked }
+        Self::new(Mode::Masked)
+    }
+
+    /// The redactor of every value decrypted so far.
+    pub fn redactor(&self) -> Redactor {
+        let revealed = self.revealed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut values: Vec<String> = revealed.iter().cloned().collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Redactor { values }
+    }
+
+    fn remember(&self, text: &str) {
+        let text = text.trim();
+        if text.chars().count() < MIN_REDACTED_CHARS {
+            return;
+        }
+        let mut revealed = self.revealed.lock().unwrap_or_else(|e| e.into_inner());
+        revealed.insert(text.to_owned());
+        revealed.insert(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+
+    /// Remembers the values of a decrypted file: string leaves of YAML/JSON documents, dotenv
+    /// values, the lines (and whole text) of anything else.
+    fn remember_file(&self, format: Format, plain: &[u8]) {
+        let text = String::from_utf8_lossy(plain);
+        match format {
+            Format::Yaml | Format::Json => {
+                if let Ok(docs) = crate::yaml::json_documents(&text) {
+                    for doc in &docs {
+                        self.remember_leaves(doc);
+                    }
+                }
+            }
+            Format::Dotenv => {
+                for line in text.lines() {
+                    if let Some((_, v)) = line.split_once('=') {
+                        self.remember(v);
+                    }
+                }
+            }
+            Format::Binary => {
+                self.remember(&text);
+                for line in text.lines() {
+                    self.remember(line);
+                }
+            }
+        }
+    }
+
+    fn remember_leaves(&self, value: &Value) {
+        match value {
+            Value::String(s) => self.remember(s),
+            Value::Array(items) => items.iter().for_each(|v| self.remember_leaves(v)),
+            Value::Object(map) => map.values().for_each(|v| self.remember_leaves(v)),
+            _ => {}
+        }
+    }
+
+    /// Remembers the values of `after` whose counterpart in `before` was encrypted.
+    fn remember_decrypted(&self, before: &Value, after: &Value) {
+        match (before, after) {
+            (Value::String(enc), _) if enc.starts_with("ENC[AES256_GCM,") => match after {
+                Value::String(s) => self.remember(s),
+                other => self.remember(&other.to_string()),
+            },
+            (Value::Object(b), Value::Object(a)) => {
+                for (k, v) in b {
+                    if let Some(av) = a.get(k) {
+                        self.remember_decrypted(v, av);
+                    }
+                }
+            }
+            (Value::Array(b), Value::Array(a)) => {
+                for (bv, av) in b.iter().zip(a) {
+                    self.remember_decrypted(bv, av);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Decrypts (or masks) the objects of a build; see the module docs for which.
@@ -211,7 +328,11 @@ impl Decryptor {
                 } else {
                     object
                 }),
-                Mode::Keys(ids) => decrypt_whole(object, ids),
+                Mode::Keys(ids) => {
+                    let decrypted = decrypt_whole(&object, ids)?;
+                    self.remember_decrypted(&object, &decrypted);
+                    Ok(decrypted)
+                }
             };
         }
         if !is_secret || disabled || matches!(self.mode, Mode::Off) {
@@ -232,8 +353,9 @@ impl Decryptor {
             let plain = match &self.mode {
                 Mode::Keys(ids) => {
                     let field = format!("{name} data.{key}");
-                    plain_file(&field, &bytes, format, key_format(key), ids).map_err(
-                        |e| match e {
+                    let output = key_format(key);
+                    let plain =
+                        plain_file(&field, &bytes, format, output, ids).map_err(|e| match e {
                             PlainError::Sops(source) => DecryptError::Field {
                                 object: name.clone(),
                                 key: key.clone(),
@@ -243,8 +365,9 @@ impl Decryptor {
                                 field: field.clone(),
                                 message,
                             },
-                        },
-                    )?
+                        })?;
+                    self.remember_file(output, &plain);
+                    plain
                 }
                 _ => MASK.as_bytes().to_vec(),
             };
@@ -266,13 +389,13 @@ fn describe(object: &Value) -> String {
 
 /// Decrypts an object that carries SOPS metadata, without the MAC check (the build may have
 /// changed its plain values; the file's MAC was checked when it was read).
-fn decrypt_whole(object: Value, ids: &Identities) -> Result<Value, DecryptError> {
-    let name = describe(&object);
+fn decrypt_whole(object: &Value, ids: &Identities) -> Result<Value, DecryptError> {
+    let name = describe(object);
     let err = |source| DecryptError::Object {
         object: name.clone(),
         source: Box::new(source),
     };
-    let text = serde_json::to_string(&object).map_err(|e| {
+    let text = serde_json::to_string(object).map_err(|e| {
         err(SopsError::Parse {
             file: name.clone(),
             message: e.to_string(),
@@ -456,10 +579,12 @@ impl InputFilter for Decryptor {
             InputUse::SecretFile { key } => file_format(&bytes, key).unwrap_or(format),
             _ => format,
         };
-        plain_file(rel, &bytes, input, format, ids).map_err(|e| match e {
+        let plain = plain_file(rel, &bytes, input, format, ids).map_err(|e| match e {
             PlainError::Sops(e) => without_file(e, rel),
             PlainError::Emit(m) => m,
-        })
+        })?;
+        self.remember_file(format, &plain);
+        Ok(plain)
     }
 }
 
@@ -567,6 +692,23 @@ mod tests {
         let masked = Decryptor::masked().decrypt_objects(vec![secret]).unwrap();
         assert_eq!(masked[0]["stringData"]["password"], MASK);
         assert!(masked[0].get("sops").is_none());
+    }
+
+    #[test]
+    fn the_redactor_removes_what_was_decrypted_and_nothing_else() {
+        let d = Decryptor::masked();
+        d.remember_file(Format::Dotenv, b"A=s3cr3t-value\nB=ok\n");
+        d.remember_decrypted(
+            &serde_json::json!({"a": "ENC[AES256_GCM,data:x]", "b": "plain-text", "n": {"c": "ENC[AES256_GCM,y]"}}),
+            &serde_json::json!({"a": "another-secret", "b": "plain-text", "n": {"c": "nested-secret"}}),
+        );
+        let r = d.redactor();
+        assert_eq!(
+            r.redact("saw s3cr3t-value, another-secret, nested-secret and plain-text; ok"),
+            "saw <redacted>, <redacted>, <redacted> and plain-text; ok"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(r.redact(&b64.encode("s3cr3t-value")), REDACTED);
     }
 
     #[test]

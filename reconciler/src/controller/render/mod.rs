@@ -186,7 +186,6 @@ pub async fn render(
 ) -> Result<Rendered, RenderError> {
     let ks = input.kustomization;
     let namespace = ks.metadata.namespace.clone().unwrap_or_default();
-    let name = ks.metadata.name.clone().unwrap_or_default();
     let mut rendered = Rendered::default();
 
     let substitute =
@@ -200,12 +199,61 @@ pub async fn render(
     let root = input.root.to_owned();
     // Build (generator and patch files decrypted as they are read), decrypt the objects, then
     // substitute: Flux's order, so variables never reach into ciphertext.
-    let objects = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, RenderError> {
+    let (objects, redactor) = tokio::task::spawn_blocking(move || -> Result<_, RenderError> {
         let objects = crate::build::build_with(&root, &options, &decryptor)?;
         let objects = decryptor.decrypt_objects(objects)?;
-        Ok(crate::build::substitute_objects(objects, &options)?)
+        let objects = crate::build::substitute_objects(objects, &options)?;
+        Ok((objects, decryptor.redactor()))
     })
     .await??;
+    // Policies see the decrypted objects; what they say about them leaves without the
+    // plaintext.
+    let rendered_result = policies_and_plan(input, lookups, engine, objects, rendered).await;
+    match rendered_result {
+        Ok(mut rendered) => {
+            for v in rendered.warnings.iter_mut().chain(&mut rendered.audit) {
+                v.message = redactor.redact(&v.message);
+            }
+            for text in rendered
+                .ignored_failures
+                .iter_mut()
+                .chain(&mut rendered.notices)
+            {
+                *text = redactor.redact(text);
+            }
+            Ok(rendered)
+        }
+        Err(RenderError::Policy {
+            reason,
+            message,
+            stalled,
+            mut violations,
+        }) => {
+            for v in &mut violations {
+                v.message = redactor.redact(&v.message);
+            }
+            Err(RenderError::Policy {
+                reason,
+                message: redactor.redact(&message),
+                stalled,
+                violations,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The stages after the build: the policy pipeline (with audit steps) and the plan.
+async fn policies_and_plan(
+    input: &RenderInput<'_>,
+    lookups: &Lookups<'_>,
+    engine: &PolicyEngine,
+    objects: Vec<Value>,
+    mut rendered: Rendered,
+) -> Result<Rendered, RenderError> {
+    let ks = input.kustomization;
+    let namespace = ks.metadata.namespace.clone().unwrap_or_default();
+    let name = ks.metadata.name.clone().unwrap_or_default();
 
     let admin = ks.spec.service_account_name.is_none() && input.default_service_account.is_none();
     let steps = policies::policy_steps(ks, &namespace, input.root, lookups).await?;
