@@ -6,6 +6,7 @@
 //! `spec.decryption`) fails the build with Ready=False naming the file or object, applies
 //! nothing; and no plaintext reaches the reconciler's log lines, the events or the status.
 
+mod cli_support;
 mod kustomization_support;
 mod sops_support;
 
@@ -120,7 +121,7 @@ fn ready_with(ns: &str, name: &str, status: &str, reason: Option<&str>) -> Optio
     }
 }
 
-/// The key Secret as `kubectl gitops create secret age` makes it.
+/// A Secret holding one key (the key Secrets the CLI refuses to make).
 fn key_secret(ns: &str, name: &str, key: &str, value: &str) {
     gitops_conformance::kubectl_ok(
         &["-n", ns, "apply", "-f", "-"],
@@ -266,7 +267,33 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
         .collect();
     let revision = source.publish('1', &borrowed);
 
-    key_secret(n, "sops-age", "identity.agekey", &key);
+    // The key Secret made by the CLI, which names the keys it wrote and never the key.
+    let key_path = t.key_file("cluster.agekey", &key);
+    let args: Vec<String> = [
+        "create",
+        "secret",
+        "age",
+        "sops-age",
+        "--age-key-file",
+        key_path.to_str().unwrap(),
+        "-n",
+        n,
+    ]
+    .map(String::from)
+    .to_vec();
+    // The CLI runs its own runtime: off this test's.
+    let run = tokio::task::spawn_blocking(move || {
+        cli_support::gitops(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+    .expect(0);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("identity.agekey"), "{said}");
+    assert!(
+        !said.contains("AGE-SECRET-KEY"),
+        "the CLI echoed the key: {said}"
+    );
     key_secret(
         n,
         "pgp-key",
