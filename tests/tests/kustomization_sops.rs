@@ -23,6 +23,7 @@ const T: Duration = Duration::from_secs(90);
 const DB_PASSWORD: &str = "db-pass-7Hq2-plaintext";
 const DB_TOKEN: &str = "db-token-Zx81-plaintext";
 const API_TOKEN: &str = "api-token-Qp55-plaintext";
+const PATCHED: &str = "patched-Vb20-plaintext";
 const CERT: &str =
     "-----BEGIN CERTIFICATE-----\ncert-body-Wm03-plaintext\n-----END CERTIFICATE-----\n";
 
@@ -43,10 +44,16 @@ fn unb64(text: &str) -> String {
 
 /// Every plaintext of the test, as text and as base64 (as a Secret's `data` carries it).
 fn plaintexts() -> Vec<String> {
-    [DB_PASSWORD, DB_TOKEN, API_TOKEN, "cert-body-Wm03-plaintext"]
-        .iter()
-        .flat_map(|p| [p.to_string(), b64(p)])
-        .collect()
+    [
+        DB_PASSWORD,
+        DB_TOKEN,
+        API_TOKEN,
+        PATCHED,
+        "cert-body-Wm03-plaintext",
+    ]
+    .iter()
+    .flat_map(|p| [p.to_string(), b64(p)])
+    .collect()
 }
 
 /// The log lines of this test process (the reconciler runs in it), as the reconciler's
@@ -166,8 +173,17 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
     let cert = t.encrypt("cert.enc.pem", CERT.as_bytes(), &[&recipient], &[]);
     let env = String::from_utf8(env).unwrap();
     let cert = String::from_utf8(cert).unwrap();
+    // A patches[].path file that is encrypted (decrypted before the engine reads it).
+    let patch = t.encrypt(
+        "patch.enc.yaml",
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: good\ndata:\n  patched: {PATCHED}\n")
+            .as_bytes(),
+        &[&recipient],
+        &["--encrypted-regex", "^data$"],
+    );
+    let patch = String::from_utf8(patch).unwrap();
     let good = format!(
-        "{}secretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n  files: [cert.pem=cert.enc.pem]\n",
+        "{}secretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n  files: [cert.pem=cert.enc.pem]\npatches:\n- path: patch.enc.yaml\n",
         kustomization_file(n, &["db.enc.yaml", "good.yaml", "bundle.yaml"])
     );
 
@@ -225,6 +241,7 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
         ("good/kustomization.yaml".into(), good),
         ("good/db.enc.yaml".into(), db.clone()),
         ("good/good.yaml".into(), config_map("good")),
+        ("good/patch.enc.yaml".into(), patch),
         ("good/app.enc.env".into(), env.clone()),
         // A Secret whose data value is a whole SOPS file (decrypted in the format its key names).
         (
@@ -364,7 +381,9 @@ async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_on
     );
     assert_eq!(unb64(app_env["data"]["MODE"].as_str().unwrap()), "prod");
     assert_eq!(unb64(app_env["data"]["cert.pem"].as_str().unwrap()), CERT);
-    assert!(get(n, "configmap", "good").is_some());
+    let good_cm = get(n, "configmap", "good").expect("ConfigMap good applied");
+    assert_eq!(good_cm["data"]["patched"], PATCHED);
+    assert_eq!(good_cm["data"]["mode"], "prod");
     let bundle = get(n, "secret", "bundle").expect("Secret bundle applied");
     assert_eq!(
         unb64(bundle["data"]["app.env"].as_str().unwrap()),
