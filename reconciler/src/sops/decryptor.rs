@@ -571,8 +571,16 @@ impl InputFilter for Decryptor {
         };
         if !decrypt {
             // The MAC is checked on the file as committed; the objects are decrypted after the
-            // build (kustomize may change their plain values).
-            super::decrypt_documents(rel, &bytes, format, ids).map_err(|e| without_file(e, rel))?;
+            // build (kustomize may change their plain values). A file that opts an object out
+            // of decryption (e.g. an operator's own encrypted resource, for another key) is
+            // left to the object stage, which honours the annotation per object.
+            let opted_out = bytes
+                .windows(meta::DECRYPT_ANNOTATION.len())
+                .any(|w| w == meta::DECRYPT_ANNOTATION.as_bytes());
+            if !opted_out {
+                super::decrypt_documents(rel, &bytes, format, ids)
+                    .map_err(|e| without_file(e, rel))?;
+            }
             return Ok(bytes);
         }
         let input = match used_as {
@@ -709,6 +717,31 @@ mod tests {
         );
         let b64 = base64::engine::general_purpose::STANDARD;
         assert_eq!(r.redact(&b64.encode("s3cr3t-value")), REDACTED);
+    }
+
+    #[test]
+    fn an_object_opted_out_of_decryption_is_left_encrypted() {
+        let file = "apiVersion: isindir.github.com/v1alpha3\nkind: SopsSecret\nmetadata:\n  name: op\n  annotations:\n    kubectl-gitops.io/decrypt: disabled\nspec:\n  x: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\nsops:\n  mac: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\n  lastmodified: '2024-01-01T00:00:00Z'\n";
+        // No key opens it, yet neither the file nor the object stage fails.
+        let d = Decryptor::with_keys(Identities::default());
+        let bytes = d
+            .filter("op.yaml", file.as_bytes().to_vec(), InputUse::Resource)
+            .unwrap();
+        assert_eq!(bytes, file.as_bytes());
+        let object: Value = crate::yaml::from_str(file).unwrap();
+        assert_eq!(
+            d.decrypt_objects(vec![object.clone()]).unwrap(),
+            vec![object]
+        );
+        // Without the annotation the same file is refused at once, naming why.
+        let plain = file.replace("    kubectl-gitops.io/decrypt: disabled\n", "    note: x\n");
+        let err = d
+            .filter("op.yaml", plain.into_bytes(), InputUse::Resource)
+            .unwrap_err();
+        assert!(
+            err.contains("no key at all") || err.contains("age"),
+            "{err}"
+        );
     }
 
     #[test]
