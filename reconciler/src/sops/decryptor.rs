@@ -720,6 +720,20 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_encrypted_file_is_refused_naming_the_limit() {
+        let mut big = b"# ".to_vec();
+        big.resize(super::super::MAX_FILE_BYTES + 10, b'a');
+        big.extend_from_slice(
+            b"\nsops:\n  mac: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\n",
+        );
+        let d = Decryptor::with_keys(Identities::default());
+        for used_as in [InputUse::Resource, InputUse::Patch] {
+            let err = d.filter("big.yaml", big.clone(), used_as).unwrap_err();
+            assert!(err.contains("over the limit of 8388608 bytes"), "{err}");
+        }
+    }
+
+    #[test]
     fn an_object_opted_out_of_decryption_is_left_encrypted() {
         let file = "apiVersion: isindir.github.com/v1alpha3\nkind: SopsSecret\nmetadata:\n  name: op\n  annotations:\n    kubectl-gitops.io/decrypt: disabled\nspec:\n  x: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\nsops:\n  mac: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\n  lastmodified: '2024-01-01T00:00:00Z'\n";
         // No key opens it, yet neither the file nor the object stage fails.
