@@ -332,6 +332,8 @@ pub enum CreateSourceCommand {
 pub enum CreateSecretCommand {
     /// Create or update a Secret with git credentials.
     Git(CreateSecretGitArgs),
+    /// Create or update a Secret with an age identity for spec.decryption (key identity.agekey).
+    Age(CreateSecretAgeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -414,7 +416,31 @@ pub struct CreateKustomizationArgs {
     /// Reconcile timeout (spec.timeout).
     #[arg(long = "apply-timeout", value_parser = parse_duration_text)]
     pub apply_timeout: Option<String>,
+    /// Decrypt SOPS-encrypted files of the build: the provider (spec.decryption.provider).
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub decryption_provider: Option<DecryptionProviderArg>,
+    /// Secret with the age identities (spec.decryption.secretRef; see `create secret age`).
+    #[arg(long, value_name = "NAME", requires = "decryption_provider")]
+    pub decryption_secret: Option<String>,
     /// Print the objects as YAML instead of applying them.
+    #[arg(long)]
+    pub export: bool,
+}
+
+/// `--decryption-provider` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecryptionProviderArg {
+    Sops,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateSecretAgeArgs {
+    /// Name of the Secret.
+    pub name: String,
+    /// age identity file, as age-keygen writes it (AGE-SECRET-KEY-1… lines).
+    #[arg(long, value_name = "FILE")]
+    pub age_key_file: PathBuf,
+    /// Print the Secret as YAML instead of applying it.
     #[arg(long)]
     pub export: bool,
 }

@@ -20,3 +20,16 @@ pub fn defaults<T: Args + FromArgMatches>() -> T {
         .and_then(|matches: ArgMatches| T::from_arg_matches(&matches))
         .unwrap_or_else(|e| panic!("the flag defaults of {name} do not parse: {e}"))
 }
+
+/// The namespace the reconciler runs in: `$POD_NAMESPACE`, else `gitops-system`.
+pub fn runtime_namespace() -> String {
+    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "gitops-system".into())
+}
+
+/// Parses a flag naming an object in the reconciler's namespace: `(namespace, name)`.
+pub fn in_runtime_namespace(name: &str) -> Result<(String, String), String> {
+    if name.is_empty() {
+        return Err("a name is required".into());
+    }
+    Ok((runtime_namespace(), name.to_owned()))
+}

@@ -174,8 +174,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let namespace = args
             .leader_election_namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "gitops-system".into());
+            .unwrap_or_else(gitops_reconciler::flags::runtime_namespace);
         let name = match &args.kustomizations.watch_label_selector {
             // One lease per shard.
             Some(selector) => format!(
@@ -327,5 +326,14 @@ mod tests {
             defaults.concurrent_apply
         );
         assert!(args.kustomizations.no_cross_namespace_refs);
+        assert_eq!(args.kustomizations.sops_age_secret, None);
+        let args = Args::parse_from(["gitops-reconciler", "--sops-age-secret", "sops-age"]);
+        assert_eq!(
+            args.kustomizations.sops_age_secret,
+            Some((
+                gitops_reconciler::flags::runtime_namespace(),
+                "sops-age".to_owned()
+            ))
+        );
     }
 }

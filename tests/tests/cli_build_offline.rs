@@ -3,9 +3,11 @@
 //! from `--substitute-from`. The kubeconfig names an unreachable server (and `--dry-run` runs
 //! with none at all): any dial would fail the build. The reconciler's render runs: the
 //! target namespace, owner labels and intent digest are in the output, and a ClusterPolicy's
-//! denial exits 1 with the violation table.
+//! denial exits 1 with the violation table. SOPS-encrypted values print masked as `flux build`
+//! masks them (the CLI holds no keys).
 
 mod cli_support;
+mod sops_support;
 
 use cli_support::*;
 
@@ -190,4 +192,54 @@ fn offline_errors_name_the_flag_and_the_cause() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn sops_encrypted_values_print_masked_as_flux_build_prints_them() {
+    let t = sops_support::tools();
+    let (_, recipient) = sops_support::age_key(&t, "k");
+    let repo = repo("sops", 2);
+    let app = repo.base.join("deploy/vote");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData:\n  password: cli-pass-Rt41-plaintext\n";
+    let enc = t.encrypt(
+        "db.enc.yaml",
+        secret.as_bytes(),
+        &[&recipient],
+        &["--encrypted-regex", "^(data|stringData)$"],
+    );
+    std::fs::write(app.join("db.enc.yaml"), enc).unwrap();
+    let env = t.encrypt(
+        "app.enc.env",
+        b"API_TOKEN=cli-token-Rt42-plaintext\n",
+        &[&recipient],
+        &[],
+    );
+    std::fs::write(app.join("app.enc.env"), env).unwrap();
+    std::fs::write(
+        app.join("kustomization.yaml"),
+        "resources:\n- vote.yaml\n- db.enc.yaml\nsecretGenerator:\n- {name: app-env, envs: [app.enc.env]}\n",
+    )
+    .unwrap();
+    // Without spec.decryption the build fails as the reconciler's would, with Flux's message.
+    let run = build(&repo, &["--dry-run"]).expect(1);
+    assert!(
+        run.stderr
+            .contains("configuring decryption (spec.decryption) is required"),
+        "{}",
+        run.stderr
+    );
+    let file = repo.base.join("clusters-dev.yaml");
+    let with_decryption = std::fs::read_to_string(&file).unwrap().replace(
+        "  targetNamespace: instavote\n",
+        "  targetNamespace: instavote\n  decryption: {provider: sops, secretRef: {name: sops-age}}\n",
+    );
+    std::fs::write(&file, with_decryption).unwrap();
+    let run = build(&repo, &["--dry-run"]).expect(0);
+    let out = &run.stdout;
+    // base64 of **SOPS** (the plan writes stringData as data), for the encrypted Secret and
+    // for the Secret generated from the encrypted dotenv.
+    assert!(out.contains("password: KipTT1BTKio="), "{out}");
+    assert!(out.contains("API_TOKEN: KipTT1BTKio="), "{out}");
+    assert!(!out.contains("sops:"), "{out}");
+    assert!(!out.contains("plaintext") && !run.stderr.contains("plaintext"));
 }

@@ -1,4 +1,4 @@
-//! `kubectl gitops create source git | kustomization | secret git`: build the object from flags,
+//! `kubectl gitops create source git | kustomization | secret git | secret age`: build the object from flags,
 //! print it (`--export`) or server-side apply it and wait for the first reconcile's outcome.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,9 @@ use gitops_reconciler::api::common::{
     ConfigMapKeyReference, LocalObjectReference, NamespacedObjectKindReference,
     NamespacedObjectReference, PolicyModule,
 };
-use gitops_reconciler::api::kustomization::{PolicyReference, SourceKind, SourceReference};
+use gitops_reconciler::api::kustomization::{
+    Decryption, DecryptionProvider, PolicyReference, SourceKind, SourceReference,
+};
 use gitops_reconciler::api::{
     GitRepository, GitRepositoryRef, GitRepositorySpec, Kustomization, KustomizationSpec,
 };
@@ -20,8 +22,9 @@ use kube::{Api, ResourceExt as _};
 use sha2::Digest as _;
 
 use crate::cli::{
-    CreateCommand, CreateKustomizationArgs, CreateSecretCommand, CreateSecretGitArgs,
-    CreateSourceCommand, CreateSourceGitArgs, GlobalArgs,
+    CreateCommand, CreateKustomizationArgs, CreateSecretAgeArgs, CreateSecretCommand,
+    CreateSecretGitArgs, CreateSourceCommand, CreateSourceGitArgs, DecryptionProviderArg,
+    GlobalArgs,
 };
 use crate::cluster::{self, Outcome, Reconcilable};
 use crate::error::{Exit, fail};
@@ -72,31 +75,41 @@ pub async fn run(
         }
         CreateCommand::Secret(CreateSecretCommand::Git(args)) => {
             let secret = git_secret(&global.namespace, &args)?;
-            if args.export {
-                export(ui, &[serde_json::to_value(&secret)?])?;
-                return Ok(Exit::Success);
-            }
-            let client = cluster::connect(global).await?;
-            let api: Api<Secret> = Api::namespaced(client, &global.namespace);
-            ui.step(&format!(
-                "applying Secret {}/{}",
-                global.namespace, args.name
-            ))?;
-            cluster::apply(&api, &secret).await?;
-            // Never echo the data back: name the keys only.
-            let keys: Vec<&str> = secret
-                .data
-                .as_ref()
-                .map(|d| d.keys().map(String::as_str).collect())
-                .unwrap_or_default();
-            ui.success(&format!(
-                "Secret {} applied with keys: {}",
-                args.name,
-                keys.join(", ")
-            ))?;
-            Ok(Exit::Success)
+            apply_secret(global, &secret, args.export, ui).await
+        }
+        CreateCommand::Secret(CreateSecretCommand::Age(args)) => {
+            let secret = age_secret(&global.namespace, &args)?;
+            apply_secret(global, &secret, args.export, ui).await
         }
     }
+}
+
+/// Prints (`--export`) or applies a Secret; never echoes its data, only its keys.
+async fn apply_secret(
+    global: &GlobalArgs,
+    secret: &Secret,
+    export_only: bool,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<Exit> {
+    if export_only {
+        export(ui, &[serde_json::to_value(secret)?])?;
+        return Ok(Exit::Success);
+    }
+    let client = cluster::connect(global).await?;
+    let api: Api<Secret> = Api::namespaced(client, &global.namespace);
+    let name = secret.name_any();
+    ui.step(&format!("applying Secret {}/{name}", global.namespace))?;
+    cluster::apply(&api, secret).await?;
+    let keys: Vec<&str> = secret
+        .data
+        .as_ref()
+        .map(|d| d.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    ui.success(&format!(
+        "Secret {name} applied with keys: {}",
+        keys.join(", ")
+    ))?;
+    Ok(Exit::Success)
 }
 
 fn export(ui: &mut Ui<'_>, docs: &[serde_json::Value]) -> anyhow::Result<()> {
@@ -303,6 +316,15 @@ pub fn kustomization(
             deletion_policy: None,
             allow_empty: None,
             ignore: Vec::new(),
+            decryption: args.decryption_provider.map(|p| Decryption {
+                provider: match p {
+                    DecryptionProviderArg::Sops => DecryptionProvider::Sops,
+                },
+                secret_ref: args
+                    .decryption_secret
+                    .clone()
+                    .map(|name| LocalObjectReference { name }),
+            }),
         },
     );
     ks.metadata.namespace = Some(namespace.to_owned());
@@ -549,6 +571,47 @@ fn policy_module(
 }
 
 /// The Secret the flags describe, with Flux's key names.
+/// The key of the age identity in a Secret made by `create secret age` (any key ending in
+/// `.agekey` is read).
+pub const AGE_IDENTITY_KEY: &str = "identity.agekey";
+
+/// A Secret holding the age identity file `--age-key-file`, checked with the reconciler's own
+/// reader (so a file it would refuse is refused here); errors never quote the file.
+pub fn age_secret(namespace: &str, args: &CreateSecretAgeArgs) -> anyhow::Result<Secret> {
+    let path = &args.age_key_file;
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("cannot read --age-key-file {}: {e}", path.display()),
+        )
+    })?;
+    if !bytes
+        .windows(b"AGE-SECRET-KEY-1".len())
+        .any(|w| w.eq_ignore_ascii_case(b"AGE-SECRET-KEY-1"))
+    {
+        return Err(crate::error::Failure::new(
+            Exit::Usage,
+            format!(
+                "--age-key-file {} holds no AGE-SECRET-KEY-1 line: not an age identity file",
+                path.display()
+            ),
+        )
+        .hint("create one with: age-keygen -o age.agekey")
+        .into());
+    }
+    gitops_reconciler::sops::decryptor::identities_from_secret(
+        &format!("--age-key-file {}", path.display()),
+        [(AGE_IDENTITY_KEY, bytes.as_slice())],
+        true,
+    )
+    .map_err(|e| fail(Exit::Usage, e.to_string()))?;
+    Ok(opaque_secret(
+        namespace,
+        &args.name,
+        BTreeMap::from([(AGE_IDENTITY_KEY.to_owned(), ByteString(bytes))]),
+    ))
+}
+
 pub fn git_secret(namespace: &str, args: &CreateSecretGitArgs) -> anyhow::Result<Secret> {
     let url = args.url.trim();
     let ssh = url.starts_with("ssh://");
@@ -603,16 +666,21 @@ pub fn git_secret(namespace: &str, args: &CreateSecretGitArgs) -> anyhow::Result
         data.insert("identity".into(), ByteString(key));
         data.insert("known_hosts".into(), ByteString(hosts));
     }
-    Ok(Secret {
+    Ok(opaque_secret(namespace, &args.name, data))
+}
+
+/// An Opaque Secret holding `data`.
+fn opaque_secret(namespace: &str, name: &str, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
         metadata: ObjectMeta {
-            name: Some(args.name.clone()),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Secret::default()
-    })
+    }
 }
 
 #[cfg(test)]
@@ -751,11 +819,21 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// `kubectl gitops create ARGS…` as clap parses it.
+    fn create(args: &[&str]) -> CreateCommand {
+        let mut full = vec!["kubectl-gitops", "create"];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Create(command) => command,
+            _ => unreachable!(),
+        }
+    }
+
     fn parse_repo(extra: &[&str]) -> anyhow::Result<GitRepository> {
-        let mut args = vec!["kubectl-gitops", "create", "source", "git", "instavote"];
+        let mut args = vec!["source", "git", "instavote"];
         args.extend_from_slice(extra);
-        match Cli::try_parse_from(args).unwrap().command {
-            Command::Create(CreateCommand::Source(CreateSourceCommand::Git(a))) => {
+        match create(&args) {
+            CreateCommand::Source(CreateSourceCommand::Git(a)) => {
                 git_repository("gitops-system", &a)
             }
             _ => unreachable!(),
@@ -784,6 +862,58 @@ mod tests {
         let repo = parse_repo(&["--url", "http://127.0.0.1/r.git", "--insecure"]).unwrap();
         assert_eq!(repo.spec.insecure, Some(true));
         assert!(parse_repo(&["--url", "ext::sh -c evil"]).is_err());
+    }
+
+    fn parse_age(file: &Path) -> anyhow::Result<Secret> {
+        let file = file.to_str().unwrap();
+        match create(&["secret", "age", "sops-age", "--age-key-file", file]) {
+            CreateCommand::Secret(CreateSecretCommand::Age(a)) => age_secret("team", &a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn age_secrets_hold_the_identity_file_and_refuse_anything_else() {
+        use age::secrecy::ExposeSecret as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = age::x25519::Identity::generate();
+        let secret_text = key.to_string().expose_secret().to_owned();
+        let file = dir.path().join("age.agekey");
+        let text = format!("# public key: {}\n{secret_text}\n", key.to_public());
+        std::fs::write(&file, &text).unwrap();
+        let secret = parse_age(&file).unwrap();
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("team"));
+        let data = secret.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), [AGE_IDENTITY_KEY]);
+        assert_eq!(data[AGE_IDENTITY_KEY].0, text.as_bytes());
+
+        // No AGE-SECRET-KEY line: refused, naming the file, with a hint.
+        std::fs::write(&file, "# public key: age1abc\n").unwrap();
+        let line = crate::error::report(&parse_age(&file).unwrap_err()).line;
+        assert!(line.contains("no AGE-SECRET-KEY-1 line"), "{line}");
+        // A damaged key: refused without echoing it.
+        let damaged = format!("{}X\n", &secret_text[..secret_text.len() - 1]);
+        std::fs::write(&file, &damaged).unwrap();
+        let line = crate::error::report(&parse_age(&file).unwrap_err()).line;
+        assert!(line.contains("not an AGE-SECRET-KEY-1 identity"), "{line}");
+        assert!(!line.contains(&secret_text[20..]), "{line}");
+    }
+
+    #[test]
+    fn kustomization_decryption_flags_are_fluxs() {
+        let (ks, _) = parse_ks(&[
+            "--decryption-provider",
+            "sops",
+            "--decryption-secret",
+            "sops-age",
+        ])
+        .unwrap();
+        let decryption = ks.spec.decryption.unwrap();
+        assert_eq!(decryption.provider, DecryptionProvider::Sops);
+        assert_eq!(decryption.secret_ref.unwrap().name, "sops-age");
+        let (ks, _) = parse_ks(&["--decryption-provider", "sops"]).unwrap();
+        assert!(ks.spec.decryption.unwrap().secret_ref.is_none());
+        assert!(parse_ks(&[]).unwrap().0.spec.decryption.is_none());
     }
 
     #[test]

@@ -16,9 +16,10 @@ use gitops_reconciler::apply::{
 };
 use gitops_reconciler::controller::kustomization::PolicyEngine;
 use gitops_reconciler::controller::render::{
-    self, Cluster, Lookups, RenderError, RenderInput, Rendered,
+    self, Cluster, Keys, Lookups, RenderError, RenderInput, Rendered,
 };
 use gitops_reconciler::policy::{HostConfig, Violation};
+use gitops_reconciler::sops::decryptor::is_sops_mask;
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -269,6 +270,8 @@ async fn run_render(
         substitute_from: prepared.substitute_from.clone(),
         cluster_policies: prepared.cluster_policies.clone(),
         skip_missing_substitutions: dry_run,
+        // The CLI never holds decryption keys: encrypted values print masked, as in Flux.
+        keys: Keys::Masked,
     };
     let engine = PolicyEngine::on_first_use(HostConfig {
         cache_dir: super::policy::cache_dir(),
@@ -414,7 +417,10 @@ fn print_preview(preview: &Previewed, ui: &mut Ui<'_>) -> anyhow::Result<bool> {
         .transpose()?
         .unwrap_or_default();
     let new = match &preview.desired {
-        Some(desired) => yaml(&comparable(desired.clone()))?,
+        Some(desired) => yaml(&comparable(keep_live_for_sops_masks(
+            desired.clone(),
+            preview.live.as_ref(),
+        )))?,
         None => String::new(),
     };
     if preview.live.is_some() && old == new {
@@ -490,13 +496,37 @@ fn comparable(mut object: Value) -> Value {
     mask_secret(object)
 }
 
-/// Replaces Secret values by a mask carrying a short digest.
+/// A desired Secret whose values are SOPS masks takes the live values of the same keys (as
+/// `flux diff` does): what the CLI cannot decrypt shows as unchanged, added or removed keys
+/// still show.
+fn keep_live_for_sops_masks(mut desired: Value, live: Option<&Value>) -> Value {
+    let Some(live_data) = live.and_then(|l| l.get("data")).and_then(Value::as_object) else {
+        return desired;
+    };
+    if desired["kind"] == "Secret"
+        && let Some(data) = desired.get_mut("data").and_then(Value::as_object_mut)
+    {
+        for (key, value) in data.iter_mut() {
+            if value.as_str().is_some_and(is_sops_mask)
+                && let Some(live_value) = live_data.get(key)
+            {
+                *value = live_value.clone();
+            }
+        }
+    }
+    desired
+}
+
+/// Replaces Secret values by a mask carrying a short digest (a SOPS mask stays as it is).
 fn mask_secret(mut object: Value) -> Value {
     if object["kind"] == "Secret" {
         for key in ["data", "stringData"] {
             if let Some(data) = object.get_mut(key).and_then(Value::as_object_mut) {
                 for value in data.values_mut() {
                     let text = value.as_str().unwrap_or_default();
+                    if is_sops_mask(text) {
+                        continue;
+                    }
                     let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
                     *value = format!("***** (sha256 {})", &hex::encode(digest)[..8]).into();
                 }
@@ -529,6 +559,25 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap();
         assert!(!text.contains("aGVsbG8="), "{text}");
         assert!(a["metadata"].get("resourceVersion").is_none());
+    }
+
+    #[test]
+    fn sops_masks_print_as_flux_prints_them_and_diff_as_unchanged() {
+        // base64 of Flux's `**SOPS**`
+        let masked = "KipTT1BTKio=";
+        let desired = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"password": masked, "added": masked}
+        });
+        assert_eq!(mask_secret(desired.clone())["data"]["password"], masked);
+        let live = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"password": "aGVsbG8="}
+        });
+        let compared = keep_live_for_sops_masks(desired, Some(&live));
+        assert_eq!(compared["data"]["password"], "aGVsbG8=");
+        // A key the cluster does not have yet still shows as new.
+        assert_eq!(compared["data"]["added"], masked);
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub mod meta {
     /// `kubectl-gitops.io/prune: disabled` keeps an object when it leaves the inventory.
     pub const PRUNE_ANNOTATION: &str = "kubectl-gitops.io/prune";
     pub const PRUNE_DISABLED: &str = "disabled";
+    /// `kubectl-gitops.io/decrypt: disabled` leaves an object's SOPS metadata and values as
+    /// they are (Flux's `kustomize.toolkit.fluxcd.io/decrypt`).
+    pub const DECRYPT_ANNOTATION: &str = "kubectl-gitops.io/decrypt";
+    pub const DECRYPT_DISABLED: &str = "disabled";
     /// Written by `kubectl gitops reconcile`; echoed in `status.lastHandledReconcileAt`.
     pub const RECONCILE_REQUESTED_AT_ANNOTATION: &str = "kubectl-gitops.io/reconcile-requested-at";
     /// Per-object opt-in to recreate on immutable-field changes (like `spec.force`).

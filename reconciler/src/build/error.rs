@@ -7,6 +7,9 @@ pub enum BuildError {
     /// A file or directory could not be read.
     #[error("{file}: {message}")]
     Io { file: String, message: String },
+    /// The caller's input filter refused a file (e.g. it cannot be decrypted).
+    #[error("{file}: {message}")]
+    Input { file: String, message: String },
     /// A path in a kustomization points outside the build root (`..` past the root, absolute).
     #[error("{file}: path '{path}' escapes the source root")]
     EscapesRoot { file: String, path: String },
@@ -81,6 +84,7 @@ impl BuildError {
     pub fn file(&self) -> Option<&str> {
         match self {
             BuildError::Io { file, .. }
+            | BuildError::Input { file, .. }
             | BuildError::EscapesRoot { file, .. }
             | BuildError::Symlink { file, .. }
             | BuildError::NotFound { file, .. }

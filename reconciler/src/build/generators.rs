@@ -65,7 +65,11 @@ pub(crate) fn generate(
     }
     for env in envs {
         let rel = loader.resolve(dir, env, file)?;
-        let text = loader.read_text(&rel, file)?;
+        let used_as = match kind {
+            GenKind::Secret => super::InputUse::SecretEnv,
+            GenKind::ConfigMap => super::InputUse::ConfigMapEnv,
+        };
+        let text = loader.read_input_text(&rel, file, used_as)?;
         for (i, line) in text.lines().enumerate() {
             let line = if i == 0 {
                 line.trim_start_matches('\u{feff}')
@@ -113,7 +117,11 @@ pub(crate) fn generate(
         if loader.kind_of(&rel, file)? == Some(true) {
             return Err(err(format!("file source '{path}' is a directory")));
         }
-        let bytes = loader.read_bytes(&rel, file)?;
+        let used_as = match kind {
+            GenKind::Secret => super::InputUse::SecretFile { key: &key },
+            GenKind::ConfigMap => super::InputUse::ConfigMapFile,
+        };
+        let bytes = loader.read_input(&rel, file, used_as)?;
         pairs.push((key, bytes));
     }
     for (k, _) in &pairs {

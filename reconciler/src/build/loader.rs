@@ -48,6 +48,8 @@ pub(crate) const KUSTOMIZATION_FILES: [&str; 3] =
 /// Confined access to the build root.
 pub(crate) struct Loader<'a> {
     root: &'a Path,
+    /// Sees (and may rewrite) every resource, patch and generator file the build reads.
+    inputs: &'a dyn super::InputFilter,
     pub limits: Limits,
     total_bytes: Cell<usize>,
     /// The OpenAPI schema a kustomization gave with `openapi: {path: ...}` (the first one
@@ -89,9 +91,10 @@ pub(crate) fn is_remote(entry: &str) -> bool {
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(root: &'a Path, limits: Limits) -> Self {
+    pub fn new(root: &'a Path, limits: Limits, inputs: &'a dyn super::InputFilter) -> Self {
         Loader {
             root,
+            inputs,
             limits,
             total_bytes: Cell::new(0),
             custom_schema: std::cell::RefCell::new(None),
@@ -243,6 +246,32 @@ impl<'a> Loader<'a> {
         }
         self.total_bytes.set(total);
         Ok(buf)
+    }
+
+    /// Reads a file the build uses as `used_as` (bounded), through the caller's input filter.
+    pub fn read_input(
+        &self,
+        rel: &str,
+        referrer: &str,
+        used_as: super::InputUse<'_>,
+    ) -> Result<Vec<u8>, BuildError> {
+        let bytes = self.read_bytes(rel, referrer)?;
+        self.inputs
+            .filter(rel, bytes, used_as)
+            .map_err(|message| BuildError::Input {
+                file: rel.to_string(),
+                message,
+            })
+    }
+
+    /// Reads a UTF-8 text file used as `used_as` (bounded), through the input filter.
+    pub fn read_input_text(
+        &self,
+        rel: &str,
+        referrer: &str,
+        used_as: super::InputUse<'_>,
+    ) -> Result<String, BuildError> {
+        text(self.read_input(rel, referrer, used_as)?, rel)
     }
 
     /// Reads a UTF-8 text file (bounded).

@@ -145,14 +145,61 @@ impl BuildOptions {
     }
 }
 
-/// Builds the kustomization at `options.path` under `root`.
+/// What a file the build reads is used as (told to the [`InputFilter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputUse<'a> {
+    /// A file of `resources` (YAML objects).
+    Resource,
+    /// A `patches[].path` file.
+    Patch,
+    /// An `env`/`envs` file of a secretGenerator.
+    SecretEnv,
+    /// A `files` entry of a secretGenerator, stored under `key`.
+    SecretFile { key: &'a str },
+    /// An `env`/`envs` file of a configMapGenerator.
+    ConfigMapEnv,
+    /// A `files` entry of a configMapGenerator.
+    ConfigMapFile,
+}
+
+/// The caller's view of the files a build reads: it sees each resource, patch and generator
+/// file (after the engine's bounds and confinement checks) and returns the bytes the engine
+/// uses, or refuses the file with a message (the build then fails naming the file). This is
+/// how encrypted inputs are decrypted in memory without the engine knowing about encryption.
+pub trait InputFilter: Sync {
+    fn filter(&self, rel: &str, bytes: Vec<u8>, used_as: InputUse<'_>) -> Result<Vec<u8>, String>;
+}
+
+/// The filter that passes every file through as it is.
+pub struct Unfiltered;
+
+impl InputFilter for Unfiltered {
+    fn filter(&self, _: &str, bytes: Vec<u8>, _: InputUse<'_>) -> Result<Vec<u8>, String> {
+        Ok(bytes)
+    }
+}
+
+/// Builds the kustomization at `options.path` under `root`, substituting postBuild variables
+/// when `options` enables it.
 ///
 /// Guarantees: reads nothing outside `root` and follows no symlink; runs nothing and fetches
 /// nothing; bounded in input size, documents, objects and nesting (see `loader::Limits`);
 /// output order is kustomize's (legacy sort unless the root kustomization sets sortOptions).
 /// `targetNamespace` is not applied here (it is a policy step).
 pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildError> {
-    let loader = loader::Loader::new(root, loader::Limits::default());
+    let objects = build_with(root, options, &Unfiltered)?;
+    substitute_objects(objects, options)
+}
+
+/// Builds as [`build`] does, with every resource, patch and generator file passed through
+/// `inputs`, and without postBuild substitution (the caller runs [`substitute_objects`] when
+/// it is ready to).
+pub fn build_with(
+    root: &Path,
+    options: &BuildOptions,
+    inputs: &dyn InputFilter,
+) -> Result<Vec<Value>, BuildError> {
+    let loader = loader::Loader::new(root, loader::Limits::default(), inputs);
     let path = match options.path.trim() {
         "" | "." | "./" => String::new(),
         p => loader.resolve("", p, "spec.path")?,
@@ -202,14 +249,23 @@ pub fn build(root: &Path, options: &BuildOptions) -> Result<Vec<Value>, BuildErr
     for o in &mut out {
         drop_empty_annotations(o);
     }
-    if options.substitution_enabled {
-        substitute::check_names(&options.substitute)?;
-        out = out
-            .into_iter()
-            .map(|o| substitute::substitute(o, &options.substitute, options.strict_substitution))
-            .collect::<Result<_, _>>()?;
-    }
     Ok(out)
+}
+
+/// postBuild substitution of `objects` with the variables of `options` (nothing when
+/// `options.substitution_enabled` is false).
+pub fn substitute_objects(
+    objects: Vec<Value>,
+    options: &BuildOptions,
+) -> Result<Vec<Value>, BuildError> {
+    if !options.substitution_enabled {
+        return Ok(objects);
+    }
+    substitute::check_names(&options.substitute)?;
+    objects
+        .into_iter()
+        .map(|o| substitute::substitute(o, &options.substitute, options.strict_substitution))
+        .collect()
 }
 
 /// kustomize writes no `metadata.annotations` that is null or empty (it clears its own

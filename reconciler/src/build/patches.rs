@@ -26,7 +26,7 @@ fn load(
         (Some(p), None) => {
             let rel = loader.resolve(dir, p, file)?;
             Ok(PatchText {
-                text: loader.read_text(&rel, file)?,
+                text: loader.read_input_text(&rel, file, crate::build::InputUse::Patch)?,
                 origin: rel,
             })
         }

@@ -396,7 +396,11 @@ impl<'a> Builder<'a> {
                     acc.absorb(sub, file)?;
                 }
                 Some(false) => {
-                    let text = self.loader.read_text(&rel, file)?;
+                    let text = self.loader.read_input_text(
+                        &rel,
+                        file,
+                        crate::build::InputUse::Resource,
+                    )?;
                     let objs = loader::parse_objects(&text, &rel, &self.loader.limits)?;
                     self.objects += objs.len();
                     if self.objects > self.loader.limits.max_objects {

@@ -79,6 +79,11 @@ pub struct KustomizationConfig {
     /// Reconcile only objects (of both kinds) matching this label selector (sharding).
     #[arg(long)]
     pub watch_label_selector: Option<String>,
+    /// Name of a Secret in the reconciler's namespace ($POD_NAMESPACE, else gitops-system)
+    /// whose keys ending in .agekey hold age identities, used by Kustomizations whose
+    /// spec.decryption names no secretRef (Flux's fallback key). Kept as (namespace, name).
+    #[arg(long, value_name = "NAME", value_parser = crate::flags::in_runtime_namespace)]
+    pub sops_age_secret: Option<(String, String)>,
 }
 
 impl Default for KustomizationConfig {

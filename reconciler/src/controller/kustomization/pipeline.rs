@@ -13,7 +13,7 @@ use super::status::{Run, StageError};
 use crate::api::conditions::{self, reasons, status as cstatus, types};
 use crate::api::{Artifact, GitRepository, Kustomization, duration};
 use crate::apply::{self, ApplyOptions, DriftRules, ObjectRef, Owner, OwnerLookup, inventory};
-use crate::controller::render::{self, Cluster, Lookups, RenderInput};
+use crate::controller::render::{self, Cluster, Keys, Lookups, RenderInput};
 
 /// The spec's durations, parsed.
 pub(super) struct Durations {
@@ -104,6 +104,9 @@ impl Run<'_> {
                 resolver: &self.ctx.resolver,
                 cluster_policies: Some(&self.ctx.cluster_policies),
             }),
+            keys: Keys::Cluster {
+                default_secret: self.ctx.config.sops_age_secret.clone(),
+            },
             ..Lookups::default()
         };
         let rendered = render::render(&input, &lookups, &self.ctx.policy).await;

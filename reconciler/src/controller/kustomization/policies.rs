@@ -100,6 +100,8 @@ impl Run<'_> {
                 RenderError::Build(_)
                 | RenderError::BuildTask(_)
                 | RenderError::Substitute(_)
+                | RenderError::DecryptionKeys(_)
+                | RenderError::Decrypt(_)
                 | RenderError::PolicyHost(_),
             ) => return,
         };

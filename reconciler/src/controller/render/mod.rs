@@ -1,6 +1,8 @@
 //! The render of a Kustomization, shared by the controller and the CLI (`build`, `diff`):
 //!
-//! artifact tree → build (kustomize) → postBuild substitutions → policy pipeline
+//! artifact tree → build (kustomize; SOPS-encrypted generator and patch files decrypted as
+//! they are read) → decryption of SOPS-encrypted objects (`spec.decryption`, in memory) →
+//! postBuild substitutions → policy pipeline
 //! (`target-namespace` for `spec.targetNamespace`, the ClusterPolicies that select the
 //! Kustomization, then `spec.policies`) → audit steps → [`apply::plan`] (owner labels,
 //! intent digest, scope of every kind).
@@ -16,8 +18,8 @@
 //! its output: their violations (of any severity) and failures are reported, never deny, and
 //! whatever their transforms return is discarded.
 //!
-//! Modules: `substitute` (postBuild variables) and `policies` (which steps run, with which
-//! module); this module holds the inputs, the outputs and the order of the stages.
+//! Modules: `substitute` (postBuild variables), `decryption` (the keys of `spec.decryption`)
+//! and `policies` (which steps run, with which module); this module holds the inputs, the outputs and the order of the stages.
 
 use std::path::Path;
 
@@ -30,10 +32,13 @@ use crate::api::{ClusterPolicy, FailurePolicy, Kustomization};
 use crate::apply::{self, ApplyError, Owner, Plan, Resolver, Scopes};
 use crate::build::BuildError;
 use crate::policy::{PipelineError, PolicyContext, PolicyStep, Severity, Tenancy, Violation};
+use crate::sops::decryptor::DecryptError;
 
+mod decryption;
 mod policies;
 mod substitute;
 
+pub use decryption::{DecryptionKeysError, Keys};
 pub(crate) use policies::cluster_policies;
 pub use policies::selected_cluster_policies;
 pub use substitute::{DataProblem, SubstituteError};
@@ -74,6 +79,8 @@ pub struct Lookups<'a> {
     /// Flux's dry-run rule: a `substituteFrom` object that cannot be looked up is skipped (with
     /// a notice) instead of failing the render.
     pub skip_missing_substitutions: bool,
+    /// Where `spec.decryption` finds its keys (the default: nowhere, values are masked).
+    pub keys: Keys,
 }
 
 /// What is rendered and how.
@@ -119,6 +126,12 @@ pub enum RenderError {
     /// The substitution sources could not be read (BuildFailed).
     #[error(transparent)]
     Substitute(#[from] SubstituteError),
+    /// The keys of `spec.decryption` could not be read (BuildFailed).
+    #[error(transparent)]
+    DecryptionKeys(#[from] DecryptionKeysError),
+    /// An object of the build could not be decrypted (BuildFailed).
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
     /// The policy stage denied or failed (PolicyDenied / PolicyFailed).
     #[error("{message}")]
     Policy {
@@ -141,9 +154,11 @@ impl RenderError {
     /// The condition reason: BuildFailed, PolicyDenied, PolicyFailed or ApplyFailed.
     pub fn reason(&self) -> &'static str {
         match self {
-            RenderError::Build(_) | RenderError::BuildTask(_) | RenderError::Substitute(_) => {
-                reasons::BUILD_FAILED
-            }
+            RenderError::Build(_)
+            | RenderError::BuildTask(_)
+            | RenderError::Substitute(_)
+            | RenderError::DecryptionKeys(_)
+            | RenderError::Decrypt(_) => reasons::BUILD_FAILED,
             RenderError::Policy { reason, .. } => reason,
             RenderError::PolicyHost(_) => reasons::POLICY_FAILED,
             RenderError::Plan(_) => reasons::APPLY_FAILED,
@@ -175,7 +190,6 @@ pub async fn render(
 ) -> Result<Rendered, RenderError> {
     let ks = input.kustomization;
     let namespace = ks.metadata.namespace.clone().unwrap_or_default();
-    let name = ks.metadata.name.clone().unwrap_or_default();
     let mut rendered = Rendered::default();
 
     let substitute =
@@ -185,9 +199,65 @@ pub async fn render(
         options.path = path.clone();
     }
     options.substitute = substitute;
+    let decryptor = decryption::decryptor(ks, &namespace, lookups).await?;
     let root = input.root.to_owned();
-    let objects =
-        tokio::task::spawn_blocking(move || crate::build::build(&root, &options)).await??;
+    // Build (generator and patch files decrypted as they are read), decrypt the objects, then
+    // substitute: Flux's order, so variables never reach into ciphertext.
+    let (objects, redactor) = tokio::task::spawn_blocking(move || -> Result<_, RenderError> {
+        let objects = crate::build::build_with(&root, &options, &decryptor)?;
+        let objects = decryptor.decrypt_objects(objects)?;
+        let objects = crate::build::substitute_objects(objects, &options)?;
+        Ok((objects, decryptor.redactor()))
+    })
+    .await??;
+    // Policies see the decrypted objects; what they say about them leaves without the
+    // plaintext.
+    let rendered_result = policies_and_plan(input, lookups, engine, objects, rendered).await;
+    match rendered_result {
+        Ok(mut rendered) => {
+            for v in rendered.warnings.iter_mut().chain(&mut rendered.audit) {
+                v.message = redactor.redact(&v.message);
+            }
+            for text in rendered
+                .ignored_failures
+                .iter_mut()
+                .chain(&mut rendered.notices)
+            {
+                *text = redactor.redact(text);
+            }
+            Ok(rendered)
+        }
+        Err(RenderError::Policy {
+            reason,
+            message,
+            stalled,
+            mut violations,
+        }) => {
+            for v in &mut violations {
+                v.message = redactor.redact(&v.message);
+            }
+            Err(RenderError::Policy {
+                reason,
+                message: redactor.redact(&message),
+                stalled,
+                violations,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The stages after the build: the policy pipeline (with audit steps) and the plan.
+async fn policies_and_plan(
+    input: &RenderInput<'_>,
+    lookups: &Lookups<'_>,
+    engine: &PolicyEngine,
+    objects: Vec<Value>,
+    mut rendered: Rendered,
+) -> Result<Rendered, RenderError> {
+    let ks = input.kustomization;
+    let namespace = ks.metadata.namespace.clone().unwrap_or_default();
+    let name = ks.metadata.name.clone().unwrap_or_default();
 
     let admin = ks.spec.service_account_name.is_none() && input.default_service_account.is_none();
     let steps = policies::policy_steps(ks, &namespace, input.root, lookups).await?;
