@@ -36,6 +36,8 @@ $restricted
         image: $vote_image
         env:
         - {name: REDIS, value: "redis:6379"}
+        - name: REDIS_PASSWORD
+          valueFrom: {secretKeyRef: {name: redis-auth, key: password}}
         ports:
         - containerPort: 8080
         readinessProbe:
@@ -75,6 +77,12 @@ $restricted
       containers:
       - name: redis
         image: $redis_image
+        # The image's own arguments, plus the password from the Secret the reconciler decrypted.
+        args: [--bind, 0.0.0.0, --protected-mode, "no", --save, "", --appendonly, "no", --dir, /data,
+               --requirepass, \$(REDIS_PASSWORD)]
+        env:
+        - name: REDIS_PASSWORD
+          valueFrom: {secretKeyRef: {name: redis-auth, key: password}}
         ports:
         - containerPort: 6379
         readinessProbe:
@@ -99,6 +107,21 @@ spec:
   - port: 6379
     targetPort: 6379
 YAML
+  # redis's password is in git encrypted with SOPS for the demo's age key ($work/age.agekey,
+  # never committed): only the reconciler, given the key as a Secret, decrypts it (in memory).
+  "$AGE_BIN_DIR/age-keygen" -o "$work/age.agekey" 2>/dev/null
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$work/redis-password"
+  cat > "$dir/deploy/redis/redis-auth.yaml" <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: redis-auth
+type: Opaque
+stringData:
+  password: $(cat "$work/redis-password")
+YAML
+  "$SOPS_BIN" --encrypt --age "$("$AGE_BIN_DIR/age-keygen" -y "$work/age.agekey")" \
+    --encrypted-regex '^(data|stringData)$' --in-place "$dir/deploy/redis/redis-auth.yaml"
   git_c -C "$dir" init -q
   git_c -C "$dir" add .
   git_c -C "$dir" commit -qm "instavote: vote and redis"
@@ -108,8 +131,16 @@ YAML
 demo_kustomizations() {
   run kubectl gitops create source git instavote --url "$1" --insecure --branch main --interval 30s --timeout 2m
   run kubectl gitops get sources git
+  say "redis's password is SOPS-encrypted in git: the reconciler gets the age key as a Secret"
+  run grep -A2 '^stringData' "$work/app/deploy/redis/redis-auth.yaml"
+  run kubectl gitops create secret age sops-age --age-key-file "$work/age.agekey"
   run kubectl gitops create kustomization redis-dev --source=instavote --path=./deploy/redis \
-    --interval=1m --target-namespace=instavote --prune --wait --timeout 3m
+    --interval=1m --target-namespace=instavote --prune --wait --timeout 3m \
+    --decryption-provider sops --decryption-secret sops-age
+  local applied
+  applied=$(kubectl get secret redis-auth -n instavote -o jsonpath='{.data.password}' | base64 -d)
+  [ "$applied" = "$(cat "$work/redis-password")" ] || { echo "the Secret redis-auth does not hold the decrypted password" >&2; return 1; }
+  echo "the Secret instavote/redis-auth holds the decrypted password (not printed); redis and vote read it"
   # replica-bounds is a WebAssembly policy shipped with the reconciler: here it denies any
   # revision that asks for fewer than 1 or more than 6 vote replicas.
   run kubectl gitops create kustomization vote-dev --source=instavote --path=./deploy/vote \

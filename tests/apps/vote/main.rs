@@ -6,8 +6,8 @@
 //!
 //! Standard library only (a demo image built in seconds with `rustc`, no crates): one thread per
 //! connection, requests read up to a fixed size, every socket operation under a timeout.
-//! Environment: LISTEN (default 0.0.0.0:8080), REDIS (default redis:6379), OPTION_A/OPTION_B
-//! (the buttons' labels, default Cats/Dogs).
+//! Environment: LISTEN (default 0.0.0.0:8080), REDIS (default redis:6379), REDIS_PASSWORD
+//! (sent with AUTH when set), OPTION_A/OPTION_B (the buttons' labels, default Cats/Dogs).
 
 use std::env;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,26 +25,17 @@ fn setting(name: &str, default: &str) -> String {
     env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-/// One RESP command on a fresh connection; returns the reply line (`+OK`, `:3`, `$1` + value).
-fn redis(command: &[&str]) -> Result<String, String> {
-    let addr = setting("REDIS", "redis:6379");
-    let target = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("resolve {addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("resolve {addr}: no address"))?;
-    let stream = TcpStream::connect_timeout(&target, IO_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).ok();
+/// A RESP array of bulk strings.
+fn encode(command: &[&str]) -> String {
     let mut request = format!("*{}\r\n", command.len());
     for part in command {
         request.push_str(&format!("${}\r\n{}\r\n", part.len(), part));
     }
-    (&stream)
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("redis {addr}: {e}"))?;
-    let mut reader = BufReader::new(&stream).take(4096);
+    request
+}
+
+/// One reply: the line (`+OK`, `:3`) or a bulk string's value.
+fn reply(reader: &mut impl BufRead, addr: &str) -> Result<String, String> {
     let mut line = String::new();
     reader
         .read_line(&mut line)
@@ -63,6 +54,36 @@ fn redis(command: &[&str]) -> Result<String, String> {
         Some(':') | Some('+') => Ok(line[1..].to_owned()),
         _ => Err(format!("redis {addr}: unexpected reply {line}")),
     }
+}
+
+/// One RESP command on a fresh connection, after `AUTH` when REDIS_PASSWORD is set; returns
+/// the command's reply.
+fn redis(command: &[&str]) -> Result<String, String> {
+    let addr = setting("REDIS", "redis:6379");
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("resolve {addr}: no address"))?;
+    let stream = TcpStream::connect_timeout(&target, IO_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).ok();
+    let password = env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty());
+    let mut request = String::new();
+    if let Some(password) = &password {
+        request.push_str(&encode(&["AUTH", password]));
+    }
+    request.push_str(&encode(command));
+    (&stream)
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("redis {addr}: {e}"))?;
+    let mut reader = BufReader::new(&stream).take(4096);
+    if password.is_some() {
+        // The password itself never appears in a message.
+        reply(&mut reader, &addr).map_err(|_| format!("redis {addr}: AUTH refused"))?;
+    }
+    reply(&mut reader, &addr)
 }
 
 fn count(key: &str) -> Result<u64, String> {
