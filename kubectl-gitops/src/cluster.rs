@@ -96,29 +96,35 @@ pub async fn get<K>(api: &Api<K>, namespace: &str, name: &str) -> anyhow::Result
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    get_kind(api, &K::kind(&()), namespace, name).await
+}
+
+/// [`get`] for any resource, `kind` naming it in messages.
+pub async fn get_kind<K>(api: &Api<K>, kind: &str, namespace: &str, name: &str) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     match api.get_opt(name).await {
         Ok(Some(object)) => Ok(object),
         Ok(None) => Err(Failure::new(
             Exit::NotFound,
-            format!("{} not found", describe::<K>(namespace, name)),
+            format!("{kind} {namespace}/{name} not found"),
         )
         .hint(format!(
             "list them with kubectl gitops get {} -n {namespace}",
-            list_command::<K>()
+            list_command(kind)
         ))
         .into()),
-        Err(e) => {
-            Err(anyhow::Error::from(e)
-                .context(format!("reading {}", describe::<K>(namespace, name))))
-        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!("reading {kind} {namespace}/{name}"))),
     }
 }
 
-fn list_command<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "GitRepository" => "sources git",
-        "Kustomization" => "kustomizations",
-        _ => "all",
+/// The `get` subcommand that lists objects of `kind`.
+fn list_command(kind: &str) -> String {
+    match gitops_reconciler::api::SourceKind::parse(kind) {
+        Some(source) => format!("sources {}", source.cli_noun()),
+        None if kind == "Kustomization" => "kustomizations".to_owned(),
+        None => "all".to_owned(),
     }
 }
 
