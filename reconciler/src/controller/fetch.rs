@@ -52,12 +52,10 @@ pub enum FetchCause {
     BadUrl(String),
     #[error("{url}: https is unavailable: no trusted CA certificates in the system store")]
     NoTrust { url: String },
-    #[error("downloading {url}: {source}")]
-    Request {
-        url: String,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
+    /// The request failed; `cause` is the whole chain (hyper's top level says only "client
+    /// error (Connect)").
+    #[error("downloading {url}: {cause}")]
+    Request { url: String, cause: String },
     #[error("downloading {url}: HTTP {status}")]
     Status {
         url: String,
@@ -177,9 +175,12 @@ impl ArtifactFetcher {
         let response = tokio::time::timeout_at(deadline, client.get(uri))
             .await
             .map_err(|_| timeout("no response"))?
-            .map_err(|source| FetchCause::Request {
+            .map_err(|e| FetchCause::Request {
                 url: shown.clone(),
-                source,
+                cause: std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": "),
             })?;
         if !response.status().is_success() {
             return Err(FetchCause::Status {
