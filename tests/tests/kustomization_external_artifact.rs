@@ -98,15 +98,21 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
-/// Writes the ExternalArtifact's status as its producer would.
+/// Writes the ExternalArtifact's status as its producer would (`path` and `lastUpdateTime`
+/// too, except for revisions starting with `bare`, which remove them: they are optional here).
 fn produce(ns: &str, name: &str, revision: &str, digest: &str, url: &str) {
+    let mut artifact = serde_json::json!({"revision": revision, "digest": digest, "url": url,
+        "path": null, "lastUpdateTime": null});
+    if !revision.starts_with("bare") {
+        artifact["path"] = format!("{name}.tar.gz").into();
+        artifact["lastUpdateTime"] = "2026-01-01T00:00:00Z".into();
+    }
     cli_support::set_status(
         ns,
         "externalartifacts.kubectl-gitops.io",
         name,
         serde_json::json!({
-            "artifact": {"revision": revision, "digest": digest, "url": url,
-                "path": format!("{name}.tar.gz"), "lastUpdateTime": "2026-01-01T00:00:00Z"},
+            "artifact": artifact,
             "conditions": [cli_support::ready("True", "Succeeded",
                 &format!("stored artifact for revision '{revision}'"))],
         }),
@@ -134,11 +140,19 @@ async fn gitops(args: &[&str]) -> cli_support::Run {
     .expect("the CLI thread")
 }
 
-fn ready_with(ns: &str, name: &str, status: &str, reason: &str) -> Option<String> {
-    match ready(ns, name) {
-        Some((s, r, m)) if s == status && r == reason => Some(m),
-        _ => None,
-    }
+/// Waits until Kustomization `app` in `ns` is Ready=`status` with `reason` and a message that
+/// contains `part`; returns the message.
+async fn wait_for(ns: &str, status: &str, reason: &str, part: &str) -> String {
+    eventually(
+        T,
+        &format!("Ready={status} {reason} '{part}'"),
+        || match ready(ns, "app") {
+            Some((s, r, m)) if s == status && r == reason && m.contains(part) => Some(m),
+            _ => None,
+        },
+        || format!("{:?}", ready(ns, "app")),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,13 +175,7 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
     ));
 
     // No artifact yet.
-    let message = eventually(
-        T,
-        "SourceNotReady",
-        || ready_with(n, "app", "False", "SourceNotReady"),
-        || format!("{:?}", ready(n, "app")),
-    )
-    .await;
+    let message = wait_for(n, "False", "SourceNotReady", "").await;
     assert_eq!(
         message,
         format!("ExternalArtifact {n}/bundle has no artifact yet")
@@ -185,13 +193,7 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
     let (d1, url1) = (sha256(&v1), server.publish("v1.tar.gz", v1));
     let rev1 = format!("v1@{d1}");
     produce(n, "bundle", &rev1, &d1, &url1);
-    let message = eventually(
-        T,
-        "Ready at v1",
-        || ready_with(n, "app", "True", "ReconciliationSucceeded"),
-        || format!("{:?}", ready(n, "app")),
-    )
-    .await;
+    let message = wait_for(n, "True", "ReconciliationSucceeded", "").await;
     assert_eq!(message, format!("Applied revision: {rev1}"));
     assert_eq!(value_of(n, "a").as_deref(), Some("one"));
     assert_eq!(value_of(n, "b").as_deref(), Some("one"));
@@ -204,14 +206,11 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
     let (d2, url2) = (sha256(&v2), server.publish("v2.tar.gz", v2));
     let rev2 = format!("v2@{d2}");
     produce(n, "bundle", &rev2, &d2, &url2);
-    eventually(
-        T,
-        "Ready at v2",
-        || {
-            ready_with(n, "app", "True", "ReconciliationSucceeded")
-                .filter(|m| *m == format!("Applied revision: {rev2}"))
-        },
-        || format!("{:?}", ready(n, "app")),
+    wait_for(
+        n,
+        "True",
+        "ReconciliationSucceeded",
+        &format!("Applied revision: {rev2}"),
     )
     .await;
     assert_eq!(value_of(n, "a").as_deref(), Some("two"));
@@ -229,13 +228,7 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
     let (actual3, url3) = (sha256(&v3), server.publish("v3.tar.gz", v3));
     let declared3 = sha256(b"something else");
     produce(n, "bundle", "v3", &declared3, &url3);
-    let message = eventually(
-        T,
-        "ArtifactFailed for the wrong digest",
-        || ready_with(n, "app", "False", "ArtifactFailed"),
-        || format!("{:?}", ready(n, "app")),
-    )
-    .await;
+    let message = wait_for(n, "False", "ArtifactFailed", "").await;
     for wanted in [
         &format!("ExternalArtifact {n}/bundle"),
         &declared3,
@@ -261,27 +254,23 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
     produce(
         n,
         "bundle",
-        "v4",
+        "bare-v4",
         &d2,
         &format!("http://127.0.0.1:{port}/v4.tar.gz?token=s3cr3t"),
     );
-    let message = eventually(
-        T,
-        "ArtifactFailed for the unreachable URL",
-        || {
-            ready_with(n, "app", "False", "ArtifactFailed")
-                .filter(|m| m.contains(&format!("127.0.0.1:{port}")))
-        },
-        || format!("{:?}", ready(n, "app")),
-    )
-    .await;
+    let message = wait_for(n, "False", "ArtifactFailed", &format!("127.0.0.1:{port}")).await;
     assert!(
-        message.starts_with(&format!("ExternalArtifact {n}/bundle: artifact v4: downloading http://127.0.0.1:{port}/v4.tar.gz")),
+        message.starts_with(&format!("ExternalArtifact {n}/bundle: artifact bare-v4: downloading http://127.0.0.1:{port}/v4.tar.gz")),
         "{message}"
     );
     assert!(message.contains("Connection refused"), "{message}");
     assert!(!message.contains("s3cr3t"), "{message}");
     assert_eq!(value_of(n, "a").as_deref(), Some("two"));
+    let published = get(n, "externalartifacts.kubectl-gitops.io", "bundle").unwrap();
+    assert!(
+        published["status"]["artifact"].get("path").is_none(),
+        "{published}"
+    );
 
     // The CLI shows the source and where a Kustomization's content comes from.
     produce(n, "bundle", &rev2, &d2, &url2);
@@ -302,14 +291,11 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
         "{}",
         run.stdout
     );
-    eventually(
-        T,
-        "Ready at v2 again",
-        || {
-            ready_with(n, "app", "True", "ReconciliationSucceeded")
-                .filter(|m| *m == format!("Applied revision: {rev2}"))
-        },
-        || format!("{:?}", ready(n, "app")),
+    wait_for(
+        n,
+        "True",
+        "ReconciliationSucceeded",
+        &format!("Applied revision: {rev2}"),
     )
     .await;
     let run = gitops(&["trace", "configmap/a", "-n", n]).await.expect(0);

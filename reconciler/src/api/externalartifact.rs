@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{LABEL_MESSAGE, LABEL_RULE, NAME_MESSAGE, NAME_RULE};
+use super::common::NamespacedObjectKindReference;
 
 /// The desired state of an ExternalArtifact: where it comes from.
 // Each printcolumn names its `type_`: not a duplicate, though the lint reads it as one once
@@ -47,31 +47,10 @@ use super::common::{LABEL_MESSAGE, LABEL_RULE, NAME_MESSAGE, NAME_RULE};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalArtifactSpec {
-    /// The object the artifact is produced from (informative; nothing here reads it).
+    /// The object the artifact is produced from, of any kind (informative; nothing here reads
+    /// it); its namespace defaults to the ExternalArtifact's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_ref: Option<ProducerReference>,
-}
-
-/// A reference to the object an ExternalArtifact is produced from, of any kind.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProducerReference {
-    /// API version of the producer's object, e.g. `example.com/v1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub api_version: Option<String>,
-    /// Kind of the producer's object.
-    #[schemars(length(min = 1, max = 63))]
-    pub kind: String,
-    /// Name of the producer's object.
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = Rule::new(NAME_RULE).message(NAME_MESSAGE))]
-    pub name: String,
-    /// Namespace of the producer's object; defaults to the ExternalArtifact's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new(LABEL_RULE).message(LABEL_MESSAGE))]
-    pub namespace: Option<String>,
+    pub source_ref: Option<NamespacedObjectKindReference>,
 }
 
 /// The observed state of an ExternalArtifact, written by its producer.
@@ -100,6 +79,7 @@ pub struct ExternalArtifactArtifact {
     #[schemars(length(min = 1, max = 1024))]
     pub revision: String,
     /// `sha256:<64 lowercase hex>` of the tar.gz; the download is refused when it differs.
+    /// Required and sha256 only here (Flux also names other algorithms).
     #[schemars(length(min = 71, max = 71))]
     #[x_kube(validation = Rule::new("self.matches('^sha256:[a-f0-9]{64}$')").message("digest must be sha256:<64 lowercase hex>"))]
     pub digest: String,
@@ -107,14 +87,15 @@ pub struct ExternalArtifactArtifact {
     #[schemars(length(min = 8, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^@/\\\\s]+(/\\\\S*)?$')").message("url must be an http:// or https:// URL without user information"))]
     pub url: String,
-    /// Path of the artifact in the producer's storage (informative).
+    /// Path of the artifact in the producer's storage (informative; optional here, required in
+    /// Flux).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub path: Option<String>,
     /// Size of the tar.gz in bytes (informative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
-    /// RFC 3339 time the producer published it.
+    /// RFC 3339 time the producer published it (informative; optional here, required in Flux).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update_time: Option<String>,
     /// Producer-defined metadata.

@@ -311,6 +311,14 @@ mod tests {
         }
     }
 
+    /// The error of fetching `url` declared with `digest`.
+    async fn failure(fetcher: &ArtifactFetcher, url: String, digest: &str) -> FetchError {
+        fetcher
+            .unpack(OBJECT, &artifact(url, digest.to_owned()))
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn a_matching_download_is_unpacked() {
         let bytes = tar_gz();
@@ -333,13 +341,7 @@ mod tests {
         let url = serve("200 OK", bytes.clone()).await;
         let declared = format!("sha256:{}", "0".repeat(64));
         let fetcher = ArtifactFetcher::new(None, UnpackLimits::default());
-        let err = fetcher
-            .unpack(
-                OBJECT,
-                &artifact(format!("{url}/a.tar.gz"), declared.clone()),
-            )
-            .await
-            .unwrap_err();
+        let err = failure(&fetcher, format!("{url}/a.tar.gz"), &declared).await;
         assert!(
             matches!(*err.cause, FetchCause::DigestMismatch { .. }),
             "{err}"
@@ -364,13 +366,7 @@ mod tests {
         );
         let digest = digest_of(b"");
         let url = serve("404 Not Found", Vec::new()).await;
-        let err = fetcher
-            .unpack(
-                OBJECT,
-                &artifact(format!("{url}/a.tar.gz?token=s3cr3t"), digest.clone()),
-            )
-            .await
-            .unwrap_err();
+        let err = failure(&fetcher, format!("{url}/a.tar.gz?token=s3cr3t"), &digest).await;
         assert!(
             matches!(*err.cause, FetchCause::Status { status, .. } if status == 404),
             "{err}"
@@ -379,13 +375,7 @@ mod tests {
 
         let limit = fetcher.max_download();
         let url = serve("200 OK", vec![0u8; limit as usize + 1]).await;
-        let err = fetcher
-            .unpack(
-                OBJECT,
-                &artifact(format!("{url}/big.tar.gz"), digest.clone()),
-            )
-            .await
-            .unwrap_err();
+        let err = failure(&fetcher, format!("{url}/big.tar.gz"), &digest).await;
         assert!(matches!(*err.cause, FetchCause::TooLarge { .. }), "{err}");
 
         for bad in [
@@ -393,17 +383,14 @@ mod tests {
             "http://user:s3cr3t@host/a.tar.gz",
             "not a url",
         ] {
-            let err = fetcher
-                .unpack(OBJECT, &artifact(bad.to_owned(), digest.clone()))
-                .await
-                .unwrap_err();
+            let err = failure(&fetcher, bad.to_owned(), &digest).await;
             assert!(matches!(*err.cause, FetchCause::BadUrl(_)), "{bad}: {err}");
             assert!(!err.to_string().contains("s3cr3t"), "{err}");
         }
     }
 
     #[tokio::test]
-    async fn an_unreachable_url_is_a_request_error() {
+    async fn an_unreachable_url_is_a_request_error_with_its_cause() {
         // Bind and drop: nothing listens on the port any more.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -411,17 +398,11 @@ mod tests {
             .unwrap()
             .port();
         let fetcher = ArtifactFetcher::new(None, UnpackLimits::default());
-        let err = fetcher
-            .unpack(
-                OBJECT,
-                &artifact(format!("http://127.0.0.1:{port}/a.tar.gz"), digest_of(b"")),
-            )
-            .await
-            .unwrap_err();
+        let url = format!("http://127.0.0.1:{port}/a.tar.gz");
+        let err = failure(&fetcher, url, &digest_of(b"")).await;
         assert!(matches!(*err.cause, FetchCause::Request { .. }), "{err}");
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}")),
-            "{err}"
-        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.contains("Connection refused"), "{text}");
     }
 }
