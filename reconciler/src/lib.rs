@@ -8,6 +8,10 @@ pub mod apply;
 pub mod backoff;
 pub mod build;
 pub mod controller;
+// The only unsafe code of the crate: loading components compiled by this engine configuration
+// (`Component::deserialize` in policy/host.rs) and the compile worker's setpriority/prctl
+// (policy/worker.rs), each under its `SAFETY:` note.
+#[allow(unsafe_code)]
 pub mod policy;
 pub mod sops;
 pub mod source;

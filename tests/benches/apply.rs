@@ -88,8 +88,11 @@ impl Cluster {
             .expect("run tests/cluster/up.sh");
         assert!(out.status.success(), "tests/cluster/up.sh failed");
         let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        // SAFETY-free: set before any thread reads the environment (single-threaded here).
-        unsafe { std::env::set_var(gitops_conformance::KUBECONFIG_ENV, kubeconfig) };
+        // SAFETY: set before any thread reads the environment (single-threaded here).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(gitops_conformance::KUBECONFIG_ENV, kubeconfig)
+        };
         Cluster { dir: Some(dir) }
     }
 }
