@@ -19,10 +19,11 @@
 //! revision of the source (watch), a dependency becoming ready (watch), `interval` (with
 //! jitter) after success and `retryInterval` after a failure.
 //!
-//! Modules by concern: `pipeline` (the stages in order), `dependencies` (`dependsOn`,
-//! cycles), `policies` (the policy host, audit findings), `tenancy` (impersonation,
-//! cross-namespace references), `status` (stage errors, conditions, status writes); this
-//! module wires them into a kube-runtime `Controller`.
+//! Modules by concern: `pipeline` (the stages in order), `source` (the source of any kind,
+//! through `api::source`, and its watch), `dependencies` (`dependsOn`, cycles), `policies`
+//! (the policy host, audit findings), `tenancy` (impersonation, cross-namespace references),
+//! `status` (stage errors, conditions, status writes); this module wires them into a
+//! kube-runtime `Controller`.
 
 use std::collections::HashMap;
 use std::future::Future;
