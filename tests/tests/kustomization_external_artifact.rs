@@ -283,6 +283,16 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
         .find(|l| l.starts_with("bundle "))
         .unwrap_or_else(|| panic!("no bundle row:\n{}", run.stdout));
     assert!(line.contains(&rev2) && line.contains("True"), "{line}");
+    let run = gitops(&["get", "all", "-n", n, "--no-header"])
+        .await
+        .expect(0);
+    for wanted in ["externalartifact/bundle ", "kustomization/app "] {
+        assert!(
+            run.stdout.lines().any(|l| l.starts_with(wanted)),
+            "{wanted} not in:\n{}",
+            run.stdout
+        );
+    }
     let run = gitops(&["get", "ks", "app", "-n", n, "--show-source"])
         .await
         .expect(0);

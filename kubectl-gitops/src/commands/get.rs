@@ -53,8 +53,17 @@ pub async fn run(
     };
     let mut items = Vec::new();
     let mut sections = Vec::new();
+    let mut listed = Vec::new();
     for kind in kinds {
-        let (rows, raw) = list(&client, global, &args, *kind).await?;
+        // A listing of several kinds skips one whose CRD an older install lacks.
+        let Some((rows, raw)) = list(&client, global, &args, *kind, kinds.len() > 1).await? else {
+            ui.warning(&format!(
+                "the cluster does not know the kind {}: skipped (kubectl gitops check)",
+                kind.api_resource().kind
+            ))?;
+            continue;
+        };
+        listed.push(*kind);
         let (rows, raw): (Vec<_>, Vec<_>) = rows
             .into_iter()
             .zip(raw)
@@ -103,7 +112,7 @@ pub async fn run(
     }
     ui.out.flush()?;
     if args.watch {
-        watch(&client, global, &options, kinds, ui).await?;
+        watch(&client, global, &options, &listed, ui).await?;
     }
     Ok(Exit::Success)
 }
@@ -179,12 +188,15 @@ fn api(client: &Client, global: &GlobalArgs, all: bool, kind: Kind) -> Api<Dynam
     }
 }
 
+/// The rows and raw objects of `kind`; `None` when its CRD is not installed and
+/// `skip_missing` (a listing of several kinds goes on without it).
 async fn list(
     client: &Client,
     global: &GlobalArgs,
     args: &ListArgs,
     kind: Kind,
-) -> anyhow::Result<(Vec<StatusRow>, Vec<serde_json::Value>)> {
+    skip_missing: bool,
+) -> anyhow::Result<Option<(Vec<StatusRow>, Vec<serde_json::Value>)>> {
     let api = api(client, global, args.all_namespaces, kind);
     let kind_name = kind.api_resource().kind;
     let items: Vec<DynamicObject> = match &args.name {
@@ -199,11 +211,14 @@ async fn list(
             if let Some(labels) = &args.label_selector {
                 params = params.labels(labels);
             }
-            api.list(&params)
-                .await
-                .map_err(|e| crate::cluster::map_missing_crd(e, &kind_name))
-                .with_context(|| format!("listing {}", kind.plural()))?
-                .items
+            match api.list(&params).await {
+                Ok(list) => list.items,
+                Err(e) if skip_missing && crate::cluster::is_missing_crd(&e) => return Ok(None),
+                Err(e) => {
+                    return Err(crate::cluster::map_missing_crd(e, &kind_name))
+                        .with_context(|| format!("listing {}", kind.plural()));
+                }
+            }
         }
     };
     let mut pairs: Vec<(StatusRow, serde_json::Value)> = items
@@ -214,7 +229,7 @@ async fn list(
         })
         .collect::<anyhow::Result<_>>()?;
     pairs.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    Ok(pairs.into_iter().unzip())
+    Ok(Some(pairs.into_iter().unzip()))
 }
 
 fn list_object(items: Vec<serde_json::Value>) -> serde_json::Value {
