@@ -308,6 +308,16 @@ async fn applies_external_artifacts_and_refuses_bad_digests_and_urls() {
         &format!("Applied revision: {rev2}"),
     )
     .await;
+    let run = gitops(&["reconcile", "ks", "app", "--with-source", "-n", n])
+        .await
+        .expect(0);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains(&format!(
+            "ExternalArtifact {n}/bundle is published by its producer"
+        )),
+        "{said}"
+    );
     let run = gitops(&["trace", "configmap/a", "-n", n]).await.expect(0);
     for wanted in [
         "ExternalArtifact:",
