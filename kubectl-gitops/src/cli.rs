@@ -380,7 +380,8 @@ pub struct CreateSourceGitArgs {
 pub struct CreateKustomizationArgs {
     /// Name of the Kustomization.
     pub name: String,
-    /// The source: [GitRepository/][namespace/]name.
+    /// The source: [KIND/][namespace/]name, KIND GitRepository (the default) or
+    /// ExternalArtifact.
     #[arg(long)]
     pub source: String,
     /// Directory inside the source to build.
@@ -516,6 +517,11 @@ pub enum GetCommand {
 pub enum GetSourcesCommand {
     /// List GitRepositories.
     Git(ListArgs),
+    /// List ExternalArtifacts (tar.gz artifacts published by other tools).
+    #[command(visible_alias = "external")]
+    ExternalArtifact(ListArgs),
+    /// List sources of every kind.
+    All(ListArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -96,29 +96,35 @@ pub async fn get<K>(api: &Api<K>, namespace: &str, name: &str) -> anyhow::Result
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    get_kind(api, &K::kind(&()), namespace, name).await
+}
+
+/// [`get`] for any resource, `kind` naming it in messages.
+pub async fn get_kind<K>(api: &Api<K>, kind: &str, namespace: &str, name: &str) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     match api.get_opt(name).await {
         Ok(Some(object)) => Ok(object),
         Ok(None) => Err(Failure::new(
             Exit::NotFound,
-            format!("{} not found", describe::<K>(namespace, name)),
+            format!("{kind} {namespace}/{name} not found"),
         )
         .hint(format!(
             "list them with kubectl gitops get {} -n {namespace}",
-            list_command::<K>()
+            list_command(kind)
         ))
         .into()),
-        Err(e) => {
-            Err(anyhow::Error::from(e)
-                .context(format!("reading {}", describe::<K>(namespace, name))))
-        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!("reading {kind} {namespace}/{name}"))),
     }
 }
 
-fn list_command<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "GitRepository" => "sources git",
-        "Kustomization" => "kustomizations",
-        _ => "all",
+/// The `get` subcommand that lists objects of `kind`.
+fn list_command(kind: &str) -> String {
+    match gitops_reconciler::api::SourceKind::parse(kind) {
+        Some(source) => format!("sources {}", source.cli_noun()),
+        None if kind == "Kustomization" => "kustomizations".to_owned(),
+        None => "all".to_owned(),
     }
 }
 
@@ -139,14 +145,15 @@ where
     .with_context(|| format!("applying {}", describe::<K>(&namespace, &name)))
 }
 
+/// Whether `error` is the 404 of a whole resource type (its CRD is not installed).
+pub fn is_missing_crd(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status)
+        if status.code == 404 && status.message.contains("could not find the requested resource"))
+}
+
 /// A 404 for a whole resource type means the CRDs are not installed: say so.
 pub fn map_missing_crd(error: kube::Error, kind: &str) -> anyhow::Error {
-    if let kube::Error::Api(status) = &error
-        && status.code == 404
-        && status
-            .message
-            .contains("could not find the requested resource")
-    {
+    if is_missing_crd(&error) {
         return Failure::new(
             Exit::NotFound,
             format!("the cluster does not know the kind {kind}"),
@@ -371,6 +378,34 @@ mod tests {
     use super::*;
     use clap::Parser as _;
     use gitops_reconciler::api::{GitRepository, GitRepositoryStatus};
+
+    /// What the apiserver answers for a kind it does not serve, next to a missing object.
+    #[test]
+    fn a_missing_crd_is_told_apart_from_a_missing_object() {
+        let error = |message: &str| {
+            kube::Error::Api(
+                kube::core::Status::failure(message, "NotFound")
+                    .with_code(404)
+                    .boxed(),
+            )
+        };
+        assert!(is_missing_crd(&error(
+            "the server could not find the requested resource"
+        )));
+        assert!(!is_missing_crd(&error(
+            "externalartifacts.kubectl-gitops.io \"x\" not found"
+        )));
+        let failure = map_missing_crd(
+            error("the server could not find the requested resource"),
+            "ExternalArtifact",
+        );
+        assert_eq!(crate::error::report(&failure).exit, Exit::NotFound);
+        assert!(
+            failure
+                .to_string()
+                .contains("does not know the kind ExternalArtifact")
+        );
+    }
 
     fn repo(generation: i64, status: GitRepositoryStatus) -> GitRepository {
         let mut repo: GitRepository = serde_json::from_value(serde_json::json!({

@@ -2,7 +2,7 @@
 //! a Kustomization, inventory ids, and the clean form used by `export`.
 
 use gitops_reconciler::api::conditions::{self, status, types};
-use gitops_reconciler::api::{GitRepository, Kustomization};
+use gitops_reconciler::api::{Kustomization, SourceState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use serde_json::Value;
@@ -19,7 +19,7 @@ pub struct StatusRow {
     /// Reason of the Ready condition (empty when there is none).
     pub reason: String,
     pub message: String,
-    /// `GitRepository/ns/name` for Kustomizations; empty for sources.
+    /// `Kind/ns/name` of the source of a Kustomization; empty for sources.
     pub source: String,
     conditions: Vec<Condition>,
 }
@@ -49,20 +49,24 @@ fn ready_columns(conds: &[Condition]) -> (String, String, String) {
     }
 }
 
-pub fn git_repository_row(repo: &GitRepository) -> StatusRow {
-    let status = repo.status.clone().unwrap_or_default();
-    let (ready, reason, message) = ready_columns(&status.conditions);
+/// The row of a source of any kind.
+pub fn source_row(source: &SourceState) -> StatusRow {
+    let (ready, reason, message) = ready_columns(&source.conditions);
     StatusRow {
-        kind: "GitRepository",
-        namespace: repo.namespace().unwrap_or_default(),
-        name: repo.name_any(),
-        revision: status.artifact.map(|a| a.revision).unwrap_or_default(),
-        suspended: repo.spec.suspend == Some(true),
+        kind: source.kind.name(),
+        namespace: source.namespace.clone(),
+        name: source.name.clone(),
+        revision: source
+            .artifact
+            .as_ref()
+            .map(|a| a.revision.clone())
+            .unwrap_or_default(),
+        suspended: source.suspended,
         ready,
         reason,
         message,
         source: String::new(),
-        conditions: status.conditions,
+        conditions: source.conditions.clone(),
     }
 }
 
@@ -78,7 +82,10 @@ pub fn kustomization_row(ks: &Kustomization) -> StatusRow {
         .unwrap_or_else(|| namespace.clone());
     StatusRow {
         kind: "Kustomization",
-        source: format!("GitRepository/{source_ns}/{}", ks.spec.source_ref.name),
+        source: format!(
+            "{}/{source_ns}/{}",
+            ks.spec.source_ref.kind, ks.spec.source_ref.name
+        ),
         namespace,
         name: ks.name_any(),
         revision: status.last_applied_revision.unwrap_or_default(),

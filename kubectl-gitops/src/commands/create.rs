@@ -331,36 +331,48 @@ pub fn kustomization(
     Ok((ks, config_maps))
 }
 
-/// `[GitRepository/][namespace/]name`, or Flux's `[GitRepository/]name.namespace`.
+/// `[KIND/][namespace/]name`, or Flux's `[KIND/]name.namespace`; KIND is a source kind
+/// (default GitRepository).
 fn parse_source(text: &str) -> anyhow::Result<SourceReference> {
     let invalid = || {
         fail(
             Exit::Usage,
             format!(
-                "invalid --source '{}': expected [GitRepository/][namespace/]name",
+                "invalid --source '{}': expected [KIND/][namespace/]name",
                 escape(text)
             ),
         )
     };
+    let exact_kind = |word: &str| {
+        SourceKind::ALL
+            .into_iter()
+            .find(|k| word.eq_ignore_ascii_case(k.name()))
+    };
     let parts: Vec<&str> = text.split('/').collect();
     let (kind, namespace, name) = match parts.as_slice() {
         [name] => (None, None, *name),
-        [first, name] if first.eq_ignore_ascii_case("GitRepository") => (Some(*first), None, *name),
+        // A namespace may be spelled like a kind's plural or short name: only the kind's name
+        // itself makes the first of two parts a kind.
+        [first, name] if exact_kind(first).is_some() => (Some(*first), None, *name),
         [ns, name] => (None, Some(*ns), *name),
         [kind, ns, name] => (Some(*kind), Some(*ns), *name),
         _ => return Err(invalid()),
     };
-    if let Some(kind) = kind
-        && !kind.eq_ignore_ascii_case("GitRepository")
-    {
-        return Err(fail(
-            Exit::Usage,
-            format!(
-                "invalid --source '{}': the only source kind is GitRepository",
-                escape(text)
-            ),
-        ));
-    }
+    let kind = match kind {
+        None => SourceKind::GitRepository,
+        Some(word) => SourceKind::parse(word).ok_or_else(|| {
+            let known: Vec<&str> = SourceKind::ALL.iter().map(|k| k.name()).collect();
+            fail(
+                Exit::Usage,
+                format!(
+                    "invalid --source '{}': unknown source kind '{}'; expected one of {}",
+                    escape(text),
+                    escape(word),
+                    known.join(", ")
+                ),
+            )
+        })?,
+    };
     // Flux's form: the namespace after the first dot. A name with more dots is ambiguous (Flux
     // would silently drop the rest): spell it NAMESPACE/NAME instead.
     let (name, namespace) = match (namespace, name.split_once('.')) {
@@ -368,7 +380,7 @@ fn parse_source(text: &str) -> anyhow::Result<SourceReference> {
             return Err(fail(
                 Exit::Usage,
                 format!(
-                    "invalid --source '{}': more than one '.'; use [GitRepository/]NAMESPACE/NAME for names with dots",
+                    "invalid --source '{}': more than one '.'; use [KIND/]NAMESPACE/NAME for names with dots",
                     escape(text)
                 ),
             ));
@@ -381,7 +393,7 @@ fn parse_source(text: &str) -> anyhow::Result<SourceReference> {
     }
     Ok(SourceReference {
         api_version: None,
-        kind: SourceKind::GitRepository,
+        kind,
         name: name.to_owned(),
         namespace: namespace.map(str::to_owned),
     })
@@ -699,6 +711,21 @@ mod tests {
             parsed("GitRepository/app.flux-system"),
             ("app".to_owned(), Some("flux-system".to_owned()))
         );
+        let kind = |t: &str| parse_source(t).unwrap().kind;
+        assert_eq!(
+            kind("ExternalArtifact/team/app"),
+            SourceKind::ExternalArtifact
+        );
+        assert_eq!(
+            kind("externalartifact/app.team"),
+            SourceKind::ExternalArtifact
+        );
+        assert_eq!(kind("gitrepo/team/app"), SourceKind::GitRepository);
+        assert_eq!(kind("gitrepo/app"), SourceKind::GitRepository);
+        assert_eq!(
+            parse_source("gitrepo/app").unwrap().namespace.as_deref(),
+            Some("gitrepo")
+        );
         assert_eq!(
             parsed("app.team"),
             ("app".to_owned(), Some("team".to_owned()))
@@ -761,7 +788,7 @@ mod tests {
         for (extra, expected) in [
             (
                 &["--source", "HelmRepository/x/y"][..],
-                "only source kind is GitRepository",
+                "unknown source kind 'HelmRepository'; expected one of GitRepository, ExternalArtifact",
             ),
             (&["--path", "../../etc"], "invalid --path"),
             (

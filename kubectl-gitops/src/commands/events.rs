@@ -101,9 +101,11 @@ fn header(all: bool) -> Vec<&'static str> {
 }
 
 fn canonical_kind(kind: &str) -> String {
+    if let Some(source) = gitops_reconciler::api::SourceKind::parse(kind) {
+        return source.name().to_owned();
+    }
     match kind.to_ascii_lowercase().as_str() {
         "ks" | "kustomization" | "kustomizations" => "Kustomization".into(),
-        "gitrepo" | "gitrepository" | "gitrepositories" => "GitRepository".into(),
         _ => kind.to_owned(),
     }
 }
@@ -179,5 +181,8 @@ mod tests {
         assert_eq!(age(at("2026-01-01T20:00:00Z"), now), "4h");
         assert_eq!(age(at("2025-12-28T00:00:00Z"), now), "5d");
         assert_eq!(canonical_kind("ks"), "Kustomization");
+        assert_eq!(canonical_kind("gitrepo"), "GitRepository");
+        assert_eq!(canonical_kind("externalartifacts"), "ExternalArtifact");
+        assert_eq!(canonical_kind("Deployment"), "Deployment");
     }
 }

@@ -1,4 +1,5 @@
-//! `kubectl gitops get sources git | kustomizations | all`: status tables (NAME REVISION
+//! `kubectl gitops get sources git | external-artifact | all`, `get kustomizations`, `get all`:
+//! status tables (NAME REVISION
 //! SUSPENDED READY MESSAGE, with NAMESPACE for -A and SOURCE for --show-source), YAML/JSON,
 //! label and status selectors, and `-w` to keep printing changes.
 
@@ -6,12 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use gitops_reconciler::api::{GitRepository, Kustomization};
-use kube::api::ListParams;
+use gitops_reconciler::api::{Kustomization, SourceKind};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Api, Client};
 
 use crate::cli::{GetCommand, GetSourcesCommand, GlobalArgs, ListArgs, ListOutput};
 use crate::error::{Exit, fail};
@@ -23,11 +22,19 @@ pub async fn run(
     command: GetCommand,
     ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
-    let (args, kinds): (ListArgs, &[Kind]) = match command {
-        GetCommand::Sources(GetSourcesCommand::Git(args)) => (args, &[Kind::GitRepository]),
-        GetCommand::Kustomizations(args) => (args, &[Kind::Kustomization]),
-        GetCommand::All(args) => (args, &[Kind::GitRepository, Kind::Kustomization]),
+    let sources = SourceKind::ALL.into_iter().map(Kind::Source);
+    let (args, kinds): (ListArgs, Vec<Kind>) = match command {
+        GetCommand::Sources(GetSourcesCommand::Git(args)) => {
+            (args, vec![Kind::Source(SourceKind::GitRepository)])
+        }
+        GetCommand::Sources(GetSourcesCommand::ExternalArtifact(args)) => {
+            (args, vec![Kind::Source(SourceKind::ExternalArtifact)])
+        }
+        GetCommand::Sources(GetSourcesCommand::All(args)) => (args, sources.collect()),
+        GetCommand::Kustomizations(args) => (args, vec![Kind::Kustomization]),
+        GetCommand::All(args) => (args, sources.chain([Kind::Kustomization]).collect()),
     };
+    let kinds = &kinds[..];
     let selector = match &args.status_selector {
         Some(text) => Some(StatusSelector::parse(text)?),
         None => None,
@@ -46,15 +53,17 @@ pub async fn run(
     };
     let mut items = Vec::new();
     let mut sections = Vec::new();
+    let mut listed = Vec::new();
     for kind in kinds {
-        let (rows, raw) = match kind {
-            Kind::GitRepository => {
-                list::<GitRepository>(&client, global, &args, objects::git_repository_row).await?
-            }
-            Kind::Kustomization => {
-                list::<Kustomization>(&client, global, &args, objects::kustomization_row).await?
-            }
+        // A listing of several kinds skips one whose CRD an older install lacks.
+        let Some((rows, raw)) = list(&client, global, &args, *kind, kinds.len() > 1).await? else {
+            ui.warning(&format!(
+                "the cluster does not know the kind {}: skipped (kubectl gitops check)",
+                kind.api_resource().kind
+            ))?;
+            continue;
         };
+        listed.push(*kind);
         let (rows, raw): (Vec<_>, Vec<_>) = rows
             .into_iter()
             .zip(raw)
@@ -103,33 +112,62 @@ pub async fn run(
     }
     ui.out.flush()?;
     if args.watch {
-        watch(&client, global, &options, kinds, ui).await?;
+        watch(&client, global, &options, &listed, ui).await?;
     }
     Ok(Exit::Success)
 }
 
+/// What a listing lists: a source kind (any arm of the source table) or Kustomizations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    GitRepository,
+    Source(SourceKind),
     Kustomization,
 }
 
 impl Kind {
-    fn plural(self) -> &'static str {
+    fn api_resource(self) -> ApiResource {
         match self {
-            Kind::GitRepository => "GitRepositories",
-            Kind::Kustomization => "Kustomizations",
+            Kind::Source(kind) => kind.api_resource(),
+            Kind::Kustomization => ApiResource::erase::<Kustomization>(&()),
+        }
+    }
+
+    /// `GitRepositories`, `ExternalArtifacts`, `Kustomizations`: for messages.
+    fn plural(self) -> String {
+        let kind = self.api_resource().kind;
+        match kind.strip_suffix('y') {
+            Some(stem) => format!("{stem}ies"),
+            None => format!("{kind}s"),
         }
     }
 
     /// `kind.group/name`, as `kubectl get -o name` prints it: unambiguous next to Flux's
     /// `kustomization.kustomize.toolkit.fluxcd.io/name`, and accepted by kubectl as is.
     fn qualified_name(self, name: &str) -> String {
-        let (kind, group) = match self {
-            Kind::GitRepository => (GitRepository::kind(&()), GitRepository::group(&())),
-            Kind::Kustomization => (Kustomization::kind(&()), Kustomization::group(&())),
-        };
-        format!("{}.{group}/{name}", kind.to_ascii_lowercase())
+        let resource = self.api_resource();
+        format!(
+            "{}.{}/{name}",
+            resource.kind.to_ascii_lowercase(),
+            resource.group
+        )
+    }
+
+    /// The status row of `object`, an object of this kind.
+    fn row(self, object: &DynamicObject) -> anyhow::Result<StatusRow> {
+        Ok(match self {
+            Kind::Source(kind) => objects::source_row(&kind.state_of(object)?),
+            Kind::Kustomization => {
+                let ks: Kustomization = serde_json::from_value(serde_json::to_value(object)?)
+                    .with_context(|| {
+                        format!(
+                            "reading Kustomization {}/{}",
+                            object.metadata.namespace.as_deref().unwrap_or_default(),
+                            object.metadata.name.as_deref().unwrap_or_default()
+                        )
+                    })?;
+                objects::kustomization_row(&ks)
+            }
+        })
     }
 }
 
@@ -141,59 +179,57 @@ pub struct Listing<'a> {
     pub prefix_kind: bool,
 }
 
-fn api<K>(client: &Client, global: &GlobalArgs, all: bool) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
+fn api(client: &Client, global: &GlobalArgs, all: bool, kind: Kind) -> Api<DynamicObject> {
+    let resource = kind.api_resource();
     if all {
-        Api::all(client.clone())
+        Api::all_with(client.clone(), &resource)
     } else {
-        Api::namespaced(client.clone(), &global.namespace)
+        Api::namespaced_with(client.clone(), &global.namespace, &resource)
     }
 }
 
-async fn list<K>(
+/// The rows and raw objects of `kind`; `None` when its CRD is not installed and
+/// `skip_missing` (a listing of several kinds goes on without it).
+async fn list(
     client: &Client,
     global: &GlobalArgs,
     args: &ListArgs,
-    row: fn(&K) -> StatusRow,
-) -> anyhow::Result<(Vec<StatusRow>, Vec<serde_json::Value>)>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = api(client, global, args.all_namespaces);
-    let items: Vec<K> = match &args.name {
+    kind: Kind,
+    skip_missing: bool,
+) -> anyhow::Result<Option<(Vec<StatusRow>, Vec<serde_json::Value>)>> {
+    let api = api(client, global, args.all_namespaces, kind);
+    let kind_name = kind.api_resource().kind;
+    let items: Vec<DynamicObject> = match &args.name {
         Some(name) => {
             if args.all_namespaces {
                 return Err(fail(Exit::Usage, "a NAME cannot be combined with -A"));
             }
-            vec![crate::cluster::get(&api, &global.namespace, name).await?]
+            vec![crate::cluster::get_kind(&api, &kind_name, &global.namespace, name).await?]
         }
         None => {
             let mut params = ListParams::default();
             if let Some(labels) = &args.label_selector {
                 params = params.labels(labels);
             }
-            api.list(&params)
-                .await
-                .map_err(|e| crate::cluster::map_missing_crd(e, K::kind(&()).as_ref()))
-                .with_context(|| format!("listing {}s", K::kind(&())))?
-                .items
+            match api.list(&params).await {
+                Ok(list) => list.items,
+                Err(e) if skip_missing && crate::cluster::is_missing_crd(&e) => return Ok(None),
+                Err(e) => {
+                    return Err(crate::cluster::map_missing_crd(e, &kind_name))
+                        .with_context(|| format!("listing {}", kind.plural()));
+                }
+            }
         }
     };
     let mut pairs: Vec<(StatusRow, serde_json::Value)> = items
         .iter()
         .map(|item| {
             let value = serde_json::to_value(item).map(objects::without_managed_fields)?;
-            Ok((row(item), value))
+            Ok((kind.row(item)?, value))
         })
         .collect::<anyhow::Result<_>>()?;
     pairs.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    Ok(pairs.into_iter().unzip())
+    Ok(Some(pairs.into_iter().unzip()))
 }
 
 fn list_object(items: Vec<serde_json::Value>) -> serde_json::Value {
@@ -308,15 +344,12 @@ async fn watch(
         config = config.fields(&format!("metadata.name={name}"));
     }
     let all = listing.args.all_namespaces;
-    let repos = watcher(api::<GitRepository>(client, global, all), config.clone())
-        .filter_map(|e| async move { row_of(e, objects::git_repository_row) });
-    let kss = watcher(api::<Kustomization>(client, global, all), config)
-        .filter_map(|e| async move { row_of(e, objects::kustomization_row) });
-    let mut stream = match kinds {
-        [Kind::GitRepository] => repos.boxed(),
-        [Kind::Kustomization] => kss.boxed(),
-        _ => futures::stream::select(repos, kss).boxed(),
-    };
+    let mut stream = futures::stream::select_all(kinds.iter().map(|kind| {
+        let kind = *kind;
+        watcher(api(client, global, all, kind), config.clone())
+            .filter_map(move |e| async move { row_of(e, kind) })
+            .boxed()
+    }));
     let quiet = Listing {
         args: &ListArgs {
             no_header: true,
@@ -353,13 +386,13 @@ async fn watch(
     }
 }
 
-fn row_of<K>(
-    event: Result<watcher::Event<K>, watcher::Error>,
-    row: fn(&K) -> StatusRow,
+fn row_of(
+    event: Result<watcher::Event<DynamicObject>, watcher::Error>,
+    kind: Kind,
 ) -> Option<anyhow::Result<StatusRow>> {
     match event {
         Ok(watcher::Event::Apply(object)) | Ok(watcher::Event::InitApply(object)) => {
-            Some(Ok(row(&object)))
+            Some(kind.row(&object))
         }
         Ok(_) => None,
         Err(e) => Some(Err(anyhow::Error::from(e).context("watching for changes"))),
@@ -388,14 +421,14 @@ mod tests {
             conditions::set(&mut conds, "Ready", s, "Succeeded", message, Some(1));
             status["conditions"] = serde_json::to_value(conds).unwrap();
         }
-        let object: GitRepository = serde_json::from_value(json!({
+        let object: gitops_reconciler::api::GitRepository = serde_json::from_value(json!({
             "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "GitRepository",
             "metadata": {"name": name, "namespace": ns},
             "spec": {"url": "https://example.com/r.git", "interval": "1m"},
             "status": status,
         }))
         .unwrap();
-        objects::git_repository_row(&object)
+        objects::source_row(&(&object).into())
     }
 
     fn ks(ns: &str, name: &str, suspended: bool) -> StatusRow {
@@ -523,7 +556,7 @@ mod tests {
             "kustomization.kubectl-gitops.io/vote-dev"
         );
         assert_eq!(
-            Kind::GitRepository.qualified_name("instavote"),
+            Kind::Source(SourceKind::GitRepository).qualified_name("instavote"),
             "gitrepository.kubectl-gitops.io/instavote"
         );
     }

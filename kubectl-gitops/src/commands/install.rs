@@ -24,10 +24,11 @@ use crate::error::{Exit, Failure};
 use crate::ui::Ui;
 
 /// The CRDs, generated from the API types (`make crds`).
-const CRD_MANIFESTS: [&str; 3] = [
+const CRD_MANIFESTS: [&str; 4] = [
     include_str!("../../../reconciler/config/crd/gitrepositories.yaml"),
     include_str!("../../../reconciler/config/crd/kustomizations.yaml"),
     include_str!("../../../reconciler/config/crd/clusterpolicies.yaml"),
+    include_str!("../../../reconciler/config/crd/externalartifacts.yaml"),
 ];
 
 /// The reconciler's install manifests, in `reconciler/config/install/kustomization.yaml` order.
@@ -436,8 +437,13 @@ mod tests {
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(&kinds[..3], ["CustomResourceDefinition"; 3]);
-        assert_eq!(kinds[3], "Namespace");
+        let crds = CRD_MANIFESTS.len();
+        assert!(
+            kinds[..crds]
+                .iter()
+                .all(|k| *k == "CustomResourceDefinition")
+        );
+        assert_eq!(kinds[crds], "Namespace");
         for wanted in [
             "ServiceAccount",
             "ClusterRole",
@@ -448,7 +454,27 @@ mod tests {
         ] {
             assert!(kinds.contains(&wanted), "no {wanted} in {kinds:?}");
         }
-        assert_eq!(manifests("x", None, true).unwrap().len(), 3);
+        assert_eq!(manifests("x", None, true).unwrap().len(), crds);
+    }
+
+    /// The embedded CRDs and the names `check` looks for are every CRD the API generates.
+    #[test]
+    fn embedded_crds_are_the_apis() {
+        let mut generated: Vec<String> = gitops_reconciler::api::crd::all()
+            .into_iter()
+            .filter_map(|(_, crd)| crd.metadata.name)
+            .collect();
+        generated.sort();
+        let mut embedded: Vec<String> = manifests("x", None, true)
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        embedded.sort();
+        let mut checked: Vec<String> = CRDS.iter().map(|n| (*n).to_owned()).collect();
+        checked.sort();
+        assert_eq!(embedded, generated);
+        assert_eq!(checked, generated);
     }
 
     fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {

@@ -1,8 +1,10 @@
 //! `kubectl gitops reconcile source git NAME | kustomization NAME [--with-source]`: write the
 //! reconcile-requested-at annotation, wait until the status echoes it in
-//! `lastHandledReconcileAt`, print the outcome, exit 1 when it is not Ready.
+//! `lastHandledReconcileAt`, print the outcome, exit 1 when it is not Ready. `--with-source`
+//! reconciles the source first when this reconciler produces its kind
+//! ([`SourceKind::produced_here`]); another tool's artifact is used as it is.
 
-use gitops_reconciler::api::{GitRepository, Kustomization};
+use gitops_reconciler::api::{GitRepository, Kustomization, SourceKind};
 use kube::{Api, Client};
 
 use crate::cli::{GlobalArgs, ReconcileCommand, ReconcileSourceCommand};
@@ -25,20 +27,25 @@ pub async fn run(
             if args.with_source {
                 let api: Api<Kustomization> = Api::namespaced(client.clone(), &global.namespace);
                 let ks = cluster::get(&api, &global.namespace, &args.name).await?;
-                let source_ns = ks
-                    .spec
-                    .source_ref
+                let source = &ks.spec.source_ref;
+                let source_ns = source
                     .namespace
                     .clone()
                     .unwrap_or_else(|| global.namespace.clone());
-                let exit = reconcile::<GitRepository>(
-                    &client,
-                    global,
-                    &source_ns,
-                    &ks.spec.source_ref.name,
-                    ui,
-                )
-                .await?;
+                let exit = match source.kind {
+                    SourceKind::GitRepository => {
+                        reconcile::<GitRepository>(&client, global, &source_ns, &source.name, ui)
+                            .await?
+                    }
+                    kind => {
+                        debug_assert!(!kind.produced_here());
+                        ui.step(&format!(
+                            "{kind} {source_ns}/{} is published by its producer: using its current artifact",
+                            source.name
+                        ))?;
+                        Exit::Success
+                    }
+                };
                 if exit != Exit::Success {
                     return Ok(exit);
                 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
+use gitops_reconciler::api::Kustomization;
 use gitops_reconciler::api::conditions::{self, meta};
-use gitops_reconciler::api::{GitRepository, Kustomization};
 use kube::api::{ApiResource, DynamicObject};
 use kube::discovery::{Discovery, Scope};
 use kube::{Api, Client, ResourceExt as _};
@@ -193,49 +193,38 @@ pub async fn trace(global: &GlobalArgs, args: &TraceArgs, ui: &mut Ui<'_>) -> an
     ));
     k.push(("Status", condition_summary(&status.conditions)));
     print_block(ui, &k)?;
-    let src_ns = ks
-        .spec
-        .source_ref
-        .namespace
-        .clone()
-        .unwrap_or_else(|| ks_ns.clone());
-    let src_api: Api<GitRepository> = Api::namespaced(client, &src_ns);
+    let source = &ks.spec.source_ref;
+    let src_ns = source.namespace.clone().unwrap_or_else(|| ks_ns.clone());
+    let src_api: Api<DynamicObject> =
+        Api::namespaced_with(client, &src_ns, &source.kind.api_resource());
     writeln!(ui.out, "---")?;
-    match src_api.get_opt(&ks.spec.source_ref.name).await? {
-        Some(repo) => {
-            let status = repo.status.clone().unwrap_or_default();
+    let object = src_api
+        .get_opt(&source.name)
+        .await
+        .with_context(|| format!("reading {} {src_ns}/{}", source.kind, source.name))?;
+    match object {
+        Some(object) => {
+            let state = source.kind.state_of(&object)?;
             let mut s = vec![
-                ("GitRepository", repo.name_any()),
-                ("Namespace", src_ns),
-                ("URL", repo.spec.url.clone()),
+                (state.kind.name(), state.name.clone()),
+                ("Namespace", state.namespace.clone()),
             ];
-            if let Some(r) = &repo.spec.reference {
-                for (label, value) in [
-                    ("Branch", &r.branch),
-                    ("Tag", &r.tag),
-                    ("Semver", &r.semver),
-                    ("Commit", &r.commit),
-                ] {
-                    if let Some(value) = value {
-                        s.push((label, value.clone()));
-                    }
-                }
-            }
+            s.extend(state.origin.iter().cloned());
             s.push((
                 "Revision",
-                status
+                state
                     .artifact
                     .as_ref()
                     .map(|a| a.revision.clone())
                     .unwrap_or_default(),
             ));
-            s.push(("Status", condition_summary(&status.conditions)));
+            s.push(("Status", condition_summary(&state.conditions)));
             print_block(ui, &s)?;
         }
         None => print_block(
             ui,
             &[
-                ("GitRepository", ks.spec.source_ref.name.clone()),
+                (source.kind.name(), source.name.clone()),
                 ("Status", "not found".into()),
             ],
         )?,
@@ -254,7 +243,8 @@ fn condition_summary(
 }
 
 fn print_block(ui: &mut Ui<'_>, pairs: &[(&str, String)]) -> anyhow::Result<()> {
-    // One width for every block of a trace ("Kustomization:" and "GitRepository:" are longest).
+    // One width for the blocks of a trace ("Kustomization:", "GitRepository:"); a longer label
+    // ("ExternalArtifact:") widens its own block.
     let width = pairs
         .iter()
         .map(|(k, _)| k.len() + 1)

@@ -12,6 +12,8 @@
 //! untouched unless changed, so a policy pays only for the objects it looks into. [`object`]
 //! has helpers to read and edit them.
 
+#![warn(missing_docs)]
+
 pub mod object;
 pub mod testing;
 
@@ -19,8 +21,9 @@ pub mod testing;
 pub mod glue;
 
 /// The bindings generated from `wit/policy.wit`, for authors who want the raw contract.
-// Generated code: the canonical-ABI glue takes one argument per flattened value.
-#[allow(clippy::too_many_arguments)]
+// Generated code: the canonical-ABI glue takes one argument per flattened value, lowers values
+// with unsafe code, and documents only what the WIT file documents.
+#[allow(clippy::too_many_arguments, unsafe_code, missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",

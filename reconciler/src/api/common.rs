@@ -44,7 +44,7 @@ pub struct NamespacedObjectReference {
     pub namespace: Option<String>,
 }
 
-/// A reference to an object of a given kind (used by health checks).
+/// A reference to an object of a given kind (health checks, an ExternalArtifact's producer).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespacedObjectKindReference {

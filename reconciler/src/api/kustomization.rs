@@ -185,11 +185,7 @@ pub struct SourceReference {
     pub namespace: Option<String>,
 }
 
-/// Kinds of source a Kustomization can build from.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum SourceKind {
-    GitRepository,
-}
+pub use super::source::SourceKind;
 
 /// A kustomize patch with an optional target.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

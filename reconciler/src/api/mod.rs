@@ -5,12 +5,15 @@ pub mod common;
 pub mod conditions;
 pub mod crd;
 pub mod duration;
+pub mod externalartifact;
 pub mod gitrepository;
 pub mod kustomization;
 pub mod reference;
+pub mod source;
 
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus, RecordedViolation};
 pub use common::{FailurePolicy, PolicyMode, PolicyModule, Selector};
+pub use externalartifact::{ExternalArtifact, ExternalArtifactSpec, ExternalArtifactStatus};
 pub use gitrepository::{
     Artifact, GitRepository, GitRepositoryLimits, GitRepositoryRef, GitRepositorySpec,
     GitRepositoryStatus,
@@ -18,6 +21,7 @@ pub use gitrepository::{
 pub use kustomization::{
     Inventory, InventoryEntry, Kustomization, KustomizationSpec, KustomizationStatus,
 };
+pub use source::{SourceArtifact, SourceKind, SourceState};
 
 /// API group of every kind of this project.
 pub const GROUP: &str = "kubectl-gitops.io";

@@ -401,10 +401,19 @@ pub fn unpack_verified(
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let kind = entry.header().entry_type();
+        // Archives made with `tar -C dir .` (as other tools publish them) name every entry
+        // `./path` and the root `./`: the prefix adds nothing, and the root is `dest` itself.
+        let mut path: &[u8] = &raw_path;
+        while let Some(rest) = path.strip_prefix(b"./") {
+            path = rest;
+        }
+        if kind == tar::EntryType::Directory && (path.is_empty() || path == b".") {
+            continue;
+        }
         let trimmed: &[u8] = if kind == tar::EntryType::Directory {
-            raw_path.strip_suffix(b"/").unwrap_or(&raw_path)
+            path.strip_suffix(b"/").unwrap_or(path)
         } else {
-            &raw_path
+            path
         };
         check_relative_path(trimmed).map_err(|reason| ArtifactError::HostileEntry {
             path: shown.clone(),
@@ -588,6 +597,36 @@ mod tests {
         fs::remove_dir_all(dest).unwrap();
     }
 
+    /// `tar -C dir .` names the root `./` and every entry `./path`.
+    #[test]
+    fn dot_slash_prefixed_archives_unpack() {
+        let mut tar_bytes = Vec::new();
+        {
+            let mut builder = tar::Builder::new(&mut tar_bytes);
+            for dir in ["./", "./app/"] {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, dir, &[][..]).unwrap();
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(3);
+            builder
+                .append_data(&mut header, "./app/cm.yaml", &b"a: 1"[..3])
+                .unwrap();
+            builder.finish().unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&tar_bytes).unwrap();
+        let bytes = gz.finish().unwrap();
+        let dest = tempdir("dotslash");
+        unpack_verified(&bytes, &digest_of(&bytes), &UnpackLimits::default(), &dest).unwrap();
+        assert_eq!(fs::read(dest.join("app/cm.yaml")).unwrap(), b"a: ");
+        fs::remove_dir_all(dest).unwrap();
+    }
+
     #[test]
     fn hostile_entries_are_refused() {
         let cases: &[(&[u8], tar::EntryType, &str)] = &[
@@ -600,6 +639,10 @@ mod tests {
             (b"link", tar::EntryType::Symlink, "links"),
             (b"hard", tar::EntryType::Link, "links"),
             (b"fifo", tar::EntryType::Fifo, "only directories"),
+            (b"./../escape", tar::EntryType::Regular, "'..'"),
+            (b"././.git/config", tar::EntryType::Regular, ".git"),
+            (b"./", tar::EntryType::Regular, "empty path"),
+            (b".//x", tar::EntryType::Regular, "absolute"),
         ];
         for (name, kind, why) in cases {
             let bytes = raw_tar_gz(name, *kind, b"x");

@@ -4,12 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
 
 use super::status::{Run, StageError};
+use crate::api::Kustomization;
 use crate::api::conditions::{self, reasons};
-use crate::api::{GitRepository, Kustomization};
 
 impl Run<'_> {
     /// Stage 2: every dependency Ready at its source's current revision; cycles refused.
@@ -37,17 +36,7 @@ impl Run<'_> {
                 )));
             }
             // Ready at the current revision of its own source.
-            let src = &other.spec.source_ref;
-            let src_ns = src.namespace.clone().unwrap_or(ns.clone());
-            let repos: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &src_ns);
-            let current = repos
-                .get_opt(&src.name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.status)
-                .and_then(|s| s.artifact)
-                .map(|a| a.revision);
+            let current = self.current_revision(&other, &ns).await;
             if current.is_some() && current != status.last_applied_revision {
                 return Err(StageError::DependencyNotReady(format!(
                     "dependency {ns}/{} is not ready at revision {}",

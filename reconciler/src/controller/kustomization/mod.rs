@@ -19,10 +19,11 @@
 //! revision of the source (watch), a dependency becoming ready (watch), `interval` (with
 //! jitter) after success and `retryInterval` after a failure.
 //!
-//! Modules by concern: `pipeline` (the stages in order), `dependencies` (`dependsOn`,
-//! cycles), `policies` (the policy host, audit findings), `tenancy` (impersonation,
-//! cross-namespace references), `status` (stage errors, conditions, status writes); this
-//! module wires them into a kube-runtime `Controller`.
+//! Modules by concern: `pipeline` (the stages in order), `source` (the source of any kind,
+//! through `api::source`, and its watch), `dependencies` (`dependsOn`, cycles), `policies`
+//! (the policy host, audit findings), `tenancy` (impersonation, cross-namespace references),
+//! `status` (stage errors, conditions, status writes); this module wires them into a
+//! kube-runtime `Controller`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,13 +46,14 @@ use super::metrics::Metrics;
 use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, types};
 use crate::api::kustomization::DeletionPolicy;
-use crate::api::{ClusterPolicy, GitRepository, Inventory, Kustomization};
+use crate::api::{ClusterPolicy, Inventory, Kustomization, SourceKind};
 use crate::apply::{self, ObjectRef, Owner, Resolver};
 use crate::backoff;
 
 mod dependencies;
 mod pipeline;
 mod policies;
+mod source;
 mod status;
 mod tenancy;
 
@@ -358,10 +360,9 @@ pub async fn run(
         wc = wc.labels(selector);
     }
     let ks_api: Api<Kustomization> = Api::all(client.clone());
-    let repo_api: Api<GitRepository> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     use kube::CustomResourceExt as _;
-    let (ks_resource, repo_resource) = (Kustomization::crd_name(), GitRepository::crd_name());
+    let ks_resource = Kustomization::crd_name();
     let triggers = logged(watcher(ks_api.clone(), wc.clone()), ks_resource)
         .backoff(backoff::backoff())
         .reflect(writer)
@@ -376,14 +377,10 @@ pub async fn run(
         .backoff(backoff::backoff())
         .applied_objects()
         .predicate_filter(dependencies::readiness_of, Default::default());
-    let source_store = reader.clone();
-    let source_changes = logged(
-        watcher(repo_api, watcher::Config::default().any_semantic()),
-        repo_resource,
-    )
-    .backoff(backoff::backoff())
-    .applied_objects()
-    .predicate_filter(pipeline::artifact_of, Default::default());
+    let source_changes: Vec<_> = SourceKind::ALL
+        .into_iter()
+        .map(|kind| (kind, source::changes(&client, kind)))
+        .collect();
 
     // One watch keeps the ClusterPolicies for every render; renders list them themselves
     // until its first list completed (see `render::cluster_policies`).
@@ -416,16 +413,23 @@ pub async fn run(
     });
 
     let shutdown = shutdown.shared();
-    let controller = Controller::for_stream(triggers, reader.clone())
+    let mut controller = Controller::for_stream(triggers, reader.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrent))
         // Each watch backs off by itself (and logs why).
         .trigger_backoff(backoff::trigger_backoff())
         .watches_stream(dependency_changes, move |dep: Kustomization| {
             dependencies::dependents_of(&dependents_store, &dep)
-        })
-        .watches_stream(source_changes, move |repo: GitRepository| {
-            pipeline::users_of(&source_store, &repo)
-        })
+        });
+    // One watch per source kind: a new artifact re-queues the Kustomizations that use it.
+    for (kind, changes) in source_changes {
+        let store = reader.clone();
+        controller = controller.watches_stream_with(
+            changes,
+            move |object| source::users_of(&store, kind, &object),
+            kind.api_resource(),
+        );
+    }
+    let controller = controller
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         // Watch errors were logged where they happened, reconcile errors by error_policy.

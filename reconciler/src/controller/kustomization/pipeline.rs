@@ -1,17 +1,14 @@
 //! The stages from the source to the health checks, in order (see the table in the parent
-//! module): source → dependencies → artifact → render (build, policies, plan) → apply → prune
+//! module): source (see `source`) → dependencies → artifact → render (build, policies, plan) → apply → prune
 //! → health.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kube::runtime::reflector::ObjectRef as StoreRef;
-use kube::runtime::reflector::Store;
-
 use super::dependencies::find_cycle;
 use super::status::{Run, StageError};
-use crate::api::conditions::{self, reasons, status as cstatus, types};
-use crate::api::{Artifact, GitRepository, Kustomization, duration};
+use crate::api::conditions::{self, status as cstatus, types};
+use crate::api::{Kustomization, duration};
 use crate::apply::{self, ApplyOptions, DriftRules, ObjectRef, Owner, OwnerLookup, inventory};
 use crate::controller::render::{self, Cluster, Keys, Lookups, RenderInput};
 
@@ -50,33 +47,13 @@ pub(super) struct Applied {
 }
 
 impl Run<'_> {
-    /// Stage 1: the source and its artifact metadata.
-    async fn source(&self) -> Result<Artifact, StageError> {
-        let source = &self.ks.spec.source_ref;
-        let (source_ns, repo): (String, GitRepository) = self
-            .referenced(
-                "spec.sourceRef",
-                &source.name,
-                source.namespace.as_deref(),
-                reasons::SOURCE_NOT_READY,
-                StageError::SourceNotReady,
-            )
-            .await?;
-        repo.status.and_then(|s| s.artifact).ok_or_else(|| {
-            StageError::SourceNotReady(format!(
-                "GitRepository {source_ns}/{} has no artifact yet",
-                source.name
-            ))
-        })
-    }
-
     /// Stages 3–8. Returns what was applied; status fields are updated along the way.
     pub(super) async fn pipeline(&mut self, durations: &Durations) -> Result<Applied, StageError> {
         // A cycle can never resolve: report it before anything else.
         if let Some(cycle) = find_cycle(&self.ctx.store, &self.namespace, &self.name) {
             return Err(StageError::DependencyCycle(cycle));
         }
-        let artifact = self.source().await?;
+        let (source, artifact) = self.source().await?;
         let revision = artifact.revision.clone();
         self.status.last_attempted_revision = Some(revision.clone());
         self.dependencies().await?;
@@ -88,7 +65,7 @@ impl Run<'_> {
                 object: format!("{}/{}", self.namespace, self.name),
                 source,
             })?;
-        let dir = self.ctx.fetcher.unpack(&artifact).await?;
+        let dir = self.ctx.fetcher.unpack(&source, &artifact).await?;
         let input = RenderInput {
             kustomization: self.ks,
             root: dir.path(),
@@ -250,28 +227,6 @@ fn health_targets(ks: &Kustomization, applied: &[ObjectRef]) -> Result<Vec<Objec
     let mut seen = HashSet::new();
     targets.retain(|t| seen.insert(t.id()));
     Ok(targets)
-}
-
-/// Hash of a GitRepository's artifact revision and digest: a change triggers the
-/// Kustomizations that use it.
-pub(super) fn artifact_of(repo: &GitRepository) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let artifact = repo.status.as_ref()?.artifact.as_ref()?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    artifact.revision.hash(&mut hasher);
-    artifact.digest.hash(&mut hasher);
-    Some(hasher.finish())
-}
-
-/// The Kustomizations in `store` whose source is `repo`.
-pub(super) fn users_of(
-    store: &Store<Kustomization>,
-    repo: &GitRepository,
-) -> Vec<StoreRef<Kustomization>> {
-    super::referring(store, &repo.metadata, |ks| {
-        let src = &ks.spec.source_ref;
-        vec![(src.namespace.as_deref(), src.name.as_str())]
-    })
 }
 
 /// The objects a prune could not delete, with why; `None` when it deleted them all.
