@@ -8,6 +8,7 @@ pub mod apply;
 pub mod backoff;
 pub mod build;
 pub mod controller;
+pub mod notify;
 pub mod policy;
 pub mod sops;
 pub mod source;

@@ -17,6 +17,7 @@ use gitops_reconciler::controller::kustomization::{self, KustomizationConfig, Po
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
+use gitops_reconciler::notify::{self, NotifyConfig, ReceiverLimits};
 use gitops_reconciler::policy::{COMPILE_WORKER_ARG, HostConfig, compile_worker_main};
 use gitops_reconciler::source;
 use gitops_reconciler::source::storage::Storage;
@@ -99,6 +100,15 @@ struct Args {
     /// system's (a private module server).
     #[arg(long, value_name = "FILE")]
     policy_module_ca_file: Option<PathBuf>,
+    /// Listen address of the Receivers' webhook server (empty: no webhook server).
+    #[arg(long, default_value = ":9292")]
+    receiver_addr: String,
+    /// Largest webhook request body in bytes.
+    #[arg(long, default_value_t = ReceiverLimits::default().max_body_bytes)]
+    receiver_max_body_bytes: usize,
+    /// Webhook requests per minute each Receiver accepts (more are answered 429).
+    #[arg(long, default_value_t = ReceiverLimits::default().requests_per_minute)]
+    receiver_rate_limit: u32,
 }
 
 impl Args {
@@ -341,8 +351,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         stopped(),
     );
+    let receivers = {
+        let listener = if args.receiver_addr.is_empty() {
+            None
+        } else {
+            let addr = listen_addr(&args.receiver_addr)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (receivers)"))?;
+            tracing::info!(%addr, "serving receiver webhooks");
+            Some(listener)
+        };
+        let config = NotifyConfig {
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
+            watch_label_selector: args.watch_label_selector.clone(),
+            limits: ReceiverLimits {
+                max_body_bytes: args.receiver_max_body_bytes,
+                requests_per_minute: args.receiver_rate_limit,
+                ..ReceiverLimits::default()
+            },
+        };
+        let client = client.clone();
+        let metrics = metrics.clone();
+        let stopped = stopped();
+        async move {
+            if let Some(listener) = listener {
+                notify::run_receivers(client, config, listener, metrics, stopped).await;
+            }
+        }
+    };
     let controllers = async move {
-        let (sources, ()) = tokio::join!(sources, controllers);
+        let (sources, (), ()) = tokio::join!(sources, controllers, receivers);
         if let Err(e) = sources {
             tracing::error!(error = %e, "the GitRepository controller stopped");
         }

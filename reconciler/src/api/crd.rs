@@ -5,7 +5,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use super::{ClusterPolicy, GitRepository, Kustomization};
+use super::{ClusterPolicy, GitRepository, Kustomization, Receiver};
 
 /// Every CRD of the API with the file name it is committed under.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -13,6 +13,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("gitrepositories.yaml", GitRepository::crd()),
         ("kustomizations.yaml", Kustomization::crd()),
         ("clusterpolicies.yaml", ClusterPolicy::crd()),
+        ("receivers.yaml", Receiver::crd()),
     ]
 }
 

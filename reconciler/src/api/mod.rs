@@ -7,6 +7,7 @@ pub mod crd;
 pub mod duration;
 pub mod gitrepository;
 pub mod kustomization;
+pub mod receiver;
 pub mod reference;
 
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus, RecordedViolation};
@@ -18,6 +19,7 @@ pub use gitrepository::{
 pub use kustomization::{
     Inventory, InventoryEntry, Kustomization, KustomizationSpec, KustomizationStatus,
 };
+pub use receiver::{Receiver, ReceiverSpec, ReceiverStatus};
 
 /// API group of every kind of this project.
 pub const GROUP: &str = "kubectl-gitops.io";

@@ -47,6 +47,15 @@ pub struct AuditLabels {
     pub policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverRequestLabels {
+    /// The Receiver (empty when the path matched none).
+    pub namespace: String,
+    pub name: String,
+    /// `accepted` or why the request was refused (a bounded set, see `notify::server`).
+    pub result: String,
+}
+
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -59,6 +68,8 @@ pub struct Metrics {
     pub source_fetch_aborted: Family<AbortLabels, Counter>,
     /// Violations found by policies in audit mode (they deny nothing).
     pub policy_audit_violations: Family<AuditLabels, Counter>,
+    /// Webhook requests to Receivers, by Receiver and result.
+    pub receiver_requests: Family<ReceiverRequestLabels, Counter>,
     encode_lock: Mutex<()>,
 }
 
@@ -103,8 +114,15 @@ impl Default for Metrics {
             "Violations reported by policies in audit mode, per Kustomization and policy",
             policy_audit_violations.clone(),
         );
+        let receiver_requests = Family::<ReceiverRequestLabels, Counter>::default();
+        registry.register(
+            "receiver_requests",
+            "Webhook requests to Receivers, by Receiver and result (accepted or the refusal)",
+            receiver_requests.clone(),
+        );
         Self {
             policy_audit_violations,
+            receiver_requests,
             registry,
             reconcile_duration,
             conditions,
@@ -170,6 +188,17 @@ impl Metrics {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 policy: policy.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a webhook request to the Receiver `namespace/name` that ended with `result`.
+    pub fn count_receiver_request(&self, namespace: &str, name: &str, result: &str) {
+        self.receiver_requests
+            .get_or_create(&ReceiverRequestLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                result: result.to_owned(),
             })
             .inc();
     }
