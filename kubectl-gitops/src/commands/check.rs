@@ -20,10 +20,11 @@ use crate::ui::{Ui, escape};
 pub const MIN_KUBERNETES: (u32, u32) = (1, 30);
 
 /// The CRDs an install provides.
-pub const CRDS: [&str; 3] = [
+pub const CRDS: [&str; 4] = [
     "gitrepositories.kubectl-gitops.io",
     "kustomizations.kubectl-gitops.io",
     "clusterpolicies.kubectl-gitops.io",
+    "receivers.kubectl-gitops.io",
 ];
 
 pub async fn run(global: &GlobalArgs, args: &CheckArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {

@@ -24,10 +24,11 @@ use crate::error::{Exit, Failure};
 use crate::ui::Ui;
 
 /// The CRDs, generated from the API types (`make crds`).
-const CRD_MANIFESTS: [&str; 3] = [
+const CRD_MANIFESTS: [&str; 4] = [
     include_str!("../../../reconciler/config/crd/gitrepositories.yaml"),
     include_str!("../../../reconciler/config/crd/kustomizations.yaml"),
     include_str!("../../../reconciler/config/crd/clusterpolicies.yaml"),
+    include_str!("../../../reconciler/config/crd/receivers.yaml"),
 ];
 
 /// The reconciler's install manifests, in `reconciler/config/install/kustomization.yaml` order.

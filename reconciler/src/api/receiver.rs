@@ -21,6 +21,8 @@ pub const WEBHOOK_PATH_PREFIX: &str = "/hook/";
 pub const DEFAULT_INTERVAL: &str = "10m";
 
 /// The desired state of a Receiver.
+// Each `printcolumn(...)` repeats `type_`; the lint takes them for one attribute repeated.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "kubectl-gitops.io",

@@ -70,10 +70,56 @@ pub enum AnnotateError {
     },
 }
 
-/// A token bucket per Receiver.
+/// A token bucket per Receiver: `burst` requests at once, refilled at `per_minute`.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<ObjectRef<Receiver>, Bucket>>,
+}
+
 struct Bucket {
     tokens: f64,
     updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self {
+            per_second: f64::from(per_minute.max(1)) / 60.0,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request of `object`'s budget at `now`, or says how long until one is free.
+    /// `keep` is asked, when there are more than `expected` buckets, which to keep.
+    pub fn take(
+        &self,
+        object: &ObjectRef<Receiver>,
+        now: Instant,
+        expected: usize,
+        keep: impl Fn(&ObjectRef<Receiver>) -> bool,
+    ) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > expected * 2 + 16 {
+            buckets.retain(|o, _| keep(o));
+        }
+        let bucket = buckets.entry(object.clone()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
+        }
+    }
 }
 
 /// The webhook server's shared state.
@@ -84,7 +130,7 @@ pub struct WebhookServer {
     metrics: Arc<Metrics>,
     limits: ReceiverLimits,
     no_cross_namespace_refs: bool,
-    buckets: Mutex<HashMap<ObjectRef<Receiver>, Bucket>>,
+    rate: RateLimiter,
     slots: Semaphore,
 }
 
@@ -108,6 +154,7 @@ impl WebhookServer {
         no_cross_namespace_refs: bool,
     ) -> Self {
         let slots = Semaphore::new(limits.max_in_flight.max(1));
+        let rate = RateLimiter::new(limits.requests_per_minute, limits.burst);
         Self {
             registry,
             store,
@@ -115,32 +162,8 @@ impl WebhookServer {
             metrics,
             limits,
             no_cross_namespace_refs,
-            buckets: Mutex::new(HashMap::new()),
+            rate,
             slots,
-        }
-    }
-
-    /// Takes one request of the Receiver's budget, or says how long until one is free.
-    fn take(&self, object: &ObjectRef<Receiver>, now: Instant) -> Result<(), Duration> {
-        let per_second = f64::from(self.limits.requests_per_minute.max(1)) / 60.0;
-        let burst = f64::from(self.limits.burst.max(1));
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        // Only registered Receivers get a bucket; forget those that are gone.
-        if buckets.len() > self.registry.len() * 2 + 16 {
-            buckets.retain(|o, _| self.store.get(o).is_some());
-        }
-        let bucket = buckets.entry(object.clone()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
         }
     }
 
@@ -185,7 +208,13 @@ impl WebhookServer {
             count("suspended");
             return reply(StatusCode::SERVICE_UNAVAILABLE, "receiver is suspended");
         }
-        if let Err(wait) = self.take(&registered.object, Instant::now()) {
+        let taken = self.rate.take(
+            &registered.object,
+            Instant::now(),
+            self.registry.len(),
+            |o| self.store.get(o).is_some(),
+        );
+        if let Err(wait) = taken {
             count("rate_limited");
             let mut response = reply(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
             response
@@ -393,5 +422,56 @@ pub async fn serve(
                 tracing::debug!(error = %e, "webhook connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_the_rate() {
+        let limiter = RateLimiter::new(60, 3);
+        let a = ObjectRef::new("a").within("ns");
+        let b = ObjectRef::new("b").within("ns");
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.take(&a, start, 2, |_| true).is_ok());
+        }
+        let wait = limiter.take(&a, start, 2, |_| true).unwrap_err();
+        assert!(
+            wait <= Duration::from_secs(1) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        // Another receiver has its own budget.
+        assert!(limiter.take(&b, start, 2, |_| true).is_ok());
+        // One request per second comes back, never more than the burst.
+        assert!(
+            limiter
+                .take(&a, start + Duration::from_millis(1100), 2, |_| true)
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .take(&a, start + Duration::from_millis(1200), 2, |_| true)
+                .is_err()
+        );
+        let later = start + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert!(limiter.take(&a, later, 2, |_| true).is_ok());
+        }
+        assert!(limiter.take(&a, later, 2, |_| true).is_err());
+    }
+
+    #[test]
+    fn buckets_of_receivers_that_are_gone_are_dropped() {
+        let limiter = RateLimiter::new(60, 3);
+        let now = Instant::now();
+        for i in 0..40 {
+            let o = ObjectRef::new(&format!("r{i}")).within("ns");
+            let _ = limiter.take(&o, now, 1, |o| o.name == "r39");
+        }
+        let buckets = limiter.buckets.lock().unwrap().len();
+        assert!(buckets <= 19, "{buckets}");
     }
 }
