@@ -437,8 +437,13 @@ mod tests {
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(&kinds[..3], ["CustomResourceDefinition"; 3]);
-        assert_eq!(kinds[3], "Namespace");
+        let crds = CRD_MANIFESTS.len();
+        assert!(
+            kinds[..crds]
+                .iter()
+                .all(|k| *k == "CustomResourceDefinition")
+        );
+        assert_eq!(kinds[crds], "Namespace");
         for wanted in [
             "ServiceAccount",
             "ClusterRole",
@@ -449,7 +454,9 @@ mod tests {
         ] {
             assert!(kinds.contains(&wanted), "no {wanted} in {kinds:?}");
         }
-        assert_eq!(manifests("x", None, true).unwrap().len(), 3);
+        assert_eq!(manifests("x", None, true).unwrap().len(), crds);
+        // Every kind of the API is installed.
+        assert_eq!(crds, gitops_reconciler::api::crd::all().len());
     }
 
     fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {
