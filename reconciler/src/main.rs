@@ -380,8 +380,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    // Alerts: the controllers' events go to one bounded queue, forwarded as Alerts select them.
+    let alerts = {
+        let config = notify::alert::DispatchConfig {
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
+            ..Default::default()
+        };
+        let queue = Arc::new(notify::alert::EventQueue::new(
+            config.queue_capacity,
+            metrics.clone(),
+        ));
+        notify::alert::install(queue.clone());
+        notify::alert::run_alerts(
+            client.clone(),
+            config,
+            queue,
+            metrics.clone(),
+            args.watch_label_selector.clone(),
+            stopped(),
+        )
+    };
     let controllers = async move {
-        let (sources, (), ()) = tokio::join!(sources, controllers, receivers);
+        let (sources, (), (), ()) = tokio::join!(sources, controllers, receivers, alerts);
         if let Err(e) = sources {
             tracing::error!(error = %e, "the GitRepository controller stopped");
         }

@@ -20,11 +20,13 @@ use crate::ui::{Ui, escape};
 pub const MIN_KUBERNETES: (u32, u32) = (1, 30);
 
 /// The CRDs an install provides.
-pub const CRDS: [&str; 4] = [
+pub const CRDS: [&str; 6] = [
     "gitrepositories.kubectl-gitops.io",
     "kustomizations.kubectl-gitops.io",
     "clusterpolicies.kubectl-gitops.io",
     "receivers.kubectl-gitops.io",
+    "alerts.kubectl-gitops.io",
+    "providers.kubectl-gitops.io",
 ];
 
 pub async fn run(global: &GlobalArgs, args: &CheckArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {

@@ -1,5 +1,6 @@
 //! The `kubectl-gitops.io/v1alpha1` API: CRD types, conditions, durations and CRD generation.
 
+pub mod alert;
 pub mod clusterpolicy;
 pub mod common;
 pub mod conditions;
@@ -10,6 +11,7 @@ pub mod kustomization;
 pub mod receiver;
 pub mod reference;
 
+pub use alert::{Alert, AlertSpec, Provider, ProviderSpec};
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus, RecordedViolation};
 pub use common::{FailurePolicy, PolicyMode, PolicyModule, Selector};
 pub use gitrepository::{

@@ -159,6 +159,44 @@ impl Events {
         action: &str,
         note: &str,
     ) {
+        self.publish_about(object, type_, reason, action, note, None)
+            .await;
+    }
+
+    /// [`publish`](Self::publish) with the revision the event is about, which Alerts forward
+    /// as the `revision` metadata. Every event also goes to the notification queue
+    /// ([`crate::notify::alert::submit`]) when notifications run in this process.
+    pub async fn publish_about<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+        revision: Option<&str>,
+    ) {
+        let meta = object.meta();
+        crate::notify::alert::submit(crate::notify::alert::Event {
+            kind: K::kind(&()).into_owned(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            severity: match type_ {
+                EventType::Warning => crate::api::alert::EventSeverity::Error,
+                EventType::Normal => crate::api::alert::EventSeverity::Info,
+            },
+            reason: reason.to_owned(),
+            message: truncate(note, MAX_EVENT_NOTE),
+            metadata: revision
+                .map(|r| {
+                    [(crate::notify::alert::REVISION_KEY.to_owned(), r.to_owned())]
+                        .into_iter()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            timestamp: jiff::Timestamp::now(),
+            reporting_controller: self.reporter.controller.clone(),
+        });
         let event = Event {
             type_,
             reason: reason.to_owned(),

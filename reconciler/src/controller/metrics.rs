@@ -56,6 +56,15 @@ pub struct ReceiverRequestLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertDeliveryLabels {
+    /// The Provider (for `rate_limited`: the Alert's namespace and its providerRef).
+    pub namespace: String,
+    pub name: String,
+    /// `delivered`, `failed`, `rate_limited`, `suspended` or `provider_not_found`.
+    pub result: String,
+}
+
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +79,12 @@ pub struct Metrics {
     pub policy_audit_violations: Family<AuditLabels, Counter>,
     /// Webhook requests to Receivers, by Receiver and result.
     pub receiver_requests: Family<ReceiverRequestLabels, Counter>,
+    /// Alert deliveries by Provider and result.
+    pub alert_deliveries: Family<AlertDeliveryLabels, Counter>,
+    /// Events dropped from the full alert queue (the oldest go first).
+    pub alert_events_dropped: Counter,
+    /// Events waiting in the alert queue.
+    pub alert_queue_length: Gauge,
     encode_lock: Mutex<()>,
 }
 
@@ -120,9 +135,30 @@ impl Default for Metrics {
             "Webhook requests to Receivers, by Receiver and result (accepted or the refusal)",
             receiver_requests.clone(),
         );
+        let alert_deliveries = Family::<AlertDeliveryLabels, Counter>::default();
+        registry.register(
+            "alert_deliveries",
+            "Alert deliveries by Provider and result",
+            alert_deliveries.clone(),
+        );
+        let alert_events_dropped = Counter::default();
+        registry.register(
+            "alert_events_dropped",
+            "Events dropped from the full alert queue (oldest first)",
+            alert_events_dropped.clone(),
+        );
+        let alert_queue_length = Gauge::default();
+        registry.register(
+            "alert_queue_length",
+            "Events waiting in the alert queue",
+            alert_queue_length.clone(),
+        );
         Self {
             policy_audit_violations,
             receiver_requests,
+            alert_deliveries,
+            alert_events_dropped,
+            alert_queue_length,
             registry,
             reconcile_duration,
             conditions,
@@ -196,6 +232,17 @@ impl Metrics {
     pub fn count_receiver_request(&self, namespace: &str, name: &str, result: &str) {
         self.receiver_requests
             .get_or_create(&ReceiverRequestLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an alert delivery to the Provider `namespace/name` that ended with `result`.
+    pub fn count_alert_delivery(&self, namespace: &str, name: &str, result: &str) {
+        self.alert_deliveries
+            .get_or_create(&AlertDeliveryLabels {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 result: result.to_owned(),

@@ -5,11 +5,16 @@
 //! - [`server`]: the webhook HTTP server on its own port (`--receiver-addr`, `:9292`) that
 //!   turns a verified request into the `reconcile-requested-at` annotation the GitRepository
 //!   and Kustomization controllers already act on;
-//! - [`verify`]: the signature and token checks of each Receiver type.
+//! - [`verify`]: the signature and token checks of each Receiver type;
+//! - [`alert`]: the bounded event queue the controllers' events go to, and the dispatcher that
+//!   forwards them as Alerts select them;
+//! - [`provider`]: the payload of each Provider type and one delivery attempt.
 //!
 //! Every limit of the webhook server is in [`ReceiverLimits`]; the reconciler's flags take
 //! their defaults from it.
 
+pub mod alert;
+pub mod provider;
 pub mod receiver;
 pub mod server;
 pub mod verify;

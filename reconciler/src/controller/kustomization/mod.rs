@@ -189,12 +189,13 @@ async fn reconcile_apply(
             if let Some(summary) = applied.summary {
                 info!(revision = %applied.revision, %summary, "applied");
                 ctx.events
-                    .publish(
+                    .publish_about(
                         ks.as_ref(),
                         EventType::Normal,
                         crate::api::conditions::reasons::RECONCILIATION_SUCCEEDED,
                         ACTION,
                         &format!("{message}: {summary}"),
+                        Some(&applied.revision),
                     )
                     .await;
             }
@@ -206,12 +207,13 @@ async fn reconcile_apply(
             run.record_failure(&e);
             if original_ready != Some((e.reason().to_owned(), e.to_string())) {
                 ctx.events
-                    .publish(
+                    .publish_about(
                         ks.as_ref(),
                         EventType::Warning,
                         e.reason(),
                         ACTION,
                         &e.to_string(),
+                        run.status.last_attempted_revision.as_deref(),
                     )
                     .await;
             }
