@@ -224,6 +224,27 @@ impl Reconcilable for gitops_reconciler::api::Kustomization {
     const OUTCOME_VERB: &'static str = "applied revision";
 }
 
+impl Reconcilable for gitops_reconciler::api::Receiver {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+    fn suspended(&self) -> bool {
+        self.spec.suspend == Some(true)
+    }
+    fn revision(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.webhook_path.as_deref())
+    }
+    const OUTCOME_VERB: &'static str = "generated webhook path";
+}
+
 /// Where a reconcile ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use gitops_reconciler::api::{GitRepository, Kustomization};
+use gitops_reconciler::api::{Alert, GitRepository, Kustomization, Provider, Receiver};
 use kube::api::ListParams;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -27,6 +27,9 @@ pub async fn run(
         GetCommand::Sources(GetSourcesCommand::Git(args)) => (args, &[Kind::GitRepository]),
         GetCommand::Kustomizations(args) => (args, &[Kind::Kustomization]),
         GetCommand::All(args) => (args, &[Kind::GitRepository, Kind::Kustomization]),
+        GetCommand::Receivers(args) => (args, &[Kind::Receiver]),
+        GetCommand::Alerts(args) => (args, &[Kind::Alert]),
+        GetCommand::AlertProviders(args) => (args, &[Kind::Provider]),
     };
     let selector = match &args.status_selector {
         Some(text) => Some(StatusSelector::parse(text)?),
@@ -53,6 +56,13 @@ pub async fn run(
             }
             Kind::Kustomization => {
                 list::<Kustomization>(&client, global, &args, objects::kustomization_row).await?
+            }
+            Kind::Receiver => {
+                list::<Receiver>(&client, global, &args, objects::receiver_row).await?
+            }
+            Kind::Alert => list::<Alert>(&client, global, &args, objects::alert_row).await?,
+            Kind::Provider => {
+                list::<Provider>(&client, global, &args, objects::provider_row).await?
             }
         };
         let (rows, raw): (Vec<_>, Vec<_>) = rows
@@ -112,6 +122,9 @@ pub async fn run(
 enum Kind {
     GitRepository,
     Kustomization,
+    Receiver,
+    Alert,
+    Provider,
 }
 
 impl Kind {
@@ -119,6 +132,9 @@ impl Kind {
         match self {
             Kind::GitRepository => "GitRepositories",
             Kind::Kustomization => "Kustomizations",
+            Kind::Receiver => "Receivers",
+            Kind::Alert => "Alerts",
+            Kind::Provider => "Providers",
         }
     }
 
@@ -128,6 +144,9 @@ impl Kind {
         let (kind, group) = match self {
             Kind::GitRepository => (GitRepository::kind(&()), GitRepository::group(&())),
             Kind::Kustomization => (Kustomization::kind(&()), Kustomization::group(&())),
+            Kind::Receiver => (Receiver::kind(&()), Receiver::group(&())),
+            Kind::Alert => (Alert::kind(&()), Alert::group(&())),
+            Kind::Provider => (Provider::kind(&()), Provider::group(&())),
         };
         format!("{}.{group}/{name}", kind.to_ascii_lowercase())
     }
@@ -308,15 +327,24 @@ async fn watch(
         config = config.fields(&format!("metadata.name={name}"));
     }
     let all = listing.args.all_namespaces;
-    let repos = watcher(api::<GitRepository>(client, global, all), config.clone())
-        .filter_map(|e| async move { row_of(e, objects::git_repository_row) });
-    let kss = watcher(api::<Kustomization>(client, global, all), config)
-        .filter_map(|e| async move { row_of(e, objects::kustomization_row) });
-    let mut stream = match kinds {
-        [Kind::GitRepository] => repos.boxed(),
-        [Kind::Kustomization] => kss.boxed(),
-        _ => futures::stream::select(repos, kss).boxed(),
-    };
+    let streams = kinds.iter().map(|kind| match kind {
+        Kind::GitRepository => watcher(api::<GitRepository>(client, global, all), config.clone())
+            .filter_map(|e| async move { row_of(e, objects::git_repository_row) })
+            .boxed(),
+        Kind::Kustomization => watcher(api::<Kustomization>(client, global, all), config.clone())
+            .filter_map(|e| async move { row_of(e, objects::kustomization_row) })
+            .boxed(),
+        Kind::Receiver => watcher(api::<Receiver>(client, global, all), config.clone())
+            .filter_map(|e| async move { row_of(e, objects::receiver_row) })
+            .boxed(),
+        Kind::Alert => watcher(api::<Alert>(client, global, all), config.clone())
+            .filter_map(|e| async move { row_of(e, objects::alert_row) })
+            .boxed(),
+        Kind::Provider => watcher(api::<Provider>(client, global, all), config.clone())
+            .filter_map(|e| async move { row_of(e, objects::provider_row) })
+            .boxed(),
+    });
+    let mut stream = futures::stream::select_all(streams);
     let quiet = Listing {
         args: &ListArgs {
             no_header: true,
@@ -459,6 +487,62 @@ mod tests {
         assert_eq!(
             golden(args, false, &rows),
             include_str!("../../tests/golden/get-kustomizations-all-namespaces.txt")
+        );
+    }
+
+    #[test]
+    fn golden_notification_tables() {
+        let receiver: Receiver = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "github", "namespace": "gitops-system"},
+            "spec": {"type": "github", "resources": [{"kind": "GitRepository", "name": "app"}],
+                     "secretRef": {"name": "token"}},
+            "status": {"webhookPath": "/hook/ab12", "conditions": [{"type": "Ready",
+                "status": "True", "reason": "Succeeded",
+                "message": "Receiver initialised for path: /hook/ab12",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+        .unwrap();
+        let lost: Receiver = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "lost", "namespace": "gitops-system"},
+            "spec": {"type": "generic", "resources": [{"kind": "Kustomization", "name": "app"}],
+                     "secretRef": {"name": "missing"}, "suspend": true},
+        }))
+        .unwrap();
+        let alert: Alert = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Alert",
+            "metadata": {"name": "on-call", "namespace": "gitops-system"},
+            "spec": {"providerRef": {"name": "slack"},
+                     "eventSources": [{"kind": "Kustomization", "name": "*"}]},
+        }))
+        .unwrap();
+        let provider: Provider = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Provider",
+            "metadata": {"name": "slack", "namespace": "gitops-system"},
+            "spec": {"type": "slack", "secretRef": {"name": "slack-url"}},
+        }))
+        .unwrap();
+        let text = [
+            golden(
+                ListArgs::default(),
+                false,
+                &[
+                    objects::receiver_row(&receiver),
+                    objects::receiver_row(&lost),
+                ],
+            ),
+            golden(ListArgs::default(), false, &[objects::alert_row(&alert)]),
+            golden(
+                ListArgs::default(),
+                false,
+                &[objects::provider_row(&provider)],
+            ),
+        ]
+        .join("\n");
+        assert_eq!(
+            text,
+            include_str!("../../tests/golden/get-notifications.txt")
         );
     }
 
