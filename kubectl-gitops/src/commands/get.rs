@@ -1,6 +1,6 @@
-//! `kubectl gitops get sources git | kustomizations | all`: status tables (NAME REVISION
-//! SUSPENDED READY MESSAGE, with NAMESPACE for -A and SOURCE for --show-source), YAML/JSON,
-//! label and status selectors, and `-w` to keep printing changes.
+//! `kubectl gitops get sources git | kustomizations | all | receivers | alerts | alert-providers`:
+//! status tables (NAME REVISION SUSPENDED READY MESSAGE, with NAMESPACE for -A and SOURCE for
+//! --show-source), YAML/JSON, label and status selectors, and `-w` to keep printing changes.
 
 use std::time::Duration;
 
