@@ -9,6 +9,8 @@
 //! in-process (the library functions the reconciler binary wires), watching only this test's
 //! objects (label selector).
 
+mod kustomization_support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,15 +29,6 @@ const TOKEN: &str = "receiver-token-7c1f3e9a";
 /// The body limit of this test's webhook server.
 const MAX_BODY: usize = 64 * 1024;
 const PUSHES: usize = 20;
-
-async fn client() -> kube::Client {
-    let path = gitops_conformance::kubeconfig();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("readable kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("usable kubeconfig");
-    kube::Client::try_from(config).expect("client")
-}
 
 /// The in-process reconciler parts of one test.
 struct Reconciler {
@@ -265,7 +258,7 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     install_crds();
     let ns = TestNamespace::new("receiver");
     let label = ns.name.clone();
-    let client = client().await;
+    let client = kustomization_support::client().await;
     let server = GitServer::start(ServerKind::Http);
     let repo = Repo::create(&server.repos, "app");
     // git-http-backend accepts unauthenticated pushes only when the repository says so.
@@ -568,7 +561,7 @@ async fn a_receiver_without_its_secret_is_not_ready_and_serves_nothing() {
     install_crds();
     let ns = TestNamespace::new("receiver-nosecret");
     let label = ns.name.clone();
-    let client = client().await;
+    let client = kustomization_support::client().await;
     let reconciler = Reconciler::start(client.clone(), &label).await;
     let manifest = format!(
         "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: lost\n  labels:\n    gitops-test: {label}\nspec:\n  type: generic\n  secretRef:\n    name: missing\n  resources:\n  - kind: Kustomization\n    name: app\n"

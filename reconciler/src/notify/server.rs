@@ -227,12 +227,15 @@ impl WebhookServer {
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.limits.max_body_bytes as u64) {
+        let too_large = || {
             count("too_large");
-            return reply(
+            reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body over {} bytes", self.limits.max_body_bytes),
-            );
+            )
+        };
+        if declared.is_some_and(|n| n > self.limits.max_body_bytes as u64) {
+            return too_large();
         }
         let (parts, body) = request.into_parts();
         let limited = Limited::new(body, self.limits.max_body_bytes);
@@ -246,11 +249,7 @@ impl WebhookServer {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
-                    count("too_large");
-                    return reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("body over {} bytes", self.limits.max_body_bytes),
-                    );
+                    return too_large();
                 }
                 count("bad_request");
                 return reply(StatusCode::BAD_REQUEST, "could not read the body");
