@@ -338,6 +338,11 @@ async fn policy_denied_and_recovery_reach_every_provider_once() {
             .filter(|r| String::from_utf8_lossy(&r.body).contains(needle))
             .count()
     };
+    // The retries run next to the later deliveries: wait for the third attempt.
+    let start = Instant::now();
+    while attempts(&format!("Applied revision: {v1}")) < 3 && start.elapsed() < T {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         attempts(&format!("Applied revision: {v1}")),
         3,
