@@ -180,7 +180,13 @@ pub async fn reconcile(
     let name = receiver.name_any();
     let span = common::reconcile_span(KIND, &namespace, &name);
     async move {
-        let mut timer = ReconcileTimer::start(ctx.metrics.clone(), KIND);
+        let mut timer = ReconcileTimer::for_object(
+            ctx.metrics.clone(),
+            KIND,
+            &namespace,
+            &name,
+            receiver.spec.suspend == Some(true),
+        );
         let api: Api<Receiver> = Api::namespaced(ctx.client.clone(), &namespace);
         let object = ObjectRef::from_obj(receiver.as_ref());
         let old = receiver.status.clone().unwrap_or_default();

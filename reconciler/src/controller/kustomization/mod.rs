@@ -287,7 +287,13 @@ async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, 
     let namespace = ks.namespace().unwrap_or_default();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &namespace);
     let span = common::reconcile_span(KIND, &namespace, &ks.name_any());
-    let mut timer = ReconcileTimer::start(ctx.metrics.clone(), KIND);
+    let mut timer = ReconcileTimer::for_object(
+        ctx.metrics.clone(),
+        KIND,
+        &namespace,
+        &ks.name_any(),
+        ks.spec.suspend == Some(true),
+    );
     // Adding the finalizer ends a reconcile without running either branch below.
     timer.result(common::RESULT_SKIPPED);
     let timer = &mut timer;
