@@ -806,3 +806,103 @@ async fn a_receiver_without_its_secret_is_not_ready_and_serves_nothing() {
     assert!(reconciler.count(&ns.name, "lost", "suspended") >= 1);
     reconciler.shutdown().await;
 }
+
+#[test]
+#[ignore = "needs GITOPS_TEST_KUBECONFIG"]
+fn the_schema_refuses_bad_notification_objects_with_a_reason() {
+    install_crds();
+    let ns = TestNamespace::new("notify-schema");
+    let receiver = |spec: &str| {
+        format!(
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: r\nspec:\n{spec}"
+        )
+    };
+    let alert = |spec: &str| {
+        format!(
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Alert\nmetadata:\n  name: a\nspec:\n{spec}"
+        )
+    };
+    let provider = |spec: &str| {
+        format!(
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n{spec}"
+        )
+    };
+    let refused = [
+        (
+            receiver(
+                "  type: svn\n  secretRef: {name: t}\n  resources: [{kind: GitRepository, name: a}]\n",
+            ),
+            "spec.type",
+        ),
+        (
+            receiver(
+                "  type: github\n  secretRef: {name: t}\n  resources: [{kind: GitRepository, name: '*'}]\n",
+            ),
+            "name '*' needs matchLabels",
+        ),
+        (
+            receiver(
+                "  type: github\n  secretRef: {name: t}\n  resources: [{kind: GitRepository, name: a, matchLabels: {team: web}}]\n",
+            ),
+            "matchLabels needs name '*'",
+        ),
+        (
+            receiver(
+                "  type: github\n  secretRef: {name: t}\n  resources: [{kind: Deployment, name: a}]\n",
+            ),
+            "kind",
+        ),
+        (
+            receiver("  type: github\n  secretRef: {name: t}\n  resources: []\n"),
+            "resources",
+        ),
+        (
+            receiver(
+                "  type: github\n  secretRef: {name: t}\n  interval: 0s\n  resources: [{kind: GitRepository, name: a}]\n",
+            ),
+            "interval",
+        ),
+        (
+            alert(
+                "  providerRef: {name: p}\n  eventSeverity: warning\n  eventSources: [{kind: Kustomization, name: '*'}]\n",
+            ),
+            "eventSeverity",
+        ),
+        (
+            alert("  providerRef: {name: p}\n  eventSources: []\n"),
+            "eventSources",
+        ),
+        (
+            provider("  type: pagerduty\n  address: https://x.example\n"),
+            "spec.type",
+        ),
+        (provider("  type: slack\n"), "set address, or secretRef"),
+        (
+            provider("  type: generic\n  address: ftp://x.example/\n"),
+            "address",
+        ),
+    ];
+    for (manifest, reason) in &refused {
+        let res = ns.create(manifest);
+        assert!(!res.success, "accepted:\n{manifest}");
+        assert!(
+            res.stderr.contains(reason),
+            "{reason} not in: {}",
+            res.stderr
+        );
+    }
+    for manifest in [
+        receiver(
+            "  type: gitlab\n  events: [Push Hook]\n  secretRef: {name: t}\n  resources: [{kind: Kustomization, name: '*', matchLabels: {team: a}}]\n",
+        ),
+        alert(
+            "  providerRef: {name: p}\n  eventSeverity: error\n  eventSources: [{kind: GitRepository, name: app}]\n  inclusionList: ['.*failed.*']\n",
+        ),
+        provider(
+            "  type: alertmanager\n  address: http://alertmanager.monitoring:9093/api/v2/alerts\n",
+        ),
+    ] {
+        let res = ns.create(&manifest);
+        assert!(res.success, "refused:\n{manifest}\n{}", res.stderr);
+    }
+}
