@@ -177,21 +177,28 @@ pub trait Reconcilable:
     const OUTCOME_VERB: &'static str;
 }
 
+/// The accessors every reconciled kind shares: their status and spec use the same field names.
+macro_rules! status_accessors {
+    () => {
+        fn conditions(&self) -> &[Condition] {
+            self.status.as_ref().map_or(&[], |s| &s.conditions)
+        }
+        fn last_handled_reconcile_at(&self) -> Option<&str> {
+            self.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+        }
+        fn observed_generation(&self) -> Option<i64> {
+            self.status.as_ref().and_then(|s| s.observed_generation)
+        }
+        fn suspended(&self) -> bool {
+            self.spec.suspend == Some(true)
+        }
+    };
+}
+
 impl Reconcilable for gitops_reconciler::api::GitRepository {
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
-    fn suspended(&self) -> bool {
-        self.spec.suspend == Some(true)
-    }
+    status_accessors!();
     fn revision(&self) -> Option<&str> {
         self.status
             .as_ref()
@@ -202,20 +209,7 @@ impl Reconcilable for gitops_reconciler::api::GitRepository {
 }
 
 impl Reconcilable for gitops_reconciler::api::Kustomization {
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
-    fn suspended(&self) -> bool {
-        self.spec.suspend == Some(true)
-    }
+    status_accessors!();
     fn revision(&self) -> Option<&str> {
         self.status
             .as_ref()
@@ -225,20 +219,7 @@ impl Reconcilable for gitops_reconciler::api::Kustomization {
 }
 
 impl Reconcilable for gitops_reconciler::api::Receiver {
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
-    fn suspended(&self) -> bool {
-        self.spec.suspend == Some(true)
-    }
+    status_accessors!();
     fn revision(&self) -> Option<&str> {
         self.status.as_ref().and_then(|s| s.webhook_path.as_deref())
     }
