@@ -62,7 +62,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 storage_port=$(port)
 gitops-reconciler --storage-path "$work/storage" --storage-addr "127.0.0.1:$storage_port" \
   --storage-adv-addr "127.0.0.1:$storage_port" --metrics-addr "127.0.0.1:$(port)" \
-  --health-addr "127.0.0.1:$(port)" --log-format text > "$work/reconciler.log" 2>&1 &
+  --health-addr "127.0.0.1:$(port)" --receiver-addr "127.0.0.1:$(port)" --log-format text > "$work/reconciler.log" 2>&1 &
 reconciler_pid=$!
 
 say "the story goes on: a source, two Kustomizations"

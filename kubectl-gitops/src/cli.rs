@@ -320,6 +320,79 @@ pub enum CreateCommand {
     /// Create or update a secret.
     #[command(subcommand)]
     Secret(CreateSecretCommand),
+    /// Create or update a Receiver (an incoming webhook that requests reconciles).
+    Receiver(CreateReceiverArgs),
+    /// Create or update an Alert (which events go to a Provider).
+    Alert(CreateAlertArgs),
+    /// Create or update a Provider (where Alerts deliver events).
+    AlertProvider(CreateAlertProviderArgs),
+}
+
+/// `create receiver`, with the flags of `flux create receiver`.
+#[derive(Args, Debug, Clone)]
+pub struct CreateReceiverArgs {
+    /// Name of the Receiver.
+    pub name: String,
+    /// Who sends the webhook: generic, generic-hmac, github (also Gitea), gitlab, bitbucket.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub type_: String,
+    /// An event type to act on, e.g. push, ping, 'Push Hook' (repeatable; none: all).
+    #[arg(long = "event", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// An object to reconcile: Kind/name[.namespace], Kind GitRepository or Kustomization
+    /// (repeatable).
+    #[arg(long = "resource", value_delimiter = ',', required = true)]
+    pub resources: Vec<String>,
+    /// Secret in the namespace whose 'token' key verifies requests.
+    #[arg(long, value_name = "NAME")]
+    pub secret_ref: String,
+    /// Print the object as YAML instead of applying it.
+    #[arg(long)]
+    pub export: bool,
+}
+
+/// `create alert`, with the flags of `flux create alert`.
+#[derive(Args, Debug, Clone)]
+pub struct CreateAlertArgs {
+    /// Name of the Alert.
+    pub name: String,
+    /// The Provider (same namespace) that delivers the events.
+    #[arg(long, value_name = "NAME")]
+    pub provider_ref: String,
+    /// info (every event) or error (failures only).
+    #[arg(long, default_value = "info")]
+    pub event_severity: String,
+    /// Whose events: Kind/name[.namespace], name '*' for all of a kind (repeatable).
+    #[arg(long = "event-source", value_delimiter = ',', required = true)]
+    pub event_sources: Vec<String>,
+    /// Print the object as YAML instead of applying it.
+    #[arg(long)]
+    pub export: bool,
+}
+
+/// `create alert-provider`, with the flags of `flux create alert-provider`.
+#[derive(Args, Debug, Clone)]
+pub struct CreateAlertProviderArgs {
+    /// Name of the Provider.
+    pub name: String,
+    /// generic, generic-hmac, slack, msteams, discord, googlechat or alertmanager.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub type_: String,
+    /// Where to POST (keep URLs that carry a secret in the Secret's 'address' key instead).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Slack channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// The name messages are posted as.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Secret with address, token, username/password or headers.
+    #[arg(long, value_name = "NAME")]
+    pub secret_ref: Option<String>,
+    /// Print the object as YAML instead of applying it.
+    #[arg(long)]
+    pub export: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -511,6 +584,15 @@ pub enum GetCommand {
     Kustomizations(ListArgs),
     /// List every source and Kustomization.
     All(ListArgs),
+    /// List Receivers.
+    #[command(alias = "receiver")]
+    Receivers(ListArgs),
+    /// List Alerts.
+    #[command(alias = "alert")]
+    Alerts(ListArgs),
+    /// List alert Providers.
+    #[command(alias = "alert-provider")]
+    AlertProviders(ListArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -532,6 +614,8 @@ pub enum ReconcileCommand {
     /// Reconcile a Kustomization.
     #[command(visible_alias = "ks")]
     Kustomization(ReconcileKustomizationArgs),
+    /// Reconcile a Receiver (re-read its Secret, recompute its webhook path).
+    Receiver(NameArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -184,21 +184,28 @@ pub trait Reconcilable:
     const OUTCOME_VERB: &'static str;
 }
 
+/// The accessors every reconciled kind shares: their status and spec use the same field names.
+macro_rules! status_accessors {
+    () => {
+        fn conditions(&self) -> &[Condition] {
+            self.status.as_ref().map_or(&[], |s| &s.conditions)
+        }
+        fn last_handled_reconcile_at(&self) -> Option<&str> {
+            self.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+        }
+        fn observed_generation(&self) -> Option<i64> {
+            self.status.as_ref().and_then(|s| s.observed_generation)
+        }
+        fn suspended(&self) -> bool {
+            self.spec.suspend == Some(true)
+        }
+    };
+}
+
 impl Reconcilable for gitops_reconciler::api::GitRepository {
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
-    fn suspended(&self) -> bool {
-        self.spec.suspend == Some(true)
-    }
+    status_accessors!();
     fn revision(&self) -> Option<&str> {
         self.status
             .as_ref()
@@ -209,26 +216,21 @@ impl Reconcilable for gitops_reconciler::api::GitRepository {
 }
 
 impl Reconcilable for gitops_reconciler::api::Kustomization {
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
-    fn suspended(&self) -> bool {
-        self.spec.suspend == Some(true)
-    }
+    status_accessors!();
     fn revision(&self) -> Option<&str> {
         self.status
             .as_ref()
             .and_then(|s| s.last_applied_revision.as_deref())
     }
     const OUTCOME_VERB: &'static str = "applied revision";
+}
+
+impl Reconcilable for gitops_reconciler::api::Receiver {
+    status_accessors!();
+    fn revision(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.webhook_path.as_deref())
+    }
+    const OUTCOME_VERB: &'static str = "generated webhook path";
 }
 
 /// Where a reconcile ended.

@@ -97,6 +97,63 @@ pub fn kustomization_row(ks: &Kustomization) -> StatusRow {
     }
 }
 
+pub fn receiver_row(receiver: &gitops_reconciler::api::Receiver) -> StatusRow {
+    let status = receiver.status.clone().unwrap_or_default();
+    let (ready, reason, message) = ready_columns(&status.conditions);
+    StatusRow {
+        kind: "Receiver",
+        namespace: receiver.namespace().unwrap_or_default(),
+        name: receiver.name_any(),
+        revision: String::new(),
+        suspended: receiver.spec.suspend == Some(true),
+        ready,
+        reason,
+        message,
+        source: String::new(),
+        conditions: status.conditions,
+    }
+}
+
+/// Alerts and Providers have no status (as in Flux's v1beta3): READY is `True` once they
+/// exist, and the message says what they point at.
+fn static_row(
+    kind: &'static str,
+    meta: &kube::api::ObjectMeta,
+    suspended: bool,
+    message: String,
+) -> StatusRow {
+    StatusRow {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        revision: String::new(),
+        suspended,
+        ready: status::TRUE.to_owned(),
+        reason: String::new(),
+        message,
+        source: String::new(),
+        conditions: Vec::new(),
+    }
+}
+
+pub fn alert_row(alert: &gitops_reconciler::api::Alert) -> StatusRow {
+    static_row(
+        "Alert",
+        &alert.metadata,
+        alert.spec.suspend == Some(true),
+        format!("provider {}", alert.spec.provider_ref.name),
+    )
+}
+
+pub fn provider_row(provider: &gitops_reconciler::api::Provider) -> StatusRow {
+    static_row(
+        "Provider",
+        &provider.metadata,
+        provider.spec.suspend == Some(true),
+        format!("type {}", provider.spec.type_.as_str()),
+    )
+}
+
 /// An object of an inventory: `<namespace>_<name>_<group>_<kind>` split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectId {

@@ -16,6 +16,7 @@ use gitops_reconciler::controller::kustomization::{self, KustomizationConfig, Po
 use gitops_reconciler::controller::lease::{LeaderElector, LeaseConfig};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::controller::ops::{self, Readiness};
+use gitops_reconciler::notify::{self, NotifyConfig, ReceiverArgs};
 use gitops_reconciler::policy::fetch::PolicyArgs;
 use gitops_reconciler::policy::{COMPILE_WORKER_ARG, HostConfig, compile_worker_main};
 use gitops_reconciler::source;
@@ -58,6 +59,8 @@ struct Args {
     source: SourceArgs,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    receivers: ReceiverArgs,
 }
 
 /// `:8080` → `0.0.0.0:8080`.
@@ -265,8 +268,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         stopped(),
     );
+    let receivers = {
+        let listener = if args.receivers.receiver_addr.is_empty() {
+            None
+        } else {
+            let addr = listen_addr(&args.receivers.receiver_addr)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (receivers)"))?;
+            tracing::info!(%addr, "serving receiver webhooks");
+            Some(listener)
+        };
+        let config = NotifyConfig {
+            no_cross_namespace_refs: args.kustomizations.no_cross_namespace_refs,
+            watch_label_selector: args.kustomizations.watch_label_selector.clone(),
+            limits: args.receivers.limits(),
+        };
+        let client = client.clone();
+        let metrics = metrics.clone();
+        let stopped = stopped();
+        async move {
+            if let Some(listener) = listener {
+                notify::run_receivers(client, config, listener, metrics, stopped).await;
+            }
+        }
+    };
+    // Alerts: the controllers' events go to one bounded queue, forwarded as Alerts select them.
+    let alerts = {
+        let config = notify::alert::DispatchConfig {
+            no_cross_namespace_refs: args.kustomizations.no_cross_namespace_refs,
+            ..Default::default()
+        };
+        let queue = Arc::new(notify::alert::EventQueue::new(
+            config.queue_capacity,
+            metrics.clone(),
+        ));
+        notify::alert::install(queue.clone());
+        notify::alert::run_alerts(
+            client.clone(),
+            config,
+            queue,
+            metrics.clone(),
+            args.kustomizations.watch_label_selector.clone(),
+            stopped(),
+        )
+    };
     let controllers = async move {
-        let (sources, ()) = tokio::join!(sources, controllers);
+        let (sources, (), (), ()) = tokio::join!(sources, controllers, receivers, alerts);
         if let Err(e) = sources {
             tracing::error!(error = %e, "the GitRepository controller stopped");
         }

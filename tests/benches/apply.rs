@@ -337,6 +337,7 @@ fn start_reconciler(bin: &Path, storage: &Path) -> Child {
             &format!("--storage-addr=127.0.0.1:{}", free_port()),
             &format!("--metrics-addr=127.0.0.1:{}", free_port()),
             &format!("--health-addr=127.0.0.1:{}", free_port()),
+            "--receiver-addr=127.0.0.1:0",
             &format!("--concurrent={}", reconciler_concurrent()),
             "--concurrent-apply=8",
             "--watch-label-selector=bench=flux",

@@ -71,6 +71,8 @@ impl Reconciler {
                 &format!("127.0.0.1:{}", free_port()),
                 "--health-addr",
                 &format!("127.0.0.1:{}", free_port()),
+                "--receiver-addr",
+                "127.0.0.1:0",
                 "--log-format",
                 "text",
             ])

@@ -300,6 +300,8 @@ fn the_image_binary_fetches_over_https_from_its_own_root_as_non_root() {
             &format!("127.0.0.1:{}", port(())),
             "--health-addr",
             &format!("127.0.0.1:{}", port(())),
+            "--receiver-addr",
+            "127.0.0.1:0",
             "--log-format",
             "text",
         ])

@@ -68,6 +68,7 @@ impl ReconcilerProcess {
             .args(["--storage-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--health-addr", "127.0.0.1:0"])
+            .args(["--receiver-addr", "127.0.0.1:0"])
             .args([
                 "--watch-label-selector",
                 &format!("conformance-shard={shard}"),

@@ -20,11 +20,14 @@ use crate::ui::{Ui, escape};
 pub const MIN_KUBERNETES: (u32, u32) = (1, 30);
 
 /// The CRDs an install provides.
-pub const CRDS: [&str; 4] = [
+pub const CRDS: [&str; 7] = [
     "gitrepositories.kubectl-gitops.io",
     "kustomizations.kubectl-gitops.io",
     "clusterpolicies.kubectl-gitops.io",
     "externalartifacts.kubectl-gitops.io",
+    "receivers.kubectl-gitops.io",
+    "alerts.kubectl-gitops.io",
+    "providers.kubectl-gitops.io",
 ];
 
 pub async fn run(global: &GlobalArgs, args: &CheckArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {

@@ -73,6 +73,15 @@ pub async fn run(
             }
             apply_and_wait(global, Api::namespaced(client, &global.namespace), &ks, ui).await
         }
+        CreateCommand::Receiver(args) => super::notify::create_receiver(global, &args, ui).await,
+        CreateCommand::Alert(args) => {
+            let alert = super::notify::alert(&global.namespace, &args)?;
+            super::notify::create_static(global, alert, args.export, ui).await
+        }
+        CreateCommand::AlertProvider(args) => {
+            let provider = super::notify::provider(&global.namespace, &args)?;
+            super::notify::create_static(global, provider, args.export, ui).await
+        }
         CreateCommand::Secret(CreateSecretCommand::Git(args)) => {
             let secret = git_secret(&global.namespace, &args)?;
             apply_secret(global, &secret, args.export, ui).await
@@ -112,7 +121,7 @@ async fn apply_secret(
     Ok(Exit::Success)
 }
 
-fn export(ui: &mut Ui<'_>, docs: &[serde_json::Value]) -> anyhow::Result<()> {
+pub fn export(ui: &mut Ui<'_>, docs: &[serde_json::Value]) -> anyhow::Result<()> {
     let docs: Vec<_> = docs.iter().map(crate::objects::exportable).collect();
     write!(ui.out, "{}", crate::objects::yaml_stream(&docs)?)?;
     Ok(())

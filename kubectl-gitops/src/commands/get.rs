@@ -1,13 +1,13 @@
-//! `kubectl gitops get sources git | external-artifact | all`, `get kustomizations`, `get all`:
-//! status tables (NAME REVISION
-//! SUSPENDED READY MESSAGE, with NAMESPACE for -A and SOURCE for --show-source), YAML/JSON,
-//! label and status selectors, and `-w` to keep printing changes.
+//! `kubectl gitops get sources git | external-artifact | all`, `get kustomizations`, `get all`,
+//! `get receivers | alerts | alert-providers`: status tables (NAME REVISION SUSPENDED READY
+//! MESSAGE, with NAMESPACE for -A and SOURCE for --show-source), YAML/JSON, label and status
+//! selectors, and `-w` to keep printing changes.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use gitops_reconciler::api::{Kustomization, SourceKind};
+use gitops_reconciler::api::{Alert, Kustomization, Provider, Receiver, SourceKind};
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -33,6 +33,9 @@ pub async fn run(
         GetCommand::Sources(GetSourcesCommand::All(args)) => (args, sources.collect()),
         GetCommand::Kustomizations(args) => (args, vec![Kind::Kustomization]),
         GetCommand::All(args) => (args, sources.chain([Kind::Kustomization]).collect()),
+        GetCommand::Receivers(args) => (args, vec![Kind::Receiver]),
+        GetCommand::Alerts(args) => (args, vec![Kind::Alert]),
+        GetCommand::AlertProviders(args) => (args, vec![Kind::Provider]),
     };
     let kinds = &kinds[..];
     let selector = match &args.status_selector {
@@ -122,6 +125,9 @@ pub async fn run(
 enum Kind {
     Source(SourceKind),
     Kustomization,
+    Receiver,
+    Alert,
+    Provider,
 }
 
 impl Kind {
@@ -129,6 +135,9 @@ impl Kind {
         match self {
             Kind::Source(kind) => kind.api_resource(),
             Kind::Kustomization => ApiResource::erase::<Kustomization>(&()),
+            Kind::Receiver => ApiResource::erase::<Receiver>(&()),
+            Kind::Alert => ApiResource::erase::<Alert>(&()),
+            Kind::Provider => ApiResource::erase::<Provider>(&()),
         }
     }
 
@@ -156,19 +165,26 @@ impl Kind {
     fn row(self, object: &DynamicObject) -> anyhow::Result<StatusRow> {
         Ok(match self {
             Kind::Source(kind) => objects::source_row(&kind.state_of(object)?),
-            Kind::Kustomization => {
-                let ks: Kustomization = serde_json::from_value(serde_json::to_value(object)?)
-                    .with_context(|| {
-                        format!(
-                            "reading Kustomization {}/{}",
-                            object.metadata.namespace.as_deref().unwrap_or_default(),
-                            object.metadata.name.as_deref().unwrap_or_default()
-                        )
-                    })?;
-                objects::kustomization_row(&ks)
-            }
+            Kind::Kustomization => objects::kustomization_row(&typed(object)?),
+            Kind::Receiver => objects::receiver_row(&typed(object)?),
+            Kind::Alert => objects::alert_row(&typed(object)?),
+            Kind::Provider => objects::provider_row(&typed(object)?),
         })
     }
+}
+
+/// `object` read as its typed kind `K`.
+fn typed<K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned>(
+    object: &DynamicObject,
+) -> anyhow::Result<K> {
+    serde_json::from_value(serde_json::to_value(object)?).with_context(|| {
+        format!(
+            "reading {} {}/{}",
+            K::kind(&()),
+            object.metadata.namespace.as_deref().unwrap_or_default(),
+            object.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 /// What decides the shape of the table.
@@ -579,5 +595,61 @@ mod tests {
             let err = StatusSelector::parse(bad).unwrap_err();
             assert_eq!(crate::error::report(&err).exit, Exit::Usage, "{bad}");
         }
+    }
+
+    #[test]
+    fn golden_notification_tables() {
+        let receiver: Receiver = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "github", "namespace": "gitops-system"},
+            "spec": {"type": "github", "resources": [{"kind": "GitRepository", "name": "app"}],
+                     "secretRef": {"name": "token"}},
+            "status": {"webhookPath": "/hook/ab12", "conditions": [{"type": "Ready",
+                "status": "True", "reason": "Succeeded",
+                "message": "Receiver initialised for path: /hook/ab12",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+        .unwrap();
+        let lost: Receiver = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Receiver",
+            "metadata": {"name": "lost", "namespace": "gitops-system"},
+            "spec": {"type": "generic", "resources": [{"kind": "Kustomization", "name": "app"}],
+                     "secretRef": {"name": "missing"}, "suspend": true},
+        }))
+        .unwrap();
+        let alert: Alert = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Alert",
+            "metadata": {"name": "on-call", "namespace": "gitops-system"},
+            "spec": {"providerRef": {"name": "slack"},
+                     "eventSources": [{"kind": "Kustomization", "name": "*"}]},
+        }))
+        .unwrap();
+        let provider: Provider = serde_json::from_value(json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Provider",
+            "metadata": {"name": "slack", "namespace": "gitops-system"},
+            "spec": {"type": "slack", "secretRef": {"name": "slack-url"}},
+        }))
+        .unwrap();
+        let text = [
+            golden(
+                ListArgs::default(),
+                false,
+                &[
+                    objects::receiver_row(&receiver),
+                    objects::receiver_row(&lost),
+                ],
+            ),
+            golden(ListArgs::default(), false, &[objects::alert_row(&alert)]),
+            golden(
+                ListArgs::default(),
+                false,
+                &[objects::provider_row(&provider)],
+            ),
+        ]
+        .join("\n");
+        assert_eq!(
+            text,
+            include_str!("../../tests/golden/get-notifications.txt")
+        );
     }
 }

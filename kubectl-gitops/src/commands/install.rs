@@ -24,11 +24,14 @@ use crate::error::{Exit, Failure};
 use crate::ui::Ui;
 
 /// The CRDs, generated from the API types (`make crds`).
-const CRD_MANIFESTS: [&str; 4] = [
+const CRD_MANIFESTS: [&str; 7] = [
     include_str!("../../../reconciler/config/crd/gitrepositories.yaml"),
     include_str!("../../../reconciler/config/crd/kustomizations.yaml"),
     include_str!("../../../reconciler/config/crd/clusterpolicies.yaml"),
     include_str!("../../../reconciler/config/crd/externalartifacts.yaml"),
+    include_str!("../../../reconciler/config/crd/receivers.yaml"),
+    include_str!("../../../reconciler/config/crd/alerts.yaml"),
+    include_str!("../../../reconciler/config/crd/providers.yaml"),
 ];
 
 /// The reconciler's install manifests, in `reconciler/config/install/kustomization.yaml` order.

@@ -12,6 +12,7 @@ pub mod get;
 pub mod install;
 pub mod local;
 pub mod logs;
+pub mod notify;
 pub mod policy;
 pub mod reconcile;
 pub mod suspend;

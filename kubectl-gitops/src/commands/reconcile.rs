@@ -1,10 +1,11 @@
-//! `kubectl gitops reconcile source git NAME | kustomization NAME [--with-source]`: write the
+//! `kubectl gitops reconcile source git NAME | kustomization NAME [--with-source] | receiver
+//! NAME`: write the
 //! reconcile-requested-at annotation, wait until the status echoes it in
 //! `lastHandledReconcileAt`, print the outcome, exit 1 when it is not Ready. `--with-source`
 //! reconciles the source first when this reconciler produces its kind
 //! ([`SourceKind::produced_here`]); another tool's artifact is used as it is.
 
-use gitops_reconciler::api::{GitRepository, Kustomization, SourceKind};
+use gitops_reconciler::api::{GitRepository, Kustomization, Receiver, SourceKind};
 use kube::{Api, Client};
 
 use crate::cli::{GlobalArgs, ReconcileCommand, ReconcileSourceCommand};
@@ -52,6 +53,9 @@ pub async fn run(
             }
             reconcile::<Kustomization>(&client, global, &global.namespace, &args.name, ui).await
         }
+        ReconcileCommand::Receiver(args) => {
+            reconcile::<Receiver>(&client, global, &global.namespace, &args.name, ui).await
+        }
     }
 }
 
@@ -71,10 +75,12 @@ pub async fn reconcile<K: Reconcilable>(
             Exit::Failed,
             format!("{kind} {namespace}/{name} is suspended"),
         )
-        .hint(format!(
-            "resume it first: kubectl gitops resume {} {name} -n {namespace}",
-            resume_noun(&kind)
-        ))
+        .hint(match resume_noun(&kind) {
+            Some(noun) => {
+                format!("resume it first: kubectl gitops resume {noun} {name} -n {namespace}")
+            }
+            None => format!("resume it first: remove spec.suspend from {kind} {namespace}/{name}"),
+        })
         .into());
     }
     ui.step(&format!("annotating {kind} {namespace}/{name}"))?;
@@ -86,9 +92,11 @@ pub async fn reconcile<K: Reconcilable>(
     report_outcome::<K>(ui, &outcome)
 }
 
-fn resume_noun(kind: &str) -> &'static str {
+/// The `resume` subcommand of `kind`, where there is one.
+fn resume_noun(kind: &str) -> Option<&'static str> {
     match kind {
-        "GitRepository" => "source git",
-        _ => "kustomization",
+        "GitRepository" => Some("source git"),
+        "Kustomization" => Some("kustomization"),
+        _ => None,
     }
 }

@@ -47,6 +47,9 @@ pub mod reasons {
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
     pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
     pub const SOURCE_NOT_READY: &str = "SourceNotReady";
+    // Receiver
+    /// The Receiver's Secret or its `token` key is missing.
+    pub const TOKEN_NOT_FOUND: &str = "TokenNotFound";
 }
 
 /// Labels and annotations the project reads or writes on Kubernetes objects.

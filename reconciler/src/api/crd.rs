@@ -5,7 +5,9 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use super::{ClusterPolicy, ExternalArtifact, GitRepository, Kustomization};
+use super::{
+    Alert, ClusterPolicy, ExternalArtifact, GitRepository, Kustomization, Provider, Receiver,
+};
 
 /// Every CRD of the API with the file name it is committed under.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -14,6 +16,9 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("kustomizations.yaml", Kustomization::crd()),
         ("clusterpolicies.yaml", ClusterPolicy::crd()),
         ("externalartifacts.yaml", ExternalArtifact::crd()),
+        ("receivers.yaml", Receiver::crd()),
+        ("alerts.yaml", Alert::crd()),
+        ("providers.yaml", Provider::crd()),
     ]
 }
 
@@ -84,7 +89,13 @@ mod tests {
             repo.spec.names.short_names,
             Some(vec!["gitrepo".to_owned()])
         );
+        // Alert and Provider have no status, as in Flux's v1beta3.
+        let statusless = ["Alert", "Provider"];
         for (_, crd) in all() {
+            if statusless.contains(&crd.spec.names.kind.as_str()) {
+                assert!(crd.spec.versions[0].subresources.is_none());
+                continue;
+            }
             let version = &crd.spec.versions[0];
             assert!(
                 version

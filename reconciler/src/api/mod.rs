@@ -1,5 +1,6 @@
 //! The `kubectl-gitops.io/v1alpha1` API: CRD types, conditions, durations and CRD generation.
 
+pub mod alert;
 pub mod clusterpolicy;
 pub mod common;
 pub mod conditions;
@@ -8,9 +9,11 @@ pub mod duration;
 pub mod externalartifact;
 pub mod gitrepository;
 pub mod kustomization;
+pub mod receiver;
 pub mod reference;
 pub mod source;
 
+pub use alert::{Alert, AlertSpec, Provider, ProviderSpec};
 pub use clusterpolicy::{ClusterPolicy, ClusterPolicySpec, ClusterPolicyStatus, RecordedViolation};
 pub use common::{FailurePolicy, PolicyMode, PolicyModule, Selector};
 pub use externalartifact::{ExternalArtifact, ExternalArtifactSpec, ExternalArtifactStatus};
@@ -21,6 +24,7 @@ pub use gitrepository::{
 pub use kustomization::{
     Inventory, InventoryEntry, Kustomization, KustomizationSpec, KustomizationStatus,
 };
+pub use receiver::{Receiver, ReceiverSpec, ReceiverStatus};
 pub use source::{SourceArtifact, SourceKind, SourceState};
 
 /// API group of every kind of this project.

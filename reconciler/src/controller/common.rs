@@ -67,6 +67,8 @@ pub struct ReconcileTimer {
     kind: &'static str,
     started: Instant,
     result: String,
+    /// Namespace and name, for the per-object histogram.
+    object: Option<(String, String)>,
 }
 
 impl ReconcileTimer {
@@ -77,7 +79,23 @@ impl ReconcileTimer {
             kind,
             started: Instant::now(),
             result: RESULT_ERROR.to_owned(),
+            object: None,
         }
+    }
+
+    /// Starts timing a reconcile of the object `namespace/name` of `kind`, recorded per
+    /// object too, and records whether it is `suspended`.
+    pub fn for_object(
+        metrics: Arc<Metrics>,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        suspended: bool,
+    ) -> Self {
+        metrics.record_suspended(kind, namespace, name, suspended);
+        let mut timer = Self::start(metrics, kind);
+        timer.object = Some((namespace.to_owned(), name.to_owned()));
+        timer
     }
 
     /// How the reconcile ended: [`RESULT_SUCCESS`], [`RESULT_SKIPPED`] or a condition reason
@@ -89,13 +107,24 @@ impl ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        if let Some((namespace, name)) = self.object.take() {
+            self.metrics
+                .object_reconcile_duration
+                .get_or_create(&super::metrics::ObjectLabels {
+                    kind: self.kind.to_owned(),
+                    namespace,
+                    name,
+                })
+                .observe(seconds);
+        }
         self.metrics
             .reconcile_duration
             .get_or_create(&ReconcileLabels {
                 kind: self.kind.to_owned(),
                 result: std::mem::take(&mut self.result),
             })
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(seconds);
     }
 }
 
@@ -159,6 +188,44 @@ impl Events {
         action: &str,
         note: &str,
     ) {
+        self.publish_about(object, type_, reason, action, note, None)
+            .await;
+    }
+
+    /// [`publish`](Self::publish) with the revision the event is about, which Alerts forward
+    /// as the `revision` metadata. Every event also goes to the notification queue
+    /// ([`crate::notify::alert::submit`]) when notifications run in this process.
+    pub async fn publish_about<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+        revision: Option<&str>,
+    ) {
+        let meta = object.meta();
+        crate::notify::alert::submit(crate::notify::alert::Event {
+            kind: K::kind(&()).into_owned(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            severity: match type_ {
+                EventType::Warning => crate::api::alert::EventSeverity::Error,
+                EventType::Normal => crate::api::alert::EventSeverity::Info,
+            },
+            reason: reason.to_owned(),
+            message: truncate(note, MAX_EVENT_NOTE),
+            metadata: revision
+                .map(|r| {
+                    [(crate::notify::alert::REVISION_KEY.to_owned(), r.to_owned())]
+                        .into_iter()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            timestamp: jiff::Timestamp::now(),
+            reporting_controller: self.reporter.controller.clone(),
+        });
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -233,7 +300,21 @@ mod tests {
             let mut timer = ReconcileTimer::start(metrics.clone(), "GitRepository");
             timer.result(RESULT_SUCCESS);
         }
+        {
+            let _timer =
+                ReconcileTimer::for_object(metrics.clone(), "Kustomization", "ns", "app", true);
+        }
         let text = metrics.encode();
+        assert!(
+            text.contains(r#"gitops_object_reconcile_duration_seconds_count{kind="Kustomization",namespace="ns",name="app"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"gitops_suspend_status{kind="Kustomization",namespace="ns",name="app"} 1"#
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"gitops_reconcile_duration_seconds_count{kind="GitRepository",result="error"} 1"#

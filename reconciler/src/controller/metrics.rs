@@ -17,6 +17,20 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+/// One object of a kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Buckets of the reconcile durations: 10 ms doubling to 2621 s, so that reconciles that wait
+/// up to the 30-minute health-check timeouts still land in a bucket, not in +Inf.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.01, 2.0, 19)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
     pub kind: String,
@@ -47,10 +61,32 @@ pub struct AuditLabels {
     pub policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverRequestLabels {
+    /// The Receiver (empty when the path matched none).
+    pub namespace: String,
+    pub name: String,
+    /// `accepted` or why the request was refused (a bounded set, see `notify::server`).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertDeliveryLabels {
+    /// The Provider (for `rate_limited`: the Alert's namespace and its providerRef).
+    pub namespace: String,
+    pub name: String,
+    /// `delivered`, `failed`, `rate_limited`, `suspended` or `provider_not_found`.
+    pub result: String,
+}
+
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Registry,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
+    /// Reconcile durations per object (Flux's `gotk_reconcile_duration_seconds` labels).
+    pub object_reconcile_duration: Family<ObjectLabels, Histogram>,
+    /// 1 while an object is suspended, else 0.
+    pub suspended: Family<ObjectLabels, Gauge>,
     pub conditions: Family<ConditionLabels, Gauge>,
     pub objects: Family<ActionLabels, Counter>,
     /// Bytes in the source storage (artifacts and git caches).
@@ -59,6 +95,14 @@ pub struct Metrics {
     pub source_fetch_aborted: Family<AbortLabels, Counter>,
     /// Violations found by policies in audit mode (they deny nothing).
     pub policy_audit_violations: Family<AuditLabels, Counter>,
+    /// Webhook requests to Receivers, by Receiver and result.
+    pub receiver_requests: Family<ReceiverRequestLabels, Counter>,
+    /// Alert deliveries by Provider and result.
+    pub alert_deliveries: Family<AlertDeliveryLabels, Counter>,
+    /// Events dropped from the full alert queue (the oldest go first).
+    pub alert_events_dropped: Counter,
+    /// Events waiting in the alert queue.
+    pub alert_queue_length: Gauge,
     encode_lock: Mutex<()>,
 }
 
@@ -66,12 +110,27 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("gitops");
         let reconcile_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+            Histogram::new(duration_buckets())
         });
         registry.register(
             "reconcile_duration_seconds",
             "Duration of reconciles by kind and result",
             reconcile_duration.clone(),
+        );
+        let object_reconcile_duration =
+            Family::<ObjectLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(duration_buckets())
+            });
+        registry.register(
+            "object_reconcile_duration_seconds",
+            "Duration of reconciles by object (kind, namespace, name)",
+            object_reconcile_duration.clone(),
+        );
+        let suspended = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "suspend_status",
+            "1 while the object is suspended, else 0",
+            suspended.clone(),
         );
         let conditions = Family::<ConditionLabels, Gauge>::default();
         registry.register(
@@ -103,8 +162,38 @@ impl Default for Metrics {
             "Violations reported by policies in audit mode, per Kustomization and policy",
             policy_audit_violations.clone(),
         );
+        let receiver_requests = Family::<ReceiverRequestLabels, Counter>::default();
+        registry.register(
+            "receiver_requests",
+            "Webhook requests to Receivers, by Receiver and result (accepted or the refusal)",
+            receiver_requests.clone(),
+        );
+        let alert_deliveries = Family::<AlertDeliveryLabels, Counter>::default();
+        registry.register(
+            "alert_deliveries",
+            "Alert deliveries by Provider and result",
+            alert_deliveries.clone(),
+        );
+        let alert_events_dropped = Counter::default();
+        registry.register(
+            "alert_events_dropped",
+            "Events dropped from the full alert queue (oldest first)",
+            alert_events_dropped.clone(),
+        );
+        let alert_queue_length = Gauge::default();
+        registry.register(
+            "alert_queue_length",
+            "Events waiting in the alert queue",
+            alert_queue_length.clone(),
+        );
         Self {
+            object_reconcile_duration,
+            suspended,
             policy_audit_violations,
+            receiver_requests,
+            alert_deliveries,
+            alert_events_dropped,
+            alert_queue_length,
             registry,
             reconcile_duration,
             conditions,
@@ -142,8 +231,26 @@ impl Metrics {
         }
     }
 
-    /// Drops the condition series of a deleted object.
+    /// Records whether an object is suspended.
+    pub fn record_suspended(&self, kind: &str, namespace: &str, name: &str, suspended: bool) {
+        self.suspended
+            .get_or_create(&ObjectLabels {
+                kind: kind.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .set(i64::from(suspended));
+    }
+
+    /// Drops the series of a deleted object.
     pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        let object = ObjectLabels {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.suspended.remove(&object);
+        self.object_reconcile_duration.remove(&object);
         for candidate in ["True", "False", "Unknown"] {
             self.conditions.remove(&ConditionLabels {
                 kind: kind.to_owned(),
@@ -170,6 +277,28 @@ impl Metrics {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 policy: policy.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a webhook request to the Receiver `namespace/name` that ended with `result`.
+    pub fn count_receiver_request(&self, namespace: &str, name: &str, result: &str) {
+        self.receiver_requests
+            .get_or_create(&ReceiverRequestLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an alert delivery to the Provider `namespace/name` that ended with `result`.
+    pub fn count_alert_delivery(&self, namespace: &str, name: &str, result: &str) {
+        self.alert_deliveries
+            .get_or_create(&AlertDeliveryLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                result: result.to_owned(),
             })
             .inc();
     }
@@ -201,6 +330,32 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn durations_up_to_30_minutes_land_in_a_bucket_and_objects_have_their_series() {
+        let m = Metrics::default();
+        m.object_reconcile_duration
+            .get_or_create(&ObjectLabels {
+                kind: "Kustomization".into(),
+                namespace: "ns".into(),
+                name: "app".into(),
+            })
+            .observe(1700.0);
+        m.record_suspended("Kustomization", "ns", "app", true);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"gitops_object_reconcile_duration_seconds_bucket{le="2621.44",kind="Kustomization",namespace="ns",name="app"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"gitops_suspend_status{kind="Kustomization",namespace="ns",name="app"} 1"#
+            ),
+            "{text}"
+        );
+        m.forget("Kustomization", "ns", "app");
+        assert!(!m.encode().contains(r#"name="app""#));
     }
 
     #[test]

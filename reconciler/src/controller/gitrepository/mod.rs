@@ -341,7 +341,13 @@ fn error_policy(_repo: Arc<GitRepository>, error: &ControllerError, _ctx: Arc<Co
 async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let namespace = repo.namespace().ok_or(ControllerError::NoNamespace)?;
     let name = repo.name_any();
-    let mut timer = ReconcileTimer::start(ctx.metrics.clone(), KIND);
+    let mut timer = ReconcileTimer::for_object(
+        ctx.metrics.clone(),
+        KIND,
+        &namespace,
+        &name,
+        repo.spec.suspend == Some(true),
+    );
     let span = common::reconcile_span(KIND, &namespace, &name);
     reconcile::reconcile(repo, ctx, namespace, name, &mut timer)
         .instrument(span)

@@ -116,7 +116,14 @@ pub(super) async fn finish_success(
     if let Some(note) = event {
         tracing::info!(%revision, "stored new artifact");
         ctx.events
-            .publish(repo, EventType::Normal, NEW_ARTIFACT, ACTION, &note)
+            .publish_about(
+                repo,
+                EventType::Normal,
+                NEW_ARTIFACT,
+                ACTION,
+                &note,
+                Some(&revision),
+            )
             .await;
     }
     Ok(())

@@ -199,12 +199,13 @@ async fn reconcile_apply(
             if let Some(summary) = applied.summary {
                 info!(revision = %applied.revision, %summary, "applied");
                 ctx.events
-                    .publish(
+                    .publish_about(
                         ks.as_ref(),
                         EventType::Normal,
                         crate::api::conditions::reasons::RECONCILIATION_SUCCEEDED,
                         ACTION,
                         &format!("{message}: {summary}"),
+                        Some(&applied.revision),
                     )
                     .await;
             }
@@ -216,12 +217,13 @@ async fn reconcile_apply(
             run.record_failure(&e);
             if original_ready != Some((e.reason().to_owned(), e.to_string())) {
                 ctx.events
-                    .publish(
+                    .publish_about(
                         ks.as_ref(),
                         EventType::Warning,
                         e.reason(),
                         ACTION,
                         &e.to_string(),
+                        run.status.last_attempted_revision.as_deref(),
                     )
                     .await;
             }
@@ -299,7 +301,13 @@ async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, 
     let namespace = ks.namespace().unwrap_or_default();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &namespace);
     let span = common::reconcile_span(KIND, &namespace, &ks.name_any());
-    let mut timer = ReconcileTimer::start(ctx.metrics.clone(), KIND);
+    let mut timer = ReconcileTimer::for_object(
+        ctx.metrics.clone(),
+        KIND,
+        &namespace,
+        &ks.name_any(),
+        ks.spec.suspend == Some(true),
+    );
     // Adding the finalizer ends a reconcile without running either branch below.
     timer.result(common::RESULT_SKIPPED);
     let timer = &mut timer;
