@@ -403,25 +403,28 @@ fn a_stuck_tenant_cannot_take_the_slots_of_another() {
                 "a good tenant waited {:?} next to a stuck one",
                 started.elapsed()
             );
+            // The good tenant's call gave its slot back; the stuck tenant never holds more than
+            // its one (none once its calls reached their deadline).
+            assert!(
+                host.slots_in_use() <= 1,
+                "the stuck tenant holds more than its share"
+            );
         }
-        let mut waited = 0;
         for handle in stuck {
             let (r, elapsed) = handle.join().expect("thread");
             let e = match r {
                 Err(PipelineError::Failed(e)) => e.to_string(),
                 other => panic!("a stuck call did not fail: {other:?}"),
             };
-            if e.contains("did not start before its deadline: its tenant (namespace \"evil\") already runs 1 policy instances, its limit") {
-                waited += 1;
-            } else {
-                assert!(e.contains("hostile-loop: transform exceeded its deadline of 2s"), "{e}");
-            }
+            // A call that waited for its tenant's slot is refused at its deadline, or (when the
+            // slot came free just before it) starts and is interrupted there.
+            assert!(
+                e.contains("did not start before its deadline: its tenant (namespace \"evil\") already runs 1 policy instances, its limit")
+                    || e.contains("hostile-loop: transform exceeded its deadline of 2s"),
+                "{e}"
+            );
             assert!(elapsed < deadline + SLACK, "{elapsed:?}: {e}");
         }
-        assert!(
-            waited >= 1,
-            "no call of the stuck tenant had to wait for its share"
-        );
     });
     assert_eq!(host.slots_in_use(), 0);
 }
