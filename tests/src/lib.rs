@@ -134,6 +134,55 @@ pub fn cargo_binary(package: &str, bin: &str) -> PathBuf {
     path
 }
 
+/// The cluster a bench runs against: the caller's (`GITOPS_TEST_KUBECONFIG`), or a local
+/// control plane of its own (tests/cluster), started by [`BenchCluster::get`] and stopped with
+/// `--purge` when dropped.
+pub struct BenchCluster {
+    dir: Option<PathBuf>,
+}
+
+impl BenchCluster {
+    /// Uses the caller's cluster, or starts one in a temporary directory named after `bench`;
+    /// sets `GITOPS_TEST_KUBECONFIG` to it. Call before any other thread starts.
+    pub fn get(bench: &str) -> BenchCluster {
+        if std::env::var_os(KUBECONFIG_ENV).is_some() {
+            return BenchCluster { dir: None };
+        }
+        let dir = std::env::temp_dir().join(format!("gitops-bench-{bench}-{}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/cluster/up.sh"))
+            .env("GITOPS_CLUSTER_DIR", &dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/cluster/up.sh");
+        assert!(out.status.success(), "tests/cluster/up.sh failed");
+        let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // SAFETY: benches call this first, before any thread reads the environment.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(KUBECONFIG_ENV, kubeconfig)
+        };
+        BenchCluster { dir: Some(dir) }
+    }
+
+    /// The directory of the control plane this bench started, if it started one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+impl Drop for BenchCluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new("bash")
+                .arg(repo_root().join("tests/cluster/down.sh"))
+                .arg("--purge")
+                .env("GITOPS_CLUSTER_DIR", dir)
+                .status();
+        }
+    }
+}
+
 /// The outcome of one kubectl invocation.
 #[derive(Debug)]
 pub struct KubectlResult {
