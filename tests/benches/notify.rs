@@ -23,13 +23,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, Repo, ServerKind, temp_dir};
-use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
+use gitops_conformance::{TestNamespace, install_crds};
 use gitops_reconciler::api::{Kustomization, Receiver};
 use gitops_reconciler::notify::ReceiverLimits;
 use kube::Api;
 use notify_support::{
-    GITHUB_HOOK, Reconciler, TOKEN, applied, commit_change, git_repository, install_hook,
-    kustomization, percentile, poll, pushable_repo,
+    GITHUB_HOOK, Reconciler, applied, commit_change, create_token_secret, git_repository,
+    has_webhook_path, install_hook, kustomization, percentile, poll, pushable_repo,
 };
 
 const PUSHES: usize = 20;
@@ -73,18 +73,7 @@ async fn bench(cli: PathBuf) {
     let (plain, first_b) = pushable_repo(&server, "plain");
     // The default limits: what a user gets (20 pushes fit in the rate limit's burst).
     let reconciler = Reconciler::start(client.clone(), &label, ReceiverLimits::default()).await;
-    kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "secret",
-            "generic",
-            "webhook-token",
-            &format!("--from-literal=token={TOKEN}"),
-        ],
-        None,
-    );
+    create_token_secret(&ns.name);
     let mut manifests = vec![format!(
         "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: github\n  labels:\n    gitops-test: {label}\nspec:\n  type: github\n  events: [push]\n  secretRef:\n    name: webhook-token\n  resources:\n  - kind: GitRepository\n    name: hooked\n"
     )];
@@ -97,13 +86,7 @@ async fn bench(cli: PathBuf) {
         assert!(created.success, "{}", created.stderr);
     }
     let receivers: Api<Receiver> = Api::namespaced(client.clone(), &ns.name);
-    let (receiver, ok) = poll(&receivers, "github", TIMEOUT, |r| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.webhook_path.as_ref())
-            .is_some()
-    })
-    .await;
+    let (receiver, ok) = poll(&receivers, "github", TIMEOUT, has_webhook_path).await;
     assert!(ok, "receiver not ready: {:?}", receiver.status);
     let path = receiver.status.and_then(|s| s.webhook_path).unwrap();
     let kss: Api<Kustomization> = Api::namespaced(client.clone(), &ns.name);

@@ -22,8 +22,9 @@ use gitops_reconciler::api::{GitRepository, Kustomization, Receiver};
 use gitops_reconciler::notify::ReceiverLimits;
 use kube::Api;
 use notify_support::{
-    GITHUB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map, git_repository,
-    install_hook, kustomization, percentile, poll, pushable_repo, revision, sign,
+    GITHUB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map, create_token_secret,
+    git_repository, has_webhook_path, install_hook, kustomization, percentile, poll, pushable_repo,
+    revision, sign,
 };
 
 /// The body limit of this test's webhook server.
@@ -88,18 +89,7 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     let (repo, first) = pushable_repo(&server, "app");
 
     let reconciler = Reconciler::start(client.clone(), &label, limits()).await;
-    kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "secret",
-            "generic",
-            "webhook-token",
-            &format!("--from-literal=token={TOKEN}"),
-        ],
-        None,
-    );
+    create_token_secret(&ns.name);
     let receivers = format!(
         "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: github\n  labels:\n    gitops-test: {label}\nspec:\n  type: github\n  events: [ping, push]\n  secretRef:\n    name: webhook-token\n  resources:\n  - kind: GitRepository\n    name: app\n---\napiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: gitlab\n  labels:\n    gitops-test: {label}\nspec:\n  type: gitlab\n  events: [Push Hook]\n  secretRef:\n    name: webhook-token\n  resources:\n  - kind: GitRepository\n    name: '*'\n    matchLabels:\n      gitops-test: {label}\n"
     );
@@ -122,13 +112,8 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     assert!(ok, "first revision not fetched: {:?}", initial.status);
     let mut paths = Vec::new();
     for name in ["github", "gitlab"] {
-        let (receiver, ok) = poll(&receivers, name, Duration::from_secs(30), |r| {
-            r.status
-                .as_ref()
-                .and_then(|s| s.webhook_path.as_ref())
-                .is_some()
-        })
-        .await;
+        let (receiver, ok) =
+            poll(&receivers, name, Duration::from_secs(30), has_webhook_path).await;
         assert!(ok, "receiver {name} not ready: {:?}", receiver.status);
         let status = receiver.status.unwrap();
         let path = status.webhook_path.unwrap();
@@ -514,12 +499,12 @@ async fn a_receiver_without_its_secret_is_not_ready_and_serves_nothing() {
         ],
         None,
     );
-    let (receiver, ok) = poll(&receivers, "lost", Duration::from_secs(30), |r| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.webhook_path.as_ref())
-            .is_some()
-    })
+    let (receiver, ok) = poll(
+        &receivers,
+        "lost",
+        Duration::from_secs(30),
+        has_webhook_path,
+    )
     .await;
     assert!(ok, "{:?}", receiver.status);
     // A generic receiver whose Kustomization does not exist: verified, but 500 and counted.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, Repo, git, temp_dir};
-use gitops_reconciler::api::{GitRepository, Kustomization};
+use gitops_reconciler::api::{GitRepository, Kustomization, Receiver};
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::notify::{NotifyConfig, ReceiverLimits};
 use gitops_reconciler::source::{SourceConfig, Storage};
@@ -136,6 +136,31 @@ impl Reconciler {
             .find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().parse().unwrap()))
             .unwrap_or(0)
     }
+}
+
+/// Creates Secret `webhook-token` (key `token` = [`TOKEN`]) in `namespace`.
+pub fn create_token_secret(namespace: &str) {
+    gitops_conformance::kubectl_ok(
+        &[
+            "-n",
+            namespace,
+            "create",
+            "secret",
+            "generic",
+            "webhook-token",
+            &format!("--from-literal=token={TOKEN}"),
+        ],
+        None,
+    );
+}
+
+/// Whether the Receiver is serving: its webhook path is in the status.
+pub fn has_webhook_path(receiver: &Receiver) -> bool {
+    receiver
+        .status
+        .as_ref()
+        .and_then(|s| s.webhook_path.as_ref())
+        .is_some()
 }
 
 /// Polls `get` every 25 ms until `done` holds or `timeout` passes; returns the last object and
