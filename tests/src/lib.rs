@@ -109,27 +109,41 @@ pub fn cargo_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
-/// Builds binary `bin` of workspace package `package` (debug profile, into the target dir the
-/// tests were built in) and returns its path. Panics with cargo's output when the build fails.
+/// Builds binary `bin` of workspace package `package` with the profile the running test or
+/// bench was built with (its executable's directory says which: `debug` is `dev`), into the same
+/// target dir, and returns its path. Panics with cargo's output when the build fails.
 pub fn cargo_binary(package: &str, bin: &str) -> PathBuf {
+    // Test executables live in <target>/<profile dir>/deps, binaries in <target>/<profile dir>.
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let out_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()));
+    let profile = match out_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = cargo_command(cargo)
         .current_dir(repo_root())
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            package,
+            "--bin",
+            bin,
+        ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo build -p {package}: {e}"));
     assert!(
         out.status.success(),
-        "cargo build -p {package} --bin {bin} failed:\n{}",
+        "cargo build --profile {profile} -p {package} --bin {bin} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Test executables live in <target>/debug/deps, binaries in <target>/debug.
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|debug| debug.join(bin))
-        .unwrap_or_else(|| PathBuf::from(bin));
+    let path = out_dir.join(bin);
     assert!(path.is_file(), "no {bin} binary at {}", path.display());
     path
 }
