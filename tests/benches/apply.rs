@@ -69,46 +69,6 @@ fn cluster_processes(dir: &Path) -> Vec<(String, u32)> {
     out
 }
 
-/// Cluster under test: the caller's, or one of our own (stopped on drop).
-struct Cluster {
-    dir: Option<PathBuf>,
-}
-
-impl Cluster {
-    fn get() -> Cluster {
-        if std::env::var_os(gitops_conformance::KUBECONFIG_ENV).is_some() {
-            return Cluster { dir: None };
-        }
-        let dir = std::env::temp_dir().join(format!("gitops-bench-apply-{}", std::process::id()));
-        let out = Command::new("bash")
-            .arg(repo_root().join("tests/cluster/up.sh"))
-            .env("GITOPS_CLUSTER_DIR", &dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/cluster/up.sh");
-        assert!(out.status.success(), "tests/cluster/up.sh failed");
-        let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        // SAFETY: set before any thread reads the environment (single-threaded here).
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var(gitops_conformance::KUBECONFIG_ENV, kubeconfig)
-        };
-        Cluster { dir: Some(dir) }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = Command::new("bash")
-                .arg(repo_root().join("tests/cluster/down.sh"))
-                .arg("--purge")
-                .env("GITOPS_CLUSTER_DIR", dir)
-                .status();
-        }
-    }
-}
-
 /// One `apiserver_request_total` sample of the apiserver's metrics.
 struct RequestSample {
     verb: String,
@@ -506,7 +466,7 @@ async fn bench_a(cluster_dir: Option<&Path>) {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let cluster = Cluster::get();
+    let cluster = gitops_conformance::BenchCluster::get("apply");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -524,6 +484,6 @@ fn main() {
         runtime.block_on(bench_b());
     }
     if parts.contains('a') {
-        runtime.block_on(bench_a(cluster.dir.as_deref()));
+        runtime.block_on(bench_a(cluster.dir()));
     }
 }

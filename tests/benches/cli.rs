@@ -59,45 +59,6 @@ fn report(what: &str, measured: Duration, goal: Duration, baseline_name: &str, b
     );
 }
 
-struct Cluster {
-    kubeconfig: PathBuf,
-    dir: Option<PathBuf>,
-}
-
-impl Cluster {
-    fn get() -> Self {
-        if let Some(path) = std::env::var_os("GITOPS_TEST_KUBECONFIG") {
-            return Self {
-                kubeconfig: path.into(),
-                dir: None,
-            };
-        }
-        let dir = std::env::temp_dir().join(format!("cli-bench-cluster-{}", std::process::id()));
-        let out = check(
-            Command::new("bash")
-                .arg(root().join("tests/cluster/up.sh"))
-                .env("GITOPS_CLUSTER_DIR", &dir)
-                .stderr(Stdio::inherit()),
-        );
-        Self {
-            kubeconfig: PathBuf::from(out.trim()),
-            dir: Some(dir),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = Command::new("bash")
-                .arg(root().join("tests/cluster/down.sh"))
-                .arg("--purge")
-                .env("GITOPS_CLUSTER_DIR", dir)
-                .status();
-        }
-    }
-}
-
 fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     check(
@@ -130,8 +91,10 @@ fn main() {
         kubectl,
     );
 
-    let cluster = Cluster::get();
-    let kc = cluster.kubeconfig.to_string_lossy().into_owned();
+    let _cluster = gitops_conformance::BenchCluster::get("cli");
+    let kc = gitops_conformance::kubeconfig()
+        .to_string_lossy()
+        .into_owned();
     check(
         Command::new("kubectl")
             .args(["--kubeconfig", &kc, "apply", "--server-side", "-f"])

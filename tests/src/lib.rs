@@ -109,29 +109,92 @@ pub fn cargo_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
-/// Builds binary `bin` of workspace package `package` (debug profile, into the target dir the
-/// tests were built in) and returns its path. Panics with cargo's output when the build fails.
+/// Builds binary `bin` of workspace package `package` with the profile the running test or
+/// bench was built with (its executable's directory says which: `debug` is `dev`), into the same
+/// target dir, and returns its path. Panics with cargo's output when the build fails.
 pub fn cargo_binary(package: &str, bin: &str) -> PathBuf {
+    // Test executables live in <target>/<profile dir>/deps, binaries in <target>/<profile dir>.
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let out_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()));
+    let profile = match out_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = cargo_command(cargo)
         .current_dir(repo_root())
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            package,
+            "--bin",
+            bin,
+        ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo build -p {package}: {e}"));
     assert!(
         out.status.success(),
-        "cargo build -p {package} --bin {bin} failed:\n{}",
+        "cargo build --profile {profile} -p {package} --bin {bin} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Test executables live in <target>/debug/deps, binaries in <target>/debug.
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|debug| debug.join(bin))
-        .unwrap_or_else(|| PathBuf::from(bin));
+    let path = out_dir.join(bin);
     assert!(path.is_file(), "no {bin} binary at {}", path.display());
     path
+}
+
+/// The cluster a bench runs against: the caller's (`GITOPS_TEST_KUBECONFIG`), or a local
+/// control plane of its own (tests/cluster), started by [`BenchCluster::get`] and stopped with
+/// `--purge` when dropped.
+pub struct BenchCluster {
+    dir: Option<PathBuf>,
+}
+
+impl BenchCluster {
+    /// Uses the caller's cluster, or starts one in a temporary directory named after `bench`;
+    /// sets `GITOPS_TEST_KUBECONFIG` to it. Call before any other thread starts.
+    pub fn get(bench: &str) -> BenchCluster {
+        if std::env::var_os(KUBECONFIG_ENV).is_some() {
+            return BenchCluster { dir: None };
+        }
+        let dir = std::env::temp_dir().join(format!("gitops-bench-{bench}-{}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/cluster/up.sh"))
+            .env("GITOPS_CLUSTER_DIR", &dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/cluster/up.sh");
+        assert!(out.status.success(), "tests/cluster/up.sh failed");
+        let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // SAFETY: benches call this first, before any thread reads the environment.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(KUBECONFIG_ENV, kubeconfig)
+        };
+        BenchCluster { dir: Some(dir) }
+    }
+
+    /// The directory of the control plane this bench started, if it started one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+impl Drop for BenchCluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new("bash")
+                .arg(repo_root().join("tests/cluster/down.sh"))
+                .arg("--purge")
+                .env("GITOPS_CLUSTER_DIR", dir)
+                .status();
+        }
+    }
 }
 
 /// The outcome of one kubectl invocation.

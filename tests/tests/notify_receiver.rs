@@ -10,184 +10,26 @@
 //! objects (label selector).
 
 mod kustomization_support;
+mod notify_support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gitops_conformance::git::{GitServer, Repo, ServerKind, git, temp_dir};
+use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
 use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
 use gitops_reconciler::api::conditions::meta;
 use gitops_reconciler::api::{GitRepository, Kustomization, Receiver};
-use gitops_reconciler::controller::metrics::Metrics;
-use gitops_reconciler::notify::{NotifyConfig, ReceiverLimits};
-use gitops_reconciler::source::{SourceConfig, Storage};
+use gitops_reconciler::notify::ReceiverLimits;
 use kube::Api;
-use std::sync::Arc;
+use notify_support::{
+    GITHUB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map, create_token_secret,
+    git_repository, has_webhook_path, install_hook, kustomization, percentile, poll, pushable_repo,
+    revision, sign,
+};
 
-const TOKEN: &str = "receiver-token-7c1f3e9a";
 /// The body limit of this test's webhook server.
 const MAX_BODY: usize = 64 * 1024;
 const PUSHES: usize = 20;
-
-/// The in-process reconciler parts of one test.
-struct Reconciler {
-    stop: tokio_util::sync::CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    storage: std::path::PathBuf,
-    metrics: Arc<Metrics>,
-    webhook: String,
-}
-
-impl Reconciler {
-    async fn start(client: kube::Client, label: &str) -> Self {
-        let storage_path = temp_dir("receiver-storage");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = SourceConfig {
-            storage_path: storage_path.clone(),
-            storage_adv_addr: addr.to_string(),
-            concurrency: 2,
-            ..SourceConfig::default()
-        };
-        let stop = tokio_util::sync::CancellationToken::new();
-        let storage = Storage::new(&storage_path).unwrap();
-        let server_stop = stop.clone().cancelled_owned();
-        let server = tokio::spawn(async move {
-            gitops_reconciler::source::server::serve(listener, storage, server_stop)
-                .await
-                .expect("artifact server");
-        });
-        let selector = format!("gitops-test={label}");
-        let metrics = Arc::new(Metrics::default());
-        let (repo_client, repo_metrics, repo_stop, repo_selector) = (
-            client.clone(),
-            metrics.clone(),
-            stop.clone().cancelled_owned(),
-            selector.clone(),
-        );
-        let sources = tokio::spawn(async move {
-            gitops_reconciler::controller::gitrepository::run_with_metrics(
-                repo_client,
-                config,
-                Some(repo_selector),
-                repo_metrics,
-                repo_stop,
-            )
-            .await
-            .expect("GitRepository controller");
-        });
-        // The Kustomization controller reads the artifacts from the same storage, as the
-        // reconciler binary does: a new artifact triggers it at once.
-        let kube_config = {
-            let path = gitops_conformance::kubeconfig();
-            let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .unwrap()
-        };
-        let applier = tokio::spawn(gitops_reconciler::controller::kustomization::run(
-            client.clone(),
-            kube_config,
-            gitops_reconciler::controller::kustomization::KustomizationConfig {
-                concurrent: 2,
-                watch_label_selector: Some(selector.clone()),
-                ..Default::default()
-            },
-            gitops_reconciler::controller::fetch::ArtifactFetcher::new(
-                Some(Storage::new(&storage_path).unwrap()),
-                Default::default(),
-            ),
-            kustomization_support::policy_host(),
-            metrics.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        let webhook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let webhook = format!("http://{}", webhook_listener.local_addr().unwrap());
-        let notify_config = NotifyConfig {
-            no_cross_namespace_refs: true,
-            watch_label_selector: Some(selector),
-            limits: ReceiverLimits {
-                max_body_bytes: MAX_BODY,
-                // The refusals below must meet their own checks, not the rate limit (which
-                // the unit tests cover).
-                requests_per_minute: 6000,
-                ..ReceiverLimits::default()
-            },
-        };
-        let receivers = tokio::spawn(gitops_reconciler::notify::run_receivers(
-            client,
-            notify_config,
-            webhook_listener,
-            metrics.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        Self {
-            stop,
-            tasks: vec![server, sources, receivers, applier],
-            storage: storage_path,
-            metrics,
-            webhook,
-        }
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.cancel();
-        for task in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-        let _ = std::fs::remove_dir_all(&self.storage);
-    }
-
-    /// The value of `gitops_receiver_requests_total` for `name` and `result`.
-    fn count(&self, namespace: &str, name: &str, result: &str) -> u64 {
-        let needle = format!(
-            "gitops_receiver_requests_total{{namespace=\"{namespace}\",name=\"{name}\",result=\"{result}\"}} "
-        );
-        self.metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or(0)
-    }
-}
-
-/// Polls `get` every 25 ms until `done` holds or `timeout` passes; returns the last object and
-/// whether `done` held.
-async fn poll<K: Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
-    api: &Api<K>,
-    name: &str,
-    timeout: Duration,
-    done: impl Fn(&K) -> bool,
-) -> (K, bool) {
-    let start = Instant::now();
-    loop {
-        let object = api.get(name).await.expect("get");
-        if done(&object) {
-            return (object, true);
-        }
-        if start.elapsed() > timeout {
-            return (object, false);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn revision(repo: &GitRepository) -> Option<&str> {
-    repo.status
-        .as_ref()?
-        .artifact
-        .as_ref()
-        .map(|a| a.revision.as_str())
-}
-
-fn applied(ks: &Kustomization) -> Option<&str> {
-    ks.status.as_ref()?.last_applied_revision.as_deref()
-}
-
-fn config_map(n: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pushed\ndata:\n  n: \"{n}\"\n")
-}
 
 fn requested_at(repo: &GitRepository) -> Option<String> {
     repo.metadata
@@ -197,28 +39,15 @@ fn requested_at(repo: &GitRepository) -> Option<String> {
         .cloned()
 }
 
-/// A post-receive hook that sends, per updated ref, a GitHub push webhook: a JSON body with
-/// ref/before/after/repository, `X-GitHub-Event: push`, `X-GitHub-Delivery`, `User-Agent:
-/// GitHub-Hookshot/…` and `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body>`.
-const GITHUB_HOOK: &str = r#"#!/bin/sh
-# post-receive: send what GitHub sends for a push.
-while read -r before after ref; do
-  body=$(mktemp)
-  printf '{"ref":"%s","before":"%s","after":"%s","repository":{"name":"app","full_name":"team/app"},"pusher":{"name":"tester"},"commits":[{"id":"%s"}]}' \
-    "$ref" "$before" "$after" "$after" > "$body"
-  sig=$(openssl dgst -sha256 -hmac "$TOKEN" -r < "$body" | cut -d' ' -f1)
-  curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL" \
-    -H 'Content-Type: application/json' \
-    -H 'User-Agent: GitHub-Hookshot/044aadd' \
-    -H 'X-GitHub-Event: push' \
-    -H "X-GitHub-Delivery: $(cat /proc/sys/kernel/random/uuid)" \
-    -H 'X-GitHub-Hook-ID: 1' \
-    -H "X-Hub-Signature: sha1=$(openssl dgst -sha1 -hmac "$TOKEN" -r < "$body" | cut -d' ' -f1)" \
-    -H "X-Hub-Signature-256: sha256=$sig" \
-    --data-binary @"$body" >> "$LOG" 2>&1
-  rm -f "$body"
-done
-"#;
+/// The webhook server's limits here: the refusals below must meet their own checks, not the
+/// rate limit (which the unit tests cover).
+fn limits() -> ReceiverLimits {
+    ReceiverLimits {
+        max_body_bytes: MAX_BODY,
+        requests_per_minute: 6000,
+        ..ReceiverLimits::default()
+    }
+}
 
 /// The same for GitLab: `X-Gitlab-Event: Push Hook`, `X-Gitlab-Token`, the push body.
 const GITLAB_HOOK: &str = r#"#!/bin/sh
@@ -236,21 +65,6 @@ while read -r before after ref; do
 done
 "#;
 
-/// Installs `hook` as the bare repository's post-receive hook, posting to `url`.
-fn install_hook(bare: &Path, hook: &str, url: &str, log: &Path) {
-    let script = format!(
-        "#!/bin/sh\nTOKEN='{TOKEN}' URL='{url}' LOG='{}' exec sh \"$0.send\"\n",
-        log.display()
-    );
-    let path = bare.join("hooks/post-receive");
-    std::fs::write(&path, script).unwrap();
-    std::fs::write(bare.join("hooks/post-receive.send"), hook).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for p in [path, bare.join("hooks/post-receive.send")] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
 /// curl with `args`; returns the HTTP status.
 fn curl(args: &[&str]) -> u16 {
     let out = Command::new("curl")
@@ -264,27 +78,6 @@ fn curl(args: &[&str]) -> u16 {
         .unwrap_or(0)
 }
 
-fn sign(body: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", TOKEN, "-r"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(body.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    format!("sha256={}", text.split_whitespace().next().unwrap())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs GITOPS_TEST_KUBECONFIG and the git servers"]
 async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
@@ -293,47 +86,20 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     let label = ns.name.clone();
     let client = kustomization_support::client().await;
     let server = GitServer::start(ServerKind::Http);
-    let repo = Repo::create(&server.repos, "app");
-    // git-http-backend accepts unauthenticated pushes only when the repository says so.
-    git(&repo.bare, &["config", "http.receivepack", "true"]);
-    let first = repo.commit(
-        &[
-            ("deploy/kustomization.yaml", Some("resources: [cm.yaml]\n")),
-            ("deploy/cm.yaml", Some(&config_map("1"))),
-        ],
-        "first",
-    );
-    let url = server.url("app");
-    repo.git(&["remote", "set-url", "origin", &url]);
+    let (repo, first) = pushable_repo(&server, "app");
 
-    let reconciler = Reconciler::start(client.clone(), &label).await;
-    kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "secret",
-            "generic",
-            "webhook-token",
-            &format!("--from-literal=token={TOKEN}"),
-        ],
-        None,
-    );
+    let reconciler = Reconciler::start(client.clone(), &label, limits()).await;
+    create_token_secret(&ns.name);
     let receivers = format!(
         "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: github\n  labels:\n    gitops-test: {label}\nspec:\n  type: github\n  events: [ping, push]\n  secretRef:\n    name: webhook-token\n  resources:\n  - kind: GitRepository\n    name: app\n---\napiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: gitlab\n  labels:\n    gitops-test: {label}\nspec:\n  type: gitlab\n  events: [Push Hook]\n  secretRef:\n    name: webhook-token\n  resources:\n  - kind: GitRepository\n    name: '*'\n    matchLabels:\n      gitops-test: {label}\n"
     );
     let created = ns.create(&receivers);
     assert!(created.success, "{}", created.stderr);
-    let source = format!(
-        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: GitRepository\nmetadata:\n  name: app\n  labels:\n    gitops-test: {label}\nspec:\n  url: {url}\n  insecure: true\n  interval: 1h\n  ref:\n    branch: main\n"
-    );
+    let source = git_repository(&label, "app", &server.url("app"));
     let created = ns.create(&source);
     assert!(created.success, "{}", created.stderr);
 
-    let ks = format!(
-        "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata:\n  name: app\n  labels:\n    gitops-test: {label}\nspec:\n  sourceRef: {{kind: GitRepository, name: app}}\n  path: ./deploy\n  targetNamespace: {}\n  prune: true\n  interval: 1h\n",
-        ns.name
-    );
+    let ks = kustomization(&label, "app", &ns.name);
     let created = ns.create(&ks);
     assert!(created.success, "{}", created.stderr);
     let kss: Api<Kustomization> = Api::namespaced(client.clone(), &ns.name);
@@ -346,13 +112,8 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     assert!(ok, "first revision not fetched: {:?}", initial.status);
     let mut paths = Vec::new();
     for name in ["github", "gitlab"] {
-        let (receiver, ok) = poll(&receivers, name, Duration::from_secs(30), |r| {
-            r.status
-                .as_ref()
-                .and_then(|s| s.webhook_path.as_ref())
-                .is_some()
-        })
-        .await;
+        let (receiver, ok) =
+            poll(&receivers, name, Duration::from_secs(30), has_webhook_path).await;
         assert!(ok, "receiver {name} not ready: {:?}", receiver.status);
         let status = receiver.status.unwrap();
         let path = status.webhook_path.unwrap();
@@ -389,15 +150,7 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     let mut latencies = Vec::new();
     let mut applied_latencies = Vec::new();
     for i in 0..PUSHES {
-        let commit = {
-            std::fs::write(
-                repo.work.join("deploy/cm.yaml"),
-                config_map(&(i + 2).to_string()),
-            )
-            .unwrap();
-            repo.git(&["commit", "-qam", &format!("push {i}")]);
-            repo.git(&["rev-parse", "HEAD"])
-        };
+        let commit = commit_change(&repo, &(i + 2).to_string());
         let started = Instant::now();
         repo.git(&["push", "-q", "origin", "main"]);
         let (object, ok) = poll(&repos, "app", Duration::from_secs(2), |r| {
@@ -656,7 +409,7 @@ async fn a_receiver_without_its_secret_is_not_ready_and_serves_nothing() {
     let ns = TestNamespace::new("receiver-nosecret");
     let label = ns.name.clone();
     let client = kustomization_support::client().await;
-    let reconciler = Reconciler::start(client.clone(), &label).await;
+    let reconciler = Reconciler::start(client.clone(), &label, limits()).await;
     let manifest = format!(
         "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Receiver\nmetadata:\n  name: lost\n  labels:\n    gitops-test: {label}\nspec:\n  type: generic\n  secretRef:\n    name: missing\n  resources:\n  - kind: Kustomization\n    name: app\n"
     );
@@ -746,12 +499,12 @@ async fn a_receiver_without_its_secret_is_not_ready_and_serves_nothing() {
         ],
         None,
     );
-    let (receiver, ok) = poll(&receivers, "lost", Duration::from_secs(30), |r| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.webhook_path.as_ref())
-            .is_some()
-    })
+    let (receiver, ok) = poll(
+        &receivers,
+        "lost",
+        Duration::from_secs(30),
+        has_webhook_path,
+    )
     .await;
     assert!(ok, "{:?}", receiver.status);
     // A generic receiver whose Kustomization does not exist: verified, but 500 and counted.
