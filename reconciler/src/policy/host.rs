@@ -748,6 +748,8 @@ impl PolicyHost {
         let deadline = Instant::now() + config.deadline;
         // A call never waits for a slot while its pipeline keeps a CPU turn: the slot may be
         // held by a call of the same tenant that waits for that very turn.
+        let t0 = Instant::now();
+        super::timing::count_call();
         let mut slot = match inner.slots.take(tenant, Instant::now()) {
             Ok(slot) => slot,
             Err(Full::Budget(wait)) => {
@@ -761,6 +763,8 @@ impl PolicyHost {
                     .map_err(|full| self.refused(policy, operation, tenant, full))?
             }
         };
+        super::timing::add(t0, |s| &mut s.slot);
+        let t0 = Instant::now();
         let mut store = Store::new(
             &inner.engine,
             StoreState::new(
@@ -785,22 +789,35 @@ impl PolicyHost {
                 return Err(Trap::Interrupt.into());
             }
             if let Some(turn) = state.turn.as_mut() {
-                turn.yield_if_asked(deadline)
-                    .map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
+                let t0 = Instant::now();
+                let r = turn.yield_if_asked(deadline);
+                super::timing::add(t0, |s| &mut s.preempted);
+                r.map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
             }
             Ok(UpdateDeadline::Continue(1))
         });
         store.set_hostcall_fuel(config.max_output_bytes);
         let tenant_name: Arc<str> = Arc::from(tenant);
+        super::timing::add(t0, |s| &mut s.store_new);
+        let t0 = Instant::now();
         let result = inner
             .turns
             .take_for_call(&tenant_name, deadline)
             .map_err(|_| wasmtime::Error::from(Trap::Interrupt))
             .and_then(|turn| {
+                super::timing::add(t0, |s| &mut s.turn);
+                let t0 = Instant::now();
                 store.data_mut().turn = Some(turn);
-                pre.instance_pre().instantiate(&mut store)
+                let r = pre.instance_pre().instantiate(&mut store);
+                super::timing::add(t0, |s| &mut s.instantiate);
+                r
             })
-            .and_then(|instance| f(&instance, &mut store));
+            .and_then(|instance| {
+                let t0 = Instant::now();
+                let r = f(&instance, &mut store);
+                super::timing::add(t0, |s| &mut s.call);
+                r
+            });
         // The turn is given back (or kept by this thread's pipeline) before anything else is
         // done with the result.
         if let Some(turn) = store.data_mut().turn.take() {
@@ -819,7 +836,7 @@ impl PolicyHost {
                 "policy log lines over the per-call limit were dropped"
             );
         }
-        result.map_err(|e| {
+        let result = result.map_err(|e| {
             let policy = policy.to_owned();
             if store.data().limiter.hit {
                 return PolicyError::MemoryExhausted {
@@ -852,7 +869,11 @@ impl PolicyHost {
                 operation,
                 trap: trap_text(&e, &store.data().stderr.text(), config.max_message_bytes),
             }
-        })
+        });
+        let t0 = Instant::now();
+        drop(store);
+        super::timing::add(t0, |s| &mut s.store_drop);
+        result
     }
 
     /// The error of a call (or load) that got no slot.
@@ -945,6 +966,7 @@ impl PolicyHost {
     ) -> Result<PipelineOutcome, PipelineError> {
         let tenant = ctx.kustomization_namespace.as_str();
         let mut outcome = PipelineOutcome::default();
+        let t0 = Instant::now();
         let mut loaded = Vec::with_capacity(steps.len());
         for (position, step) in steps.iter().enumerate() {
             let config = step.config.to_string();
@@ -961,6 +983,8 @@ impl PolicyHost {
         // From here on the pipeline keeps a CPU turn between its calls, so its own work between
         // them is not crowded out by other tenants' guest code (not while loading: waiting for
         // a compile uses no CPU, and must not hold a turn).
+        super::timing::add(t0, |s| &mut s.load);
+        let t0 = Instant::now();
         let tenant_name: Arc<str> = Arc::from(tenant);
         let mut pipeline_turn = Some(
             self.inner
@@ -974,11 +998,14 @@ impl PolicyHost {
             target_namespace: ctx.target_namespace.clone(),
             dry_run: ctx.dry_run,
         };
+        super::timing::add(t0, |s| &mut s.pipeline_turn);
+        let t0 = Instant::now();
         let parallel = objects.len() >= PARALLEL_FROM;
         let mut current = Documents {
             texts: map_all(&objects, parallel, Value::to_string),
             origins: (0..objects.len()).map(Origin::Input).collect(),
         };
+        super::timing::add(t0, |s| &mut s.serialize);
         let tenancy = ctx
             .tenancy
             .as_ref()
@@ -1167,6 +1194,7 @@ impl PolicyHost {
                 limit: limits.max_objects,
             });
         }
+        let t0 = Instant::now();
         let parallel = out.len() >= PARALLEL_FROM;
         // Returned exactly as it was handed in: already checked. Anything else is read
         // completely now, so a bad object fails this step, naming it.
@@ -1202,6 +1230,7 @@ impl PolicyHost {
             });
             input.check(changed, policy)?;
         }
+        super::timing::add(t0, |s| &mut s.output);
         // Every check passed: the unchanged objects move over from the step's input.
         let mut next = Documents {
             texts: Vec::with_capacity(returned.len()),

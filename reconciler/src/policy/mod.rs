@@ -24,6 +24,8 @@ mod store;
 mod strategies;
 mod structure;
 mod tenancy;
+#[doc(hidden)]
+pub mod timing;
 mod wasi;
 mod worker;
 
