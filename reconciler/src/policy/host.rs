@@ -43,6 +43,12 @@ const KEEP_RESIDENT: usize = 512 << 10;
 const MAX_OVERDUE_COMPILES_PER_TENANT: usize = 1;
 /// ...and while the process has this many, no tenant does. Built-ins are never refused.
 const MAX_OVERDUE_COMPILES: usize = 4;
+/// How long a load that failed for a reason of the component's own (structure, code, imports,
+/// world, `metadata`) is answered from memory instead of being tried again: a retried bad
+/// module would otherwise check, deserialise and link its code and run `metadata` every time.
+const FAILED_LOAD_TTL: Duration = Duration::from_secs(60);
+/// Failed loads remembered at once; when full, the table is cleared.
+const MAX_FAILED_LOADS: usize = 1024;
 
 /// Limits and settings of a [`PolicyHost`]. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -161,6 +167,15 @@ pub(crate) fn engine_config(config: &HostConfig) -> wasmtime::Config {
     wasm
 }
 
+/// A load that failed for a reason of the component's own, remembered for
+/// [`FAILED_LOAD_TTL`].
+struct FailedLoad {
+    error: PolicyError,
+    /// What the load took: charged to the failure budget of every tenant answered with it.
+    cost: Duration,
+    at: Instant,
+}
+
 /// A compiled, linked, pre-instantiated component.
 struct LoadedModule {
     pre: PolicyPre<StoreState>,
@@ -228,6 +243,8 @@ struct Inner {
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
     /// `(component sha256, sha256 of the config document)` pairs that passed `validate-config`.
     valid_configs: Mutex<HashSet<(String, [u8; 32])>>,
+    /// Loads that failed for a reason of the component's own, by (sha256, step name).
+    failed_loads: Mutex<HashMap<(String, String), FailedLoad>>,
     /// sha256 of each component whose compilation exceeded the timeout and is still running,
     /// with the tenant that asked for it.
     overdue: Arc<Mutex<HashMap<String, String>>>,
@@ -355,6 +372,7 @@ impl PolicyHost {
                 builtin_digests,
                 modules: Mutex::new(HashMap::new()),
                 valid_configs: Mutex::new(HashSet::new()),
+                failed_loads: Mutex::new(HashMap::new()),
                 overdue: Arc::new(Mutex::new(HashMap::new())),
                 compiling: Mutex::new(HashSet::new()),
                 slots,
@@ -469,7 +487,22 @@ impl PolicyHost {
         }
         // The whole load (structure check, compile or cache read, link, `metadata`) is charged
         // to the tenant's failure budget when it fails: a module that never loads costs its
-        // tenant the time it takes on every retry, like a failing call.
+        // tenant the time it takes on every retry, like a failing call. A failure of the
+        // component's own is remembered and charged again on every retry, without the work.
+        let failed_key = (sha256.clone(), policy.to_owned());
+        if !builtin {
+            let mut failed = lock(&inner.failed_loads);
+            match failed.get(&failed_key) {
+                Some(f) if f.at.elapsed() < FAILED_LOAD_TTL => {
+                    inner.slots.charge(tenant, f.cost);
+                    return Err(f.error.clone());
+                }
+                Some(_) => {
+                    failed.remove(&failed_key);
+                }
+                None => {}
+            }
+        }
         let started = Instant::now();
         let loaded = self
             .component(policy, bytes, &sha256, (!builtin).then_some(tenant))
@@ -478,7 +511,24 @@ impl PolicyHost {
             Ok(m) => Arc::new(m),
             Err(e) => {
                 if !builtin && !matches!(e, PolicyError::NoInstanceSlot { .. }) {
-                    inner.slots.charge(tenant, started.elapsed());
+                    let cost = started.elapsed();
+                    inner.slots.charge(tenant, cost);
+                    // Retried failures (compile capacity, slots) are not the component's own.
+                    if e.is_stalling() {
+                        let mut failed = lock(&inner.failed_loads);
+                        if failed.len() >= MAX_FAILED_LOADS {
+                            failed.clear();
+                        }
+                        let at = Instant::now();
+                        failed.insert(
+                            failed_key,
+                            FailedLoad {
+                                error: e.clone(),
+                                cost,
+                                at,
+                            },
+                        );
+                    }
                 }
                 return Err(e);
             }
@@ -748,8 +798,6 @@ impl PolicyHost {
         let deadline = Instant::now() + config.deadline;
         // A call never waits for a slot while its pipeline keeps a CPU turn: the slot may be
         // held by a call of the same tenant that waits for that very turn.
-        let t0 = Instant::now();
-        super::timing::count_call();
         let mut slot = match inner.slots.take(tenant, Instant::now()) {
             Ok(slot) => slot,
             Err(Full::Budget(wait)) => {
@@ -763,8 +811,6 @@ impl PolicyHost {
                     .map_err(|full| self.refused(policy, operation, tenant, full))?
             }
         };
-        super::timing::add(t0, |s| &mut s.slot);
-        let t0 = Instant::now();
         let mut store = Store::new(
             &inner.engine,
             StoreState::new(
@@ -789,35 +835,22 @@ impl PolicyHost {
                 return Err(Trap::Interrupt.into());
             }
             if let Some(turn) = state.turn.as_mut() {
-                let t0 = Instant::now();
-                let r = turn.yield_if_asked(deadline);
-                super::timing::add(t0, |s| &mut s.preempted);
-                r.map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
+                turn.yield_if_asked(deadline)
+                    .map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
             }
             Ok(UpdateDeadline::Continue(1))
         });
         store.set_hostcall_fuel(config.max_output_bytes);
         let tenant_name: Arc<str> = Arc::from(tenant);
-        super::timing::add(t0, |s| &mut s.store_new);
-        let t0 = Instant::now();
         let result = inner
             .turns
             .take_for_call(&tenant_name, deadline)
             .map_err(|_| wasmtime::Error::from(Trap::Interrupt))
             .and_then(|turn| {
-                super::timing::add(t0, |s| &mut s.turn);
-                let t0 = Instant::now();
                 store.data_mut().turn = Some(turn);
-                let r = pre.instance_pre().instantiate(&mut store);
-                super::timing::add(t0, |s| &mut s.instantiate);
-                r
+                pre.instance_pre().instantiate(&mut store)
             })
-            .and_then(|instance| {
-                let t0 = Instant::now();
-                let r = f(&instance, &mut store);
-                super::timing::add(t0, |s| &mut s.call);
-                r
-            });
+            .and_then(|instance| f(&instance, &mut store));
         // The turn is given back (or kept by this thread's pipeline) before anything else is
         // done with the result.
         if let Some(turn) = store.data_mut().turn.take() {
@@ -836,7 +869,7 @@ impl PolicyHost {
                 "policy log lines over the per-call limit were dropped"
             );
         }
-        let result = result.map_err(|e| {
+        result.map_err(|e| {
             let policy = policy.to_owned();
             if store.data().limiter.hit {
                 return PolicyError::MemoryExhausted {
@@ -869,11 +902,7 @@ impl PolicyHost {
                 operation,
                 trap: trap_text(&e, &store.data().stderr.text(), config.max_message_bytes),
             }
-        });
-        let t0 = Instant::now();
-        drop(store);
-        super::timing::add(t0, |s| &mut s.store_drop);
-        result
+        })
     }
 
     /// The error of a call (or load) that got no slot.
@@ -966,7 +995,6 @@ impl PolicyHost {
     ) -> Result<PipelineOutcome, PipelineError> {
         let tenant = ctx.kustomization_namespace.as_str();
         let mut outcome = PipelineOutcome::default();
-        let t0 = Instant::now();
         let mut loaded = Vec::with_capacity(steps.len());
         for (position, step) in steps.iter().enumerate() {
             let config = step.config.to_string();
@@ -983,8 +1011,6 @@ impl PolicyHost {
         // From here on the pipeline keeps a CPU turn between its calls, so its own work between
         // them is not crowded out by other tenants' guest code (not while loading: waiting for
         // a compile uses no CPU, and must not hold a turn).
-        super::timing::add(t0, |s| &mut s.load);
-        let t0 = Instant::now();
         let tenant_name: Arc<str> = Arc::from(tenant);
         let mut pipeline_turn = Some(
             self.inner
@@ -998,14 +1024,11 @@ impl PolicyHost {
             target_namespace: ctx.target_namespace.clone(),
             dry_run: ctx.dry_run,
         };
-        super::timing::add(t0, |s| &mut s.pipeline_turn);
-        let t0 = Instant::now();
         let parallel = objects.len() >= PARALLEL_FROM;
         let mut current = Documents {
             texts: map_all(&objects, parallel, Value::to_string),
             origins: (0..objects.len()).map(Origin::Input).collect(),
         };
-        super::timing::add(t0, |s| &mut s.serialize);
         let tenancy = ctx
             .tenancy
             .as_ref()
@@ -1194,7 +1217,6 @@ impl PolicyHost {
                 limit: limits.max_objects,
             });
         }
-        let t0 = Instant::now();
         let parallel = out.len() >= PARALLEL_FROM;
         // Returned exactly as it was handed in: already checked. Anything else is read
         // completely now, so a bad object fails this step, naming it.
@@ -1230,7 +1252,6 @@ impl PolicyHost {
             });
             input.check(changed, policy)?;
         }
-        super::timing::add(t0, |s| &mut s.output);
         // Every check passed: the unchanged objects move over from the step's input.
         let mut next = Documents {
             texts: Vec::with_capacity(returned.len()),

@@ -24,8 +24,6 @@ mod store;
 mod strategies;
 mod structure;
 mod tenancy;
-#[doc(hidden)]
-pub mod timing;
 mod wasi;
 mod worker;
 
