@@ -43,6 +43,12 @@ const KEEP_RESIDENT: usize = 512 << 10;
 const MAX_OVERDUE_COMPILES_PER_TENANT: usize = 1;
 /// ...and while the process has this many, no tenant does. Built-ins are never refused.
 const MAX_OVERDUE_COMPILES: usize = 4;
+/// How long a load that failed for a reason of the component's own (structure, code, imports,
+/// world, `metadata`) is answered from memory instead of being tried again: a retried bad
+/// module would otherwise check, deserialise and link its code and run `metadata` every time.
+const FAILED_LOAD_TTL: Duration = Duration::from_secs(60);
+/// Failed loads remembered at once; when full, the table is cleared.
+const MAX_FAILED_LOADS: usize = 1024;
 
 /// Limits and settings of a [`PolicyHost`]. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -161,6 +167,15 @@ pub(crate) fn engine_config(config: &HostConfig) -> wasmtime::Config {
     wasm
 }
 
+/// A load that failed for a reason of the component's own, remembered for
+/// [`FAILED_LOAD_TTL`].
+struct FailedLoad {
+    error: PolicyError,
+    /// What the load took: charged to the failure budget of every tenant answered with it.
+    cost: Duration,
+    at: Instant,
+}
+
 /// A compiled, linked, pre-instantiated component.
 struct LoadedModule {
     pre: PolicyPre<StoreState>,
@@ -228,6 +243,8 @@ struct Inner {
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
     /// `(component sha256, sha256 of the config document)` pairs that passed `validate-config`.
     valid_configs: Mutex<HashSet<(String, [u8; 32])>>,
+    /// Loads that failed for a reason of the component's own, by (sha256, step name).
+    failed_loads: Mutex<HashMap<(String, String), FailedLoad>>,
     /// sha256 of each component whose compilation exceeded the timeout and is still running,
     /// with the tenant that asked for it.
     overdue: Arc<Mutex<HashMap<String, String>>>,
@@ -355,6 +372,7 @@ impl PolicyHost {
                 builtin_digests,
                 modules: Mutex::new(HashMap::new()),
                 valid_configs: Mutex::new(HashSet::new()),
+                failed_loads: Mutex::new(HashMap::new()),
                 overdue: Arc::new(Mutex::new(HashMap::new())),
                 compiling: Mutex::new(HashSet::new()),
                 slots,
@@ -469,7 +487,22 @@ impl PolicyHost {
         }
         // The whole load (structure check, compile or cache read, link, `metadata`) is charged
         // to the tenant's failure budget when it fails: a module that never loads costs its
-        // tenant the time it takes on every retry, like a failing call.
+        // tenant the time it takes on every retry, like a failing call. A failure of the
+        // component's own is remembered and charged again on every retry, without the work.
+        let failed_key = (sha256.clone(), policy.to_owned());
+        if !builtin {
+            let mut failed = lock(&inner.failed_loads);
+            match failed.get(&failed_key) {
+                Some(f) if f.at.elapsed() < FAILED_LOAD_TTL => {
+                    inner.slots.charge(tenant, f.cost);
+                    return Err(f.error.clone());
+                }
+                Some(_) => {
+                    failed.remove(&failed_key);
+                }
+                None => {}
+            }
+        }
         let started = Instant::now();
         let loaded = self
             .component(policy, bytes, &sha256, (!builtin).then_some(tenant))
@@ -478,7 +511,24 @@ impl PolicyHost {
             Ok(m) => Arc::new(m),
             Err(e) => {
                 if !builtin && !matches!(e, PolicyError::NoInstanceSlot { .. }) {
-                    inner.slots.charge(tenant, started.elapsed());
+                    let cost = started.elapsed();
+                    inner.slots.charge(tenant, cost);
+                    // Retried failures (compile capacity, slots) are not the component's own.
+                    if e.is_stalling() {
+                        let mut failed = lock(&inner.failed_loads);
+                        if failed.len() >= MAX_FAILED_LOADS {
+                            failed.clear();
+                        }
+                        let at = Instant::now();
+                        failed.insert(
+                            failed_key,
+                            FailedLoad {
+                                error: e.clone(),
+                                cost,
+                                at,
+                            },
+                        );
+                    }
                 }
                 return Err(e);
             }

@@ -537,3 +537,43 @@ fn refused_configs_and_failed_loads_use_up_the_failure_budget() {
     still_works_for(&host, "not-retrying");
     assert_eq!(host.slots_in_use(), 0);
 }
+
+/// A module whose load failed for a reason of its own (here `metadata` running into its
+/// deadline) is not loaded again when retried: the retry gets the same error at once, without
+/// a second `metadata` call burning a second of CPU, and is still charged to its tenant's
+/// failure budget with the time the load took, so retrying it uses the budget up as before.
+/// Another tenant is not affected.
+#[test]
+fn a_failed_load_is_answered_from_memory_and_still_charged() {
+    let host = host_with(|c| c.tenant_failure_budget = Duration::from_secs(3));
+    let step = bytes_step("sleepy-retried", dist("hostile-metadata"));
+    let retry = || {
+        let started = Instant::now();
+        let e = host
+            .run_pipeline(std::slice::from_ref(&step), &tenant("retrying"), objects())
+            .expect_err("never loads");
+        (e.to_string(), started.elapsed())
+    };
+    let (first, took) = retry();
+    assert!(
+        first.contains("sleepy-retried: metadata exceeded its deadline of 1s"),
+        "{first}"
+    );
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    let mut refused = false;
+    for _ in 0..5 {
+        let (again, took) = retry();
+        assert!(
+            took < Duration::from_millis(500),
+            "a retry took {took:?}: {again}"
+        );
+        if again.contains("did not start before its deadline: the policies of its tenant") {
+            refused = true;
+            break;
+        }
+        assert_eq!(again, first);
+    }
+    assert!(refused, "the remembered failures were not charged");
+    still_works_for(&host, "not-retrying");
+    assert_eq!(host.slots_in_use(), 0);
+}
