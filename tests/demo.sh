@@ -44,10 +44,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "setting up the machine and building the CLI (cargo build) and three images (no container engine)"
-bash tests/setup.sh
-# The node's Go builds (kubelet, kube-proxy, CoreDNS; cached by version) run while cargo builds:
-# their module downloads and cargo's overlap on a fresh machine.
-bash tests/cluster/build.sh node coredns > "$work/go-build.log" 2>&1 &
+bash tests/setup.sh --demo
+# Every Go build (the control plane, the node's kubelet, kube-proxy and CoreDNS, sops and age;
+# cached by version) runs while cargo builds: on a fresh machine their downloads, links and
+# serial tails overlap with cargo's. The node's build follows the control plane's, whose compiled
+# packages it reuses.
+bash tests/cluster/build.sh k8s etcd node coredns sops age > "$work/go-build.log" 2>&1 &
 go_build=$!
 # The dev profile, as the conformance tests build it (one static build to keep warm); build.sh
 # also builds a static kubectl-gitops in the same cargo run, which the demo uses.
@@ -58,7 +60,7 @@ export PATH="${cli%/*}:$PATH"   # kubectl finds the plugin as `kubectl gitops`
 bash tests/apps/build.sh "$work/images" > "$work/images/apps.env"
 sed 's/^/  /' "$work/images/reconciler.env" "$work/images/apps.env"
 
-wait "$go_build" || { cat "$work/go-build.log" >&2; echo "the node's Go build failed" >&2; exit 1; }
+wait "$go_build" || { cat "$work/go-build.log" >&2; echo "the Go builds (control plane, node, sops) failed" >&2; exit 1; }
 
 say "starting the local control plane with a real node (containerd, kubelet, kube-proxy, CoreDNS, registry)"
 bash tests/cluster/down.sh >/dev/null 2>&1 || true

@@ -2,9 +2,19 @@
 # Installs what a fresh machine lacks to build and test kubectl-gitops: Debian packages, the
 # Rust components, and (through tests/cluster/build.sh, cached by version) the Go-built binaries
 # of the local control plane. Idempotent and quick when everything is present.
+# Usage: setup.sh [--demo]
+#   --demo: only what `make demo` needs before its cargo build: no test-only tools (cargo-deny),
+#   and none of the Go builds (the demo runs them with `tests/cluster/build.sh` while cargo builds,
+#   so that the two overlap on a fresh machine).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/cluster/versions.sh"
+setup_for=test
+case "${1:-}" in
+  --demo) setup_for=demo ;;
+  "") ;;
+  *) printf 'usage: %s [--demo]\n' "$0" >&2; exit 2 ;;
+esac
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -44,4 +54,4 @@ command -v kubectl >/dev/null || { log "kubectl is required (v1.32 or newer)"; e
 
 # Per-area requirements (git servers, wasm toolchain, ...), one file per area, in name order.
 # Each file is sourced with want/log available and may append to need_pkgs before the install.
-"$here/cluster/build.sh" k8s etcd kwok
+if [ "$setup_for" = test ]; then "$here/cluster/build.sh" k8s etcd kwok sops age; fi

@@ -4,9 +4,10 @@
 #   $GITOPS_CACHE_DIR/bin/k8s-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler}
 #   $GITOPS_CACHE_DIR/bin/k8s-node-<v>/{kubelet,kube-proxy}   (the real node, same k8s version)
 #   $GITOPS_CACHE_DIR/bin/etcd-<v>/etcd, kwok-<v>/kwok, krew-<v>/kubectl-krew, coredns-<v>/coredns
+#   $GITOPS_CACHE_DIR/bin/sops-<v>/sops, age-<v>/{age,age-keygen}   (the real SOPS tools)
 # Each directory holds a SHA256SUMS stamp written after a successful build; a directory whose
 # binaries no longer match their stamp is treated as corrupt and rebuilt.
-# Usage: build.sh [k8s|node|etcd|kwok|krew|coredns ...]   (default: k8s etcd kwok)
+# Usage: build.sh [k8s|node|etcd|kwok|krew|coredns|sops|age ...]   (default: k8s etcd kwok)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
@@ -68,12 +69,14 @@ build_k8s() {
   done
   (cd "$work" && go mod tidy >/dev/null 2>&1 || true)
   mkdir -p "$out.tmp"
-  for b in "${bins[@]}"; do
-    log "  go build k8s.io/kubernetes/cmd/$b"
-    (cd "$work" && go get "k8s.io/kubernetes/cmd/$b@$K8S_VERSION" >/dev/null 2>&1 || true
-     go build -tags selinux,notest -ldflags "$ld" -o "$out.tmp/$b" "k8s.io/kubernetes/cmd/$b") \
-      || die "go build of $b $K8S_VERSION failed (see output above)"
-  done
+  # One `go build` of every binary: the packages they share compile once, and the compiler keeps
+  # both cores busy through what would otherwise be each build's serial tail (its link).
+  local pkgs=() b
+  for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  log "  go build ${pkgs[*]}"
+  (cd "$work" && for p in "${pkgs[@]}"; do go get "$p@$K8S_VERSION" >/dev/null 2>&1 || true; done
+   go build -tags selinux,notest -ldflags "$ld" -o "$out.tmp/" "${pkgs[@]}") \
+    || die "go build of ${bins[*]} $K8S_VERSION failed (see output above)"
   stamp "$out.tmp" "${bins[@]}"
   rm -rf "$out"; mv "$out.tmp" "$out"
   log "${bins[*]} $K8S_VERSION built into $out"
@@ -90,6 +93,23 @@ build_simple() { # name module version package binary-name
   (cd "$work" && go get "$pkg@$version" >/dev/null 2>&1 || true
    go build -ldflags "-s -w" -o "$out.tmp/$bin" "$pkg") || die "go build of $pkg@$version failed"
   stamp "$out.tmp" "$bin"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  log "$name $version built into $out"
+}
+
+# go_install NAME VERSION PACKAGE BINARY...: `go install PACKAGE@VERSION` (the module's own go.mod,
+# as its authors build it) into $GITOPS_CACHE_DIR/bin/NAME-VERSION. A directory that holds every
+# binary but no stamp (written by an older version of this script) is stamped, not rebuilt.
+go_install() {
+  local name=$1 version=$2 pkg=$3; shift 3
+  local out="$GITOPS_CACHE_DIR/bin/$name-$version" b unstamped=true
+  for b in "$@"; do [ -x "$out/$b" ] || unstamped=false; done
+  if [ ! -f "$out/SHA256SUMS" ] && $unstamped; then stamp "$out" "$@"; fi
+  if cached "$out" "$@"; then log "$name $version cached in $out"; return; fi
+  log "building $name $version"
+  rm -rf "$out.tmp"
+  GOBIN="$out.tmp" go install -ldflags "-s -w" "$pkg@$version" || die "go install of $pkg@$version failed"
+  stamp "$out.tmp" "$@"
   rm -rf "$out"; mv "$out.tmp" "$out"
   log "$name $version built into $out"
 }
@@ -134,12 +154,14 @@ targets=("$@")
 command -v go >/dev/null || die "go is not installed (Go >= 1.24 needed to build the control plane)"
 for t in "${targets[@]}"; do
   case "$t" in
-    k8s) build_k8s k8s "15-30 min" kube-apiserver kube-controller-manager kube-scheduler ;;
-    node) build_k8s k8s-node "5-10 min after k8s" kubelet kube-proxy ;;
+    k8s) build_k8s k8s "5-10 min" kube-apiserver kube-controller-manager kube-scheduler ;;
+    node) build_k8s k8s-node "2-5 min after k8s" kubelet kube-proxy ;;
     coredns) build_coredns ;;
     etcd) build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd ;;
     kwok) build_simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok ;;
     krew) build_simple krew sigs.k8s.io/krew "$KREW_VERSION" sigs.k8s.io/krew/cmd/krew kubectl-krew ;;
-    *) die "unknown target '$t' (expected k8s, node, etcd, kwok, krew or coredns)" ;;
+    sops) go_install sops "$SOPS_VERSION" github.com/getsops/sops/v3/cmd/sops sops ;;
+    age) go_install age "$AGE_VERSION" "filippo.io/age/cmd/..." age age-keygen ;;
+    *) die "unknown target '$t' (expected k8s, node, etcd, kwok, krew, coredns, sops or age)" ;;
   esac
 done

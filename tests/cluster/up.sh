@@ -23,8 +23,11 @@ for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
   fi
 done
 
-"$here/build.sh" k8s etcd kwok
-if [ "$REAL_NODE" = 1 ]; then "$here/build.sh" node coredns; fi
+# kwok runs only for fake nodes: a real-node cluster without them neither builds nor starts it.
+builds=(k8s etcd)
+if [ "$NODES" -gt 0 ]; then builds+=(kwok); fi
+if [ "$REAL_NODE" = 1 ]; then builds+=(node coredns); fi
+"$here/build.sh" "${builds[@]}"
 command -v openssl >/dev/null || fail "openssl is required to make the cluster's PKI (apt-get install openssl)"
 command -v kubectl >/dev/null || fail "kubectl is required (it is used to create the fake Nodes and to wait for them)"
 
@@ -165,6 +168,7 @@ wait_until kube-controller-manager "$READY_TIMEOUT" curl -fsSk "https://127.0.0.
 wait_until kube-scheduler "$READY_TIMEOUT" curl -fsSk "https://127.0.0.1:$P_SCHED/healthz"
 
 # ---- kwok and fake nodes ------------------------------------------------------------------
+if [ "$NODES" -gt 0 ]; then
 start kwok "$KWOK_BIN/kwok" --kubeconfig "$RUN/kwok.kubeconfig" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
@@ -191,9 +195,8 @@ status:
   capacity: {cpu: "64", memory: 256Gi, pods: "2000"}
 NODE
 done
-if [ "$NODES" -gt 0 ]; then
-  kc wait --for=condition=Ready node -l type=kwok --timeout="${READY_TIMEOUT}s" > /dev/null \
-    || fail "the fake nodes did not become Ready" kwok
+kc wait --for=condition=Ready node -l type=kwok --timeout="${READY_TIMEOUT}s" > /dev/null \
+  || fail "the fake nodes did not become Ready" kwok
 fi
 # The default ServiceAccount appears once the controller-manager's token controller runs.
 wait_until kube-controller-manager "$READY_TIMEOUT" kc -n default get serviceaccount default

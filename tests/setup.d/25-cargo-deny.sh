@@ -9,4 +9,4 @@ install_cargo_deny() {
     --target-dir "$GITOPS_CACHE_DIR/cargo-deny-build"
   rm -rf "$GITOPS_CACHE_DIR/cargo-deny-build"
 }
-post_install+=(install_cargo_deny)
+if [ "$setup_for" = test ]; then post_install+=(install_cargo_deny); fi
