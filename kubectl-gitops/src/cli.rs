@@ -375,10 +375,12 @@ pub struct CreateAlertArgs {
 pub struct CreateAlertProviderArgs {
     /// Name of the Provider.
     pub name: String,
-    /// generic, generic-hmac, slack, msteams, discord, googlechat or alertmanager.
+    /// generic, generic-hmac, slack, msteams, discord, googlechat, alertmanager, or the commit
+    /// status types github and gitea.
     #[arg(long = "type", value_name = "TYPE")]
     pub type_: String,
-    /// Where to POST (keep URLs that carry a secret in the Secret's 'address' key instead).
+    /// Where to POST, or the repository's URL for github and gitea (keep URLs that carry a
+    /// secret in the Secret's 'address' key instead).
     #[arg(long)]
     pub address: Option<String>,
     /// Slack channel.

@@ -10,6 +10,7 @@
 pub mod git;
 pub mod krusty;
 pub mod kustomize_corpus;
+pub mod pki;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

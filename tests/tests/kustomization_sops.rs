@@ -11,7 +11,6 @@ mod kustomization_support;
 mod sops_support;
 
 use std::io::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
@@ -54,36 +53,6 @@ fn plaintexts() -> Vec<String> {
     .iter()
     .flat_map(|p| [p.to_string(), b64(p)])
     .collect()
-}
-
-/// The log lines of this test process (the reconciler runs in it), as the reconciler's
-/// default filter lets them through.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,kube_runtime::watcher=error",
-            ))
-            .with_writer(move || Sink(sink.clone()))
-            .init();
-        buffer
-    })
-    .clone()
 }
 
 fn secret(name: &str, ns: &str) -> String {
@@ -142,7 +111,7 @@ fn key_secret(ns: &str, name: &str, key: &str, value: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
 async fn encrypted_secrets_and_generator_inputs_are_applied_decrypted_and_bad_ones_refused() {
-    let logs = logs();
+    let logs = kustomization_support::captured_logs("info,kube_runtime::watcher=error");
     install_crds();
     let t = tools();
     let ns = TestNamespace::new("ks-sops");

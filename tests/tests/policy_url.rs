@@ -9,7 +9,6 @@
 mod kustomization_support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,67 +24,6 @@ type CauseCheck<'a> = Box<dyn Fn(&FetchCause) -> bool + 'a>;
 const REPLICA_BOUNDS: &[u8] = include_bytes!("../../policies/dist/replica-bounds.wasm");
 
 const MODULE: &[u8] = b"\0asm pretend component bytes, long enough to be worth caching";
-
-/// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `dir`.
-fn make_pki(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=policy-url-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.crt",
-    ]);
-}
 
 /// Serves the routes of this test over TLS until the runtime ends; counts module downloads.
 async fn serve(dir: &Path, downloads: Arc<AtomicUsize>) -> u16 {
@@ -213,7 +151,7 @@ async fn serve(dir: &Path, downloads: Arc<AtomicUsize>) -> u16 {
 #[tokio::test]
 async fn url_modules_are_verified_cached_and_bounded_with_clear_errors() {
     let pki = tempfile_dir("pki");
-    make_pki(&pki);
+    gitops_conformance::pki::make(&pki, "policy-url-test-ca");
     let downloads = Arc::new(AtomicUsize::new(0));
     let port = serve(&pki, downloads.clone()).await;
     let base = format!("https://127.0.0.1:{port}");
@@ -355,7 +293,7 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
 async fn a_kustomization_runs_a_policy_from_an_https_url() {
     use kustomization_support::*;
     let pki = tempfile_dir("pki-e2e");
-    make_pki(&pki);
+    gitops_conformance::pki::make(&pki, "policy-url-test-ca");
     let port = serve(&pki, Arc::new(AtomicUsize::new(0))).await;
     // The reconciler's --policy-module-ca-file, in this process.
     assert!(ModuleFetcher::install(FetchConfig {

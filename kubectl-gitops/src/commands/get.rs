@@ -1,7 +1,8 @@
 //! `kubectl gitops get sources git | external-artifact | all`, `get kustomizations`, `get all`,
 //! `get receivers | alerts | alert-providers`: status tables (NAME REVISION SUSPENDED READY
-//! MESSAGE, with NAMESPACE for -A and SOURCE for --show-source), YAML/JSON, label and status
-//! selectors, and `-w` to keep printing changes.
+//! MESSAGE, with NAMESPACE for -A and SOURCE for --show-source; no REVISION for the notification
+//! kinds, which have none, as in `flux get`), YAML/JSON, label and status selectors, and `-w` to
+//! keep printing changes.
 
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ pub async fn run(
         args: &args,
         selector: selector.as_ref(),
         prefix_kind: kinds.len() > 1,
+        revision: kinds.iter().any(|kind| kind.has_revision()),
     };
     let mut items = Vec::new();
     let mut sections = Vec::new();
@@ -141,6 +143,12 @@ impl Kind {
         }
     }
 
+    /// Whether objects of this kind have a revision: sources and Kustomizations do; Receivers,
+    /// Alerts and Providers do not, and their tables have no REVISION column.
+    fn has_revision(self) -> bool {
+        matches!(self, Kind::Source(_) | Kind::Kustomization)
+    }
+
     /// `GitRepositories`, `ExternalArtifacts`, `Kustomizations`: for messages.
     fn plural(self) -> String {
         let kind = self.api_resource().kind;
@@ -193,6 +201,8 @@ pub struct Listing<'a> {
     pub selector: Option<&'a StatusSelector>,
     /// `get all`: names are printed as `gitrepository/name`.
     pub prefix_kind: bool,
+    /// The REVISION column (not for kinds without revisions).
+    pub revision: bool,
 }
 
 fn api(client: &Client, global: &GlobalArgs, all: bool, kind: Kind) -> Api<DynamicObject> {
@@ -262,7 +272,10 @@ pub fn header(listing: &Listing<'_>) -> Vec<&'static str> {
     if shows_source(listing.args) {
         header.push("SOURCE");
     }
-    header.extend(["REVISION", "SUSPENDED", "READY"]);
+    if listing.revision {
+        header.push("REVISION");
+    }
+    header.extend(["SUSPENDED", "READY"]);
     if listing.args.output == ListOutput::Wide {
         header.push("REASON");
     }
@@ -284,7 +297,9 @@ pub fn cells(listing: &Listing<'_>, row: &StatusRow) -> Vec<String> {
     if shows_source(listing.args) {
         cells.push(row.source.clone());
     }
-    cells.push(row.revision.clone());
+    if listing.revision {
+        cells.push(row.revision.clone());
+    }
     cells.push(if row.suspended { "True" } else { "False" }.to_owned());
     cells.push(row.ready.clone());
     if listing.args.output == ListOutput::Wide {
@@ -373,6 +388,7 @@ async fn watch(
         },
         selector: listing.selector,
         prefix_kind: listing.prefix_kind,
+        revision: listing.revision,
     };
     // The first events replay the initial listing; print changes only after it settled.
     let settle = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -459,11 +475,13 @@ mod tests {
     }
 
     fn golden(args: ListArgs, prefix_kind: bool, rows: &[StatusRow]) -> String {
+        let notifications = ["Receiver", "Alert", "Provider"];
         table(
             &Listing {
                 args: &args,
                 selector: None,
                 prefix_kind,
+                revision: !rows.iter().any(|row| notifications.contains(&row.kind)),
             },
             rows,
         )
@@ -540,6 +558,7 @@ mod tests {
             args: &args,
             selector: None,
             prefix_kind: false,
+            revision: true,
         };
         assert_eq!(
             header(&listing),

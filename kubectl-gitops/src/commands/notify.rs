@@ -225,6 +225,9 @@ pub fn provider(namespace: &str, args: &CreateAlertProviderArgs) -> anyhow::Resu
                 .secret_ref
                 .clone()
                 .map(|name| LocalObjectReference { name }),
+            cert_secret_ref: None,
+            proxy: None,
+            proxy_secret_ref: None,
             suspend: None,
         },
     );

@@ -127,12 +127,13 @@ impl EventSourceKind {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.address) || has(self.secretRef)").message("set address, or secretRef to a Secret with an 'address' key"))]
 pub struct ProviderSpec {
-    /// `generic`, `generic-hmac`, `slack`, `msteams`, `discord`, `googlechat` or
-    /// `alertmanager`.
+    /// `generic`, `generic-hmac`, `slack`, `msteams`, `discord`, `googlechat`,
+    /// `alertmanager`, or the commit status types `github` and `gitea`.
     #[serde(rename = "type")]
     pub type_: ProviderType,
-    /// Where to POST: a webhook URL, or Alertmanager's `/api/v2/alerts`. An `address` key in
-    /// the Secret overrides it (keep webhook URLs that carry a secret there).
+    /// Where to POST: a webhook URL, or Alertmanager's `/api/v2/alerts`; for `github` and
+    /// `gitea`, the repository's URL (`https://github.com/org/app`). An `address` key in the
+    /// Secret overrides it (keep webhook URLs that carry a secret there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 8, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^-@/\\\\s][^/\\\\s]*(/\\\\S*)?$')").message("address must be an http:// or https:// URL whose host does not start with '-'"))]
@@ -151,10 +152,29 @@ pub struct ProviderSpec {
     #[x_kube(validation = Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
     pub timeout: Option<String>,
     /// Secret with `address`, `token` (Bearer for slack/alertmanager, the HMAC key for
-    /// generic-hmac), `username`/`password` (alertmanager basic auth) or `headers` (YAML map,
-    /// generic types).
+    /// generic-hmac), `username`/`password` (alertmanager basic auth), `headers` (YAML map,
+    /// generic types) or `proxy` (an HTTP proxy URL, overrides `proxy`; Flux deprecated it in
+    /// favour of `proxySecretRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// Secret with the TLS material of the connection: `ca.crt` (PEM CA certificates, trusted
+    /// instead of the system's), `tls.crt` and `tls.key` (a client certificate and its key, for
+    /// servers that demand mutual TLS). Flux's older keys `caFile`, `certFile` and `keyFile` are
+    /// read when the new ones are absent. Type `Opaque` or `kubernetes.io/tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_ref: Option<LocalObjectReference>,
+    /// An HTTP proxy every delivery goes through: `http://[user:password@]host[:port]` (https
+    /// addresses through a CONNECT tunnel, http ones forwarded). Flux deprecated it in favour of
+    /// `proxySecretRef`; a `proxy` key in the `secretRef` Secret overrides it, and
+    /// `proxySecretRef` overrides both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^-/\\\\s][^/\\\\s]*/?$')").message("proxy must be an http:// or https:// URL with a host and no path"))]
+    pub proxy: Option<String>,
+    /// Secret with the proxy: `address` (`http://host:port`), and optionally `username` and
+    /// `password`. Overrides `proxy` and the `secretRef` Secret's `proxy` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_secret_ref: Option<LocalObjectReference>,
     /// Stop delivering until resumed (events meanwhile are dropped, not queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
@@ -179,11 +199,17 @@ pub enum ProviderType {
     Googlechat,
     /// Prometheus Alertmanager's v2 alerts API.
     Alertmanager,
+    /// A commit status on GitHub (or GitHub Enterprise): the address is the repository's URL,
+    /// the Secret's `token` authenticates.
+    Github,
+    /// A commit status on Gitea: the address is the repository's URL, the Secret's `token`
+    /// authenticates.
+    Gitea,
 }
 
 impl ProviderType {
     /// Every type, in the order the documentation lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Generic,
         Self::GenericHmac,
         Self::Slack,
@@ -191,6 +217,8 @@ impl ProviderType {
         Self::Discord,
         Self::Googlechat,
         Self::Alertmanager,
+        Self::Github,
+        Self::Gitea,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -202,7 +230,14 @@ impl ProviderType {
             Self::Discord => "discord",
             Self::Googlechat => "googlechat",
             Self::Alertmanager => "alertmanager",
+            Self::Github => "github",
+            Self::Gitea => "gitea",
         }
+    }
+
+    /// Whether the Provider sets commit statuses (its address is a repository, not a webhook).
+    pub fn is_commit_status(self) -> bool {
+        matches!(self, Self::Github | Self::Gitea)
     }
 }
 

@@ -8,12 +8,14 @@
 //! - [`verify`]: the signature and token checks of each Receiver type;
 //! - [`alert`]: the bounded event queue the controllers' events go to, and the dispatcher that
 //!   forwards them as Alerts select them;
-//! - [`provider`]: the payload of each Provider type and one delivery attempt.
+//! - [`provider`]: the payload of each Provider type and one delivery attempt;
+//! - [`commit_status`]: the `github` and `gitea` Providers' commit status calls.
 //!
 //! Every limit of the webhook server is in [`ReceiverLimits`]; the reconciler's flags take
 //! their defaults from it.
 
 pub mod alert;
+pub mod commit_status;
 pub mod provider;
 pub mod receiver;
 pub mod server;

@@ -4,27 +4,35 @@
 //! (the event's object as `kind/name.namespace`, the message, the metadata as fields or facts,
 //! red for errors), so dashboards and routing rules written for Flux keep working.
 //!
+//! Expected flow of an attempt: read the `secretRef` Secret (address, token, headers, ...), the
+//! `certSecretRef` Secret (CA, client certificate) and the proxy (`proxySecretRef`, else the
+//! `secretRef` Secret's `proxy` key, else `spec.proxy`, Flux's precedence) → take the client
+//! for that TLS material and proxy from a small cache ([`crate::net::https`] builds it) → POST
+//! the payload of the Provider's type.
+//!
 //! Guarantees: an attempt is bounded by the Provider's `timeout` (15s); errors name the
-//! Provider and the address's scheme and host only (webhook URLs carry secrets in their path);
-//! a 2xx answer is success, 408/429/5xx and connection failures are transient (retried), any
-//! other answer is permanent.
+//! Provider, the Secret and the key at fault, and the address's (or proxy's) scheme and host
+//! only (webhook URLs carry secrets in their path, proxy URLs credentials); no key's value is
+//! ever part of an error; a 2xx answer is success, 408/429/5xx, connection and TLS failures are
+//! transient (retried), any other answer and a Secret whose content is unusable are permanent.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::{Value, json};
 
 use super::alert::Event;
+use super::commit_status;
 use crate::api::alert::{EventSeverity, Provider, ProviderType};
+use crate::net::https::{
+    ClientError, ClientOptions, HttpsClient, Identity, PemInput, Proxy, ProxyError,
+};
 
 /// Bound on one attempt when the Provider sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,16 +40,43 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
+    /// The Secret could not be read (missing, or the API failed): may be fixed by the next
+    /// attempt.
     #[error("Provider '{provider}': Secret '{secret}': {cause}")]
     Secret {
         provider: String,
         secret: String,
         cause: String,
     },
+    /// The Secret is there but a key is missing or unusable: only an edit fixes it.
+    #[error("Provider '{provider}': Secret '{secret}': {cause}")]
+    SecretContent {
+        provider: String,
+        secret: String,
+        cause: String,
+    },
     #[error("Provider '{provider}' has no address (spec.address or the Secret's 'address' key)")]
     NoAddress { provider: String },
+    #[error("Provider '{provider}': type {type_} needs a 'token' key in the secretRef Secret")]
+    NoToken {
+        provider: String,
+        type_: &'static str,
+    },
+    #[error("Provider '{provider}': {cause}")]
+    CommitStatus {
+        provider: String,
+        cause: super::commit_status::CommitStatusError,
+    },
     #[error("Provider '{provider}': address {address} is not an http(s) URL")]
     BadAddress { provider: String, address: String },
+    /// `from` says where the proxy was set; `proxy` is shown without credentials.
+    #[error("Provider '{provider}': proxy {proxy} ({from}): {cause}")]
+    BadProxy {
+        provider: String,
+        proxy: String,
+        from: String,
+        cause: ProxyError,
+    },
     #[error("Provider '{provider}': {address} answered {status}")]
     Status {
         provider: String,
@@ -60,10 +95,6 @@ pub enum DeliveryError {
         address: String,
         timeout: Duration,
     },
-    #[error(
-        "Provider '{provider}': a Secret key 'proxy' is set, but proxies are not supported yet"
-    )]
-    ProxyUnsupported { provider: String },
 }
 
 impl DeliveryError {
@@ -72,9 +103,12 @@ impl DeliveryError {
         match self {
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Transport { .. } | Self::Timeout { .. } | Self::Secret { .. } => true,
-            Self::NoAddress { .. } | Self::BadAddress { .. } | Self::ProxyUnsupported { .. } => {
-                false
-            }
+            Self::SecretContent { .. }
+            | Self::NoAddress { .. }
+            | Self::NoToken { .. }
+            | Self::CommitStatus { .. }
+            | Self::BadAddress { .. }
+            | Self::BadProxy { .. } => false,
         }
     }
 }
@@ -86,7 +120,88 @@ pub struct Delivery {
     pub event: Event,
 }
 
-/// What a Provider's Secret may hold.
+impl Delivery {
+    /// `namespace/name` of the Provider, as errors name it.
+    fn provider_name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.provider.namespace().unwrap_or_default(),
+            self.provider.name_any()
+        )
+    }
+
+    /// The data of the Secret `name` in the Provider's namespace.
+    async fn secret(&self, name: &str) -> Result<SecretData, DeliveryError> {
+        let api: Api<Secret> = Api::namespaced(
+            self.client.clone(),
+            &self.provider.namespace().unwrap_or_default(),
+        );
+        let fail = |cause: String| DeliveryError::Secret {
+            provider: self.provider_name(),
+            secret: name.to_owned(),
+            cause,
+        };
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail("not found".into()))?;
+        Ok(SecretData {
+            provider: self.provider_name(),
+            secret: name.to_owned(),
+            data: secret.data.unwrap_or_default(),
+        })
+    }
+}
+
+/// A Secret's keys, with errors that name the Provider, the Secret and the key (never a value).
+struct SecretData {
+    provider: String,
+    secret: String,
+    data: BTreeMap<String, k8s_openapi::ByteString>,
+}
+
+impl SecretData {
+    fn error(&self, cause: String) -> DeliveryError {
+        DeliveryError::SecretContent {
+            provider: self.provider.clone(),
+            secret: self.secret.clone(),
+            cause,
+        }
+    }
+
+    /// The trimmed text of `key`, if present.
+    fn text(&self, key: &str) -> Result<Option<String>, DeliveryError> {
+        self.data
+            .get(key)
+            .map(|v| {
+                std::str::from_utf8(&v.0)
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| self.error(format!("key '{key}' is not UTF-8")))
+            })
+            .transpose()
+    }
+
+    /// The bytes of `key`, else of its older name `legacy` (logged as deprecated, as Flux does);
+    /// empty values count as absent. Returns the key's name for messages.
+    fn pem(&self, key: &str, legacy: &str) -> Option<PemInput> {
+        let get = |k: &str| self.data.get(k).filter(|v| !v.0.is_empty());
+        if let Some(value) = get(key) {
+            return Some(PemInput {
+                name: format!("key '{key}'"),
+                pem: value.0.clone(),
+            });
+        }
+        let value = get(legacy)?;
+        tracing::warn!(kind = "Provider", provider = %self.provider, secret = %self.secret, "the Secret key '{legacy}' is deprecated, use '{key}'");
+        Some(PemInput {
+            name: format!("key '{legacy}'"),
+            pem: value.0.clone(),
+        })
+    }
+}
+
+/// What a Provider's `secretRef` Secret may hold.
 #[derive(Default)]
 struct Credentials {
     address: Option<String>,
@@ -94,49 +209,121 @@ struct Credentials {
     username: Option<String>,
     password: Option<String>,
     headers: BTreeMap<String, String>,
-    proxy: bool,
+    /// The deprecated `proxy` key, with the Secret's name.
+    proxy: Option<(String, String)>,
 }
 
 async fn credentials(delivery: &Delivery) -> Result<Credentials, DeliveryError> {
-    let provider = &delivery.provider;
-    let Some(secret_ref) = &provider.spec.secret_ref else {
+    let Some(secret_ref) = &delivery.provider.spec.secret_ref else {
         return Ok(Credentials::default());
     };
-    let namespace = provider.namespace().unwrap_or_default();
-    let fail = |cause: String| DeliveryError::Secret {
-        provider: format!("{namespace}/{}", provider.name_any()),
-        secret: secret_ref.name.clone(),
-        cause,
-    };
-    let api: Api<Secret> = Api::namespaced(delivery.client.clone(), &namespace);
-    let secret = api
-        .get_opt(&secret_ref.name)
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail("not found".into()))?;
-    let mut data = secret.data.unwrap_or_default();
-    let mut text = |key: &str| -> Result<Option<String>, DeliveryError> {
-        data.remove(key)
-            .map(|v| {
-                String::from_utf8(v.0)
-                    .map(|s| s.trim().to_owned())
-                    .map_err(|_| fail(format!("key '{key}' is not UTF-8")))
-            })
-            .transpose()
-    };
-    let headers = match text("headers")? {
+    let secret = delivery.secret(&secret_ref.name).await?;
+    let headers = match secret.text("headers")? {
         Some(yaml) => serde_yaml::from_str::<BTreeMap<String, String>>(&yaml)
-            .map_err(|_| fail("key 'headers' is not a YAML map of strings".into()))?,
+            .map_err(|_| secret.error("key 'headers' is not a YAML map of strings".into()))?,
         None => BTreeMap::new(),
     };
     Ok(Credentials {
-        address: text("address")?,
-        token: text("token")?,
-        username: text("username")?,
-        password: text("password")?,
-        proxy: text("proxy")?.is_some(),
+        address: secret.text("address")?,
+        token: secret.text("token")?,
+        username: secret.text("username")?,
+        password: secret.text("password")?,
+        proxy: secret
+            .text("proxy")?
+            .filter(|p| !p.is_empty())
+            .map(|p| (p, secret.secret.clone())),
         headers,
     })
+}
+
+/// The connection settings of a delivery: `certSecretRef`'s TLS material and the proxy, by
+/// Flux's precedence (`proxySecretRef`, then the `secretRef` Secret's `proxy` key, then
+/// `spec.proxy`).
+async fn client_options(
+    delivery: &Delivery,
+    secret_proxy: Option<(String, String)>,
+) -> Result<(ClientOptions, Option<String>), DeliveryError> {
+    let spec = &delivery.provider.spec;
+    let mut options = ClientOptions {
+        system_roots: true,
+        ca: None,
+        identity: None,
+        connect_timeout: CONNECT_TIMEOUT,
+        https_only: false,
+        proxy: None,
+    };
+    let mut cert_secret = None;
+    if let Some(cert_ref) = &spec.cert_secret_ref {
+        let secret = delivery.secret(&cert_ref.name).await?;
+        let ca = secret.pem("ca.crt", "caFile");
+        let cert = secret.pem("tls.crt", "certFile");
+        let key = secret.pem("tls.key", "keyFile");
+        match (&cert, &key) {
+            (Some(c), None) => {
+                return Err(secret.error(format!("{} is set but 'tls.key' is missing", c.name)));
+            }
+            (None, Some(k)) => {
+                return Err(secret.error(format!("{} is set but 'tls.crt' is missing", k.name)));
+            }
+            (None, None) if ca.is_none() => {
+                return Err(secret.error(
+                    "holds none of 'ca.crt', 'tls.crt' and 'tls.key' (certSecretRef)".into(),
+                ));
+            }
+            _ => {}
+        }
+        // As in Flux, a CA given here is the only one trusted; without one, the system's are.
+        options.system_roots = ca.is_none();
+        options.ca = ca;
+        options.identity = cert.zip(key).map(|(cert, key)| Identity { cert, key });
+        cert_secret = Some(cert_ref.name.clone());
+    }
+    let (url, username, password, from) = if let Some(proxy_ref) = &spec.proxy_secret_ref {
+        let secret = delivery.secret(&proxy_ref.name).await?;
+        let address = secret
+            .text("address")?
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| secret.error("key 'address' is missing (proxySecretRef)".into()))?;
+        (
+            Some(address),
+            secret.text("username")?,
+            secret.text("password")?,
+            format!("Secret '{}' key 'address'", proxy_ref.name),
+        )
+    } else if let Some((proxy, secret)) = secret_proxy {
+        (
+            Some(proxy),
+            None,
+            None,
+            format!("Secret '{secret}' key 'proxy'"),
+        )
+    } else {
+        (spec.proxy.clone(), None, None, "spec.proxy".to_owned())
+    };
+    if let Some(url) = url {
+        options.proxy = Some(
+            Proxy::parse(&url, username.as_deref(), password.as_deref()).map_err(|cause| {
+                // An address that does not parse may not split where credentials end: show
+                // its scheme only.
+                let proxy = match cause {
+                    ProxyError::NotUrl => match url.split_once("://") {
+                        Some((scheme, _)) if scheme.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                            format!("{scheme}://…")
+                        }
+                        _ => "<proxy>".to_owned(),
+                    },
+                    _ => redacted(&url),
+                };
+                DeliveryError::BadProxy {
+                    provider: delivery.provider_name(),
+                    proxy,
+                    from,
+                    cause,
+                }
+            })?,
+        );
+    }
+    Ok((options, cert_secret))
 }
 
 /// `scheme://host[:port]` of `address`: what may be logged of it.
@@ -274,6 +461,8 @@ pub fn payload(
                 "sections": sections,
             }]})
         }
+        // The context (which needs the Provider's UID) is added by `deliver`.
+        ProviderType::Github | ProviderType::Gitea => commit_status::body(event, ""),
         ProviderType::Alertmanager => {
             let mut labels = event.metadata.clone();
             let mut annotations = BTreeMap::from([("message".to_owned(), event.message.clone())]);
@@ -313,48 +502,40 @@ fn title_case(text: &str) -> String {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = HttpsClient<Full<Bytes>>;
 
-/// One client for every delivery (connection reuse), trusting the system's CAs.
-fn http_client() -> Result<&'static HttpClient, String> {
-    static CLIENT: OnceLock<Result<HttpClient, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_connect_timeout(Some(Duration::from_secs(10)));
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http);
-            Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// Bound on opening a connection (to the endpoint or the proxy); the Provider's `timeout`
+/// bounds the whole attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Clients kept for reuse, one per distinct TLS material and proxy.
+pub const CLIENT_CACHE: usize = 64;
+
+/// The client for `options`, reused across deliveries (connection reuse). Keyed by a digest of
+/// the material, so a rotated certificate or proxy gets a new client; the table is cleared when
+/// it holds [`CLIENT_CACHE`] clients.
+fn http_client(options: &ClientOptions) -> Result<HttpClient, ClientError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<[u8; 32], HttpClient>>> = OnceLock::new();
+    let key = options.fingerprint();
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(client) = clients.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(client.clone());
+    }
+    let client = crate::net::https::build(options)?;
+    let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+    if clients.len() >= CLIENT_CACHE {
+        clients.clear();
+    }
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 /// One delivery attempt of `delivery`.
 pub async fn deliver(delivery: &Delivery) -> Result<(), DeliveryError> {
     let provider = &delivery.provider;
-    let name = format!(
-        "{}/{}",
-        provider.namespace().unwrap_or_default(),
-        provider.name_any()
-    );
-    let creds = credentials(delivery).await?;
-    if creds.proxy {
-        return Err(DeliveryError::ProxyUnsupported { provider: name });
-    }
+    let name = delivery.provider_name();
+    let mut creds = credentials(delivery).await?;
+    let (options, cert_secret) = client_options(delivery, creds.proxy.take()).await?;
     let mut address = creds
         .address
         .clone()
@@ -363,11 +544,24 @@ pub async fn deliver(delivery: &Delivery) -> Result<(), DeliveryError> {
             provider: name.clone(),
         })?;
     let spec = &provider.spec;
+    if spec.type_.is_commit_status() && commit_status::skips(&delivery.event) {
+        return Ok(());
+    }
     if spec.type_ == ProviderType::Discord && !address.trim_end_matches('/').ends_with("/slack") {
         address = format!("{}/slack", address.trim_end_matches('/'));
     }
-    let shown = redacted(&address);
-    let uri: hyper::Uri = address
+    let target = if spec.type_.is_commit_status() {
+        commit_status::target(spec.type_, &address, &redacted(&address), &delivery.event).map_err(
+            |cause| DeliveryError::CommitStatus {
+                provider: name.clone(),
+                cause,
+            },
+        )?
+    } else {
+        address.clone()
+    };
+    let shown = redacted(&target);
+    let uri: hyper::Uri = target
         .parse()
         .ok()
         .filter(|u: &hyper::Uri| matches!(u.scheme_str(), Some("http" | "https")))
@@ -375,13 +569,17 @@ pub async fn deliver(delivery: &Delivery) -> Result<(), DeliveryError> {
             provider: name.clone(),
             address: shown.clone(),
         })?;
-    let body = payload(
+    let mut body = payload(
         spec.type_,
         &delivery.event,
         spec.username.as_deref(),
         spec.channel.as_deref(),
         &address,
     );
+    if spec.type_.is_commit_status() {
+        let uid = provider.metadata.uid.as_deref().unwrap_or_default();
+        body["context"] = json!(commit_status::context(uid, &delivery.event));
+    }
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let mut request = hyper::Request::post(uri).header("Content-Type", "application/json");
     match spec.type_ {
@@ -409,6 +607,24 @@ pub async fn deliver(delivery: &Delivery) -> Result<(), DeliveryError> {
                 request = request.header("Authorization", format!("Basic {basic}"));
             }
         }
+        ProviderType::Github | ProviderType::Gitea => {
+            let token =
+                creds
+                    .token
+                    .as_ref()
+                    .filter(|t| !t.is_empty())
+                    .ok_or(DeliveryError::NoToken {
+                        provider: name.clone(),
+                        type_: spec.type_.as_str(),
+                    })?;
+            request = if spec.type_ == ProviderType::Github {
+                request
+                    .header("Authorization", format!("Bearer {token}"))
+                    .header("Accept", "application/vnd.github+json")
+            } else {
+                request.header("Authorization", format!("token {token}"))
+            };
+        }
         _ => {}
     }
     let request = request
@@ -418,10 +634,17 @@ pub async fn deliver(delivery: &Delivery) -> Result<(), DeliveryError> {
             address: shown.clone(),
             cause: format!("invalid request (a header from the Secret?): {e}"),
         })?;
-    let client = http_client().map_err(|cause| DeliveryError::Transport {
-        provider: name.clone(),
-        address: shown.clone(),
-        cause,
+    let client = http_client(&options).map_err(|e| match &cert_secret {
+        Some(secret) => DeliveryError::SecretContent {
+            provider: name.clone(),
+            secret: secret.clone(),
+            cause: e.to_string(),
+        },
+        None => DeliveryError::Transport {
+            provider: name.clone(),
+            address: shown.clone(),
+            cause: e.to_string(),
+        },
     })?;
     let timeout = spec
         .timeout

@@ -27,10 +27,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use sha2::{Digest as _, Sha256};
+
+use crate::net::https::{ClientOptions, PemInput};
 
 /// The reconciler's flags of policy module downloads.
 #[derive(Clone, Debug, clap::Args)]
@@ -126,7 +125,7 @@ impl FetchError {
     }
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = crate::net::https::HttpsClient<Empty<Bytes>>;
 
 /// Downloads and caches policy components; cheap to clone (shared state).
 #[derive(Clone)]
@@ -347,42 +346,18 @@ impl ModuleFetcher {
 }
 
 fn build_client(config: &FetchConfig) -> Result<HttpsClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(pem) = &config.ca_pem {
-        use rustls_pki_types::pem::PemObject as _;
-        let mut added = 0;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("the CA file is not PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("a CA certificate was refused: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err("the CA file holds no certificate".into());
-        }
-    }
-    if roots.is_empty() {
-        return Err("no trusted CA certificates (none in the system store, no CA file)".into());
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+    crate::net::https::build(&ClientOptions {
+        system_roots: true,
+        ca: config.ca_pem.clone().map(|pem| PemInput {
+            name: "the CA file".to_owned(),
+            pem,
+        }),
+        identity: None,
+        connect_timeout: config.connect_timeout,
+        https_only: true,
+        proxy: None,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// The URL as a request target, if it is https without user information.

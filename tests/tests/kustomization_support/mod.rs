@@ -7,6 +7,36 @@ use std::time::Duration;
 use gitops_reconciler::apply::{self, ApplyOptions, DriftRules, Owner, Resolver};
 use serde_json::Value;
 
+/// The JSON log lines of this test process (the reconciler's parts run in it) that `filter`
+/// (an `EnvFilter` directive) lets through, from the first call on; later calls return the same
+/// buffer (one subscriber per process).
+pub fn captured_logs(filter: &str) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || Sink(sink.clone()))
+            .init();
+        buffer
+    })
+    .clone()
+}
+
 /// A client for `GITOPS_TEST_KUBECONFIG`.
 pub async fn client() -> kube::Client {
     let path = gitops_conformance::kubeconfig();
