@@ -46,12 +46,17 @@ use crate::api::kustomization::{CommonMetadata, Image, KustomizationSpec, Patch}
 pub struct BuildOptions {
     /// Directory to build, relative to the root; "" or "./" is the root.
     pub path: String,
+    /// `spec.namePrefix`: prepended to every object's name.
     pub name_prefix: Option<String>,
+    /// `spec.nameSuffix`: appended to every object's name.
     pub name_suffix: Option<String>,
+    /// `spec.patches`: strategic merge or JSON 6902 patches with optional targets.
     pub patches: Vec<Patch>,
+    /// `spec.images`: image name, tag and digest overrides.
     pub images: Vec<Image>,
     /// Component directories, relative to `path`.
     pub components: Vec<String>,
+    /// `spec.commonMetadata`: labels and annotations for every object.
     pub common_metadata: Option<CommonMetadata>,
     /// Variables for postBuild substitution, already merged by the caller from `substitute`
     /// and `substituteFrom`.
@@ -155,7 +160,10 @@ pub enum InputUse<'a> {
     /// An `env`/`envs` file of a secretGenerator.
     SecretEnv,
     /// A `files` entry of a secretGenerator, stored under `key`.
-    SecretFile { key: &'a str },
+    SecretFile {
+        /// The key of the Secret's data the file's content is stored under.
+        key: &'a str,
+    },
     /// An `env`/`envs` file of a configMapGenerator.
     ConfigMapEnv,
     /// A `files` entry of a configMapGenerator.
@@ -167,6 +175,8 @@ pub enum InputUse<'a> {
 /// uses, or refuses the file with a message (the build then fails naming the file). This is
 /// how encrypted inputs are decrypted in memory without the engine knowing about encryption.
 pub trait InputFilter: Sync {
+    /// The bytes to use for the file at `rel` (relative to the build root), given the bytes
+    /// read and what the file is used as; `Err` refuses the file with a message.
     fn filter(&self, rel: &str, bytes: Vec<u8>, used_as: InputUse<'_>) -> Result<Vec<u8>, String>;
 }
 
