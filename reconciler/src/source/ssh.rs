@@ -45,8 +45,11 @@ pub const DEFAULT_USER: &str = "git";
 /// Where to connect and which repository to ask for, from an `ssh://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshTarget {
+    /// The user to log in as ([`DEFAULT_USER`] when the URL names none).
     pub user: String,
+    /// Host name or address.
     pub host: String,
+    /// TCP port (22 when the URL names none).
     pub port: u16,
     /// The repository path as the server's `git-upload-pack` gets it (`/srv/repo.git`, or
     /// `~/repo.git` for `ssh://host/~/repo.git`).
@@ -365,8 +368,11 @@ impl Write for ChannelWriter {
 pub struct SshAuth<'a> {
     /// Names the Secret in errors.
     pub secret: &'a str,
+    /// The private key (OpenSSH or PEM), as the Secret's `identity` key holds it.
     pub identity: &'a [u8],
+    /// The key's passphrase (the Secret's `password` key), when it is encrypted.
     pub password: Option<&'a str>,
+    /// The host keys the server must present one of.
     pub known_hosts: &'a KnownHosts,
 }
 
