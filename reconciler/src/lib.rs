@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod build;
 pub mod controller;
 pub mod flags;
+pub mod http_server;
 pub mod notify;
 pub mod policy;
 pub mod sops;
