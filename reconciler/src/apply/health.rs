@@ -656,7 +656,7 @@ fn pod_problem(pod: &Value) -> String {
 }
 
 /// A summary of the pods in `pods` that are not ready (deleted ones aside), naming at most
-/// [`MAX_PODS_NAMED`] of them with their containers' reasons; `None` when every pod is ready.
+/// `MAX_PODS_NAMED` of them with their containers' reasons; `None` when every pod is ready.
 pub fn pods_not_ready(pods: &[Value]) -> Option<String> {
     let mut unready: Vec<(&str, String)> = pods
         .iter()

@@ -4,11 +4,11 @@
 //! Semantics are kustomize v5.5's (as embedded in kubectl v1.32), checked differentially
 //! against `kubectl kustomize` by `tests/tests/build_differential.rs`. Nothing outside the root
 //! is read, symlinks are refused, nothing is fetched or executed, and every input is bounded
-//! (see [`loader::Limits`]).
+//! (see `loader::Limits`).
 //!
 //! Pipeline: load the kustomization at `path` (or generate one as Flux does when there is none)
 //! → accumulate resources, generators, components and transformers level by level
-//! ([`target`]) → apply the Flux-style fields from [`BuildOptions`] as an outer kustomization
+//! (`target`) → apply the Flux-style fields from [`BuildOptions`] as an outer kustomization
 //! → hash suffixes for generated ConfigMaps/Secrets → name-reference updates → sort →
 //! postBuild substitution.
 

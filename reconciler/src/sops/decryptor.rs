@@ -2,7 +2,7 @@
 //! which keys, and what happens to encrypted input when there are no keys. Follows Flux's
 //! kustomize-controller (`internal/decryptor`):
 //!
-//! - during the build ([`build::InputFilter`]): the `envs` and `files` of secretGenerators and
+//! - during the build ([`crate::build::InputFilter`]): the `envs` and `files` of secretGenerators and
 //!   the `patches[].path` files that are SOPS-encrypted are decrypted in memory before the
 //!   engine uses them (Flux decrypts them on disk before running kustomize);
 //! - after the build ([`Decryptor::decrypt_objects`]), before substitution and the policies:

@@ -196,7 +196,7 @@ const UNWIND_GRACE: Duration = Duration::from_secs(3);
 /// Runs [`fetch`] on the blocking pool, bounded by `request.timeout`.
 ///
 /// Guarantees: at the timeout the fetch is stopped through `control` and this waits for the
-/// blocking work to end (normally well under a second, at most [`UNWIND_GRACE`]), so when it
+/// blocking work to end (normally well under a second, at most `UNWIND_GRACE`), so when it
 /// returns the fetch's locks and temporary files are gone and the next fetch of the same
 /// GitRepository starts clean. Cancel early with [`FetchControl::stop`]. `permit` (a
 /// concurrency slot) is held until the blocking work has really ended.

@@ -4,7 +4,7 @@
 //!
 //! - [`remote`]: URL validation and redaction of credentials from every message;
 //! - [`credentials`]: the Secret of `spec.secretRef`;
-//! - [`reference`]: which ref to follow (commit > name > semver > tag > branch > HEAD);
+//! - [`mod@reference`]: which ref to follow (commit > name > semver > tag > branch > HEAD);
 //! - [`git`]: the blocking fetch (ls-refs, skip when unchanged, shallow single-ref fetch);
 //! - [`ssh`]: the in-process ssh:// transport (russh exec channel bridged into gix);
 //! - [`known_hosts`]: strict host key checking against the Secret's `known_hosts`;

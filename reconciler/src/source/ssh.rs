@@ -10,7 +10,7 @@
 //! detects), exec of `git-upload-pack` → a gix transport.
 //!
 //! Threads: the SSH sessions run on one small process-wide tokio runtime of their own
-//! ([`runtime`]); the blocking gix fetch thread reads and writes through channels and
+//! (`runtime`); the blocking gix fetch thread reads and writes through channels and
 //! `Handle::block_on`, so neither side blocks the reconciler's async workers.
 //!
 //! Guarantees: every wait (connect, handshake, each read and write) ends at the fetch's

@@ -240,7 +240,7 @@ impl Storage {
     }
 
     /// Takes exclusive use of the object store and artifact directory of `namespace/name`
-    /// within this process, waiting up to [`CLAIM_WAIT`] for a previous holder.
+    /// within this process, waiting up to `CLAIM_WAIT` for a previous holder.
     ///
     /// Expected flow: every fetch and every removal claims first. Guarantees: while the claim
     /// is held nothing else in this process writes there, so lock files and temporary files

@@ -14,8 +14,8 @@
 //! header comes first), so gix never holds an object larger than the file-size limit in memory;
 //! a blocked read of the transport never delays a stop: the transport's reads run on a relay
 //! thread and the reading side waits for them in slices of [`POLL`], re-checking the
-//! deadline and the control each time; the relay holds at most [`RELAY_CHUNKS`] chunks of
-//! [`CHUNK`] bytes. The first cause recorded wins ([`FetchControl::stop`]), so the condition
+//! deadline and the control each time; the relay holds at most `RELAY_CHUNKS` chunks of
+//! `CHUNK` bytes. The first cause recorded wins ([`FetchControl::stop`]), so the condition
 //! names the real cause, not the errors that unwinding causes afterwards.
 //!
 //! Caveats: the relay thread of a stopped fetch stays blocked in the transport's read until
