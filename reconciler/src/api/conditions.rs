@@ -25,15 +25,14 @@ pub mod reasons {
     /// The last reconcile succeeded (GitRepository and Receiver Ready, GitRepository
     /// ArtifactInStorage).
     pub const SUCCEEDED: &str = "Succeeded";
-    /// A reconcile is running; on `Reconciling`, and on `Ready=Unknown` while the first one runs.
+    /// A reconcile is running: the reason of `Reconciling`, and of `Ready=Unknown` while the
+    /// object is not Ready.
     pub const PROGRESSING: &str = "Progressing";
     /// Reconciling after a failed attempt: the attempt is over (Ready says why it failed) and
     /// another follows after `retryInterval`.
     pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
     /// Kustomization Ready=True: the revision was applied (and is healthy when health is checked).
     pub const RECONCILIATION_SUCCEEDED: &str = "ReconciliationSucceeded";
-    /// `spec.suspend` is true: the object is not reconciled until it is resumed.
-    pub const SUSPENDED: &str = "Suspended";
     /// The spec cannot work as written (a bad URL, reference, path or option); retrying does not
     /// help until it changes.
     pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -46,8 +45,8 @@ pub mod reasons {
     pub const GIT_OPERATION_FAILED: &str = "GitOperationFailed";
     /// Writing or verifying an artifact in the reconciler's storage failed.
     pub const STORAGE_OPERATION_FAILED: &str = "StorageOperationFailed";
-    /// The fetched tree holds something refused for safety (a path or link leaving the tree, a
-    /// device file, ...).
+    /// The fetched tree holds an entry refused for safety (a symlink that is absolute or
+    /// leaves the repository, a malformed entry name, an oversized `.sourceignore`, ...).
     pub const HOSTILE_CONTENT: &str = "HostileContent";
     /// A fetch went over a size limit (bytes received, objects, file size, tree size, files).
     pub const SIZE_LIMIT_EXCEEDED: &str = "SizeLimitExceeded";

@@ -117,7 +117,7 @@ pub enum SopsError {
 /// How a file is stored, chosen by its name as `sops` chooses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// `.yaml` and `.yml`: values encrypted in place, comments kept.
+    /// `.yaml` and `.yml`: values encrypted in place.
     Yaml,
     /// `.json`: values encrypted in place.
     Json,

@@ -65,7 +65,7 @@ pub struct TreeStats {
     pub files: u64,
     /// Files and directories left out by the ignore rules.
     pub ignored: u64,
-    /// Symlinks left out (they point out of the tree, or at something not written).
+    /// Symlinks left out: every symlink that is not refused (symlinks are never written).
     pub dropped_symlinks: u64,
     /// The first [`MAX_REPORTED`] dropped symlinks, for the status.
     pub dropped_symlink_paths: Vec<String>,

@@ -69,7 +69,7 @@ const KIND: &str = "GitRepository";
 /// Why the controller itself (not a fetch) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    /// A request to the apiserver failed (status write, finalizer, Secret read).
+    /// A request to the apiserver failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// The storage directory cannot be opened or created at start.

@@ -54,7 +54,7 @@ pub enum StageError {
     /// Deleting objects that left the inventory failed.
     #[error("{0}")]
     Prune(String),
-    /// An object did not become healthy in time, or its health could not be read.
+    /// An object failed, did not become healthy in time, or could not be read.
     #[error(transparent)]
     Health(#[from] HealthError),
     /// Recording the stage in status failed (reported as ApplyFailed: the apply cannot be
