@@ -29,8 +29,10 @@ Exit codes:
     propagate_version = true
 )]
 pub struct Cli {
+    /// Flags that apply to every command (kubeconfig, namespace, timeouts, verbosity).
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -155,6 +157,7 @@ pub enum ListOutput {
     Json,
 }
 
+/// Every top-level command. The doc comment of each variant is its one-line `--help` text.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the client version, and the server's when a cluster is reachable.
@@ -215,15 +218,18 @@ pub enum Command {
     Complete(CompleteArgs),
 }
 
+/// `version`: the client's version and, unless `--client`, the reconciler's.
 #[derive(Args, Debug, Clone)]
 pub struct VersionArgs {
     /// Print only the client version (no cluster access).
     #[arg(long)]
     pub client: bool,
+    /// How to print the versions.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
+/// `check`: prerequisites of an install, or the health of one.
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Check only the prerequisites of an install: Kubernetes version and permissions.
@@ -231,6 +237,7 @@ pub struct CheckArgs {
     pub pre: bool,
 }
 
+/// `install`: applies the embedded CRDs and reconciler manifests, or prints them.
 #[derive(Args, Debug, Clone)]
 pub struct InstallArgs {
     /// Print the manifests instead of applying them.
@@ -245,6 +252,7 @@ pub struct InstallArgs {
     pub crds_only: bool,
 }
 
+/// `uninstall`: removes the reconciler and the CRDs, leaving the applied workloads in place.
 #[derive(Args, Debug, Clone)]
 pub struct UninstallArgs {
     /// Keep the namespace.
@@ -255,12 +263,14 @@ pub struct UninstallArgs {
     pub silent: bool,
 }
 
+/// `bootstrap` targets. Only plain git for now (no hosting-provider API).
 #[derive(Subcommand, Debug)]
 pub enum BootstrapCommand {
     /// Bootstrap from any git server reachable with git (https or ssh).
     Git(BootstrapGitArgs),
 }
 
+/// `bootstrap git`: where to commit the cluster's manifests and how to reach the repository.
 #[derive(Args, Debug, Clone)]
 pub struct BootstrapGitArgs {
     /// Repository URL (https://, http:// with --allow-insecure-http, or ssh://).
@@ -309,6 +319,7 @@ pub fn parse_duration_text(text: &str) -> Result<String, String> {
     parse_duration(text).map(|_| text.to_owned())
 }
 
+/// `create` targets: sources, Kustomizations, secrets and notification objects.
 #[derive(Subcommand, Debug)]
 pub enum CreateCommand {
     /// Create or update a source.
@@ -397,12 +408,14 @@ pub struct CreateAlertProviderArgs {
     pub export: bool,
 }
 
+/// `create source` kinds.
 #[derive(Subcommand, Debug)]
 pub enum CreateSourceCommand {
     /// Create or update a GitRepository.
     Git(CreateSourceGitArgs),
 }
 
+/// `create secret` kinds.
 #[derive(Subcommand, Debug)]
 pub enum CreateSecretCommand {
     /// Create or update a Secret with git credentials.
@@ -411,6 +424,7 @@ pub enum CreateSecretCommand {
     Age(CreateSecretAgeArgs),
 }
 
+/// `create source git`: the GitRepository's spec as flags (`flux create source git` names).
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("git_ref").args(["branch", "tag", "tag_semver", "commit"])))]
 pub struct CreateSourceGitArgs {
@@ -451,6 +465,7 @@ pub struct CreateSourceGitArgs {
     pub export: bool,
 }
 
+/// `create kustomization`: the Kustomization's spec as flags (`flux create kustomization` names).
 #[derive(Args, Debug, Clone)]
 pub struct CreateKustomizationArgs {
     /// Name of the Kustomization.
@@ -506,9 +521,11 @@ pub struct CreateKustomizationArgs {
 /// `--decryption-provider` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecryptionProviderArg {
+    /// SOPS-encrypted files, decrypted with the age identities of `--decryption-secret`.
     Sops,
 }
 
+/// `create secret age`: a Secret holding an age identity file for SOPS decryption.
 #[derive(Args, Debug, Clone)]
 pub struct CreateSecretAgeArgs {
     /// Name of the Secret.
@@ -521,6 +538,7 @@ pub struct CreateSecretAgeArgs {
     pub export: bool,
 }
 
+/// `create secret git`: a Secret with https basic auth, a bearer token or an ssh key.
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("auth").required(true).args(["username", "bearer_token", "private_key_file"])))]
 pub struct CreateSecretGitArgs {
@@ -569,6 +587,7 @@ pub struct ListArgs {
     /// Add a SOURCE column (kustomizations).
     #[arg(long)]
     pub show_source: bool,
+    /// How to print the objects (kubectl's `-o`).
     #[arg(short = 'o', long, value_enum, default_value_t = ListOutput::Table)]
     pub output: ListOutput,
     /// Do not print the header line.
@@ -576,6 +595,7 @@ pub struct ListArgs {
     pub no_header: bool,
 }
 
+/// `get` targets.
 #[derive(Subcommand, Debug)]
 pub enum GetCommand {
     /// List sources.
@@ -597,6 +617,7 @@ pub enum GetCommand {
     AlertProviders(ListArgs),
 }
 
+/// `get sources` kinds.
 #[derive(Subcommand, Debug)]
 pub enum GetSourcesCommand {
     /// List GitRepositories.
@@ -608,6 +629,7 @@ pub enum GetSourcesCommand {
     All(ListArgs),
 }
 
+/// `reconcile` targets: each sets the reconcile-request annotation and waits for the outcome.
 #[derive(Subcommand, Debug)]
 pub enum ReconcileCommand {
     /// Reconcile a source.
@@ -620,19 +642,24 @@ pub enum ReconcileCommand {
     Receiver(NameArgs),
 }
 
+/// `reconcile source` kinds.
 #[derive(Subcommand, Debug)]
 pub enum ReconcileSourceCommand {
     /// Reconcile a GitRepository.
     Git(NameArgs),
 }
 
+/// A command that takes the name of one object in `--namespace`.
 #[derive(Args, Debug, Clone)]
 pub struct NameArgs {
+    /// Name of the object.
     pub name: String,
 }
 
+/// `reconcile kustomization`.
 #[derive(Args, Debug, Clone)]
 pub struct ReconcileKustomizationArgs {
+    /// Name of the Kustomization.
     pub name: String,
     /// Reconcile the source first.
     #[arg(long)]
@@ -650,21 +677,25 @@ pub enum SelectCommand {
     Kustomization(Selection),
 }
 
+/// Source kinds `suspend`, `resume` and `export` select from.
 #[derive(Subcommand, Debug)]
 pub enum SelectSourceCommand {
     /// GitRepositories.
     Git(Selection),
 }
 
+/// One object by name, or every object of the kind with `--all` (exactly one of the two).
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["name", "all"])))]
 pub struct Selection {
+    /// Name of the object.
     pub name: Option<String>,
     /// Every object of this kind in the namespace.
     #[arg(long)]
     pub all: bool,
 }
 
+/// `delete` targets.
 #[derive(Subcommand, Debug)]
 pub enum DeleteCommand {
     /// Delete a source.
@@ -675,20 +706,24 @@ pub enum DeleteCommand {
     Kustomization(DeleteArgs),
 }
 
+/// `delete source` kinds.
 #[derive(Subcommand, Debug)]
 pub enum DeleteSourceCommand {
     /// Delete a GitRepository.
     Git(DeleteArgs),
 }
 
+/// `delete`: one object by name, after a confirmation unless `--silent`.
 #[derive(Args, Debug, Clone)]
 pub struct DeleteArgs {
+    /// Name of the object.
     pub name: String,
     /// Do not ask for confirmation.
     #[arg(short = 's', long)]
     pub silent: bool,
 }
 
+/// What `build` and `diff` render locally: only Kustomizations.
 #[derive(Subcommand, Debug)]
 pub enum LocalBuildCommand {
     /// A Kustomization.
@@ -696,8 +731,11 @@ pub enum LocalBuildCommand {
     Kustomization(LocalBuildArgs),
 }
 
+/// `build kustomization` and `diff kustomization`: where the spec, source tree and cluster inputs
+/// come from.
 #[derive(Args, Debug, Clone)]
 pub struct LocalBuildArgs {
+    /// Name of the Kustomization.
     pub name: String,
     /// The local directory that stands for the Kustomization's spec.path (module paths and
     /// kustomize's file access are relative to the git checkout that holds it).
@@ -719,6 +757,7 @@ pub struct LocalBuildArgs {
     pub dry_run: bool,
 }
 
+/// `tree` targets.
 #[derive(Subcommand, Debug)]
 pub enum TreeCommand {
     /// The inventory of a Kustomization.
@@ -726,6 +765,7 @@ pub enum TreeCommand {
     Kustomization(NameArgs),
 }
 
+/// `trace`: the object to trace back to its Kustomization and source.
 #[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
     /// The object: KIND/NAME (e.g. deployment/vote) or KIND NAME.
@@ -736,6 +776,7 @@ pub struct TraceArgs {
     pub api_version: Option<String>,
 }
 
+/// `events`: which events to show and whether to follow them.
 #[derive(Args, Debug, Clone)]
 pub struct EventsArgs {
     /// Only events of this object: Kind/name.
@@ -752,6 +793,7 @@ pub struct EventsArgs {
     pub no_header: bool,
 }
 
+/// `logs`: filters over the reconciler's JSON log lines.
 #[derive(Args, Debug, Clone)]
 pub struct LogsArgs {
     /// Keep streaming.
@@ -771,21 +813,29 @@ pub struct LogsArgs {
     pub tail: i64,
 }
 
+/// `--level` values, least severe first (the derived order is severity).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Every line, down to the reconciler's trace output.
     Trace,
+    /// Debug lines and everything more severe.
     Debug,
+    /// Info lines, warnings and errors.
     Info,
+    /// Warnings and errors.
     Warn,
+    /// Errors only.
     Error,
 }
 
+/// `policy` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Run a policy over local manifests and print the outcome.
     Test(PolicyTestArgs),
 }
 
+/// `policy test`: a policy, its configuration and the manifests to run it over.
 #[derive(Args, Debug, Clone)]
 pub struct PolicyTestArgs {
     /// The policy: a component file (.wasm) or builtin:NAME.
@@ -817,6 +867,7 @@ pub enum PolicyTestOutput {
     Json,
 }
 
+/// `__complete`: the words of a partial command line (shell completion protocol).
 #[derive(Args, Debug, Clone)]
 pub struct CompleteArgs {
     /// The words after `gitops`; the last one is the word being completed (empty for a new one).
@@ -824,8 +875,10 @@ pub struct CompleteArgs {
     pub words: Vec<String>,
 }
 
+/// `completion`: which shell to print a completion script for.
 #[derive(Args, Debug, Clone)]
 pub struct CompletionArgs {
+    /// The shell to print the completion script for.
     pub shell: clap_complete::Shell,
 }
 

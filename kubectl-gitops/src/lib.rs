@@ -1,15 +1,19 @@
 //! `kubectl gitops`: the kubectl plugin of kubectl-gitops, as a library so that the conformance
 //! suite and the benches run the very code the binary runs, in process, with captured output.
 //!
-//! Layout: [`cli`] holds the clap types; [`commands`] has one module per command group, each
-//! with an execution function taking its options and a [`ui::Ui`]; [`cluster`] connects and
-//! holds the waits shared by commands; [`error`] maps failures to documented exit codes.
+//! Layout: `cli` holds the clap types; `commands` has one module per command group, each
+//! with an execution function taking its options and a [`ui::Ui`]; `cluster` connects and
+//! holds the waits shared by commands; `error` maps failures to documented exit codes. Only
+//! [`run`] and [`ui`] are public: the binary, the conformance suite and the benches need nothing
+//! else.
 
-pub mod cli;
-pub mod cluster;
-pub mod commands;
-pub mod error;
-pub mod objects;
+#![deny(missing_docs)]
+
+pub(crate) mod cli;
+pub(crate) mod cluster;
+pub(crate) mod commands;
+pub(crate) mod error;
+pub(crate) mod objects;
 pub mod ui;
 
 use std::ffi::OsString;

@@ -189,13 +189,6 @@ impl ObjectId {
             format!("{}/{}/{}", self.kind, self.namespace, self.name)
         }
     }
-
-    pub fn format_id(&self) -> String {
-        format!(
-            "{}_{}_{}_{}",
-            self.namespace, self.name, self.group, self.kind
-        )
-    }
 }
 
 /// The form of an object to commit to git: apiVersion, kind, metadata reduced to name,
@@ -265,7 +258,10 @@ mod tests {
     fn inventory_ids_parse_and_print() {
         let id = ObjectId::parse("instavote_vote_apps_Deployment").unwrap();
         assert_eq!(id.display(), "Deployment/instavote/vote");
-        assert_eq!(id.format_id(), "instavote_vote_apps_Deployment");
+        assert_eq!(
+            (id.namespace.as_str(), id.name.as_str(), id.group.as_str()),
+            ("instavote", "vote", "apps")
+        );
         let ns = ObjectId::parse("_instavote__Namespace").unwrap();
         assert_eq!(ns.display(), "Namespace/instavote");
         assert_eq!(ns.group, "");

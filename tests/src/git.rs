@@ -53,6 +53,7 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
 
 /// A running git server; stopped (exactly the processes it started) on drop.
 pub struct GitServer {
+    /// Which server and protocol it is.
     pub kind: ServerKind,
     /// Bare repositories served.
     pub repos: PathBuf,
@@ -169,7 +170,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A bare repository and a working clone to change it with.
 pub struct Repo {
+    /// The bare repository the server serves.
     pub bare: PathBuf,
+    /// A clone to commit in and push from.
     pub work: PathBuf,
 }
 
@@ -486,11 +489,14 @@ impl GitServer {
 /// A TCP proxy on 127.0.0.1 in front of `upstream` (a port on 127.0.0.1) that counts the
 /// bytes it passes from the server to the client.
 pub struct CountingProxy {
+    /// The port the proxy listens on (127.0.0.1).
     pub port: u16,
     downloaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CountingProxy {
+    /// Starts the proxy on a free port in front of 127.0.0.1:`upstream`; it runs until the
+    /// test process ends.
     pub fn start(upstream: u16) -> Self {
         use std::sync::Arc;
         use std::sync::atomic::AtomicU64;

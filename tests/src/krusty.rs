@@ -35,7 +35,9 @@ pub struct KrustyCase {
 /// A test the evaluator could not follow, with the reason.
 #[derive(Debug, Clone)]
 pub struct Skipped {
+    /// The Go test's name.
     pub name: String,
+    /// What the evaluator could not follow.
     pub reason: String,
 }
 

@@ -15,18 +15,25 @@ use serde_json::Value;
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CaseOptions {
+    /// `spec.path`, relative to the case directory.
     #[serde(default)]
     pub path: String,
+    /// `spec.namePrefix`.
     #[serde(default)]
     pub name_prefix: Option<String>,
+    /// `spec.nameSuffix`.
     #[serde(default)]
     pub name_suffix: Option<String>,
+    /// `spec.patches`.
     #[serde(default)]
     pub patches: Vec<Patch>,
+    /// `spec.images`.
     #[serde(default)]
     pub images: Vec<Image>,
+    /// `spec.components`.
     #[serde(default)]
     pub components: Vec<String>,
+    /// `spec.commonMetadata`.
     #[serde(default)]
     pub common_metadata: Option<CommonMetadata>,
 }
@@ -41,6 +48,7 @@ impl CaseOptions {
         }
     }
 
+    /// The reconciler's build options for these fields (no substitution).
     pub fn to_build_options(&self) -> BuildOptions {
         BuildOptions {
             path: self.path.clone(),
@@ -96,6 +104,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
+    /// Creates a fresh, empty directory under the system temp dir, named after `tag`.
     pub fn new(tag: &str) -> Self {
         let p = std::env::temp_dir().join(format!(
             "gitops-kustomize-{tag}-{}-{}",

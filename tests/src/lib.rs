@@ -7,6 +7,8 @@
 //! works in its own namespace ([`TestNamespace`]), deleted when the test ends, pass or fail.
 //! Tests drive the cluster through the real `kubectl`, as users do.
 
+#![deny(missing_docs)]
+
 pub mod git;
 pub mod krusty;
 pub mod kustomize_corpus;
@@ -201,8 +203,11 @@ impl Drop for BenchCluster {
 /// The outcome of one kubectl invocation.
 #[derive(Debug)]
 pub struct KubectlResult {
+    /// kubectl exited with status 0.
     pub success: bool,
+    /// Its standard output (lossily decoded).
     pub stdout: String,
+    /// Its standard error (lossily decoded).
     pub stderr: String,
 }
 
@@ -322,6 +327,7 @@ pub fn release_finalizers(namespace: Option<&str>, selector: Option<&str>) {
 /// A namespace that exists for the lifetime of one test and is deleted (without waiting) when
 /// dropped, whether the test passed or panicked.
 pub struct TestNamespace {
+    /// The namespace's name (unique per test process and test).
     pub name: String,
 }
 

@@ -19,16 +19,13 @@ use crate::ui::{Ui, escape};
 /// Oldest Kubernetes minor version supported (CEL validation rules with messages, v1 CRDs).
 pub const MIN_KUBERNETES: (u32, u32) = (1, 30);
 
-/// The CRDs an install provides.
-pub const CRDS: [&str; 7] = [
-    "gitrepositories.kubectl-gitops.io",
-    "kustomizations.kubectl-gitops.io",
-    "clusterpolicies.kubectl-gitops.io",
-    "externalartifacts.kubectl-gitops.io",
-    "receivers.kubectl-gitops.io",
-    "alerts.kubectl-gitops.io",
-    "providers.kubectl-gitops.io",
-];
+/// The names of the CRDs an install provides, in install order (from the API types).
+pub(crate) fn crd_names() -> Vec<String> {
+    gitops_reconciler::api::crd::all()
+        .into_iter()
+        .filter_map(|(_, crd)| crd.metadata.name)
+        .collect()
+}
 
 pub async fn run(global: &GlobalArgs, args: &CheckArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
     let client = cluster::connect(global).await?;
@@ -226,8 +223,8 @@ async fn check_permissions(
 async fn check_crds(client: &Client, ui: &mut Ui<'_>) -> anyhow::Result<bool> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut ok = true;
-    for name in CRDS {
-        let established = api.get_opt(name).await?.map(|crd| {
+    for name in crd_names() {
+        let established = api.get_opt(&name).await?.map(|crd| {
             crd.status
                 .and_then(|s| s.conditions)
                 .unwrap_or_default()

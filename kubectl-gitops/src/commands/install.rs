@@ -18,21 +18,10 @@ use serde_json::Value;
 
 use crate::cli::{GlobalArgs, InstallArgs, UninstallArgs};
 use crate::cluster::{self, FIELD_MANAGER};
-use crate::commands::check::CRDS;
+use crate::commands::check::crd_names;
 use crate::commands::version::RECONCILER_DEPLOYMENT;
 use crate::error::{Exit, Failure};
 use crate::ui::Ui;
-
-/// The CRDs, generated from the API types (`make crds`).
-const CRD_MANIFESTS: [&str; 7] = [
-    include_str!("../../../reconciler/config/crd/gitrepositories.yaml"),
-    include_str!("../../../reconciler/config/crd/kustomizations.yaml"),
-    include_str!("../../../reconciler/config/crd/clusterpolicies.yaml"),
-    include_str!("../../../reconciler/config/crd/externalartifacts.yaml"),
-    include_str!("../../../reconciler/config/crd/receivers.yaml"),
-    include_str!("../../../reconciler/config/crd/alerts.yaml"),
-    include_str!("../../../reconciler/config/crd/providers.yaml"),
-];
 
 /// The reconciler's install manifests, in `reconciler/config/install/kustomization.yaml` order.
 const INSTALL_MANIFESTS: [&str; 6] = [
@@ -61,20 +50,19 @@ pub fn manifests(
     image: Option<&str>,
     crds_only: bool,
 ) -> anyhow::Result<Vec<Value>> {
-    let mut objects = Vec::new();
-    let sources: Vec<&str> = if crds_only {
-        CRD_MANIFESTS.to_vec()
-    } else {
-        CRD_MANIFESTS
-            .iter()
-            .chain(&INSTALL_MANIFESTS)
-            .copied()
-            .collect()
-    };
-    for text in sources {
-        let docs: Vec<Value> = gitops_reconciler::yaml::from_str_multi(text)
-            .context("parsing the embedded install manifests")?;
-        objects.extend(docs);
+    // The CRDs come from the API types themselves (the committed YAML under
+    // reconciler/config/crd is rendered from the same types and checked against them).
+    let mut objects = gitops_reconciler::api::crd::all()
+        .into_iter()
+        .map(|(_, crd)| serde_json::to_value(crd))
+        .collect::<Result<Vec<Value>, _>>()
+        .context("serialising the CRDs")?;
+    if !crds_only {
+        for text in INSTALL_MANIFESTS {
+            let docs: Vec<Value> = gitops_reconciler::yaml::from_str_multi(text)
+                .context("parsing the embedded install manifests")?;
+            objects.extend(docs);
+        }
     }
     for object in &mut objects {
         relocate(object, namespace);
@@ -209,9 +197,9 @@ pub(crate) async fn wait_established(
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let _spinner = ui.waiting("waiting for the CRDs to be established")?;
     let start = Instant::now();
-    for name in CRDS {
+    for name in crd_names() {
         loop {
-            let established = api.get_opt(name).await?.is_some_and(|crd| {
+            let established = api.get_opt(&name).await?.is_some_and(|crd| {
                 crd.status
                     .and_then(|s| s.conditions)
                     .unwrap_or_default()
@@ -440,7 +428,7 @@ mod tests {
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
-        let crds = CRD_MANIFESTS.len();
+        let crds = gitops_reconciler::api::crd::all().len();
         assert!(
             kinds[..crds]
                 .iter()
@@ -460,24 +448,26 @@ mod tests {
         assert_eq!(manifests("x", None, true).unwrap().len(), crds);
     }
 
-    /// The embedded CRDs and the names `check` looks for are every CRD the API generates.
+    /// The CRDs an install applies are the committed files users apply by hand (rendered from
+    /// the same types), and `check` waits for exactly those, by name.
     #[test]
-    fn embedded_crds_are_the_apis() {
-        let mut generated: Vec<String> = gitops_reconciler::api::crd::all()
-            .into_iter()
-            .filter_map(|(_, crd)| crd.metadata.name)
-            .collect();
-        generated.sort();
-        let mut embedded: Vec<String> = manifests("x", None, true)
-            .unwrap()
+    fn installed_crds_are_the_committed_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../reconciler")
+            .join(gitops_reconciler::api::crd::COMMITTED_DIR);
+        let installed = manifests("gitops-system", None, true).unwrap();
+        let files = gitops_reconciler::api::crd::all();
+        assert_eq!(installed.len(), files.len());
+        for ((file, _), object) in files.iter().zip(&installed) {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let committed: Value = gitops_reconciler::yaml::from_str(&text).unwrap();
+            assert_eq!(&committed, object, "{file}");
+        }
+        let names: Vec<&str> = installed
             .iter()
-            .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
             .collect();
-        embedded.sort();
-        let mut checked: Vec<String> = CRDS.iter().map(|n| (*n).to_owned()).collect();
-        checked.sort();
-        assert_eq!(embedded, generated);
-        assert_eq!(checked, generated);
+        assert_eq!(crd_names(), names);
     }
 
     fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {

@@ -21,7 +21,7 @@ pub mod version;
 
 use std::future::Future;
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::cli::{Cli, Command};
 use crate::error::Exit;
 use crate::ui::Ui;
 
@@ -84,9 +84,4 @@ fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// The namespace argument as the commands use it.
-pub fn namespace(global: &GlobalArgs) -> &str {
-    &global.namespace
 }

@@ -12,7 +12,7 @@
 //! untouched unless changed, so a policy pays only for the objects it looks into. [`object`]
 //! has helpers to read and edit them.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod object;
 pub mod testing;

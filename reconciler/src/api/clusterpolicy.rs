@@ -48,8 +48,10 @@ pub struct ClusterPolicySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KustomizationSelector {
+    /// Matches the labels of the Kustomization's namespace; any namespace when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Matches the Kustomization's own labels; any Kustomization when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kustomization_selector: Option<LabelSelector>,
 }
@@ -59,8 +61,12 @@ pub struct KustomizationSelector {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterPolicyStatus {
+    /// The generation of the spec the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard conditions; the printer columns read `Ready`. The reconciler writes none yet:
+    /// a module that fails to load or a configuration that fails to validate is reported on
+    /// the Kustomizations the policy applies to (reason PolicyFailed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The Kustomizations (`namespace/name`, sorted) the policy ran on at their last

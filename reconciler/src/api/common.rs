@@ -8,16 +8,19 @@ use serde::{Deserialize, Serialize};
 /// 30 days. The `matches` guard comes first so that a malformed value yields this message instead
 /// of a CEL evaluation error.
 pub const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('720h')";
+/// The message of a [`DURATION_RULE`] violation.
 pub const DURATION_MESSAGE: &str =
     "must be a Go duration such as 30s, 5m or 1h30m, greater than 0 and at most 720h";
 
 /// CEL rule for a Kubernetes object name (RFC 1123 subdomain).
 pub const NAME_RULE: &str =
     "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+/// The message of a [`NAME_RULE`] violation.
 pub const NAME_MESSAGE: &str = "must be a lowercase RFC 1123 subdomain: a-z, 0-9, '-' and '.', starting and ending with an alphanumeric character";
 
 /// CEL rule for a namespace name (RFC 1123 label).
 pub const LABEL_RULE: &str = "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
+/// The message of a [`LABEL_RULE`] violation.
 pub const LABEL_MESSAGE: &str = "must be a lowercase RFC 1123 label: a-z, 0-9 and '-', starting and ending with an alphanumeric character";
 
 /// A reference to an object in the same namespace.
@@ -146,15 +149,19 @@ pub enum PolicyMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
+    /// API group (empty for the core group); any group when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// API version; any version when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Kind; any kind when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Name, or a regular expression matched against the whole name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Namespace; any namespace when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// A Kubernetes label selector in string form, e.g. `app=web,tier!=db`.

@@ -22,30 +22,55 @@ pub mod types {
 
 /// Condition reasons (CamelCase, stable: users alert on them).
 pub mod reasons {
+    /// The last reconcile succeeded (GitRepository and Receiver Ready, GitRepository
+    /// ArtifactInStorage).
     pub const SUCCEEDED: &str = "Succeeded";
+    /// A reconcile is running: the reason of `Reconciling`, and of `Ready=Unknown` while the
+    /// object is not Ready.
     pub const PROGRESSING: &str = "Progressing";
     /// Reconciling after a failed attempt: the attempt is over (Ready says why it failed) and
     /// another follows after `retryInterval`.
     pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
+    /// Kustomization Ready=True: the revision was applied (and is healthy when health is checked).
     pub const RECONCILIATION_SUCCEEDED: &str = "ReconciliationSucceeded";
-    pub const SUSPENDED: &str = "Suspended";
+    /// The spec cannot work as written (a bad URL, reference, path or option); retrying does not
+    /// help until it changes.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     // Source (GitRepository)
+    /// The source's credentials are missing, malformed, or refused by the server (including an
+    /// unknown ssh host key).
     pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    /// A git operation failed: the reference is missing, the remote is unreachable, or the fetch
+    /// timed out or was cancelled.
     pub const GIT_OPERATION_FAILED: &str = "GitOperationFailed";
+    /// Writing or verifying an artifact in the reconciler's storage failed.
     pub const STORAGE_OPERATION_FAILED: &str = "StorageOperationFailed";
+    /// The fetched tree holds an entry refused for safety (a symlink that is absolute or
+    /// leaves the repository, a malformed entry name, an oversized `.sourceignore`, ...).
     pub const HOSTILE_CONTENT: &str = "HostileContent";
     /// A fetch went over a size limit (bytes received, objects, file size, tree size, files).
     pub const SIZE_LIMIT_EXCEEDED: &str = "SizeLimitExceeded";
     // Kustomization pipeline stages, one reason each.
+    /// Kustomization: the source artifact could not be downloaded, verified or unpacked.
     pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
+    /// Kustomization: the kustomize build (or substitution or decryption before it) failed.
     pub const BUILD_FAILED: &str = "BuildFailed";
+    /// Kustomization: a policy returned a violation that denies the build.
     pub const POLICY_DENIED: &str = "PolicyDenied";
+    /// Kustomization: a policy could not run (missing module, bad configuration, trap, time or
+    /// memory limit).
     pub const POLICY_FAILED: &str = "PolicyFailed";
+    /// Kustomization: the server-side apply of an object failed, or the impersonated client could
+    /// not be built.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Kustomization: deleting an object that left the inventory failed.
     pub const PRUNE_FAILED: &str = "PruneFailed";
+    /// Kustomization: an applied or listed object did not become healthy within the timeout.
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    /// Kustomization: a `dependsOn` Kustomization is not Ready at its latest generation (or the
+    /// dependencies form a cycle).
     pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    /// Kustomization: the source does not exist or has no ready artifact.
     pub const SOURCE_NOT_READY: &str = "SourceNotReady";
     // Receiver
     /// The Receiver's Secret or its `token` key is missing.
@@ -60,10 +85,12 @@ pub mod meta {
     pub const OWNER_NAMESPACE_LABEL: &str = "kubectl-gitops.io/namespace";
     /// `kubectl-gitops.io/prune: disabled` keeps an object when it leaves the inventory.
     pub const PRUNE_ANNOTATION: &str = "kubectl-gitops.io/prune";
+    /// The value of [`PRUNE_ANNOTATION`] that keeps the object.
     pub const PRUNE_DISABLED: &str = "disabled";
     /// `kubectl-gitops.io/decrypt: disabled` leaves an object's SOPS metadata and values as
     /// they are (Flux's `kustomize.toolkit.fluxcd.io/decrypt`).
     pub const DECRYPT_ANNOTATION: &str = "kubectl-gitops.io/decrypt";
+    /// The value of [`DECRYPT_ANNOTATION`] that leaves the object encrypted.
     pub const DECRYPT_DISABLED: &str = "disabled";
     /// Written by `kubectl gitops reconcile`; echoed in `status.lastHandledReconcileAt`.
     pub const RECONCILE_REQUESTED_AT_ANNOTATION: &str = "kubectl-gitops.io/reconcile-requested-at";
@@ -77,8 +104,11 @@ pub mod meta {
 
 /// The status of a condition as Kubernetes spells it.
 pub mod status {
+    /// The condition holds.
     pub const TRUE: &str = "True";
+    /// The condition does not hold.
     pub const FALSE: &str = "False";
+    /// Not known yet (Ready while the first reconcile runs).
     pub const UNKNOWN: &str = "Unknown";
 }
 

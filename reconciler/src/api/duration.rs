@@ -7,12 +7,16 @@ use std::time::Duration;
 /// Why a duration string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {
+    /// The text is empty.
     #[error("duration '{0}' is empty")]
     Empty(String),
+    /// Not a sequence of `<number><unit>` with unit `ms`, `s`, `m` or `h`.
     #[error("duration '{0}' is not a Go duration such as 30s, 5m or 1h30m")]
     Syntax(String),
+    /// Zero (every duration field needs a positive value).
     #[error("duration '{0}' must be greater than 0")]
     NotPositive(String),
+    /// Longer than the maximum (the second field, [`MAX`]).
     #[error("duration '{0}' exceeds the maximum of {1:?}")]
     TooLong(String, Duration),
 }

@@ -11,6 +11,7 @@ use crate::source::limits::Limit;
 /// URL schemes allowed in `spec.url`. `file://` is accepted by the schema but only honoured by a
 /// reconciler started with its test-only flag; `http://` and `git://` need `spec.insecure: true`.
 pub const URL_RULE: &str = "self.matches('^(https?|ssh|git)://([^@/\\\\s]+@)?[^-@/\\\\s][^/\\\\s]*(/\\\\S*)?$') || self.matches('^file:///\\\\S*$')";
+/// The message of a [`URL_RULE`] violation.
 pub const URL_MESSAGE: &str = "url must use https://, http:// or git:// (with insecure: true), ssh:// or file:// (test reconcilers only), and its host must not start with '-'";
 
 /// The desired state of a GitRepository.
@@ -151,6 +152,7 @@ pub struct GitRepositoryRef {
 
 /// Branch and tag names: no leading '-', no '..', no spaces or control characters.
 pub const REF_NAME_RULE: &str = "!self.startsWith('-') && !self.contains('..') && self.matches('^[^\\\\s~^:?*\\\\[\\\\\\\\]+$')";
+/// The message of a [`REF_NAME_RULE`] violation.
 pub const REF_NAME_MESSAGE: &str =
     "must be a valid git reference name: no leading '-', no '..', no spaces or any of ~^:?*[\\";
 

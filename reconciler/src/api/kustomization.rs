@@ -207,9 +207,11 @@ pub struct Image {
     /// Image name as it appears in the manifests (without tag).
     #[schemars(length(min = 1, max = 512))]
     pub name: String,
+    /// Image name that replaces `name` (registry and repository, without tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub new_name: Option<String>,
+    /// Tag that replaces the image's tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub new_tag: Option<String>,
@@ -223,8 +225,10 @@ pub struct Image {
 /// Labels and annotations added to every object.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct CommonMetadata {
+    /// Labels set on every object (selectors and templates are left alone).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Annotations set on every object.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -246,7 +250,9 @@ pub struct PostBuild {
 /// A ConfigMap or Secret providing substitution variables.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 pub struct SubstituteReference {
+    /// ConfigMap or Secret.
     pub kind: SubstituteKind,
+    /// Name of the object, in the Kustomization's namespace.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(NAME_RULE).message(NAME_MESSAGE))]
     pub name: String,
@@ -255,9 +261,12 @@ pub struct SubstituteReference {
     pub optional: Option<bool>,
 }
 
+/// The kind of a `postBuild.substituteFrom` object.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum SubstituteKind {
+    /// A ConfigMap: its `data` entries are the variables.
     ConfigMap,
+    /// A Secret: its `data` entries, base64-decoded, are the variables.
     Secret,
 }
 
@@ -311,6 +320,7 @@ pub struct DriftIgnoreRule {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KustomizationStatus {
+    /// The generation of the spec the last reconcile handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Ready, Reconciling, Stalled, Healthy.
@@ -330,6 +340,8 @@ pub struct KustomizationStatus {
     /// Source revision of the last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_revision: Option<String>,
+    /// The value of the `kubectl-gitops.io/reconcile-requested-at` annotation the last
+    /// reconcile handled (how `kubectl gitops reconcile` knows its request was served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
 }
@@ -337,6 +349,7 @@ pub struct KustomizationStatus {
 /// The set of objects a Kustomization manages.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct Inventory {
+    /// The objects, in apply order (while an apply is in flight, old entries follow the new ones).
     pub entries: Vec<InventoryEntry>,
 }
 

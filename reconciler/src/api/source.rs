@@ -19,11 +19,11 @@ use super::{ExternalArtifact, GitRepository};
 
 /// Kinds of source a Kustomization can build from: `GitRepository` (fetched by this
 /// reconciler) or `ExternalArtifact` (a tar.gz another tool publishes).
-// No doc comments on the variants: they would turn the schema's `enum` into a `oneOf`.
-#[allow(missing_docs)]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum SourceKind {
+    /// A git repository this reconciler fetches and archives.
     GitRepository,
+    /// A tar.gz that another tool publishes, with its digest, for this reconciler to use.
     ExternalArtifact,
 }
 

@@ -29,6 +29,7 @@ pub enum Health {
 }
 
 impl Health {
+    /// True for [`Health::Current`].
     pub fn is_current(&self) -> bool {
         matches!(self, Health::Current)
     }
@@ -312,7 +313,12 @@ pub enum HealthError {
     Failed(Vec<(ObjectRef, String)>),
     /// An object could not be read at all.
     #[error("{object}: {message}")]
-    Read { object: String, message: String },
+    Read {
+        /// The object, `Kind namespace/name`.
+        object: String,
+        /// The apiserver's error.
+        message: String,
+    },
 }
 
 fn format_unready(items: &[(ObjectRef, String)]) -> String {
@@ -650,7 +656,7 @@ fn pod_problem(pod: &Value) -> String {
 }
 
 /// A summary of the pods in `pods` that are not ready (deleted ones aside), naming at most
-/// [`MAX_PODS_NAMED`] of them with their containers' reasons; `None` when every pod is ready.
+/// `MAX_PODS_NAMED` of them with their containers' reasons; `None` when every pod is ready.
 pub fn pods_not_ready(pods: &[Value]) -> Option<String> {
     let mut unready: Vec<(&str, String)> = pods
         .iter()

@@ -16,7 +16,9 @@ use crate::api::kustomization::DriftIgnoreRule;
 #[derive(Debug, thiserror::Error)]
 #[error("spec.ignore[{index}]: {message}")]
 pub struct IgnoreRuleError {
+    /// Position of the rule in `spec.ignore`, from 0.
     pub index: usize,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -126,6 +128,7 @@ impl DriftRules {
         Ok(Self { rules: out })
     }
 
+    /// True when there is no rule: every drifted field is reverted.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

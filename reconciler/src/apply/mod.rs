@@ -44,7 +44,9 @@ pub const INTENT_DIGEST_ANNOTATION: &str = "kubectl-gitops.io/intent-digest";
 /// The Kustomization that owns the applied objects (its owner labels).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
+    /// The Kustomization's name (label `kubectl-gitops.io/name`).
     pub name: String,
+    /// The Kustomization's namespace (label `kubectl-gitops.io/namespace`).
     pub namespace: String,
 }
 
@@ -93,6 +95,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stage an object of this group and kind is applied in.
     pub fn of(object: &ObjectRef) -> Stage {
         match (object.group.as_str(), object.kind.as_str()) {
             ("apiextensions.k8s.io", "CustomResourceDefinition")
@@ -107,8 +110,11 @@ impl Stage {
 /// What the apply did to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// The object did not exist and was created.
     Created,
+    /// The live object differed from the intent (or had drifted) and was patched.
     Configured,
+    /// The live object already held the intent: nothing was sent.
     Unchanged,
     /// Deleted and created again because an immutable field changed (force).
     Recreated,
@@ -131,10 +137,12 @@ impl fmt::Display for Action {
 /// The result of an apply: one action per object, in plan order.
 #[derive(Clone, Debug, Default)]
 pub struct ChangeSet {
+    /// Each object of the plan with what the apply did to it.
     pub changes: Vec<(ObjectRef, Action)>,
 }
 
 impl ChangeSet {
+    /// How many objects got `action`.
     pub fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|(_, a)| *a == action).count()
     }
@@ -170,32 +178,71 @@ impl ChangeSet {
 /// failing stage was written.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// A built object is not a valid Kubernetes object (no apiVersion, kind or name, ...).
     #[error("object #{index} of the build: {message}")]
-    Invalid { index: usize, message: String },
+    Invalid {
+        /// Position of the object in the build output, from 0.
+        index: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The kind of an object is unknown to the cluster, or discovery failed.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// A namespaced object without a namespace (and no `spec.targetNamespace` to supply one).
     #[error(
         "{object}: namespaced kind without metadata.namespace (set it in the manifest or use spec.targetNamespace)"
     )]
-    NamespaceMissing { object: String },
+    NamespaceMissing {
+        /// The object, as `Kind name`.
+        object: String,
+    },
+    /// Two objects of the build have the same group, kind, namespace and name.
     #[error("{object} appears more than once in the build")]
-    Duplicate { object: String },
+    Duplicate {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+    },
+    /// The live object carries the owner labels of another Kustomization that still exists.
     #[error("{object} is managed by Kustomization {owner}; refusing to take it over")]
-    Conflict { object: String, owner: String },
+    Conflict {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The other Kustomization, as `namespace/name`.
+        owner: String,
+    },
+    /// The server refused a change to an immutable field and recreating is not allowed.
     #[error(
         "{object}: immutable field {field} changed; set spec.force: true or annotate the object with kubectl-gitops.io/force: enabled to recreate it ({message})"
     )]
     Immutable {
+        /// The object, as `Kind namespace/name`.
         object: String,
+        /// The immutable field the server named.
         field: String,
+        /// The server's message.
         message: String,
     },
+    /// The server-side dry-run refused objects of a stage: one `object: message` per object.
     #[error("dry-run rejected {} object(s), nothing of this stage was applied: {}", .0.len(), .0.join("; "))]
     DryRun(Vec<String>),
+    /// Writing an object failed after its dry-run passed.
     #[error("{object}: {message}")]
-    Write { object: String, message: String },
+    Write {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Reading the live object before the apply failed.
     #[error("{object}: read failed: {message}")]
-    Read { object: String, message: String },
+    Read {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The CRDs or Namespaces of the first stage did not become established or active.
     #[error("waiting for definitions: {0}")]
     Definitions(#[source] HealthError),
 }

@@ -10,10 +10,15 @@ use crate::api::InventoryEntry;
 /// cluster-scoped kinds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
+    /// API group, empty for the core group.
     pub group: String,
+    /// API version within the group (`v1`).
     pub version: String,
+    /// Kind (`Deployment`).
     pub kind: String,
+    /// Namespace; `None` for cluster-scoped kinds.
     pub namespace: Option<String>,
+    /// `metadata.name`.
     pub name: String,
 }
 

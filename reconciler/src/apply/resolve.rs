@@ -19,9 +19,13 @@ use super::object::ObjectRef;
 #[derive(Debug, thiserror::Error)]
 #[error("{object}: the cluster does not serve kind {kind} in {api_version}: {message}")]
 pub struct ResolveError {
+    /// The object whose kind was looked up.
     pub object: String,
+    /// The kind.
     pub kind: String,
+    /// The apiVersion the object names.
     pub api_version: String,
+    /// Discovery's answer (not found, or the request's error).
     pub message: String,
 }
 
@@ -39,6 +43,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// An empty cache expecting no kinds.
     pub fn new() -> Self {
         Self::default()
     }

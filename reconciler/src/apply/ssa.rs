@@ -18,6 +18,7 @@ use crate::api::conditions::meta;
 /// How to apply.
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
+    /// The Kustomization whose owner labels the objects get and whose objects may be updated.
     pub owner: Owner,
     /// `spec.force`: recreate objects whose immutable fields changed.
     pub force: bool,
@@ -41,6 +42,7 @@ pub struct ApplyOptions {
 pub struct OwnerLookup(kube::Client);
 
 impl OwnerLookup {
+    /// A lookup that asks with `client`, which must be the reconciler's own (not impersonated).
     pub fn new(client: kube::Client) -> Self {
         Self(client)
     }
@@ -66,8 +68,11 @@ impl std::fmt::Debug for OwnerLookup {
 /// One object of the plan, ready to send.
 #[derive(Clone, Debug)]
 pub struct Planned {
+    /// The object's identity (namespace `None` when its kind is cluster-scoped).
     pub id: ObjectRef,
+    /// The stage it is applied in.
     pub stage: Stage,
+    /// Whether its kind is namespaced (from discovery, or from a CRD of the same build).
     pub namespaced: bool,
     /// The object as it will be applied: owner labels and intent digest included.
     pub intent: Value,
@@ -76,6 +81,7 @@ pub struct Planned {
 /// The validated objects of a build in apply order (stage, then build order).
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
+    /// The objects, sorted by stage; within a stage in build order.
     pub objects: Vec<Planned>,
 }
 
@@ -85,6 +91,7 @@ impl Plan {
         self.objects.iter().map(|p| p.id.clone()).collect()
     }
 
+    /// True when the build produced no object.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }
@@ -126,7 +133,9 @@ pub enum Scopes<'a> {
     /// The cluster's discovery data (cached by the resolver); a kind the cluster does not
     /// serve is an error.
     Cluster {
+        /// The client discovery asks with.
         client: &'a kube::Client,
+        /// The discovery cache.
         resolver: &'a Resolver,
     },
     /// No cluster (an offline build): the built-in table of cluster-scoped kinds (the one the
@@ -702,6 +711,7 @@ async fn apply_stage(
 /// What applying a plan would do to one object (see [`preview`]).
 #[derive(Clone, Debug)]
 pub struct Previewed {
+    /// The object's identity.
     pub id: ObjectRef,
     /// What the apply would do ([`Action::Unchanged`]: nothing would be sent).
     pub action: Action,

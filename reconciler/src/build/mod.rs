@@ -4,11 +4,11 @@
 //! Semantics are kustomize v5.5's (as embedded in kubectl v1.32), checked differentially
 //! against `kubectl kustomize` by `tests/tests/build_differential.rs`. Nothing outside the root
 //! is read, symlinks are refused, nothing is fetched or executed, and every input is bounded
-//! (see [`loader::Limits`]).
+//! (see `loader::Limits`).
 //!
 //! Pipeline: load the kustomization at `path` (or generate one as Flux does when there is none)
 //! → accumulate resources, generators, components and transformers level by level
-//! ([`target`]) → apply the Flux-style fields from [`BuildOptions`] as an outer kustomization
+//! (`target`) → apply the Flux-style fields from [`BuildOptions`] as an outer kustomization
 //! → hash suffixes for generated ConfigMaps/Secrets → name-reference updates → sort →
 //! postBuild substitution.
 
@@ -46,12 +46,17 @@ use crate::api::kustomization::{CommonMetadata, Image, KustomizationSpec, Patch}
 pub struct BuildOptions {
     /// Directory to build, relative to the root; "" or "./" is the root.
     pub path: String,
+    /// `spec.namePrefix`: prepended to every object's name.
     pub name_prefix: Option<String>,
+    /// `spec.nameSuffix`: appended to every object's name.
     pub name_suffix: Option<String>,
+    /// `spec.patches`: strategic merge or JSON 6902 patches with optional targets.
     pub patches: Vec<Patch>,
+    /// `spec.images`: image name, tag and digest overrides.
     pub images: Vec<Image>,
     /// Component directories, relative to `path`.
     pub components: Vec<String>,
+    /// `spec.commonMetadata`: labels and annotations for every object.
     pub common_metadata: Option<CommonMetadata>,
     /// Variables for postBuild substitution, already merged by the caller from `substitute`
     /// and `substituteFrom`.
@@ -155,7 +160,10 @@ pub enum InputUse<'a> {
     /// An `env`/`envs` file of a secretGenerator.
     SecretEnv,
     /// A `files` entry of a secretGenerator, stored under `key`.
-    SecretFile { key: &'a str },
+    SecretFile {
+        /// The key of the Secret's data the file's content is stored under.
+        key: &'a str,
+    },
     /// An `env`/`envs` file of a configMapGenerator.
     ConfigMapEnv,
     /// A `files` entry of a configMapGenerator.
@@ -167,6 +175,8 @@ pub enum InputUse<'a> {
 /// uses, or refuses the file with a message (the build then fails naming the file). This is
 /// how encrypted inputs are decrypted in memory without the engine knowing about encryption.
 pub trait InputFilter: Sync {
+    /// The bytes to use for the file at `rel` (relative to the build root), given the bytes
+    /// read and what the file is used as; `Err` refuses the file with a message.
     fn filter(&self, rel: &str, bytes: Vec<u8>, used_as: InputUse<'_>) -> Result<Vec<u8>, String>;
 }
 

@@ -48,42 +48,76 @@ pub struct FetchError {
 /// The cause of a [`FetchError`]; every URL is shown redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchCause {
+    /// The artifact URL is not plain http(s) or carries user information (redacted URL).
     #[error("URL '{0}' is not an http:// or https:// URL without user information")]
     BadUrl(String),
+    /// An https URL, but the system store has no CA certificate to verify the server with.
     #[error("{url}: https is unavailable: no trusted CA certificates in the system store")]
-    NoTrust { url: String },
+    NoTrust {
+        /// The artifact URL.
+        url: String,
+    },
     /// The request failed; `cause` is the whole chain (hyper's top level says only "client
     /// error (Connect)").
     #[error("downloading {url}: {cause}")]
-    Request { url: String, cause: String },
+    Request {
+        /// The artifact URL.
+        url: String,
+        /// Every cause of the failure, joined.
+        cause: String,
+    },
+    /// The server answered with a status other than 2xx.
     #[error("downloading {url}: HTTP {status}")]
     Status {
+        /// The artifact URL.
         url: String,
+        /// The status the server sent.
         status: hyper::StatusCode,
     },
     /// `what` did not happen within `after` (no response, or not the complete body).
     #[error("downloading {url}: {what} within {after:?}")]
     Timeout {
+        /// The artifact URL.
         url: String,
+        /// What was awaited: the response headers or the whole body.
         what: &'static str,
+        /// The time allowed.
         after: Duration,
     },
+    /// Reading the body failed part way.
     #[error("downloading {url}: {source}")]
     Body {
+        /// The artifact URL.
         url: String,
+        /// The transport's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The body is longer than the download limit; reading stopped there.
     #[error("{url} is larger than the limit of {limit} bytes")]
-    TooLarge { url: String, limit: u64 },
+    TooLarge {
+        /// The artifact URL.
+        url: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The downloaded bytes do not hash to the digest the source declares.
     #[error(
         "digest mismatch: the source declares {declared}, the downloaded tar.gz has {actual}; nothing was applied"
     )]
-    DigestMismatch { declared: String, actual: String },
+    DigestMismatch {
+        /// The source's `status.artifact.digest`.
+        declared: String,
+        /// `sha256:<hex>` of what was downloaded.
+        actual: String,
+    },
+    /// The tar.gz is malformed, hostile or over an unpack limit.
     #[error(transparent)]
     Unpack(ArtifactError),
+    /// The blocking unpack task panicked or was cancelled.
     #[error("the unpack task failed: {0}")]
     UnpackTask(#[source] tokio::task::JoinError),
+    /// No temporary directory to unpack into.
     #[error("cannot create a temporary directory: {0}")]
     TempDir(#[source] std::io::Error),
 }

@@ -12,11 +12,15 @@ use kube::api::{Api, ObjectMeta, PostParams};
 /// Where the lease lives and who we are.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
+    /// Namespace of the Lease (the reconciler's own).
     pub namespace: String,
+    /// Name of the Lease; every replica must use the same.
     pub name: String,
     /// Unique per process (pod name plus a random suffix).
     pub identity: String,
+    /// How long a lease that is not renewed stays held; then another candidate may take it.
     pub lease_duration: Duration,
+    /// How often the holder renews and a candidate tries again.
     pub retry_period: Duration,
 }
 
@@ -31,6 +35,7 @@ fn now() -> MicroTime {
 }
 
 impl LeaderElector {
+    /// A candidate for the Lease `config` names, talking to the cluster through `client`.
     pub fn new(client: kube::Client, config: LeaseConfig) -> Self {
         Self {
             api: Api::namespaced(client, &config.namespace),

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Labels of `gitops_reconcile_duration_seconds`: one series per kind and outcome, never per object
+/// (bounded cardinality).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     /// `Kustomization` or `GitRepository`.
@@ -20,8 +22,11 @@ pub struct ReconcileLabels {
 /// One object of a kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
+    /// The object's kind (`Kustomization`, `GitRepository`, ...).
     pub kind: String,
+    /// The object's namespace.
     pub namespace: String,
+    /// The object's name.
     pub name: String,
 }
 
@@ -31,49 +36,63 @@ fn duration_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.01, 2.0, 19)
 }
 
+/// Labels of `gitops_reconcile_condition`: one series per object, condition type and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
+    /// The object's kind.
     pub kind: String,
+    /// The object's namespace.
     pub namespace: String,
+    /// The object's name.
     pub name: String,
+    /// The condition type (only `Ready` is recorded).
     pub r#type: String,
+    /// `True`, `False` or `Unknown`.
     pub status: String,
 }
 
+/// Labels of `gitops_applied_objects`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     /// `created`, `configured`, `recreated`, `unchanged`, `pruned`.
     pub action: String,
 }
 
+/// Labels of `gitops_source_fetch_aborted`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AbortLabels {
     /// The limit's label (`source::Limit::label`), `timeout` or `cancelled`.
     pub cause: String,
 }
 
+/// Labels of `gitops_policy_audit_violations`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuditLabels {
     /// The Kustomization whose render was audited.
     pub namespace: String,
+    /// The Kustomization's name.
     pub name: String,
     /// The audit step (a ClusterPolicy's name or a step of `spec.policies`).
     pub policy: String,
 }
 
+/// Labels of `gitops_receiver_requests`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiverRequestLabels {
     /// The Receiver (empty when the path matched none).
     pub namespace: String,
+    /// The Receiver's name (empty when the path matched none).
     pub name: String,
     /// `accepted` or why the request was refused (a bounded set, see `notify::server`).
     pub result: String,
 }
 
+/// Labels of `gitops_alert_deliveries`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertDeliveryLabels {
     /// The Provider (for `rate_limited`: the Alert's namespace and its providerRef).
     pub namespace: String,
+    /// The Provider's name (for `rate_limited`: the Alert's providerRef).
     pub name: String,
     /// `delivered`, `failed`, `rate_limited`, `suspended` or `provider_not_found`.
     pub result: String,
@@ -82,12 +101,18 @@ pub struct AlertDeliveryLabels {
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Registry,
+    /// `gitops_reconcile_duration_seconds`: reconcile durations by kind and result, recorded on
+    /// every exit path.
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     /// Reconcile durations per object (Flux's `gotk_reconcile_duration_seconds` labels).
     pub object_reconcile_duration: Family<ObjectLabels, Histogram>,
     /// 1 while an object is suspended, else 0.
     pub suspended: Family<ObjectLabels, Gauge>,
+    /// `gitops_reconcile_condition`: per object, 1 for the current status of its Ready condition
+    /// and 0 for the other two statuses.
     pub conditions: Family<ConditionLabels, Gauge>,
+    /// `gitops_applied_objects`: objects created, configured, recreated, unchanged or pruned,
+    /// summed over every Kustomization.
     pub objects: Family<ActionLabels, Counter>,
     /// Bytes in the source storage (artifacts and git caches).
     pub source_storage_bytes: Gauge,
@@ -271,6 +296,8 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one violation of `policy` (in audit mode) in the render of Kustomization
+    /// `namespace/name`.
     pub fn count_audit_violation(&self, namespace: &str, name: &str, policy: &str) {
         self.policy_audit_violations
             .get_or_create(&AuditLabels {
@@ -303,6 +330,8 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds `n` objects to the `action` counter of `gitops_applied_objects`; nothing when `n` is 0
+    /// (no empty series).
     pub fn count_objects(&self, action: &str, n: usize) {
         if n > 0 {
             self.objects

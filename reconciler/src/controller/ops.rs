@@ -10,10 +10,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
+use crate::http_server::{self, Server};
 
 /// Readiness of the process: ready once the controllers have started (and, with leader
 /// election, also while waiting for the lease: a standby replica is healthy).
@@ -21,9 +21,12 @@ use super::metrics::Metrics;
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
+    /// Sets what `/readyz` answers: 200 when `ready`, 503 otherwise.
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
+
+    /// The current readiness.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -57,42 +60,19 @@ fn route(metrics: &Metrics, readiness: &Readiness, path: &str) -> Response<Full<
     }
 }
 
-/// Serves the operations endpoints on `listener` until `shutdown` completes.
+/// Serves the operations endpoints on `listener` until `shutdown` completes (then as
+/// [`crate::http_server::serve`] shuts down).
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "operations server accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let metrics = metrics.clone();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = route(&metrics, &readiness, request.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "operations connection ended with an error");
-            }
-        });
-    }
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = route(&metrics, &readiness, request.uri().path());
+        async move { Ok::<_, Infallible>(response) }
+    });
+    http_server::serve(listener, Server::new("operations", service), shutdown).await;
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl ClusterScopes {
             .clone()
     }
 
-    /// The table, read again first if it is older than [`TABLE_TTL`]; an error if discovery
+    /// The table, read again first if it is older than `TABLE_TTL`; an error if discovery
     /// cannot be read (the caller must not run the pipeline then).
     pub async fn table(&self) -> Result<Arc<KindTable>, String> {
         match self.current() {
@@ -172,7 +172,7 @@ impl ClusterScopes {
     }
 
     /// The scope of a kind; if the table does not know it, discovery is read again (unless
-    /// the table is younger than [`UNKNOWN_KIND_REFRESH`]) and asked once more. Blocking: call
+    /// the table is younger than `UNKNOWN_KIND_REFRESH`) and asked once more. Blocking: call
     /// it from a blocking thread of a tokio runtime (without one no read is made). `None`:
     /// the cluster does not serve the kind, or discovery could not be read.
     pub fn scope(&self, group: &str, kind: &str) -> Option<KindScope> {

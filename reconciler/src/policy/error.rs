@@ -14,99 +14,159 @@ pub enum PolicyError {
     #[error(
         "policy {policy}: unknown builtin {name:?} (expected image-pinning, replica-bounds or target-namespace)"
     )]
-    UnknownBuiltin { policy: String, name: String },
+    UnknownBuiltin {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
+        policy: String,
+        /// The name after `builtin:`.
+        name: String,
+    },
     /// The declared sha256 is not 64 lowercase hex characters.
     #[error("policy {policy}: sha256 {sha256:?} is not 64 lowercase hex characters")]
-    BadDigest { policy: String, sha256: String },
+    BadDigest {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
+        policy: String,
+        /// The declared digest.
+        sha256: String,
+    },
     /// The bytes do not hash to the declared sha256.
     #[error(
         "policy {policy}: module digest mismatch: spec says sha256 {expected}, the bytes hash to {actual}"
     )]
     DigestMismatch {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The declared sha256.
         expected: String,
+        /// The sha256 of the bytes.
         actual: String,
     },
     /// The component is larger than the host accepts.
     #[error("policy {policy}: module is {size} bytes, over the limit of {limit} bytes")]
     ModuleTooLarge {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The module's size, in bytes.
         size: usize,
+        /// The size limit, in bytes.
         limit: usize,
     },
     /// Compiling did not finish within the compile-time bound.
     #[error("policy {policy}: compiling the module took longer than {limit:?}")]
-    CompileTimeout { policy: String, limit: Duration },
+    CompileTimeout {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
+        policy: String,
+        /// The compile-time bound.
+        limit: Duration,
+    },
     /// Not compiled now: earlier compilations that exceeded the compile timeout are still
     /// running (of this tenant, or too many in all). Retried later.
     #[error(
         "policy {policy}: not compiled now: {tenant_overdue} compilation(s) of this tenant and {overdue} in all exceeded the compile timeout and are still running"
     )]
     CompileBusy {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// Overdue compilations of this tenant still running.
         tenant_overdue: usize,
+        /// Overdue compilations still running, all tenants.
         overdue: usize,
     },
     /// The tenant already compiles another component (one at a time each). Retried later.
     #[error(
         "policy {policy}: not compiled now: its tenant (namespace {tenant:?}) is compiling another component, and compiles one at a time"
     )]
-    TenantCompiling { policy: String, tenant: String },
+    TenantCompiling {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
+        policy: String,
+        /// The tenant (the Kustomization's namespace).
+        tenant: String,
+    },
     /// No instance slot became free before the call's deadline. Retried later.
     #[error("policy {policy}: {operation} did not start before its deadline: {reason}")]
     NoInstanceSlot {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The guest function called (`validate-config`, `transform`, `validate`).
         operation: &'static str,
+        /// Why no slot was free.
         reason: String,
     },
     /// Not a component, or not one of the `policy` world (missing/mistyped export).
     #[error("policy {policy}: not a valid policy component: {reason}")]
-    InvalidComponent { policy: String, reason: String },
+    InvalidComponent {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
+        policy: String,
+        /// What is missing or mistyped.
+        reason: String,
+    },
     /// The component imports something the host does not grant.
     #[error(
         "policy {policy}: the module imports {import:?}, which the host does not grant (only the log interface and the deny-all WASI interfaces a standard library links against)"
     )]
-    ImportDenied { policy: String, import: String },
+    ImportDenied {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
+        policy: String,
+        /// The import's name.
+        import: String,
+    },
     /// `validate-config` refused the configuration.
     #[error("policy {policy}: invalid config{}: {message}", path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
     InvalidConfig {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// Where in the configuration, when the policy said.
         path: Option<String>,
+        /// The policy's message.
         message: String,
     },
     /// The call ran past its deadline.
     #[error("policy {policy}: {operation} exceeded its deadline of {deadline:?}")]
     Timeout {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The guest function called (`validate-config`, `transform`, `validate`).
         operation: &'static str,
+        /// The call's deadline.
         deadline: Duration,
     },
     /// The instance tried to grow its memory past the cap.
     #[error("policy {policy}: {operation} exceeded its memory limit of {limit} bytes")]
     MemoryExhausted {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The guest function called (`validate-config`, `transform`, `validate`).
         operation: &'static str,
+        /// The memory cap, in bytes.
         limit: usize,
     },
     /// The instance trapped (panic, `unreachable`, stack overflow, out-of-bounds access, ...).
     #[error("policy {policy}: {operation} trapped: {trap}")]
     Trap {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The guest function called (`validate-config`, `transform`, `validate`).
         operation: &'static str,
+        /// The trap's description.
         trap: String,
     },
     /// The output was larger than the cap (refused before the host copied it).
     #[error("policy {policy}: {operation} returned more than the output limit of {limit} bytes")]
     OutputTooLarge {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The guest function called (`validate-config`, `transform`, `validate`).
         operation: &'static str,
+        /// The output cap, in bytes.
         limit: usize,
     },
     /// The output had more objects than the cap.
     #[error("policy {policy}: transform returned {count} objects, over the limit of {limit}")]
     TooManyObjects {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// How many objects it returned.
         count: usize,
+        /// The object cap.
         limit: usize,
     },
     /// An output object is not a Kubernetes object as JSON, or breaks a limit every later
@@ -116,6 +176,7 @@ pub enum PolicyError {
         object.as_ref().map(|o| format!(" ({o})")).unwrap_or_default()
     )]
     MalformedOutput {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
         /// Position of the step in the pipeline, from 1.
         step: usize,
@@ -123,20 +184,27 @@ pub enum PolicyError {
         index: usize,
         /// The object, when its identity could be read.
         object: Option<Box<ObjectRef>>,
+        /// What is malformed.
         reason: String,
     },
     /// The policy reported an error (WIT `policy-error`).
     #[error("policy {policy} failed{}: {message}", object.as_ref().map(|o| format!(" on {o}")).unwrap_or_default())]
     Failed {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The object the error is about, when the policy named one.
         object: Option<Box<ObjectRef>>,
+        /// The policy's message.
         message: String,
     },
     /// A transform broke the tenancy rules.
     #[error("policy {policy}: transform output breaks tenancy: {object}: {reason}")]
     Tenancy {
+        /// The step's name (`spec.policies[].name` or the ClusterPolicy's name).
         policy: String,
+        /// The object that breaks the rules.
         object: Box<ObjectRef>,
+        /// Which rule it breaks.
         reason: String,
     },
 }

@@ -89,28 +89,50 @@ pub struct FetchError {
 /// The cause of a [`FetchError`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FetchCause {
+    /// The URL is not an https URL without user information (the message says why).
     #[error("{0}")]
     BadUrl(String),
+    /// `module.sha256` is not 64 lowercase hex characters.
     #[error("declared sha256 '{0}' is not 64 lowercase hex characters")]
     BadDigest(String),
+    /// No CA certificate to verify the server with (system store and `--policy-module-ca-file`).
     #[error("the trust store could not be set up: {0}")]
     Trust(String),
+    /// Connecting, TLS or the transfer failed.
     #[error("request failed: {0}")]
     Request(String),
+    /// The server answered with a status other than 200 or a redirect.
     #[error("the server answered HTTP {0}")]
     Status(u16),
+    /// More redirects than allowed were followed.
     #[error("more than {limit} redirects")]
-    TooManyRedirects { limit: usize },
+    TooManyRedirects {
+        /// The redirect limit.
+        limit: usize,
+    },
+    /// A redirect pointed at a URL other than https.
     #[error("redirect to {0} refused: only https is allowed")]
     RedirectNotHttps(String),
+    /// A redirect without a Location header that parses as a URL.
     #[error("redirect without a usable Location header")]
     BadRedirect,
+    /// The body is longer than the limit; reading stopped there.
     #[error("the component is larger than the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The whole answer did not arrive within the timeout.
     #[error("no complete answer within {0:?}")]
     Timeout(Duration),
+    /// The downloaded bytes do not hash to `module.sha256`.
     #[error("sha256 mismatch: declared {expected}, downloaded {actual}")]
-    DigestMismatch { expected: String, actual: String },
+    DigestMismatch {
+        /// The declared sha256.
+        expected: String,
+        /// The sha256 of the bytes downloaded.
+        actual: String,
+    },
 }
 
 impl FetchError {

@@ -55,7 +55,7 @@ const MAX_FAILED_LOADS: usize = 1024;
 pub struct HostConfig {
     /// Directory of the on-disk cache of compiled components; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// Deadline of one call (instantiate + run); default 1 s, at most [`MAX_DEADLINE`].
+    /// Deadline of one call (instantiate + run); default 1 s, at most `MAX_DEADLINE`.
     pub deadline: Duration,
     /// Linear-memory cap of one instance; default 64 MiB.
     pub memory_limit: usize,
@@ -980,7 +980,7 @@ impl PolicyHost {
     /// Expected flow: every module is loaded and every config validated first (nothing runs
     /// if one fails); then each transforming step in order (each sees the previous output;
     /// every object a step changed or added is read completely right there
-    /// ([`output::read`]) and checked against `ctx.tenancy` when set); then each validating
+    /// (`output::read`) and checked against `ctx.tenancy` when set); then each validating
     /// step on the final objects.
     ///
     /// Guarantees: a step that fails with `failure_policy: Ignore` is skipped (the objects stay

@@ -10,18 +10,27 @@ pub enum ManifestError {
     /// A file or directory could not be read.
     #[error("reading {path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// A file is not valid YAML/JSON.
     #[error("parsing {path}: {source}")]
     Parse {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         source: crate::yaml::YamlError,
     },
     /// A document is not a Kubernetes object (a mapping with apiVersion and kind).
     #[error("{path}: document {index} is not a Kubernetes object (needs apiVersion and kind)")]
-    NotAnObject { path: PathBuf, index: usize },
+    NotAnObject {
+        /// The file or directory.
+        path: PathBuf,
+        /// Position of the document in the file, from 0.
+        index: usize,
+    },
 }
 
 /// Reads every `.yaml`, `.yml` and `.json` file under `path` (a file or a directory, walked

@@ -2,7 +2,7 @@
 //! which keys, and what happens to encrypted input when there are no keys. Follows Flux's
 //! kustomize-controller (`internal/decryptor`):
 //!
-//! - during the build ([`build::InputFilter`]): the `envs` and `files` of secretGenerators and
+//! - during the build ([`crate::build::InputFilter`]): the `envs` and `files` of secretGenerators and
 //!   the `patches[].path` files that are SOPS-encrypted are decrypted in memory before the
 //!   engine uses them (Flux decrypts them on disk before running kustomize);
 //! - after the build ([`Decryptor::decrypt_objects`]), before substitution and the policies:
@@ -60,23 +60,35 @@ const UNSUPPORTED_KEYS: [(&str, &str); 5] = [
 /// Why a decryption Secret cannot give keys. Names the Secret and the key, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// A key whose name says it holds KMS, Vault or PGP material, which is not supported.
     #[error(
         "decryption Secret {secret}: key '{key}' holds {kind}, which is not supported (age keys only, in keys ending in .agekey)"
     )]
     Unsupported {
+        /// The Secret, `namespace/name`.
         secret: String,
+        /// The data key.
         key: String,
+        /// What the key's name says it holds (KMS credentials, a PGP key, ...).
         kind: &'static str,
     },
+    /// A `.agekey` key that holds no usable identity.
     #[error("decryption Secret {secret}: key '{key}': {source}")]
     Invalid {
+        /// The Secret, `namespace/name`.
         secret: String,
+        /// The data key.
         key: String,
+        /// What is wrong with it.
         #[source]
         source: Box<SopsError>,
     },
+    /// No key of the Secret ends in `.agekey`.
     #[error("decryption Secret {secret} holds no age identity (no key ending in .agekey)")]
-    NoAgeKey { secret: String },
+    NoAgeKey {
+        /// The Secret, `namespace/name`.
+        secret: String,
+    },
 }
 
 /// Reads the age identities of a decryption Secret's `data` (decoded bytes per key). With
@@ -130,25 +142,38 @@ pub enum DecryptError {
     #[error(
         "{object} is SOPS encrypted, configuring decryption is required for this secret to be reconciled"
     )]
-    NotConfigured { object: String },
+    NotConfigured {
+        /// The object, `Kind namespace/name`.
+        object: String,
+    },
     /// The object's values (the source names the object).
     #[error("{source}")]
     Object {
+        /// The object, `Kind namespace/name`.
         object: String,
+        /// What failed (names the file, never a value).
         #[source]
         source: Box<SopsError>,
     },
     /// A `data` value holding a whole SOPS file (the source names the object and the key).
     #[error("{source}")]
     Field {
+        /// The object, `Kind namespace/name`.
         object: String,
+        /// The `data` key holding the SOPS file.
         key: String,
+        /// What failed (names the file, never a value).
         #[source]
         source: Box<SopsError>,
     },
     /// A decrypted `data` value that cannot be written; `field` is `Kind/ns/name data.KEY`.
     #[error("{field}: {message}")]
-    FieldFormat { field: String, message: String },
+    FieldFormat {
+        /// The value, `Kind/ns/name data.KEY`.
+        field: String,
+        /// Why it cannot be written.
+        message: String,
+    },
 }
 
 enum Mode {
@@ -183,6 +208,7 @@ pub struct Redactor {
 }
 
 impl Redactor {
+    /// `text` with every decrypted value (and its base64 form) replaced by [`REDACTED`].
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for value in &self.values {

@@ -35,44 +35,95 @@ const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
 /// Why a file could not be decrypted. Each variant names the file; none carries plaintext.
 #[derive(Debug, thiserror::Error)]
 pub enum SopsError {
+    /// The file is not valid YAML, JSON or dotenv.
     #[error("{file}: {message}")]
-    Parse { file: String, message: String },
+    Parse {
+        /// Path of the file in the source.
+        file: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The file is over [`MAX_FILE_BYTES`].
     #[error("{file}: {size} bytes, over the limit of {MAX_FILE_BYTES} bytes for an encrypted file")]
-    TooLarge { file: String, size: usize },
+    TooLarge {
+        /// Path of the file in the source.
+        file: String,
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// The file has no `sops` metadata.
     #[error("{file}: not a SOPS file (no sops metadata)")]
-    NotEncrypted { file: String },
+    NotEncrypted {
+        /// Path of the file in the source.
+        file: String,
+    },
+    /// The `sops` metadata is malformed or incomplete (no MAC, a bad data-key stanza, ...).
     #[error("{file}: sops metadata: {message}")]
-    Metadata { file: String, message: String },
+    Metadata {
+        /// Path of the file in the source.
+        file: String,
+        /// What is wrong with the metadata.
+        message: String,
+    },
+    /// The data key is wrapped only for key kinds other than age (KMS, PGP, Vault, ...).
     #[error(
         "{file}: encrypted only for {kinds}, which the reconciler does not support (age keys only)"
     )]
-    UnsupportedKeyType { file: String, kinds: String },
+    UnsupportedKeyType {
+        /// Path of the file in the source.
+        file: String,
+        /// The key kinds the file is encrypted for, comma separated.
+        kinds: String,
+    },
+    /// No identity of the decryption Secret unwraps the data key.
     #[error(
         "{file}: none of the {identities} age identities decrypts the data key (recipients: {recipients})"
     )]
     NoMatchingKey {
+        /// Path of the file in the source.
         file: String,
+        /// How many identities were tried.
         identities: usize,
+        /// The age recipients the file is encrypted for (public keys only).
         recipients: String,
     },
+    /// One encrypted value is malformed or fails authentication.
     #[error("{file}: the value at {path} cannot be decrypted: {reason}")]
     Value {
+        /// Path of the file in the source.
         file: String,
+        /// Where the value is in the document (keys joined by `.`, `/` for the root), never the
+        /// value.
         path: String,
+        /// Why it cannot be decrypted.
         reason: String,
     },
+    /// The decrypted content does not match the file's MAC.
     #[error("{file}: MAC mismatch: the file was changed after it was encrypted")]
-    MacMismatch { file: String },
+    MacMismatch {
+        /// Path of the file in the source.
+        file: String,
+    },
+    /// A key file of the decryption Secret holds no usable identity.
     #[error("age identity {name}: {message}")]
-    Identity { name: String, message: String },
+    Identity {
+        /// The key file's name (the Secret's data key).
+        name: String,
+        /// What is wrong with it (never the key material).
+        message: String,
+    },
 }
 
 /// How a file is stored, chosen by its name as `sops` chooses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// `.yaml` and `.yml`: values encrypted in place.
     Yaml,
+    /// `.json`: values encrypted in place.
     Json,
+    /// `.env`: `KEY=value` lines, each value encrypted.
     Dotenv,
+    /// Anything else: the whole content as one encrypted `data` value.
     Binary,
 }
 
@@ -143,10 +194,12 @@ impl Identities {
         Ok(())
     }
 
+    /// How many identities were added (an ssh key counts as one).
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// True before any identity was added.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -53,21 +53,51 @@ impl Default for UnpackLimits {
 /// Why an artifact could not be written or unpacked.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
+    /// The expected digest is not `sha256:<64 lowercase hex>`.
     #[error("artifact digest '{0}' is not of the form sha256:<64 lowercase hex>")]
     MalformedDigest(String),
+    /// The bytes do not hash to the expected digest; nothing was unpacked.
     #[error("artifact digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch { expected: String, actual: String },
+    DigestMismatch {
+        /// The digest the artifact should have.
+        expected: String,
+        /// The digest of the bytes read.
+        actual: String,
+    },
+    /// An entry that could escape or harm the target directory (absolute path, `..`, a link
+    /// out of the tree, a device file, ...).
     #[error("artifact entry '{path}' refused: {reason}")]
-    HostileEntry { path: String, reason: &'static str },
+    HostileEntry {
+        /// The entry's path as the archive names it.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The files' content adds up to more than the byte limit.
     #[error("artifact exceeds the limit of {limit} bytes of file content ({value} bytes)")]
-    TooLarge { limit: u64, value: u64 },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The total when unpacking stopped, in bytes.
+        value: u64,
+    },
+    /// The archive holds more entries than the limit.
     #[error("artifact exceeds the limit of {limit} entries ({value} entries)")]
-    TooManyEntries { limit: u64, value: u64 },
+    TooManyEntries {
+        /// The limit, in entries.
+        limit: u64,
+        /// The count when unpacking stopped.
+        value: u64,
+    },
+    /// The bytes are not a gzip-compressed tar archive.
     #[error("artifact is not a valid tar.gz: {0}")]
     Corrupt(String),
+    /// A file or directory could not be written.
     #[error("cannot write '{path}': {source}")]
     Io {
+        /// The path that failed.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },

@@ -13,19 +13,31 @@ use super::known_hosts::KnownHosts;
 /// How to authenticate to the git server.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Auth {
+    /// No credentials (a public repository).
     #[default]
     None,
     /// HTTP basic auth (a personal access token goes in `password`).
-    Basic { username: String, password: String },
+    Basic {
+        /// The Secret's `username`.
+        username: String,
+        /// The Secret's `password`.
+        password: String,
+    },
     /// HTTP `Authorization: Bearer <token>`.
-    Bearer { token: String },
+    Bearer {
+        /// The Secret's `bearerToken`.
+        token: String,
+    },
     /// SSH private key (decoded at connect time, on the fetch thread: an encrypted key costs
     /// a key derivation) with the known_hosts the server's host key must match.
     Ssh {
         /// The Secret's name, for errors about the key.
         secret: String,
+        /// The Secret's `identity`: the private key, still encoded.
         identity: Vec<u8>,
+        /// The Secret's `known_hosts`, parsed.
         known_hosts: KnownHosts,
+        /// The Secret's `password`: the key's passphrase, when it is encrypted.
         password: Option<String>,
     },
 }
@@ -33,6 +45,7 @@ pub enum Auth {
 /// Everything the Secret provides.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
+    /// How to authenticate.
     pub auth: Auth,
     /// PEM CA bundle (`ca.crt`) to verify an HTTPS server with.
     pub ca_pem: Option<Vec<u8>>,

@@ -27,6 +27,8 @@ pub struct SourceArgs {
     /// evicted to stay under it (0: no cap).
     #[arg(long, default_value_t = 0)]
     pub storage_max_bytes: u64,
+    /// Reconciler-wide fetch limits (`--max-received-bytes`, ...); `spec.limits` may only
+    /// tighten them.
     #[command(flatten)]
     pub limits: SourceLimits,
 }

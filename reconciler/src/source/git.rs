@@ -47,16 +47,23 @@ use super::tree::{IgnoreRules, TreeStats, write_tree};
 /// Everything one fetch needs.
 #[derive(Clone, Debug)]
 pub struct FetchRequest {
+    /// Namespace of the GitRepository (the storage directory and the git cache are per object).
     pub namespace: String,
+    /// Name of the GitRepository.
     pub name: String,
+    /// `spec.url`, parsed and checked.
     pub url: RemoteUrl,
+    /// `spec.ref`, resolved to what to ask the remote for.
     pub reference: RefRequest,
+    /// Credentials from `spec.secretRef` (none for a public repository).
     pub credentials: Credentials,
     /// `spec.ignore`.
     pub ignore: Option<String>,
     /// The revision of the artifact in storage; when the remote still has it, nothing is fetched.
     pub last_revision: Option<String>,
+    /// `spec.timeout`: the whole fetch, from connect to stored artifact.
     pub timeout: Duration,
+    /// Size and count limits of the fetch and of the tree.
     pub limits: SourceLimits,
     /// A revision refused for its content under these very limits: when the remote still
     /// points at it, nothing is downloaded ([`SourceError::StillRefused`]).
@@ -68,6 +75,7 @@ pub struct FetchRequest {
 /// A revision refused for its content, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
+    /// The refused revision, as in `status.artifact.revision`.
     pub revision: String,
     /// The message of the refusal.
     pub cause: String,
@@ -87,16 +95,23 @@ impl Refused {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchOutcome {
     /// The remote still points at `revision`: nothing was downloaded or written.
-    Unchanged { revision: String },
+    Unchanged {
+        /// The revision, e.g. `main@sha1:<40 hex>`.
+        revision: String,
+    },
     /// A new artifact was stored.
     Stored {
+        /// The revision fetched, e.g. `main@sha1:<40 hex>`.
         revision: String,
+        /// Where the artifact is and its digest and size.
         artifact: StoredArtifact,
+        /// Counts and sizes of the tree that was archived.
         stats: TreeStats,
     },
 }
 
 impl FetchOutcome {
+    /// The revision the remote points at, stored now or before.
     pub fn revision(&self) -> &str {
         match self {
             Self::Unchanged { revision } | Self::Stored { revision, .. } => revision,
@@ -181,7 +196,7 @@ const UNWIND_GRACE: Duration = Duration::from_secs(3);
 /// Runs [`fetch`] on the blocking pool, bounded by `request.timeout`.
 ///
 /// Guarantees: at the timeout the fetch is stopped through `control` and this waits for the
-/// blocking work to end (normally well under a second, at most [`UNWIND_GRACE`]), so when it
+/// blocking work to end (normally well under a second, at most `UNWIND_GRACE`), so when it
 /// returns the fetch's locks and temporary files are gone and the next fetch of the same
 /// GitRepository starts clean. Cancel early with [`FetchControl::stop`]. `permit` (a
 /// concurrency slot) is held until the blocking work has really ended.

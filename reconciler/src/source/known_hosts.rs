@@ -18,34 +18,58 @@ use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 /// Why `known_hosts` could not be read, or a host key was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KnownHostsError {
+    /// The `known_hosts` bytes are not UTF-8 text.
     #[error("known_hosts is not UTF-8")]
     NotUtf8,
+    /// Lines are present but none parses as an entry.
     #[error(
         "known_hosts has no usable entry (line {first_bad_line} and others could not be parsed)"
     )]
-    NoEntries { first_bad_line: usize },
+    NoEntries {
+        /// The first line that could not be parsed, from 1.
+        first_bad_line: usize,
+    },
+    /// No entry at all (only blank lines and comments).
     #[error("known_hosts is empty")]
     Empty,
+    /// No entry's host pattern matches the host connected to.
     #[error(
         "no known_hosts entry for host '{host}' (server offered {algorithm} key {fingerprint})"
     )]
     UnknownHost {
+        /// The host as matched (`[host]:port` for a port other than 22).
         host: String,
+        /// The algorithm of the key the server offered.
         algorithm: String,
+        /// The SHA-256 fingerprint of the key the server offered.
         fingerprint: String,
     },
+    /// Entries match the host, but none holds the key the server offered.
     #[error(
         "host key mismatch for '{host}': the server offered {algorithm} key {fingerprint}, which is not in known_hosts"
     )]
     Mismatch {
+        /// The host as matched (`[host]:port` for a port other than 22).
         host: String,
+        /// The algorithm of the key the server offered.
         algorithm: String,
+        /// The SHA-256 fingerprint of the key the server offered.
         fingerprint: String,
     },
+    /// The server sent a certificate instead of a plain host key.
     #[error("'{host}' presented a host certificate; only plain host keys are supported")]
-    Certificate { host: String },
+    Certificate {
+        /// The host connected to.
+        host: String,
+    },
+    /// The offered key is listed with the `@revoked` marker.
     #[error("host key {fingerprint} of '{host}' is marked @revoked in known_hosts")]
-    Revoked { host: String, fingerprint: String },
+    Revoked {
+        /// The host connected to.
+        host: String,
+        /// The SHA-256 fingerprint of the revoked key.
+        fingerprint: String,
+    },
 }
 
 /// Parsed `known_hosts` content.

@@ -94,10 +94,15 @@ impl Limit {
 /// The values of every [`Limit`] for one fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceLimits {
+    /// [`Limit::ReceivedBytes`], in bytes.
     pub max_received_bytes: u64,
+    /// [`Limit::Objects`], a count.
     pub max_objects: u64,
+    /// [`Limit::FileSize`], in bytes.
     pub max_file_bytes: u64,
+    /// [`Limit::TreeSize`], in bytes.
     pub max_tree_bytes: u64,
+    /// [`Limit::Files`], a count.
     pub max_files: u64,
 }
 
@@ -175,7 +180,9 @@ impl SourceLimits {
     limit.field()
 )]
 pub struct LimitExceeded {
+    /// The limit that was reached.
     pub limit: Limit,
+    /// Its value for this fetch (after `spec.limits` tightened it).
     pub max: u64,
     /// The value that went over; for running totals, the total when the fetch stopped.
     pub value: u64,

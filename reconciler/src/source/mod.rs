@@ -4,7 +4,7 @@
 //!
 //! - [`remote`]: URL validation and redaction of credentials from every message;
 //! - [`credentials`]: the Secret of `spec.secretRef`;
-//! - [`reference`]: which ref to follow (commit > name > semver > tag > branch > HEAD);
+//! - [`mod@reference`]: which ref to follow (commit > name > semver > tag > branch > HEAD);
 //! - [`git`]: the blocking fetch (ls-refs, skip when unchanged, shallow single-ref fetch);
 //! - [`ssh`]: the in-process ssh:// transport (russh exec channel bridged into gix);
 //! - [`known_hosts`]: strict host key checking against the Secret's `known_hosts`;
@@ -92,43 +92,89 @@ impl SourceConfig {
 /// text derived from gix goes through [`remote::redact`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// `spec.url` cannot be parsed or uses a scheme that is not allowed.
     #[error("invalid url '{url}': {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL with any credentials removed.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `spec.ref` is malformed (a bad commit hash, semver range or ref name).
     #[error("invalid ref: {reason}")]
-    InvalidRef { reason: String },
+    InvalidRef {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The credentials Secret is missing or does not hold a usable set of keys.
     #[error("secret '{secret}': {reason}")]
-    Credentials { secret: String, reason: String },
+    Credentials {
+        /// The Secret's name.
+        secret: String,
+        /// What is missing or malformed (never a value).
+        reason: String,
+    },
+    /// The server refused the credentials (http 401/403, ssh auth rejected).
     #[error("authentication failed: {0}")]
     AuthenticationFailed(String),
+    /// The ssh server's host key is not in `known_hosts`, or does not match it.
     #[error("host key verification failed: {0}")]
     HostKey(String),
+    /// The branch, tag, semver range or commit of `spec.ref` matches nothing on the remote.
     #[error("{what} not found on the remote")]
-    RefNotFound { what: String },
+    RefNotFound {
+        /// What was looked for, e.g. `branch 'main'`.
+        what: String,
+    },
+    /// Credentials would travel over plain http.
     #[error("refusing to send credentials over {scheme}: use https://")]
-    InsecureCredentials { scheme: &'static str },
+    InsecureCredentials {
+        /// The URL's scheme.
+        scheme: &'static str,
+    },
+    /// A URL scheme or remote feature this client has no transport for (the message says which).
     #[error("{0}")]
     Unsupported(String),
+    /// Any other git or transport failure (redacted message).
     #[error("git operation failed: {0}")]
     Git(String),
+    /// The fetch ran longer than `spec.timeout`.
     #[error("fetch timed out after {0:?}")]
     Timeout(Duration),
+    /// The fetch was stopped from outside (shutdown, object deleted, spec changed).
     #[error("fetch cancelled: {0}")]
     Cancelled(CancelCause),
     /// The interrupt flag was seen; [`fetch`] replaces it with the cause recorded.
     #[error("fetch interrupted")]
     Interrupted,
+    /// A size or count limit was reached during the fetch; what was received is discarded.
     #[error("{}{exceeded}; the fetch was stopped", revision.as_deref().map(|r| format!("revision '{r}' refused: ")).unwrap_or_default())]
     LimitExceeded {
         /// The revision being fetched, when known by then.
         revision: Option<String>,
+        /// Which limit, its value and how far the fetch got.
         exceeded: LimitExceeded,
     },
+    /// The remote still points at a revision refused earlier for its content; it is not
+    /// fetched again.
     #[error(
         "{cause} (the remote still points at '{revision}': not downloaded again until the remote revision, the spec or the limits change)"
     )]
-    StillRefused { revision: String, cause: String },
+    StillRefused {
+        /// The refused revision.
+        revision: String,
+        /// Why it was refused (the first refusal's message).
+        cause: String,
+    },
+    /// The tree holds an entry refused for safety.
     #[error("hostile content at '{path}': {reason}")]
-    HostileContent { path: String, reason: String },
+    HostileContent {
+        /// Path of the entry inside the repository.
+        path: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Writing, reading or verifying the artifact in storage failed.
     #[error("storage: {0}")]
     Storage(String),
 }

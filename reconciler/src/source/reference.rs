@@ -15,18 +15,24 @@ pub const FETCHED_REF: &str = "refs/gitops/fetched";
 pub enum RefRequest {
     /// The remote's HEAD (its default branch).
     Head,
+    /// The tip of this branch.
     Branch(String),
+    /// The commit this tag points at (annotated tags are peeled).
     Tag(String),
     /// The highest tag whose version matches the range.
     Semver {
+        /// The parsed range.
         range: super::semver_range::Constraint,
+        /// The range as written in the spec, for messages.
         text: String,
     },
     /// A full reference name such as `refs/pull/1/head`.
     Name(String),
     /// A commit, optionally with the branch it is on (used in the revision only).
     Commit {
+        /// The commit to fetch.
         commit: gix::ObjectId,
+        /// `spec.ref.branch`, when set next to the commit.
         branch: Option<String>,
     },
 }

@@ -6,11 +6,13 @@ use super::SourceError;
 /// The transports the reconciler speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
+    /// HTTPS, verified against the system CAs or the Secret's `ca.crt`.
     Https,
     /// Plain HTTP: only with `spec.insecure: true`, and never with credentials.
     Http,
     /// git:// (git daemon): unauthenticated and unencrypted, treated like plain HTTP.
     Git,
+    /// ssh://, with a key from the Secret and a host key checked against its known_hosts.
     Ssh,
     /// file:// — only on a reconciler started with the test-only flag.
     File,
@@ -19,7 +21,9 @@ pub enum Scheme {
 /// A URL that passed [`validate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteUrl {
+    /// The URL as written in the spec.
     pub url: String,
+    /// Its scheme.
     pub scheme: Scheme,
 }
 

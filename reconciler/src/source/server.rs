@@ -12,10 +12,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::storage::Storage;
+use crate::http_server::{self, Server};
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
@@ -65,39 +65,18 @@ async fn handle(storage: Storage, request: Request<Incoming>) -> Response<Full<B
     }
 }
 
-/// Serves `storage` on `listener` until `shutdown` completes; connections in flight are
-/// dropped at shutdown (artifact downloads are retried by their consumers).
+/// Serves `storage` on `listener` until `shutdown` completes, then lets the downloads in
+/// flight finish within the shutdown grace ([`crate::http_server`]); downloads cut off after it
+/// are retried by their consumers. Never fails (the `Result` is kept for callers).
 pub async fn serve(
     listener: TcpListener,
     storage: Storage,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "artifact server accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
+    let service = hyper::service::service_fn(move |request| {
         let storage = storage.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let storage = storage.clone();
-                async move { Ok::<_, Infallible>(handle(storage, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "artifact connection ended with an error");
-            }
-        });
-    }
+        async move { Ok::<_, Infallible>(handle(storage, request).await) }
+    });
+    http_server::serve(listener, Server::new("artifact", service), shutdown).await;
+    Ok(())
 }

@@ -10,7 +10,7 @@
 //! detects), exec of `git-upload-pack` → a gix transport.
 //!
 //! Threads: the SSH sessions run on one small process-wide tokio runtime of their own
-//! ([`runtime`]); the blocking gix fetch thread reads and writes through channels and
+//! (`runtime`); the blocking gix fetch thread reads and writes through channels and
 //! `Handle::block_on`, so neither side blocks the reconciler's async workers.
 //!
 //! Guarantees: every wait (connect, handshake, each read and write) ends at the fetch's
@@ -45,8 +45,11 @@ pub const DEFAULT_USER: &str = "git";
 /// Where to connect and which repository to ask for, from an `ssh://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshTarget {
+    /// The user to log in as ([`DEFAULT_USER`] when the URL names none).
     pub user: String,
+    /// Host name or address.
     pub host: String,
+    /// TCP port (22 when the URL names none).
     pub port: u16,
     /// The repository path as the server's `git-upload-pack` gets it (`/srv/repo.git`, or
     /// `~/repo.git` for `ssh://host/~/repo.git`).
@@ -365,8 +368,11 @@ impl Write for ChannelWriter {
 pub struct SshAuth<'a> {
     /// Names the Secret in errors.
     pub secret: &'a str,
+    /// The private key (OpenSSH or PEM), as the Secret's `identity` key holds it.
     pub identity: &'a [u8],
+    /// The key's passphrase (the Secret's `password` key), when it is encrypted.
     pub password: Option<&'a str>,
+    /// The host keys the server must present one of.
     pub known_hosts: &'a KnownHosts,
 }
 

@@ -19,16 +19,23 @@ use super::artifact::{ArtifactError, ArtifactWriter, PackedArtifact, UnpackLimit
 /// Why a storage operation failed (reason StorageOperationFailed).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// A file or directory of the storage could not be read, written or removed.
     #[error("storage I/O on '{path}': {source}")]
     Io {
+        /// The path that failed.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A namespace or name that is not a DNS-1123 name safe as a directory name.
     #[error("invalid object name '{0}' for storage")]
     InvalidName(String),
+    /// Another fetch of the same GitRepository (`namespace/name`) still holds its git
+    /// directory after the claim wait.
     #[error("a previous fetch of {0} is still ending; retrying")]
     Busy(String),
+    /// Writing, reading or verifying the archive failed.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
 }
@@ -160,6 +167,7 @@ pub struct StoredArtifact {
     /// Path relative to the storage root, `gitrepository/<ns>/<name>/<hex>.tar.gz`; also the
     /// URL path under which the server serves it.
     pub path: String,
+    /// Digest, size and content counts of the archive.
     pub packed: PackedArtifact,
 }
 
@@ -232,7 +240,7 @@ impl Storage {
     }
 
     /// Takes exclusive use of the object store and artifact directory of `namespace/name`
-    /// within this process, waiting up to [`CLAIM_WAIT`] for a previous holder.
+    /// within this process, waiting up to `CLAIM_WAIT` for a previous holder.
     ///
     /// Expected flow: every fetch and every removal claims first. Guarantees: while the claim
     /// is held nothing else in this process writes there, so lock files and temporary files

@@ -14,8 +14,8 @@
 //! header comes first), so gix never holds an object larger than the file-size limit in memory;
 //! a blocked read of the transport never delays a stop: the transport's reads run on a relay
 //! thread and the reading side waits for them in slices of [`POLL`], re-checking the
-//! deadline and the control each time; the relay holds at most [`RELAY_CHUNKS`] chunks of
-//! [`CHUNK`] bytes. The first cause recorded wins ([`FetchControl::stop`]), so the condition
+//! deadline and the control each time; the relay holds at most `RELAY_CHUNKS` chunks of
+//! `CHUNK` bytes. The first cause recorded wins ([`FetchControl::stop`]), so the condition
 //! names the real cause, not the errors that unwinding causes afterwards.
 //!
 //! Caveats: the relay thread of a stopped fetch stays blocked in the transport's read until
@@ -68,8 +68,11 @@ impl std::fmt::Display for CancelCause {
 /// Why a fetch stopped early: the first cause recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stop {
+    /// The fetch's deadline passed (the duration is `spec.timeout`).
     Timeout(Duration),
+    /// A size or count limit was reached.
     Limit(LimitExceeded),
+    /// The controller cancelled the fetch.
     Cancelled(CancelCause),
 }
 
@@ -82,6 +85,7 @@ pub struct FetchControl {
 }
 
 impl FetchControl {
+    /// A control with no cause recorded and the flag down, shared from the start.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -101,6 +105,7 @@ impl FetchControl {
         &self.interrupt
     }
 
+    /// True once any cause was recorded.
     pub fn is_stopped(&self) -> bool {
         self.interrupt.load(Ordering::SeqCst)
     }
@@ -123,6 +128,7 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The guard of one fetch: `deadline` is when `timeout` (reported in errors) runs out.
     pub fn new(
         control: Arc<FetchControl>,
         timeout: Duration,
@@ -256,6 +262,7 @@ pub struct GuardedHttp {
 }
 
 impl GuardedHttp {
+    /// A curl client whose every response is read through `guard`.
     pub fn new(guard: Arc<Guard>) -> Self {
         Self {
             inner: Curl::default(),
@@ -380,6 +387,7 @@ pub struct PackScanner {
 }
 
 impl PackScanner {
+    /// A scanner at the start of a response, checking the pack against `limits`.
     pub fn new(limits: SourceLimits) -> Self {
         Self {
             framing: Framing::Length(Vec::with_capacity(4)),

@@ -61,11 +61,15 @@ const MAX_SYMLINK_TARGET: u64 = 4096;
 /// What the walk did besides writing files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TreeStats {
+    /// Files written into the artifact.
     pub files: u64,
+    /// Files and directories left out by the ignore rules.
     pub ignored: u64,
+    /// Symlinks left out: every symlink that is not refused (symlinks are never written).
     pub dropped_symlinks: u64,
     /// The first [`MAX_REPORTED`] dropped symlinks, for the status.
     pub dropped_symlink_paths: Vec<String>,
+    /// Submodule entries left out (submodules are never fetched).
     pub submodules: u64,
 }
 

@@ -69,10 +69,13 @@ const KIND: &str = "GitRepository";
 /// Why the controller itself (not a fetch) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
+    /// A request to the apiserver failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The storage directory cannot be opened or created at start.
     #[error("storage: {0}")]
     Storage(#[from] crate::source::storage::StorageError),
+    /// The object has no namespace (never the case for a served object).
     #[error("GitRepository has no namespace")]
     NoNamespace,
 }

@@ -117,19 +117,32 @@ pub struct Context {
 /// with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// The server-side apply of the status failed.
     #[error("writing status of Kustomization {object}: {source}")]
     Status {
+        /// The Kustomization, `namespace/name`.
         object: String,
+        /// The apiserver's error.
         #[source]
         source: kube::Error,
     },
+    /// The deletion policy could not be carried out; the finalizer stays until it can.
     #[error("Kustomization {object}: deletion cleanup failed: {message}")]
-    Cleanup { object: String, message: String },
+    Cleanup {
+        /// The Kustomization, `namespace/name`.
+        object: String,
+        /// What failed.
+        message: String,
+    },
+    /// The object has no namespace or no name (never the case for a served object).
     #[error("Kustomization without namespace or name")]
     Malformed,
+    /// The client acting as `spec.serviceAccountName` could not be built.
     #[error("Kustomization {object}: cannot build the impersonating client: {source}")]
     Impersonation {
+        /// The Kustomization, `namespace/name`.
         object: String,
+        /// Why the client could not be built.
         #[source]
         source: kube::Error,
     },

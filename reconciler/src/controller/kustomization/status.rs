@@ -16,8 +16,10 @@ use crate::controller::render::RenderError;
 /// A failed stage: its reason is the condition reason.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
+    /// The spec cannot work as written (stalls until it changes).
     #[error("{0}")]
     InvalidSpec(String),
+    /// The source is missing or has no ready artifact.
     #[error("{0}")]
     SourceNotReady(String),
     /// `spec.ignore` has a rule that cannot be used (InvalidSpec).
@@ -26,24 +28,33 @@ pub enum StageError {
     /// Reading the source or a dependency failed; `reason` is the stage's.
     #[error("{object}: {source}")]
     Read {
+        /// The object read, `Kind namespace/name`.
         object: String,
+        /// The condition reason of the stage that read it.
         reason: &'static str,
+        /// The apiserver's error.
         #[source]
         source: kube::Error,
     },
+    /// A `dependsOn` Kustomization is missing or not Ready at its latest generation.
     #[error("{0}")]
     DependencyNotReady(String),
+    /// The `dependsOn` chain leads back to this Kustomization (the cycle, joined by `->`).
     #[error("dependency cycle: {0}")]
     DependencyCycle(String),
+    /// Downloading, verifying or unpacking the source artifact failed.
     #[error(transparent)]
     Artifact(#[from] FetchError),
     /// Build, substitution, policy or plan (see [`RenderError::reason`]).
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The server-side apply of a stage failed; nothing of that stage was written.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// Deleting objects that left the inventory failed.
     #[error("{0}")]
     Prune(String),
+    /// An object failed, did not become healthy in time, or could not be read.
     #[error(transparent)]
     Health(#[from] HealthError),
     /// Recording the stage in status failed (reported as ApplyFailed: the apply cannot be
@@ -53,7 +64,9 @@ pub enum StageError {
     /// The client acting as the Kustomization's ServiceAccount could not be built.
     #[error("Kustomization {object}: cannot build the impersonating client: {source}")]
     Impersonation {
+        /// The Kustomization, `namespace/name`.
         object: String,
+        /// Why the client could not be built.
         #[source]
         source: kube::Error,
     },

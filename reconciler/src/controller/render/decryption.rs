@@ -17,6 +17,7 @@ pub enum Keys {
     /// In the cluster: `spec.decryption.secretRef` (the Kustomization's namespace), else the
     /// reconciler-wide Secret (`--sops-age-secret`) given here as (namespace, name).
     Cluster {
+        /// The reconciler-wide Secret as (namespace, name), if one is configured.
         default_secret: Option<(String, String)>,
     },
     /// Nowhere (the CLI): encrypted values are masked, as `flux build` masks them.
@@ -28,14 +29,22 @@ pub enum Keys {
 /// Secret may be created or fixed).
 #[derive(Debug, thiserror::Error)]
 pub enum DecryptionKeysError {
+    /// Reading the Secret failed (other than not found).
     #[error("decryption Secret {secret}: {source}")]
     Read {
+        /// The Secret, `namespace/name`.
         secret: String,
+        /// The apiserver's error.
         #[source]
         source: kube::Error,
     },
+    /// `spec.decryption.secretRef` names a Secret that does not exist.
     #[error("decryption Secret {secret} not found")]
-    NotFound { secret: String },
+    NotFound {
+        /// The Secret, `namespace/name`.
+        secret: String,
+    },
+    /// The Secret holds no usable age identity.
     #[error(transparent)]
     Keys(#[from] KeyError),
 }

@@ -85,6 +85,7 @@ pub struct Lookups<'a> {
 
 /// What is rendered and how.
 pub struct RenderInput<'a> {
+    /// The Kustomization whose spec says what to build and which policies run.
     pub kustomization: &'a Kustomization,
     /// Root of the artifact (module paths and kustomize's load restrictor are relative to it).
     pub root: &'a Path,
@@ -135,7 +136,9 @@ pub enum RenderError {
     /// The policy stage denied or failed (PolicyDenied / PolicyFailed).
     #[error("{message}")]
     Policy {
+        /// The condition reason: PolicyDenied or PolicyFailed.
         reason: &'static str,
+        /// The message for the Ready condition (decrypted values redacted).
         message: String,
         /// Retrying the same spec and revision cannot help.
         stalled: bool,

@@ -18,27 +18,46 @@ pub enum SubstituteError {
     /// The ConfigMap or Secret could not be read from the cluster.
     #[error("postBuild.substituteFrom {what}: {source}")]
     Read {
+        /// The object, `ConfigMap namespace/name` or `Secret namespace/name`.
         what: String,
+        /// The apiserver's error.
         #[source]
         source: kube::Error,
     },
     /// Its data cannot be variables.
     #[error("postBuild.substituteFrom {what}: {problem}")]
-    Data { what: String, problem: DataProblem },
+    Data {
+        /// The object, `ConfigMap namespace/name` or `Secret namespace/name`.
+        what: String,
+        /// What is wrong with its data.
+        problem: DataProblem,
+    },
     /// It does not exist and is not optional.
     #[error("postBuild.substituteFrom: {what} not found")]
-    NotFound { what: String },
+    NotFound {
+        /// The object, `ConfigMap namespace/name` or `Secret namespace/name`.
+        what: String,
+    },
 }
 
 /// What is wrong with the data of a substitution source.
 #[derive(Debug, thiserror::Error)]
 pub enum DataProblem {
+    /// A value (named by its key) does not decode to UTF-8 text.
     #[error("key {0} is not UTF-8")]
     NotUtf8(String),
+    /// A Secret's `data` value (named by its key) is not base64.
     #[error("data.{0} is not base64")]
     NotBase64(String),
+    /// A value of a `data`-like map is not a string.
     #[error("{field}.{key} is not a string")]
-    NotString { field: &'static str, key: String },
+    NotString {
+        /// The map: `data` or `stringData`.
+        field: &'static str,
+        /// The key whose value is not a string.
+        key: String,
+    },
+    /// The field (`data` or `stringData`) is not a map.
     #[error("{0} is not a map of strings")]
     NotAMap(&'static str),
 }
