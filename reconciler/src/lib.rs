@@ -13,8 +13,6 @@ pub mod controller;
 pub mod flags;
 pub mod http_server;
 pub mod net;
-// The notification modules do not document every public item yet.
-#[allow(missing_docs)]
 pub mod notify;
 pub mod policy;
 pub mod sops;

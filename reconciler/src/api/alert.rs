@@ -62,12 +62,15 @@ pub struct AlertSpec {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventSeverity {
+    /// Every event.
     #[default]
     Info,
+    /// Failures only (the controllers' Warning events).
     Error,
 }
 
 impl EventSeverity {
+    /// The name as written in YAML.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Info => "info",
@@ -99,12 +102,16 @@ pub struct EventSource {
 /// The kinds whose events can be forwarded.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum EventSourceKind {
+    /// Events of GitRepositories.
     GitRepository,
+    /// Events of Kustomizations.
     Kustomization,
+    /// Events of Receivers.
     Receiver,
 }
 
 impl EventSourceKind {
+    /// The kind's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GitRepository => "GitRepository",
@@ -221,6 +228,7 @@ impl ProviderType {
         Self::Gitea,
     ];
 
+    /// The name as written in YAML.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Generic => "generic",

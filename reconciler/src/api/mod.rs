@@ -1,7 +1,5 @@
 //! The `kubectl-gitops.io/v1alpha1` API: CRD types, conditions, durations and CRD generation.
 
-// Alert, Provider and Receiver do not document every public item yet.
-#[allow(missing_docs)]
 pub mod alert;
 pub mod clusterpolicy;
 pub mod common;
@@ -11,7 +9,6 @@ pub mod duration;
 pub mod externalartifact;
 pub mod gitrepository;
 pub mod kustomization;
-#[allow(missing_docs)]
 pub mod receiver;
 pub mod reference;
 pub mod source;

@@ -124,11 +124,14 @@ impl ReceiverType {
 /// The kinds a Receiver can request a reconcile of.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ReceiverResourceKind {
+    /// A GitRepository: fetched at once.
     GitRepository,
+    /// A Kustomization: reconciled at once (its source as it is).
     Kustomization,
 }
 
 impl ReceiverResourceKind {
+    /// The kind's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GitRepository => "GitRepository",

@@ -107,23 +107,48 @@ impl ClientOptions {
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientError {
+    /// An input could not be read as PEM.
     #[error("{name} is not PEM: {cause}")]
-    NotPem { name: String, cause: String },
+    NotPem {
+        /// The input, as [`PemInput::name`] says it.
+        name: String,
+        /// The PEM reader's error.
+        cause: String,
+    },
+    /// A CA or certificate input held no `CERTIFICATE` block.
     #[error("{name} holds no certificate")]
-    NoCertificate { name: String },
+    NoCertificate {
+        /// The input, as [`PemInput::name`] says it.
+        name: String,
+    },
+    /// rustls refused a CA certificate (malformed, or not a CA it can use).
     #[error("a CA certificate in {name} was refused: {cause}")]
-    CaRefused { name: String, cause: String },
+    CaRefused {
+        /// The input, as [`PemInput::name`] says it.
+        name: String,
+        /// rustls's reason.
+        cause: String,
+    },
+    /// Neither the system store nor the CA input gave one trusted root.
     #[error("no trusted CA certificates (none in the system store, no CA file)")]
     NoRoots,
     /// The key's own parse error is not shown: it may quote a line of the key.
     #[error("{name} holds no PEM private key")]
-    NoKey { name: String },
+    NoKey {
+        /// The input, as [`PemInput::name`] says it.
+        name: String,
+    },
+    /// The client certificate and key do not go together (or rustls refused them).
     #[error("{cert} and {key} were refused: {cause}")]
     Identity {
+        /// The certificate input's name.
         cert: String,
+        /// The key input's name.
         key: String,
+        /// rustls's reason (it never quotes the key).
         cause: String,
     },
+    /// rustls could not build a client configuration from valid inputs.
     #[error("the TLS configuration could not be built: {0}")]
     Tls(String),
 }
@@ -132,10 +157,13 @@ pub enum ClientError {
 /// credentials): the caller shows it with [`Proxy::shown`] or its own redaction.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProxyError {
+    /// The address does not parse as a URL with a host.
     #[error("not a URL with a host")]
     NotUrl,
+    /// The scheme is not `http` (TLS to the proxy itself is not supported).
     #[error("only http:// proxies are supported")]
     NotHttp,
+    /// The user or password of the URL is not valid percent-encoded UTF-8.
     #[error("the credentials are not valid percent-encoded UTF-8")]
     BadCredentials,
 }

@@ -38,17 +38,25 @@ use crate::controller::watch::logged;
 /// One event of the reconciler, as Alerts see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// The involved object's kind (`GitRepository`, `Kustomization`, `Receiver`).
     pub kind: String,
+    /// The involved object's namespace.
     pub namespace: String,
+    /// The involved object's name.
     pub name: String,
     /// Labels of the object (for `matchLabels`).
     pub labels: BTreeMap<String, String>,
+    /// `error` for failures (Warning events), `info` otherwise.
     pub severity: EventSeverity,
+    /// The event's reason (a condition reason such as `PolicyDenied`).
     pub reason: String,
+    /// The event's message.
     pub message: String,
     /// `revision` and whatever else the controller knew; Alerts add theirs.
     pub metadata: BTreeMap<String, String>,
+    /// When the controller emitted it.
     pub timestamp: jiff::Timestamp,
+    /// The controller that emitted it (the event's `reportingController`).
     pub reporting_controller: String,
 }
 
@@ -121,6 +129,7 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
+    /// An empty queue that holds at most `capacity` events (at least one).
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             events: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
@@ -158,10 +167,12 @@ impl EventQueue {
         }
     }
 
+    /// Events waiting for the dispatcher.
     pub fn len(&self) -> usize {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// True when no event waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -254,6 +265,7 @@ pub struct RecentEvents {
 }
 
 impl RecentEvents {
+    /// Remembers keys for `window`, at most `limit` of them (at least one).
     pub fn new(window: Duration, limit: usize) -> Self {
         Self {
             window,
@@ -286,10 +298,12 @@ impl RecentEvents {
         }
     }
 
+    /// Keys remembered now (recent or not yet forgotten).
     pub fn len(&self) -> usize {
         self.seen.len()
     }
 
+    /// True when no key is remembered.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }

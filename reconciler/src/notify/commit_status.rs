@@ -21,10 +21,13 @@ use crate::api::alert::{EventSeverity, ProviderType};
 /// Why no commit status can be set for an event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CommitStatusError {
+    /// The event carries no `revision` metadata.
     #[error("the event has no revision metadata to set a commit status on")]
     NoRevision,
+    /// The revision ends in no commit sha (at least 7 hex digits after `:` or `/`).
     #[error("revision '{0}' names no commit sha")]
     BadRevision(String),
+    /// The Provider's address is not `scheme://host/owner/repository`.
     #[error("address {0} is not a repository URL (scheme://host/owner/repository)")]
     BadAddress(String),
 }

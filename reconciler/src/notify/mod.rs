@@ -100,6 +100,7 @@ pub struct NotifyConfig {
     pub no_cross_namespace_refs: bool,
     /// Watch only Receivers matching this label selector.
     pub watch_label_selector: Option<String>,
+    /// The webhook server's limits (body size, rate, in-flight requests, timeouts).
     pub limits: ReceiverLimits,
 }
 

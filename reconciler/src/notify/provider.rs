@@ -44,55 +44,93 @@ pub enum DeliveryError {
     /// attempt.
     #[error("Provider '{provider}': Secret '{secret}': {cause}")]
     Secret {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The Secret's name.
         secret: String,
+        /// What went wrong (never a Secret value).
         cause: String,
     },
     /// The Secret is there but a key is missing or unusable: only an edit fixes it.
     #[error("Provider '{provider}': Secret '{secret}': {cause}")]
     SecretContent {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The Secret's name.
         secret: String,
+        /// What went wrong (never a Secret value).
         cause: String,
     },
+    /// Neither `spec.address` nor the Secret's `address` key is set.
     #[error("Provider '{provider}' has no address (spec.address or the Secret's 'address' key)")]
-    NoAddress { provider: String },
+    NoAddress {
+        /// The Provider, `namespace/name`.
+        provider: String,
+    },
+    /// The type needs a token and the Secret has none.
     #[error("Provider '{provider}': type {type_} needs a 'token' key in the secretRef Secret")]
     NoToken {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The Provider type that needs the token.
         type_: &'static str,
     },
+    /// A commit status Provider could not make its request (no revision, bad address).
     #[error("Provider '{provider}': {cause}")]
     CommitStatus {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// Why the commit status could not be posted.
         cause: super::commit_status::CommitStatusError,
     },
+    /// The address is not an http(s) URL.
     #[error("Provider '{provider}': address {address} is not an http(s) URL")]
-    BadAddress { provider: String, address: String },
+    BadAddress {
+        /// The Provider, `namespace/name`.
+        provider: String,
+        /// The address as `scheme://host[:port]` only (its path may hold a token).
+        address: String,
+    },
     /// `from` says where the proxy was set; `proxy` is shown without credentials.
     #[error("Provider '{provider}': proxy {proxy} ({from}): {cause}")]
     BadProxy {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The proxy, without its credentials.
         proxy: String,
+        /// Where the proxy was set (`spec.proxy`, a Secret key).
         from: String,
+        /// Why the proxy address is unusable.
         cause: ProxyError,
     },
+    /// The endpoint answered with a status other than 2xx.
     #[error("Provider '{provider}': {address} answered {status}")]
     Status {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The address as `scheme://host[:port]` only (its path may hold a token).
         address: String,
+        /// The HTTP status code.
         status: u16,
     },
+    /// Connecting, TLS or the HTTP exchange failed.
     #[error("Provider '{provider}': {address}: {cause}")]
     Transport {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The address as `scheme://host[:port]` only (its path may hold a token).
         address: String,
+        /// What went wrong (never a Secret value).
         cause: String,
     },
+    /// No answer within the attempt's timeout.
     #[error("Provider '{provider}': no answer from {address} within {timeout:?}")]
     Timeout {
+        /// The Provider, `namespace/name`.
         provider: String,
+        /// The address as `scheme://host[:port]` only (its path may hold a token).
         address: String,
+        /// The attempt's timeout (the Provider's `spec.timeout`).
         timeout: Duration,
     },
 }
@@ -115,8 +153,11 @@ impl DeliveryError {
 
 /// One event for one Provider.
 pub struct Delivery {
+    /// Reads the Provider's Secrets (the reconciler's own identity).
     pub client: kube::Client,
+    /// The Provider, as the dispatcher last saw it.
     pub provider: Arc<Provider>,
+    /// The event, with the Alert's summary and metadata already merged in.
     pub event: Event,
 }
 

@@ -40,19 +40,37 @@ pub const RETRY: Duration = Duration::from_secs(10);
 /// Why a reconcile of a Receiver failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
+    /// The Receiver's `secretRef` names no Secret that exists.
     #[error("Secret '{namespace}/{name}' not found")]
-    SecretNotFound { namespace: String, name: String },
+    SecretNotFound {
+        /// The Secret's namespace (the Receiver's).
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+    },
+    /// The Secret has no non-empty `token` key.
     #[error("Secret '{namespace}/{name}' has no 'token' key (or it is empty)")]
-    NoToken { namespace: String, name: String },
+    NoToken {
+        /// The Secret's namespace (the Receiver's).
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+    },
+    /// Reading the Secret failed for another reason than its absence.
     #[error("reading Secret '{namespace}/{name}': {source}")]
     SecretRead {
+        /// The Secret's namespace (the Receiver's).
         namespace: String,
+        /// The Secret's name.
         name: String,
+        /// The apiserver's error.
         #[source]
         source: kube::Error,
     },
+    /// Another apiserver call (status write) failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The Receiver object has no namespace (the API makes this impossible for a stored one).
     #[error("Receiver has no namespace")]
     NoNamespace,
 }
@@ -60,7 +78,9 @@ pub enum ReceiverError {
 /// A registered Receiver: where it is and the token its requests are checked with.
 #[derive(Clone)]
 pub struct Registered {
+    /// The Receiver.
     pub object: ObjectRef<Receiver>,
+    /// The token from its Secret, zeroed when the last copy is dropped.
     pub token: Arc<Zeroizing<Vec<u8>>>,
 }
 
@@ -116,6 +136,7 @@ impl Registry {
             .len()
     }
 
+    /// True when no Receiver is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -123,9 +144,13 @@ impl Registry {
 
 /// What the controller's reconciles share.
 pub struct Context {
+    /// The reconciler's own client (reads Secrets, writes status).
     pub client: kube::Client,
+    /// Where ready Receivers are registered for the webhook server.
     pub registry: Registry,
+    /// The reconciler's metrics.
     pub metrics: Arc<Metrics>,
+    /// The controller's event recorder.
     pub events: Events,
 }
 

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::Selector;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -46,25 +45,38 @@ use crate::controller::metrics::Metrics;
 /// Why annotating a Receiver's resources failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotateError {
+    /// `--no-cross-namespace-refs` is set and a resource is in another namespace.
     #[error(
         "{kind} '{namespace}/{name}' is in another namespace than the Receiver and cross-namespace references are disabled"
     )]
     CrossNamespace {
+        /// `GitRepository` or `Kustomization`.
         kind: &'static str,
+        /// The resource's namespace.
         namespace: String,
+        /// The resource's name.
         name: String,
     },
+    /// A resource named in `spec.resources` does not exist.
     #[error("{kind} '{namespace}/{name}' not found")]
     NotFound {
+        /// `GitRepository` or `Kustomization`.
         kind: &'static str,
+        /// The resource's namespace.
         namespace: String,
+        /// The resource's name.
         name: String,
     },
+    /// The annotation patch (or the list for `*`/matchLabels) failed.
     #[error("annotating {kind} '{namespace}/{name}': {source}")]
     Kube {
+        /// `GitRepository` or `Kustomization`.
         kind: &'static str,
+        /// The resource's namespace.
         namespace: String,
+        /// The resource's name.
         name: String,
+        /// The apiserver's error.
         #[source]
         source: kube::Error,
     },
@@ -83,6 +95,7 @@ struct Bucket {
 }
 
 impl RateLimiter {
+    /// `per_minute` requests a minute per key on average, bursts of `burst` (both at least 1).
     pub fn new(per_minute: u32, burst: u32) -> Self {
         Self {
             per_second: f64::from(per_minute.max(1)) / 60.0,
@@ -145,6 +158,8 @@ fn reply(status: StatusCode, text: impl Into<String>) -> Reply {
 }
 
 impl WebhookServer {
+    /// A server for the Receivers of `registry`: `store` is the Receiver watch's store (spec
+    /// and resources), `client` annotates resources with the reconciler's identity.
     pub fn new(
         registry: Registry,
         store: Store<Receiver>,
@@ -393,35 +408,14 @@ pub async fn serve(
     server: Arc<WebhookServer>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook server accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    let header_read_timeout = server.limits.request_timeout;
+    let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
-        tokio::spawn(async move {
-            let header_timeout = server.limits.request_timeout;
-            let service = hyper::service::service_fn(move |request| {
-                let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "webhook connection ended with an error");
-            }
-        });
-    }
+        async move { Ok::<_, Infallible>(server.handle(request).await) }
+    });
+    let mut http = crate::http_server::Server::new("webhook", service);
+    http.header_read_timeout = header_read_timeout;
+    crate::http_server::serve(listener, http, shutdown).await;
 }
 
 #[cfg(test)]

@@ -14,16 +14,27 @@ use crate::api::receiver::ReceiverType;
 /// Why a request was refused after its Receiver was found. Each variant has a metric label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// The type's signature header (named) is absent.
     #[error("the {0} header is missing")]
     MissingSignature(&'static str),
+    /// The signature header (named) is not `<algorithm>=<hex>`.
     #[error("the {0} header is malformed (expected <sha1|sha256|sha512>=<hex>)")]
     MalformedSignature(&'static str),
+    /// The HMAC of the body under the token differs from the header (named).
     #[error("the {0} header does not match the body signed with the receiver's token")]
     BadSignature(&'static str),
+    /// GitLab's token header differs from the token.
     #[error("the X-Gitlab-Token header does not match the receiver's token")]
     BadToken,
+    /// The request's event type is not listed in the Receiver's `spec.events`.
     #[error("the {kind} event '{event}' is not in spec.events")]
-    EventNotAllowed { kind: &'static str, event: String },
+    EventNotAllowed {
+        /// The Receiver type.
+        kind: &'static str,
+        /// The event type the request carried.
+        event: String,
+    },
+    /// The body's content type is one the type's payload cannot be.
     #[error("content type '{0}' is not application/json or application/x-www-form-urlencoded")]
     UnsupportedContentType(String),
 }
@@ -49,6 +60,7 @@ const X_HUB_SIGNATURE: &str = "X-Hub-Signature";
 /// What a verified request told us: the event type, for the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The event type header's value, for the types that send one.
     pub event: Option<String>,
 }
 
