@@ -241,8 +241,18 @@ fn free_port() -> u16 {
 }
 
 /// The release `gitops-reconciler` (dynamically linked, as `cargo build --release` makes it),
-/// built here so the bench always measures the current code.
+/// built here so the bench always measures the current code; `GITOPS_BENCH_RECONCILER` names
+/// another build instead (to compare two builds on one cluster).
 fn release_reconciler() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GITOPS_BENCH_RECONCILER") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "GITOPS_BENCH_RECONCILER={} is no file",
+            bin.display()
+        );
+        return bin;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = gitops_conformance::cargo_command(&cargo)
         .args([

@@ -294,8 +294,10 @@ impl Run {
             .find(|(n, _)| n == process)
             .map(|(_, c)| *c)
     }
-    fn control_plane_cpu(&self) -> f64 {
-        self.cpu[self.tool_processes..].iter().map(|(_, c)| c).sum()
+    /// None when the control plane's processes are not ours to measure.
+    fn control_plane_cpu(&self) -> Option<f64> {
+        let cluster = &self.cpu[self.tool_processes..];
+        (!cluster.is_empty()).then(|| cluster.iter().map(|(_, c)| c).sum())
     }
     fn total_requests(&self) -> f64 {
         self.requests.values().sum()
@@ -1002,11 +1004,7 @@ pub fn print_table(runs: &[Run], concurrent: u16, flux_version: &str) {
     ] {
         row(&format!("CPU s, {process}"), &|r| r.cpu_of(process), 1);
     }
-    row(
-        "CPU s, control plane total",
-        &|r| Some(r.control_plane_cpu()),
-        1,
-    );
+    row("CPU s, control plane total", &|r| r.control_plane_cpu(), 1);
     row(
         "peak RSS MiB, the tool's processes",
         &|r| (r.side != Side::Floor).then(|| r.peak_rss_total()),
