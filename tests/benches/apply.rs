@@ -423,6 +423,12 @@ fn main() {
         runtime.block_on(bench_b());
     }
     if parts.contains('a') {
-        runtime.block_on(bench_a(cluster.dir()));
+        // A control plane of tests/cluster the caller started (GITOPS_TEST_KUBECONFIG and
+        // GITOPS_CLUSTER_DIR) has its pids recorded there too.
+        let dir = cluster
+            .dir()
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("GITOPS_CLUSTER_DIR").map(PathBuf::from));
+        runtime.block_on(bench_a(dir.as_deref()));
     }
 }
