@@ -348,14 +348,7 @@ pub async fn wait(
     // Dropping the JoinSet aborts every watch that is still running.
     let mut watches = tokio::task::JoinSet::new();
     for object in objects {
-        let (resource, namespaced) =
-            resolver
-                .resolve(client, object)
-                .await
-                .map_err(|e| HealthError::Read {
-                    object: object.to_string(),
-                    message: e.to_string(),
-                })?;
+        let (resource, namespaced) = resolve(client, resolver, object).await?;
         let api: Api<DynamicObject> = match (&object.namespace, namespaced) {
             (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
             _ => Api::all_with(client.clone(), &resource),
@@ -406,6 +399,21 @@ pub async fn wait(
         }
     }
     conclude(client, &last, &selectors).await
+}
+
+/// The resource of `object` and whether it is namespaced, as a health error when unknown.
+pub(super) async fn resolve(
+    client: &kube::Client,
+    resolver: &Resolver,
+    object: &ObjectRef,
+) -> Result<(kube::api::ApiResource, bool), HealthError> {
+    resolver
+        .resolve(client, object)
+        .await
+        .map_err(|e| HealthError::Read {
+            object: object.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// The outcome of a wait from each object's last known health: `Ok` when all are current,

@@ -211,14 +211,7 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut groups: BTreeMap<Key, (ApiResource, bool, Vec<ObjectRef>)> = BTreeMap::new();
     for object in objects {
-        let (resource, namespaced) =
-            resolver
-                .resolve(client, object)
-                .await
-                .map_err(|e| HealthError::Read {
-                    object: object.to_string(),
-                    message: e.to_string(),
-                })?;
+        let (resource, namespaced) = health::resolve(client, resolver, object).await?;
         let key = Key {
             identity: identity.to_owned(),
             api_version: object.api_version(),

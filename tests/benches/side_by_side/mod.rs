@@ -537,18 +537,7 @@ impl FluxCrds {
         }
         let dirs = flux_crd_dirs(version);
         for dir in &dirs {
-            let dir = dir.to_string_lossy();
-            kubectl_ok(&["apply", "--server-side", "-f", &dir], None);
-            kubectl_ok(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "-f",
-                    &dir,
-                ],
-                None,
-            );
+            gitops_conformance::apply_crds(dir);
         }
         Some(FluxCrds { dirs })
     }
