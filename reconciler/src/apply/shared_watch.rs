@@ -106,6 +106,7 @@ impl SharedWatches {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// True when no shared watch runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
