@@ -5,19 +5,25 @@
 //! (b) one build of 2,000 objects: first apply through `apply::plan` + `apply::apply` vs
 //!     `kubectl apply --server-side` of the same objects (into a twin namespace), then a
 //!     no-change reconcile: its duration and the write requests the apiserver counted for it.
-//! (a) the flux-benchmark workload: 1,000 Kustomizations × 4 objects (Deployment, Service,
-//!     ConfigMap, ServiceAccount) from one source, `wait` and `prune`, reconciled by the
-//!     `gitops-reconciler` binary (release build, `--concurrent` below): time until all Ready.
-//! (c) the reconciler's RSS: idle, and peak during (a).
+//! (a) the flux-benchmark workload (N Kustomizations × 4 objects: Deployment, Service,
+//!     ConfigMap, ServiceAccount, from one git source, `wait` and `prune`) side by side: the
+//!     floor (the cluster alone), Flux's controllers built from source, and the release
+//!     `gitops-reconciler`, same control plane, same run, same `--concurrent`
+//!     (see side_by_side/mod.rs).
+//! (c) the reconciler's RSS idle (peak RSS is in (a)'s table).
 //!
 //! Uses the cluster of GITOPS_TEST_KUBECONFIG, or starts the local control plane (tests/cluster,
 //! which runs kube-controller-manager with --kube-api-qps 500 --kube-api-burst 1000 so that its
 //! own client throttling is not what is measured) and stops it afterwards.
-//! `GITOPS_BENCH_KUSTOMIZATIONS` scales (a) down for a quick run; `GITOPS_BENCH_PARTS=a` (or `b`)
-//! runs one part; `GITOPS_BENCH_STATIC=1` also measures (c) idle for the static image binary.
+//! `GITOPS_BENCH_KUSTOMIZATIONS` (comma list, default 100,1000), `GITOPS_BENCH_LARGE=1` (adds
+//! 5,000), `GITOPS_BENCH_SIDES` (default floor,flux,ours) and `GITOPS_BENCH_CONCURRENT` shape (a);
+//! `GITOPS_BENCH_PARTS=a` (or `b`) runs one part; `GITOPS_BENCH_STATIC=1` also measures (c) idle
+//! for the static image binary.
 
 #[path = "../tests/kustomization_support/mod.rs"]
 mod support;
+
+mod side_by_side;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,14 +31,6 @@ use std::time::{Duration, Instant};
 
 use gitops_conformance::{kubectl, kubectl_ok, repo_root};
 use gitops_reconciler::apply::{self, Resolver};
-
-/// `--concurrent` of the reconciler in (a); `GITOPS_BENCH_CONCURRENT` overrides it.
-fn reconciler_concurrent() -> u16 {
-    std::env::var("GITOPS_BENCH_CONCURRENT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
-}
 
 fn report(name: &str, measured: String, goal: &str, ratio: f64, note: &str) {
     println!("{name:<48} measured {measured:<14} goal {goal:<10} ratio {ratio:>6.2}  {note}");
@@ -243,8 +241,18 @@ fn free_port() -> u16 {
 }
 
 /// The release `gitops-reconciler` (dynamically linked, as `cargo build --release` makes it),
-/// built here so the bench always measures the current code.
+/// built here so the bench always measures the current code; `GITOPS_BENCH_RECONCILER` names
+/// another build instead (to compare two builds on one cluster).
 fn release_reconciler() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GITOPS_BENCH_RECONCILER") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "GITOPS_BENCH_RECONCILER={} is no file",
+            bin.display()
+        );
+        return bin;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = gitops_conformance::cargo_command(&cargo)
         .args([
@@ -287,20 +295,27 @@ fn static_reconciler() -> Option<PathBuf> {
     Some(target_dir().join("x86_64-unknown-linux-gnu/release/gitops-reconciler"))
 }
 
-/// Starts `bin` against the cluster under test, reconciling only the bench's Kustomizations.
-fn start_reconciler(bin: &Path, storage: &Path) -> Child {
-    let log = std::fs::File::create(std::env::temp_dir().join("gitops-bench-reconciler.log"))
-        .expect("log file");
+/// Starts `bin` against the cluster under test, reconciling only the bench's Kustomizations and
+/// GitRepositories, with /readyz on `health` and its log in `log`.
+fn start_reconciler(
+    bin: &Path,
+    storage: &Path,
+    health: &str,
+    concurrent: u16,
+    log: &Path,
+) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let (key, value) = side_by_side::BENCH_LABEL;
     Command::new(bin)
         .args([
             &format!("--storage-path={}", storage.display()),
             &format!("--storage-addr=127.0.0.1:{}", free_port()),
             &format!("--metrics-addr=127.0.0.1:{}", free_port()),
-            &format!("--health-addr=127.0.0.1:{}", free_port()),
+            &format!("--health-addr={health}"),
             "--receiver-addr=127.0.0.1:0",
-            &format!("--concurrent={}", reconciler_concurrent()),
-            "--concurrent-apply=8",
-            "--watch-label-selector=bench=flux",
+            &format!("--concurrent={concurrent}"),
+            &format!("--concurrent-apply={}", side_by_side::CONCURRENT_APPLY),
+            &format!("--watch-label-selector={key}={value}"),
             "--log-format=json",
         ])
         .env("KUBECONFIG", gitops_conformance::kubeconfig())
@@ -313,7 +328,9 @@ fn start_reconciler(bin: &Path, storage: &Path) -> Child {
 
 /// RSS of `bin` started against the cluster, idle (no Kustomization of its shard), after 5 s.
 async fn idle_rss_of(bin: &Path, storage: &Path) -> u64 {
-    let mut reconciler = start_reconciler(bin, storage);
+    let health = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join("gitops-bench-reconciler.log");
+    let mut reconciler = start_reconciler(bin, storage, &health, 4, &log);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss = gitops_conformance::proc_status_kib(reconciler.id(), "VmRSS:");
     let _ = reconciler.kill();
@@ -322,146 +339,68 @@ async fn idle_rss_of(bin: &Path, storage: &Path) -> u64 {
 }
 
 async fn bench_a(cluster_dir: Option<&Path>) {
-    let count: usize = std::env::var("GITOPS_BENCH_KUSTOMIZATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let ns = format!("bench-a-{}", std::process::id());
-    kubectl_ok(&["create", "namespace", &ns], None);
+    let settings = side_by_side::Settings::from_env();
     gitops_conformance::install_crds();
-    let storage = std::env::temp_dir().join(format!("gitops-bench-store-{}", std::process::id()));
-    std::fs::create_dir_all(&storage).expect("storage");
-    let source = support::PublishedSource::new(&storage, &ns, "podinfo");
-    // Each Kustomization is its own app: postBuild substitutes `${app}` into the pod labels and
-    // the selectors. (With one shared selector every one of the 1,000 Services would select all
-    // 1,000 pods: an O(n²) Endpoints/EndpointSlice load on the controller-manager and apiserver
-    // that no real set of apps has and that has nothing to do with the reconciler.)
-    let app = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: \"${{app}}\"}}}}\n  template:\n    metadata: {{labels: {{app: \"${{app}}\"}}}}\n    spec:\n      serviceAccountName: app\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  selector: {{app: \"${{app}}\"}}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app, namespace: {ns}}}\ndata: {{k: v}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: app, namespace: {ns}}}\n"
-    );
-    source.publish(
-        '1',
-        &[
-            ("app/kustomization.yaml", "resources: [app.yaml]\n"),
-            ("app/app.yaml", &app),
-        ],
-    );
-
-    let bin = release_reconciler();
-    let static_idle_rss = match static_reconciler() {
-        Some(static_bin) => Some(idle_rss_of(&static_bin, &storage).await),
-        None => None,
-    };
-    let mut reconciler = start_reconciler(&bin, &storage);
-    let pid = reconciler.id();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_rss = gitops_conformance::proc_status_kib(pid, "VmRSS:");
-
-    let mut manifests = String::new();
-    for i in 0..count {
-        manifests.push_str(&format!(
-            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata: {{name: app-{i}, namespace: {ns}, labels: {{bench: flux}}}}\nspec:\n  sourceRef: {{kind: GitRepository, name: podinfo}}\n  path: ./app\n  interval: 1h\n  retryInterval: 5s\n  timeout: 5m\n  prune: true\n  wait: true\n  namePrefix: k{i}-\n  postBuild: {{substitute: {{app: k{i}-app}}}}\n---\n"
-        ));
-    }
-    let mut processes = cluster_processes(cluster_dir.unwrap_or(Path::new("/nonexistent")));
-    processes.push(("gitops-reconciler".into(), pid));
-    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
-    let requests_before = request_counts();
-    let started = Instant::now();
-    kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifests));
-    let client = support::client().await;
-    let api: kube::Api<gitops_reconciler::api::Kustomization> = kube::Api::namespaced(client, &ns);
-    let deadline = Duration::from_secs(600);
-    let mut ready = 0;
-    while started.elapsed() < deadline {
-        let list = api.list(&Default::default()).await.expect("list");
-        ready = list
-            .items
-            .iter()
-            .filter(|k| {
-                k.status
-                    .as_ref()
-                    .is_some_and(|s| gitops_reconciler::api::conditions::is_ready(&s.conditions))
-            })
-            .count();
-        if ready == count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let elapsed = started.elapsed();
-    let peak_rss = gitops_conformance::proc_status_kib(pid, "VmHWM:");
-    // Where the CPU went during (a): on a small machine the processes compete for the cores.
-    let used: Vec<String> = processes
-        .iter()
-        .zip(&cpu_before)
-        .map(|((name, p), before)| format!("{name} {:.1}s", cpu_seconds(*p) - before))
-        .collect();
-    let mut requests: Vec<(String, f64)> = request_counts()
-        .into_iter()
-        .map(|(k, v)| {
-            let before = requests_before.get(&k).copied().unwrap_or(0.0);
-            (k, v - before)
-        })
-        .filter(|(_, v)| *v > 0.0)
-        .collect();
-    requests.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = requests.iter().map(|(_, v)| v).sum();
-    println!(
-        "(a) apiserver requests during (a): {total:.0}; top: {}",
-        requests
-            .iter()
-            .take(16)
-            .map(|(k, v)| format!("{k} {v:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "(a) CPU used during (a): {} (load average now: {})",
-        used.join(", "),
-        gitops_conformance::load_average()
-    );
-    report(
-        &format!("(a) {count} Kustomizations x 4 objects, all Ready"),
-        format!("{:.1}s", elapsed.as_secs_f64()),
-        "<= 60s",
-        elapsed.as_secs_f64() / 60.0,
-        &format!(
-            "{ready}/{count} Ready; --concurrent {}; Flux: 4m13s on 16 cores (ratio vs Flux {:.2})",
-            reconciler_concurrent(),
-            elapsed.as_secs_f64() / 253.0
-        ),
-    );
-    report(
-        "(c) reconciler RSS idle",
-        format!("{:.1}MiB", idle_rss as f64 / 1024.0),
-        "< 25MiB",
-        idle_rss as f64 / 1024.0 / 25.0,
-        "cargo build --release (shared libcurl, libssl, ...)",
-    );
-    match static_idle_rss {
-        Some(rss) => report(
-            "(c) reconciler RSS idle, static image binary",
-            format!("{:.1}MiB", rss as f64 / 1024.0),
+    let ours = settings.sides.contains(&side_by_side::Side::Ours);
+    let bin = ours.then(release_reconciler);
+    if let Some(bin) = &bin {
+        let storage =
+            std::env::temp_dir().join(format!("gitops-bench-idle-{}", std::process::id()));
+        std::fs::create_dir_all(&storage).expect("storage");
+        let idle_rss = idle_rss_of(bin, &storage).await;
+        report(
+            "(c) reconciler RSS idle",
+            format!("{:.1}MiB", idle_rss as f64 / 1024.0),
             "< 25MiB",
-            rss as f64 / 1024.0 / 25.0,
-            "what the OCI image runs (--features static, +crt-static)",
-        ),
-        None => println!("(c) static image binary: not measured (GITOPS_BENCH_STATIC=1 builds it)"),
+            idle_rss as f64 / 1024.0 / 25.0,
+            "cargo build --release (shared libcurl, libssl, ...)",
+        );
+        match static_reconciler() {
+            Some(static_bin) => {
+                let rss = idle_rss_of(&static_bin, &storage).await;
+                report(
+                    "(c) reconciler RSS idle, static image binary",
+                    format!("{:.1}MiB", rss as f64 / 1024.0),
+                    "< 25MiB",
+                    rss as f64 / 1024.0 / 25.0,
+                    "what the OCI image runs (--features static, +crt-static)",
+                );
+            }
+            None => {
+                println!("(c) static image binary: not measured (GITOPS_BENCH_STATIC=1 builds it)")
+            }
+        }
+        let _ = std::fs::remove_dir_all(&storage);
     }
-    report(
-        "(c) reconciler RSS peak during (a)",
-        format!("{:.1}MiB", peak_rss as f64 / 1024.0),
-        "< 250MiB",
-        peak_rss as f64 / 1024.0 / 250.0,
-        "VmHWM",
-    );
-    let _ = reconciler.kill();
-    let _ = reconciler.wait();
-    // Release the finalizers the reconciler set, then delete everything.
-    gitops_conformance::release_finalizers(Some(&ns), None);
-    let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
-    let _ = std::fs::remove_dir_all(&storage);
+    let bench = side_by_side::Bench::new(cluster_dir, &settings, bin).await;
+    let flux_crds = if bench.flux_bin.is_some() {
+        side_by_side::FluxCrds::install(&bench.flux_version)
+    } else {
+        None
+    };
+    for &count in &settings.sizes {
+        let mut runs = Vec::new();
+        for &side in &settings.sides {
+            let run = match side {
+                side_by_side::Side::Floor => bench.floor(count).await,
+                side_by_side::Side::Flux if flux_crds.is_some() => bench.flux(count).await,
+                side_by_side::Side::Flux => continue,
+                side_by_side::Side::Ours => bench.ours(count).await,
+            };
+            println!(
+                "(a) N={count} {:?}: {}/{count} Ready in {:.1}s (teardown {:.1}s)",
+                run.side,
+                run.ready,
+                run.elapsed.as_secs_f64(),
+                run.teardown.as_secs_f64()
+            );
+            runs.push(run);
+        }
+        side_by_side::print_table(&runs, settings.concurrent, &bench.flux_version);
+    }
+    if let Some(crds) = flux_crds {
+        crds.remove();
+    }
 }
 
 fn main() {
@@ -484,6 +423,12 @@ fn main() {
         runtime.block_on(bench_b());
     }
     if parts.contains('a') {
-        runtime.block_on(bench_a(cluster.dir()));
+        // A control plane of tests/cluster the caller started (GITOPS_TEST_KUBECONFIG and
+        // GITOPS_CLUSTER_DIR) has its pids recorded there too.
+        let dir = cluster
+            .dir()
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("GITOPS_CLUSTER_DIR").map(PathBuf::from));
+        runtime.block_on(bench_a(dir.as_deref()));
     }
 }

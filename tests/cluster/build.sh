@@ -5,9 +5,10 @@
 #   $GITOPS_CACHE_DIR/bin/k8s-node-<v>/{kubelet,kube-proxy}   (the real node, same k8s version)
 #   $GITOPS_CACHE_DIR/bin/etcd-<v>/etcd, kwok-<v>/kwok, krew-<v>/kubectl-krew, coredns-<v>/coredns
 #   $GITOPS_CACHE_DIR/bin/sops-<v>/sops, age-<v>/{age,age-keygen}   (the real SOPS tools)
+#   $GITOPS_CACHE_DIR/bin/flux-<v>/{source-controller,kustomize-controller}   (the bench only)
 # Each directory holds a SHA256SUMS stamp written after a successful build; a directory whose
 # binaries no longer match their stamp is treated as corrupt and rebuilt.
-# Usage: build.sh [k8s|node|etcd|kwok|krew|coredns|sops|age ...]   (default: k8s etcd kwok)
+# Usage: build.sh [k8s|node|etcd|kwok|krew|coredns|sops|age|flux ...]   (default: k8s etcd kwok)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
@@ -149,6 +150,60 @@ GO
   log "coredns $COREDNS_VERSION built into $out"
 }
 
+# Modules a Flux controller requires at a version the Go module proxy refuses, each with the
+# closest version it serves: "controller module version".
+FLUX_SUBSTITUTES=(
+  "source-controller github.com/fluxcd/pkg/artifact v0.18.0"
+)
+
+# Flux's controllers keep their main package at the module root and carry replace directives in
+# their go.mod, which a dependent module ignores: each is built from a wrapper module that
+# requires it as a tool and copies its non-local replace directives (the local ones point into
+# its own tree, e.g. ./api, whose published module at the required version is the same code).
+# `go mod tidy -e` because a test-only dependency of source-controller is refused by the proxy.
+build_flux() {
+  local out="$FLUX_BIN" controllers=(source-controller kustomize-controller)
+  if cached "$out" "${controllers[@]}"; then log "flux $FLUX_VERSION cached in $out"; return; fi
+  log "building flux $FLUX_VERSION ${controllers[*]} (cold: 10-20 min on 2 cores)"
+  mkdir -p "$out.tmp"
+  local c module work gomod sub
+  for c in "${controllers[@]}"; do
+    module=github.com/fluxcd/$c
+    work="$GITOPS_CACHE_DIR/work/flux-$FLUX_VERSION/$c"
+    wrapper_module "$work" "$module" "$FLUX_VERSION"
+    gomod=$(go mod download -json "$module@$FLUX_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [ -f "$gomod" ] || die "could not download $module@$FLUX_VERSION from the Go module proxy"
+    # Non-local replacements name a version; local ones (./api) do not.
+    local r
+    for r in $(go mod edit -json "$gomod" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    old, new = r["Old"], r["New"]
+    if new.get("Version"):
+        at = "@" + old["Version"] if old.get("Version") else ""
+        print(old["Path"] + at + "=" + new["Path"] + "@" + new["Version"])
+'); do
+      (cd "$work" && go mod edit -replace "$r")
+    done
+    local sub_controller sub_module sub_version
+    for sub in "${FLUX_SUBSTITUTES[@]}"; do
+      read -r sub_controller sub_module sub_version <<< "$sub"
+      if [ "$sub_controller" = "$c" ]; then
+        (cd "$work" && go mod edit -replace "$sub_module=$sub_module@$sub_version")
+      fi
+    done
+    (cd "$work" && go mod edit -tool "$module") || die "go mod edit -tool $module failed"
+    log "  go mod tidy -e ($c)"
+    (cd "$work" && go mod tidy -e >"$work/tidy.log" 2>&1) || die "go mod tidy of $c failed: see $work/tidy.log"
+    log "  go build $module"
+    (cd "$work" && go build -ldflags "-s -w" -o "$out.tmp/$c" "$module") \
+      || die "go build of $module@$FLUX_VERSION failed (see output above)"
+  done
+  stamp "$out.tmp" "${controllers[@]}"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  log "flux $FLUX_VERSION built into $out"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(k8s etcd kwok)
 command -v go >/dev/null || die "go is not installed (Go >= 1.24 needed to build the control plane)"
@@ -162,6 +217,7 @@ for t in "${targets[@]}"; do
     krew) build_simple krew sigs.k8s.io/krew "$KREW_VERSION" sigs.k8s.io/krew/cmd/krew kubectl-krew ;;
     sops) go_install sops "$SOPS_VERSION" github.com/getsops/sops/v3/cmd/sops sops ;;
     age) go_install age "$AGE_VERSION" "filippo.io/age/cmd/..." age age-keygen ;;
-    *) die "unknown target '$t' (expected k8s, node, etcd, kwok, krew, coredns, sops or age)" ;;
+    flux) build_flux ;;
+    *) die "unknown target '$t' (expected k8s, node, etcd, kwok, krew, coredns, sops, age or flux)" ;;
   esac
 done

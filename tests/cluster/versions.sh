@@ -11,6 +11,10 @@ GITOPS_CACHE_DIR=${GITOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-git
 # The licence checker of `make test` (deny.toml), built from crates.io into the cache.
 CARGO_DENY_VERSION=0.20.2
 CARGO_DENY=$GITOPS_CACHE_DIR/bin/cargo-deny-$CARGO_DENY_VERSION/bin/cargo-deny
+# Flux's source-controller and kustomize-controller, built only for the side-by-side bench
+# (`build.sh flux`). v1.10.x needs fluxcd/pkg modules the Go module proxy refuses here.
+FLUX_VERSION=v1.9.6
+FLUX_BIN=$GITOPS_CACHE_DIR/bin/flux-$FLUX_VERSION
 # The real sops and age the SOPS compatibility tests encrypt with, built from the Go module proxy.
 SOPS_VERSION=v3.13.3
 AGE_VERSION=v1.3.2

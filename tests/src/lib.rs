@@ -260,7 +260,11 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
 /// Installs (server-side applies) the committed CRDs and waits until they are Established.
 /// Idempotent; safe to call from every test.
 pub fn install_crds() {
-    let dir = repo_root().join("reconciler/config/crd");
+    apply_crds(&repo_root().join("reconciler/config/crd"));
+}
+
+/// Server-side applies the CRDs in `dir` and waits until they are Established.
+pub fn apply_crds(dir: &Path) {
     let dir = dir.to_string_lossy();
     let manager = format!("--field-manager={FIELD_MANAGER}");
     kubectl_ok(

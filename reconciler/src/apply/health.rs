@@ -354,14 +354,7 @@ pub async fn wait(
     // Dropping the JoinSet aborts every watch that is still running.
     let mut watches = tokio::task::JoinSet::new();
     for object in objects {
-        let (resource, namespaced) =
-            resolver
-                .resolve(client, object)
-                .await
-                .map_err(|e| HealthError::Read {
-                    object: object.to_string(),
-                    message: e.to_string(),
-                })?;
+        let (resource, namespaced) = resolve(client, resolver, object).await?;
         let api: Api<DynamicObject> = match (&object.namespace, namespaced) {
             (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
             _ => Api::all_with(client.clone(), &resource),
@@ -411,6 +404,32 @@ pub async fn wait(
             Ok(None) | Err(_) => break,
         }
     }
+    conclude(client, &last, &selectors).await
+}
+
+/// The resource of `object` and whether it is namespaced, as a health error when unknown.
+pub(super) async fn resolve(
+    client: &kube::Client,
+    resolver: &Resolver,
+    object: &ObjectRef,
+) -> Result<(kube::api::ApiResource, bool), HealthError> {
+    resolver
+        .resolve(client, object)
+        .await
+        .map_err(|e| HealthError::Read {
+            object: object.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// The outcome of a wait from each object's last known health: `Ok` when all are current,
+/// [`HealthError::Timeout`] when any is still in progress (failed ones listed after them),
+/// else [`HealthError::Failed`]; unready workloads explained with their pods.
+pub(super) async fn conclude(
+    client: &kube::Client,
+    last: &BTreeMap<ObjectRef, Health>,
+    selectors: &BTreeMap<ObjectRef, String>,
+) -> Result<(), HealthError> {
     let failed: Vec<_> = last
         .iter()
         .filter_map(|(o, h)| match h {
@@ -428,12 +447,12 @@ pub async fn wait(
     if !unready.is_empty() {
         let mut all = unready;
         all.extend(failed);
-        explain_with_pods(client, &selectors, &mut all).await;
+        explain_with_pods(client, selectors, &mut all).await;
         return Err(HealthError::Timeout(all));
     }
     if !failed.is_empty() {
         let mut failed = failed;
-        explain_with_pods(client, &selectors, &mut failed).await;
+        explain_with_pods(client, selectors, &mut failed).await;
         return Err(HealthError::Failed(failed));
     }
     Ok(())
@@ -690,10 +709,19 @@ pub fn pods_not_ready(pods: &[Value]) -> Option<String> {
 /// A watched dynamic object as JSON; watch events may lack the type fields, so they are filled
 /// in from the reference.
 fn typed_value(object: &ObjectRef, live: &DynamicObject) -> Result<Value, serde_json::Error> {
+    typed_value_of(&object.api_version(), &object.kind, live)
+}
+
+/// [`typed_value`] with the type fields given.
+pub(super) fn typed_value_of(
+    api_version: &str,
+    kind: &str,
+    live: &DynamicObject,
+) -> Result<Value, serde_json::Error> {
     let mut value = serde_json::to_value(live)?;
     if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), Value::String(object.api_version()));
-        map.insert("kind".into(), Value::String(object.kind.clone()));
+        map.insert("apiVersion".into(), Value::String(api_version.to_owned()));
+        map.insert("kind".into(), Value::String(kind.to_owned()));
     }
     Ok(value)
 }

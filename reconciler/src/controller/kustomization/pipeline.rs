@@ -196,7 +196,19 @@ impl Run<'_> {
         if targets.is_empty() {
             return Ok(None);
         }
-        apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
+        let identity = self
+            .ctx
+            .tenant_identity(self.ks, &self.namespace)
+            .unwrap_or_default();
+        apply::shared_watch::wait(
+            &self.ctx.health_watches,
+            &identity,
+            client,
+            &self.ctx.resolver,
+            &targets,
+            timeout,
+        )
+        .await?;
         Ok(Some(true))
     }
 }

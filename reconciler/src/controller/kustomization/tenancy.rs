@@ -6,6 +6,17 @@ use super::status::{Run, StageError};
 use crate::api::Kustomization;
 
 impl Context {
+    /// The user [`Context::tenant_client`] impersonates for `ks`, or None for the reconciler's
+    /// own identity.
+    pub(super) fn tenant_identity(&self, ks: &Kustomization, namespace: &str) -> Option<String> {
+        let sa = ks
+            .spec
+            .service_account_name
+            .clone()
+            .or_else(|| self.config.default_service_account.clone())?;
+        Some(format!("system:serviceaccount:{namespace}:{sa}"))
+    }
+
     /// The client for every read and write of `ks`'s objects: the impersonated ServiceAccount
     /// (spec.serviceAccountName, else the default one) or the reconciler's own identity.
     ///
@@ -16,15 +27,9 @@ impl Context {
         ks: &Kustomization,
         namespace: &str,
     ) -> Result<kube::Client, kube::Error> {
-        let Some(sa) = ks
-            .spec
-            .service_account_name
-            .clone()
-            .or_else(|| self.config.default_service_account.clone())
-        else {
+        let Some(user) = self.tenant_identity(ks, namespace) else {
             return Ok(self.client.clone());
         };
-        let user = format!("system:serviceaccount:{namespace}:{sa}");
         let mut cache = self.impersonated.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = cache.get(&user) {
             return Ok(client.clone());
