@@ -111,8 +111,6 @@ pub struct Context {
     cluster_policies: Store<ClusterPolicy>,
     /// Impersonating clients by user name (see [`tenancy`]).
     impersonated: Mutex<HashMap<String, kube::Client>>,
-    /// The health stage's watches, one per identity, kind and namespace.
-    health_watches: crate::apply::shared_watch::SharedWatches,
 }
 
 /// Errors the controller itself cannot record in status (the status write failed); retried
@@ -432,7 +430,6 @@ pub async fn run(
         store: reader.clone(),
         cluster_policies,
         impersonated: Mutex::new(HashMap::new()),
-        health_watches: Default::default(),
         config: config.clone(),
     });
 

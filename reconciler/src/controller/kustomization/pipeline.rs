@@ -196,19 +196,10 @@ impl Run<'_> {
         if targets.is_empty() {
             return Ok(None);
         }
-        let identity = self
-            .ctx
-            .tenant_identity(self.ks, &self.namespace)
-            .unwrap_or_default();
-        apply::shared_watch::wait(
-            &self.ctx.health_watches,
-            &identity,
-            client,
-            &self.ctx.resolver,
-            &targets,
-            timeout,
-        )
-        .await?;
+        // One watch per object, started after the apply: a shared, longer-lived watch
+        // (`apply::shared_watch`) may still hold an object's state from before this apply's
+        // write and report it healthy (or failed) before its new version is observed.
+        apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
         Ok(Some(true))
     }
 }
