@@ -408,7 +408,7 @@ pub async fn wait(
 }
 
 /// The resource of `object` and whether it is namespaced, as a health error when unknown.
-pub(super) async fn resolve(
+async fn resolve(
     client: &kube::Client,
     resolver: &Resolver,
     object: &ObjectRef,
@@ -425,7 +425,7 @@ pub(super) async fn resolve(
 /// The outcome of a wait from each object's last known health: `Ok` when all are current,
 /// [`HealthError::Timeout`] when any is still in progress (failed ones listed after them),
 /// else [`HealthError::Failed`]; unready workloads explained with their pods.
-pub(super) async fn conclude(
+async fn conclude(
     client: &kube::Client,
     last: &BTreeMap<ObjectRef, Health>,
     selectors: &BTreeMap<ObjectRef, String>,
@@ -713,7 +713,7 @@ fn typed_value(object: &ObjectRef, live: &DynamicObject) -> Result<Value, serde_
 }
 
 /// [`typed_value`] with the type fields given.
-pub(super) fn typed_value_of(
+fn typed_value_of(
     api_version: &str,
     kind: &str,
     live: &DynamicObject,

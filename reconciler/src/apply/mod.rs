@@ -18,7 +18,6 @@ pub mod ignore;
 pub mod inventory;
 pub mod object;
 pub mod resolve;
-pub mod shared_watch;
 
 mod prune;
 mod ssa;

@@ -196,9 +196,9 @@ impl Run<'_> {
         if targets.is_empty() {
             return Ok(None);
         }
-        // One watch per object, started after the apply: a shared, longer-lived watch
-        // (`apply::shared_watch`) may still hold an object's state from before this apply's
-        // write and report it healthy (or failed) before its new version is observed.
+        // One watch per object, started after the apply: a watch shared across waits could
+        // still hold an object's state from before this apply's write and report it healthy
+        // (or failed) before its new version is observed.
         apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
         Ok(Some(true))
     }
