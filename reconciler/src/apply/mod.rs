@@ -10,12 +10,14 @@
 //!    first stage wait until CRDs are established and Namespaces active.
 //! 3. [`prune`]: delete, in reverse stage order, objects that left the inventory and still carry
 //!    this Kustomization's owner labels (never those annotated `kubectl-gitops.io/prune: disabled`).
-//! 4. [`health::wait`]: watch-driven kstatus rules.
+//! 4. [`health::wait`]: watch-driven kstatus rules; for Kustomizations acting as the reconciler
+//!    itself, read from one shared store per kind ([`kind_watch`]) instead of a watch per object.
 
 pub mod diff;
 pub mod health;
 pub mod ignore;
 pub mod inventory;
+pub mod kind_watch;
 pub mod object;
 pub mod resolve;
 
@@ -28,6 +30,7 @@ use serde_json::Value;
 
 pub use health::{Health, HealthError};
 pub use ignore::DriftRules;
+pub use kind_watch::{KindWatches, Seen};
 pub use object::ObjectRef;
 pub use prune::{PruneOutcome, prune, prune_dry_run};
 pub use resolve::{ResolveError, Resolver};
@@ -139,6 +142,9 @@ impl fmt::Display for Action {
 pub struct ChangeSet {
     /// Each object of the plan with what the apply did to it.
     pub changes: Vec<(ObjectRef, Action)>,
+    /// The version of each object as the apply last saw it (its write's answer, or the live
+    /// object when nothing was sent): a health check reading a shared store waits for it.
+    pub seen: std::collections::BTreeMap<ObjectRef, Seen>,
 }
 
 impl ChangeSet {

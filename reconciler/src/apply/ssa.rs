@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::health;
 use super::ignore::DriftRules;
+use super::kind_watch::Seen;
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 use super::{Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff};
@@ -405,11 +406,11 @@ pub async fn apply(
             // CRDs must be established and Namespaces active before anything uses them.
             let written: Vec<ObjectRef> = done
                 .iter()
-                .filter(|(r, a)| {
+                .filter(|(r, a, _)| {
                     *a != Action::Unchanged
                         && (r.kind == "CustomResourceDefinition" || r.kind == "Namespace")
                 })
-                .map(|(r, _)| r.clone())
+                .map(|(r, _, _)| r.clone())
                 .collect();
             if !written.is_empty() {
                 health::wait(client, resolver, &written, opts.definitions_timeout)
@@ -417,7 +418,12 @@ pub async fn apply(
                     .map_err(ApplyError::Definitions)?;
             }
         }
-        changes.changes.extend(done);
+        for (id, action, seen) in done {
+            if let Some(seen) = seen {
+                changes.seen.insert(id.clone(), seen);
+            }
+            changes.changes.push((id, action));
+        }
     }
     Ok(changes)
 }
@@ -659,12 +665,15 @@ async fn decide_stage<'a>(
     })
 }
 
+/// The stage's objects with what was done to each and the version of each last seen.
+type StageDone = Vec<(ObjectRef, Action, Option<Seen>)>;
+
 async fn apply_stage(
     client: &kube::Client,
     resolver: &Resolver,
     items: &[&Planned],
     opts: &ApplyOptions,
-) -> Result<Vec<(ObjectRef, Action)>, ApplyError> {
+) -> Result<StageDone, ApplyError> {
     let Decided {
         work, decisions, ..
     } = decide_stage(client, resolver, items, opts).await?;
@@ -676,9 +685,10 @@ async fn apply_stage(
         .map(|(w, d)| {
             let (params, decision) = (params.clone(), *d);
             let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
+            let live_seen = w.live.as_ref().and_then(Seen::of);
             async move {
                 let action = match decision {
-                    Decision::Skip => return Ok(Action::Unchanged),
+                    Decision::Skip => return Ok((Action::Unchanged, live_seen)),
                     Decision::Create => Action::Created,
                     Decision::Configure => Action::Configured,
                     Decision::Adopt => Action::Adopted,
@@ -687,13 +697,18 @@ async fn apply_stage(
                         Action::Recreated
                     }
                 };
-                api.patch(&id.name, &params, &Patch::Apply(&intent))
+                let written = api
+                    .patch(&id.name, &params, &Patch::Apply(&intent))
                     .await
                     .map_err(|e| ApplyError::Write {
                         object: id.to_string(),
                         message: status_message(&e),
                     })?;
-                Ok::<_, ApplyError>(action)
+                let seen = serde_json::to_value(&written)
+                    .ok()
+                    .as_ref()
+                    .and_then(Seen::of);
+                Ok::<_, ApplyError>((action, seen))
             }
         })
         .collect();
@@ -703,7 +718,8 @@ async fn apply_stage(
         .await;
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
-        out.push((w.planned.id.clone(), result?));
+        let (action, seen) = result?;
+        out.push((w.planned.id.clone(), action, seen));
     }
     Ok(out)
 }

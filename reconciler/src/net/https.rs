@@ -107,23 +107,48 @@ impl ClientOptions {
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientError {
+    /// A file or Secret key is not PEM.
     #[error("{name} is not PEM: {cause}")]
-    NotPem { name: String, cause: String },
+    NotPem {
+        /// The file or Secret key.
+        name: String,
+        /// The parser's error.
+        cause: String,
+    },
+    /// A CA bundle without a certificate.
     #[error("{name} holds no certificate")]
-    NoCertificate { name: String },
+    NoCertificate {
+        /// The file or Secret key.
+        name: String,
+    },
+    /// A CA certificate rustls refused.
     #[error("a CA certificate in {name} was refused: {cause}")]
-    CaRefused { name: String, cause: String },
+    CaRefused {
+        /// The file or Secret key.
+        name: String,
+        /// rustls' error.
+        cause: String,
+    },
+    /// Nothing to trust.
     #[error("no trusted CA certificates (none in the system store, no CA file)")]
     NoRoots,
     /// The key's own parse error is not shown: it may quote a line of the key.
     #[error("{name} holds no PEM private key")]
-    NoKey { name: String },
+    NoKey {
+        /// The file or Secret key.
+        name: String,
+    },
+    /// A client certificate and key rustls refused.
     #[error("{cert} and {key} were refused: {cause}")]
     Identity {
+        /// The certificate's file or Secret key.
         cert: String,
+        /// The key's file or Secret key.
         key: String,
+        /// rustls' error.
         cause: String,
     },
+    /// The TLS configuration as a whole was refused.
     #[error("the TLS configuration could not be built: {0}")]
     Tls(String),
 }
@@ -132,10 +157,13 @@ pub enum ClientError {
 /// credentials): the caller shows it with [`Proxy::shown`] or its own redaction.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProxyError {
+    /// Not a URL with a host.
     #[error("not a URL with a host")]
     NotUrl,
+    /// A scheme other than http.
     #[error("only http:// proxies are supported")]
     NotHttp,
+    /// User or password that does not decode.
     #[error("the credentials are not valid percent-encoded UTF-8")]
     BadCredentials,
 }

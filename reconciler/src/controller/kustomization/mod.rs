@@ -47,7 +47,7 @@ use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, types};
 use crate::api::kustomization::DeletionPolicy;
 use crate::api::{ClusterPolicy, Inventory, Kustomization, SourceKind};
-use crate::apply::{self, ObjectRef, Owner, Resolver};
+use crate::apply::{self, KindWatches, ObjectRef, Owner, Resolver};
 use crate::backoff;
 
 mod dependencies;
@@ -111,6 +111,8 @@ pub struct Context {
     cluster_policies: Store<ClusterPolicy>,
     /// Impersonating clients by user name (see [`tenancy`]).
     impersonated: Mutex<HashMap<String, kube::Client>>,
+    /// The shared per-kind stores of health checks (the reconciler's own identity).
+    health_watches: Arc<KindWatches>,
 }
 
 /// Errors the controller itself cannot record in status (the status write failed); retried
@@ -421,6 +423,7 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         events: Events::new(client.clone()),
+        health_watches: Arc::new(KindWatches::new(client.clone())),
         client,
         kube_config,
         resolver: Arc::new(Resolver::new()),

@@ -2,7 +2,7 @@
 //! module): source (see `source`) → dependencies → artifact → render (build, policies, plan) → apply → prune
 //! → health.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::dependencies::find_cycle;
@@ -177,7 +177,9 @@ impl Run<'_> {
             ))
             .await?;
         }
-        let healthy = self.health(&client, &new_refs, durations.timeout).await?;
+        let healthy = self
+            .health(&client, &new_refs, &changes.seen, durations.timeout)
+            .await?;
         Ok(Applied {
             revision,
             summary,
@@ -186,17 +188,30 @@ impl Run<'_> {
     }
 
     /// Stage 8: the objects [`health_targets`] names become healthy within `timeout`.
+    ///
+    /// The shared per-kind stores list and watch as the reconciler itself, so only a
+    /// Kustomization acting as the reconciler reads them; one impersonating a ServiceAccount
+    /// watches each object with its own client, and sees only what that account may read.
     async fn health(
         &self,
         client: &kube::Client,
         applied: &[ObjectRef],
+        seen: &BTreeMap<ObjectRef, apply::Seen>,
         timeout: Duration,
     ) -> Result<Option<bool>, StageError> {
         let targets = health_targets(self.ks, applied)?;
         if targets.is_empty() {
             return Ok(None);
         }
-        apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
+        let shared = self
+            .ctx
+            .impersonated_user(self.ks, &self.namespace)
+            .is_none()
+            .then_some(apply::health::Shared {
+                watches: &self.ctx.health_watches,
+                seen,
+            });
+        apply::health::wait_with(client, &self.ctx.resolver, &targets, timeout, shared).await?;
         Ok(Some(true))
     }
 }

@@ -16,15 +16,9 @@ impl Context {
         ks: &Kustomization,
         namespace: &str,
     ) -> Result<kube::Client, kube::Error> {
-        let Some(sa) = ks
-            .spec
-            .service_account_name
-            .clone()
-            .or_else(|| self.config.default_service_account.clone())
-        else {
+        let Some(user) = self.impersonated_user(ks, namespace) else {
             return Ok(self.client.clone());
         };
-        let user = format!("system:serviceaccount:{namespace}:{sa}");
         let mut cache = self.impersonated.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = cache.get(&user) {
             return Ok(client.clone());
@@ -35,6 +29,19 @@ impl Context {
         let client = kube::Client::try_from(config)?;
         cache.insert(user, client.clone());
         Ok(client)
+    }
+}
+
+impl Context {
+    /// The user `ks` acts as when it is not the reconciler itself: its ServiceAccount
+    /// (spec.serviceAccountName, else `--default-service-account`).
+    pub(super) fn impersonated_user(&self, ks: &Kustomization, namespace: &str) -> Option<String> {
+        let sa = ks
+            .spec
+            .service_account_name
+            .clone()
+            .or_else(|| self.config.default_service_account.clone())?;
+        Some(format!("system:serviceaccount:{namespace}:{sa}"))
     }
 }
 
