@@ -605,3 +605,122 @@ async fn secret_string_data_and_canonicalised_quantities_are_not_drift_but_edits
     );
     assert_eq!(password, "aHVudGVyMg==", "base64 of hunter2 restored");
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn shared_kind_stores_see_each_applied_version_and_are_shared_per_kind() {
+    let ns = TestNamespace::new("ks-shared");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    let watches = apply::KindWatches::new(client.clone());
+    let (plan, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
+        .await
+        .expect("apply");
+    assert_eq!(changes.seen.len(), 3, "{changes:?}");
+    let shared = |seen| {
+        Some(apply::health::Shared {
+            watches: &watches,
+            seen,
+        })
+    };
+    apply::health::wait_with(
+        &client,
+        &resolver,
+        &plan.refs(),
+        Duration::from_secs(60),
+        shared(&changes.seen),
+    )
+    .await
+    .expect("the app becomes ready");
+    assert_eq!(watches.len(), 3, "one store per kind");
+
+    // The new version cannot become ready; the stores' copies of the old, ready one must not
+    // count for it even though they are still there when the wait starts.
+    let stuck = app(&ns.name, 2, "a").replace(
+        "      containers:",
+        "      nodeSelector: {no-such-node: 'true'}\n      containers:",
+    );
+    let (plan, changes) = plan_and_apply(&client, &resolver, &stuck, &opts)
+        .await
+        .expect("apply the stuck version");
+    assert_eq!(changes.count(Action::Configured), 1, "{changes:?}");
+    let started = Instant::now();
+    let err = apply::health::wait_with(
+        &client,
+        &resolver,
+        &plan.refs(),
+        Duration::from_secs(3),
+        shared(&changes.seen),
+    )
+    .await
+    .expect_err("the unschedulable version never becomes ready");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(15),
+        "{elapsed:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        matches!(err, HealthError::Timeout(ref items) if items.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Deployment {}/web: ", ns.name)),
+        "{message}"
+    );
+    assert_eq!(watches.len(), 3, "the stores are reused");
+
+    // A deleted object is "not found", as with a watch per object.
+    kubectl_ok(&["delete", "configmap", "settings", "-n", &ns.name]);
+    let settings: Vec<_> = plan
+        .refs()
+        .into_iter()
+        .filter(|r| r.kind == "ConfigMap")
+        .collect();
+    let err = apply::health::wait_with(
+        &client,
+        &resolver,
+        &settings,
+        Duration::from_secs(2),
+        shared(&changes.seen),
+    )
+    .await
+    .expect_err("a deleted object is not ready");
+    assert!(
+        err.to_string()
+            .contains(&format!("ConfigMap {}/settings: not found", ns.name)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn a_single_refused_write_is_reported_as_its_dry_run_and_writes_nothing() {
+    let ns = TestNamespace::new("ks-single");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
+        .await
+        .expect("apply");
+    // The three objects are unchanged; the broken Service is the stage's only write.
+    let manifest = format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: {ns}}}\nspec:\n  ports: [{{port: 99999}}]\n",
+        app(&ns.name, 1, "a"),
+        ns = ns.name
+    );
+    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect_err("the invalid Service is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Service {}/broken", ns.name)) && message.contains("99999"),
+        "{message}"
+    );
+    assert!(get(&ns.name, "service", "broken").is_none());
+}

@@ -500,11 +500,26 @@ async fn read_store(
 ) {
     let mut changed = lease.subscribe();
     let mut reported: BTreeMap<ObjectRef, Health> = BTreeMap::new();
+    // The resourceVersion each object had when last evaluated: a store wakes its readers on a
+    // change of any object of the kind, and re-evaluating an unchanged object is wasted work.
+    let mut evaluated: BTreeMap<ObjectRef, String> = BTreeMap::new();
     loop {
         changed.borrow_and_update();
         let mut closed = false;
         items.retain(|(object, seen)| {
-            let (health, selector) = stored_health(&lease, object, seen);
+            let stored = lease.get(object.namespace.as_deref(), &object.name);
+            let version = match &stored {
+                Ok(Some(live)) => live.metadata.resource_version.clone(),
+                _ => None,
+            };
+            if version.is_some() && evaluated.get(object) == version.as_ref() {
+                return true;
+            }
+            match version {
+                Some(v) => evaluated.insert(object.clone(), v),
+                None => evaluated.remove(object),
+            };
+            let (health, selector) = stored_health(stored, object, seen);
             let settled = !matches!(health, Health::InProgress(_));
             if reported.get(object) != Some(&health) {
                 reported.insert(object.clone(), health.clone());
@@ -518,9 +533,16 @@ async fn read_store(
     }
 }
 
-/// The health of `object` as `lease`'s store holds it, with its pods' selector.
-fn stored_health(lease: &Lease, object: &ObjectRef, seen: &Seen) -> (Health, Option<String>) {
-    match lease.get(object.namespace.as_deref(), &object.name) {
+/// The health of `object` from what its kind's store holds ([`KindWatch::get`]'s answer), with
+/// its pods' selector.
+///
+/// [`KindWatch::get`]: super::kind_watch::KindWatch::get
+fn stored_health(
+    stored: Result<Option<std::sync::Arc<DynamicObject>>, Option<String>>,
+    object: &ObjectRef,
+    seen: &Seen,
+) -> (Health, Option<String>) {
+    match stored {
         Err(Some(error)) => (Health::InProgress(error), None),
         Err(None) => (Health::InProgress("not yet observed".into()), None),
         Ok(None) => (Health::InProgress("not found".into()), None),

@@ -309,3 +309,60 @@ fn start(client: kube::Client, resource: ApiResource) -> KindWatch {
         task: task.abort_handle(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored(uid: &str, rv: &str, generation: Option<i64>) -> DynamicObject {
+        let mut object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "ns", "uid": uid, "resourceVersion": rv},
+            "spec": {"replicas": 1}
+        }))
+        .unwrap();
+        object.metadata.generation = generation;
+        object
+    }
+
+    #[test]
+    fn a_copy_counts_from_the_version_seen_on() {
+        let seen = Seen::of(&json!({"metadata":
+            {"uid": "u1", "resourceVersion": "100", "generation": 2}}))
+        .unwrap();
+        assert!(seen.reached_by(&stored("u1", "100", Some(2))));
+        assert!(seen.reached_by(&stored("u1", "101", Some(2))));
+        // A later object of the same name (recreated by someone) is newer too.
+        assert!(seen.reached_by(&stored("u2", "150", Some(1))));
+        assert!(!seen.reached_by(&stored("u1", "99", Some(1))));
+        // Opaque versions: the same object at the same or a later generation.
+        let opaque = Seen {
+            uid: "u1".into(),
+            resource_version: "a".into(),
+            generation: Some(2),
+        };
+        assert!(opaque.reached_by(&stored("u1", "b", Some(2))));
+        assert!(!opaque.reached_by(&stored("u1", "b", Some(1))));
+        assert!(!opaque.reached_by(&stored("u0", "b", Some(3))));
+        assert_eq!(Seen::of(&json!({"metadata": {"uid": "u"}})), None);
+    }
+
+    #[test]
+    fn stores_keep_what_health_reads_only() {
+        let mut secret: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "annotations": {"a": "b"},
+                         "managedFields": [{"manager": "m", "operation": "Apply"}]},
+            "type": "Opaque", "data": {"k": "c2VjcmV0"}, "stringData": {"x": "y"}
+        }))
+        .unwrap();
+        strip(&mut secret);
+        let value = serde_json::to_value(&secret).unwrap();
+        assert_eq!(value.get("data"), None);
+        assert_eq!(value.get("stringData"), None);
+        assert_eq!(value.pointer("/metadata/annotations"), None);
+        assert_eq!(value.pointer("/metadata/managedFields"), None);
+        assert_eq!(value.get("type"), Some(&json!("Opaque")));
+    }
+}

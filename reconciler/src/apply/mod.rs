@@ -6,7 +6,8 @@
 //!    the new inventory, which the controller records (union with the old one) *before* step 2.
 //! 2. [`apply`]: per stage — CRDs/Namespaces/ClusterRoles, then `*Class` kinds, then the rest —
 //!    read the live objects, skip those whose intent is unchanged and not drifted, dry-run all
-//!    remaining objects of the stage, and only when every dry-run passed write them; after the
+//!    remaining objects of the stage, and only when every dry-run passed write them (a stage
+//!    with a single object to write sends no dry-run: its write is the whole test); after the
 //!    first stage wait until CRDs are established and Namespaces active.
 //! 3. [`prune`]: delete, in reverse stage order, objects that left the inventory and still carry
 //!    this Kustomization's owner labels (never those annotated `kubectl-gitops.io/prune: disabled`).
@@ -229,7 +230,9 @@ pub enum ApplyError {
         /// The server's message.
         message: String,
     },
-    /// The server-side dry-run refused objects of a stage: one `object: message` per object.
+    /// The server-side dry-run refused objects of a stage: one `object: message` per object
+    /// (or the server refused the write of a stage's only object to write, which had no
+    /// dry-run: nothing of the stage was written either).
     #[error("dry-run rejected {} object(s), nothing of this stage was applied: {}", .0.len(), .0.join("; "))]
     DryRun(Vec<String>),
     /// Writing an object failed after its dry-run passed.
@@ -294,6 +297,7 @@ mod tests {
         assert!(cs.wrote());
         let idle = ChangeSet {
             changes: vec![(obj("v1", "D"), Action::Unchanged)],
+            ..ChangeSet::default()
         };
         assert_eq!(idle.summary(), "unchanged 1");
         assert!(!idle.wrote());
