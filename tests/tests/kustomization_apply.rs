@@ -191,6 +191,25 @@ async fn a_rejected_object_leaves_its_stage_untouched() {
             "{kind}/{name} was written although the stage failed its dry-run"
         );
     }
+
+    // With the other objects applied and unchanged, the broken Service is the stage's only
+    // write: no dry-run is sent, and its refused write is reported the same way.
+    plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
+        .await
+        .expect("apply the valid objects");
+    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect_err("the invalid Service is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Service {}/broken", ns.name)) && message.contains("99999"),
+        "{message}"
+    );
+    assert!(get(&ns.name, "service", "broken").is_none());
 }
 
 #[tokio::test]
@@ -692,35 +711,4 @@ async fn shared_kind_stores_see_each_applied_version_and_are_shared_per_kind() {
             .contains(&format!("ConfigMap {}/settings: not found", ns.name)),
         "{err}"
     );
-}
-
-#[tokio::test]
-#[ignore = "needs a cluster"]
-async fn a_single_refused_write_is_reported_as_its_dry_run_and_writes_nothing() {
-    let ns = TestNamespace::new("ks-single");
-    let client = client().await;
-    let resolver = Resolver::new();
-    let opts = options(owner("app", &ns.name));
-    plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
-        .await
-        .expect("apply");
-    // The three objects are unchanged; the broken Service is the stage's only write.
-    let manifest = format!(
-        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: {ns}}}\nspec:\n  ports: [{{port: 99999}}]\n",
-        app(&ns.name, 1, "a"),
-        ns = ns.name
-    );
-    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
-        .await
-        .expect_err("the invalid Service is refused");
-    let message = err.to_string();
-    assert!(
-        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("Service {}/broken", ns.name)) && message.contains("99999"),
-        "{message}"
-    );
-    assert!(get(&ns.name, "service", "broken").is_none());
 }
