@@ -690,22 +690,32 @@ async fn shared_kind_stores_see_each_applied_version_and_are_shared_per_kind() {
     );
     assert_eq!(watches.len(), 3, "the stores are reused");
 
-    // A deleted object is "not found", as with a watch per object.
-    kubectl_ok(&["delete", "configmap", "settings", "-n", &ns.name]);
+    // A deleted object is "not found" once the store has seen the deletion (a store, like a
+    // watch, learns of it a moment after `kubectl delete` returns).
+    kubectl_ok(&["delete", "configmap", "settings", "-n", &ns.name], None);
     let settings: Vec<_> = plan
         .refs()
         .into_iter()
         .filter(|r| r.kind == "ConfigMap")
         .collect();
-    let err = apply::health::wait_with(
-        &client,
-        &resolver,
-        &settings,
-        Duration::from_secs(2),
-        shared(&changes.seen),
-    )
-    .await
-    .expect_err("a deleted object is not ready");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        let result = apply::health::wait_with(
+            &client,
+            &resolver,
+            &settings,
+            Duration::from_secs(1),
+            shared(&changes.seen),
+        )
+        .await;
+        match result {
+            Err(err) => break err,
+            Ok(()) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(()) => panic!("the store never saw the deletion"),
+        }
+    };
     assert!(
         err.to_string()
             .contains(&format!("ConfigMap {}/settings: not found", ns.name)),
