@@ -380,8 +380,7 @@ pub async fn wait_with(
     // Dropping the JoinSet aborts every watch that is still running.
     let mut watches = tokio::task::JoinSet::new();
     // Objects read from a shared store, by kind: the store's lease and the objects.
-    let mut from_stores: BTreeMap<(String, String, String), (Lease, Vec<(ObjectRef, Seen)>)> =
-        BTreeMap::new();
+    let mut from_stores: BTreeMap<(String, String, String), StoreReads> = BTreeMap::new();
     for object in objects {
         let (resource, namespaced) =
             resolver
@@ -490,6 +489,9 @@ pub async fn wait_with(
     }
     Ok(())
 }
+
+/// A kind's store and the objects a health check reads from it.
+type StoreReads = (Lease, Vec<(ObjectRef, Seen)>);
 
 /// Reports the health of `items` from `lease`'s store, again after every change of the store,
 /// until each has settled (a settled object is not looked at again, as with a watch per object).

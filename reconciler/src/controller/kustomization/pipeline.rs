@@ -49,6 +49,9 @@ pub(super) struct Applied {
 impl Run<'_> {
     /// Stages 3–8. Returns what was applied; status fields are updated along the way.
     pub(super) async fn pipeline(&mut self, durations: &Durations) -> Result<Applied, StageError> {
+        // One of the `--concurrent` slots until the health checks (the semaphore is never
+        // closed; without a slot the reconcile proceeds rather than never).
+        let slot = self.ctx.slots.clone().acquire_owned().await.ok();
         // A cycle can never resolve: report it before anything else.
         if let Some(cycle) = find_cycle(&self.ctx.store, &self.namespace, &self.name) {
             return Err(StageError::DependencyCycle(cycle));
@@ -177,6 +180,9 @@ impl Run<'_> {
             ))
             .await?;
         }
+        // Waiting for health takes no slot: a Kustomization that never gets healthy must not
+        // delay the others for its whole timeout.
+        drop(slot);
         let healthy = self
             .health(&client, &new_refs, &changes.seen, durations.timeout)
             .await?;
