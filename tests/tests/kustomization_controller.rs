@@ -31,6 +31,16 @@ fn ready_true(ns: &str, name: &str) -> Option<String> {
     }
 }
 
+/// The message of the Kustomization's Reconciling condition.
+fn reconciling_message(ns: &str, name: &str) -> Option<String> {
+    ks_status(ns, name)["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Reconciling")?["message"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 fn ready_false_with(ns: &str, name: &str, reason: &str) -> Option<String> {
     match ready(ns, name) {
         Some((s, r, m)) if s == "False" && r == reason => Some(m),
@@ -338,14 +348,7 @@ async fn depends_on_chain_of_three_and_health_timeout() {
         .unwrap();
     assert_eq!(healthy["status"], "False");
     // While it waits (again, after each retry), Reconciling says which stage it is in.
-    let reconciling = || {
-        ks_status(&ns.name, "stuck")["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Reconciling")?["message"]
-            .as_str()
-            .map(str::to_owned)
-    };
+    let reconciling = || reconciling_message(&ns.name, "stuck");
     eventually(
         T,
         "Reconciling naming the health stage",
@@ -623,14 +626,7 @@ async fn a_kustomization_that_never_gets_healthy_does_not_delay_the_others() {
         &ctl.shard,
         "  sourceRef: {kind: GitRepository, name: repo}\n  interval: 10m\n  timeout: 5m\n  path: ./stuck\n  wait: true\n",
     ));
-    let reconciling = || {
-        ks_status(&ns.name, "stuck")["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Reconciling")?["message"]
-            .as_str()
-            .map(str::to_owned)
-    };
+    let reconciling = || reconciling_message(&ns.name, "stuck");
     eventually(
         T,
         "stuck waiting for its health checks",
