@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::health;
 use super::ignore::DriftRules;
+use super::kind_watch::Seen;
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 use super::{Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff};
@@ -384,7 +385,8 @@ struct Work<'a> {
 /// Applies the plan stage by stage (see the module docs of [`crate::apply`]).
 ///
 /// Guarantees: within a stage, nothing is written unless every object that needs a write passed
-/// its dry-run; objects whose digest and content match the live object are not sent at all;
+/// its dry-run (when only one object needs a write, its write is the test: no dry-run is sent,
+/// and a refusal is reported as the dry-run's would have been); objects whose digest and content match the live object are not sent at all;
 /// objects owned by another Kustomization are refused, unless that Kustomization no longer
 /// exists and `opts.owner_lookup` is set (then they are adopted, [`Action::Adopted`]). Caveats: earlier stages stay applied when
 /// a later stage fails (they are in the pending inventory, so prune and retries see them).
@@ -405,11 +407,11 @@ pub async fn apply(
             // CRDs must be established and Namespaces active before anything uses them.
             let written: Vec<ObjectRef> = done
                 .iter()
-                .filter(|(r, a)| {
+                .filter(|(r, a, _)| {
                     *a != Action::Unchanged
                         && (r.kind == "CustomResourceDefinition" || r.kind == "Namespace")
                 })
-                .map(|(r, _)| r.clone())
+                .map(|(r, _, _)| r.clone())
                 .collect();
             if !written.is_empty() {
                 health::wait(client, resolver, &written, opts.definitions_timeout)
@@ -417,7 +419,12 @@ pub async fn apply(
                     .map_err(ApplyError::Definitions)?;
             }
         }
-        changes.changes.extend(done);
+        for (id, action, seen) in done {
+            if let Some(seen) = seen {
+                changes.seen.insert(id.clone(), seen);
+            }
+            changes.changes.push((id, action));
+        }
     }
     Ok(changes)
 }
@@ -539,15 +546,29 @@ struct Decided<'a> {
     decisions: Vec<Decision>,
     /// The server's answer to the dry-run of each object that needs a write.
     dry_runs: Vec<Option<Value>>,
+    /// No dry-run was sent: at most one object needs a write, so its real write is the whole
+    /// test, and a rejection of it is handled as its dry-run's would have been.
+    write_is_test: bool,
 }
 
-/// Reads the live objects, decides per object and dry-runs every object that needs a write;
-/// writes nothing.
+/// When the dry-runs of a stage are sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DryRuns {
+    /// Only where one can change the outcome: when more than one object needs a write (one
+    /// rejected object must mean none is written). A single write is its own test.
+    WhenNeeded,
+    /// For every object that needs a write (a preview wants the server's answers).
+    Always,
+}
+
+/// Reads the live objects, decides per object and dry-runs the objects that need a write (see
+/// [`DryRuns`]); writes nothing.
 async fn decide_stage<'a>(
     client: &kube::Client,
     resolver: &Resolver,
     items: &[&'a Planned],
     opts: &ApplyOptions,
+    when: DryRuns,
 ) -> Result<Decided<'a>, ApplyError> {
     let live = read_live(client, resolver, items, opts).await?;
     let mut work = Vec::with_capacity(items.len());
@@ -600,6 +621,15 @@ async fn decide_stage<'a>(
         });
     }
 
+    let writes = decisions.iter().filter(|d| **d != Decision::Skip).count();
+    if when == DryRuns::WhenNeeded && writes <= 1 {
+        return Ok(Decided {
+            dry_runs: vec![None; work.len()],
+            work,
+            decisions,
+            write_is_test: true,
+        });
+    }
     // Dry-run every object that needs a write; collect every rejection before deciding.
     let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
     let dry_runs: Vec<_> = work
@@ -656,19 +686,49 @@ async fn decide_stage<'a>(
         work,
         decisions,
         dry_runs,
+        write_is_test: false,
     })
 }
+
+/// What a refused write of an object that had no dry-run means: what its dry-run's refusal
+/// would have meant. `Ok(())`: recreate it (an immutable field changed and force is on).
+fn refused_untested(
+    id: &ObjectRef,
+    intent: &Value,
+    exists: bool,
+    err: &kube::Error,
+    opts: &ApplyOptions,
+) -> Result<(), ApplyError> {
+    match immutable_field(err) {
+        Some(_) if wants_force(intent, opts) && exists => Ok(()),
+        Some(field) => Err(ApplyError::Immutable {
+            object: id.to_string(),
+            field,
+            message: status_message(err),
+        }),
+        None => Err(ApplyError::DryRun(vec![format!(
+            "{id}: {}",
+            status_message(err)
+        )])),
+    }
+}
+
+/// The stage's objects with what was done to each and the version of each last seen.
+type StageDone = Vec<(ObjectRef, Action, Option<Seen>)>;
 
 async fn apply_stage(
     client: &kube::Client,
     resolver: &Resolver,
     items: &[&Planned],
     opts: &ApplyOptions,
-) -> Result<Vec<(ObjectRef, Action)>, ApplyError> {
+) -> Result<StageDone, ApplyError> {
     let Decided {
-        work, decisions, ..
-    } = decide_stage(client, resolver, items, opts).await?;
-    // Every dry-run passed: write.
+        work,
+        decisions,
+        write_is_test,
+        ..
+    } = decide_stage(client, resolver, items, opts, DryRuns::WhenNeeded).await?;
+    // Every dry-run passed (or the one write is its own test): write.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
     let writes: Vec<_> = work
         .iter()
@@ -676,9 +736,11 @@ async fn apply_stage(
         .map(|(w, d)| {
             let (params, decision) = (params.clone(), *d);
             let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
+            let live_seen = w.live.as_ref().and_then(Seen::of);
+            let exists = w.live.is_some();
             async move {
-                let action = match decision {
-                    Decision::Skip => return Ok(Action::Unchanged),
+                let mut action = match decision {
+                    Decision::Skip => return Ok((Action::Unchanged, live_seen)),
                     Decision::Create => Action::Created,
                     Decision::Configure => Action::Configured,
                     Decision::Adopt => Action::Adopted,
@@ -687,13 +749,22 @@ async fn apply_stage(
                         Action::Recreated
                     }
                 };
-                api.patch(&id.name, &params, &Patch::Apply(&intent))
-                    .await
-                    .map_err(|e| ApplyError::Write {
-                        object: id.to_string(),
-                        message: status_message(&e),
-                    })?;
-                Ok::<_, ApplyError>(action)
+                let mut result = api.patch(&id.name, &params, &Patch::Apply(&intent)).await;
+                if write_is_test && let Err(err) = &result {
+                    refused_untested(&id, &intent, exists, err, opts)?;
+                    recreate_prelude(&api, &id).await?;
+                    action = Action::Recreated;
+                    result = api.patch(&id.name, &params, &Patch::Apply(&intent)).await;
+                }
+                let written = result.map_err(|e| ApplyError::Write {
+                    object: id.to_string(),
+                    message: status_message(&e),
+                })?;
+                let seen = serde_json::to_value(&written)
+                    .ok()
+                    .as_ref()
+                    .and_then(Seen::of);
+                Ok::<_, ApplyError>((action, seen))
             }
         })
         .collect();
@@ -703,7 +774,8 @@ async fn apply_stage(
         .await;
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
-        out.push((w.planned.id.clone(), result?));
+        let (action, seen) = result?;
+        out.push((w.planned.id.clone(), action, seen));
     }
     Ok(out)
 }
@@ -763,7 +835,7 @@ pub async fn preview(
         if items.is_empty() {
             continue;
         }
-        let decided = decide_stage(client, resolver, &items, opts).await?;
+        let decided = decide_stage(client, resolver, &items, opts, DryRuns::Always).await?;
         for ((w, decision), desired) in decided
             .work
             .into_iter()

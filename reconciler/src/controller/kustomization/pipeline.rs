@@ -2,7 +2,7 @@
 //! module): source (see `source`) → dependencies → artifact → render (build, policies, plan) → apply → prune
 //! → health.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::dependencies::find_cycle;
@@ -49,6 +49,9 @@ pub(super) struct Applied {
 impl Run<'_> {
     /// Stages 3–8. Returns what was applied; status fields are updated along the way.
     pub(super) async fn pipeline(&mut self, durations: &Durations) -> Result<Applied, StageError> {
+        // One of the `--concurrent` slots until the health checks (the semaphore is never
+        // closed; without a slot the reconcile proceeds rather than never).
+        let slot = self.ctx.slots.clone().acquire_owned().await.ok();
         // A cycle can never resolve: report it before anything else.
         if let Some(cycle) = find_cycle(&self.ctx.store, &self.namespace, &self.name) {
             return Err(StageError::DependencyCycle(cycle));
@@ -177,7 +180,12 @@ impl Run<'_> {
             ))
             .await?;
         }
-        let healthy = self.health(&client, &new_refs, durations.timeout).await?;
+        // Waiting for health takes no slot: a Kustomization that never gets healthy must not
+        // delay the others for its whole timeout.
+        drop(slot);
+        let healthy = self
+            .health(&client, &new_refs, &changes.seen, durations.timeout)
+            .await?;
         Ok(Applied {
             revision,
             summary,
@@ -186,20 +194,30 @@ impl Run<'_> {
     }
 
     /// Stage 8: the objects [`health_targets`] names become healthy within `timeout`.
+    ///
+    /// The shared per-kind stores list and watch as the reconciler itself, so only a
+    /// Kustomization acting as the reconciler reads them; one impersonating a ServiceAccount
+    /// watches each object with its own client, and sees only what that account may read.
     async fn health(
         &self,
         client: &kube::Client,
         applied: &[ObjectRef],
+        seen: &BTreeMap<ObjectRef, apply::Seen>,
         timeout: Duration,
     ) -> Result<Option<bool>, StageError> {
         let targets = health_targets(self.ks, applied)?;
         if targets.is_empty() {
             return Ok(None);
         }
-        // One watch per object, started after the apply: a watch shared across waits could
-        // still hold an object's state from before this apply's write and report it healthy
-        // (or failed) before its new version is observed.
-        apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
+        let shared = self
+            .ctx
+            .tenant_identity(self.ks, &self.namespace)
+            .is_none()
+            .then_some(apply::health::Shared {
+                watches: &self.ctx.health_watches,
+                seen,
+            });
+        apply::health::wait_with(client, &self.ctx.resolver, &targets, timeout, shared).await?;
         Ok(Some(true))
     }
 }
