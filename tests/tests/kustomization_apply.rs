@@ -210,6 +210,70 @@ async fn a_rejected_object_leaves_its_stage_untouched() {
         "{message}"
     );
     assert!(get(&ns.name, "service", "broken").is_none());
+
+    // In a stage of several writes, one object (the probe) is written first without a dry-run
+    // and the others are dry-run: a refused object anywhere in the stage, probe or not, means
+    // nothing of the stage is written, and the error names every refused object.
+    let broken = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{port: 99999}}]\n",
+            ns = ns.name
+        )
+    };
+    for (label, manifest, refused) in [
+        (
+            "first",
+            format!("{}---\n{}", broken("broken-a"), app(&ns.name, 2, "b")),
+            vec!["broken-a"],
+        ),
+        (
+            "last",
+            format!("{}---\n{}", app(&ns.name, 2, "b"), broken("broken-z")),
+            vec!["broken-z"],
+        ),
+        (
+            "both ends",
+            format!(
+                "{}---\n{}---\n{}",
+                broken("broken-a"),
+                app(&ns.name, 2, "b"),
+                broken("broken-z")
+            ),
+            vec!["broken-a", "broken-z"],
+        ),
+    ] {
+        let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+            .await
+            .expect_err("a stage with a refused object fails");
+        let message = err.to_string();
+        assert!(
+            matches!(err, ApplyError::DryRun(ref v) if v.len() == refused.len()),
+            "{label}: {message}"
+        );
+        for name in &refused {
+            assert!(
+                message.contains(&format!("Service {}/{name}", ns.name)),
+                "{label}: {message}"
+            );
+            assert!(get(&ns.name, "service", name).is_none(), "{label}: {name}");
+        }
+        // The valid objects are still at their first version: nothing was written.
+        let settings = get(&ns.name, "configmap", "settings").expect("applied before");
+        assert_eq!(
+            settings
+                .pointer("/data/mode")
+                .and_then(serde_json::Value::as_str),
+            Some("a"),
+            "{label}: {settings}"
+        );
+        let web = get(&ns.name, "deployment", "web").expect("applied before");
+        assert_eq!(
+            web.pointer("/spec/replicas")
+                .and_then(serde_json::Value::as_u64),
+            Some(1),
+            "{label}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -626,11 +626,17 @@ async fn a_kustomization_that_never_gets_healthy_does_not_delay_the_others() {
         &ctl.shard,
         "  sourceRef: {kind: GitRepository, name: repo}\n  interval: 10m\n  timeout: 5m\n  path: ./stuck\n  wait: true\n",
     ));
+    // Its first reconcile says it will wait for the health checks in the write of its pending
+    // inventory; once its Deployment exists, the wait has begun (or begins at once).
     let reconciling = || reconciling_message(&ns.name, "stuck");
     eventually(
         T,
         "stuck waiting for its health checks",
-        || reconciling().filter(|m| m.starts_with("waiting for the health checks")),
+        || {
+            reconciling()
+                .filter(|m| m.ends_with("then waiting for the health checks"))
+                .filter(|_| get(&ns.name, "deployment", "stuck").is_some())
+        },
         || format!("{:?}", reconciling()),
     )
     .await;

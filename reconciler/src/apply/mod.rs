@@ -6,9 +6,9 @@
 //!    the new inventory, which the controller records (union with the old one) *before* step 2.
 //! 2. [`apply`]: per stage — CRDs/Namespaces/ClusterRoles, then `*Class` kinds, then the rest —
 //!    read the live objects, skip those whose intent is unchanged and not drifted, dry-run all
-//!    remaining objects of the stage, and only when every dry-run passed write them (a stage
-//!    with a single object to write sends no dry-run: its write is the whole test); after the
-//!    first stage wait until CRDs are established and Namespaces active.
+//!    remaining objects of the stage but one (the probe), and only when every dry-run passed
+//!    write the probe, alone (its write is its test), then, when it passed, the others; after
+//!    the first stage wait until CRDs are established and Namespaces active.
 //! 3. [`prune`]: delete, in reverse stage order, objects that left the inventory and still carry
 //!    this Kustomization's owner labels (never those annotated `kubectl-gitops.io/prune: disabled`).
 //! 4. [`health::wait`]: watch-driven kstatus rules; for Kustomizations acting as the reconciler
@@ -231,8 +231,8 @@ pub enum ApplyError {
         message: String,
     },
     /// The server-side dry-run refused objects of a stage: one `object: message` per object
-    /// (or the server refused the write of a stage's only object to write, which had no
-    /// dry-run: nothing of the stage was written either).
+    /// (or the server refused the write of the stage's probe, the one object written before
+    /// the others without a dry-run: nothing of the stage was written either).
     #[error("dry-run rejected {} object(s), nothing of this stage was applied: {}", .0.len(), .0.join("; "))]
     DryRun(Vec<String>),
     /// Writing an object failed after its dry-run passed.

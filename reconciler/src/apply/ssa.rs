@@ -385,8 +385,9 @@ struct Work<'a> {
 /// Applies the plan stage by stage (see the module docs of [`crate::apply`]).
 ///
 /// Guarantees: within a stage, nothing is written unless every object that needs a write passed
-/// its dry-run (when only one object needs a write, its write is the test: no dry-run is sent,
-/// and a refusal is reported as the dry-run's would have been); objects whose digest and content match the live object are not sent at all;
+/// its dry-run, except the probe, which is written alone before the others and whose refusal is
+/// reported as its dry-run's would have been ([`DryRuns::WhenNeeded`]); objects whose digest
+/// and content match the live object are not sent at all;
 /// objects owned by another Kustomization are refused, unless that Kustomization no longer
 /// exists and `opts.owner_lookup` is set (then they are adopted, [`Action::Adopted`]). Caveats: earlier stages stay applied when
 /// a later stage fails (they are in the pending inventory, so prune and retries see them).
@@ -435,24 +436,32 @@ async fn read_live(
     items: &[&Planned],
     opts: &ApplyOptions,
 ) -> Result<Vec<(Api<DynamicObject>, Option<Value>)>, ApplyError> {
-    // One LIST per (resource, namespace) finds every object we own; only objects not found that
-    // way (new, or not labelled by us yet) are read one by one.
+    // One LIST per (resource, namespace) with more than one object of the stage finds every
+    // object we own; only objects not found that way (new, or not labelled by us yet) are read
+    // one by one. The only object of its (resource, namespace) is read by itself: a LIST
+    // would cost as much when it finds the object, and a GET more when it does not.
     let mut apis = Vec::with_capacity(items.len());
     let mut keys = Vec::with_capacity(items.len());
-    let mut groups: HashMap<(String, String, Option<String>), Api<DynamicObject>> = HashMap::new();
+    // (apiVersion, plural, namespace) -> an Api for them and how many objects of the stage.
+    type Group = (String, String, Option<String>);
+    let mut groups: HashMap<Group, (Api<DynamicObject>, usize)> = HashMap::new();
     for p in items {
         let (resource, _) = resolver.resolve(client, &p.id).await?;
         let ns = p.id.namespace.clone();
         let api = api_for(client, &resource, ns.as_deref());
         let key = (resource.api_version.clone(), resource.plural.clone(), ns);
-        groups.entry(key.clone()).or_insert_with(|| api.clone());
+        groups
+            .entry(key.clone())
+            .or_insert_with(|| (api.clone(), 0))
+            .1 += 1;
         keys.push((key.0, key.1, key.2, p.id.name.clone()));
         apis.push(api);
     }
     let selector = opts.owner.selector();
     let lists: Vec<_> = groups
         .into_iter()
-        .map(|(key, api)| {
+        .filter(|(_, (_, members))| *members > 1)
+        .map(|(key, (api, _))| {
             let selector = selector.clone();
             async move {
                 let list = api
@@ -546,16 +555,19 @@ struct Decided<'a> {
     decisions: Vec<Decision>,
     /// The server's answer to the dry-run of each object that needs a write.
     dry_runs: Vec<Option<Value>>,
-    /// No dry-run was sent: at most one object needs a write, so its real write is the whole
-    /// test, and a rejection of it is handled as its dry-run's would have been.
-    write_is_test: bool,
+    /// The one object that needs a write and had no dry-run (see [`DryRuns::WhenNeeded`]): it
+    /// is written before any other, its write is its test, and a rejection of it is handled as
+    /// its dry-run's would have been.
+    probe: Option<usize>,
 }
 
 /// When the dry-runs of a stage are sent.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DryRuns {
-    /// Only where one can change the outcome: when more than one object needs a write (one
-    /// rejected object must mean none is written). A single write is its own test.
+    /// Only where one can change the outcome: one object that needs a write (the probe) gets
+    /// none and is written first, alone; its write is its own test. The others are dry-run
+    /// before it and written only after it passed, so one rejected object still means none of
+    /// the stage is written, with one request less per stage.
     WhenNeeded,
     /// For every object that needs a write (a preview wants the server's answers).
     Always,
@@ -621,22 +633,18 @@ async fn decide_stage<'a>(
         });
     }
 
-    let writes = decisions.iter().filter(|d| **d != Decision::Skip).count();
-    if when == DryRuns::WhenNeeded && writes <= 1 {
-        return Ok(Decided {
-            dry_runs: vec![None; work.len()],
-            work,
-            decisions,
-            write_is_test: true,
-        });
-    }
-    // Dry-run every object that needs a write; collect every rejection before deciding.
+    let probe = match when {
+        DryRuns::WhenNeeded => decisions.iter().rposition(|d| *d != Decision::Skip),
+        DryRuns::Always => None,
+    };
+    // Dry-run every other object that needs a write; collect every rejection before deciding.
     let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
     let dry_runs: Vec<_> = work
         .iter()
         .zip(&decisions)
-        .map(|(w, d)| {
-            let (dry, skip) = (dry.clone(), *d == Decision::Skip);
+        .enumerate()
+        .map(|(i, (w, d))| {
+            let (dry, skip) = (dry.clone(), *d == Decision::Skip || probe == Some(i));
             let (api, name, intent) = (w.api.clone(), w.planned.id.name.clone(), w.intent.clone());
             async move {
                 if skip {
@@ -680,13 +688,26 @@ async fn decide_stage<'a>(
         }
     }
     if !rejected.is_empty() {
+        // Nothing will be written: dry-run the probe too, so the error names every object the
+        // server refuses, as when each had its dry-run.
+        if let Some(w) = probe.map(|i| &work[i])
+            && let Err(err) = w
+                .api
+                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
+                .await
+            && !(immutable_field(&err).is_some()
+                && wants_force(&w.intent, opts)
+                && w.live.is_some())
+        {
+            rejected.push(format!("{}: {}", w.planned.id, status_message(&err)));
+        }
         return Err(ApplyError::DryRun(rejected));
     }
     Ok(Decided {
         work,
         decisions,
         dry_runs,
-        write_is_test: false,
+        probe,
     })
 }
 
@@ -725,16 +746,17 @@ async fn apply_stage(
     let Decided {
         work,
         decisions,
-        write_is_test,
+        probe,
         ..
     } = decide_stage(client, resolver, items, opts, DryRuns::WhenNeeded).await?;
-    // Every dry-run passed (or the one write is its own test): write.
+    // Every dry-run passed: write the probe first, then the others.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
-    let writes: Vec<_> = work
+    let mut writes: Vec<_> = work
         .iter()
         .zip(&decisions)
-        .map(|(w, d)| {
-            let (params, decision) = (params.clone(), *d);
+        .enumerate()
+        .map(|(i, (w, d))| {
+            let (params, decision, write_is_test) = (params.clone(), *d, probe == Some(i));
             let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
             let live_seen = w.live.as_ref().and_then(Seen::of);
             let exists = w.live.is_some();
@@ -768,10 +790,18 @@ async fn apply_stage(
             }
         })
         .collect();
-    let results = stream::iter(writes)
+    // The probe alone: when it is refused, nothing of the stage has been written.
+    let probed = match probe {
+        Some(i) => Some((i, writes.remove(i).await?)),
+        None => None,
+    };
+    let mut results = stream::iter(writes)
         .buffered(opts.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
+    if let Some((i, done)) = probed {
+        results.insert(i, Ok(done));
+    }
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
         let (action, seen) = result?;

@@ -46,7 +46,7 @@ use super::metrics::Metrics;
 use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, types};
 use crate::api::kustomization::DeletionPolicy;
-use crate::api::{ClusterPolicy, Inventory, Kustomization, SourceKind};
+use crate::api::{ClusterPolicy, Inventory, Kustomization};
 use crate::apply::{self, KindWatches, ObjectRef, Owner, Resolver};
 use crate::backoff;
 
@@ -111,6 +111,8 @@ pub struct Context {
     store: Store<Kustomization>,
     /// Every ClusterPolicy, kept by one watch (read by each render instead of a list).
     cluster_policies: Store<ClusterPolicy>,
+    /// The sources of every kind, kept by the watches that re-queue their users.
+    sources: source::SourceStores,
     /// Impersonating clients by user name (see [`tenancy`]).
     impersonated: Mutex<HashMap<String, kube::Client>>,
     /// The shared per-kind stores of health checks (the reconciler's own identity).
@@ -409,10 +411,7 @@ pub async fn run(
         .backoff(backoff::backoff())
         .applied_objects()
         .predicate_filter(dependencies::readiness_of, Default::default());
-    let source_changes: Vec<_> = SourceKind::ALL
-        .into_iter()
-        .map(|kind| (kind, source::changes(&client, kind)))
-        .collect();
+    let (sources, source_changes) = source::watch_all(&client);
 
     // One watch keeps the ClusterPolicies for every render; renders list them themselves
     // until its first list completed (see `render::cluster_policies`).
@@ -444,6 +443,7 @@ pub async fn run(
         metrics,
         store: reader.clone(),
         cluster_policies,
+        sources,
         impersonated: Mutex::new(HashMap::new()),
         config: config.clone(),
     });

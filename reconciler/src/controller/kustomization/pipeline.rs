@@ -110,12 +110,21 @@ impl Run<'_> {
             )));
         }
 
-        // Record the pending inventory before the first write.
+        // Record the pending inventory before the first write. This write also marks the
+        // reconcile Reconciling for everything after it, the health checks included: they get
+        // no write of their own when it happened.
         let pending = inventory::union(old_inventory.as_ref(), &new_refs);
-        if Some(&pending) != old_inventory.as_ref() {
+        let announced = Some(&pending) != old_inventory.as_ref();
+        if announced {
             self.status.inventory = Some(pending.clone());
-            self.report_stage(format!("applying revision {revision}"))
-                .await?;
+            // (An unusable spec.healthChecks fails the health stage, below.)
+            let waits = health_targets(self.ks, &new_refs).is_ok_and(|t| !t.is_empty());
+            self.report_stage(if waits {
+                format!("applying revision {revision}, then waiting for the health checks")
+            } else {
+                format!("applying revision {revision}")
+            })
+            .await?;
         }
 
         let opts = ApplyOptions {
@@ -170,11 +179,11 @@ impl Run<'_> {
         });
 
         // A wait that may take a while says so, unless nothing changed and all was healthy
-        // (a no-change reconcile writes nothing).
+        // (a no-change reconcile writes nothing), or the pending inventory's write said so.
         let waits = !health_targets(self.ks, &new_refs)?.is_empty();
         let was_healthy = conditions::get(&self.status.conditions, types::HEALTHY)
             .is_some_and(|c| c.status == cstatus::TRUE);
-        if waits && (summary.is_some() || !was_healthy) {
+        if waits && !announced && (summary.is_some() || !was_healthy) {
             self.report_stage(format!(
                 "waiting for the health checks of revision {revision}"
             ))
