@@ -191,6 +191,89 @@ async fn a_rejected_object_leaves_its_stage_untouched() {
             "{kind}/{name} was written although the stage failed its dry-run"
         );
     }
+
+    // With the other objects applied and unchanged, the broken Service is the stage's only
+    // write: no dry-run is sent, and its refused write is reported the same way.
+    plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
+        .await
+        .expect("apply the valid objects");
+    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect_err("the invalid Service is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Service {}/broken", ns.name)) && message.contains("99999"),
+        "{message}"
+    );
+    assert!(get(&ns.name, "service", "broken").is_none());
+
+    // In a stage of several writes, one object (the probe) is written first without a dry-run
+    // and the others are dry-run: a refused object anywhere in the stage, probe or not, means
+    // nothing of the stage is written, and the error names every refused object.
+    let broken = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{port: 99999}}]\n",
+            ns = ns.name
+        )
+    };
+    for (label, manifest, refused) in [
+        (
+            "first",
+            format!("{}---\n{}", broken("broken-a"), app(&ns.name, 2, "b")),
+            vec!["broken-a"],
+        ),
+        (
+            "last",
+            format!("{}---\n{}", app(&ns.name, 2, "b"), broken("broken-z")),
+            vec!["broken-z"],
+        ),
+        (
+            "both ends",
+            format!(
+                "{}---\n{}---\n{}",
+                broken("broken-a"),
+                app(&ns.name, 2, "b"),
+                broken("broken-z")
+            ),
+            vec!["broken-a", "broken-z"],
+        ),
+    ] {
+        let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+            .await
+            .expect_err("a stage with a refused object fails");
+        let message = err.to_string();
+        assert!(
+            matches!(err, ApplyError::DryRun(ref v) if v.len() == refused.len()),
+            "{label}: {message}"
+        );
+        for name in &refused {
+            assert!(
+                message.contains(&format!("Service {}/{name}", ns.name)),
+                "{label}: {message}"
+            );
+            assert!(get(&ns.name, "service", name).is_none(), "{label}: {name}");
+        }
+        // The valid objects are still at their first version: nothing was written.
+        let settings = get(&ns.name, "configmap", "settings").expect("applied before");
+        assert_eq!(
+            settings
+                .pointer("/data/mode")
+                .and_then(serde_json::Value::as_str),
+            Some("a"),
+            "{label}: {settings}"
+        );
+        let web = get(&ns.name, "deployment", "web").expect("applied before");
+        assert_eq!(
+            web.pointer("/spec/replicas")
+                .and_then(serde_json::Value::as_u64),
+            Some(1),
+            "{label}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -604,4 +687,102 @@ async fn secret_string_data_and_canonicalised_quantities_are_not_drift_but_edits
         None,
     );
     assert_eq!(password, "aHVudGVyMg==", "base64 of hunter2 restored");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn shared_kind_stores_see_each_applied_version_and_are_shared_per_kind() {
+    let ns = TestNamespace::new("ks-shared");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    let watches = apply::KindWatches::new(client.clone());
+    let (plan, changes) = plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
+        .await
+        .expect("apply");
+    assert_eq!(changes.seen.len(), 3, "{changes:?}");
+    let shared = |seen| {
+        Some(apply::health::Shared {
+            watches: &watches,
+            seen,
+        })
+    };
+    apply::health::wait_with(
+        &client,
+        &resolver,
+        &plan.refs(),
+        Duration::from_secs(60),
+        shared(&changes.seen),
+    )
+    .await
+    .expect("the app becomes ready");
+    assert_eq!(watches.len(), 3, "one store per kind");
+
+    // The new version cannot become ready; the stores' copies of the old, ready one must not
+    // count for it even though they are still there when the wait starts.
+    let stuck = app(&ns.name, 2, "a").replace(
+        "      containers:",
+        "      nodeSelector: {no-such-node: 'true'}\n      containers:",
+    );
+    let (plan, changes) = plan_and_apply(&client, &resolver, &stuck, &opts)
+        .await
+        .expect("apply the stuck version");
+    assert_eq!(changes.count(Action::Configured), 1, "{changes:?}");
+    let started = Instant::now();
+    let err = apply::health::wait_with(
+        &client,
+        &resolver,
+        &plan.refs(),
+        Duration::from_secs(3),
+        shared(&changes.seen),
+    )
+    .await
+    .expect_err("the unschedulable version never becomes ready");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(15),
+        "{elapsed:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        matches!(err, HealthError::Timeout(ref items) if items.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Deployment {}/web: ", ns.name)),
+        "{message}"
+    );
+    assert_eq!(watches.len(), 3, "the stores are reused");
+
+    // A deleted object is "not found" once the store has seen the deletion (a store, like a
+    // watch, learns of it a moment after `kubectl delete` returns).
+    kubectl_ok(&["delete", "configmap", "settings", "-n", &ns.name], None);
+    let settings: Vec<_> = plan
+        .refs()
+        .into_iter()
+        .filter(|r| r.kind == "ConfigMap")
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        let result = apply::health::wait_with(
+            &client,
+            &resolver,
+            &settings,
+            Duration::from_secs(1),
+            shared(&changes.seen),
+        )
+        .await;
+        match result {
+            Err(err) => break err,
+            Ok(()) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(()) => panic!("the store never saw the deletion"),
+        }
+    };
+    assert!(
+        err.to_string()
+            .contains(&format!("ConfigMap {}/settings: not found", ns.name)),
+        "{err}"
+    );
 }

@@ -5,7 +5,7 @@
 
 mod kustomization_support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
 use kustomization_support::*;
@@ -29,6 +29,16 @@ fn ready_true(ns: &str, name: &str) -> Option<String> {
         Some((s, _, m)) if s == "True" => Some(m),
         _ => None,
     }
+}
+
+/// The message of the Kustomization's Reconciling condition.
+fn reconciling_message(ns: &str, name: &str) -> Option<String> {
+    ks_status(ns, name)["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Reconciling")?["message"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 fn ready_false_with(ns: &str, name: &str, reason: &str) -> Option<String> {
@@ -338,14 +348,7 @@ async fn depends_on_chain_of_three_and_health_timeout() {
         .unwrap();
     assert_eq!(healthy["status"], "False");
     // While it waits (again, after each retry), Reconciling says which stage it is in.
-    let reconciling = || {
-        ks_status(&ns.name, "stuck")["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Reconciling")?["message"]
-            .as_str()
-            .map(str::to_owned)
-    };
+    let reconciling = || reconciling_message(&ns.name, "stuck");
     eventually(
         T,
         "Reconciling naming the health stage",
@@ -571,5 +574,80 @@ async fn objects_orphaned_by_a_deleted_kustomization_are_adopted() {
             format!("{}_a__ConfigMap", ns.name),
             format!("{}_b__ConfigMap", ns.name)
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn a_kustomization_that_never_gets_healthy_does_not_delay_the_others() {
+    install_crds();
+    let ns = TestNamespace::new("ksc-starve");
+    // One slot: a health wait that held it would block every other Kustomization.
+    let ctl = RunningController::start_with(&ns.name, |c| c.concurrent = 1).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    let kustomize = format!("namespace: {}\nresources: [o.yaml]\n", ns.name);
+    let stuck = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: stuck}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: stuck}}\n  template:\n    metadata: {labels: {app: stuck}}\n    spec:\n      nodeSelector: {no-such-node: 'true'}\n      containers: [{name: c, image: registry.k8s.io/pause:3.10}]\n";
+    source.publish(
+        '1',
+        &[
+            ("alone/kustomization.yaml", &kustomize),
+            ("alone/o.yaml", &cm("alone", "1", "")),
+            ("beside/kustomization.yaml", &kustomize),
+            ("beside/o.yaml", &cm("beside", "1", "")),
+            ("stuck/kustomization.yaml", &kustomize),
+            ("stuck/o.yaml", stuck),
+        ],
+    );
+    let time_to_ready = |name: &'static str| {
+        let ns = &ns;
+        let shard = ctl.shard.clone();
+        async move {
+            let started = Instant::now();
+            ns.create(&kustomization(
+                name,
+                &shard,
+                &spec("repo", &format!("  path: ./{name}\n  wait: true\n")),
+            ));
+            eventually(
+                T,
+                &format!("{name} Ready"),
+                || ready_true(&ns.name, name),
+                || format!("{:?}", ready(&ns.name, name)),
+            )
+            .await;
+            started.elapsed()
+        }
+    };
+    let alone = time_to_ready("alone").await;
+
+    // A 5-minute health timeout that never ends well, then another Kustomization.
+    ns.create(&kustomization(
+        "stuck",
+        &ctl.shard,
+        "  sourceRef: {kind: GitRepository, name: repo}\n  interval: 10m\n  timeout: 5m\n  path: ./stuck\n  wait: true\n",
+    ));
+    // Its first reconcile says it will wait for the health checks in the write of its pending
+    // inventory; once its Deployment exists, the wait has begun (or begins at once).
+    let reconciling = || reconciling_message(&ns.name, "stuck");
+    eventually(
+        T,
+        "stuck waiting for its health checks",
+        || {
+            reconciling()
+                .filter(|m| m.ends_with("then waiting for the health checks"))
+                .filter(|_| get(&ns.name, "deployment", "stuck").is_some())
+        },
+        || format!("{:?}", reconciling()),
+    )
+    .await;
+    let beside = time_to_ready("beside").await;
+    println!("time to Ready: alone {alone:?}, beside a stuck health check {beside:?}");
+    assert!(
+        beside < alone + Duration::from_secs(10),
+        "alone {alone:?}, beside the stuck one {beside:?}"
+    );
+    assert!(
+        ready_true(&ns.name, "stuck").is_none(),
+        "the stuck one is still waiting"
     );
 }

@@ -14,6 +14,7 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
+use super::kind_watch::{KindWatches, Lease, Seen};
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 
@@ -342,6 +343,31 @@ pub async fn wait(
     objects: &[ObjectRef],
     timeout: Duration,
 ) -> Result<(), HealthError> {
+    wait_with(client, resolver, objects, timeout, None).await
+}
+
+/// Shared stores a health check may read instead of watching each object.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// The stores; they list and watch as the reconciler itself, so pass them only for a
+    /// Kustomization whose `client` is the reconciler's own (not an impersonated one).
+    pub watches: &'a KindWatches,
+    /// The objects the apply just handled, each with the version it last saw; only these go
+    /// through the stores (they carry the owner labels the stores select on), every other
+    /// object gets its own watch.
+    pub seen: &'a BTreeMap<ObjectRef, Seen>,
+}
+
+/// [`wait`], reading the objects that `shared` covers from the shared store of their kind
+/// (woken by every change of it; a copy older than the version the apply saw does not count).
+/// Same guarantees and messages as [`wait`].
+pub async fn wait_with(
+    client: &kube::Client,
+    resolver: &Resolver,
+    objects: &[ObjectRef],
+    timeout: Duration,
+    shared: Option<Shared<'_>>,
+) -> Result<(), HealthError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last: BTreeMap<ObjectRef, Health> = objects
         .iter()
@@ -353,8 +379,30 @@ pub async fn wait(
         tokio::sync::mpsc::unbounded_channel::<(ObjectRef, Health, Option<String>)>();
     // Dropping the JoinSet aborts every watch that is still running.
     let mut watches = tokio::task::JoinSet::new();
+    // Objects read from a shared store, by kind: the store's lease and the objects.
+    let mut from_stores: BTreeMap<(String, String, String), StoreReads> = BTreeMap::new();
     for object in objects {
         let (resource, namespaced) = resolve(client, resolver, object).await?;
+        if let Some(shared) = shared
+            && let Some(seen) = shared.seen.get(object)
+        {
+            let key = (
+                resource.group.clone(),
+                resource.version.clone(),
+                resource.kind.clone(),
+            );
+            let entry = match from_stores.entry(key) {
+                std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
+                std::collections::btree_map::Entry::Vacant(e) => shared
+                    .watches
+                    .lease(&resource)
+                    .map(|lease| e.insert((lease, Vec::new()))),
+            };
+            if let Some((_, items)) = entry {
+                items.push((object.clone(), seen.clone()));
+                continue;
+            }
+        }
         let api: Api<DynamicObject> = match (&object.namespace, namespaced) {
             (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
             _ => Api::all_with(client.clone(), &resource),
@@ -386,6 +434,9 @@ pub async fn wait(
                 }
             }
         });
+    }
+    for (lease, items) in from_stores.into_values() {
+        watches.spawn(read_store(lease, items, tx.clone()));
     }
     drop(tx);
     let settled = |last: &BTreeMap<ObjectRef, Health>| {
@@ -456,6 +507,74 @@ async fn conclude(
         return Err(HealthError::Failed(failed));
     }
     Ok(())
+}
+
+/// A kind's store and the objects a health check reads from it.
+type StoreReads = (Lease, Vec<(ObjectRef, Seen)>);
+
+/// Reports the health of `items` from `lease`'s store, again after every change of the store,
+/// until each has settled (a settled object is not looked at again, as with a watch per object).
+async fn read_store(
+    lease: Lease,
+    mut items: Vec<(ObjectRef, Seen)>,
+    tx: tokio::sync::mpsc::UnboundedSender<(ObjectRef, Health, Option<String>)>,
+) {
+    let mut changed = lease.subscribe();
+    let mut reported: BTreeMap<ObjectRef, Health> = BTreeMap::new();
+    // The resourceVersion each object had when last evaluated: a store wakes its readers on a
+    // change of any object of the kind, and re-evaluating an unchanged object is wasted work.
+    let mut evaluated: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    loop {
+        changed.borrow_and_update();
+        let mut closed = false;
+        items.retain(|(object, seen)| {
+            let stored = lease.get(object.namespace.as_deref(), &object.name);
+            let version = match &stored {
+                Ok(Some(live)) => live.metadata.resource_version.clone(),
+                _ => None,
+            };
+            if version.is_some() && evaluated.get(object) == version.as_ref() {
+                return true;
+            }
+            match version {
+                Some(v) => evaluated.insert(object.clone(), v),
+                None => evaluated.remove(object),
+            };
+            let (health, selector) = stored_health(stored, object, seen);
+            let settled = !matches!(health, Health::InProgress(_));
+            if reported.get(object) != Some(&health) {
+                reported.insert(object.clone(), health.clone());
+                closed |= tx.send((object.clone(), health, selector)).is_err();
+            }
+            !settled
+        });
+        if closed || items.is_empty() || changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The health of `object` from what its kind's store holds ([`KindWatch::get`]'s answer), with
+/// its pods' selector.
+///
+/// [`KindWatch::get`]: super::kind_watch::KindWatch::get
+fn stored_health(
+    stored: Result<Option<std::sync::Arc<DynamicObject>>, Option<String>>,
+    object: &ObjectRef,
+    seen: &Seen,
+) -> (Health, Option<String>) {
+    match stored {
+        Err(Some(error)) => (Health::InProgress(error), None),
+        Err(None) => (Health::InProgress("not yet observed".into()), None),
+        Ok(None) => (Health::InProgress("not found".into()), None),
+        Ok(Some(live)) if !seen.reached_by(&live) => {
+            (Health::InProgress("not yet observed".into()), None)
+        }
+        Ok(Some(live)) => match typed_value(object, &live) {
+            Ok(value) => (health(&value), pod_selector(&value)),
+            Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
+        },
+    }
 }
 
 /// At most this many unready workloads have their pods listed to explain a failed wait.

@@ -6,16 +6,19 @@
 //!    the new inventory, which the controller records (union with the old one) *before* step 2.
 //! 2. [`apply`]: per stage — CRDs/Namespaces/ClusterRoles, then `*Class` kinds, then the rest —
 //!    read the live objects, skip those whose intent is unchanged and not drifted, dry-run all
-//!    remaining objects of the stage, and only when every dry-run passed write them; after the
-//!    first stage wait until CRDs are established and Namespaces active.
+//!    remaining objects of the stage but one (the probe), and only when every dry-run passed
+//!    write the probe, alone (its write is its test), then, when it passed, the others; after
+//!    the first stage wait until CRDs are established and Namespaces active.
 //! 3. [`prune`]: delete, in reverse stage order, objects that left the inventory and still carry
 //!    this Kustomization's owner labels (never those annotated `kubectl-gitops.io/prune: disabled`).
-//! 4. [`health::wait`]: watch-driven kstatus rules.
+//! 4. [`health::wait`]: watch-driven kstatus rules; for Kustomizations acting as the reconciler
+//!    itself, read from one shared store per kind ([`kind_watch`]) instead of a watch per object.
 
 pub mod diff;
 pub mod health;
 pub mod ignore;
 pub mod inventory;
+pub mod kind_watch;
 pub mod object;
 pub mod resolve;
 
@@ -28,6 +31,7 @@ use serde_json::Value;
 
 pub use health::{Health, HealthError};
 pub use ignore::DriftRules;
+pub use kind_watch::{KindWatches, Seen};
 pub use object::ObjectRef;
 pub use prune::{PruneOutcome, prune, prune_dry_run};
 pub use resolve::{ResolveError, Resolver};
@@ -139,6 +143,9 @@ impl fmt::Display for Action {
 pub struct ChangeSet {
     /// Each object of the plan with what the apply did to it.
     pub changes: Vec<(ObjectRef, Action)>,
+    /// The version of each object as the apply last saw it (its write's answer, or the live
+    /// object when nothing was sent): a health check reading a shared store waits for it.
+    pub seen: std::collections::BTreeMap<ObjectRef, Seen>,
 }
 
 impl ChangeSet {
@@ -223,7 +230,9 @@ pub enum ApplyError {
         /// The server's message.
         message: String,
     },
-    /// The server-side dry-run refused objects of a stage: one `object: message` per object.
+    /// The server-side dry-run refused objects of a stage: one `object: message` per object
+    /// (or the server refused the write of the stage's probe, the one object written before
+    /// the others without a dry-run: nothing of the stage was written either).
     #[error("dry-run rejected {} object(s), nothing of this stage was applied: {}", .0.len(), .0.join("; "))]
     DryRun(Vec<String>),
     /// Writing an object failed after its dry-run passed.
@@ -288,6 +297,7 @@ mod tests {
         assert!(cs.wrote());
         let idle = ChangeSet {
             changes: vec![(obj("v1", "D"), Action::Unchanged)],
+            ..ChangeSet::default()
         };
         assert_eq!(idle.summary(), "unchanged 1");
         assert!(!idle.wrote());

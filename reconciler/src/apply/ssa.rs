@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::health;
 use super::ignore::DriftRules;
+use super::kind_watch::Seen;
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 use super::{Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff};
@@ -384,7 +385,9 @@ struct Work<'a> {
 /// Applies the plan stage by stage (see the module docs of [`crate::apply`]).
 ///
 /// Guarantees: within a stage, nothing is written unless every object that needs a write passed
-/// its dry-run; objects whose digest and content match the live object are not sent at all;
+/// its dry-run, except the probe, which is written alone before the others and whose refusal is
+/// reported as its dry-run's would have been ([`DryRuns::WhenNeeded`]); objects whose digest
+/// and content match the live object are not sent at all;
 /// objects owned by another Kustomization are refused, unless that Kustomization no longer
 /// exists and `opts.owner_lookup` is set (then they are adopted, [`Action::Adopted`]). Caveats: earlier stages stay applied when
 /// a later stage fails (they are in the pending inventory, so prune and retries see them).
@@ -405,11 +408,11 @@ pub async fn apply(
             // CRDs must be established and Namespaces active before anything uses them.
             let written: Vec<ObjectRef> = done
                 .iter()
-                .filter(|(r, a)| {
+                .filter(|(r, a, _)| {
                     *a != Action::Unchanged
                         && (r.kind == "CustomResourceDefinition" || r.kind == "Namespace")
                 })
-                .map(|(r, _)| r.clone())
+                .map(|(r, _, _)| r.clone())
                 .collect();
             if !written.is_empty() {
                 health::wait(client, resolver, &written, opts.definitions_timeout)
@@ -417,7 +420,12 @@ pub async fn apply(
                     .map_err(ApplyError::Definitions)?;
             }
         }
-        changes.changes.extend(done);
+        for (id, action, seen) in done {
+            if let Some(seen) = seen {
+                changes.seen.insert(id.clone(), seen);
+            }
+            changes.changes.push((id, action));
+        }
     }
     Ok(changes)
 }
@@ -428,24 +436,32 @@ async fn read_live(
     items: &[&Planned],
     opts: &ApplyOptions,
 ) -> Result<Vec<(Api<DynamicObject>, Option<Value>)>, ApplyError> {
-    // One LIST per (resource, namespace) finds every object we own; only objects not found that
-    // way (new, or not labelled by us yet) are read one by one.
+    // One LIST per (resource, namespace) with more than one object of the stage finds every
+    // object we own; only objects not found that way (new, or not labelled by us yet) are read
+    // one by one. The only object of its (resource, namespace) is read by itself: a LIST
+    // would cost as much when it finds the object, and a GET more when it does not.
     let mut apis = Vec::with_capacity(items.len());
     let mut keys = Vec::with_capacity(items.len());
-    let mut groups: HashMap<(String, String, Option<String>), Api<DynamicObject>> = HashMap::new();
+    // (apiVersion, plural, namespace) -> an Api for them and how many objects of the stage.
+    type Group = (String, String, Option<String>);
+    let mut groups: HashMap<Group, (Api<DynamicObject>, usize)> = HashMap::new();
     for p in items {
         let (resource, _) = resolver.resolve(client, &p.id).await?;
         let ns = p.id.namespace.clone();
         let api = api_for(client, &resource, ns.as_deref());
         let key = (resource.api_version.clone(), resource.plural.clone(), ns);
-        groups.entry(key.clone()).or_insert_with(|| api.clone());
+        groups
+            .entry(key.clone())
+            .or_insert_with(|| (api.clone(), 0))
+            .1 += 1;
         keys.push((key.0, key.1, key.2, p.id.name.clone()));
         apis.push(api);
     }
     let selector = opts.owner.selector();
     let lists: Vec<_> = groups
         .into_iter()
-        .map(|(key, api)| {
+        .filter(|(_, (_, members))| *members > 1)
+        .map(|(key, (api, _))| {
             let selector = selector.clone();
             async move {
                 let list = api
@@ -539,15 +555,32 @@ struct Decided<'a> {
     decisions: Vec<Decision>,
     /// The server's answer to the dry-run of each object that needs a write.
     dry_runs: Vec<Option<Value>>,
+    /// The one object that needs a write and had no dry-run (see [`DryRuns::WhenNeeded`]): it
+    /// is written before any other, its write is its test, and a rejection of it is handled as
+    /// its dry-run's would have been.
+    probe: Option<usize>,
 }
 
-/// Reads the live objects, decides per object and dry-runs every object that needs a write;
-/// writes nothing.
+/// When the dry-runs of a stage are sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DryRuns {
+    /// Only where one can change the outcome: one object that needs a write (the probe) gets
+    /// none and is written first, alone; its write is its own test. The others are dry-run
+    /// before it and written only after it passed, so one rejected object still means none of
+    /// the stage is written, with one request less per stage.
+    WhenNeeded,
+    /// For every object that needs a write (a preview wants the server's answers).
+    Always,
+}
+
+/// Reads the live objects, decides per object and dry-runs the objects that need a write (see
+/// [`DryRuns`]); writes nothing.
 async fn decide_stage<'a>(
     client: &kube::Client,
     resolver: &Resolver,
     items: &[&'a Planned],
     opts: &ApplyOptions,
+    when: DryRuns,
 ) -> Result<Decided<'a>, ApplyError> {
     let live = read_live(client, resolver, items, opts).await?;
     let mut work = Vec::with_capacity(items.len());
@@ -600,13 +633,18 @@ async fn decide_stage<'a>(
         });
     }
 
-    // Dry-run every object that needs a write; collect every rejection before deciding.
+    let probe = match when {
+        DryRuns::WhenNeeded => decisions.iter().rposition(|d| *d != Decision::Skip),
+        DryRuns::Always => None,
+    };
+    // Dry-run every other object that needs a write; collect every rejection before deciding.
     let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
     let dry_runs: Vec<_> = work
         .iter()
         .zip(&decisions)
-        .map(|(w, d)| {
-            let (dry, skip) = (dry.clone(), *d == Decision::Skip);
+        .enumerate()
+        .map(|(i, (w, d))| {
+            let (dry, skip) = (dry.clone(), *d == Decision::Skip || probe == Some(i));
             let (api, name, intent) = (w.api.clone(), w.planned.id.name.clone(), w.intent.clone());
             async move {
                 if skip {
@@ -650,35 +688,81 @@ async fn decide_stage<'a>(
         }
     }
     if !rejected.is_empty() {
+        // Nothing will be written: dry-run the probe too, so the error names every object the
+        // server refuses, as when each had its dry-run.
+        if let Some(w) = probe.map(|i| &work[i])
+            && let Err(err) = w
+                .api
+                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
+                .await
+            && !(immutable_field(&err).is_some()
+                && wants_force(&w.intent, opts)
+                && w.live.is_some())
+        {
+            rejected.push(format!("{}: {}", w.planned.id, status_message(&err)));
+        }
         return Err(ApplyError::DryRun(rejected));
     }
     Ok(Decided {
         work,
         decisions,
         dry_runs,
+        probe,
     })
 }
+
+/// What a refused write of an object that had no dry-run means: what its dry-run's refusal
+/// would have meant. `Ok(())`: recreate it (an immutable field changed and force is on).
+fn refused_untested(
+    id: &ObjectRef,
+    intent: &Value,
+    exists: bool,
+    err: &kube::Error,
+    opts: &ApplyOptions,
+) -> Result<(), ApplyError> {
+    match immutable_field(err) {
+        Some(_) if wants_force(intent, opts) && exists => Ok(()),
+        Some(field) => Err(ApplyError::Immutable {
+            object: id.to_string(),
+            field,
+            message: status_message(err),
+        }),
+        None => Err(ApplyError::DryRun(vec![format!(
+            "{id}: {}",
+            status_message(err)
+        )])),
+    }
+}
+
+/// The stage's objects with what was done to each and the version of each last seen.
+type StageDone = Vec<(ObjectRef, Action, Option<Seen>)>;
 
 async fn apply_stage(
     client: &kube::Client,
     resolver: &Resolver,
     items: &[&Planned],
     opts: &ApplyOptions,
-) -> Result<Vec<(ObjectRef, Action)>, ApplyError> {
+) -> Result<StageDone, ApplyError> {
     let Decided {
-        work, decisions, ..
-    } = decide_stage(client, resolver, items, opts).await?;
-    // Every dry-run passed: write.
+        work,
+        decisions,
+        probe,
+        ..
+    } = decide_stage(client, resolver, items, opts, DryRuns::WhenNeeded).await?;
+    // Every dry-run passed: write the probe first, then the others.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
-    let writes: Vec<_> = work
+    let mut writes: Vec<_> = work
         .iter()
         .zip(&decisions)
-        .map(|(w, d)| {
-            let (params, decision) = (params.clone(), *d);
+        .enumerate()
+        .map(|(i, (w, d))| {
+            let (params, decision, write_is_test) = (params.clone(), *d, probe == Some(i));
             let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
+            let live_seen = w.live.as_ref().and_then(Seen::of);
+            let exists = w.live.is_some();
             async move {
-                let action = match decision {
-                    Decision::Skip => return Ok(Action::Unchanged),
+                let mut action = match decision {
+                    Decision::Skip => return Ok((Action::Unchanged, live_seen)),
                     Decision::Create => Action::Created,
                     Decision::Configure => Action::Configured,
                     Decision::Adopt => Action::Adopted,
@@ -687,23 +771,41 @@ async fn apply_stage(
                         Action::Recreated
                     }
                 };
-                api.patch(&id.name, &params, &Patch::Apply(&intent))
-                    .await
-                    .map_err(|e| ApplyError::Write {
-                        object: id.to_string(),
-                        message: status_message(&e),
-                    })?;
-                Ok::<_, ApplyError>(action)
+                let mut result = api.patch(&id.name, &params, &Patch::Apply(&intent)).await;
+                if write_is_test && let Err(err) = &result {
+                    refused_untested(&id, &intent, exists, err, opts)?;
+                    recreate_prelude(&api, &id).await?;
+                    action = Action::Recreated;
+                    result = api.patch(&id.name, &params, &Patch::Apply(&intent)).await;
+                }
+                let written = result.map_err(|e| ApplyError::Write {
+                    object: id.to_string(),
+                    message: status_message(&e),
+                })?;
+                let seen = serde_json::to_value(&written)
+                    .ok()
+                    .as_ref()
+                    .and_then(Seen::of);
+                Ok::<_, ApplyError>((action, seen))
             }
         })
         .collect();
-    let results = stream::iter(writes)
+    // The probe alone: when it is refused, nothing of the stage has been written.
+    let probed = match probe {
+        Some(i) => Some((i, writes.remove(i).await?)),
+        None => None,
+    };
+    let mut results = stream::iter(writes)
         .buffered(opts.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
+    if let Some((i, done)) = probed {
+        results.insert(i, Ok(done));
+    }
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
-        out.push((w.planned.id.clone(), result?));
+        let (action, seen) = result?;
+        out.push((w.planned.id.clone(), action, seen));
     }
     Ok(out)
 }
@@ -763,7 +865,7 @@ pub async fn preview(
         if items.is_empty() {
             continue;
         }
-        let decided = decide_stage(client, resolver, &items, opts).await?;
+        let decided = decide_stage(client, resolver, &items, opts, DryRuns::Always).await?;
         for ((w, decision), desired) in decided
             .work
             .into_iter()

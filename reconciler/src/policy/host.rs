@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{
@@ -241,6 +241,13 @@ struct Inner {
     disk: Option<DiskCache>,
     builtin_digests: Vec<(&'static str, String)>,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    /// One lock per built-in digest, held while it loads: the first uses of a built-in by many
+    /// reconciles at once wait for one compilation instead of each running its own (each holds
+    /// Cranelift's working memory and a thread). Built-ins only: a tenant never waits on a lock
+    /// another tenant's load holds. A fixed set, never pruned.
+    builtin_loads: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Compilations started in this process so far.
+    compiles: AtomicUsize,
     /// `(component sha256, sha256 of the config document)` pairs that passed `validate-config`.
     valid_configs: Mutex<HashSet<(String, [u8; 32])>>,
     /// Loads that failed for a reason of the component's own, by (sha256, step name).
@@ -371,6 +378,8 @@ impl PolicyHost {
                 disk,
                 builtin_digests,
                 modules: Mutex::new(HashMap::new()),
+                builtin_loads: Mutex::new(HashMap::new()),
+                compiles: AtomicUsize::new(0),
                 valid_configs: Mutex::new(HashSet::new()),
                 failed_loads: Mutex::new(HashMap::new()),
                 overdue: Arc::new(Mutex::new(HashMap::new())),
@@ -391,6 +400,11 @@ impl PolicyHost {
     /// background (at most 4, at most 1 per tenant; each is bounded by the code limits).
     pub fn overdue_compiles(&self) -> usize {
         lock(&self.inner.overdue).len()
+    }
+
+    /// Compilations started in this process so far (worker processes' not counted).
+    pub fn compiles(&self) -> usize {
+        self.inner.compiles.load(Ordering::Relaxed)
     }
 
     /// Instance slots taken right now (0 when no call runs).
@@ -469,6 +483,18 @@ impl PolicyHost {
             }
         };
         if let Some(m) = lock(&inner.modules).get(&sha256) {
+            return Ok(m.clone());
+        }
+        let loading = builtin.then(|| {
+            lock(&inner.builtin_loads)
+                .entry(sha256.clone())
+                .or_default()
+                .clone()
+        });
+        let _loading = loading.as_deref().map(lock);
+        if loading.is_some()
+            && let Some(m) = lock(&inner.modules).get(&sha256)
+        {
             return Ok(m.clone());
         }
         if bytes.len() > inner.config.max_module_bytes {
@@ -608,6 +634,7 @@ impl PolicyHost {
         }
         let engine = inner.engine.clone();
         let owned: Arc<[u8]> = Arc::from(bytes);
+        inner.compiles.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let overdue = inner.overdue.clone();
         let finished = Arc::new(AtomicBool::new(false));
@@ -1567,6 +1594,22 @@ mod tests {
             prop_assert!(original.starts_with(kept));
         }
         Ok(())
+    }
+
+    /// Many first uses of one built-in at once compile it once: the others wait for it.
+    #[test]
+    fn concurrent_first_loads_of_a_builtin_compile_it_once() {
+        let host = PolicyHost::new(HostConfig::default()).unwrap();
+        let source = ModuleSource::Builtin("replica-bounds".into());
+        std::thread::scope(|s| {
+            let loads: Vec<_> = (0..6)
+                .map(|_| s.spawn(|| host.load("p", &source).map(|info| info.name)))
+                .collect();
+            for load in loads {
+                load.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(host.compiles(), 1);
     }
 
     proptest! {

@@ -46,8 +46,8 @@ use super::metrics::Metrics;
 use super::watch::{self, logged};
 use crate::api::conditions::{self, meta, types};
 use crate::api::kustomization::DeletionPolicy;
-use crate::api::{ClusterPolicy, Inventory, Kustomization, SourceKind};
-use crate::apply::{self, ObjectRef, Owner, Resolver};
+use crate::api::{ClusterPolicy, Inventory, Kustomization};
+use crate::apply::{self, KindWatches, ObjectRef, Owner, Resolver};
 use crate::backoff;
 
 mod dependencies;
@@ -66,6 +66,8 @@ pub use status::StageError;
 #[derive(Clone, Debug, clap::Args)]
 pub struct KustomizationConfig {
     /// Objects reconciled at once, per kind (Kustomizations, and fetches of GitRepositories).
+    /// A Kustomization waiting for its health checks does not hold one of these slots, so one
+    /// that never gets healthy does not delay the others.
     #[arg(long, default_value_t = crate::flags::DEFAULT_CONCURRENT)]
     pub concurrent: u16,
     /// Apply requests in flight per Kustomization.
@@ -109,8 +111,16 @@ pub struct Context {
     store: Store<Kustomization>,
     /// Every ClusterPolicy, kept by one watch (read by each render instead of a list).
     cluster_policies: Store<ClusterPolicy>,
+    /// The sources of every kind, kept by the watches that re-queue their users.
+    sources: source::SourceStores,
     /// Impersonating clients by user name (see [`tenancy`]).
     impersonated: Mutex<HashMap<String, kube::Client>>,
+    /// The shared per-kind stores of health checks (the reconciler's own identity).
+    health_watches: Arc<KindWatches>,
+    /// `--concurrent` slots: held by a reconcile from its start to its health checks, and by a
+    /// deletion's cleanup. The controller itself runs any number of reconciles at once (each
+    /// object at most once), so those waiting for health do not take slots.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Errors the controller itself cannot record in status (the status write failed); retried
@@ -257,6 +267,9 @@ async fn reconcile_apply(
 /// Deletion: apply `deletionPolicy` to the inventory, then let the finalizer go.
 async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, ReconcileError> {
     let (namespace, name) = key(&ks)?;
+    // The semaphore is never closed: an error cannot happen, and without a slot the cleanup
+    // proceeds rather than never.
+    let _slot = ctx.slots.clone().acquire_owned().await.ok();
     ctx.metrics.forget(KIND, &namespace, &name);
     crate::controller::clusterpolicy_status::forget(
         &ctx.client,
@@ -398,10 +411,7 @@ pub async fn run(
         .backoff(backoff::backoff())
         .applied_objects()
         .predicate_filter(dependencies::readiness_of, Default::default());
-    let source_changes: Vec<_> = SourceKind::ALL
-        .into_iter()
-        .map(|kind| (kind, source::changes(&client, kind)))
-        .collect();
+    let (sources, source_changes) = source::watch_all(&client);
 
     // One watch keeps the ClusterPolicies for every render; renders list them themselves
     // until its first list completed (see `render::cluster_policies`).
@@ -421,6 +431,10 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         events: Events::new(client.clone()),
+        health_watches: Arc::new(KindWatches::new(client.clone())),
+        slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
+            config.concurrent.max(1),
+        ))),
         client,
         kube_config,
         resolver: Arc::new(Resolver::new()),
@@ -429,13 +443,15 @@ pub async fn run(
         metrics,
         store: reader.clone(),
         cluster_policies,
+        sources,
         impersonated: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
 
     let shutdown = shutdown.shared();
     let mut controller = Controller::for_stream(triggers, reader.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrent))
+        // Unbounded here: `Context::slots` bounds the work.
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         // Each watch backs off by itself (and logs why).
         .trigger_backoff(backoff::trigger_backoff())
         .watches_stream(dependency_changes, move |dep: Kustomization| {

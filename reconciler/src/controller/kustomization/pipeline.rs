@@ -2,7 +2,7 @@
 //! module): source (see `source`) → dependencies → artifact → render (build, policies, plan) → apply → prune
 //! → health.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::dependencies::find_cycle;
@@ -49,6 +49,9 @@ pub(super) struct Applied {
 impl Run<'_> {
     /// Stages 3–8. Returns what was applied; status fields are updated along the way.
     pub(super) async fn pipeline(&mut self, durations: &Durations) -> Result<Applied, StageError> {
+        // One of the `--concurrent` slots until the health checks (the semaphore is never
+        // closed; without a slot the reconcile proceeds rather than never).
+        let slot = self.ctx.slots.clone().acquire_owned().await.ok();
         // A cycle can never resolve: report it before anything else.
         if let Some(cycle) = find_cycle(&self.ctx.store, &self.namespace, &self.name) {
             return Err(StageError::DependencyCycle(cycle));
@@ -107,12 +110,21 @@ impl Run<'_> {
             )));
         }
 
-        // Record the pending inventory before the first write.
+        // Record the pending inventory before the first write. This write also marks the
+        // reconcile Reconciling for everything after it, the health checks included: they get
+        // no write of their own when it happened.
         let pending = inventory::union(old_inventory.as_ref(), &new_refs);
-        if Some(&pending) != old_inventory.as_ref() {
+        let announced = Some(&pending) != old_inventory.as_ref();
+        if announced {
             self.status.inventory = Some(pending.clone());
-            self.report_stage(format!("applying revision {revision}"))
-                .await?;
+            // (An unusable spec.healthChecks fails the health stage, below.)
+            let waits = health_targets(self.ks, &new_refs).is_ok_and(|t| !t.is_empty());
+            self.report_stage(if waits {
+                format!("applying revision {revision}, then waiting for the health checks")
+            } else {
+                format!("applying revision {revision}")
+            })
+            .await?;
         }
 
         let opts = ApplyOptions {
@@ -167,17 +179,22 @@ impl Run<'_> {
         });
 
         // A wait that may take a while says so, unless nothing changed and all was healthy
-        // (a no-change reconcile writes nothing).
+        // (a no-change reconcile writes nothing), or the pending inventory's write said so.
         let waits = !health_targets(self.ks, &new_refs)?.is_empty();
         let was_healthy = conditions::get(&self.status.conditions, types::HEALTHY)
             .is_some_and(|c| c.status == cstatus::TRUE);
-        if waits && (summary.is_some() || !was_healthy) {
+        if waits && !announced && (summary.is_some() || !was_healthy) {
             self.report_stage(format!(
                 "waiting for the health checks of revision {revision}"
             ))
             .await?;
         }
-        let healthy = self.health(&client, &new_refs, durations.timeout).await?;
+        // Waiting for health takes no slot: a Kustomization that never gets healthy must not
+        // delay the others for its whole timeout.
+        drop(slot);
+        let healthy = self
+            .health(&client, &new_refs, &changes.seen, durations.timeout)
+            .await?;
         Ok(Applied {
             revision,
             summary,
@@ -186,20 +203,30 @@ impl Run<'_> {
     }
 
     /// Stage 8: the objects [`health_targets`] names become healthy within `timeout`.
+    ///
+    /// The shared per-kind stores list and watch as the reconciler itself, so only a
+    /// Kustomization acting as the reconciler reads them; one impersonating a ServiceAccount
+    /// watches each object with its own client, and sees only what that account may read.
     async fn health(
         &self,
         client: &kube::Client,
         applied: &[ObjectRef],
+        seen: &BTreeMap<ObjectRef, apply::Seen>,
         timeout: Duration,
     ) -> Result<Option<bool>, StageError> {
         let targets = health_targets(self.ks, applied)?;
         if targets.is_empty() {
             return Ok(None);
         }
-        // One watch per object, started after the apply: a watch shared across waits could
-        // still hold an object's state from before this apply's write and report it healthy
-        // (or failed) before its new version is observed.
-        apply::health::wait(client, &self.ctx.resolver, &targets, timeout).await?;
+        let shared = self
+            .ctx
+            .tenant_identity(self.ks, &self.namespace)
+            .is_none()
+            .then_some(apply::health::Shared {
+                watches: &self.ctx.health_watches,
+                seen,
+            });
+        apply::health::wait_with(client, &self.ctx.resolver, &targets, timeout, shared).await?;
         Ok(Some(true))
     }
 }

@@ -1,0 +1,368 @@
+//! Shared watches for health checks: one cluster-wide store per group/version/kind of the
+//! objects the reconciler manages (label `kubectl-gitops.io/name` present), shared by every
+//! Kustomization that runs with the reconciler's own identity.
+//!
+//! Instead of a LIST + WATCH per object and reconcile, a health check reads the store and is
+//! woken on every change of its kind. Limits (all here): at most [`MAX_KINDS`] stores at once
+//! (when full and none idle, a health check falls back to per-object watches); a store no
+//! health check used for [`IDLE_DROP`] is stopped (checked every [`SWEEP_EVERY`]). A store's
+//! watch restarts on error with the reconcilers' bounded backoff ([`crate::backoff`]).
+//!
+//! Objects are kept without `managedFields`, annotations and the payload of Secrets and
+//! ConfigMaps (`data`, `binaryData`, `stringData`): the health rules read none of them.
+//!
+//! Freshness: a store may lag a few milliseconds behind the apiserver, so a health check passes
+//! the resourceVersion of each object as the reconcile last saw it (its write's answer, or the
+//! live read when nothing was written) and the store's copy counts only once it is at least
+//! that version ([`Seen::reached_by`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::time::Instant;
+
+use crate::api::conditions::meta;
+
+/// At most this many kinds have a shared store at once.
+pub const MAX_KINDS: usize = 64;
+/// A store unused by any health check for this long is stopped.
+pub const IDLE_DROP: Duration = Duration::from_secs(5 * 60);
+/// How often idle stores are looked for.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The version of an object a reconcile last saw (write answer or live read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// `metadata.generation`, when the kind has one.
+    pub generation: Option<i64>,
+}
+
+impl Seen {
+    /// The version recorded in a live object's metadata; `None` without a resourceVersion.
+    pub fn of(object: &serde_json::Value) -> Option<Self> {
+        let meta = object.get("metadata")?;
+        Some(Self {
+            uid: meta.get("uid")?.as_str()?.to_owned(),
+            resource_version: meta.get("resourceVersion")?.as_str()?.to_owned(),
+            generation: meta.get("generation").and_then(serde_json::Value::as_i64),
+        })
+    }
+
+    /// Whether `live` (a store's copy) is this version or a later one. resourceVersions are
+    /// etcd revisions (comparable integers on every apiserver backed by etcd); when one does not
+    /// parse as an integer, the same uid at the same or a later generation counts.
+    pub fn reached_by(&self, live: &DynamicObject) -> bool {
+        let Some(rv) = live.metadata.resource_version.as_deref() else {
+            return false;
+        };
+        if rv == self.resource_version {
+            return true;
+        }
+        match (rv.parse::<u64>(), self.resource_version.parse::<u64>()) {
+            (Ok(live_rv), Ok(seen_rv)) => live_rv >= seen_rv,
+            _ => {
+                live.metadata.uid.as_deref() == Some(self.uid.as_str())
+                    && matches!((live.metadata.generation, self.generation),
+                        (Some(l), Some(s)) if l >= s)
+            }
+        }
+    }
+}
+
+type Key = (String, String, String);
+
+/// What a store's watch task reports.
+struct SharedState {
+    /// Bumped after every event the store applied (and on every watch error).
+    changed: tokio::sync::watch::Sender<()>,
+    /// The last watch error while the store has not (re)listed since.
+    error: Mutex<Option<String>>,
+    /// Set once the first list completed.
+    ready: AtomicBool,
+}
+
+/// One kind's store and the signal of its changes.
+pub struct KindWatch {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+    state: Arc<SharedState>,
+    users: AtomicUsize,
+    last_used: Mutex<Instant>,
+    task: tokio::task::AbortHandle,
+}
+
+impl KindWatch {
+    /// A receiver woken on every change of the store (subscribe before reading it).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.state.changed.subscribe()
+    }
+
+    /// `Err(why)` while the store has not completed its first list (why: the last watch
+    /// error, if any); else the object's stored copy, if it exists.
+    pub fn get(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<DynamicObject>>, Option<String>> {
+        if !self.state.ready.load(Ordering::Acquire) {
+            return Err(self
+                .state
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone());
+        }
+        let mut key = reflector::ObjectRef::new_with(name, self.resource.clone());
+        if let Some(ns) = namespace {
+            key = key.within(ns);
+        }
+        Ok(self.store.get(&key))
+    }
+}
+
+impl Drop for KindWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A health check's use of a [`KindWatch`]; the store is not dropped while one exists.
+pub struct Lease(Arc<KindWatch>);
+
+impl std::ops::Deref for Lease {
+    type Target = KindWatch;
+    fn deref(&self) -> &KindWatch {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self.0.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.users.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The shared stores, by kind. Cheap to share behind an `Arc`.
+pub struct KindWatches {
+    client: kube::Client,
+    kinds: Arc<Mutex<HashMap<Key, Arc<KindWatch>>>>,
+    sweeper: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl KindWatches {
+    /// Stores that list and watch with `client`, which must be the reconciler's own identity:
+    /// every Kustomization reading them sees what that identity may see.
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            kinds: Arc::new(Mutex::new(HashMap::new())),
+            sweeper: Mutex::new(None),
+        }
+    }
+
+    /// The store of `resource`'s kind, started on first use; `None` when [`MAX_KINDS`] stores
+    /// are in use (the caller watches per object instead).
+    pub fn lease(&self, resource: &ApiResource) -> Option<Lease> {
+        self.start_sweeper();
+        let key = (
+            resource.group.clone(),
+            resource.version.clone(),
+            resource.kind.clone(),
+        );
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let watch = match kinds.get(&key) {
+            Some(watch) => watch.clone(),
+            None => {
+                if kinds.len() >= MAX_KINDS {
+                    drop_idle(&mut kinds, Duration::ZERO);
+                    if kinds.len() >= MAX_KINDS {
+                        return None;
+                    }
+                }
+                let watch = Arc::new(start(self.client.clone(), resource.clone()));
+                kinds.insert(key, watch.clone());
+                watch
+            }
+        };
+        watch.users.fetch_add(1, Ordering::AcqRel);
+        Some(Lease(watch))
+    }
+
+    /// How many kinds have a store now.
+    pub fn len(&self) -> usize {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no kind has a store.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn start_sweeper(&self) {
+        let mut sweeper = self.sweeper.lock().unwrap_or_else(|e| e.into_inner());
+        if sweeper.is_some() {
+            return;
+        }
+        let kinds: Weak<Mutex<HashMap<Key, Arc<KindWatch>>>> = Arc::downgrade(&self.kinds);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(kinds) = kinds.upgrade() else {
+                    return;
+                };
+                drop_idle(
+                    &mut kinds.lock().unwrap_or_else(|e| e.into_inner()),
+                    IDLE_DROP,
+                );
+            }
+        });
+        *sweeper = Some(task.abort_handle());
+    }
+}
+
+impl Drop for KindWatches {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .sweeper
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Drops the stores no health check uses and none used for `idle`.
+fn drop_idle(kinds: &mut HashMap<Key, Arc<KindWatch>>, idle: Duration) {
+    let now = Instant::now();
+    kinds.retain(|_, w| {
+        w.users.load(Ordering::Acquire) > 0
+            || now.duration_since(*w.last_used.lock().unwrap_or_else(|e| e.into_inner())) < idle
+    });
+}
+
+/// Strips what no health rule reads, to bound the stores' memory.
+fn strip(object: &mut DynamicObject) {
+    object.metadata.managed_fields = None;
+    object.metadata.annotations = None;
+    if let Some(data) = object.data.as_object_mut() {
+        for field in ["data", "binaryData", "stringData"] {
+            data.remove(field);
+        }
+    }
+}
+
+fn start(client: kube::Client, resource: ApiResource) -> KindWatch {
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let (changed, _) = tokio::sync::watch::channel(());
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let config = watcher::Config::default().labels(meta::OWNER_NAME_LABEL);
+    let state = Arc::new(SharedState {
+        changed,
+        error: Mutex::new(None),
+        ready: AtomicBool::new(false),
+    });
+    let task_state = state.clone();
+    let kind = resource.kind.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(api, config)
+            .backoff(crate::backoff::backoff())
+            .modify(strip)
+            .reflect(writer)
+            .boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    *task_state.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    task_state.ready.store(true, Ordering::Release);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%kind, error = %e, "shared health watch failed; retrying");
+                    *task_state.error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("watch error: {e}"));
+                }
+            }
+            task_state.changed.send_replace(());
+        }
+    });
+    KindWatch {
+        resource,
+        store,
+        state,
+        users: AtomicUsize::new(0),
+        last_used: Mutex::new(Instant::now()),
+        task: task.abort_handle(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored(uid: &str, rv: &str, generation: Option<i64>) -> DynamicObject {
+        let mut object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "ns", "uid": uid, "resourceVersion": rv},
+            "spec": {"replicas": 1}
+        }))
+        .unwrap();
+        object.metadata.generation = generation;
+        object
+    }
+
+    #[test]
+    fn a_copy_counts_from_the_version_seen_on() {
+        let seen = Seen::of(&json!({"metadata":
+            {"uid": "u1", "resourceVersion": "100", "generation": 2}}))
+        .unwrap();
+        assert!(seen.reached_by(&stored("u1", "100", Some(2))));
+        assert!(seen.reached_by(&stored("u1", "101", Some(2))));
+        // A later object of the same name (recreated by someone) is newer too.
+        assert!(seen.reached_by(&stored("u2", "150", Some(1))));
+        assert!(!seen.reached_by(&stored("u1", "99", Some(1))));
+        // Opaque versions: the same object at the same or a later generation.
+        let opaque = Seen {
+            uid: "u1".into(),
+            resource_version: "a".into(),
+            generation: Some(2),
+        };
+        assert!(opaque.reached_by(&stored("u1", "b", Some(2))));
+        assert!(!opaque.reached_by(&stored("u1", "b", Some(1))));
+        assert!(!opaque.reached_by(&stored("u0", "b", Some(3))));
+        assert_eq!(Seen::of(&json!({"metadata": {"uid": "u"}})), None);
+    }
+
+    #[test]
+    fn stores_keep_what_health_reads_only() {
+        let mut secret: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "annotations": {"a": "b"},
+                         "managedFields": [{"manager": "m", "operation": "Apply"}]},
+            "type": "Opaque", "data": {"k": "c2VjcmV0"}, "stringData": {"x": "y"}
+        }))
+        .unwrap();
+        strip(&mut secret);
+        let value = serde_json::to_value(&secret).unwrap();
+        assert_eq!(value.get("data"), None);
+        assert_eq!(value.get("stringData"), None);
+        assert_eq!(value.pointer("/metadata/annotations"), None);
+        assert_eq!(value.pointer("/metadata/managedFields"), None);
+        assert_eq!(value.get("type"), Some(&json!("Opaque")));
+    }
+}
