@@ -12,7 +12,6 @@
 mod kustomization_support;
 mod notify_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
@@ -22,9 +21,9 @@ use gitops_reconciler::api::{GitRepository, Kustomization, Receiver};
 use gitops_reconciler::notify::ReceiverLimits;
 use kube::Api;
 use notify_support::{
-    GITHUB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map, create_token_secret,
-    git_repository, has_webhook_path, install_hook, kustomization, percentile, poll, pushable_repo,
-    revision, sign,
+    GITHUB_HOOK, GITLAB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map,
+    create_token_secret, curl, git_repository, has_webhook_path, install_hook, kustomization,
+    percentile, poll, pushable_repo, revision, sign,
 };
 
 /// The body limit of this test's webhook server.
@@ -47,35 +46,6 @@ fn limits() -> ReceiverLimits {
         requests_per_minute: 6000,
         ..ReceiverLimits::default()
     }
-}
-
-/// The same for GitLab: `X-Gitlab-Event: Push Hook`, `X-Gitlab-Token`, the push body.
-const GITLAB_HOOK: &str = r#"#!/bin/sh
-# post-receive: send what GitLab sends for a push.
-while read -r before after ref; do
-  curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL" \
-    -H 'Content-Type: application/json' \
-    -H 'User-Agent: GitLab/17.0.0' \
-    -H 'X-Gitlab-Event: Push Hook' \
-    -H "X-Gitlab-Event-UUID: $(cat /proc/sys/kernel/random/uuid)" \
-    -H 'X-Gitlab-Instance: https://gitlab.example' \
-    -H "X-Gitlab-Token: $TOKEN" \
-    --data-binary "{\"object_kind\":\"push\",\"event_name\":\"push\",\"before\":\"$before\",\"after\":\"$after\",\"ref\":\"$ref\",\"project\":{\"name\":\"app\"}}" \
-    >> "$LOG" 2>&1
-done
-"#;
-
-/// curl with `args`; returns the HTTP status.
-fn curl(args: &[&str]) -> u16 {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
