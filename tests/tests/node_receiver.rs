@@ -28,17 +28,17 @@ use std::time::{Duration, Instant};
 
 use gitops_conformance::git::temp_dir;
 use gitops_conformance::{TestNamespace, kubectl, kubectl_ok};
-use gitops_reconciler::api::conditions::meta;
 use gitops_reconciler::api::{GitRepository, Kustomization};
 use gitops_reconciler::notify::ReceiverLimits;
 use hooks::{
-    GITHUB_HOOK, GITLAB_HOOK, TOKEN, commit_change, config_map, create_token_secret, curl,
-    git_repository, install_hook, kustomization, percentile, pushable_repo, sign,
+    GITHUB_HOOK, GITLAB_HOOK, TOKEN, applied, commit_change, config_map, create_token_secret, curl,
+    delivered, git_repository, install_hook, kustomization, percentile, pushable_repo, pushed_n,
+    request, requested_at, revision, sign,
 };
 use kube::Api;
 use node_support::{
-    GitForPods, busybox_output, cluster_setting, install, json, real_node, reconciler_pods,
-    wait_for,
+    GitForPods, busybox_output, cluster_setting, install, json, ready_condition, real_node,
+    reconciler_pods, wait_for,
 };
 
 /// Pushes measured through the GitHub receiver.
@@ -77,18 +77,9 @@ struct NodePort {
 
 impl NodePort {
     fn open() -> Self {
-        kubectl_ok(
-            &[
-                "-n",
-                SYSTEM,
-                "patch",
-                "service",
-                SERVICE,
-                "-p",
-                r#"{"spec":{"type":"NodePort"}}"#,
-            ],
-            None,
-        );
+        if let Err(e) = patch_service(r#"{"spec":{"type":"NodePort"}}"#) {
+            panic!("cannot make {SERVICE} a NodePort Service: {e}");
+        }
         let port = kubectl_ok(
             &[
                 "-n",
@@ -111,19 +102,19 @@ impl NodePort {
 
 impl Drop for NodePort {
     fn drop(&mut self) {
-        let _ = kubectl(
-            &[
-                "-n",
-                SYSTEM,
-                "patch",
-                "service",
-                SERVICE,
-                "-p",
-                r#"{"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":null}]}}"#,
-            ],
-            None,
-        );
+        // Best effort (it may run while a failed test unwinds); the next install resets it too.
+        let _ =
+            patch_service(r#"{"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":null}]}}"#);
     }
+}
+
+/// A strategic merge patch of the `webhook-receiver` Service; kubectl's error when refused.
+fn patch_service(patch: &str) -> Result<(), String> {
+    let run = kubectl(
+        &["-n", SYSTEM, "patch", "service", SERVICE, "-p", patch],
+        None,
+    );
+    if run.success { Ok(()) } else { Err(run.stderr) }
 }
 
 /// `gitops_receiver_requests_total` of Receiver `name` in `namespace` with `result`, read from
@@ -149,27 +140,6 @@ fn counted(pod: &str, namespace: &str, name: &str, result: &str) -> u64 {
                 .unwrap_or_else(|_| panic!("not a count: {v}"))
         })
         .unwrap_or(0)
-}
-
-/// The reconcile-requested-at annotation of GitRepository `name`.
-fn requested_at(repo: &GitRepository) -> Option<String> {
-    repo.metadata
-        .annotations
-        .as_ref()?
-        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
-        .cloned()
-}
-
-fn applied(ks: &Kustomization) -> Option<&str> {
-    ks.status.as_ref()?.last_applied_revision.as_deref()
-}
-
-fn artifact_revision(repo: &GitRepository) -> Option<&str> {
-    repo.status
-        .as_ref()?
-        .artifact
-        .as_ref()
-        .map(|a| a.revision.as_str())
 }
 
 /// Polls Kustomization `name` every 25 ms until it applied `commit`; the time from `since` then,
@@ -271,13 +241,7 @@ spec:
         );
         let path = flux_webhook_path(name, &ns.name);
         assert_eq!(status["webhookPath"], path.as_str(), "{name}: {status}");
-        let ready = status["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Ready")
-            .cloned()
-            .unwrap_or_default();
+        let ready = ready_condition(&status);
         assert_eq!(ready["status"], "True", "{name}: {ready}");
         assert!(
             ready["message"]
@@ -348,25 +312,13 @@ spec:
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or_default(),
     );
-    let log = std::fs::read_to_string(&hook_log).unwrap_or_default();
-    assert_eq!(log.lines().filter(|l| *l == "200").count(), PUSHES, "{log}");
+    let (ok, log) = delivered(&hook_log);
+    assert_eq!(ok, PUSHES, "{log}");
     assert_eq!(
         counted(&pod, &ns.name, "github", "accepted"),
         accepted + PUSHES as u64
     );
-    let live = kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "configmap",
-            "pushed",
-            "-o",
-            "jsonpath={.data.n}",
-        ],
-        None,
-    );
-    assert_eq!(live.trim(), (PUSHES + 1).to_string());
+    assert_eq!(pushed_n(&ns.name), (PUSHES + 1).to_string());
 
     // GitLab: the token header, a label-selected GitRepository; Repo::commit pushes.
     install_hook(&repo.bare, GITLAB_HOOK, &gitlab_url, &hook_log);
@@ -389,75 +341,52 @@ spec:
     let before = repos.get("app").await.expect("get GitRepository");
     assert!(requested_at(&before).is_some(), "{:?}", before.metadata);
     let body = format!(r#"{{"ref":"refs/heads/main","after":"{first}"}}"#);
-    let good = sign(&body);
-    let forged = sign(&format!("{body} "));
-    let mut cases: Vec<(&str, &str, Vec<String>, u16, &str)> = Vec::new();
-    let post = |headers: &[String], body: &str, url: &str| {
-        let mut args: Vec<String> = vec!["-X".into(), "POST".into()];
-        args.extend(["-H".into(), "Content-Type: application/json".into()]);
-        for header in headers {
-            args.extend(["-H".into(), header.clone()]);
-        }
-        args.extend(["--data-binary".into(), body.into(), url.into()]);
-        args
-    };
-    cases.push((
-        "forged signature",
-        "github",
-        post(
-            &[
-                "X-GitHub-Event: push".into(),
-                format!("X-Hub-Signature-256: {forged}"),
-            ],
-            &body,
-            &github_url,
+    let signed = format!("X-Hub-Signature-256: {}", sign(&body));
+    let forged = format!("X-Hub-Signature-256: {}", sign(&format!("{body} ")));
+    let push = "X-GitHub-Event: push";
+    let mut cases: Vec<(&str, &str, Vec<String>, u16, &str)> = vec![
+        (
+            "forged signature",
+            "github",
+            request("POST", &[push, &forged], Some(&body), &github_url),
+            400,
+            "invalid_signature",
         ),
-        400,
-        "invalid_signature",
-    ));
-    cases.push((
-        "unknown event, validly signed (a replayed body with another event)",
-        "github",
-        post(
-            &[
-                "X-GitHub-Event: issues".into(),
-                format!("X-Hub-Signature-256: {good}"),
-            ],
-            &body,
-            &github_url,
+        (
+            "unknown event, validly signed (a replayed body with another event)",
+            "github",
+            request(
+                "POST",
+                &["X-GitHub-Event: issues", &signed],
+                Some(&body),
+                &github_url,
+            ),
+            400,
+            "event_not_allowed",
         ),
-        400,
-        "event_not_allowed",
-    ));
-    cases.push((
-        "wrong method",
-        "github",
-        vec![
-            "-X".into(),
-            "GET".into(),
-            "-H".into(),
-            "X-GitHub-Event: push".into(),
-            "-H".into(),
-            format!("X-Hub-Signature-256: {good}"),
-            github_url.clone(),
-        ],
-        405,
-        "method_not_allowed",
-    ));
-    cases.push((
-        "wrong GitLab token",
-        "gitlab",
-        post(
-            &[
-                "X-Gitlab-Event: Push Hook".into(),
-                format!("X-Gitlab-Token: {TOKEN}x"),
-            ],
-            &body,
-            &gitlab_url,
+        (
+            "wrong method",
+            "github",
+            request("GET", &[push, &signed], None, &github_url),
+            405,
+            "method_not_allowed",
         ),
-        400,
-        "invalid_token",
-    ));
+        (
+            "wrong GitLab token",
+            "gitlab",
+            request(
+                "POST",
+                &[
+                    "X-Gitlab-Event: Push Hook",
+                    &format!("X-Gitlab-Token: {TOKEN}x"),
+                ],
+                Some(&body),
+                &gitlab_url,
+            ),
+            400,
+            "invalid_token",
+        ),
+    ];
     // A body over the installed reconciler's limit (the flag's default), signed correctly,
     // announced (Content-Length) and streamed (chunked).
     let big_dir = temp_dir("node-receiver-big");
@@ -476,20 +405,19 @@ spec:
             Some("Transfer-Encoding: chunked"),
         ),
     ] {
-        let mut headers = vec!["X-GitHub-Event: push".to_owned(), big_signature.clone()];
-        headers.extend(extra.map(str::to_owned));
+        let mut headers = vec![push, big_signature.as_str()];
+        headers.extend(extra);
         cases.push((
             what,
             "github",
-            post(&headers, &at_file, &github_url),
+            request("POST", &headers, Some(&at_file), &github_url),
             413,
             "too_large",
         ));
     }
     for (what, receiver, args, status, result) in &cases {
         let before = counted(&pod, &ns.name, receiver, result);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert_eq!(curl(&args), *status, "{what}");
+        assert_eq!(curl(args), *status, "{what}");
         assert_eq!(
             counted(&pod, &ns.name, receiver, result),
             before + 1,
@@ -523,7 +451,7 @@ spec:
         "a refused request annotated the source"
     );
     let want = format!("main@sha1:{later}");
-    assert_eq!(artifact_revision(&after), Some(want.as_str()));
+    assert_eq!(revision(&after), Some(want.as_str()));
     assert_eq!(applied_now(&kss).await.as_deref(), Some(want.as_str()));
 
     // The token is in no log line of the reconciler.

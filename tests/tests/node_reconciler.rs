@@ -19,7 +19,7 @@ use gitops_conformance::git::Repo;
 use gitops_conformance::{TestNamespace, kubeconfig, kubectl, kubectl_ok, run_ok};
 use node_support::{
     GitForPods, build_and_push, busybox_image, busybox_output, cluster_setting, container_status,
-    install, json, pushed_image, real_node, reconciler_pods, serial, wait_for,
+    install, json, pushed_image, ready_condition, real_node, reconciler_pods, serial, wait_for,
 };
 use serde_json::Value;
 
@@ -727,13 +727,7 @@ spec:
 /// The Ready condition of Kustomization `name` in `ns`: (status, message).
 fn kustomization_ready(ns: &str, name: &str) -> (String, String) {
     let ks = json(&["-n", ns, "get", "kustomizations.kubectl-gitops.io", name]);
-    let ready = ks["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .cloned()
-        .unwrap_or_default();
+    let ready = ready_condition(&ks["status"]);
     (
         ready["status"].as_str().unwrap_or_default().to_owned(),
         ready["message"].as_str().unwrap_or_default().to_owned(),

@@ -185,6 +185,17 @@ pub fn json(args: &[&str]) -> Value {
     serde_json::from_str(&kubectl_ok(&full, None)).expect("kubectl prints JSON")
 }
 
+/// The `Ready` condition in `status` (an object's `.status`), or `null`.
+pub fn ready_condition(status: &Value) -> Value {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The reconciler's pods (the install's namespace and labels).
 pub fn reconciler_pods() -> Vec<Value> {
     json(&[

@@ -10,6 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use gitops_conformance::git::{GitServer, Repo, git};
+use gitops_reconciler::api::conditions::meta;
+use gitops_reconciler::api::{GitRepository, Kustomization};
 
 /// The webhook token of every Receiver here.
 pub const TOKEN: &str = "receiver-token-7c1f3e9a";
@@ -33,6 +35,30 @@ pub fn create_token_secret(namespace: &str) {
 /// The one object of the pushed tree: ConfigMap `pushed` with `data.n`.
 pub fn config_map(n: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pushed\ndata:\n  n: \"{n}\"\n")
+}
+
+/// `data.n` of ConfigMap `pushed` in `namespace`: which push the cluster runs.
+pub fn pushed_n(namespace: &str) -> String {
+    gitops_conformance::kubectl_ok(
+        &[
+            "-n",
+            namespace,
+            "get",
+            "configmap",
+            "pushed",
+            "-o",
+            "jsonpath={.data.n}",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned()
+}
+
+/// The deliveries [`install_hook`]'s hooks logged to `log` that were answered 200, and the log.
+pub fn delivered(log: &Path) -> (usize, String) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    (text.lines().filter(|l| *l == "200").count(), text)
 }
 
 /// A repository `name` on `server` that accepts pushes over HTTP, its first commit holding
@@ -155,8 +181,23 @@ while read -r before after ref; do
 done
 "#;
 
+/// curl's arguments for a `method` request to `url` with `headers` and, when given, a JSON
+/// `body` (`@path` sends a file's bytes).
+pub fn request(method: &str, headers: &[&str], body: Option<&str>, url: &str) -> Vec<String> {
+    let mut args = vec!["-X".to_owned(), method.to_owned()];
+    let json = body.map(|_| "Content-Type: application/json");
+    for header in json.iter().chain(headers) {
+        args.extend(["-H".to_owned(), (*header).to_owned()]);
+    }
+    if let Some(body) = body {
+        args.extend(["--data-binary".to_owned(), body.to_owned()]);
+    }
+    args.push(url.to_owned());
+    args
+}
+
 /// curl with `args`; returns the HTTP status.
-pub fn curl(args: &[&str]) -> u16 {
+pub fn curl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> u16 {
     let out = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
         .args(args)
@@ -166,4 +207,27 @@ pub fn curl(args: &[&str]) -> u16 {
         .trim()
         .parse()
         .unwrap_or(0)
+}
+
+/// The revision of the GitRepository's artifact.
+pub fn revision(repo: &GitRepository) -> Option<&str> {
+    repo.status
+        .as_ref()?
+        .artifact
+        .as_ref()
+        .map(|a| a.revision.as_str())
+}
+
+/// The Kustomization's `lastAppliedRevision`.
+pub fn applied(ks: &Kustomization) -> Option<&str> {
+    ks.status.as_ref()?.last_applied_revision.as_deref()
+}
+
+/// The reconcile-requested-at annotation of the GitRepository.
+pub fn requested_at(repo: &GitRepository) -> Option<String> {
+    repo.metadata
+        .annotations
+        .as_ref()?
+        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
+        .cloned()
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::temp_dir;
-use gitops_reconciler::api::{GitRepository, Kustomization, Receiver};
+use gitops_reconciler::api::Receiver;
 use gitops_reconciler::controller::metrics::Metrics;
 use gitops_reconciler::notify::{NotifyConfig, ReceiverLimits};
 use gitops_reconciler::source::{SourceConfig, Storage};
@@ -163,18 +163,4 @@ pub async fn poll<K: Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// The revision of the GitRepository's artifact.
-pub fn revision(repo: &GitRepository) -> Option<&str> {
-    repo.status
-        .as_ref()?
-        .artifact
-        .as_ref()
-        .map(|a| a.revision.as_str())
-}
-
-/// The Kustomization's `lastAppliedRevision`.
-pub fn applied(ks: &Kustomization) -> Option<&str> {
-    ks.status.as_ref()?.last_applied_revision.as_deref()
 }
