@@ -38,7 +38,7 @@ use hooks::{
 use kube::Api;
 use node_support::{
     GitForPods, busybox_output, cluster_setting, install, json, ready_condition, real_node,
-    reconciler_pods, wait_for,
+    reconciler_pods, serial, wait_for,
 };
 
 /// Pushes measured through the GitHub receiver.
@@ -173,16 +173,20 @@ async fn client() -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "needs a cluster; skips without a real node"]
-async fn a_push_reaches_the_receiver_pod_through_its_service_and_forgeries_change_nothing() {
+fn a_push_reaches_the_receiver_pod_through_its_service_and_forgeries_change_nothing() {
     if real_node("a_push_reaches_the_receiver_pod_through_its_service_and_forgeries_change_nothing")
         .is_none()
     {
         return;
     }
-    // The only test of this file (cargo runs test files one after another), so no serial()
-    // lock is held: a std MutexGuard must not live across the awaits below.
+    let _serial = serial();
+    // The CLI (install) runs its own runtime: the kube client's calls get one of their own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     install();
     let pod = reconciler_pods()
         .first()
@@ -271,17 +275,16 @@ spec:
         },
     );
 
-    let client = client().await;
+    let client = rt.block_on(client());
     let kss: Api<Kustomization> = Api::namespaced(client.clone(), &ns.name);
     let repos: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
-    applied_within(
+    rt.block_on(applied_within(
         &kss,
         "app",
         &first,
         Instant::now(),
         Duration::from_secs(120),
-    )
-    .await
+    ))
     .unwrap_or_else(|| panic!("the first commit {first} was not applied within 120 s"));
 
     // GitHub: each push applied within 2 s, the GitRepository polling every hour.
@@ -294,11 +297,16 @@ spec:
         // git push returns once the post-receive hook (and so the webhook) has run.
         let started = Instant::now();
         repo.git(&["push", "-q", "origin", "main"]);
-        let Some(took) = applied_within(&kss, "app", &commit, started, PUSH_TO_APPLIED).await
-        else {
+        let Some(took) = rt.block_on(applied_within(
+            &kss,
+            "app",
+            &commit,
+            started,
+            PUSH_TO_APPLIED,
+        )) else {
             panic!(
                 "push {i} ({commit}) not applied within {PUSH_TO_APPLIED:?}: {:?}\nhook log:\n{}",
-                applied_now(&kss).await,
+                rt.block_on(applied_now(&kss)),
                 std::fs::read_to_string(&hook_log).unwrap_or_default()
             )
         };
@@ -327,10 +335,16 @@ spec:
         &[("deploy/cm.yaml", Some(&config_map("gitlab")))],
         "gitlab push",
     );
-    let Some(took) = applied_within(&kss, "app", &later, started, PUSH_TO_APPLIED).await else {
+    let Some(took) = rt.block_on(applied_within(
+        &kss,
+        "app",
+        &later,
+        started,
+        PUSH_TO_APPLIED,
+    )) else {
         panic!(
             "the gitlab push was not applied within {PUSH_TO_APPLIED:?} of the commit: {:?}\nhook log:\n{}",
-            applied_now(&kss).await,
+            rt.block_on(applied_now(&kss)),
             std::fs::read_to_string(&hook_log).unwrap_or_default()
         )
     };
@@ -338,7 +352,7 @@ spec:
     assert_eq!(counted(&pod, &ns.name, "gitlab", "accepted"), 1);
 
     // What must change nothing, each answered through the Service and counted.
-    let before = repos.get("app").await.expect("get GitRepository");
+    let before = rt.block_on(repos.get("app")).expect("get GitRepository");
     assert!(requested_at(&before).is_some(), "{:?}", before.metadata);
     let body = format!(r#"{{"ref":"refs/heads/main","after":"{first}"}}"#);
     let signed = format!("X-Hub-Signature-256: {}", sign(&body));
@@ -443,8 +457,8 @@ spec:
     );
 
     // Nothing changed: no new reconcile request, the same revision fetched and applied.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = repos.get("app").await.expect("get GitRepository");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rt.block_on(repos.get("app")).expect("get GitRepository");
     assert_eq!(
         requested_at(&after),
         requested_at(&before),
@@ -452,7 +466,10 @@ spec:
     );
     let want = format!("main@sha1:{later}");
     assert_eq!(revision(&after), Some(want.as_str()));
-    assert_eq!(applied_now(&kss).await.as_deref(), Some(want.as_str()));
+    assert_eq!(
+        rt.block_on(applied_now(&kss)).as_deref(),
+        Some(want.as_str())
+    );
 
     // The token is in no log line of the reconciler.
     let logs = kubectl_ok(&["-n", SYSTEM, "logs", &pod], None);
