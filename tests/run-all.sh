@@ -56,7 +56,8 @@ if [ -n "${GITOPS_CLUSTER_DIR:-}" ]; then
   cargo test -p gitops-conformance -- --ignored disruptive_ --test-threads=1
 fi
 
-# The real-node group (tests/tests/node_reconciler.rs: the reconciler as a Pod, real containers)
+# The real-node group (tests/tests/node_reconciler.rs: the reconciler as a Pod, real containers;
+# node_receiver.rs: webhooks from a git push through the receiver's Service)
 # needs a cluster of its own with a real node (root only; one real node per machine, so it runs
 # alone, and before the demo, which starts another). Its tests share one installation and run
 # one at a time.
@@ -68,7 +69,7 @@ if [ "$(id -u)" = 0 ]; then
     GITOPS_TEST_KUBECONFIG=$(GITOPS_REAL_NODE=1 bash tests/cluster/up.sh)
     export GITOPS_TEST_KUBECONFIG
     bash tests/cluster/smoke.sh
-    cargo test -p gitops-conformance --test node_reconciler -- --ignored --test-threads=1
+    cargo test -p gitops-conformance --no-fail-fast --test node_reconciler --test node_receiver -- --ignored --test-threads=1
   )
 else
   step "SKIPPED the real-node group: it needs root (network namespaces, cgroups, mounts)"

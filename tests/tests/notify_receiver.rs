@@ -12,7 +12,6 @@
 mod kustomization_support;
 mod notify_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gitops_conformance::git::{GitServer, ServerKind, temp_dir};
@@ -22,22 +21,15 @@ use gitops_reconciler::api::{GitRepository, Kustomization, Receiver};
 use gitops_reconciler::notify::ReceiverLimits;
 use kube::Api;
 use notify_support::{
-    GITHUB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map, create_token_secret,
-    git_repository, has_webhook_path, install_hook, kustomization, percentile, poll, pushable_repo,
-    revision, sign,
+    GITHUB_HOOK, GITLAB_HOOK, Reconciler, TOKEN, applied, commit_change, config_map,
+    create_token_secret, curl, delivered, git_repository, has_webhook_path, install_hook,
+    kustomization, percentile, poll, pushable_repo, pushed_n, request, requested_at, revision,
+    sign,
 };
 
 /// The body limit of this test's webhook server.
 const MAX_BODY: usize = 64 * 1024;
 const PUSHES: usize = 20;
-
-fn requested_at(repo: &GitRepository) -> Option<String> {
-    repo.metadata
-        .annotations
-        .as_ref()?
-        .get(meta::RECONCILE_REQUESTED_AT_ANNOTATION)
-        .cloned()
-}
 
 /// The webhook server's limits here: the refusals below must meet their own checks, not the
 /// rate limit (which the unit tests cover).
@@ -47,35 +39,6 @@ fn limits() -> ReceiverLimits {
         requests_per_minute: 6000,
         ..ReceiverLimits::default()
     }
-}
-
-/// The same for GitLab: `X-Gitlab-Event: Push Hook`, `X-Gitlab-Token`, the push body.
-const GITLAB_HOOK: &str = r#"#!/bin/sh
-# post-receive: send what GitLab sends for a push.
-while read -r before after ref; do
-  curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL" \
-    -H 'Content-Type: application/json' \
-    -H 'User-Agent: GitLab/17.0.0' \
-    -H 'X-Gitlab-Event: Push Hook' \
-    -H "X-Gitlab-Event-UUID: $(cat /proc/sys/kernel/random/uuid)" \
-    -H 'X-Gitlab-Instance: https://gitlab.example' \
-    -H "X-Gitlab-Token: $TOKEN" \
-    --data-binary "{\"object_kind\":\"push\",\"event_name\":\"push\",\"before\":\"$before\",\"after\":\"$after\",\"ref\":\"$ref\",\"project\":{\"name\":\"app\"}}" \
-    >> "$LOG" 2>&1
-done
-"#;
-
-/// curl with `args`; returns the HTTP status.
-fn curl(args: &[&str]) -> u16 {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -181,21 +144,9 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
         percentile(&applied_latencies, 50.0),
         percentile(&applied_latencies, 99.0),
     );
-    let live = kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "configmap",
-            "pushed",
-            "-o",
-            "jsonpath={.data.n}",
-        ],
-        None,
-    );
-    assert_eq!(live.trim(), (PUSHES + 1).to_string());
-    let log = std::fs::read_to_string(&hook_log).unwrap();
-    assert_eq!(log.lines().filter(|l| *l == "200").count(), PUSHES, "{log}");
+    assert_eq!(pushed_n(&ns.name), (PUSHES + 1).to_string());
+    let (ok, log) = delivered(&hook_log);
+    assert_eq!(ok, PUSHES, "{log}");
     assert_eq!(
         reconciler.count(&ns.name, "github", "accepted"),
         PUSHES as u64
@@ -226,89 +177,50 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     let body = r#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000"}"#;
     let good = sign(body);
     let forged = sign(&format!("{body} "));
-    let json = "Content-Type: application/json";
+    let signed = format!("X-Hub-Signature-256: {good}");
+    let forged = format!("X-Hub-Signature-256: {forged}");
+    let push = "X-GitHub-Event: push";
     let cases: Vec<(&str, Vec<String>, u16, &str)> = vec![
         (
             "forged signature",
-            vec![
-                "-X".into(),
-                "POST".into(),
-                "-H".into(),
-                json.into(),
-                "-H".into(),
-                "X-GitHub-Event: push".into(),
-                "-H".into(),
-                format!("X-Hub-Signature-256: {forged}"),
-                "--data-binary".into(),
-                body.into(),
-                github_url.clone(),
-            ],
+            request("POST", &[push, &forged], Some(body), &github_url),
             400,
             "invalid_signature",
         ),
         (
             "no signature",
-            vec![
-                "-X".into(),
-                "POST".into(),
-                "-H".into(),
-                json.into(),
-                "-H".into(),
-                "X-GitHub-Event: push".into(),
-                "--data-binary".into(),
-                body.into(),
-                github_url.clone(),
-            ],
+            request("POST", &[push], Some(body), &github_url),
             400,
             "invalid_signature",
         ),
         (
             "event outside spec.events, validly signed",
-            vec![
-                "-X".into(),
-                "POST".into(),
-                "-H".into(),
-                json.into(),
-                "-H".into(),
-                "X-GitHub-Event: issues".into(),
-                "-H".into(),
-                format!("X-Hub-Signature-256: {good}"),
-                "--data-binary".into(),
-                body.into(),
-                github_url.clone(),
-            ],
+            request(
+                "POST",
+                &["X-GitHub-Event: issues", &signed],
+                Some(body),
+                &github_url,
+            ),
             400,
             "event_not_allowed",
         ),
         (
             "wrong method",
-            vec![
-                "-X".into(),
-                "GET".into(),
-                "-H".into(),
-                "X-GitHub-Event: push".into(),
-                "-H".into(),
-                format!("X-Hub-Signature-256: {good}"),
-                github_url.clone(),
-            ],
+            request("GET", &[push, &signed], None, &github_url),
             405,
             "method_not_allowed",
         ),
         (
             "wrong GitLab token",
-            vec![
-                "-X".into(),
-                "POST".into(),
-                "-H".into(),
-                json.into(),
-                "-H".into(),
-                "X-Gitlab-Event: Push Hook".into(),
-                "-H".into(),
-                "X-Gitlab-Token: receiver-token-7c1f3e9b".into(),
-                "--data-binary".into(),
-                body.into(),
-                gitlab_url.clone(),
-            ],
+            request(
+                "POST",
+                &[
+                    "X-Gitlab-Event: Push Hook",
+                    "X-Gitlab-Token: receiver-token-7c1f3e9b",
+                ],
+                Some(body),
+                &gitlab_url,
+            ),
             400,
             "invalid_token",
         ),
@@ -320,8 +232,7 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
             "github"
         };
         let counted = reconciler.count(&ns.name, receiver, result);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert_eq!(curl(&args), *status, "{what}");
+        assert_eq!(curl(args), *status, "{what}");
         assert_eq!(
             reconciler.count(&ns.name, receiver, result),
             counted + 1,
@@ -338,20 +249,9 @@ async fn a_push_reconciles_through_a_receiver_and_forgeries_change_nothing() {
     let sig_header = format!("X-Hub-Signature-256: {big_sig}");
     for extra in [None, Some("Transfer-Encoding: chunked")] {
         let counted = reconciler.count(&ns.name, "github", "too_large");
-        let mut args = vec![
-            "-X",
-            "POST",
-            "-H",
-            json,
-            "-H",
-            "X-GitHub-Event: push",
-            "-H",
-            &sig_header,
-        ];
-        if let Some(header) = extra {
-            args.extend(["-H", header]);
-        }
-        args.extend(["--data-binary", &at_file, &github_url]);
+        let mut headers = vec![push, sig_header.as_str()];
+        headers.extend(extra);
+        let args = request("POST", &headers, Some(&at_file), &github_url);
         assert_eq!(curl(&args), 413, "{extra:?}");
         assert_eq!(
             reconciler.count(&ns.name, "github", "too_large"),
