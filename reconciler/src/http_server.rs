@@ -8,7 +8,8 @@
 //! finish the request it is serving and close (idle keep-alive connections close at once), and
 //! returns when all have closed or [`Server::shutdown_grace`] has passed.
 //!
-//! Guarantees: a client that does not send its request headers within
+//! Guarantees: a client that closes its sending half after its request still gets the
+//! answer; a client that does not send its request headers within
 //! [`Server::header_read_timeout`] is disconnected, so a slow or silent client holds a
 //! connection task for a bounded time only; an accept error (out of file descriptors, ...)
 //! never ends the loop: it is logged and retried after [`ACCEPT_RETRY`]; shutdown is bounded by
@@ -101,6 +102,9 @@ pub async fn serve<S, B>(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
+                // A client may close its sending half once its request is sent (`nc`, some
+                // probes) and still wait for the answer.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let ended = tokio::select! {
@@ -224,6 +228,22 @@ mod tests {
             .await
             .expect("serve returns after the grace period though a request never ends")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+        // `printf 'GET ...' | nc host port` closes its sending half once the request is sent;
+        // the answer must still come when the handler takes a while.
+        let release = Arc::new(Notify::new());
+        let (addr, _shutdown, _task) = start(release.clone(), Duration::from_secs(5)).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release.notify_one();
+        let answer = read_all(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer:?}");
+        assert!(answer.ends_with("ok"), "{answer:?}");
     }
 
     #[tokio::test]
