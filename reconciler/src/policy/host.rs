@@ -2,7 +2,7 @@
 
 use super::bindings::{Policy, PolicyPre, kubectl_gitops::policy::types as wit};
 use super::cache::{DiskCache, Miss, engine_hash};
-use super::sched::Turns;
+use super::sched::{PROBATION_PAUSE, Turns};
 use super::slots::{Full, Slots};
 use super::store::{LogBudget, StoreState};
 use super::structure::{self, CodeLimits};
@@ -853,9 +853,10 @@ impl PolicyHost {
             ),
         );
         store.limiter(|s| &mut s.limiter);
+        store.data_mut().probation = slot.on_probation();
         // Guest code reaches an epoch check at every tick of the ticker (and when `Turns`
         // advances the epoch to preempt it): there the wall-clock deadline is enforced and the
-        // turn is given up to a tenant that used less CPU.
+        // turn is given up to a tenant that used less CPU; a call on probation pauses there.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
@@ -863,9 +864,14 @@ impl PolicyHost {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
+            let probation = state.probation;
             if let Some(turn) = state.turn.as_mut() {
-                turn.yield_if_asked(deadline)
-                    .map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
+                if probation {
+                    turn.pause(PROBATION_PAUSE, deadline)
+                } else {
+                    turn.yield_if_asked(deadline)
+                }
+                .map_err(|_| wasmtime::Error::from(Trap::Interrupt))?;
             }
             Ok(UpdateDeadline::Continue(1))
         });

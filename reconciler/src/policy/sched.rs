@@ -32,6 +32,10 @@ pub(crate) const HALF_LIFE: Duration = Duration::from_secs(1);
 /// tenants that used about as much do not preempt each other (each switch costs both).
 pub(crate) const PREEMPT_MARGIN: Duration = Duration::from_millis(10);
 
+/// How long a call on probation (see [`Turn::pause`]) sleeps off its turn at each epoch check.
+/// With the epoch ticker's 5 ms, such a call runs at most a quarter of the time.
+pub(crate) const PROBATION_PAUSE: Duration = Duration::from_millis(15);
+
 /// A tenant's CPU account: decayed seconds of turns held, as of `at`.
 #[derive(Clone, Copy)]
 struct Account {
@@ -300,6 +304,33 @@ impl Turn {
     }
 }
 
+impl Turn {
+    /// Called at the epoch checks of a call on probation (its tenant's failures are still
+    /// charged to its failure budget): gives the turn up, sleeps for `pause` (never past
+    /// `deadline`), then waits for a turn again. Such a call uses at most a fraction of a CPU
+    /// however long it runs, so calls that loop until their deadline leave the CPUs to the
+    /// other tenants and to the reconciler's own work, which turns do not cover. Returns
+    /// whether the call may go on.
+    pub(crate) fn pause(&mut self, pause: Duration, deadline: Instant) -> Result<(), NoTurn> {
+        if !self.held {
+            return Err(NoTurn);
+        }
+        {
+            let mut state = self.turns.lock();
+            self.turns
+                .release(&mut state, &self.tenant, self.since.elapsed());
+            self.held = false;
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        let result = self
+            .turns
+            .wait_turn(self.turns.lock(), &self.tenant, deadline);
+        self.since = Instant::now();
+        self.held = result.is_ok();
+        result
+    }
+}
+
 impl Drop for Turn {
     fn drop(&mut self) {
         if !self.held {
@@ -406,6 +437,39 @@ mod tests {
         );
         assert!(started.elapsed() >= Duration::from_millis(50));
         drop(held);
+        assert_eq!(turns.running(), 0);
+    }
+
+    #[test]
+    fn a_pause_frees_the_turn_for_its_length_and_never_outlasts_the_deadline() {
+        let (turns, _) = turns(1);
+        let tenant: Arc<str> = Arc::from("failing");
+        let mut turn = turns.take(&tenant, soon()).expect("free");
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                // Nothing frees the only turn but the pause.
+                let taken = turns.take(&Arc::from("other"), soon()).expect("served");
+                std::thread::sleep(Duration::from_millis(5));
+                drop(taken);
+            });
+            while turns.lock().waiting.is_empty() {
+                std::thread::yield_now();
+            }
+            turn.pause(Duration::from_millis(50), soon())
+                .expect("a turn again after the pause");
+            other.join().expect("other tenant");
+        });
+        assert_eq!(turns.running(), 1);
+        // A pause is cut at the deadline.
+        let started = Instant::now();
+        turn.pause(Duration::from_secs(10), started + Duration::from_millis(30))
+            .expect("the turn is free again");
+        let paused = started.elapsed();
+        assert!(
+            paused >= Duration::from_millis(25) && paused < Duration::from_secs(1),
+            "{paused:?}"
+        );
+        drop(turn);
         assert_eq!(turns.running(), 0);
     }
 

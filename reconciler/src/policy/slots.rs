@@ -55,9 +55,16 @@ pub(crate) struct Slot<'a> {
     tenant: String,
     taken: Instant,
     failed: bool,
+    probation: bool,
 }
 
 impl Slot<'_> {
+    /// Whether the tenant's earlier failures were still charged to its failure budget when
+    /// the slot was taken: its call then runs on probation (`Turn::pause`).
+    pub(crate) fn on_probation(&self) -> bool {
+        self.probation
+    }
+
     /// Marks the call as failed: its time counts against the tenant's failure budget.
     pub(crate) fn failed(&mut self) {
         self.failed = true;
@@ -88,10 +95,11 @@ impl Slots {
 
     /// `Err(Full::Budget)` while `tenant` used up its failure budget.
     pub(crate) fn admit(&self, tenant: &str) -> Result<(), Full> {
-        self.admit_locked(&self.lock(), tenant)
+        self.admit_locked(&self.lock(), tenant).map(|_| ())
     }
 
-    fn admit_locked(&self, in_use: &InUse, tenant: &str) -> Result<(), Full> {
+    /// `Ok(true)` while failures of `tenant` are still charged to its budget (not drained).
+    fn admit_locked(&self, in_use: &InUse, tenant: &str) -> Result<bool, Full> {
         if let Some((at, charged)) = in_use.charged.get(tenant).copied() {
             let left = drained(charged, at, Instant::now(), self.budget);
             if left > self.budget {
@@ -99,14 +107,15 @@ impl Slots {
                 let wait = (left - self.budget).mul_f64(60.0 / self.budget.as_secs_f64().max(1e-3));
                 return Err(Full::Budget(wait));
             }
+            return Ok(!left.is_zero());
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Takes a slot for `tenant`, waiting for one until `deadline` at most.
     pub(crate) fn take(&self, tenant: &str, deadline: Instant) -> Result<Slot<'_>, Full> {
         let mut in_use = self.lock();
-        self.admit_locked(&in_use, tenant)?;
+        let probation = self.admit_locked(&in_use, tenant)?;
         loop {
             let mine = in_use.by_tenant.get(tenant).copied().unwrap_or(0);
             let full = if mine >= self.per_tenant {
@@ -124,6 +133,7 @@ impl Slots {
                     tenant: tenant.to_owned(),
                     taken: Instant::now(),
                     failed: false,
+                    probation,
                 });
             };
             let now = Instant::now();
@@ -206,10 +216,20 @@ mod tests {
             Err(Full::Budget(wait)) => assert!(wait >= Duration::from_secs(29), "{wait:?}"),
             other => panic!("the failing tenant was not refused: {:?}", other.err()),
         }
-        assert!(
-            slots.take("good", far()).is_ok(),
-            "the working tenant was charged"
-        );
+        let good = slots
+            .take("good", far())
+            .expect("the working tenant was charged");
+        assert!(!good.on_probation());
+        drop(good);
+        // Once the tenant's charge is under the budget again it runs, on probation until the
+        // charge has drained away.
+        let mut short = slots.take("short", far()).expect("free");
+        short.failed();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(short);
+        let again = slots.take("short", far()).expect("under the budget");
+        assert!(again.on_probation());
+        drop(again);
         assert_eq!(slots.in_use(), 0);
     }
 

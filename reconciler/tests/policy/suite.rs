@@ -577,3 +577,60 @@ fn a_failed_load_is_answered_from_memory_and_still_charged() {
     still_works_for(&host, "not-retrying");
     assert_eq!(host.slots_in_use(), 0);
 }
+
+/// Time the calling thread has spent on a CPU and runnable but waiting for one, so far (the
+/// kernel's scheduler statistics); the rest of its life it slept.
+fn thread_sched() -> (Duration, Duration) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let mut fields = text
+        .split_whitespace()
+        .map(|n| n.parse().expect("nanoseconds"));
+    let mut next = || Duration::from_nanos(fields.next().expect("a schedstat field"));
+    (next(), next())
+}
+
+/// A tenant whose policies failed recently runs on probation: a call that loops until its
+/// deadline sleeps off the CPU at every epoch check, so a tenant looping over and over leaves
+/// the CPUs to the others: its thread sleeps longer than it runs, where the loop of a tenant
+/// that never failed, at the same time, runs all along. (Time runnable but waiting for a CPU
+/// depends on the machine's load and is left out of both.)
+#[test]
+fn a_tenant_that_failed_recently_loops_on_a_fraction_of_a_cpu() {
+    let host = host_with(|c| c.deadline = Duration::from_millis(600));
+    let looped = |namespace: &str| {
+        let ((cpu, runnable), started) = (thread_sched(), Instant::now());
+        let e = host
+            .run_pipeline(&[hostile("loop")], &tenant(namespace), objects())
+            .expect_err("loops");
+        assert!(e.to_string().contains("exceeded its deadline"), "{e}");
+        let wall = started.elapsed();
+        let (cpu_after, runnable_after) = thread_sched();
+        let on_cpu = cpu_after - cpu;
+        let slept = wall.saturating_sub(on_cpu + (runnable_after - runnable));
+        (slept, on_cpu, wall)
+    };
+    // Loaded and compiled before anything is measured.
+    still_works_for(&host, "warm-up");
+    looped("failed-before");
+    let (probation, fresh) = std::thread::scope(|s| {
+        let probation = s.spawn(|| looped("failed-before"));
+        let fresh = s.spawn(|| looped("never-failed"));
+        (
+            probation.join().expect("probation thread"),
+            fresh.join().expect("fresh thread"),
+        )
+    });
+    let report = format!(
+        "on probation: slept {:?}, on a CPU {:?}, in {:?}; never failed: slept {:?}, on a CPU {:?}, in {:?}",
+        probation.0, probation.1, probation.2, fresh.0, fresh.1, fresh.2
+    );
+    assert!(
+        probation.2 >= Duration::from_millis(550)
+            && probation.2 < Duration::from_millis(600) + SLACK,
+        "the call on probation still ends at its deadline: {report}"
+    );
+    assert!(probation.0 > probation.1, "{report}");
+    assert!(fresh.0 * 4 < fresh.1, "{report}");
+    still_works_for(&host, "not-looping");
+    assert_eq!(host.slots_in_use(), 0);
+}
