@@ -146,7 +146,8 @@ pub enum ListOutput {
     /// Aligned columns for people.
     #[default]
     Table,
-    /// The table with more columns: SOURCE (Kustomizations) and REASON of the Ready condition.
+    /// The table with more columns: SOURCE (Kustomizations), REASON of the Ready condition and
+    /// SHARD (the shard whose reconciler owns the object, `-` for the main one).
     Wide,
     /// One `resource.group/name` per line, fully qualified so that it is unambiguous next to
     /// Flux's kinds of the same names.
@@ -250,6 +251,11 @@ pub struct InstallArgs {
     /// Install only the CRDs (for a reconciler run outside the cluster).
     #[arg(long)]
     pub crds_only: bool,
+    /// Also run a reconciler for shard NAME, reconciling the objects labelled
+    /// sharding.kubectl-gitops.io/key=NAME (the main reconciler takes every other object).
+    /// Repeat or separate with commas; shards installed earlier and not given are removed.
+    #[arg(long = "shard", value_name = "NAME", value_delimiter = ',')]
+    pub shards: Vec<String>,
 }
 
 /// `uninstall`: removes the reconciler and the CRDs, leaving the applied workloads in place.

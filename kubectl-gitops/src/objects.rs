@@ -21,6 +21,8 @@ pub struct StatusRow {
     pub message: String,
     /// `Kind/ns/name` of the source of a Kustomization; empty for sources.
     pub source: String,
+    /// The shard the object is labelled for (`SHARD_LABEL`); empty for the main reconciler's.
+    pub shard: String,
     conditions: Vec<Condition>,
 }
 
@@ -66,6 +68,7 @@ pub fn source_row(source: &SourceState) -> StatusRow {
         reason,
         message,
         source: String::new(),
+        shard: String::new(),
         conditions: source.conditions.clone(),
     }
 }
@@ -93,6 +96,7 @@ pub fn kustomization_row(ks: &Kustomization) -> StatusRow {
         ready,
         reason,
         message,
+        shard: String::new(),
         conditions: status.conditions,
     }
 }
@@ -110,6 +114,7 @@ pub fn receiver_row(receiver: &gitops_reconciler::api::Receiver) -> StatusRow {
         reason,
         message,
         source: String::new(),
+        shard: String::new(),
         conditions: status.conditions,
     }
 }
@@ -132,6 +137,7 @@ fn static_row(
         reason: String::new(),
         message,
         source: String::new(),
+        shard: String::new(),
         conditions: Vec::new(),
     }
 }

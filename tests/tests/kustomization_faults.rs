@@ -3,8 +3,10 @@
 //! two replicas with leader election hand over when the leader dies; a policy denial applies
 //! and prunes nothing; two Kustomizations claiming one object are reported as a conflict and
 //! do not flap; SIGTERM ends a reconciler that could never list its objects; after an apiserver
-//! outage the watches reconnect within seconds.
+//! outage the watches reconnect within seconds; with the reconcilers of a sharded install
+//! (`install --shard`), every Kustomization is reconciled by exactly one of them.
 
+mod cli_support;
 mod kustomization_support;
 
 use std::collections::BTreeSet;
@@ -51,6 +53,23 @@ impl ReconcilerProcess {
         extra: &[&str],
         kubeconfig: &Path,
     ) -> Self {
+        Self::start_selecting(
+            &format!("conformance-shard={shard}"),
+            storage,
+            name,
+            extra,
+            kubeconfig,
+        )
+    }
+
+    /// A process reconciling the objects `selector` matches.
+    fn start_selecting(
+        selector: &str,
+        storage: &Path,
+        name: &str,
+        extra: &[&str],
+        kubeconfig: &Path,
+    ) -> Self {
         let log = storage.with_file_name(format!(
             "{}-{name}.log",
             storage.file_name().unwrap().to_string_lossy()
@@ -69,10 +88,7 @@ impl ReconcilerProcess {
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--health-addr", "127.0.0.1:0"])
             .args(["--receiver-addr", "127.0.0.1:0"])
-            .args([
-                "--watch-label-selector",
-                &format!("conformance-shard={shard}"),
-            ])
+            .args(["--watch-label-selector", selector])
             .args(["--log-format", "text"])
             .args(extra)
             .stdin(Stdio::null())
@@ -827,4 +843,144 @@ async fn disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage()
         "the watches' recovery is logged:\n{}",
         process.log_tail()
     );
+}
+
+/// The reconcilers `install --shard a,b` runs (their `--watch-label-selector`s, taken from the
+/// exported manifests), each narrowed to this test's objects: every Kustomization is reconciled
+/// by exactly one of them, the one of its shard label; one labelled with a shard nobody runs
+/// and unlabelled ones by the main reconciler. `get -o wide` names each one's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn the_reconcilers_of_a_sharded_install_reconcile_every_kustomization_once() {
+    let setup = Setup::new("ksf-shards").await;
+    let (ns, storage, source) = (&setup.ns, &setup.storage, &setup.source);
+    let export = cli_support::gitops(&["install", "--export", "--shard", "a,b"]).expect(0);
+    let manifests: Vec<serde_json::Value> =
+        gitops_reconciler::yaml::from_str_multi(&export.stdout).expect("the exported YAML");
+    let selectors: Vec<(String, String)> = manifests
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .map(|d| {
+            let name = d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let selector = d["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|a| a.as_str()?.strip_prefix("--watch-label-selector="))
+                .unwrap_or_else(|| panic!("{name} has no --watch-label-selector"))
+                .to_owned();
+            (name, selector)
+        })
+        .collect();
+    let deployments: Vec<&str> = selectors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        deployments,
+        [
+            "gitops-reconciler",
+            "gitops-reconciler-a",
+            "gitops-reconciler-b"
+        ]
+    );
+    let processes: Vec<(String, ReconcilerProcess)> = selectors
+        .iter()
+        .map(|(name, selector)| {
+            let narrowed = format!("conformance-shard={},{selector}", ns.name);
+            let process = ReconcilerProcess::start_selecting(
+                &narrowed,
+                &storage.0,
+                name,
+                &[],
+                &gitops_conformance::kubeconfig(),
+            );
+            (name.clone(), process)
+        })
+        .collect();
+
+    let revision = publish(source, '1', &cms(&ns.name, &names("cm", 0..1)));
+    // (Kustomization, its shard label, the reconciler that must own it)
+    let mut owners: Vec<(String, Option<&str>, &str)> = Vec::new();
+    for i in 0..3 {
+        owners.push((format!("main-{i}"), None, "gitops-reconciler"));
+        owners.push((format!("a-{i}"), Some("a"), "gitops-reconciler-a"));
+        owners.push((format!("b-{i}"), Some("b"), "gitops-reconciler-b"));
+    }
+    owners.push(("nobodys".into(), Some("c"), "gitops-reconciler"));
+    for (name, shard, _) in &owners {
+        let shard_label = shard
+            .map(|s| format!(", sharding.kubectl-gitops.io/key: {s}"))
+            .unwrap_or_default();
+        ns.create(&format!(
+            "apiVersion: kubectl-gitops.io/v1alpha1\nkind: Kustomization\nmetadata:\n  name: {name}\n  labels: {{conformance-shard: {}{shard_label}}}\nspec:\n  sourceRef: {{kind: GitRepository, name: repo}}\n  path: ./app\n  prune: true\n  namePrefix: {name}-\n  interval: 10m\n  retryInterval: 2s\n",
+            ns.name
+        ));
+    }
+    let logs = || {
+        processes
+            .iter()
+            .map(|(name, p)| format!("--- {name}\n{}", p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    eventually(
+        T,
+        "every Kustomization Ready",
+        || {
+            owners
+                .iter()
+                .all(|(name, _, _)| {
+                    matches!(ready(&ns.name, name), Some((s, _, m))
+                        if s == "True" && m == format!("Applied revision: {revision}"))
+                })
+                .then_some(())
+        },
+        logs,
+    )
+    .await;
+    // Each applied its objects once, by the reconciler of its shard and by no other.
+    for (name, _, owner) in &owners {
+        let applied_by: Vec<&str> = processes
+            .iter()
+            .filter(|(_, p)| {
+                p.log()
+                    .lines()
+                    .any(|l| l.contains(&format!(" name={name}}}")) && l.contains("applied"))
+            })
+            .map(|(process, _)| process.as_str())
+            .collect();
+        assert_eq!(
+            applied_by,
+            [*owner],
+            "Kustomization {name}; logs:\n{}",
+            logs()
+        );
+    }
+
+    // `get -o wide` shows the shard each one belongs to.
+    let listed = cli_support::gitops(&["get", "ks", "-n", &ns.name, "-o", "wide"]).expect(0);
+    let header: Vec<&str> = listed
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "SHARD")
+        .unwrap_or_else(|| panic!("no SHARD column:\n{}", listed.stdout));
+    for (name, shard, _) in &owners {
+        let line = listed
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{}", listed.stdout));
+        assert_eq!(
+            line.split_whitespace().nth(column),
+            Some(shard.unwrap_or("-")),
+            "{line}"
+        );
+    }
 }

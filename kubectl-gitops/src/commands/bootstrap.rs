@@ -435,7 +435,8 @@ pub async fn git(
     install::apply_all(&client, &crds, ui).await?;
     install::wait_established(&client, global.timeout, ui).await?;
     install::apply_all(&client, &rest, ui).await?;
-    install::wait_rollout(&client, namespace, global.timeout, ui).await?;
+    let name = crate::commands::shards::deployment_name(None);
+    install::wait_rollout(&client, namespace, &name, global.timeout, ui).await?;
     ui.step("configuring the cluster to synchronize with the repository")?;
     if let Some(secret) = &secret {
         install::apply_all(&client, std::slice::from_ref(secret), ui).await?;

@@ -7,11 +7,12 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt as _};
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::cluster;
+use crate::commands::shards;
 use crate::commands::version::RECONCILER_DEPLOYMENT;
 use crate::error::Exit;
 use crate::ui::{Ui, escape};
@@ -260,6 +261,27 @@ async fn check_reconciler(
         ))?;
         return Ok(true);
     };
+    let mut ok = reconciler_ready(namespace, RECONCILER_DEPLOYMENT, deployment, ui)?;
+    // The reconcilers of a sharded install (`install --shard`).
+    let sharded = api
+        .list(&ListParams::default().labels(gitops_reconciler::api::SHARD_LABEL))
+        .await?;
+    for shard in shards::installed(&sharded.items) {
+        let name = shards::deployment_name(Some(&shard));
+        if let Some(deployment) = sharded.items.iter().find(|d| d.name_any() == name) {
+            ok &= reconciler_ready(namespace, &name, deployment.clone(), ui)?;
+        }
+    }
+    Ok(ok)
+}
+
+/// Reports whether the reconciler Deployment `name` has all its replicas available.
+fn reconciler_ready(
+    namespace: &str,
+    name: &str,
+    deployment: Deployment,
+    ui: &mut Ui<'_>,
+) -> anyhow::Result<bool> {
     let wanted = deployment
         .spec
         .as_ref()
@@ -270,11 +292,11 @@ async fn check_reconciler(
     let updated = status.updated_replicas.unwrap_or(0);
     if available >= wanted && updated >= wanted {
         ui.success(&format!(
-            "reconciler {namespace}/{RECONCILER_DEPLOYMENT} is ready ({available}/{wanted})"
+            "reconciler {namespace}/{name} is ready ({available}/{wanted})"
         ))?;
         Ok(true)
     } else {
-        ui.failure(&format!("reconciler {namespace}/{RECONCILER_DEPLOYMENT} is not ready ({available}/{wanted} available): see kubectl gitops logs"))?;
+        ui.failure(&format!("reconciler {namespace}/{name} is not ready ({available}/{wanted} available): see kubectl gitops logs"))?;
         Ok(false)
     }
 }

@@ -1,8 +1,8 @@
 //! `kubectl gitops get sources git | external-artifact | all`, `get kustomizations`, `get all`,
 //! `get receivers | alerts | alert-providers`: status tables (NAME REVISION SUSPENDED READY
-//! MESSAGE, with NAMESPACE for -A and SOURCE for --show-source; no REVISION for the notification
-//! kinds, which have none, as in `flux get`), YAML/JSON, label and status selectors, and `-w` to
-//! keep printing changes.
+//! MESSAGE, with NAMESPACE for -A, SOURCE for --show-source, REASON and SHARD for -o wide; no
+//! REVISION for the notification kinds, which have none, as in `flux get`), YAML/JSON, label
+//! and status selectors, and `-w` to keep printing changes.
 
 use std::time::Duration;
 
@@ -171,13 +171,21 @@ impl Kind {
 
     /// The status row of `object`, an object of this kind.
     fn row(self, object: &DynamicObject) -> anyhow::Result<StatusRow> {
-        Ok(match self {
+        let mut row = match self {
             Kind::Source(kind) => objects::source_row(&kind.state_of(object)?),
             Kind::Kustomization => objects::kustomization_row(&typed(object)?),
             Kind::Receiver => objects::receiver_row(&typed(object)?),
             Kind::Alert => objects::alert_row(&typed(object)?),
             Kind::Provider => objects::provider_row(&typed(object)?),
-        })
+        };
+        row.shard = object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(gitops_reconciler::api::SHARD_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        Ok(row)
     }
 }
 
@@ -277,7 +285,7 @@ pub fn header(listing: &Listing<'_>) -> Vec<&'static str> {
     }
     header.extend(["SUSPENDED", "READY"]);
     if listing.args.output == ListOutput::Wide {
-        header.push("REASON");
+        header.extend(["REASON", "SHARD"]);
     }
     header.push("MESSAGE");
     header
@@ -304,6 +312,12 @@ pub fn cells(listing: &Listing<'_>, row: &StatusRow) -> Vec<String> {
     cells.push(row.ready.clone());
     if listing.args.output == ListOutput::Wide {
         cells.push(row.reason.clone());
+        // The main reconciler's objects carry no shard label.
+        cells.push(if row.shard.is_empty() {
+            "-".to_owned()
+        } else {
+            row.shard.clone()
+        });
     }
     cells.push(row.message.clone());
     cells
@@ -548,8 +562,8 @@ mod tests {
     }
 
     #[test]
-    fn wide_adds_source_and_reason_and_name_is_fully_qualified() {
-        let rows = [ks("apps", "vote-dev", false)];
+    fn wide_adds_source_reason_and_shard_and_name_is_fully_qualified() {
+        let mut rows = [ks("apps", "vote-dev", false)];
         let args = ListArgs {
             output: ListOutput::Wide,
             ..ListArgs::default()
@@ -569,6 +583,7 @@ mod tests {
                 "SUSPENDED",
                 "READY",
                 "REASON",
+                "SHARD",
                 "MESSAGE"
             ]
         );
@@ -581,9 +596,12 @@ mod tests {
                 "False",
                 "Unknown",
                 "",
+                "-",
                 "waiting to be reconciled"
             ]
         );
+        rows[0].shard = "shard1".to_owned();
+        assert_eq!(cells(&listing, &rows[0])[6], "shard1");
         let failing = repo("n", "b", None, Some(("False", "no such host")));
         assert_eq!(cells(&listing, &failing)[5], "Succeeded");
         assert_eq!(

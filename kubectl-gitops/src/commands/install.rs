@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::cli::{GlobalArgs, InstallArgs, UninstallArgs};
 use crate::cluster::{self, FIELD_MANAGER};
 use crate::commands::check::crd_names;
-use crate::commands::version::RECONCILER_DEPLOYMENT;
-use crate::error::{Exit, Failure};
+use crate::commands::shards;
+use crate::error::{Exit, Failure, fail};
 use crate::ui::Ui;
 
 /// The reconciler's install manifests, in `reconciler/config/install/kustomization.yaml` order.
@@ -117,7 +117,17 @@ pub async fn install(
     ui: &mut Ui<'_>,
 ) -> anyhow::Result<Exit> {
     let image = args.image.as_deref().or(default_image());
-    let objects = manifests(&global.namespace, image, args.crds_only)?;
+    shards::validate(&args.shards)?;
+    if args.crds_only && !args.shards.is_empty() {
+        return Err(fail(
+            Exit::Usage,
+            "--shard installs reconcilers: it cannot be combined with --crds-only",
+        ));
+    }
+    let mut objects = manifests(&global.namespace, image, args.crds_only)?;
+    if !args.crds_only {
+        shards::add(&mut objects, &args.shards);
+    }
     if args.export {
         write!(ui.out, "{}", crate::objects::yaml_stream(&objects)?)?;
         return Ok(Exit::Success);
@@ -133,12 +143,33 @@ pub async fn install(
         ui.success("CRDs installed: run gitops-reconciler yourself against this cluster")?;
         return Ok(Exit::Success);
     }
+    // Shards installed before and not asked for now go first: their objects would otherwise
+    // be reconciled by nobody once their reconciler is gone, or twice while both run.
+    let dropped: Vec<String> = installed_shards(&client, &global.namespace)
+        .await?
+        .into_iter()
+        .filter(|s| !args.shards.contains(s))
+        .collect();
+    for shard in &dropped {
+        ui.step(&format!("removing the reconciler of shard {shard}"))?;
+        let name = shards::deployment_name(Some(shard));
+        stop_reconciler(&client, &global.namespace, &name, global.timeout, ui).await?;
+        delete_all(&client, &shard_objects(&global.namespace, shard)?, ui).await?;
+    }
     ui.step(&format!(
-        "installing the reconciler in {}",
+        "installing the reconciler{} in {}",
+        if args.shards.is_empty() {
+            String::new()
+        } else {
+            format!(" and shards {}", args.shards.join(", "))
+        },
         global.namespace
     ))?;
     apply_all(&client, &rest, ui).await?;
-    wait_rollout(&client, &global.namespace, global.timeout, ui).await?;
+    for shard in std::iter::once(None).chain(args.shards.iter().map(|s| Some(s.as_str()))) {
+        let name = shards::deployment_name(shard);
+        wait_rollout(&client, &global.namespace, &name, global.timeout, ui).await?;
+    }
     ui.success("install finished")?;
     Ok(Exit::Success)
 }
@@ -224,17 +255,19 @@ pub(crate) async fn wait_established(
     Ok(())
 }
 
+/// Waits until the reconciler Deployment `name` (the main one or a shard's) rolled out.
 pub(crate) async fn wait_rollout(
     client: &Client,
     namespace: &str,
+    name: &str,
     timeout: Duration,
     ui: &mut Ui<'_>,
 ) -> anyhow::Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let start = Instant::now();
-    let _spinner = ui.waiting("waiting for the reconciler to become ready")?;
+    let _spinner = ui.waiting(&format!("waiting for {name} to become ready"))?;
     loop {
-        if let Some(d) = api.get_opt(RECONCILER_DEPLOYMENT).await?
+        if let Some(d) = api.get_opt(name).await?
             && rolled_out(&d)
         {
             return Ok(());
@@ -243,12 +276,12 @@ pub(crate) async fn wait_rollout(
             return Err(Failure::new(
                 Exit::Timeout,
                 format!(
-                    "the reconciler Deployment {namespace}/{RECONCILER_DEPLOYMENT} is not ready after {}",
+                    "the reconciler Deployment {namespace}/{name} is not ready after {}",
                     cluster::human_duration(timeout)
                 ),
             )
             .hint(format!(
-                "see kubectl -n {namespace} describe pods -l app.kubernetes.io/name=gitops-reconciler, and kubectl gitops logs"
+                "see kubectl -n {namespace} describe pods -l app.kubernetes.io/name={name}, and kubectl gitops logs"
             ))
             .into());
         }
@@ -305,20 +338,52 @@ pub async fn uninstall(
     let client = cluster::connect(global).await?;
     // 0. Stop the in-cluster reconciler first: a running one puts its finalizer back on a
     //    released object, and deleting that object would then prune its workloads.
-    ui.step("stopping the reconciler")?;
-    stop_reconciler(&client, &global.namespace, global.timeout, ui).await?;
+    let installed = installed_shards(&client, &global.namespace).await?;
+    for shard in std::iter::once(None).chain(installed.iter().map(|s| Some(s.as_str()))) {
+        let name = shards::deployment_name(shard);
+        ui.step(&format!("stopping the reconciler {name}"))?;
+        stop_reconciler(&client, &global.namespace, &name, global.timeout, ui).await?;
+    }
     // 1. Let go of every object without running its deletion policy: drop finalizers first.
     ui.step("releasing Kustomizations and GitRepositories (their workloads stay)")?;
     release::<Kustomization>(&client, ui).await?;
     release::<GitRepository>(&client, ui).await?;
-    // 2. The reconciler, then the CRDs (which deletes every remaining custom object).
-    let objects = manifests(&global.namespace, None, false)?;
+    // 2. The reconcilers, then the CRDs (which deletes every remaining custom object).
+    let mut objects = manifests(&global.namespace, None, false)?;
+    shards::add(&mut objects, &installed);
+    if args.keep_namespace {
+        objects.retain(|o| o["kind"] != "Namespace");
+    }
+    delete_all(&client, &objects, ui).await?;
+    ui.success("uninstall finished")?;
+    Ok(Exit::Success)
+}
+
+/// The shards whose reconcilers are installed in `namespace`.
+async fn installed_shards(client: &Client, namespace: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(gitops_reconciler::api::SHARD_LABEL);
+    match api.list(&params).await {
+        Ok(list) => Ok(shards::installed(&list.items)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(anyhow::Error::from(e).context(format!(
+            "listing the reconcilers' Deployments in {namespace}"
+        ))),
+    }
+}
+
+/// The objects an install adds for `shard` alone.
+fn shard_objects(namespace: &str, shard: &str) -> anyhow::Result<Vec<Value>> {
+    let plain = manifests(namespace, None, false)?;
+    let mut objects = plain.clone();
+    shards::add(&mut objects, &[shard.to_owned()]);
+    Ok(objects.split_off(plain.len()))
+}
+
+/// Deletes `objects`, last first; objects and kinds already gone are skipped.
+async fn delete_all(client: &Client, objects: &[Value], ui: &mut Ui<'_>) -> anyhow::Result<()> {
     for object in objects.iter().rev() {
-        let kind = object["kind"].as_str().unwrap_or_default();
-        if kind == "Namespace" && args.keep_namespace {
-            continue;
-        }
-        let (api, name, label) = match dynamic_api(&client, object).await {
+        let (api, name, label) = match dynamic_api(client, object).await {
             Ok(found) => found,
             // The kind is gone already (CRDs deleted by an earlier, interrupted uninstall).
             Err(_) => continue,
@@ -329,19 +394,19 @@ pub async fn uninstall(
             Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting {label}"))),
         }
     }
-    ui.success("uninstall finished")?;
-    Ok(Exit::Success)
+    Ok(())
 }
 
-/// Deletes the reconciler's Deployment and waits until none of its pods is left.
+/// Deletes the reconciler Deployment `name` and waits until none of its pods is left.
 async fn stop_reconciler(
     client: &Client,
     namespace: &str,
+    name: &str,
     timeout: Duration,
     ui: &mut Ui<'_>,
 ) -> anyhow::Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let Some(deployment) = deployments.get_opt(RECONCILER_DEPLOYMENT).await? else {
+    let Some(deployment) = deployments.get_opt(name).await? else {
         return Ok(());
     };
     // Its pods are found by the Deployment's own selector.
@@ -353,16 +418,13 @@ async fn stop_reconciler(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    match deployments
-        .delete(RECONCILER_DEPLOYMENT, &DeleteParams::foreground())
-        .await
-    {
+    match deployments.delete(name, &DeleteParams::foreground()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
         Err(e) => {
-            return Err(anyhow::Error::from(e).context(format!(
-                "deleting Deployment {namespace}/{RECONCILER_DEPLOYMENT}"
-            )));
+            return Err(
+                anyhow::Error::from(e).context(format!("deleting Deployment {namespace}/{name}"))
+            );
         }
     }
     if selector.is_empty() {
@@ -371,14 +433,14 @@ async fn stop_reconciler(
     }
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
     let selector = ListParams::default().labels(&selector);
-    let _spinner = ui.waiting("waiting for the reconciler's pods to stop")?;
+    let _spinner = ui.waiting(&format!("waiting for the pods of {name} to stop"))?;
     let start = Instant::now();
     while !pods.list(&selector).await?.items.is_empty() {
         if start.elapsed() > timeout {
             return Err(Failure::new(
                 Exit::Timeout,
                 format!(
-                    "the reconciler's pods in {namespace} did not stop within {}; nothing was released",
+                    "the pods of {namespace}/{name} did not stop within {}; nothing was released",
                     cluster::human_duration(timeout)
                 ),
             )
@@ -472,7 +534,7 @@ mod tests {
 
     fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": RECONCILER_DEPLOYMENT, "generation": 2},
+            "metadata": {"name": "gitops-reconciler", "generation": 2},
             "spec": {"replicas": replicas, "selector": {}, "template": {}},
             "status": status,
         }))

@@ -1,5 +1,5 @@
-//! `kubectl gitops logs [-f] [--level L] [--kind K] [--name N]`: the reconciler pods' logs,
-//! filtered. The reconciler logs JSON lines (`--log-format json`); a line that is not JSON is
+//! `kubectl gitops logs [-f] [--level L] [--kind K] [--name N]`: the logs of the reconciler
+//! pods (every shard's), filtered. The reconciler logs JSON lines (`--log-format json`); a line that is not JSON is
 //! shown unless a filter needs a field it lacks.
 
 use futures::{AsyncBufReadExt as _, StreamExt as _};
@@ -12,8 +12,8 @@ use crate::cluster;
 use crate::error::{Exit, Failure};
 use crate::ui::{Ui, escape};
 
-/// Label selecting the reconciler's pods (install manifests).
-pub const RECONCILER_SELECTOR: &str = "app.kubernetes.io/name=gitops-reconciler";
+/// Label selecting the reconciler's pods (install manifests), the shards' included.
+pub const RECONCILER_SELECTOR: &str = "app.kubernetes.io/part-of=kubectl-gitops";
 
 pub async fn run(global: &GlobalArgs, args: &LogsArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
     let client = cluster::connect(global).await?;

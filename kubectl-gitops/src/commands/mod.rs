@@ -15,6 +15,7 @@ pub mod logs;
 pub mod notify;
 pub mod policy;
 pub mod reconcile;
+pub mod shards;
 pub mod suspend;
 pub mod tree;
 pub mod version;

@@ -31,3 +31,8 @@ pub use source::{SourceArtifact, SourceKind, SourceState};
 pub const GROUP: &str = "kubectl-gitops.io";
 /// API version of every kind of this project.
 pub const VERSION: &str = "v1alpha1";
+/// The label that assigns an object to a shard: a reconciler installed for shard `S`
+/// (`kubectl gitops install --shard S`) reconciles the objects labelled `S`, the main one
+/// those without the label or with a value no shard has. Flux's convention, under this
+/// project's own group.
+pub const SHARD_LABEL: &str = "sharding.kubectl-gitops.io/key";
