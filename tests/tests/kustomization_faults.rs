@@ -845,6 +845,18 @@ async fn disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage()
     );
 }
 
+/// `kubectl gitops ARGS`, which must succeed, run in process on a thread of its own (it starts
+/// its own runtime, which a test's runtime thread may not).
+fn cli(args: &[&str]) -> cli_support::Run {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_support::gitops(&args).expect(0)
+    })
+    .join()
+    .expect("kubectl gitops")
+}
+
 /// The reconcilers `install --shard a,b` runs (their `--watch-label-selector`s, taken from the
 /// exported manifests), each narrowed to this test's objects: every Kustomization is reconciled
 /// by exactly one of them, the one of its shard label; one labelled with a shard nobody runs
@@ -854,7 +866,7 @@ async fn disruptive_watches_reconnect_within_seconds_after_an_apiserver_outage()
 async fn the_reconcilers_of_a_sharded_install_reconcile_every_kustomization_once() {
     let setup = Setup::new("ksf-shards").await;
     let (ns, storage, source) = (&setup.ns, &setup.storage, &setup.source);
-    let export = cli_support::gitops(&["install", "--export", "--shard", "a,b"]).expect(0);
+    let export = cli(&["install", "--export", "--shard", "a,b"]);
     let manifests: Vec<serde_json::Value> =
         gitops_reconciler::yaml::from_str_multi(&export.stdout).expect("the exported YAML");
     let selectors: Vec<(String, String)> = manifests
@@ -959,7 +971,7 @@ async fn the_reconcilers_of_a_sharded_install_reconcile_every_kustomization_once
     }
 
     // `get -o wide` shows the shard each one belongs to.
-    let listed = cli_support::gitops(&["get", "ks", "-n", &ns.name, "-o", "wide"]).expect(0);
+    let listed = cli(&["get", "ks", "-n", &ns.name, "-o", "wide"]);
     let header: Vec<&str> = listed
         .stdout
         .lines()
