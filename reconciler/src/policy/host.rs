@@ -2,7 +2,7 @@
 
 use super::bindings::{Policy, PolicyPre, kubectl_gitops::policy::types as wit};
 use super::cache::{DiskCache, Miss, engine_hash};
-use super::sched::{PROBATION_PAUSE, Turns};
+use super::sched::{PROBATION_FREE_SHARE, PROBATION_PAUSE, Turns};
 use super::slots::{Full, Slots};
 use super::store::{LogBudget, StoreState};
 use super::structure::{self, CodeLimits};
@@ -853,7 +853,11 @@ impl PolicyHost {
             ),
         );
         store.limiter(|s| &mut s.limiter);
-        store.data_mut().probation = slot.on_probation();
+        // On probation a call still runs its first part at full speed, so a tenant's working
+        // policies are not pushed past their deadline by another one's failure.
+        store.data_mut().probation = slot
+            .on_probation()
+            .then(|| Instant::now() + config.deadline.mul_f64(PROBATION_FREE_SHARE));
         // Guest code reaches an epoch check at every tick of the ticker (and when `Turns`
         // advances the epoch to preempt it): there the wall-clock deadline is enforced and the
         // turn is given up to a tenant that used less CPU; a call on probation pauses there.
@@ -864,9 +868,9 @@ impl PolicyHost {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            let probation = state.probation;
+            let paused = state.probation.is_some_and(|from| Instant::now() >= from);
             if let Some(turn) = state.turn.as_mut() {
-                if probation {
+                if paused {
                     turn.pause(PROBATION_PAUSE, deadline)
                 } else {
                     turn.yield_if_asked(deadline)

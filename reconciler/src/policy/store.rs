@@ -37,9 +37,9 @@ pub(crate) struct StoreState {
     pub(crate) dropped_logs: u32,
     /// The CPU turn the call holds while it runs guest code.
     pub(crate) turn: Option<Turn>,
-    /// The tenant's earlier failures are still charged: the call pauses at every epoch check
-    /// (`Turn::pause`).
-    pub(crate) probation: bool,
+    /// The tenant's earlier failures are still charged: from this instant on, the call pauses
+    /// at every epoch check (`Turn::pause`).
+    pub(crate) probation: Option<Instant>,
 }
 
 impl StoreState {
@@ -63,7 +63,7 @@ impl StoreState {
             logged: 0,
             dropped_logs: 0,
             turn: None,
-            probation: false,
+            probation: None,
         }
     }
 }
