@@ -265,7 +265,7 @@ pub(crate) async fn wait_rollout(
 ) -> anyhow::Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let start = Instant::now();
-    let _spinner = ui.waiting(&format!("waiting for {name} to become ready"))?;
+    let _spinner = ui.waiting(&format!("waiting for {} to become ready", described(name)))?;
     loop {
         if let Some(d) = api.get_opt(name).await?
             && rolled_out(&d)
@@ -341,7 +341,7 @@ pub async fn uninstall(
     let installed = installed_shards(&client, &global.namespace).await?;
     for shard in std::iter::once(None).chain(installed.iter().map(|s| Some(s.as_str()))) {
         let name = shards::deployment_name(shard);
-        ui.step(&format!("stopping the reconciler {name}"))?;
+        ui.step(&format!("stopping {}", described(&name)))?;
         stop_reconciler(&client, &global.namespace, &name, global.timeout, ui).await?;
     }
     // 1. Let go of every object without running its deletion policy: drop finalizers first.
@@ -357,6 +357,15 @@ pub async fn uninstall(
     delete_all(&client, &objects, ui).await?;
     ui.success("uninstall finished")?;
     Ok(Exit::Success)
+}
+
+/// "the reconciler" for the main reconciler Deployment, "the reconciler NAME" for a shard's.
+fn described(name: &str) -> String {
+    if name == shards::deployment_name(None) {
+        "the reconciler".to_owned()
+    } else {
+        format!("the reconciler {name}")
+    }
 }
 
 /// The shards whose reconcilers are installed in `namespace`.
@@ -433,7 +442,10 @@ async fn stop_reconciler(
     }
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
     let selector = ListParams::default().labels(&selector);
-    let _spinner = ui.waiting(&format!("waiting for the pods of {name} to stop"))?;
+    let _spinner = ui.waiting(&format!(
+        "waiting for the pods of {} to stop",
+        described(name)
+    ))?;
     let start = Instant::now();
     while !pods.list(&selector).await?.items.is_empty() {
         if start.elapsed() > timeout {
