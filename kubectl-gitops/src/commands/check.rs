@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt as _};
 
 use crate::cli::{CheckArgs, GlobalArgs};
@@ -263,14 +263,9 @@ async fn check_reconciler(
     };
     let mut ok = reconciler_ready(namespace, RECONCILER_DEPLOYMENT, deployment, ui)?;
     // The reconcilers of a sharded install (`install --shard`).
-    let sharded = api
-        .list(&ListParams::default().labels(gitops_reconciler::api::SHARD_LABEL))
-        .await?;
-    for shard in shards::installed(&sharded.items) {
-        let name = shards::deployment_name(Some(&shard));
-        if let Some(deployment) = sharded.items.iter().find(|d| d.name_any() == name) {
-            ok &= reconciler_ready(namespace, &name, deployment.clone(), ui)?;
-        }
+    for deployment in shards::deployments(client, namespace).await? {
+        let name = deployment.name_any();
+        ok &= reconciler_ready(namespace, &name, deployment, ui)?;
     }
     Ok(ok)
 }

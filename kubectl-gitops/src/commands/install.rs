@@ -370,23 +370,15 @@ fn described(name: &str) -> String {
 
 /// The shards whose reconcilers are installed in `namespace`.
 async fn installed_shards(client: &Client, namespace: &str) -> anyhow::Result<Vec<String>> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default().labels(gitops_reconciler::api::SHARD_LABEL);
-    match api.list(&params).await {
-        Ok(list) => Ok(shards::installed(&list.items)),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
-        Err(e) => Err(anyhow::Error::from(e).context(format!(
-            "listing the reconcilers' Deployments in {namespace}"
-        ))),
-    }
+    Ok(shards::installed(
+        &shards::deployments(client, namespace).await?,
+    ))
 }
 
 /// The objects an install adds for `shard` alone.
 fn shard_objects(namespace: &str, shard: &str) -> anyhow::Result<Vec<Value>> {
     let plain = manifests(namespace, None, false)?;
-    let mut objects = plain.clone();
-    shards::add(&mut objects, &[shard.to_owned()]);
-    Ok(objects.split_off(plain.len()))
+    Ok(shards::copies(&plain, &[shard.to_owned()]))
 }
 
 /// Deletes `objects`, last first; objects and kinds already gone are skipped.

@@ -1,6 +1,6 @@
 //! `kubectl gitops logs [-f] [--level L] [--kind K] [--name N]`: the logs of the reconciler
-//! pods (every shard's), filtered. The reconciler logs JSON lines (`--log-format json`); a line that is not JSON is
-//! shown unless a filter needs a field it lacks.
+//! pods (every shard's), filtered. The reconciler logs JSON lines (`--log-format json`); a line
+//! that is not JSON is shown unless a filter needs a field it lacks.
 
 use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;

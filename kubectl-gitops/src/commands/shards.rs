@@ -77,15 +77,7 @@ pub fn add(objects: &mut Vec<Value>, shards: &[String]) {
     if shards.is_empty() {
         return;
     }
-    let copies: Vec<Value> = shards
-        .iter()
-        .flat_map(|shard| {
-            objects
-                .iter()
-                .filter(|o| is_sharded(o))
-                .map(move |o| copy_for(o, shard, shards))
-        })
-        .collect();
+    let copies = copies(objects, shards);
     for object in objects.iter_mut().filter(|o| o["kind"] == "Deployment") {
         add_arg(
             object,
@@ -93,6 +85,37 @@ pub fn add(objects: &mut Vec<Value>, shards: &[String]) {
         );
     }
     objects.extend(copies);
+}
+
+/// The objects `shards`' reconcilers add to `objects` (the install manifests, already moved
+/// to their namespace).
+pub fn copies(objects: &[Value], shards: &[String]) -> Vec<Value> {
+    shards
+        .iter()
+        .flat_map(|shard| {
+            objects
+                .iter()
+                .filter(|o| is_sharded(o))
+                .map(move |o| copy_for(o, shard, shards))
+        })
+        .collect()
+}
+
+/// The Deployments of the shards' reconcilers in `namespace` (those carrying [`SHARD_LABEL`]).
+pub async fn deployments(
+    client: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<Vec<k8s_openapi::api::apps::v1::Deployment>> {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let params = kube::api::ListParams::default().labels(SHARD_LABEL);
+    match api.list(&params).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(anyhow::Error::from(e).context(format!(
+            "listing the reconcilers' Deployments in {namespace}"
+        ))),
+    }
 }
 
 /// The shards whose reconcilers `deployments` (the install namespace's) hold, from their

@@ -300,14 +300,9 @@ impl Turn {
         self.turns
             .release(&mut state, &self.tenant, now.duration_since(self.since));
         let result = self.turns.wait_turn(state, &self.tenant, deadline);
-        self.since = Instant::now();
-        // Without a new turn there is nothing for drop to give back.
-        self.held = result.is_ok();
-        result
+        self.retaken(result)
     }
-}
 
-impl Turn {
     /// Called at the epoch checks of a call on probation (its tenant's failures are still
     /// charged to its failure budget): gives the turn up, sleeps for `pause` (never past
     /// `deadline`), then waits for a turn again. Such a call uses at most a fraction of a CPU
@@ -328,7 +323,13 @@ impl Turn {
         let result = self
             .turns
             .wait_turn(self.turns.lock(), &self.tenant, deadline);
+        self.retaken(result)
+    }
+
+    /// Records the outcome of waiting for a new turn after this one was given back.
+    fn retaken(&mut self, result: Result<(), NoTurn>) -> Result<(), NoTurn> {
         self.since = Instant::now();
+        // Without a new turn there is nothing for drop to give back.
         self.held = result.is_ok();
         result
     }

@@ -589,8 +589,9 @@ fn thread_sched() -> (Duration, Duration) {
     (next(), next())
 }
 
-/// A tenant whose policies failed recently runs on probation: a call that loops until its
-/// deadline sleeps off the CPU at every epoch check, so a tenant looping over and over leaves
+/// A tenant whose policies failed recently runs on probation: after the first quarter of its
+/// deadline, a call that loops sleeps off the CPU at every epoch check, so a tenant looping over
+/// and over leaves
 /// the CPUs to the others: its thread sleeps longer than it runs, where the loop of a tenant
 /// that never failed, at the same time, runs all along. (Time runnable but waiting for a CPU
 /// depends on the machine's load and is left out of both.)
