@@ -853,11 +853,19 @@ impl PolicyHost {
             ),
         );
         store.limiter(|s| &mut s.limiter);
-        // On probation a call still runs its first part at full speed, so a tenant's working
-        // policies are not pushed past their deadline by another one's failure.
-        store.data_mut().probation = slot
-            .on_probation()
-            .then(|| Instant::now() + config.deadline.mul_f64(PROBATION_FREE_SHARE));
+        // On probation a call pauses at its epoch checks. When every recent failure of the
+        // tenant was short (a trap, a memory cap), its first part still runs at full speed, so
+        // its working policies are not pushed past their deadline by another one's quick
+        // failure; once a failed call of the tenant ran longer than that part, it pauses from
+        // its start.
+        let free = config.deadline.mul_f64(PROBATION_FREE_SHARE);
+        store.data_mut().probation = slot.on_probation().map(|longest| {
+            if longest >= free {
+                Instant::now()
+            } else {
+                Instant::now() + free
+            }
+        });
         // Guest code reaches an epoch check at every tick of the ticker (and when `Turns`
         // advances the epoch to preempt it): there the wall-clock deadline is enforced and the
         // turn is given up to a tenant that used less CPU; a call on probation pauses there.

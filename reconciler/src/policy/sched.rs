@@ -36,7 +36,8 @@ pub(crate) const PREEMPT_MARGIN: Duration = Duration::from_millis(10);
 /// With the epoch ticker's 5 ms, such a call runs at most a tenth of the time (15 ms, a quarter,
 /// left the healthy tenants' p99 at 1.39x in the tenants bench; 45 ms: 1.21x).
 pub(crate) const PROBATION_PAUSE: Duration = Duration::from_millis(45);
-/// The share of its deadline a call on probation runs at full speed before it pauses.
+/// The share of its deadline a call on probation runs at full speed before it pauses, unless a
+/// failed call of its tenant already ran that long (then it pauses from its start).
 pub(crate) const PROBATION_FREE_SHARE: f64 = 0.25;
 
 /// A tenant's CPU account: decayed seconds of turns held, as of `at`.

@@ -34,8 +34,19 @@ pub(crate) enum Full {
 struct InUse {
     total: usize,
     by_tenant: HashMap<String, usize>,
-    /// Failure time charged to each tenant, as of the instant recorded with it.
-    charged: HashMap<String, (Instant, Duration)>,
+    /// Failure time charged to each tenant.
+    charged: HashMap<String, Charge>,
+}
+
+/// What a tenant's failures cost it.
+#[derive(Clone, Copy)]
+struct Charge {
+    /// When `charged` was last computed.
+    at: Instant,
+    /// Failure time not yet drained, as of `at`.
+    charged: Duration,
+    /// The longest failed call since the charge was last drained to nothing.
+    longest: Duration,
 }
 
 /// The slot table of one host.
@@ -55,13 +66,14 @@ pub(crate) struct Slot<'a> {
     tenant: String,
     taken: Instant,
     failed: bool,
-    probation: bool,
+    probation: Option<Duration>,
 }
 
 impl Slot<'_> {
-    /// Whether the tenant's earlier failures were still charged to its failure budget when
-    /// the slot was taken: its call then runs on probation (`Turn::pause`).
-    pub(crate) fn on_probation(&self) -> bool {
+    /// `Some(longest)` when the tenant's earlier failures were still charged to its failure
+    /// budget when the slot was taken: its call then runs on probation (`Turn::pause`);
+    /// `longest` is the longest of those failed calls.
+    pub(crate) fn on_probation(&self) -> Option<Duration> {
         self.probation
     }
 
@@ -98,18 +110,19 @@ impl Slots {
         self.admit_locked(&self.lock(), tenant).map(|_| ())
     }
 
-    /// `Ok(true)` while failures of `tenant` are still charged to its budget (not drained).
-    fn admit_locked(&self, in_use: &InUse, tenant: &str) -> Result<bool, Full> {
-        if let Some((at, charged)) = in_use.charged.get(tenant).copied() {
-            let left = drained(charged, at, Instant::now(), self.budget);
+    /// `Ok(Some(longest failed call))` while failures of `tenant` are still charged to its
+    /// budget (not drained).
+    fn admit_locked(&self, in_use: &InUse, tenant: &str) -> Result<Option<Duration>, Full> {
+        if let Some(charge) = in_use.charged.get(tenant).copied() {
+            let left = drained(charge.charged, charge.at, Instant::now(), self.budget);
             if left > self.budget {
                 // Refused until it drained back to the budget.
                 let wait = (left - self.budget).mul_f64(60.0 / self.budget.as_secs_f64().max(1e-3));
                 return Err(Full::Budget(wait));
             }
-            return Ok(!left.is_zero());
+            return Ok((!left.is_zero()).then_some(charge.longest));
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Takes a slot for `tenant`, waiting for one until `deadline` at most.
@@ -157,16 +170,26 @@ impl Slots {
 
     fn charge_locked(&self, in_use: &mut InUse, tenant: &str, spent: Duration) {
         let now = Instant::now();
-        let entry = in_use
-            .charged
-            .entry(tenant.to_owned())
-            .or_insert((now, Duration::ZERO));
-        *entry = (now, drained(entry.1, entry.0, now, self.budget) + spent);
+        let entry = in_use.charged.entry(tenant.to_owned()).or_insert(Charge {
+            at: now,
+            charged: Duration::ZERO,
+            longest: Duration::ZERO,
+        });
+        let left = drained(entry.charged, entry.at, now, self.budget);
+        *entry = Charge {
+            at: now,
+            charged: left + spent,
+            longest: if left.is_zero() {
+                spent
+            } else {
+                entry.longest.max(spent)
+            },
+        };
         // Forget tenants whose charge drained away, so the table does not grow without bound.
         if in_use.charged.len() > 1024 {
             in_use
                 .charged
-                .retain(|_, (at, charged)| !drained(*charged, *at, now, self.budget).is_zero());
+                .retain(|_, c| !drained(c.charged, c.at, now, self.budget).is_zero());
         }
     }
 
@@ -219,17 +242,25 @@ mod tests {
         let good = slots
             .take("good", far())
             .expect("the working tenant was charged");
-        assert!(!good.on_probation());
+        assert_eq!(good.on_probation(), None);
         drop(good);
         // Once the tenant's charge is under the budget again it runs, on probation until the
-        // charge has drained away.
+        // charge has drained away; the longest of its failed calls is known.
         let mut short = slots.take("short", far()).expect("free");
         short.failed();
         std::thread::sleep(Duration::from_millis(20));
         drop(short);
-        let again = slots.take("short", far()).expect("under the budget");
-        assert!(again.on_probation());
+        let mut again = slots.take("short", far()).expect("under the budget");
+        let longest = again.on_probation().expect("on probation");
+        assert!(longest >= Duration::from_millis(20), "{longest:?}");
+        assert!(longest < Duration::from_millis(60), "{longest:?}");
+        again.failed();
+        std::thread::sleep(Duration::from_millis(30));
         drop(again);
+        let third = slots.take("short", far()).expect("under the budget");
+        let longest = third.on_probation().expect("on probation");
+        assert!(longest >= Duration::from_millis(30), "{longest:?}");
+        drop(third);
         assert_eq!(slots.in_use(), 0);
     }
 

@@ -631,6 +631,9 @@ fn a_tenant_that_failed_recently_loops_on_a_fraction_of_a_cpu() {
         "the call on probation still ends at its deadline: {report}"
     );
     assert!(probation.0 > probation.1, "{report}");
+    // Its earlier failure ran to the deadline, so it pauses from its start: well under the
+    // first quarter of the deadline (150 ms) that a tenant with only short failures runs freely.
+    assert!(probation.1 < Duration::from_millis(120), "{report}");
     assert!(fresh.0 * 4 < fresh.1, "{report}");
     still_works_for(&host, "not-looping");
     assert_eq!(host.slots_in_use(), 0);
