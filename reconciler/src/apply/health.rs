@@ -14,7 +14,7 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
-use super::kind_watch::{KindWatches, Lease, Seen};
+use super::kind_watch::{KindWatches, Lease, Observed, Seen};
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 
@@ -530,7 +530,7 @@ async fn read_store(
         items.retain(|(object, seen)| {
             let stored = lease.get(object.namespace.as_deref(), &object.name);
             let version = match &stored {
-                Ok(Some(live)) => live.metadata.resource_version.clone(),
+                Ok(Some(live)) => live.resource_version.clone(),
                 _ => None,
             };
             if version.is_some() && evaluated.get(object) == version.as_ref() {
@@ -540,7 +540,7 @@ async fn read_store(
                 Some(v) => evaluated.insert(object.clone(), v),
                 None => evaluated.remove(object),
             };
-            let (health, selector) = stored_health(stored, object, seen);
+            let (health, selector) = stored_health(stored, seen);
             let settled = !matches!(health, Health::InProgress(_));
             if reported.get(object) != Some(&health) {
                 reported.insert(object.clone(), health.clone());
@@ -559,8 +559,7 @@ async fn read_store(
 ///
 /// [`KindWatch::get`]: super::kind_watch::KindWatch::get
 fn stored_health(
-    stored: Result<Option<std::sync::Arc<DynamicObject>>, Option<String>>,
-    object: &ObjectRef,
+    stored: Result<Option<std::sync::Arc<Observed>>, Option<String>>,
     seen: &Seen,
 ) -> (Health, Option<String>) {
     match stored {
@@ -570,10 +569,7 @@ fn stored_health(
         Ok(Some(live)) if !seen.reached_by(&live) => {
             (Health::InProgress("not yet observed".into()), None)
         }
-        Ok(Some(live)) => match typed_value(object, &live) {
-            Ok(value) => (health(&value), pod_selector(&value)),
-            Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
-        },
+        Ok(Some(live)) => (live.health.clone(), live.pod_selector.clone()),
     }
 }
 
@@ -832,7 +828,7 @@ fn typed_value(object: &ObjectRef, live: &DynamicObject) -> Result<Value, serde_
 }
 
 /// [`typed_value`] with the type fields given.
-fn typed_value_of(
+pub(super) fn typed_value_of(
     api_version: &str,
     kind: &str,
     live: &DynamicObject,

@@ -8,8 +8,10 @@
 //! health check used for [`IDLE_DROP`] is stopped (checked every [`SWEEP_EVERY`]). A store's
 //! watch restarts on error with the reconcilers' bounded backoff ([`crate::backoff`]).
 //!
-//! Objects are kept without `managedFields`, annotations and the payload of Secrets and
-//! ConfigMaps (`data`, `binaryData`, `stringData`): the health rules read none of them.
+//! A store keeps no objects, only what a health check needs of each ([`Observed`]): its
+//! version and what the health rules ([`health::health`], [`health::pod_selector`]) made of it
+//! when it arrived, a few hundred bytes where a Deployment as an object takes kilobytes; with
+//! tens of thousands of applied objects that is most of the reconciler's memory.
 //!
 //! Freshness: a store may lag a few milliseconds behind the apiserver, so a health check passes
 //! the resourceVersion of each object as the reconcile last saw it (its write's answer, or the
@@ -18,15 +20,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::time::Instant;
 
+use super::health::{self, Health};
 use crate::api::conditions::meta;
 
 /// At most this many kinds have a shared store at once.
@@ -61,8 +63,8 @@ impl Seen {
     /// Whether `live` (a store's copy) is this version or a later one. resourceVersions are
     /// etcd revisions (comparable integers on every apiserver backed by etcd); when one does not
     /// parse as an integer, the same uid at the same or a later generation counts.
-    pub fn reached_by(&self, live: &DynamicObject) -> bool {
-        let Some(rv) = live.metadata.resource_version.as_deref() else {
+    pub fn reached_by(&self, live: &Observed) -> bool {
+        let Some(rv) = live.resource_version.as_deref() else {
             return false;
         };
         if rv == self.resource_version {
@@ -71,13 +73,50 @@ impl Seen {
         match (rv.parse::<u64>(), self.resource_version.parse::<u64>()) {
             (Ok(live_rv), Ok(seen_rv)) => live_rv >= seen_rv,
             _ => {
-                live.metadata.uid.as_deref() == Some(self.uid.as_str())
-                    && matches!((live.metadata.generation, self.generation),
+                live.uid.as_deref() == Some(self.uid.as_str())
+                    && matches!((live.generation, self.generation),
                         (Some(l), Some(s)) if l >= s)
             }
         }
     }
 }
+
+/// What a store keeps of one object: its version and what the health rules made of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// [`health::health`] of the object.
+    pub health: Health,
+    /// [`health::pod_selector`] of the object.
+    pub pod_selector: Option<String>,
+}
+
+impl Observed {
+    /// Evaluates `object` (of `resource`'s kind) once, keeping its version and the results.
+    pub fn of(resource: &ApiResource, object: &DynamicObject) -> Self {
+        let (health, pod_selector) =
+            match health::typed_value_of(&resource.api_version, &resource.kind, object) {
+                Ok(value) => (health::health(&value), health::pod_selector(&value)),
+                Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
+            };
+        Self {
+            uid: object.metadata.uid.clone(),
+            resource_version: object.metadata.resource_version.clone(),
+            generation: object.metadata.generation,
+            health,
+            pod_selector,
+        }
+    }
+}
+
+/// An object's place in a store: namespace (empty for cluster-scoped objects) and name.
+type ObjectKey = (String, String);
+type Objects = HashMap<ObjectKey, Arc<Observed>>;
 
 type Key = (String, String, String);
 
@@ -93,8 +132,7 @@ struct SharedState {
 
 /// One kind's store and the signal of its changes.
 pub struct KindWatch {
-    resource: ApiResource,
-    store: Store<DynamicObject>,
+    objects: Arc<RwLock<Objects>>,
     state: Arc<SharedState>,
     users: AtomicUsize,
     last_used: Mutex<Instant>,
@@ -108,12 +146,12 @@ impl KindWatch {
     }
 
     /// `Err(why)` while the store has not completed its first list (why: the last watch
-    /// error, if any); else the object's stored copy, if it exists.
+    /// error, if any); else what the store holds of the object, if it exists.
     pub fn get(
         &self,
         namespace: Option<&str>,
         name: &str,
-    ) -> Result<Option<Arc<DynamicObject>>, Option<String>> {
+    ) -> Result<Option<Arc<Observed>>, Option<String>> {
         if !self.state.ready.load(Ordering::Acquire) {
             return Err(self
                 .state
@@ -122,11 +160,13 @@ impl KindWatch {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone());
         }
-        let mut key = reflector::ObjectRef::new_with(name, self.resource.clone());
-        if let Some(ns) = namespace {
-            key = key.within(ns);
-        }
-        Ok(self.store.get(&key))
+        let key = (namespace.unwrap_or_default().to_owned(), name.to_owned());
+        Ok(self
+            .objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned())
     }
 }
 
@@ -254,20 +294,46 @@ fn drop_idle(kinds: &mut HashMap<Key, Arc<KindWatch>>, idle: Duration) {
     });
 }
 
-/// Strips what no health rule reads, to bound the stores' memory.
-fn strip(object: &mut DynamicObject) {
-    object.metadata.managed_fields = None;
-    object.metadata.annotations = None;
-    if let Some(data) = object.data.as_object_mut() {
-        for field in ["data", "binaryData", "stringData"] {
-            data.remove(field);
+fn key_of(object: &DynamicObject) -> ObjectKey {
+    (
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Applies one watch event to `objects`; `relisted` collects a (re)list until it is complete,
+/// so readers see the previous state until then. Returns whether the first list completed.
+fn apply_event(
+    resource: &ApiResource,
+    objects: &RwLock<Objects>,
+    relisted: &mut Option<Objects>,
+    event: watcher::Event<DynamicObject>,
+) -> bool {
+    let write = || objects.write().unwrap_or_else(|e| e.into_inner());
+    match event {
+        watcher::Event::Init => *relisted = Some(Objects::new()),
+        watcher::Event::InitApply(object) => {
+            relisted
+                .get_or_insert_with(Objects::new)
+                .insert(key_of(&object), Arc::new(Observed::of(resource, &object)));
+        }
+        watcher::Event::InitDone => {
+            *write() = relisted.take().unwrap_or_default();
+            return true;
+        }
+        watcher::Event::Apply(object) => {
+            let observed = Arc::new(Observed::of(resource, &object));
+            write().insert(key_of(&object), observed);
+        }
+        watcher::Event::Delete(object) => {
+            write().remove(&key_of(&object));
         }
     }
+    false
 }
 
 fn start(client: kube::Client, resource: ApiResource) -> KindWatch {
-    let writer = reflector::store::Writer::new(resource.clone());
-    let store = writer.as_reader();
+    let objects = Arc::new(RwLock::new(Objects::new()));
     let (changed, _) = tokio::sync::watch::channel(());
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let config = watcher::Config::default().labels(meta::OWNER_NAME_LABEL);
@@ -277,22 +343,22 @@ fn start(client: kube::Client, resource: ApiResource) -> KindWatch {
         ready: AtomicBool::new(false),
     });
     let task_state = state.clone();
-    let kind = resource.kind.clone();
+    let task_objects = objects.clone();
     let task = tokio::spawn(async move {
         let mut stream = watcher(api, config)
             .backoff(crate::backoff::backoff())
-            .modify(strip)
-            .reflect(writer)
             .boxed();
+        let mut relisted = None;
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::InitDone) => {
-                    *task_state.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    task_state.ready.store(true, Ordering::Release);
+                Ok(event) => {
+                    if apply_event(&resource, &task_objects, &mut relisted, event) {
+                        *task_state.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        task_state.ready.store(true, Ordering::Release);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(%kind, error = %e, "shared health watch failed; retrying");
+                    tracing::debug!(kind = %resource.kind, error = %e, "shared health watch failed; retrying");
                     *task_state.error.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(format!("watch error: {e}"));
                 }
@@ -301,8 +367,7 @@ fn start(client: kube::Client, resource: ApiResource) -> KindWatch {
         }
     });
     KindWatch {
-        resource,
-        store,
+        objects,
         state,
         users: AtomicUsize::new(0),
         last_used: Mutex::new(Instant::now()),
@@ -315,15 +380,25 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn stored(uid: &str, rv: &str, generation: Option<i64>) -> DynamicObject {
-        let mut object: DynamicObject = serde_json::from_value(json!({
+    fn deployments() -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("apps", "v1", "Deployment"),
+            "deployments",
+        )
+    }
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn stored(uid: &str, rv: &str, generation: Option<i64>) -> Observed {
+        let mut o = object(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "ns", "uid": uid, "resourceVersion": rv},
             "spec": {"replicas": 1}
-        }))
-        .unwrap();
-        object.metadata.generation = generation;
-        object
+        }));
+        o.metadata.generation = generation;
+        Observed::of(&deployments(), &o)
     }
 
     #[test]
@@ -348,21 +423,85 @@ mod tests {
         assert_eq!(Seen::of(&json!({"metadata": {"uid": "u"}})), None);
     }
 
-    #[test]
-    fn stores_keep_what_health_reads_only() {
-        let mut secret: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "s", "annotations": {"a": "b"},
-                         "managedFields": [{"manager": "m", "operation": "Apply"}]},
-            "type": "Opaque", "data": {"k": "c2VjcmV0"}, "stringData": {"x": "y"}
+    fn deployment(name: &str, rv: &str, ready: i64) -> DynamicObject {
+        // As the apiserver sends it in a list or watch: no apiVersion or kind on the items.
+        object(json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "resourceVersion": rv, "generation": 1},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                       "readyReplicas": ready, "availableReplicas": ready}
         }))
-        .unwrap();
-        strip(&mut secret);
-        let value = serde_json::to_value(&secret).unwrap();
-        assert_eq!(value.get("data"), None);
-        assert_eq!(value.get("stringData"), None);
-        assert_eq!(value.pointer("/metadata/annotations"), None);
-        assert_eq!(value.pointer("/metadata/managedFields"), None);
-        assert_eq!(value.get("type"), Some(&json!("Opaque")));
+    }
+
+    #[test]
+    fn a_store_keeps_each_objects_health_as_the_rules_judge_the_whole_object() {
+        let resource = deployments();
+        let whole = |o: &DynamicObject| {
+            let value = health::typed_value_of("apps/v1", "Deployment", o).unwrap();
+            (health::health(&value), health::pod_selector(&value))
+        };
+        let objects = RwLock::new(Objects::new());
+        let mut relisted = None;
+        let get = |name: &str| {
+            objects
+                .read()
+                .unwrap()
+                .get(&("ns".to_owned(), name.to_owned()))
+                .cloned()
+        };
+        let (web, db) = (deployment("web", "10", 2), deployment("db", "11", 1));
+        assert!(!apply_event(
+            &resource,
+            &objects,
+            &mut relisted,
+            watcher::Event::Init
+        ));
+        for o in [&web, &db] {
+            apply_event(
+                &resource,
+                &objects,
+                &mut relisted,
+                watcher::Event::InitApply(o.clone()),
+            );
+        }
+        // A list shows only once complete.
+        assert_eq!(get("web"), None);
+        assert!(apply_event(
+            &resource,
+            &objects,
+            &mut relisted,
+            watcher::Event::InitDone
+        ));
+        for o in [&web, &db] {
+            let kept = get(o.metadata.name.as_deref().unwrap()).expect("kept");
+            assert_eq!((kept.health.clone(), kept.pod_selector.clone()), whole(o));
+            assert_eq!(kept.resource_version, o.metadata.resource_version);
+        }
+        assert_eq!(get("web").unwrap().health, Health::Current);
+        assert!(matches!(get("db").unwrap().health, Health::InProgress(_)));
+        assert_eq!(get("web").unwrap().pod_selector.as_deref(), Some("app=web"));
+
+        let db_ready = deployment("db", "12", 2);
+        apply_event(
+            &resource,
+            &objects,
+            &mut relisted,
+            watcher::Event::Apply(db_ready),
+        );
+        assert_eq!(get("db").unwrap().health, Health::Current);
+        apply_event(
+            &resource,
+            &objects,
+            &mut relisted,
+            watcher::Event::Delete(web),
+        );
+        assert_eq!(get("web"), None);
+        // A relist replaces the store's content once it is complete.
+        apply_event(&resource, &objects, &mut relisted, watcher::Event::Init);
+        apply_event(&resource, &objects, &mut relisted, watcher::Event::InitDone);
+        assert_eq!(get("db"), None);
     }
 }

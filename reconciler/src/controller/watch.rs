@@ -32,6 +32,19 @@ pub fn describe(resource: &str, error: &watcher::Error) -> String {
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from an object kept in a controller's store what no controller reads and what can
+/// make up most of its size: `managedFields` and `kubectl apply`'s copy of the object.
+pub fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// How often a watch that keeps failing for the same cause says so again at warn level.
 pub const REPEAT_WARNING: Duration = Duration::from_secs(60);
 
@@ -171,6 +184,30 @@ pub async fn run_until_shutdown<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_objects_lose_managed_fields_and_kubectls_copy_only() {
+        let mut ks: crate::api::Kustomization = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubectl-gitops.io/v1alpha1", "kind": "Kustomization",
+            "metadata": {"name": "app", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{\"big\": true}",
+                                "reconcile.fluxcd.io/requestedAt": "now"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"interval": "1m", "prune": true,
+                     "sourceRef": {"kind": "GitRepository", "name": "repo"}}
+        }))
+        .expect("a Kustomization");
+        slim(&mut ks);
+        assert_eq!(ks.metadata.managed_fields, None);
+        let annotations = ks.metadata.annotations.expect("annotations kept");
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(
+            annotations
+                .get("reconcile.fluxcd.io/requestedAt")
+                .map(String::as_str),
+            Some("now")
+        );
+    }
 
     #[tokio::test]
     async fn an_expired_watch_is_dropped_once_per_quiet_period_other_errors_pass() {

@@ -682,6 +682,44 @@ impl<'a> Bench<'a> {
         Api::namespaced_with(self.client.clone(), ns, ar)
     }
 
+    /// Server-side applies `objects` (of the kinds in `kinds`, by `kind`) into `ns` with
+    /// [`FLOOR_CONNECTIONS`] requests in flight on the bench's own client: how the floor applies
+    /// its objects and how both tools' Kustomizations are created (one `kubectl apply` of
+    /// thousands of objects paces itself at a few objects a second).
+    async fn apply_objects(
+        &self,
+        ns: &str,
+        objects: Vec<Value>,
+        kinds: &BTreeMap<&'static str, ApiResource>,
+        manager: &str,
+    ) {
+        let mut lanes: Vec<Vec<Value>> = vec![Vec::new(); FLOOR_CONNECTIONS];
+        for (i, object) in objects.into_iter().enumerate() {
+            lanes[i % FLOOR_CONNECTIONS].push(object);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for lane in lanes {
+            let client = self.client.clone();
+            let ns = ns.to_owned();
+            let kinds = kinds.clone();
+            let params = PatchParams::apply(manager).force();
+            tasks.spawn(async move {
+                for object in lane {
+                    let kind = object["kind"].as_str().unwrap_or_default();
+                    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client.clone(), &ns, &kinds[kind]);
+                    api.patch(name, &params, &Patch::Apply(&object))
+                        .await
+                        .unwrap_or_else(|e| panic!("apply {kind}/{name} in {ns}: {e}"));
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("apply task");
+        }
+    }
+
     /// The floor: the 4N objects server-side applied by one client with [`FLOOR_CONNECTIONS`]
     /// requests in flight, then every Deployment healthy.
     pub async fn floor(&self, count: usize) -> Run {
@@ -707,31 +745,8 @@ impl<'a> Bench<'a> {
         .into();
         let me = ("bench client".to_owned(), std::process::id());
         let window = Window::open(vec![me], self.cluster_dir);
-        let mut lanes: Vec<Vec<Value>> = vec![Vec::new(); FLOOR_CONNECTIONS];
-        for (i, object) in objects.into_iter().enumerate() {
-            lanes[i % FLOOR_CONNECTIONS].push(object);
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for lane in lanes {
-            let client = self.client.clone();
-            let ns = ns.clone();
-            let kinds = kinds.clone();
-            tasks.spawn(async move {
-                let params = PatchParams::apply("gitops-bench-floor").force();
-                for object in lane {
-                    let kind = object["kind"].as_str().unwrap_or_default();
-                    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-                    let api: Api<DynamicObject> =
-                        Api::namespaced_with(client.clone(), &ns, &kinds[kind]);
-                    api.patch(name, &params, &Patch::Apply(&object))
-                        .await
-                        .unwrap_or_else(|e| panic!("floor: apply {kind}/{name}: {e}"));
-                }
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.expect("floor apply task");
-        }
+        self.apply_objects(&ns, objects, &kinds, "gitops-bench-floor")
+            .await;
         let ready = wait_for(
             self.api(&ns, &kinds["Deployment"]),
             count,
@@ -851,10 +866,12 @@ impl<'a> Bench<'a> {
         api_version: &str,
         count: usize,
     ) -> usize {
-        kubectl_ok(
-            &["apply", "--server-side", "-f", "-"],
-            Some(&kustomizations(api_version, ns, count)),
-        );
+        let objects =
+            gitops_reconciler::yaml::from_str_multi(&kustomizations(api_version, ns, count))
+                .expect("Kustomization YAML");
+        let kinds_by_name = [("Kustomization", kinds.kustomization.clone())].into();
+        self.apply_objects(ns, objects, &kinds_by_name, "gitops-bench")
+            .await;
         wait_for(
             self.api(ns, &kinds.kustomization),
             count,

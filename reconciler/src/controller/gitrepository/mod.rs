@@ -261,6 +261,7 @@ pub async fn run_with_metrics(
     let event_store = store.clone();
     let triggers = logged(watcher(api, watch), resource)
         .backoff(backoff::backoff())
+        .modify(crate::controller::watch::slim::<GitRepository>)
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {

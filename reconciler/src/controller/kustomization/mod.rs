@@ -399,6 +399,7 @@ pub async fn run(
     let ks_resource = Kustomization::crd_name();
     let triggers = logged(watcher(ks_api.clone(), wc.clone()), ks_resource)
         .backoff(backoff::backoff())
+        .modify(watch::slim::<Kustomization>)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(

@@ -20,7 +20,7 @@ use crate::api::conditions::reasons;
 use crate::api::kustomization::SourceReference;
 use crate::api::{Kustomization, SourceArtifact, SourceKind, SourceState};
 use crate::backoff;
-use crate::controller::watch::logged;
+use crate::controller::watch::{self, logged};
 
 impl Run<'_> {
     /// The source `reference` names (from a Kustomization in `namespace`), read with the
@@ -145,7 +145,7 @@ pub(super) fn watch_all(
 
 /// The sources of `kind` whose artifact changed (revision or digest), from a watch of every
 /// namespace that reconnects with [`backoff::backoff`] and keeps `writer`'s store (without
-/// `managedFields`, which no lookup reads).
+/// what [`watch::slim`] drops, which no lookup reads).
 fn changes(
     client: &kube::Client,
     kind: SourceKind,
@@ -157,7 +157,7 @@ fn changes(
         kind.crd_name(),
     )
     .backoff(backoff::backoff())
-    .modify(|object: &mut DynamicObject| object.metadata.managed_fields = None)
+    .modify(watch::slim::<DynamicObject>)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(
