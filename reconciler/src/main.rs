@@ -117,8 +117,37 @@ fn identity() -> String {
     format!("{host}_{}", std::process::id())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// glibc's malloc arenas the process may use, unless `MALLOC_ARENA_MAX` says otherwise.
+/// By default glibc gives threads arenas of their own (up to eight per core) and memory freed
+/// in one is not reused by the others; with the blocking pool's many short-lived threads
+/// (builds, policy calls, git) that kept the reconciler's resident memory well above its heap
+/// (2,000 Kustomizations in the apply bench: peak RSS 116.5 MiB with the default, 102.8 with 2).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 2;
+
+fn main() -> std::process::ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` only sets an allocator tunable and is called before any other
+        // thread exists; its result (0 when refused) leaves glibc's default in place.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(reconciler_main()),
+        Err(e) => {
+            eprintln!("gitops-reconciler: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn reconciler_main() -> std::process::ExitCode {
     // The reconciler re-executes itself to compile tenants' policy components in a process it
     // can kill (see `policy::compile_worker_main`).
     if std::env::args_os().nth(1).as_deref() == Some(COMPILE_WORKER_ARG.as_ref()) {

@@ -323,7 +323,21 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, Reconc
     Ok(Action::await_change())
 }
 
+/// Waits until one of the `--concurrent` slots is free, then reconciles. Thousands of
+/// Kustomizations can be due at once (a start, a new revision of a shared source) and the
+/// controller runs a future for each; waiting here keeps the waiting ones small, and a
+/// reconcile's own state (a large future) is allocated only once it may run. The slot is given
+/// back at once: the reconcile takes one again for the stages that need it.
 async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Action, ReconcileFailure> {
+    // The semaphore is never closed; without a slot the reconcile proceeds rather than never.
+    drop(ctx.slots.acquire().await);
+    Box::pin(reconcile_now(ks, ctx)).await
+}
+
+async fn reconcile_now(
+    ks: Arc<Kustomization>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileFailure> {
     let namespace = ks.namespace().unwrap_or_default();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &namespace);
     let span = common::reconcile_span(KIND, &namespace, &ks.name_any());
@@ -506,4 +520,26 @@ pub fn inventory_refs(inventory: &Inventory) -> Vec<ObjectRef> {
         .iter()
         .filter_map(ObjectRef::from_entry)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: Fn(Arc<Kustomization>, Arc<Context>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn a_reconcile_waiting_for_a_slot_is_small() {
+        let waiting = future_size(reconcile);
+        let running = future_size(reconcile_now);
+        eprintln!("a waiting reconcile: {waiting} bytes; a running one: {running} bytes");
+        assert!(waiting < 512, "{waiting} bytes");
+        assert!(waiting * 8 < running, "{waiting} of {running} bytes");
+    }
 }
