@@ -77,8 +77,25 @@ struct RequestSample {
 }
 
 /// Every `apiserver_request_total` sample the apiserver reports now.
+/// Attempts at reading the apiserver's metrics: right after thousands of Kustomizations got
+/// Ready the apiserver can answer with a timeout.
+const METRICS_ATTEMPTS: u32 = 5;
+
 fn request_samples() -> Vec<RequestSample> {
-    let metrics = kubectl_ok(&["get", "--raw", "/metrics"], None);
+    let mut attempt = 1;
+    let metrics = loop {
+        let res = kubectl(&["get", "--raw", "/metrics"], None);
+        if res.success {
+            break res.stdout;
+        }
+        assert!(
+            attempt < METRICS_ATTEMPTS,
+            "kubectl get --raw /metrics failed {METRICS_ATTEMPTS} times:\n{}",
+            res.stderr
+        );
+        attempt += 1;
+        std::thread::sleep(Duration::from_secs(5));
+    };
     let label = |line: &str, key: &str| -> String {
         line.split_once(&format!("{key}=\""))
             .and_then(|(_, rest)| rest.split_once('"'))
