@@ -419,10 +419,7 @@ pub async fn wait_with(
             while let Some(event) = stream.next().await {
                 let (health, selector) = match event {
                     Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                        match typed_value(&object, &obj) {
-                            Ok(value) => (health(&value), pod_selector(&value)),
-                            Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
-                        }
+                        assess_live(&object.api_version(), &object.kind, &obj)
                     }
                     Ok(watcher::Event::Delete(_)) => (Health::InProgress("not found".into()), None),
                     Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
@@ -821,13 +818,20 @@ pub fn pods_not_ready(pods: &[Value]) -> Option<String> {
     Some(text)
 }
 
-/// A watched dynamic object as JSON; watch events may lack the type fields, so they are filled
-/// in from the reference.
-fn typed_value(object: &ObjectRef, live: &DynamicObject) -> Result<Value, serde_json::Error> {
-    typed_value_of(&object.api_version(), &object.kind, live)
+/// The health and pod selector of a watched dynamic object of `api_version` and `kind` (watch
+/// events may lack the type fields, so they are filled in).
+pub(super) fn assess_live(
+    api_version: &str,
+    kind: &str,
+    live: &DynamicObject,
+) -> (Health, Option<String>) {
+    match typed_value_of(api_version, kind, live) {
+        Ok(value) => (health(&value), pod_selector(&value)),
+        Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
+    }
 }
 
-/// [`typed_value`] with the type fields given.
+/// A watched dynamic object as JSON, with the type fields given.
 pub(super) fn typed_value_of(
     api_version: &str,
     kind: &str,

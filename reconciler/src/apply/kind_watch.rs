@@ -100,10 +100,7 @@ impl Observed {
     /// Evaluates `object` (of `resource`'s kind) once, keeping its version and the results.
     pub fn of(resource: &ApiResource, object: &DynamicObject) -> Self {
         let (health, pod_selector) =
-            match health::typed_value_of(&resource.api_version, &resource.kind, object) {
-                Ok(value) => (health::health(&value), health::pod_selector(&value)),
-                Err(e) => (Health::InProgress(format!("unreadable object: {e}")), None),
-            };
+            health::assess_live(&resource.api_version, &resource.kind, object);
         Self {
             uid: object.metadata.uid.clone(),
             resource_version: object.metadata.resource_version.clone(),
