@@ -158,6 +158,9 @@ pub fn fetch(
         }),
         (Err(_), Some(Stop::Timeout(_))) => Err(SourceError::Timeout(request.timeout)),
         (Err(_), Some(Stop::Cancelled(cause))) => Err(SourceError::Cancelled(cause)),
+        // A transfer that failed once its deadline had passed was stopped by the time limit,
+        // whichever layer (curl, ssh, the socket) noticed first.
+        (Err(_), None) if Instant::now() >= deadline => Err(SourceError::Timeout(request.timeout)),
         (result, _) => result,
     };
     // Defence in depth: even our own messages go through redaction.
@@ -625,9 +628,10 @@ fn http_options(
     let mut options = http::Options {
         follow_redirects: http::options::FollowRedirects::None,
         connect_timeout: Some(request.timeout.min(Duration::from_secs(30))),
-        // Abort when less than 1 byte/s arrives over the whole timeout: a stalled server.
+        // A backstop for a stalled server that never lets curl's own message race the fetch's
+        // deadline, which reports the timeout: less than 1 byte/s for longer than the timeout.
         low_speed_limit_bytes_per_second: 1,
-        low_speed_time_seconds: request.timeout.as_secs().max(1),
+        low_speed_time_seconds: request.timeout.as_secs().saturating_add(2),
         user_agent: Some(concat!("gitops-reconciler/", env!("CARGO_PKG_VERSION")).to_owned()),
         ..Default::default()
     };
