@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gitops_conformance::{kubectl, kubectl_ok, repo_root};
+use gitops_conformance::{kubectl, kubectl_ok, repo_root, request_samples};
 use gitops_reconciler::apply::{self, Resolver};
 
 fn report(name: &str, measured: String, goal: &str, ratio: f64, note: &str) {
@@ -65,57 +65,6 @@ fn cluster_processes(dir: &Path) -> Vec<(String, u32)> {
         .collect();
     out.sort();
     out
-}
-
-/// One `apiserver_request_total` sample of the apiserver's metrics.
-struct RequestSample {
-    verb: String,
-    resource: String,
-    subresource: String,
-    dry_run: bool,
-    count: f64,
-}
-
-/// Every `apiserver_request_total` sample the apiserver reports now.
-/// Attempts at reading the apiserver's metrics: right after thousands of Kustomizations got
-/// Ready the apiserver can answer with a timeout.
-const METRICS_ATTEMPTS: u32 = 5;
-
-fn request_samples() -> Vec<RequestSample> {
-    let mut attempt = 1;
-    let metrics = loop {
-        let res = kubectl(&["get", "--raw", "/metrics"], None);
-        if res.success {
-            break res.stdout;
-        }
-        assert!(
-            attempt < METRICS_ATTEMPTS,
-            "kubectl get --raw /metrics failed {METRICS_ATTEMPTS} times:\n{}",
-            res.stderr
-        );
-        attempt += 1;
-        std::thread::sleep(Duration::from_secs(5));
-    };
-    let label = |line: &str, key: &str| -> String {
-        line.split_once(&format!("{key}=\""))
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(v, _)| v.to_owned())
-            .unwrap_or_default()
-    };
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter_map(|line| {
-            let count = line.rsplit(' ').next()?.parse::<f64>().ok()?;
-            Some(RequestSample {
-                verb: label(line, "verb"),
-                resource: label(line, "resource"),
-                subresource: label(line, "subresource"),
-                dry_run: label(line, "dry_run") == "All",
-                count,
-            })
-        })
-        .collect()
 }
 
 /// apiserver_request_total by "VERB resource" (dry-run requests marked), summed over codes.

@@ -257,6 +257,72 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     res.stdout
 }
 
+/// One `apiserver_request_total` sample of the apiserver's metrics.
+pub struct RequestSample {
+    /// `verb` (GET, LIST, WATCH, APPLY, PATCH, POST, ...).
+    pub verb: String,
+    /// `resource` (plural).
+    pub resource: String,
+    /// `subresource` (empty for the object itself).
+    pub subresource: String,
+    /// A dry-run request.
+    pub dry_run: bool,
+    /// The counter's value.
+    pub count: f64,
+}
+
+/// Attempts at reading the apiserver's metrics: right after thousands of Kustomizations got
+/// Ready the apiserver can answer with a timeout.
+const METRICS_ATTEMPTS: u32 = 5;
+
+/// Every `apiserver_request_total` sample the apiserver under test reports now.
+pub fn request_samples() -> Vec<RequestSample> {
+    let mut attempt = 1;
+    let metrics = loop {
+        let res = kubectl(&["get", "--raw", "/metrics"], None);
+        if res.success {
+            break res.stdout;
+        }
+        assert!(
+            attempt < METRICS_ATTEMPTS,
+            "kubectl get --raw /metrics failed {METRICS_ATTEMPTS} times:\n{}",
+            res.stderr
+        );
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    };
+    let label = |line: &str, key: &str| -> String {
+        line.split_once(&format!("{key}=\""))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(v, _)| v.to_owned())
+            .unwrap_or_default()
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|line| {
+            let count = line.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some(RequestSample {
+                verb: label(line, "verb"),
+                resource: label(line, "resource"),
+                subresource: label(line, "subresource"),
+                dry_run: label(line, "dry_run") == "All",
+                count,
+            })
+        })
+        .collect()
+}
+
+/// How many `verb` requests for `resource` (not a subresource, dry-run or not) the apiserver
+/// under test has served, over every response code.
+pub fn requests(verb: &str, resource: &str) -> f64 {
+    request_samples()
+        .iter()
+        .filter(|r| r.verb == verb && r.resource == resource && r.subresource.is_empty())
+        .map(|r| r.count)
+        .sum()
+}
+
 /// Installs (server-side applies) the committed CRDs and waits until they are Established.
 /// Idempotent; safe to call from every test.
 pub fn install_crds() {

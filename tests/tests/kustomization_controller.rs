@@ -1,13 +1,14 @@
 //! The Kustomization controller against a real apiserver: status, inventory, prune on a new
 //! revision, prune-disabled objects kept, empty builds refused, dependsOn chains, health
 //! timeouts naming the object, impersonation without rights, deletion with prune, drift on
-//! request, adoption of the objects of a Kustomization deleted with `deletionPolicy: Orphan`.
+//! request, adoption of the objects of a Kustomization deleted with `deletionPolicy: Orphan`,
+//! objects known from the shared stores applied without reads.
 
 mod kustomization_support;
 
 use std::time::{Duration, Instant};
 
-use gitops_conformance::{TestNamespace, install_crds, kubectl_ok};
+use gitops_conformance::{TestNamespace, install_crds, kubectl_ok, requests};
 use kustomization_support::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -649,5 +650,163 @@ async fn a_kustomization_that_never_gets_healthy_does_not_delay_the_others() {
     assert!(
         ready_true(&ns.name, "stuck").is_none(),
         "the stuck one is still waiting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster"]
+async fn objects_known_from_the_shared_stores_are_not_read_and_changes_are_still_seen() {
+    install_crds();
+    let ns = TestNamespace::new("ksc-known");
+    let ctl = RunningController::start(&ns.name).await;
+    let source = PublishedSource::new(&ctl.storage.0, &ns.name, "repo");
+    // PodTemplates: a kind nothing else in the cluster reads one by one, so the apiserver's
+    // GET counter of the kind counts this test's reads; healthy as soon as they exist.
+    let template = |name: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: PodTemplate\nmetadata: {{name: {name}, namespace: {}}}\ntemplate:\n  metadata: {{labels: {{app: {name}}}}}\n  spec:\n    containers: [{{name: c, image: '{image}'}}]\n",
+            ns.name
+        )
+    };
+    let files = |names: &[&str]| -> Vec<(String, String)> {
+        let mut files = vec![(
+            "app/kustomization.yaml".to_owned(),
+            format!(
+                "resources: [{}]\n",
+                names
+                    .iter()
+                    .map(|n| format!("{n}.yaml"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )];
+        for n in names {
+            files.push((format!("app/{n}.yaml"), template(n, "busybox:1.36")));
+        }
+        files
+    };
+    let publish = |byte: char, names: &[&str]| {
+        let files = files(names);
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        source.publish(byte, &refs)
+    };
+    let applied = |revision: &str| {
+        let revision = revision.to_owned();
+        let ns = ns.name.clone();
+        move || {
+            let status = ks_status(&ns, "app");
+            (status["lastAppliedRevision"] == revision.as_str() && ready_true(&ns, "app").is_some())
+                .then_some(())
+        }
+    };
+    let notes = || {
+        kubectl_ok(
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "events.events.k8s.io",
+                "-o",
+                "jsonpath={.items[*].note}",
+            ],
+            None,
+        )
+    };
+    let request = |at: &str| {
+        kubectl_ok(
+            &[
+                "-n",
+                &ns.name,
+                "annotate",
+                "kustomizations.kubectl-gitops.io",
+                "app",
+                &format!("kubectl-gitops.io/reconcile-requested-at={at}"),
+                "--overwrite",
+            ],
+            None,
+        );
+    };
+    let handled = |at: &str| {
+        let (at, ns) = (at.to_owned(), ns.name.clone());
+        move || (ks_status(&ns, "app")["lastHandledReconcileAt"] == at.as_str()).then_some(())
+    };
+
+    // The first apply reads (no store of the kind runs yet); its health check starts one.
+    let v1 = publish('1', &["a", "b"]);
+    ns.create(&kustomization(
+        "app",
+        &ctl.shard,
+        &spec("repo", "  path: ./app\n  prune: true\n  wait: true\n"),
+    ));
+    eventually(T, "v1 applied", applied(&v1), || {
+        format!("{:?}", ready(&ns.name, "app"))
+    })
+    .await;
+    assert!(notes().contains(&format!("{v1}: created 2")), "{}", notes());
+
+    // An object that exists without owner labels, then a revision that adds it and a new one.
+    let created = ns.kubectl(&["apply", "-f", "-"], Some(&template("c", "busybox:1.36")));
+    assert!(created.success, "{}", created.stderr);
+    let gets_before = requests("GET", "podtemplates");
+    let v2 = publish('2', &["a", "b", "c", "d"]);
+    eventually(T, "v2 applied", applied(&v2), || {
+        format!("{:?}", ready(&ns.name, "app"))
+    })
+    .await;
+    let gets = requests("GET", "podtemplates") - gets_before;
+    // a and b unchanged since the reconciler wrote them, c and d claimed by nobody: no reads.
+    assert_eq!(gets, 0.0, "GETs of PodTemplates during the second apply");
+    // Whether c and d were created is read from the writes' answers: c existed.
+    assert!(
+        notes().contains(&format!("{v2}: created 1, configured 1")),
+        "{}",
+        notes()
+    );
+    let c = get(&ns.name, "podtemplate", "c").expect("c kept");
+    assert_eq!(c["metadata"]["labels"]["kubectl-gitops.io/name"], "app");
+
+    // Drift is still seen: the store's copy is not the version the reconciler verified.
+    let patched = ns.kubectl(
+        &[
+            "patch",
+            "podtemplate",
+            "a",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/template/spec/containers/0/image","value":"busybox:drifted"}]"#,
+        ],
+        None,
+    );
+    assert!(patched.success, "{}", patched.stderr);
+    request("drift");
+    eventually(T, "drift handled", handled("drift"), || {
+        format!("{:?}", ready(&ns.name, "app"))
+    })
+    .await;
+    let a = get(&ns.name, "podtemplate", "a").expect("a kept");
+    assert_eq!(
+        a["template"]["spec"]["containers"][0]["image"], "busybox:1.36",
+        "drift reverted"
+    );
+
+    // A second Kustomization claiming b is refused: b carries owner labels, so it is read.
+    ns.create(&kustomization(
+        "other",
+        &ctl.shard,
+        &spec("repo", "  path: ./app\n  wait: true\n"),
+    ));
+    let message = eventually(
+        T,
+        "other refused",
+        || ready_false_with(&ns.name, "other", "ApplyFailed"),
+        || format!("{:?}", ready(&ns.name, "other")),
+    )
+    .await;
+    assert!(
+        message.contains(&format!("managed by Kustomization {}/app", ns.name)),
+        "{message}"
     );
 }

@@ -380,6 +380,7 @@ pub async fn diff(
             .map_err(|e| fail(Exit::Usage, format!("spec.ignore: {e}")))?,
         definitions_timeout: std::time::Duration::from_secs(0),
         owner_lookup: Some(apply::OwnerLookup::new(client.clone())),
+        known: None,
     };
     let preview_resolver = Resolver::new();
     let previews = apply::preview(&client, &preview_resolver, &rendered.plan, &opts)

@@ -133,6 +133,14 @@ impl DriftRules {
         self.rules.is_empty()
     }
 
+    /// True when a rule matches the object whose intent is `intent`: applying it needs the live
+    /// object.
+    pub fn applies_to(&self, id: &ObjectRef, intent: &Value) -> bool {
+        self.rules
+            .iter()
+            .any(|(matcher, _)| matcher.matches(id, intent))
+    }
+
     /// Replaces, in `intent`, each ignored path with the value in `live` (or removes it when
     /// `live` has none).
     pub fn adopt_live_values(&self, id: &ObjectRef, intent: &mut Value, live: &Value) {

@@ -236,6 +236,34 @@ impl KindWatches {
         Some(Lease(watch))
     }
 
+    /// The store of `resource`'s kind when one is running, has completed its list and has had
+    /// no watch error since; never starts one.
+    pub fn ready(&self, resource: &ApiResource) -> Option<Lease> {
+        let key = (
+            resource.group.clone(),
+            resource.version.clone(),
+            resource.kind.clone(),
+        );
+        let watch = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)?
+            .clone();
+        let healthy = watch.state.ready.load(Ordering::Acquire)
+            && watch
+                .state
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none();
+        if !healthy {
+            return None;
+        }
+        watch.users.fetch_add(1, Ordering::AcqRel);
+        Some(Lease(watch))
+    }
+
     /// How many kinds have a store now.
     pub fn len(&self) -> usize {
         self.kinds.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -19,6 +19,7 @@ pub mod health;
 pub mod ignore;
 pub mod inventory;
 pub mod kind_watch;
+pub mod known;
 pub mod object;
 pub mod resolve;
 
@@ -32,6 +33,7 @@ use serde_json::Value;
 pub use health::{Health, HealthError};
 pub use ignore::DriftRules;
 pub use kind_watch::{KindWatches, Seen};
+pub use known::{Known, Verified};
 pub use object::ObjectRef;
 pub use prune::{PruneOutcome, prune, prune_dry_run};
 pub use resolve::{ResolveError, Resolver};
@@ -146,6 +148,9 @@ pub struct ChangeSet {
     /// The version of each object as the apply last saw it (its write's answer, or the live
     /// object when nothing was sent): a health check reading a shared store waits for it.
     pub seen: std::collections::BTreeMap<ObjectRef, Seen>,
+    /// The version at which each object was known to hold its intent (see [`known`]); objects
+    /// a drift rule matches are left out.
+    pub verified: Verified,
 }
 
 impl ChangeSet {

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::health;
 use super::ignore::DriftRules;
 use super::kind_watch::Seen;
+use super::known::{self, Hint, Known};
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 use super::{Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff};
@@ -33,6 +34,9 @@ pub struct ApplyOptions {
     /// is adopted (its labels are rewritten to ours, [`Action::Adopted`]); when `None`, every
     /// object labelled for another Kustomization is a conflict.
     pub owner_lookup: Option<OwnerLookup>,
+    /// What may stand for reading a live object (see [`known`]); `None`: every object is read.
+    /// Only for a client that is the reconciler's own (the stores list as the reconciler).
+    pub known: Option<Known>,
 }
 
 /// Answers whether the Kustomization named by a live object's owner labels still exists.
@@ -380,6 +384,24 @@ struct Work<'a> {
     /// The intent after drift rules took live values.
     intent: Value,
     live: Option<Value>,
+    /// What stood for reading the live object (then `live` is `None`).
+    hint: Option<Hint>,
+}
+
+impl Work<'_> {
+    /// Whether the object may exist: it was read, or it was not read (unclaimed objects can
+    /// exist without owner labels).
+    fn may_exist(&self) -> bool {
+        self.live.is_some() || self.hint.is_some()
+    }
+
+    /// The version of the object the apply saw without writing it.
+    fn seen_unwritten(&self) -> Option<Seen> {
+        match &self.hint {
+            Some(Hint::Unchanged(seen)) => Some(seen.clone()),
+            _ => self.live.as_ref().and_then(Seen::of),
+        }
+    }
 }
 
 /// Applies the plan stage by stage (see the module docs of [`crate::apply`]).
@@ -398,6 +420,8 @@ pub async fn apply(
     opts: &ApplyOptions,
 ) -> Result<ChangeSet, ApplyError> {
     let mut changes = ChangeSet::default();
+    let intents: HashMap<&ObjectRef, &Value> =
+        plan.objects.iter().map(|p| (&p.id, &p.intent)).collect();
     for stage in [Stage::Definitions, Stage::Classes, Stage::Resources] {
         let items: Vec<&Planned> = plan.objects.iter().filter(|p| p.stage == stage).collect();
         if items.is_empty() {
@@ -422,6 +446,12 @@ pub async fn apply(
         }
         for (id, action, seen) in done {
             if let Some(seen) = seen {
+                if let Some(intent) = intents.get(&id)
+                    && !opts.drift.applies_to(&id, intent)
+                    && let Some(digest) = intent_digest(intent)
+                {
+                    changes.verified.insert(&id, seen.clone(), digest);
+                }
                 changes.seen.insert(id.clone(), seen);
             }
             changes.changes.push((id, action));
@@ -430,14 +460,26 @@ pub async fn apply(
     Ok(changes)
 }
 
+/// The digest annotation of an intent.
+fn intent_digest(intent: &Value) -> Option<&str> {
+    intent
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
+        .and_then(Value::as_str)
+}
+
+/// What the apply knows of one live object: read (`None`: not found), or a [`Hint`].
+type LiveState = Result<Option<Value>, Hint>;
+
 async fn read_live(
     client: &kube::Client,
     resolver: &Resolver,
     items: &[&Planned],
     opts: &ApplyOptions,
-) -> Result<Vec<(Api<DynamicObject>, Option<Value>)>, ApplyError> {
-    // One LIST per (resource, namespace) with more than one object of the stage finds every
-    // object we own; only objects not found that way (new, or not labelled by us yet) are read
+    known: Option<&Known>,
+) -> Result<Vec<(Api<DynamicObject>, LiveState)>, ApplyError> {
+    // Objects `known` has a hint for are not read. One LIST per (resource, namespace) with more
+    // than one other object of the stage finds every object we own; only objects not found that way (new, or not labelled by us yet) are read
     // one by one. The only object of its (resource, namespace) is read by itself: a LIST
     // would cost as much when it finds the object, and a GET more when it does not.
     let mut apis = Vec::with_capacity(items.len());
@@ -445,15 +487,22 @@ async fn read_live(
     // (apiVersion, plural, namespace) -> an Api for them and how many objects of the stage.
     type Group = (String, String, Option<String>);
     let mut groups: HashMap<Group, (Api<DynamicObject>, usize)> = HashMap::new();
+    let mut hints = Vec::with_capacity(items.len());
     for p in items {
         let (resource, _) = resolver.resolve(client, &p.id).await?;
         let ns = p.id.namespace.clone();
         let api = api_for(client, &resource, ns.as_deref());
         let key = (resource.api_version.clone(), resource.plural.clone(), ns);
-        groups
-            .entry(key.clone())
-            .or_insert_with(|| (api.clone(), 0))
-            .1 += 1;
+        let hint = known
+            .filter(|_| !opts.drift.applies_to(&p.id, &p.intent))
+            .and_then(|k| k.hint(&resource, &p.id, &p.intent));
+        if hint.is_none() {
+            groups
+                .entry(key.clone())
+                .or_insert_with(|| (api.clone(), 0))
+                .1 += 1;
+        }
+        hints.push(hint);
         keys.push((key.0, key.1, key.2, p.id.name.clone()));
         apis.push(api);
     }
@@ -493,19 +542,23 @@ async fn read_live(
         .iter()
         .zip(apis)
         .zip(keys)
-        .map(|((p, api), key)| {
+        .zip(hints)
+        .map(|(((p, api), key), hint)| {
             let found = owned.remove(&key);
             let id = p.id.clone();
             async move {
+                if let Some(hint) = hint {
+                    return Ok((api, Err(hint)));
+                }
                 if found.is_some() {
-                    return Ok((api, found));
+                    return Ok((api, Ok(found)));
                 }
                 let live = api.get_opt(&id.name).await.map_err(|e| ApplyError::Read {
                     object: id.to_string(),
                     message: status_message(&e),
                 })?;
                 let live = live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null));
-                Ok::<_, ApplyError>((api, live))
+                Ok::<_, ApplyError>((api, Ok(live)))
             }
         })
         .collect();
@@ -521,6 +574,9 @@ enum Decision {
     Skip,
     Create,
     Configure,
+    /// Write an object that was not read because no Kustomization owns it ([`Hint::Unclaimed`]):
+    /// created or configured, as the write's answer shows.
+    Claim,
     /// Configure an object taken over from a Kustomization that no longer exists.
     Adopt,
     Recreate,
@@ -581,16 +637,23 @@ async fn decide_stage<'a>(
     items: &[&'a Planned],
     opts: &ApplyOptions,
     when: DryRuns,
+    known: Option<&Known>,
 ) -> Result<Decided<'a>, ApplyError> {
-    let live = read_live(client, resolver, items, opts).await?;
+    let live = read_live(client, resolver, items, opts, known).await?;
     let mut work = Vec::with_capacity(items.len());
     let mut decisions = Vec::with_capacity(items.len());
     let mut gone_owners = HashMap::new();
-    for (planned, (api, live)) in items.iter().zip(live) {
+    for (planned, (api, state)) in items.iter().zip(live) {
         let mut intent = planned.intent.clone();
-        let decision = match &live {
-            None => Decision::Create,
-            Some(live) => {
+        let (live, hint) = match state {
+            Ok(live) => (live, None),
+            Err(hint) => (None, Some(hint)),
+        };
+        let decision = match (&live, &hint) {
+            (_, Some(Hint::Unchanged(_))) => Decision::Skip,
+            (_, Some(Hint::Unclaimed)) => Decision::Claim,
+            (None, None) => Decision::Create,
+            (Some(live), None) => {
                 let mut adopt = false;
                 if let Some(other) = Owner::of(live)
                     && other != opts.owner
@@ -630,6 +693,7 @@ async fn decide_stage<'a>(
             api,
             intent,
             live,
+            hint,
         });
     }
 
@@ -674,7 +738,7 @@ async fn decide_stage<'a>(
             }
         };
         match immutable_field(&err) {
-            Some(_) if wants_force(&w.intent, opts) && w.live.is_some() => {
+            Some(_) if wants_force(&w.intent, opts) && w.may_exist() => {
                 *decision = Decision::Recreate;
             }
             Some(field) => {
@@ -695,9 +759,7 @@ async fn decide_stage<'a>(
                 .api
                 .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
                 .await
-            && !(immutable_field(&err).is_some()
-                && wants_force(&w.intent, opts)
-                && w.live.is_some())
+            && !(immutable_field(&err).is_some() && wants_force(&w.intent, opts) && w.may_exist())
         {
             rejected.push(format!("{}: {}", w.planned.id, status_message(&err)));
         }
@@ -748,7 +810,15 @@ async fn apply_stage(
         decisions,
         probe,
         ..
-    } = decide_stage(client, resolver, items, opts, DryRuns::WhenNeeded).await?;
+    } = decide_stage(
+        client,
+        resolver,
+        items,
+        opts,
+        DryRuns::WhenNeeded,
+        opts.known.as_ref(),
+    )
+    .await?;
     // Every dry-run passed: write the probe first, then the others.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
     let mut writes: Vec<_> = work
@@ -758,13 +828,14 @@ async fn apply_stage(
         .map(|(i, (w, d))| {
             let (params, decision, write_is_test) = (params.clone(), *d, probe == Some(i));
             let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
-            let live_seen = w.live.as_ref().and_then(Seen::of);
-            let exists = w.live.is_some();
+            let live_seen = w.seen_unwritten();
+            let exists = w.may_exist();
             async move {
                 let mut action = match decision {
                     Decision::Skip => return Ok((Action::Unchanged, live_seen)),
                     Decision::Create => Action::Created,
-                    Decision::Configure => Action::Configured,
+                    // Decided by the answer, below.
+                    Decision::Configure | Decision::Claim => Action::Configured,
                     Decision::Adopt => Action::Adopted,
                     Decision::Recreate => {
                         recreate_prelude(&api, &id).await?;
@@ -782,6 +853,12 @@ async fn apply_stage(
                     object: id.to_string(),
                     message: status_message(&e),
                 })?;
+                if decision == Decision::Claim
+                    && action == Action::Configured
+                    && known::created_by_the_write(&written)
+                {
+                    action = Action::Created;
+                }
                 let seen = serde_json::to_value(&written)
                     .ok()
                     .as_ref()
@@ -865,7 +942,8 @@ pub async fn preview(
         if items.is_empty() {
             continue;
         }
-        let decided = decide_stage(client, resolver, &items, opts, DryRuns::Always).await?;
+        // A preview reads every object: it shows the live objects.
+        let decided = decide_stage(client, resolver, &items, opts, DryRuns::Always, None).await?;
         for ((w, decision), desired) in decided
             .work
             .into_iter()
@@ -874,7 +952,8 @@ pub async fn preview(
         {
             let action = match decision {
                 Decision::Skip => Action::Unchanged,
-                Decision::Create => Action::Created,
+                // A preview reads every object, so it never claims one unread.
+                Decision::Create | Decision::Claim => Action::Created,
                 Decision::Configure => Action::Configured,
                 Decision::Adopt => Action::Adopted,
                 Decision::Recreate => Action::Recreated,

@@ -62,6 +62,7 @@ pub fn options(owner: Owner) -> ApplyOptions {
         drift: DriftRules::default(),
         definitions_timeout: Duration::from_secs(30),
         owner_lookup: None,
+        known: None,
     }
 }
 

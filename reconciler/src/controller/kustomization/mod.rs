@@ -117,6 +117,9 @@ pub struct Context {
     impersonated: Mutex<HashMap<String, kube::Client>>,
     /// The shared per-kind stores of health checks (the reconciler's own identity).
     health_watches: Arc<KindWatches>,
+    /// Per Kustomization (namespace, name): the versions its last apply verified
+    /// ([`apply::known`]); only for Kustomizations acting as the reconciler itself.
+    verified: Mutex<HashMap<(String, String), Arc<apply::Verified>>>,
     /// `--concurrent` slots: held by a reconcile from its start to its health checks, and by a
     /// deletion's cleanup. The controller itself runs any number of reconciles at once (each
     /// object at most once), so those waiting for health do not take slots.
@@ -271,6 +274,10 @@ async fn cleanup(ks: Arc<Kustomization>, ctx: &Context) -> Result<Action, Reconc
     // proceeds rather than never.
     let _slot = ctx.slots.clone().acquire_owned().await.ok();
     ctx.metrics.forget(KIND, &namespace, &name);
+    ctx.verified
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&(namespace.clone(), name.clone()));
     crate::controller::clusterpolicy_status::forget(
         &ctx.client,
         Some(&ctx.cluster_policies),
@@ -460,6 +467,7 @@ pub async fn run(
         cluster_policies,
         sources,
         impersonated: Mutex::new(HashMap::new()),
+        verified: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
 

@@ -3,6 +3,7 @@
 //! → health.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::dependencies::find_cycle;
@@ -136,8 +137,19 @@ impl Run<'_> {
             // Objects of a Kustomization that no longer exists (deleted with Orphan, or a
             // re-bootstrap in a new namespace) are adopted; asked with our own client.
             owner_lookup: Some(OwnerLookup::new(self.ctx.client.clone())),
+            known: self.known(),
         };
-        let changes = apply::apply(&client, &self.ctx.resolver, &plan, &opts).await?;
+        let mut changes = apply::apply(&client, &self.ctx.resolver, &plan, &opts).await?;
+        if opts.known.is_some() {
+            self.ctx
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    (self.namespace.clone(), self.name.clone()),
+                    Arc::new(std::mem::take(&mut changes.verified)),
+                );
+        }
         for action in [
             apply::Action::Created,
             apply::Action::Configured,
@@ -199,6 +211,26 @@ impl Run<'_> {
             revision,
             summary,
             healthy,
+        })
+    }
+
+    /// What may stand for reading live objects: the shared stores and what the previous apply
+    /// verified, for a Kustomization acting as the reconciler itself (the stores list as it).
+    fn known(&self) -> Option<apply::Known> {
+        if self.ctx.tenant_identity(self.ks, &self.namespace).is_some() {
+            return None;
+        }
+        let verified = self
+            .ctx
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(self.namespace.clone(), self.name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        Some(apply::Known {
+            watches: self.ctx.health_watches.clone(),
+            verified,
         })
     }
 
