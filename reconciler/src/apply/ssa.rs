@@ -478,10 +478,11 @@ async fn read_live(
     opts: &ApplyOptions,
     known: Option<&Known>,
 ) -> Result<Vec<(Api<DynamicObject>, LiveState)>, ApplyError> {
-    // Objects `known` has a hint for are not read. One LIST per (resource, namespace) with more
-    // than one other object of the stage finds every object we own; only objects not found that way (new, or not labelled by us yet) are read
-    // one by one. The only object of its (resource, namespace) is read by itself: a LIST
-    // would cost as much when it finds the object, and a GET more when it does not.
+    // Objects `known` has a hint for are not read. Of the others: one LIST per (resource,
+    // namespace) with more than one of them finds every object we own; only objects not found
+    // that way (new, or not labelled by us yet) are read one by one. The only object of its
+    // (resource, namespace) is read by itself: a LIST would cost as much when it finds the
+    // object, and a GET more when it does not.
     let mut apis = Vec::with_capacity(items.len());
     let mut keys = Vec::with_capacity(items.len());
     // (apiVersion, plural, namespace) -> an Api for them and how many objects of the stage.
