@@ -927,8 +927,9 @@ mod tests {
         std::fs::write(&file, "# public key: age1abc\n").unwrap();
         let line = crate::error::report(&parse_age(&file).unwrap_err()).line;
         assert!(line.contains("no AGE-SECRET-KEY-1 line"), "{line}");
-        // A damaged key: refused without echoing it.
-        let damaged = format!("{}X\n", &secret_text[..secret_text.len() - 1]);
+        // A damaged key (its last checksum character changed): refused without echoing it.
+        let (kept, last) = secret_text.split_at(secret_text.len() - 1);
+        let damaged = format!("{kept}{}\n", if last == "X" { "Y" } else { "X" });
         std::fs::write(&file, &damaged).unwrap();
         let line = crate::error::report(&parse_age(&file).unwrap_err()).line;
         assert!(line.contains("not an AGE-SECRET-KEY-1 identity"), "{line}");
