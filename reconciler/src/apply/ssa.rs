@@ -699,7 +699,10 @@ async fn decide_stage<'a>(
     }
 
     let probe = match when {
-        DryRuns::WhenNeeded => decisions.iter().rposition(|d| *d != Decision::Skip),
+        // The first in apply order: what the others may need when they arrive (a ServiceAccount
+        // before the Deployment whose pods name it; in kustomize's order it comes first)
+        // exists before them.
+        DryRuns::WhenNeeded => decisions.iter().position(|d| *d != Decision::Skip),
         DryRuns::Always => None,
     };
     // Dry-run every other object that needs a write; collect every rejection before deciding.
