@@ -49,6 +49,44 @@ fn ready_false_with(ns: &str, name: &str, reason: &str) -> Option<String> {
     }
 }
 
+/// Creates Kustomization `name` (spec extra `extra`, source `repo`) and waits until it is
+/// refused because the objects are managed by Kustomization `owner` of the same namespace.
+async fn refused_as_managed_by(
+    ns: &TestNamespace,
+    shard: &str,
+    name: &str,
+    extra: &str,
+    owner: &str,
+) {
+    ns.create(&kustomization(name, shard, &spec("repo", extra)));
+    let message = eventually(
+        T,
+        &format!("{name} refused"),
+        || ready_false_with(&ns.name, name, "ApplyFailed"),
+        || format!("{:?}", ready(&ns.name, name)),
+    )
+    .await;
+    assert!(
+        message.contains(&format!("managed by Kustomization {}/{owner}", ns.name)),
+        "{message}"
+    );
+}
+
+/// The notes of every event in namespace `ns`, space-separated.
+fn event_notes(ns: &str) -> String {
+    kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+        None,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
 async fn applies_prunes_on_new_revisions_and_keeps_prune_disabled() {
@@ -124,17 +162,7 @@ async fn applies_prunes_on_new_revisions_and_keeps_prune_disabled() {
     .await;
     assert_eq!(message, format!("Applied revision: {v1}"));
     // The event of the first apply counts what it did.
-    let events = kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "events.events.k8s.io",
-            "-o",
-            "jsonpath={.items[*].note}",
-        ],
-        None,
-    );
+    let events = event_notes(&ns.name);
     assert!(
         events.contains(&format!("Applied revision: {v1}: created 3")),
         "{events}"
@@ -184,17 +212,7 @@ async fn applies_prunes_on_new_revisions_and_keeps_prune_disabled() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id("a")]);
-    let events = kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "events.events.k8s.io",
-            "-o",
-            "jsonpath={.items[*].note}",
-        ],
-        None,
-    );
+    let events = event_notes(&ns.name);
     assert!(events.contains("configured 1, pruned 1"), "{events}");
 
     // v4 yields nothing: refused, nothing pruned, inventory kept.
@@ -506,22 +524,14 @@ async fn objects_orphaned_by_a_deleted_kustomization_are_adopted() {
     assert_eq!(owner_of("a").as_deref(), Some("first"));
 
     // While first exists, second is refused the objects.
-    ns.create(&kustomization(
-        "second",
+    refused_as_managed_by(
+        &ns,
         &ctl.shard,
-        &spec("repo", "  path: ./app\n  prune: true\n"),
-    ));
-    let message = eventually(
-        T,
-        "second refused while first exists",
-        || ready_false_with(&ns.name, "second", "ApplyFailed"),
-        || format!("{:?}", ready(&ns.name, "second")),
+        "second",
+        "  path: ./app\n  prune: true\n",
+        "first",
     )
     .await;
-    assert!(
-        message.contains(&format!("managed by Kustomization {}/first", ns.name)),
-        "{message}"
-    );
 
     // first goes with deletionPolicy: Orphan: its objects stay, still labelled for it…
     kubectl_ok(
@@ -551,17 +561,7 @@ async fn objects_orphaned_by_a_deleted_kustomization_are_adopted() {
         cm["metadata"]["labels"]["kubectl-gitops.io/namespace"],
         ns.name.as_str()
     );
-    let events = kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "events.events.k8s.io",
-            "-o",
-            "jsonpath={.items[*].note}",
-        ],
-        None,
-    );
+    let events = event_notes(&ns.name);
     assert!(events.contains("adopted 2"), "{events}");
     let ids: Vec<String> = ks_status(&ns.name, "second")["inventory"]["entries"]
         .as_array()
@@ -702,19 +702,6 @@ async fn objects_known_from_the_shared_stores_are_not_read_and_changes_are_still
                 .then_some(())
         }
     };
-    let notes = || {
-        kubectl_ok(
-            &[
-                "-n",
-                &ns.name,
-                "get",
-                "events.events.k8s.io",
-                "-o",
-                "jsonpath={.items[*].note}",
-            ],
-            None,
-        )
-    };
     let request = |at: &str| {
         kubectl_ok(
             &[
@@ -745,7 +732,11 @@ async fn objects_known_from_the_shared_stores_are_not_read_and_changes_are_still
         format!("{:?}", ready(&ns.name, "app"))
     })
     .await;
-    assert!(notes().contains(&format!("{v1}: created 2")), "{}", notes());
+    assert!(
+        event_notes(&ns.name).contains(&format!("{v1}: created 2")),
+        "{}",
+        event_notes(&ns.name)
+    );
 
     // An object that exists without owner labels, then a revision that adds it and a new one.
     let created = ns.kubectl(&["apply", "-f", "-"], Some(&template("c", "busybox:1.36")));
@@ -761,9 +752,9 @@ async fn objects_known_from_the_shared_stores_are_not_read_and_changes_are_still
     assert_eq!(gets, 0.0, "GETs of PodTemplates during the second apply");
     // Whether c and d were created is read from the writes' answers: c existed.
     assert!(
-        notes().contains(&format!("{v2}: created 1, configured 1")),
+        event_notes(&ns.name).contains(&format!("{v2}: created 1, configured 1")),
         "{}",
-        notes()
+        event_notes(&ns.name)
     );
     let c = get(&ns.name, "podtemplate", "c").expect("c kept");
     assert_eq!(c["metadata"]["labels"]["kubectl-gitops.io/name"], "app");
@@ -793,20 +784,12 @@ async fn objects_known_from_the_shared_stores_are_not_read_and_changes_are_still
     );
 
     // A second Kustomization claiming b is refused: b carries owner labels, so it is read.
-    ns.create(&kustomization(
-        "other",
+    refused_as_managed_by(
+        &ns,
         &ctl.shard,
-        &spec("repo", "  path: ./app\n  wait: true\n"),
-    ));
-    let message = eventually(
-        T,
-        "other refused",
-        || ready_false_with(&ns.name, "other", "ApplyFailed"),
-        || format!("{:?}", ready(&ns.name, "other")),
+        "other",
+        "  path: ./app\n  wait: true\n",
+        "app",
     )
     .await;
-    assert!(
-        message.contains(&format!("managed by Kustomization {}/app", ns.name)),
-        "{message}"
-    );
 }
