@@ -14,7 +14,7 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
-use super::kind_watch::{KindWatches, Lease, Observed, Seen};
+use super::kind_watch::{self, KindWatches, Lease, Observed, Seen};
 use super::object::ObjectRef;
 use super::resolve::Resolver;
 
@@ -380,18 +380,13 @@ pub async fn wait_with(
     // Dropping the JoinSet aborts every watch that is still running.
     let mut watches = tokio::task::JoinSet::new();
     // Objects read from a shared store, by kind: the store's lease and the objects.
-    let mut from_stores: BTreeMap<(String, String, String), StoreReads> = BTreeMap::new();
+    let mut from_stores: BTreeMap<kind_watch::Key, StoreReads> = BTreeMap::new();
     for object in objects {
         let (resource, namespaced) = resolve(client, resolver, object).await?;
         if let Some(shared) = shared
             && let Some(seen) = shared.seen.get(object)
         {
-            let key = (
-                resource.group.clone(),
-                resource.version.clone(),
-                resource.kind.clone(),
-            );
-            let entry = match from_stores.entry(key) {
+            let entry = match from_stores.entry(kind_watch::kind_key(&resource)) {
                 std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
                 std::collections::btree_map::Entry::Vacant(e) => shared
                     .watches

@@ -115,7 +115,17 @@ impl Observed {
 type ObjectKey = (String, String);
 type Objects = HashMap<ObjectKey, Arc<Observed>>;
 
-type Key = (String, String, String);
+/// A store's kind: group, version, kind.
+pub(super) type Key = (String, String, String);
+
+/// The store key of `resource`'s kind.
+pub(super) fn kind_key(resource: &ApiResource) -> Key {
+    (
+        resource.group.clone(),
+        resource.version.clone(),
+        resource.kind.clone(),
+    )
+}
 
 /// What a store's watch task reports.
 struct SharedState {
@@ -176,6 +186,14 @@ impl Drop for KindWatch {
 /// A health check's use of a [`KindWatch`]; the store is not dropped while one exists.
 pub struct Lease(Arc<KindWatch>);
 
+impl Lease {
+    /// A new use of `watch`.
+    fn of(watch: Arc<KindWatch>) -> Self {
+        watch.users.fetch_add(1, Ordering::AcqRel);
+        Self(watch)
+    }
+}
+
 impl std::ops::Deref for Lease {
     type Target = KindWatch;
     fn deref(&self) -> &KindWatch {
@@ -212,11 +230,7 @@ impl KindWatches {
     /// are in use (the caller watches per object instead).
     pub fn lease(&self, resource: &ApiResource) -> Option<Lease> {
         self.start_sweeper();
-        let key = (
-            resource.group.clone(),
-            resource.version.clone(),
-            resource.kind.clone(),
-        );
+        let key = kind_key(resource);
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         let watch = match kinds.get(&key) {
             Some(watch) => watch.clone(),
@@ -232,23 +246,17 @@ impl KindWatches {
                 watch
             }
         };
-        watch.users.fetch_add(1, Ordering::AcqRel);
-        Some(Lease(watch))
+        Some(Lease::of(watch))
     }
 
     /// The store of `resource`'s kind when one is running, has completed its list and has had
     /// no watch error since; never starts one.
     pub fn ready(&self, resource: &ApiResource) -> Option<Lease> {
-        let key = (
-            resource.group.clone(),
-            resource.version.clone(),
-            resource.kind.clone(),
-        );
         let watch = self
             .kinds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)?
+            .get(&kind_key(resource))?
             .clone();
         let healthy = watch.state.ready.load(Ordering::Acquire)
             && watch
@@ -260,8 +268,7 @@ impl KindWatches {
         if !healthy {
             return None;
         }
-        watch.users.fetch_add(1, Ordering::AcqRel);
-        Some(Lease(watch))
+        Some(Lease::of(watch))
     }
 
     /// How many kinds have a store now.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use kube::api::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-use super::INTENT_DIGEST_ANNOTATION;
+use super::intent_digest;
 use super::kind_watch::{KindWatches, Seen};
 use super::object::ObjectRef;
 use crate::api::conditions::meta;
@@ -118,11 +118,7 @@ impl Known {
         let Some(copy) = copy else {
             return Some(Hint::Unclaimed);
         };
-        let digest = intent
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
-            .and_then(Value::as_str)?;
-        let seen = self.verified.get(object, digest)?;
+        let seen = self.verified.get(object, intent_digest(intent)?)?;
         (copy.uid.as_deref() == Some(seen.uid.as_str())
             && copy.resource_version.as_deref() == Some(seen.resource_version.as_str()))
         .then(|| Hint::Unchanged(seen.clone()))

@@ -47,6 +47,14 @@ use crate::api::conditions::meta;
 /// equal digest plus a live object that still contains the intent means nothing to send.
 pub const INTENT_DIGEST_ANNOTATION: &str = "kubectl-gitops.io/intent-digest";
 
+/// The [`INTENT_DIGEST_ANNOTATION`] of an object (an intent or a live object), if any.
+fn intent_digest(object: &Value) -> Option<&str> {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
+        .and_then(Value::as_str)
+}
+
 /// The Kustomization that owns the applied objects (its owner labels).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {

@@ -14,7 +14,9 @@ use super::kind_watch::Seen;
 use super::known::{self, Hint, Known};
 use super::object::ObjectRef;
 use super::resolve::Resolver;
-use super::{Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff};
+use super::{
+    Action, ApplyError, ChangeSet, INTENT_DIGEST_ANNOTATION, Owner, Stage, diff, intent_digest,
+};
 use crate::api::conditions::meta;
 
 /// How to apply.
@@ -460,14 +462,6 @@ pub async fn apply(
     Ok(changes)
 }
 
-/// The digest annotation of an intent.
-fn intent_digest(intent: &Value) -> Option<&str> {
-    intent
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
-        .and_then(Value::as_str)
-}
-
 /// What the apply knows of one live object: read (`None`: not found), or a [`Hint`].
 type LiveState = Result<Option<Value>, Hint>;
 
@@ -674,14 +668,11 @@ async fn decide_stage<'a>(
                     adopt = true;
                 }
                 opts.drift.adopt_live_values(&planned.id, &mut intent, live);
-                let digest = |v: &Value| {
-                    v.pointer("/metadata/annotations")
-                        .and_then(|a| a.get(INTENT_DIGEST_ANNOTATION))
-                        .cloned()
-                };
                 if adopt {
                     Decision::Adopt
-                } else if digest(live) == digest(&intent) && diff::is_subset(&intent, live) {
+                } else if intent_digest(live) == intent_digest(&intent)
+                    && diff::is_subset(&intent, live)
+                {
                     Decision::Skip
                 } else {
                     Decision::Configure
