@@ -389,10 +389,10 @@ async fn delete_all(client: &Client, objects: &[Value], ui: &mut Ui<'_>) -> anyh
             // The kind is gone already (CRDs deleted by an earlier, interrupted uninstall).
             Err(_) => continue,
         };
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => ui.success(&format!("{label} deleted"))?,
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting {label}"))),
+        if still_there(api.delete(&name, &DeleteParams::background()).await)
+            .with_context(|| format!("deleting {label}"))?
+        {
+            ui.success(&format!("{label} deleted"))?;
         }
     }
     Ok(())
@@ -419,14 +419,10 @@ async fn stop_reconciler(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    match deployments.delete(name, &DeleteParams::foreground()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(e) => {
-            return Err(
-                anyhow::Error::from(e).context(format!("deleting Deployment {namespace}/{name}"))
-            );
-        }
+    if !still_there(deployments.delete(name, &DeleteParams::foreground()).await)
+        .with_context(|| format!("deleting Deployment {namespace}/{name}"))?
+    {
+        return Ok(());
     }
     if selector.is_empty() {
         // Without matchLabels its pods cannot be told from others; the delete has to do.
@@ -470,22 +466,48 @@ where
         let name = item.name_any();
         let namespaced: Api<K> = Api::namespaced(client.clone(), &ns);
         let patch = serde_json::json!({"metadata": {"finalizers": null}});
-        namespaced
+        // An object deleted by someone else between the list and here needs nothing more; one
+        // that was being deleted goes as soon as its finalizers do.
+        let released = namespaced
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| format!("releasing {} {ns}/{name}", K::kind(&())))?;
-        namespaced
-            .delete(&name, &DeleteParams::background())
-            .await
+            .await;
+        if !still_there(released)
+            .with_context(|| format!("releasing {} {ns}/{name}", K::kind(&())))?
+        {
+            continue;
+        }
+        still_there(namespaced.delete(&name, &DeleteParams::background()).await)
             .with_context(|| format!("deleting {} {ns}/{name}", K::kind(&())))?;
         ui.success(&format!("{} {ns}/{name} deleted", K::kind(&())))?;
     }
     Ok(())
 }
 
+/// Whether the object a call acted on still existed: `false` for 404, the error for any other
+/// failure.
+fn still_there<T>(result: Result<T, kube::Error>) -> Result<bool, kube::Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_not_found_means_gone() {
+        let status = |code| {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure("x", "y").with_code(code),
+            ))
+        };
+        assert!(still_there(Ok::<(), kube::Error>(())).unwrap());
+        assert!(!still_there::<()>(Err(status(404))).unwrap());
+        assert!(still_there::<()>(Err(status(409))).is_err());
+    }
 
     #[test]
     fn manifests_hold_the_crds_then_the_reconciler() {
