@@ -786,3 +786,343 @@ async fn shared_kind_stores_see_each_applied_version_and_are_shared_per_kind() {
         "{err}"
     );
 }
+
+/// A ValidatingAdmissionPolicy refusing every dry-run of the passive kinds in one namespace;
+/// removed on drop.
+struct NoDryRuns(String);
+
+impl NoDryRuns {
+    fn in_namespace(ns: &str) -> Self {
+        let name = format!("gt-no-dry-run-{ns}");
+        kubectl_ok(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: [v1]
+      operations: [CREATE, UPDATE]
+      resources: [configmaps, secrets, serviceaccounts, services]
+  validations:
+  - expression: "!has(request.dryRun) || !request.dryRun"
+    message: dry-run refused by the test's policy
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+"#
+            )),
+        );
+        // The policy takes effect once the apiserver has compiled it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let probe = gitops_conformance::kubectl(
+                &["-n", ns, "create", "configmap", "probe", "--dry-run=server"],
+                None,
+            );
+            if probe
+                .stderr
+                .contains("dry-run refused by the test's policy")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the policy never took effect");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Self(name)
+    }
+}
+
+impl Drop for NoDryRuns {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            gitops_conformance::kubectl(&["delete", kind, &self.0, "--ignore-not-found"], None);
+        }
+    }
+}
+
+/// The names of the ConfigMaps of `ns` added and deleted from now on, in order, until
+/// `deleted` is deleted or 60 s passed.
+async fn configmap_events(
+    client: &kube::Client,
+    ns: &str,
+    deleted: &str,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    use futures::StreamExt as _;
+    use kube::api::{ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
+    let resource = ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+    };
+    let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(client.clone(), ns, &resource);
+    let version = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list ConfigMaps")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(60), &version)
+        .await
+        .expect("watch ConfigMaps")
+        .boxed();
+    let deleted = deleted.to_owned();
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(Ok(event)) = stream.next().await {
+            match event {
+                // The namespace's own ConfigMap (kube-root-ca.crt) is not the test's.
+                WatchEvent::Added(o) if o.metadata.name.as_deref() != Some("kube-root-ca.crt") => {
+                    seen.push(format!("added {}", o.metadata.name.unwrap_or_default()))
+                }
+                WatchEvent::Deleted(o) => {
+                    let name = o.metadata.name.unwrap_or_default();
+                    seen.push(format!("deleted {name}"));
+                    if name == deleted {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn new_passive_objects_are_written_without_a_dry_run_and_deleted_again_when_their_stage_is_refused()
+ {
+    let ns = TestNamespace::new("ks-passive");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let opts = options(owner("app", &ns.name));
+    let _policy = NoDryRuns::in_namespace(&ns.name);
+    let passive = |suffix: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cm-{suffix}, namespace: {ns}}}
+data: {{a: "1"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: secret-{suffix}, namespace: {ns}}}
+stringData: {{a: "1"}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: sa-{suffix}, namespace: {ns}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{suffix}, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"#,
+            ns = ns.name
+        )
+    };
+    let deployment = |name: &str, replicas: i32| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      serviceAccountName: sa-one
+      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]
+"#,
+            ns = ns.name
+        )
+    };
+
+    // Every dry-run of a passive kind is refused in this namespace: the creations were not
+    // dry-run. The Deployment (the probe) is written after them.
+    let first = format!("{}---\n{}", passive("one"), deployment("web", 1));
+    let (_, changes) = plan_and_apply(&client, &resolver, &first, &opts)
+        .await
+        .expect("new passive objects are created without a dry-run");
+    assert_eq!(changes.count(Action::Created), 5, "{changes:?}");
+
+    // A refused Deployment (the probe) after new passive objects: they are deleted again.
+    let events = configmap_events(&client, &ns.name, "cm-two").await;
+    let refused = format!(
+        "{first}---\n{}---\n{}",
+        passive("two"),
+        deployment("broken", -1)
+    );
+    let err = plan_and_apply(&client, &resolver, &refused, &opts)
+        .await
+        .expect_err("the Deployment with replicas -1 is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Deployment {}/broken", ns.name)),
+        "{message}"
+    );
+    for (kind, name) in [
+        ("configmap", "cm-two"),
+        ("secret", "secret-two"),
+        ("serviceaccount", "sa-two"),
+        ("service", "svc-two"),
+        ("deployment", "broken"),
+    ] {
+        assert!(get(&ns.name, kind, name).is_none(), "{kind}/{name} stayed");
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(90), events)
+        .await
+        .expect("the watch ends")
+        .expect("the watch task");
+    assert_eq!(seen, ["added cm-two", "deleted cm-two"], "{seen:?}");
+    // What the earlier apply created is untouched.
+    for (kind, name) in [("configmap", "cm-one"), ("deployment", "web")] {
+        let live = get(&ns.name, kind, name).expect("kept");
+        assert_eq!(live["metadata"]["labels"]["kubectl-gitops.io/name"], "app");
+    }
+
+    // A refused passive creation: the other creations of the stage are deleted again, and
+    // nothing else is written.
+    let invalid_service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-bad, namespace: {ns}}}\nspec:\n  ports: [{{port: 99999}}]\n",
+        ns = ns.name
+    );
+    let refused = format!(
+        "{first}---\n{}---\n{invalid_service}---\n{}",
+        passive("three"),
+        deployment("other", 1)
+    );
+    let err = plan_and_apply(&client, &resolver, &refused, &opts)
+        .await
+        .expect_err("the Service with port 99999 is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
+        "{message}"
+    );
+    assert!(
+        message.contains("svc-bad") && message.contains("99999"),
+        "{message}"
+    );
+    for (kind, name) in [
+        ("configmap", "cm-three"),
+        ("secret", "secret-three"),
+        ("serviceaccount", "sa-three"),
+        ("service", "svc-three"),
+        ("deployment", "other"),
+    ] {
+        assert!(get(&ns.name, kind, name).is_none(), "{kind}/{name} stayed");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn an_unclaimed_object_that_existed_is_named_when_a_refusal_leaves_it_configured() {
+    use gitops_reconciler::apply::{KindWatches, Known, Verified};
+    use kube::api::ApiResource;
+    use std::sync::Arc;
+    let ns = TestNamespace::new("ks-unclaimed");
+    let client = client().await;
+    let resolver = Resolver::new();
+    let resource = ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+    };
+    // The shared store of ConfigMaps, listed: objects it does not hold are unclaimed.
+    let watches = Arc::new(KindWatches::new(client.clone()));
+    let _lease = watches.lease(&resource).expect("a store");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watches.ready(&resource).is_none() {
+        assert!(Instant::now() < deadline, "the store never listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut opts = options(owner("app", &ns.name));
+    opts.known = Some(Known {
+        watches,
+        verified: Arc::new(Verified::default()),
+    });
+    kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "configmap",
+            "existing",
+            "--from-literal=a=before",
+        ],
+        None,
+    );
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: existing, namespace: {ns}}}
+data: {{a: after}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: fresh, namespace: {ns}}}
+data: {{a: new}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: broken, namespace: {ns}}}
+spec:
+  replicas: -1
+  selector: {{matchLabels: {{app: broken}}}}
+  template:
+    metadata: {{labels: {{app: broken}}}}
+    spec:
+      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]
+"#,
+        ns = ns.name
+    );
+    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
+        .await
+        .expect_err("the Deployment is refused");
+    let message = err.to_string();
+    let ApplyError::PartlyApplied { rejected, kept } = &err else {
+        panic!("not PartlyApplied: {message}");
+    };
+    assert_eq!(rejected.len(), 1, "{message}");
+    assert!(rejected[0].contains("broken"), "{message}");
+    assert_eq!(kept.len(), 1, "{message}");
+    assert!(
+        kept[0].contains(&format!("ConfigMap {}/existing", ns.name))
+            && kept[0].contains("existed without owner labels"),
+        "{message}"
+    );
+    // The created one is gone; the one that existed holds what was written.
+    assert!(get(&ns.name, "configmap", "fresh").is_none());
+    assert!(get(&ns.name, "deployment", "broken").is_none());
+    let existing = get(&ns.name, "configmap", "existing").expect("kept");
+    assert_eq!(existing["data"]["a"], "after", "{existing}");
+}

@@ -6,9 +6,12 @@
 //!    the new inventory, which the controller records (union with the old one) *before* step 2.
 //! 2. [`apply`]: per stage — CRDs/Namespaces/ClusterRoles, then `*Class` kinds, then the rest —
 //!    read the live objects, skip those whose intent is unchanged and not drifted, dry-run all
-//!    remaining objects of the stage but one (the probe), and only when every dry-run passed
-//!    write the probe, alone (its write is its test), then, when it passed, the others; after
-//!    the first stage wait until CRDs are established and Namespaces active.
+//!    remaining objects of the stage but the new passive ones (ConfigMaps, Secrets,
+//!    ServiceAccounts, ClusterIP Services: deleting them undoes them exactly) and one more (the
+//!    probe), and only when every dry-run passed write the passive ones, then the probe, alone
+//!    (its write is its test), then, when it passed, the others; a refusal of a passive one or
+//!    of the probe deletes the passive ones again; after the first stage wait until CRDs are
+//!    established and Namespaces active.
 //! 3. [`prune`]: delete, in reverse stage order, objects that left the inventory and still carry
 //!    this Kustomization's owner labels (never those annotated `kubectl-gitops.io/prune: disabled`).
 //! 4. [`health::wait`]: watch-driven kstatus rules; for Kustomizations acting as the reconciler
@@ -248,6 +251,19 @@ pub enum ApplyError {
     /// the others without a dry-run: nothing of the stage was written either).
     #[error("dry-run rejected {} object(s), nothing of this stage was applied: {}", .0.len(), .0.join("; "))]
     DryRun(Vec<String>),
+    /// The server refused objects of a stage after objects written without a dry-run (see
+    /// [`ssa::apply`]) could not all be undone: each refusal as `object: message`, and each
+    /// object that stays written with why.
+    #[error(
+        "the server refused {} object(s) of a stage: {}; written before the refusal and still there: {}",
+        .rejected.len(), .rejected.join("; "), .kept.join("; ")
+    )]
+    PartlyApplied {
+        /// `object: message` per refused object.
+        rejected: Vec<String>,
+        /// `object: why` per object that stays written.
+        kept: Vec<String>,
+    },
     /// Writing an object failed after its dry-run passed.
     #[error("{object}: {message}")]
     Write {

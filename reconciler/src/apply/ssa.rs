@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -408,9 +410,14 @@ impl Work<'_> {
 
 /// Applies the plan stage by stage (see the module docs of [`crate::apply`]).
 ///
-/// Guarantees: within a stage, nothing is written unless every object that needs a write passed
-/// its dry-run, except the probe, which is written alone before the others and whose refusal is
-/// reported as its dry-run's would have been ([`DryRuns::WhenNeeded`]); objects whose digest
+/// Guarantees: within a stage, nothing stays written unless every object that needs a write
+/// passed its dry-run, except the creations of passive objects, written first and deleted again
+/// when anything of the stage is refused, and the probe, which is written alone before the
+/// others and whose refusal is reported as its dry-run's would have been
+/// ([`DryRuns::WhenNeeded`]). Caveat: an object the shared stores know no owner of
+/// ([`Hint::Unclaimed`]) may exist without owner labels; a passive one is then configured, not
+/// created, cannot be undone, and a refusal in the same stage is reported as
+/// [`ApplyError::PartlyApplied`] naming it. Objects whose digest
 /// and content match the live object are not sent at all;
 /// objects owned by another Kustomization are refused, unless that Kustomization no longer
 /// exists and `opts.owner_lookup` is set (then they are adopted, [`Action::Adopted`]). Caveats: earlier stages stay applied when
@@ -607,18 +614,46 @@ struct Decided<'a> {
     /// The server's answer to the dry-run of each object that needs a write.
     dry_runs: Vec<Option<Value>>,
     /// The one object that needs a write and had no dry-run (see [`DryRuns::WhenNeeded`]): it
-    /// is written before any other, its write is its test, and a rejection of it is handled as
-    /// its dry-run's would have been.
+    /// is written before any other but the undoable creations, its write is its test, and a
+    /// rejection of it is handled as its dry-run's would have been.
     probe: Option<usize>,
+    /// Per object: a creation that deleting undoes exactly ([`undoable_creation`]), written
+    /// without a dry-run before anything else of the stage.
+    undoable: Vec<bool>,
+}
+
+/// Kinds (group, kind) whose objects do nothing by merely existing for a moment: nothing runs,
+/// is provisioned or is granted because one was created. Creating one is undone exactly by
+/// deleting it again, so a creation of one needs no dry-run ([`DryRuns::WhenNeeded`]). A
+/// Service counts only as a ClusterIP Service (a load balancer or a node port is provisioned).
+const PASSIVE_KINDS: &[(&str, &str)] = &[
+    ("", "ConfigMap"),
+    ("", "Secret"),
+    ("", "ServiceAccount"),
+    ("", "Service"),
+];
+
+/// Whether writing `intent` with `decision` would create an object that deleting undoes
+/// exactly: a passive kind ([`PASSIVE_KINDS`]) that is not known to exist.
+fn undoable_creation(id: &ObjectRef, intent: &Value, decision: Decision) -> bool {
+    matches!(decision, Decision::Create | Decision::Claim)
+        && PASSIVE_KINDS.contains(&(id.group.as_str(), id.kind.as_str()))
+        && (id.kind != "Service"
+            || intent
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t == "ClusterIP"))
 }
 
 /// When the dry-runs of a stage are sent.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DryRuns {
-    /// Only where one can change the outcome: one object that needs a write (the probe) gets
-    /// none and is written first, alone; its write is its own test. The others are dry-run
-    /// before it and written only after it passed, so one rejected object still means none of
-    /// the stage is written, with one request less per stage.
+    /// Only where one can change the outcome. Creations of passive objects
+    /// ([`undoable_creation`]) get none: they are written first, and deleted again when
+    /// anything of the stage is refused. Of the other objects that need a write, one (the
+    /// probe) gets none and is written next, alone; its write is its own test. The rest are
+    /// dry-run before anything is written and written only after the probe passed. One refused
+    /// object still means none of the stage stays written.
     WhenNeeded,
     /// For every object that needs a write (a preview wants the server's answers).
     Always,
@@ -689,13 +724,23 @@ async fn decide_stage<'a>(
         });
     }
 
+    let undoable: Vec<bool> = work
+        .iter()
+        .zip(&decisions)
+        .map(|(w, d)| {
+            when == DryRuns::WhenNeeded && undoable_creation(&w.planned.id, &w.intent, *d)
+        })
+        .collect();
     let probe = match when {
         // The first in apply order: what the others may need when they arrive (a ServiceAccount
         // before the Deployment whose pods name it; in kustomize's order it comes first)
         // exists before them.
-        DryRuns::WhenNeeded => decisions.iter().position(|d| *d != Decision::Skip),
+        DryRuns::WhenNeeded => {
+            (0..work.len()).position(|i| decisions[i] != Decision::Skip && !undoable[i])
+        }
         DryRuns::Always => None,
     };
+    let untested = |i: usize| probe == Some(i) || undoable[i];
     // Dry-run every other object that needs a write; collect every rejection before deciding.
     let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
     let dry_runs: Vec<_> = work
@@ -703,7 +748,7 @@ async fn decide_stage<'a>(
         .zip(&decisions)
         .enumerate()
         .map(|(i, (w, d))| {
-            let (dry, skip) = (dry.clone(), *d == Decision::Skip || probe == Some(i));
+            let (dry, skip) = (dry.clone(), *d == Decision::Skip || untested(i));
             let (api, name, intent) = (w.api.clone(), w.planned.id.name.clone(), w.intent.clone());
             async move {
                 if skip {
@@ -747,17 +792,38 @@ async fn decide_stage<'a>(
         }
     }
     if !rejected.is_empty() {
-        // Nothing will be written: dry-run the probe too, so the error names every object the
-        // server refuses, as when each had its dry-run.
-        if let Some(w) = probe.map(|i| &work[i])
-            && let Err(err) = w
-                .api
-                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
+        // Nothing will be written: dry-run the untested objects too, so the error names every
+        // object the server refuses, as when each had its dry-run.
+        let tests: Vec<_> = (0..work.len())
+            .filter(|i| untested(*i))
+            .map(|i| {
+                let (w, dry) = (&work[i], dry.clone());
+                async move {
+                    match w
+                        .api
+                        .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
+                        .await
+                    {
+                        Err(err)
+                            if !(immutable_field(&err).is_some()
+                                && wants_force(&w.intent, opts)
+                                && w.may_exist()) =>
+                        {
+                            Some(format!("{}: {}", w.planned.id, status_message(&err)))
+                        }
+                        _ => None,
+                    }
+                }
+            })
+            .collect();
+        rejected.extend(
+            stream::iter(tests)
+                .buffered(opts.concurrency.max(1))
+                .collect::<Vec<_>>()
                 .await
-            && !(immutable_field(&err).is_some() && wants_force(&w.intent, opts) && w.may_exist())
-        {
-            rejected.push(format!("{}: {}", w.planned.id, status_message(&err)));
-        }
+                .into_iter()
+                .flatten(),
+        );
         return Err(ApplyError::DryRun(rejected));
     }
     Ok(Decided {
@@ -765,6 +831,7 @@ async fn decide_stage<'a>(
         decisions,
         dry_runs,
         probe,
+        undoable,
     })
 }
 
@@ -794,6 +861,9 @@ fn refused_untested(
 /// The stage's objects with what was done to each and the version of each last seen.
 type StageDone = Vec<(ObjectRef, Action, Option<Seen>)>;
 
+/// What one write did: the action and the version its answer holds.
+type Written = (Action, Option<Seen>);
+
 async fn apply_stage(
     client: &kube::Client,
     resolver: &Resolver,
@@ -804,6 +874,7 @@ async fn apply_stage(
         work,
         decisions,
         probe,
+        undoable,
         ..
     } = decide_stage(
         client,
@@ -814,7 +885,7 @@ async fn apply_stage(
         opts.known.as_ref(),
     )
     .await?;
-    // Every dry-run passed: write the probe first, then the others.
+    // Every dry-run passed: write the undoable creations, then the probe, then the rest.
     let params = PatchParams::apply(meta::FIELD_MANAGER).force();
     let mut writes: Vec<_> = work
         .iter()
@@ -825,7 +896,7 @@ async fn apply_stage(
             let (api, id, intent) = (w.api.clone(), w.planned.id.clone(), w.intent.clone());
             let live_seen = w.seen_unwritten();
             let exists = w.may_exist();
-            async move {
+            Some(async move {
                 let mut action = match decision {
                     Decision::Skip => return Ok((Action::Unchanged, live_seen)),
                     Decision::Create => Action::Created,
@@ -848,38 +919,160 @@ async fn apply_stage(
                     object: id.to_string(),
                     message: status_message(&e),
                 })?;
-                if decision == Decision::Claim
-                    && action == Action::Configured
-                    && known::created_by_the_write(&written)
-                {
-                    action = Action::Created;
+                // Whether the object existed shows in the answer: someone else may have
+                // created it since it was read, and an unclaimed one may have existed.
+                if matches!(decision, Decision::Create | Decision::Claim) {
+                    action = if known::created_by_the_write(&written) {
+                        Action::Created
+                    } else {
+                        Action::Configured
+                    };
                 }
                 let seen = serde_json::to_value(&written)
                     .ok()
                     .as_ref()
                     .and_then(Seen::of);
                 Ok::<_, ApplyError>((action, seen))
-            }
+            })
         })
         .collect();
-    // The probe alone: when it is refused, nothing of the stage has been written.
-    let probed = match probe {
-        Some(i) => Some((i, writes.remove(i).await?)),
-        None => None,
-    };
-    let mut results = stream::iter(writes)
+    let mut results: Vec<Option<Result<Written, ApplyError>>> =
+        std::iter::repeat_with(|| None).take(work.len()).collect();
+
+    // The undoable creations, untested: one refused means the others are deleted again.
+    let first: Vec<usize> = (0..work.len()).filter(|i| undoable[*i]).collect();
+    let batch: Vec<_> = first.iter().filter_map(|i| writes[*i].take()).collect();
+    let answers = stream::iter(batch)
         .buffered(opts.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
-    if let Some((i, done)) = probed {
-        results.insert(i, Ok(done));
+    let mut written = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, answer) in first.iter().zip(answers) {
+        match answer {
+            Ok(done) => written.push((*i, done.clone())),
+            Err(ApplyError::Write { object, message }) => {
+                rejected.push(format!("{object}: {message}"))
+            }
+            Err(other) => rejected.push(other.to_string()),
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(undo(&work, &written, ApplyError::DryRun(rejected), opts).await);
+    }
+    for (i, done) in &written {
+        results[*i] = Some(Ok(done.clone()));
+    }
+
+    // The probe alone: when it is refused, nothing else of the stage has been written but the
+    // undoable creations, which are deleted again. Its write is its test only while everything
+    // written so far can be undone: once a creation turned out to configure an object that
+    // existed (an unclaimed object without owner labels), the probe is dry-run first.
+    if let Some(i) = probe {
+        let configured_existing = written.iter().any(|(_, (a, _))| *a != Action::Created);
+        let tested = if configured_existing {
+            let w = &work[i];
+            let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
+            match w
+                .api
+                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
+                .await
+            {
+                Err(err) => refused_untested(&w.planned.id, &w.intent, w.may_exist(), &err, opts),
+                Ok(_) => Ok(()),
+            }
+        } else {
+            Ok(())
+        };
+        let done = match tested {
+            Ok(()) => match writes[i].take() {
+                Some(write) => write.await,
+                None => Ok((Action::Unchanged, None)),
+            },
+            Err(refused) => Err(refused),
+        };
+        match done {
+            Ok(done) => results[i] = Some(Ok(done)),
+            Err(refused) => return Err(undo(&work, &written, refused, opts).await),
+        }
+    }
+
+    // The rest, every one tested by its dry-run.
+    let rest: Vec<usize> = (0..work.len()).filter(|i| writes[*i].is_some()).collect();
+    let batch: Vec<_> = rest.iter().filter_map(|i| writes[*i].take()).collect();
+    let answers = stream::iter(batch)
+        .buffered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    for (i, answer) in rest.into_iter().zip(answers) {
+        results[i] = Some(answer);
     }
     let mut out = Vec::with_capacity(work.len());
     for (w, result) in work.iter().zip(results) {
-        let (action, seen) = result?;
+        let (action, seen) = result.unwrap_or(Ok((Action::Unchanged, None)))?;
         out.push((w.planned.id.clone(), action, seen));
     }
     Ok(out)
+}
+
+/// Deletes again the objects of `written` that their write created (each only at the version
+/// the write left, so nothing changed since is deleted) after the stage was refused for
+/// `refused`. Returns `refused` when nothing written stays, else [`ApplyError::PartlyApplied`]
+/// naming what stays and why.
+async fn undo(
+    work: &[Work<'_>],
+    written: &[(usize, Written)],
+    refused: ApplyError,
+    opts: &ApplyOptions,
+) -> ApplyError {
+    let deletions: Vec<_> = written
+        .iter()
+        .map(|(i, (action, seen))| {
+            let w = &work[*i];
+            async move {
+                let id = &w.planned.id;
+                let Some(seen) = seen.as_ref().filter(|_| *action == Action::Created) else {
+                    return Some(format!(
+                        "{id}: existed without owner labels and was configured before the refusal"
+                    ));
+                };
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(seen.uid.clone()),
+                        resource_version: Some(seen.resource_version.clone()),
+                    }),
+                    ..DeleteParams::background()
+                };
+                match w.api.delete(&id.name, &params).await {
+                    Ok(_) => None,
+                    Err(kube::Error::Api(status)) if status.code == 404 => None,
+                    Err(e) => Some(format!(
+                        "{id}: created, and deleting it again failed: {}",
+                        status_message(&e)
+                    )),
+                }
+            }
+        })
+        .collect();
+    let kept: Vec<String> = stream::iter(deletions)
+        .buffered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if kept.is_empty() {
+        return refused;
+    }
+    tracing::warn!(
+        kept = kept.len(),
+        "a refused stage left objects written before the refusal"
+    );
+    let rejected = match refused {
+        ApplyError::DryRun(rejected) => rejected,
+        other => vec![other.to_string()],
+    };
+    ApplyError::PartlyApplied { rejected, kept }
 }
 
 /// What applying a plan would do to one object (see [`preview`]).
@@ -990,6 +1183,54 @@ async fn recreate_prelude(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<()
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_new_passive_objects_are_undoable_creations() {
+        let undoable = |object: Value, decision| {
+            let id = ObjectRef::from_object(&object).unwrap();
+            undoable_creation(&id, &object, decision)
+        };
+        let of = |api: &str, kind: &str, spec: Value| {
+            json!({"apiVersion": api, "kind": kind,
+                "metadata": {"name": "x", "namespace": "ns"}, "spec": spec})
+        };
+        for kind in ["ConfigMap", "Secret", "ServiceAccount", "Service"] {
+            for decision in [Decision::Create, Decision::Claim] {
+                assert!(undoable(of("v1", kind, json!({})), decision), "{kind}");
+            }
+            for decision in [
+                Decision::Skip,
+                Decision::Configure,
+                Decision::Adopt,
+                Decision::Recreate,
+            ] {
+                assert!(!undoable(of("v1", kind, json!({})), decision), "{kind}");
+            }
+        }
+        assert!(undoable(
+            of("v1", "Service", json!({"type": "ClusterIP"})),
+            Decision::Create
+        ));
+        for kind in ["NodePort", "LoadBalancer", "ExternalName"] {
+            assert!(!undoable(
+                of("v1", "Service", json!({"type": kind})),
+                Decision::Create
+            ));
+        }
+        for (api, kind) in [
+            ("apps/v1", "Deployment"),
+            ("batch/v1", "Job"),
+            ("v1", "PersistentVolumeClaim"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("example.com/v1", "ConfigMap"),
+        ] {
+            assert!(
+                !undoable(of(api, kind, json!({})), Decision::Create),
+                "{api} {kind}"
+            );
+        }
+    }
 
     #[test]
     fn secret_string_data_is_folded_into_data() {
