@@ -278,7 +278,23 @@ async fn relay(mut client: TcpStream, log: Arc<Mutex<Vec<Relayed>>>, expected: S
             .await;
         upstream.write_all(&head[end..]).await
     } else {
-        upstream.write_all(&head).await
+        // One request per connection: the proxy reads only the first request's head and then
+        // copies bytes, so a second request on a kept-alive connection would pass unrecorded.
+        let mut forwarded: Vec<u8> = text
+            .split("\r\n")
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.split_once(':').is_some_and(|(k, _)| {
+                        let k = k.trim();
+                        k.eq_ignore_ascii_case("connection")
+                            || k.eq_ignore_ascii_case("proxy-connection")
+                    })
+            })
+            .flat_map(|l| [l.as_bytes(), b"\r\n"].concat())
+            .collect();
+        forwarded.extend_from_slice(b"Connection: close\r\n\r\n");
+        forwarded.extend_from_slice(&head[end..]);
+        upstream.write_all(&forwarded).await
     };
     if sent.is_ok() {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
