@@ -10,6 +10,25 @@ use gitops_conformance::{TestNamespace, kubectl_ok};
 use gitops_reconciler::apply::{self, Action, ApplyError, HealthError, Resolver, inventory};
 use kustomization_support::*;
 
+/// Applies `manifest`, which must fail with exactly one object refused (`why`); the error's text.
+async fn one_refusal(
+    client: &kube::Client,
+    resolver: &Resolver,
+    manifest: &str,
+    opts: &apply::ApplyOptions,
+    why: &str,
+) -> String {
+    let err = plan_and_apply(client, resolver, manifest, opts)
+        .await
+        .expect_err(why);
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
+        "{why}: {message}"
+    );
+    message
+}
+
 fn app(ns: &str, replicas: u32, data: &str) -> String {
     format!(
         r#"
@@ -197,14 +216,14 @@ async fn a_rejected_object_leaves_its_stage_untouched() {
     plan_and_apply(&client, &resolver, &app(&ns.name, 1, "a"), &opts)
         .await
         .expect("apply the valid objects");
-    let err = plan_and_apply(&client, &resolver, &manifest, &opts)
-        .await
-        .expect_err("the invalid Service is refused");
-    let message = err.to_string();
-    assert!(
-        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
-        "{message}"
-    );
+    let message = one_refusal(
+        &client,
+        &resolver,
+        &manifest,
+        &opts,
+        "the invalid Service is refused",
+    )
+    .await;
     assert!(
         message.contains(&format!("Service {}/broken", ns.name)) && message.contains("99999"),
         "{message}"
@@ -855,6 +874,17 @@ impl Drop for NoDryRuns {
     }
 }
 
+/// The API resource of ConfigMaps.
+fn configmaps() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+    }
+}
+
 /// The names of the ConfigMaps of `ns` added and deleted from now on, in order, until
 /// `deleted` is deleted or 60 s passed.
 async fn configmap_events(
@@ -863,14 +893,8 @@ async fn configmap_events(
     deleted: &str,
 ) -> tokio::task::JoinHandle<Vec<String>> {
     use futures::StreamExt as _;
-    use kube::api::{ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
-    let resource = ApiResource {
-        group: String::new(),
-        version: "v1".into(),
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        plural: "configmaps".into(),
-    };
+    use kube::api::{DynamicObject, ListParams, WatchEvent, WatchParams};
+    let resource = configmaps();
     let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(client.clone(), ns, &resource);
     let version = api
         .list_metadata(&ListParams::default())
@@ -975,14 +999,14 @@ spec:
         passive("two"),
         deployment("broken", -1)
     );
-    let err = plan_and_apply(&client, &resolver, &refused, &opts)
-        .await
-        .expect_err("the Deployment with replicas -1 is refused");
-    let message = err.to_string();
-    assert!(
-        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
-        "{message}"
-    );
+    let message = one_refusal(
+        &client,
+        &resolver,
+        &refused,
+        &opts,
+        "the Deployment with replicas -1 is refused",
+    )
+    .await;
     assert!(
         message.contains(&format!("Deployment {}/broken", ns.name)),
         "{message}"
@@ -1018,14 +1042,14 @@ spec:
         passive("three"),
         deployment("other", 1)
     );
-    let err = plan_and_apply(&client, &resolver, &refused, &opts)
-        .await
-        .expect_err("the Service with port 99999 is refused");
-    let message = err.to_string();
-    assert!(
-        matches!(err, ApplyError::DryRun(ref v) if v.len() == 1),
-        "{message}"
-    );
+    let message = one_refusal(
+        &client,
+        &resolver,
+        &refused,
+        &opts,
+        "the Service with port 99999 is refused",
+    )
+    .await;
     assert!(
         message.contains("svc-bad") && message.contains("99999"),
         "{message}"
@@ -1045,18 +1069,11 @@ spec:
 #[ignore = "needs a cluster"]
 async fn an_unclaimed_object_that_existed_is_named_when_a_refusal_leaves_it_configured() {
     use gitops_reconciler::apply::{KindWatches, Known, Verified};
-    use kube::api::ApiResource;
     use std::sync::Arc;
     let ns = TestNamespace::new("ks-unclaimed");
     let client = client().await;
     let resolver = Resolver::new();
-    let resource = ApiResource {
-        group: String::new(),
-        version: "v1".into(),
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        plural: "configmaps".into(),
-    };
+    let resource = configmaps();
     // The shared store of ConfigMaps, listed: objects it does not hold are unclaimed.
     let watches = Arc::new(KindWatches::new(client.clone()));
     let _lease = watches.lease(&resource).expect("a store");
