@@ -60,13 +60,25 @@ pub(super) async fn finish_success(
     let revision = outcome.revision().to_owned();
     let mut event = None;
     if let FetchOutcome::Stored { artifact, .. } = &outcome {
+        // The same artifact stored again (same revision and content) was not updated: it keeps
+        // the time it was.
+        let last_update_time = old_status
+            .artifact
+            .as_ref()
+            .filter(|a| {
+                a.revision == revision
+                    && a.digest == artifact.packed.digest
+                    && a.path == artifact.path
+            })
+            .map(|a| a.last_update_time.clone())
+            .unwrap_or_else(|| jiff::Timestamp::now().to_string());
         new_status.artifact = Some(Artifact {
             revision: revision.clone(),
             digest: artifact.packed.digest.clone(),
             size: i64::try_from(artifact.packed.size).unwrap_or(i64::MAX),
             url: ctx.config.artifact_url(&artifact.path),
             path: artifact.path.clone(),
-            last_update_time: jiff::Timestamp::now().to_string(),
+            last_update_time,
         });
         let changed_revision = old_status.artifact.as_ref().map(|a| &a.revision) != Some(&revision);
         if changed_revision {
