@@ -399,6 +399,13 @@ impl Work<'_> {
         self.live.is_some() || self.hint.is_some()
     }
 
+    /// Server-side applies the intent with `params` (a dry-run, when they say so).
+    async fn send(&self, params: &PatchParams) -> Result<DynamicObject, kube::Error> {
+        self.api
+            .patch(&self.planned.id.name, params, &Patch::Apply(&self.intent))
+            .await
+    }
+
     /// The version of the object the apply saw without writing it.
     fn seen_unwritten(&self) -> Option<Seen> {
         match &self.hint {
@@ -799,11 +806,7 @@ async fn decide_stage<'a>(
             .map(|i| {
                 let (w, dry) = (&work[i], dry.clone());
                 async move {
-                    match w
-                        .api
-                        .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
-                        .await
-                    {
+                    match w.send(&dry).await {
                         Err(err)
                             if !(immutable_field(&err).is_some()
                                 && wants_force(&w.intent, opts)
@@ -950,11 +953,9 @@ async fn apply_stage(
     let mut rejected = Vec::new();
     for (i, answer) in first.iter().zip(answers) {
         match answer {
-            Ok(done) => written.push((*i, done.clone())),
-            Err(ApplyError::Write { object, message }) => {
-                rejected.push(format!("{object}: {message}"))
-            }
-            Err(other) => rejected.push(other.to_string()),
+            Ok(done) => written.push((*i, done)),
+            // A refused write reads "object: message", as a refused dry-run does.
+            Err(refused) => rejected.push(refused.to_string()),
         }
     }
     if !rejected.is_empty() {
@@ -973,11 +974,7 @@ async fn apply_stage(
         let tested = if configured_existing {
             let w = &work[i];
             let dry = PatchParams::apply(meta::FIELD_MANAGER).force().dry_run();
-            match w
-                .api
-                .patch(&w.planned.id.name, &dry, &Patch::Apply(&w.intent))
-                .await
-            {
+            match w.send(&dry).await {
                 Err(err) => refused_untested(&w.planned.id, &w.intent, w.may_exist(), &err, opts),
                 Ok(_) => Ok(()),
             }
