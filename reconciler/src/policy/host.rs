@@ -197,8 +197,8 @@ type ValidateResults = (Vec<wit::Violation>,);
 enum Returned {
     /// Byte-identical to the object at the same index of the step's input.
     Same,
-    /// New or changed: its text, its value and its checked identity.
-    Changed(String, Value, ObjectRef),
+    /// New or changed: its text and its checked identity.
+    Changed(String, ObjectRef),
 }
 
 /// A tenant's compilation in a worker; the tenant may start another once this is dropped.
@@ -1024,9 +1024,9 @@ impl PolicyHost {
     ///
     /// Expected flow: every module is loaded and every config validated first (nothing runs
     /// if one fails); then each transforming step in order (each sees the previous output;
-    /// every object a step changed or added is read completely right there
-    /// (`output::read`) and checked against `ctx.tenancy` when set); then each validating
-    /// step on the final objects.
+    /// every object a step changed or added is checked completely right there
+    /// (`output::check`) and against `ctx.tenancy` when set); then each validating step on
+    /// the final objects; then the changed objects of the final list are parsed, once.
     ///
     /// Guarantees: a step that fails with `failure_policy: Ignore` is skipped (the objects stay
     /// as they were before it) and reported in `ignored_failures`; any other failure returns
@@ -1162,14 +1162,33 @@ impl PolicyHost {
                 violations: denials,
             });
         }
-        // An object no transform changed is the input value itself; a changed one was parsed
-        // when it was returned.
+        // An object no transform changed is the input value itself; a changed one is parsed
+        // now (only the last text of an object matters, and it was checked with the same
+        // parser and limits when it was returned).
+        let returned: Vec<(usize, &String)> = current
+            .origins
+            .iter()
+            .zip(&current.texts)
+            .filter_map(|(origin, text)| match origin {
+                Origin::Returned(position) => Some((*position, text)),
+                Origin::Input(_) => None,
+            })
+            .collect();
+        let mut parsed = map_all(&returned, parallel, |(position, text)| {
+            output::parse(text).map_err(|e| {
+                let policy = steps.get(*position).map_or("?", |s| s.name.as_str());
+                PolicyError::Engine(format!(
+                    "an object returned by policy {policy} passed the output check but could not be parsed: {e}"
+                ))
+            })
+        })
+        .into_iter();
         let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
         let mut objects = Vec::with_capacity(current.origins.len());
-        for origin in current.origins {
+        for origin in &current.origins {
             let value = match origin {
-                Origin::Input(i) => originals.get_mut(i).and_then(Option::take),
-                Origin::Returned(value) => Some(value),
+                Origin::Input(i) => originals.get_mut(*i).and_then(Option::take),
+                Origin::Returned(_) => parsed.next().transpose()?,
             }
             .ok_or_else(|| PolicyError::Engine("pipeline lost track of an object".into()))?;
             objects.push(value);
@@ -1265,7 +1284,7 @@ impl PolicyHost {
             });
         }
         let parallel = out.len() >= PARALLEL_FROM;
-        // Returned exactly as it was handed in: already checked. Anything else is read
+        // Returned exactly as it was handed in: already checked. Anything else is checked
         // completely now, so a bad object fails this step, naming it.
         let checked = map_all(
             &out.iter().enumerate().collect::<Vec<_>>(),
@@ -1274,7 +1293,7 @@ impl PolicyHost {
                 if texts.get(*index) == Some(*text) {
                     return Ok(None);
                 }
-                output::read(text)
+                output::check(text)
                     .map(Some)
                     .map_err(|m| PolicyError::MalformedOutput {
                         policy: policy.to_owned(),
@@ -1289,13 +1308,13 @@ impl PolicyHost {
         for (text, checked) in out.into_iter().zip(checked) {
             returned.push(match checked? {
                 None => Returned::Same,
-                Some((value, r)) => Returned::Changed(text, value, r),
+                Some(r) => Returned::Changed(text, r),
             });
         }
         if let Some(input) = tenancy {
             let changed = returned.iter().filter_map(|r| match r {
                 Returned::Same => None,
-                Returned::Changed(_, _, r) => Some(r),
+                Returned::Changed(_, r) => Some(r),
             });
             input.check(changed, policy)?;
         }
@@ -1317,9 +1336,9 @@ impl PolicyHost {
                     next.texts.push(std::mem::take(&mut current.texts[index]));
                     next.origins.push(origin);
                 }
-                Returned::Changed(text, value, _) => {
+                Returned::Changed(text, _) => {
                     next.texts.push(text);
-                    next.origins.push(Origin::Returned(value));
+                    next.origins.push(Origin::Returned(call.position));
                 }
             }
         }
@@ -1367,8 +1386,9 @@ struct Documents {
 enum Origin {
     /// Byte-identical to this object of the pipeline input (no transform changed it).
     Input(usize),
-    /// Changed or added by a transform, and read by [`output::read`] when it was returned.
-    Returned(Value),
+    /// Changed or added by the transform at this position of the pipeline, and checked by
+    /// [`output::check`] when it was returned.
+    Returned(usize),
 }
 
 /// `failurePolicy: Ignore` covers a policy that fails to *run* (deadline, memory, trap, bad

@@ -2,12 +2,16 @@
 //! it is parsed with the limits every later reader applies (serde_json's: nesting at most 128
 //! levels, finite numbers, valid Unicode with no lone surrogates), must not exceed the size
 //! the apiserver accepts for one object, and must be a JSON object with `apiVersion`, `kind`
-//! and `metadata.name`. The parsed value is kept, so no later stage parses it again.
+//! and `metadata.name`. [`check`] does this without building the document (a later transform
+//! may replace it anyway); [`parse`] builds the value of a checked document, once, for the
+//! pipeline's result.
 
 use super::ObjectRef;
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::fmt;
 
 /// Largest object a transform may return, in bytes of JSON: the apiserver's limit on a request
 /// body (3 MiB), which no applied object can exceed.
@@ -20,8 +24,8 @@ pub(crate) struct Malformed {
     pub(crate) reason: String,
 }
 
-/// Reads one output document completely (see the module docs).
-pub(crate) fn read(document: &str) -> Result<(Value, ObjectRef), Malformed> {
+/// Checks one output document completely (see the module docs) and returns its identity.
+pub(crate) fn check(document: &str) -> Result<ObjectRef, Malformed> {
     let malformed = |reason: String| Malformed {
         object: identify(document).ok(),
         reason,
@@ -32,16 +36,246 @@ pub(crate) fn read(document: &str) -> Result<(Value, ObjectRef), Malformed> {
             document.len()
         )));
     }
-    let value: Value =
-        serde_json::from_str(document).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
-    let object = head(&value).map_err(|reason| Malformed {
+    let mut de = serde_json::Deserializer::from_str(document);
+    let top = Top::deserialize(&mut de)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|e| malformed(format!("invalid JSON: {e}")))?;
+    top.identity().map_err(|reason| Malformed {
         object: None,
         reason: reason.to_owned(),
+    })
+}
+
+/// The value of a document [`check`] accepted (the same parser and limits, so it does not
+/// fail on one).
+pub(crate) fn parse(document: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(document)
+}
+
+/// [`check`], then [`parse`].
+#[cfg(test)]
+fn read(document: &str) -> Result<(Value, ObjectRef), Malformed> {
+    let object = check(document)?;
+    let value = parse(document).map_err(|e| Malformed {
+        object: Some(object.clone()),
+        reason: format!("invalid JSON: {e}"),
     })?;
     Ok((value, object))
 }
 
-/// The identity of a parsed object, by the same rules as [`identify`].
+/// What [`check`] keeps of a whole document: for a JSON object, the last value of each
+/// identity key (as a `Value` would), each a non-empty string or nothing.
+enum Top {
+    NotAnObject,
+    Object {
+        api_version: Option<String>,
+        kind: Option<String>,
+        /// `None` without a `metadata` key; otherwise its `name` and `namespace`.
+        metadata: Option<(Option<String>, Option<String>)>,
+    },
+}
+
+impl Top {
+    /// The identity, by the same rules as [`identify`].
+    fn identity(self) -> Result<ObjectRef, &'static str> {
+        let Top::Object {
+            api_version,
+            kind,
+            metadata,
+        } = self
+        else {
+            return Err("not a JSON object");
+        };
+        let api_version = api_version.ok_or("apiVersion is missing")?;
+        let kind = kind.ok_or("kind is missing")?;
+        let (name, namespace) = metadata.ok_or("metadata is missing")?;
+        Ok(ObjectRef {
+            api_version,
+            kind,
+            namespace,
+            name: name.ok_or("metadata.name is missing")?,
+        })
+    }
+}
+
+/// The keys [`check`] looks at; any other key is [`Key::Other`].
+enum Key {
+    ApiVersion,
+    Kind,
+    Metadata,
+    Name,
+    Namespace,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "apiVersion" => Key::ApiVersion,
+                    "kind" => Key::Kind,
+                    "metadata" => Key::Metadata,
+                    "name" => Key::Name,
+                    "namespace" => Key::Namespace,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, walked completely through serde_json's `deserialize_any` (the path a
+/// `Value` is built on, with its recursion limit and checks of numbers and strings), and
+/// dropped.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Skip, D::Error> {
+        deserializer.deserialize_any(Walk(
+            Level::Inner,
+            |_: Option<&str>| Skip,
+            |_| Skip,
+            |_| Skip,
+        ))
+    }
+}
+
+/// A value that counts only as a non-empty string.
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        deserializer.deserialize_any(Walk(
+            Level::Inner,
+            |s: Option<&str>| Text(s.filter(|s| !s.is_empty()).map(str::to_owned)),
+            |_| Text(None),
+            |_| Text(None),
+        ))
+    }
+}
+
+/// `metadata`: its `name` and `namespace` when it is an object.
+struct Meta(Option<String>, Option<String>);
+
+impl<'de> Deserialize<'de> for Meta {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Meta, D::Error> {
+        deserializer.deserialize_any(Walk(
+            Level::Metadata,
+            |_: Option<&str>| Meta(None, None),
+            |_| Meta(None, None),
+            |fields: Fields| Meta(fields.name, fields.namespace),
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Top {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Top, D::Error> {
+        deserializer.deserialize_any(Walk(
+            Level::Top,
+            |_: Option<&str>| Top::NotAnObject,
+            |_| Top::NotAnObject,
+            |fields: Fields| Top::Object {
+                api_version: fields.api_version,
+                kind: fields.kind,
+                metadata: fields.metadata,
+            },
+        ))
+    }
+}
+
+/// The identity keys of a JSON object, the last of each.
+#[derive(Default)]
+struct Fields {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<(Option<String>, Option<String>)>,
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// Where a value is in the document: which of its keys are identity keys.
+#[derive(Clone, Copy)]
+enum Level {
+    /// The document: `apiVersion`, `kind`, `metadata`.
+    Top,
+    /// `metadata`: `name`, `namespace`.
+    Metadata,
+    /// Anywhere else: none.
+    Inner,
+}
+
+/// Visits any value: a scalar (`Some` text for a string) gives the first function, an array
+/// (walked through) the second, an object (walked through, the identity keys of its level
+/// kept) the third.
+struct Walk<S, A, O>(Level, S, A, O);
+
+impl<'de, T, S, A, O> Visitor<'de> for Walk<S, A, O>
+where
+    S: FnOnce(Option<&str>) -> T,
+    A: FnOnce(()) -> T,
+    O: FnOnce(Fields) -> T,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok((self.1)(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok((self.1)(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
+        Ok((self.1)(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok((self.1)(None))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<T, E> {
+        Ok((self.1)(Some(s)))
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok((self.1)(None))
+    }
+    fn visit_none<E>(self) -> Result<T, E> {
+        Ok((self.1)(None))
+    }
+    fn visit_seq<Q: SeqAccess<'de>>(self, mut seq: Q) -> Result<T, Q::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok((self.2)(()))
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<T, M::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match (self.0, key) {
+                (Level::Top, Key::ApiVersion) => fields.api_version = map.next_value::<Text>()?.0,
+                (Level::Top, Key::Kind) => fields.kind = map.next_value::<Text>()?.0,
+                (Level::Top, Key::Metadata) => {
+                    let Meta(name, namespace) = map.next_value()?;
+                    fields.metadata = Some((name, namespace));
+                }
+                (Level::Metadata, Key::Name) => fields.name = map.next_value::<Text>()?.0,
+                (Level::Metadata, Key::Namespace) => fields.namespace = map.next_value::<Text>()?.0,
+                _ => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok((self.3)(fields))
+    }
+}
+
+/// The identity of a parsed object, by the same rules as [`identify`] (the reference
+/// [`check`] is tested against).
+#[cfg(test)]
 fn head(value: &Value) -> Result<ObjectRef, &'static str> {
     let Value::Object(map) = value else {
         return Err("not a JSON object");
@@ -120,6 +354,67 @@ pub(crate) fn group(api_version: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`check`] must agree with: the document parsed into a `Value`, then [`head`].
+    fn reference(document: &str) -> Result<ObjectRef, String> {
+        if document.len() > MAX_OBJECT_BYTES {
+            return Err("too large".to_owned());
+        }
+        let value: Value = serde_json::from_str(document).map_err(|e| e.to_string())?;
+        head(&value).map_err(str::to_owned)
+    }
+
+    /// [`check`] accepts exactly what [`reference`] accepts, with the same identity, and a
+    /// document it accepts parses.
+    fn agrees(document: &str) -> Result<(), String> {
+        let checked = check(document);
+        match (&checked, reference(document)) {
+            (Ok(a), Ok(b)) if *a == b => parse(document).map(drop).map_err(|e| e.to_string()),
+            (Err(_), Err(_)) => Ok(()),
+            (a, b) => Err(format!(
+                "check {:?} but a Value reads {b:?}: {document}",
+                a.as_ref().map_err(|m| &m.reason)
+            )),
+        }
+    }
+
+    #[test]
+    fn check_keeps_the_last_of_repeated_keys_as_a_value_does() {
+        for (document, identity) in [
+            (
+                r#"{"apiVersion":"v1","kind":"A","kind":"B","metadata":{"name":"a"}}"#,
+                Ok("B a"),
+            ),
+            (
+                r#"{"apiVersion":"v1","kind":"A","kind":5,"metadata":{"name":"a"}}"#,
+                Err("kind is missing"),
+            ),
+            (
+                r#"{"apiVersion":"v1","kind":"A","metadata":{"name":"a"},"metadata":{"namespace":"n"}}"#,
+                Err("metadata.name is missing"),
+            ),
+            (
+                r#"{"apiVersion":"v1","kind":"A","metadata":{"name":"a","namespace":"n","namespace":""}}"#,
+                Ok("A a"),
+            ),
+            (
+                r#"{"apiVersion":"v1","kind":"A","metadata":null}"#,
+                Err("metadata.name is missing"),
+            ),
+            (
+                r#"{"apiVersion":"v1","kind":"A","spec":{"metadata":{"name":"x"}},"metadata":{"name":"a","labels":{"name":"b"}}}"#,
+                Ok("A a"),
+            ),
+        ] {
+            let checked = check(document).map(|r| r.to_string()).map_err(|m| m.reason);
+            assert_eq!(
+                checked.as_deref().map_err(String::as_str),
+                identity,
+                "{document}"
+            );
+            agrees(document).unwrap();
+        }
+    }
 
     #[test]
     fn read_refuses_what_later_readers_would_and_names_the_object() {
@@ -235,6 +530,7 @@ mod tests {
             let Ok(text) = String::from_utf8(doc) else {
                 continue;
             };
+            agrees(&text).unwrap();
             if let Ok((value, r)) = read(&text) {
                 assert_eq!(head(&value).ok(), Some(r), "{text}");
                 let again: Value = serde_json::from_str(&value.to_string()).expect("round trip");
@@ -277,12 +573,14 @@ mod tests {
                 prop_assert_eq!(&r.name, &name);
                 prop_assert_eq!(r.namespace.clone(), namespace.filter(|n| !n.is_empty()));
                 prop_assert_eq!(identify(&text), Ok(r));
+                agrees(&text).map_err(TestCaseError::fail)?;
             }
 
             /// Any text is read or refused, never a panic; what is accepted has the identity
             /// reported and survives a write and a read unchanged.
             #[test]
             fn any_text_is_read_or_refused(text in any::<String>()) {
+                agrees(&text).map_err(TestCaseError::fail)?;
                 match read(&text) {
                     Ok((value, r)) => {
                         prop_assert_eq!(head(&value).ok(), Some(r));
@@ -316,6 +614,7 @@ mod tests {
                     at -= 1;
                 }
                 let text = format!("{}{splice}{}", &text[..at], &text[at..]);
+                agrees(&text).map_err(TestCaseError::fail)?;
                 if let Ok((value, r)) = read(&text) {
                     prop_assert_eq!(head(&value).ok(), Some(r));
                 }
@@ -331,6 +630,7 @@ mod tests {
                     open.repeat(depth),
                     close.repeat(depth)
                 );
+                agrees(&text).map_err(TestCaseError::fail)?;
                 match read(&text) {
                     Ok(_) => prop_assert!(depth < 128, "accepted {depth} levels"),
                     Err(m) => {
