@@ -1136,11 +1136,37 @@ impl PolicyHost {
                     },
                 )
             };
-        if parallel {
+        // An object no transform changed is the input value itself; a changed one is parsed
+        // here (only the last text of an object matters, and it was checked with the same
+        // parser and limits when it was returned), beside the validations.
+        let returned: Vec<(usize, &String)> = current
+            .origins
+            .iter()
+            .zip(&current.texts)
+            .filter_map(|(origin, text)| match origin {
+                Origin::Returned(position) => Some((*position, text)),
+                Origin::Input(_) => None,
+            })
+            .collect();
+        let parse = |(position, text): &(usize, &String)| {
+            output::parse(text).map_err(|e| {
+                let policy = steps.get(*position).map_or("?", |s| s.name.as_str());
+                PolicyError::Engine(format!(
+                    "an object returned by policy {policy} passed the output check but could not be parsed: {e}"
+                ))
+            })
+        };
+        let (findings, parsed) = if parallel {
             // Calls side by side on other threads take turns of their own.
             pipeline_turn = None;
-        }
-        let findings = map_all(&validating, parallel, validate);
+            rayon::join(
+                || map_all(&validating, true, validate),
+                || map_all(&returned, true, parse),
+            )
+        } else {
+            let findings = map_all(&validating, false, validate);
+            (findings, map_all(&returned, false, parse))
+        };
         drop(pipeline_turn);
         let mut denials = Vec::new();
         for ((_, step, _, _), found) in validating.iter().zip(findings) {
@@ -1162,27 +1188,7 @@ impl PolicyHost {
                 violations: denials,
             });
         }
-        // An object no transform changed is the input value itself; a changed one is parsed
-        // now (only the last text of an object matters, and it was checked with the same
-        // parser and limits when it was returned).
-        let returned: Vec<(usize, &String)> = current
-            .origins
-            .iter()
-            .zip(&current.texts)
-            .filter_map(|(origin, text)| match origin {
-                Origin::Returned(position) => Some((*position, text)),
-                Origin::Input(_) => None,
-            })
-            .collect();
-        let mut parsed = map_all(&returned, parallel, |(position, text)| {
-            output::parse(text).map_err(|e| {
-                let policy = steps.get(*position).map_or("?", |s| s.name.as_str());
-                PolicyError::Engine(format!(
-                    "an object returned by policy {policy} passed the output check but could not be parsed: {e}"
-                ))
-            })
-        })
-        .into_iter();
+        let mut parsed = parsed.into_iter();
         let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
         let mut objects = Vec::with_capacity(current.origins.len());
         for origin in &current.origins {
