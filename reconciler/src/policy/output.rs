@@ -76,7 +76,8 @@ enum Top {
 }
 
 impl Top {
-    /// The identity, by the same rules as [`identify`].
+    /// The identity: `apiVersion`, `kind` and `metadata.name` are required (the rules of both
+    /// [`check`] and [`identify`]).
     fn identity(self) -> Result<ObjectRef, &'static str> {
         let Top::Object {
             api_version,
@@ -138,12 +139,7 @@ struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Skip, D::Error> {
-        deserializer.deserialize_any(Walk(
-            Level::Inner,
-            |_: Option<&str>| Skip,
-            |_| Skip,
-            |_| Skip,
-        ))
+        deserializer.deserialize_any(Walk(Level::Inner, |_: Option<&str>| Skip, |_| Skip))
     }
 }
 
@@ -155,7 +151,6 @@ impl<'de> Deserialize<'de> for Text {
         deserializer.deserialize_any(Walk(
             Level::Inner,
             |s: Option<&str>| Text(s.filter(|s| !s.is_empty()).map(str::to_owned)),
-            |_| Text(None),
             |_| Text(None),
         ))
     }
@@ -169,7 +164,6 @@ impl<'de> Deserialize<'de> for Meta {
         deserializer.deserialize_any(Walk(
             Level::Metadata,
             |_: Option<&str>| Meta(None, None),
-            |_| Meta(None, None),
             |fields: Fields| Meta(fields.name, fields.namespace),
         ))
     }
@@ -180,7 +174,6 @@ impl<'de> Deserialize<'de> for Top {
         deserializer.deserialize_any(Walk(
             Level::Top,
             |_: Option<&str>| Top::NotAnObject,
-            |_| Top::NotAnObject,
             |fields: Fields| Top::Object {
                 api_version: fields.api_version,
                 kind: fields.kind,
@@ -211,15 +204,14 @@ enum Level {
     Inner,
 }
 
-/// Visits any value: a scalar (`Some` text for a string) gives the first function, an array
-/// (walked through) the second, an object (walked through, the identity keys of its level
-/// kept) the third.
-struct Walk<S, A, O>(Level, S, A, O);
+/// Visits any value: a scalar or an array (walked through) gives the first function (`Some`
+/// text for a string), an object (walked through, the identity keys of its level kept) the
+/// second.
+struct Walk<S, O>(Level, S, O);
 
-impl<'de, T, S, A, O> Visitor<'de> for Walk<S, A, O>
+impl<'de, T, S, O> Visitor<'de> for Walk<S, O>
 where
     S: FnOnce(Option<&str>) -> T,
-    A: FnOnce(()) -> T,
     O: FnOnce(Fields) -> T,
 {
     type Value = T;
@@ -250,7 +242,7 @@ where
     }
     fn visit_seq<Q: SeqAccess<'de>>(self, mut seq: Q) -> Result<T, Q::Error> {
         while seq.next_element::<Skip>()?.is_some() {}
-        Ok((self.2)(()))
+        Ok((self.1)(None))
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<T, M::Error> {
         let mut fields = Fields::default();
@@ -269,7 +261,7 @@ where
                 }
             }
         }
-        Ok((self.3)(fields))
+        Ok((self.2)(fields))
     }
 }
 
@@ -314,7 +306,7 @@ struct MetaHead<'a> {
 }
 
 /// Reads only the identity of an object document (the rest is skipped, not checked): names a
-/// document that [`read`] refuses.
+/// document that [`check`] refuses.
 fn identify(document: &str) -> Result<ObjectRef, String> {
     // A struct also deserializes from a JSON array; only an object is an object.
     if !document.trim_start().starts_with('{') {
@@ -322,28 +314,14 @@ fn identify(document: &str) -> Result<ObjectRef, String> {
     }
     let head: Head<'_> =
         serde_json::from_str(document).map_err(|e| format!("not a JSON object: {e}"))?;
-    let api_version = head
-        .api_version
-        .filter(|s| !s.is_empty())
-        .ok_or("apiVersion is missing")?;
-    let kind = head
-        .kind
-        .filter(|s| !s.is_empty())
-        .ok_or("kind is missing")?;
-    let metadata = head.metadata.ok_or("metadata is missing")?;
-    let name = metadata
-        .name
-        .filter(|s| !s.is_empty())
-        .ok_or("metadata.name is missing")?;
-    Ok(ObjectRef {
-        api_version: api_version.into_owned(),
-        kind: kind.into_owned(),
-        namespace: metadata
-            .namespace
-            .filter(|s| !s.is_empty())
-            .map(Cow::into_owned),
-        name: name.into_owned(),
-    })
+    let text = |s: Option<Cow<'_, str>>| s.filter(|s| !s.is_empty()).map(Cow::into_owned);
+    Top::Object {
+        api_version: text(head.api_version),
+        kind: text(head.kind),
+        metadata: head.metadata.map(|m| (text(m.name), text(m.namespace))),
+    }
+    .identity()
+    .map_err(str::to_owned)
 }
 
 /// The API group of an `apiVersion` (`""` for the core group).
