@@ -17,7 +17,7 @@
 //! Prints, per figure: measured, goal, and the ratio to the goal (or to the native baseline).
 
 use gitops_policy_sdk::bindings::kubectl_gitops::policy::types as wit;
-use gitops_policy_sdk::{Object, Policy, PolicyKind, Value, glue, json, testing};
+use gitops_policy_sdk::{Object, Policy, PolicyKind, Value, given, glue, json, testing};
 use gitops_reconciler::api::FailurePolicy;
 use gitops_reconciler::policy::{HostConfig, ModuleSource, PolicyContext, PolicyHost, PolicyStep};
 use std::time::{Duration, Instant};
@@ -84,11 +84,53 @@ fn wit_context() -> wit::Context {
     }
 }
 
+/// The positions of the objects a policy `P` is given (its declared kinds, as the host reads
+/// them from its metadata). The bench's transforms keep every object's kind and place, so the
+/// input's kinds hold at every step.
+fn given_to<P: Policy>(objects: &[Value]) -> Vec<usize> {
+    let kinds = P::metadata().kinds;
+    let field = |o: &Value, key: &str| o.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    (0..objects.len())
+        .filter(|&i| {
+            given::is_given(
+                kinds.as_deref(),
+                &field(&objects[i], "apiVersion"),
+                &field(&objects[i], "kind"),
+            )
+        })
+        .collect()
+}
+
+/// `transform` of `P` natively on the documents it is given, spliced back as the host does.
+fn native_transform<P: Policy>(objects: &[Value], config: &str, docs: Vec<String>) -> Vec<String> {
+    let at = given_to::<P>(objects);
+    let mut all: Vec<Option<String>> = docs.into_iter().map(Some).collect();
+    let sent = at.iter().filter_map(|&i| all[i].take()).collect();
+    let out = glue::transform::<P>(wit_context(), config, sent).expect("transform");
+    given::splice(all, &at, out.into_iter().map(Some).collect())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `validate` of `P` natively on the documents it is given.
+fn native_validate<P: Policy>(
+    objects: &[Value],
+    config: &str,
+    docs: &[String],
+) -> Vec<gitops_policy_sdk::bindings::kubectl_gitops::policy::types::Violation> {
+    let sent = given_to::<P>(objects)
+        .into_iter()
+        .map(|i| docs[i].clone())
+        .collect();
+    glue::validate::<P>(wit_context(), config, sent)
+}
+
 /// For reference, the components' code natively: the export functions of the three policies
-/// on JSON text, in the host's order, with the host's conversions at both ends (objects no
-/// transform changed are the input values; changed ones are parsed again) and the host's
-/// parallelism (input serialised on the rayon pool; the validations side by side, next to
-/// reading back).
+/// on JSON text, in the host's order, each given the objects of its kinds, with the host's
+/// conversions at both ends (objects no transform changed are the input values; changed ones
+/// are parsed again) and the host's parallelism (input serialised on the rayon pool; the
+/// validations side by side, next to reading back).
 fn native_exports(objects: Vec<Value>) -> Vec<Value> {
     use gitops_policy_image_pinning::ImagePinning as Ip;
     use gitops_policy_replica_bounds::ReplicaBounds as Rb;
@@ -97,14 +139,19 @@ fn native_exports(objects: Vec<Value>) -> Vec<Value> {
     let [(_, tn), (_, ip), (_, rb)] = configs().map(|(n, c)| (n, c.to_string()));
     let input: Vec<String> = objects.par_iter().map(Value::to_string).collect();
     let mut docs = input.clone();
-    docs = glue::transform::<Tn>(wit_context(), &tn, docs).expect("target-namespace");
-    docs = glue::transform::<Ip>(wit_context(), &ip, docs).expect("image-pinning");
-    docs = glue::transform::<Rb>(wit_context(), &rb, docs).expect("replica-bounds");
+    docs = native_transform::<Tn>(&objects, &tn, docs);
+    docs = native_transform::<Ip>(&objects, &ip, docs);
+    docs = native_transform::<Rb>(&objects, &rb, docs);
+    assert_eq!(
+        docs.len(),
+        objects.len(),
+        "the bench's transforms keep every object"
+    );
     let (violations, reread) = rayon::join(
         || {
             let (mut a, b) = rayon::join(
-                || glue::validate::<Ip>(wit_context(), &ip, docs.clone()),
-                || glue::validate::<Rb>(wit_context(), &rb, docs.clone()),
+                || native_validate::<Ip>(&objects, &ip, &docs),
+                || native_validate::<Rb>(&objects, &rb, &docs),
             );
             a.extend(b);
             a

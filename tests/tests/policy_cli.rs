@@ -103,6 +103,15 @@ fn an_allowing_policy_exits_0_with_its_rewrites() {
     ])
     .expect(0);
     golden("image-pinning-allow.txt", &run.stdout);
+    assert!(
+        run.stderr.starts_with(
+            "► running policy image-pinning 0.1.0 (transform + validate) on 2 of 5 objects (of the kinds it \
+             declares: Pod, Deployment.apps, StatefulSet.apps, DaemonSet.apps, ReplicaSet.apps, \
+             ReplicationController, Job.batch, CronJob.batch) from "
+        ),
+        "{}",
+        run.stderr
+    );
     assert_eq!(last_line(&run.stderr), "✔ allowed: 5 objects, 1 changed");
 }
 

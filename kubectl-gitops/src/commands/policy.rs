@@ -53,12 +53,27 @@ pub fn test(args: &PolicyTestArgs, ui: &mut Ui<'_>) -> anyhow::Result<Exit> {
     // The config is checked before anything is printed, so a refused one is the only line.
     host.validate_config(&step)
         .map_err(|e| policy_failure(&e))?;
+    // A policy that declares kinds is given only the objects of those kinds.
+    let given = match &info.kinds {
+        None => format!("{} objects", objects.len()),
+        Some(kinds) => format!(
+            "{} of {} objects (of the kinds it declares: {})",
+            objects.iter().filter(|o| info.is_given(o)).count(),
+            objects.len(),
+            escape(
+                &kinds
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        ),
+    };
     ui.step(&format!(
-        "running policy {} {} ({}) on {} objects from {}",
+        "running policy {} {} ({}) on {given} from {}",
         escape(&info.name),
         escape(&info.version),
         kind_text(info.kind),
-        objects.len(),
         args.filename.display()
     ))?;
 

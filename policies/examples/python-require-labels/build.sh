@@ -13,11 +13,11 @@ if [ ! -x "$tool/bin/componentize-py" ]; then
   python3 -m venv "$tool" >&2
   "$tool/bin/pip" install -q "componentize-py==$version" >&2
 fi
-key=$(cat "$here/app.py" "$here/build.sh" "$root"/wit/*.wit | sha256sum | cut -c1-16)
+key=$(cat "$here/app.py" "$here/build.sh" "$root"/wit/v0.1.0/*.wit | sha256sum | cut -c1-16)
 out="$GITOPS_CACHE_DIR/policy-examples/require-labels-$version-$key.wasm"
 if [ ! -s "$out" ]; then
   mkdir -p "$(dirname "$out")"
-  "$tool/bin/componentize-py" -d "$root/wit" -w policy componentize --stub-wasi -p "$here" app -o "$out.tmp" >&2
+  "$tool/bin/componentize-py" -d "$root/wit/v0.1.0" -w policy componentize --stub-wasi -p "$here" app -o "$out.tmp" >&2
   mv "$out.tmp" "$out"
 fi
 echo "$out"

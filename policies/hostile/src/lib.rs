@@ -190,6 +190,7 @@ impl Policy for Hostile {
             description: "Misbehaves on request; for tests only.".to_owned(),
             kind: PolicyKind::Both,
             config_schema: None,
+            kinds: None,
         }
     }
 

@@ -13,12 +13,14 @@
 //!   after normalising Docker Hub short names: `redis` is `docker.io/library/redis`).
 //!
 //! Covers `initContainers`, `containers` and `ephemeralContainers` of Pods and of the pod
-//! templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers,
-//! Jobs and CronJobs.
+//! templates of Deployments, StatefulSets, DaemonSets, ReplicaSets (`apps`),
+//! ReplicationControllers, Jobs and CronJobs (`batch`): the SDK's `POD_SPECS`, which are also
+//! the kinds it declares, so the host gives it only those.
 
-use gitops_policy_sdk::object::container_images;
+use gitops_policy_sdk::object::{POD_SPECS, container_images};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation, json,
+    ConfigError, Context, GroupKind, Metadata, Object, Policy, PolicyError, PolicyKind, Value,
+    Violation, json,
 };
 use std::collections::BTreeMap;
 
@@ -189,6 +191,12 @@ impl Policy for ImagePinning {
                     "additionalProperties": false
                 })
                 .to_string(),
+            ),
+            kinds: Some(
+                POD_SPECS
+                    .iter()
+                    .map(|&(group, kind, _)| GroupKind::new(group, kind))
+                    .collect(),
             ),
         }
     }

@@ -1,5 +1,6 @@
 //! Built-in policy `replica-bounds`: keeps `spec.replicas` of scalable workloads within
-//! per-kind bounds.
+//! per-kind bounds. Given only the scalable kinds and HorizontalPodAutoscalers (its metadata
+//! declares them).
 //!
 //! Config: `{"bounds": {"Deployment": {"min": 1, "max": 10}, "StatefulSet": {"max": 3}},
 //! "action": "deny" | "clamp"}` (`action` defaults to `deny`). Kinds: Deployment, StatefulSet,
@@ -9,22 +10,31 @@
 //! HorizontalPodAutoscaler in the same build targets (same namespace, kind and name) are left
 //! alone: the HPA owns their replicas.
 
-use gitops_policy_sdk::object::{kind, name, namespace, str_at};
+use gitops_policy_sdk::object::{group, kind, name, namespace, str_at};
 use gitops_policy_sdk::{
-    ConfigError, Context, Metadata, Object, Policy, PolicyError, PolicyKind, Value, Violation, json,
+    ConfigError, Context, GroupKind, Metadata, Object, Policy, PolicyError, PolicyKind, Value,
+    Violation, json,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The policy.
 pub struct ReplicaBounds;
 
-/// Kinds with `spec.replicas` this policy understands.
-pub const SCALABLE: [&str; 4] = [
-    "Deployment",
-    "StatefulSet",
-    "ReplicaSet",
-    "ReplicationController",
+/// Kinds with `spec.replicas` this policy understands, as `(group, kind)`.
+pub const SCALABLE: [(&str, &str); 4] = [
+    ("apps", "Deployment"),
+    ("apps", "StatefulSet"),
+    ("apps", "ReplicaSet"),
+    ("", "ReplicationController"),
 ];
+
+/// The autoscaler kind whose targets are left alone, as `(group, kind)`.
+pub const AUTOSCALER: (&str, &str) = ("autoscaling", "HorizontalPodAutoscaler");
+
+/// True if `object` is of `(group, kind)`.
+fn is(object: &Object, (g, k): (&str, &str)) -> bool {
+    kind(object) == k && group(object) == g
+}
 
 /// Bounds of one kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +67,7 @@ pub struct Config {
 pub fn autoscaled(objects: &[Object]) -> BTreeSet<(String, String, String)> {
     objects
         .iter()
-        .filter(|o| kind(o) == "HorizontalPodAutoscaler")
+        .filter(|o| is(o, AUTOSCALER))
         .filter_map(|hpa| {
             let target_kind = str_at(hpa, "/spec/scaleTargetRef/kind")?;
             let target_name = str_at(hpa, "/spec/scaleTargetRef/name")?;
@@ -77,10 +87,10 @@ fn applicable(
     config: &Config,
     hpa: &BTreeSet<(String, String, String)>,
 ) -> Option<Bounds> {
-    let k = kind(object);
-    if !SCALABLE.contains(&k) {
+    if !SCALABLE.iter().any(|&scalable| is(object, scalable)) {
         return None;
     }
+    let k = kind(object);
     let bounds = *config.bounds.get(k)?;
     let key = (
         namespace(object).unwrap_or("").to_owned(),
@@ -121,6 +131,13 @@ impl Policy for ReplicaBounds {
                 })
                 .to_string(),
             ),
+            kinds: Some(
+                SCALABLE
+                    .iter()
+                    .chain([&AUTOSCALER])
+                    .map(|&(group, kind)| GroupKind::new(group, kind))
+                    .collect(),
+            ),
         }
     }
 
@@ -154,12 +171,12 @@ impl Policy for ReplicaBounds {
             })?;
         let mut bounds = BTreeMap::new();
         for (k, b) in raw {
-            if !SCALABLE.contains(&k.as_str()) {
+            if !SCALABLE.iter().any(|(_, scalable)| scalable == k) {
                 return Err(ConfigError::at(
                     format!("/bounds/{k}"),
                     format!(
                         "{k} is not a scalable kind (expected one of {})",
-                        SCALABLE.join(", ")
+                        SCALABLE.map(|(_, kind)| kind).join(", ")
                     ),
                 ));
             }

@@ -3,8 +3,8 @@
 
 use crate::bindings::kubectl_gitops::policy::types as wit;
 use crate::{
-    ConfigError, Context, Metadata, Object, ObjectRef, Policy, PolicyError, PolicyKind, Severity,
-    Value,
+    ConfigError, Context, GroupKind, Metadata, Object, ObjectRef, Policy, PolicyError, PolicyKind,
+    Severity, Value,
 };
 
 /// `metadata` export.
@@ -15,6 +15,7 @@ pub fn metadata<P: Policy>() -> wit::Metadata {
         description,
         kind,
         config_schema,
+        kinds,
     } = P::metadata();
     wit::Metadata {
         name,
@@ -26,6 +27,12 @@ pub fn metadata<P: Policy>() -> wit::Metadata {
             PolicyKind::Both => wit::PolicyKind::Both,
         },
         config_schema,
+        kinds: kinds.map(|kinds| {
+            kinds
+                .into_iter()
+                .map(|GroupKind { group, kind }| wit::GroupKind { group, kind })
+                .collect()
+        }),
     }
 }
 

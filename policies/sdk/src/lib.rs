@@ -3,7 +3,7 @@
 //! A policy is a type implementing [`Policy`]: it parses its configuration once per call,
 //! then rewrites ([`Policy::transform`]) and/or judges ([`Policy::validate`]) the objects of a
 //! Kustomization's build. [`export_policy!`] turns such a type into a WebAssembly component
-//! implementing the `kubectl-gitops:policy@0.1.0` world (`wit/policy.wit`); on any other target
+//! implementing the `kubectl-gitops:policy@0.2.0` world (`wit/policy.wit`); on any other target
 //! the macro expands to nothing, so the same crate is an ordinary Rust library whose logic is
 //! unit-tested natively with [`testing`].
 //!
@@ -14,6 +14,7 @@
 
 #![deny(missing_docs)]
 
+pub mod given;
 pub mod object;
 pub mod testing;
 
@@ -76,6 +77,43 @@ pub struct Metadata {
     pub kind: PolicyKind,
     /// JSON Schema of the configuration, as a JSON document.
     pub config_schema: Option<String>,
+    /// The kinds of object the policy is given; `None` for every object (see [`given`]).
+    pub kinds: Option<Vec<GroupKind>>,
+}
+
+/// A kind of object by API group and kind (WIT `group-kind`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKind {
+    /// The API group (`""` for the core group).
+    pub group: String,
+    /// The kind.
+    pub kind: String,
+}
+
+impl GroupKind {
+    /// `group`/`kind`.
+    pub fn new(group: &str, kind: &str) -> GroupKind {
+        GroupKind {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// True for an object of this group and kind.
+    pub fn matches(&self, api_version: &str, kind: &str) -> bool {
+        self.kind == kind && self.group == object::api_group(api_version)
+    }
+}
+
+impl std::fmt::Display for GroupKind {
+    /// `Kind.group`, or just `Kind` for the core group (as `kubectl` names resources).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(&self.kind)
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)
+        }
+    }
 }
 
 /// Identifies an object in messages (WIT `object-ref`).
@@ -276,7 +314,7 @@ pub trait Policy {
     }
 }
 
-/// Exports a [`Policy`] implementation as the `kubectl-gitops:policy@0.1.0` component.
+/// Exports a [`Policy`] implementation as the `kubectl-gitops:policy@0.2.0` component.
 ///
 /// ```ignore
 /// struct MyPolicy;

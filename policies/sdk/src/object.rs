@@ -676,9 +676,13 @@ pub fn namespace<O: Identity + ?Sized>(object: &O) -> Option<&str> {
     object.namespace()
 }
 
-/// The API group of `apiVersion` (`""` for the core group).
+/// The API group of the object's `apiVersion` (`""` for the core group).
 pub fn group<O: Identity + ?Sized>(object: &O) -> &str {
-    let api_version = object.api_version();
+    api_group(object.api_version())
+}
+
+/// The API group of an `apiVersion`: what comes before the `/` (`""` for the core group).
+pub fn api_group(api_version: &str) -> &str {
     api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
@@ -706,20 +710,26 @@ pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
     object.get("metadata")?.get("labels")?.get(key)?.as_str()
 }
 
-/// The pod spec of a workload (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
-/// ReplicationController, Job, CronJob) and its JSON pointer; `None` for other kinds.
+/// The kinds that carry a pod spec, as `(group, kind, JSON pointer of the pod spec)`.
+pub const POD_SPECS: [(&str, &str, &str); 8] = [
+    ("", "Pod", "/spec"),
+    ("apps", "Deployment", "/spec/template/spec"),
+    ("apps", "StatefulSet", "/spec/template/spec"),
+    ("apps", "DaemonSet", "/spec/template/spec"),
+    ("apps", "ReplicaSet", "/spec/template/spec"),
+    ("", "ReplicationController", "/spec/template/spec"),
+    ("batch", "Job", "/spec/template/spec"),
+    ("batch", "CronJob", "/spec/jobTemplate/spec/template/spec"),
+];
+
+/// The JSON pointer of the pod spec of a workload or Pod (one of [`POD_SPECS`], matched by
+/// group and kind); `None` for other kinds.
 pub fn pod_spec_pointer<O: Identity + ?Sized>(object: &O) -> Option<&'static str> {
-    match kind(object) {
-        "Pod" => Some("/spec"),
-        "Deployment"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicaSet"
-        | "ReplicationController"
-        | "Job" => Some("/spec/template/spec"),
-        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
-        _ => None,
-    }
+    let (kind, group) = (kind(object), group(object));
+    POD_SPECS
+        .iter()
+        .find(|(g, k, _)| *k == kind && *g == group)
+        .map(|(_, _, pointer)| *pointer)
 }
 
 /// The container lists of a pod spec, in order.
@@ -1015,7 +1025,7 @@ mod tests {
     #[test]
     fn repeated_keys_are_read_as_a_value_reads_them() {
         // A `Value` keeps the last of repeated keys; the text readers must not see the first.
-        let text = r#"{"kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":1,"template":{"spec":{"containers":[{"image":"a:1"}],"containers":[{"image":"evil:latest","image":"b:2"}]}},"replicas":100}}"#;
+        let text = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":1,"template":{"spec":{"containers":[{"image":"a:1"}],"containers":[{"image":"evil:latest","image":"b:2"}]}},"replicas":100}}"#;
         let mut object = Object::from_json(text.to_owned()).unwrap();
         assert_eq!(object.read_at::<u64>("/spec/replicas"), Some(100));
         assert!(object.replace_at("/spec/replicas", json!(10)));

@@ -1,7 +1,11 @@
 //! A native harness to unit-test policy logic with the same steps the host performs:
 //! config check, transform, validate. Use it from `#[test]`s in the policy crate.
 
-use crate::{ConfigError, Context, Level, Object, Policy, PolicyError, Severity, Value, Violation};
+use crate::object::Identity;
+use crate::{
+    ConfigError, Context, Level, Metadata, Object, Policy, PolicyError, Severity, Value, Violation,
+    given,
+};
 use std::cell::RefCell;
 
 /// What running a policy on some objects produced.
@@ -32,27 +36,47 @@ pub enum RunError {
 }
 
 /// Runs `P` on `objects` as the host would: parse the config, transform (if the policy
-/// transforms), then validate (if it validates), with the objects handed over as JSON text.
+/// transforms), then validate (if it validates), each given only the objects of the kinds the
+/// policy declares ([`crate::given`]), with the objects handed over as JSON text.
 pub fn run<P: Policy>(
     ctx: &Context,
     config: &Value,
     objects: Vec<Value>,
 ) -> Result<Outcome, RunError> {
     let parsed = P::parse_config(config).map_err(RunError::Config)?;
-    let kind = P::metadata().kind;
+    let Metadata { kind, kinds, .. } = P::metadata();
+    let kinds = kinds.as_deref();
     // As JSON text, as the host hands them over (so the lazy paths of `Object` are the ones
     // tested); a value that is not a JSON object is passed as it is.
     let objects: Vec<Object> = objects
         .into_iter()
         .map(|v| Object::from_json(v.to_string()).unwrap_or_else(|_| Object::from(v)))
         .collect();
+    let positions = |objects: &[Object]| -> Vec<usize> {
+        (0..objects.len())
+            .filter(|&i| given::is_given(kinds, objects[i].api_version(), objects[i].kind()))
+            .collect()
+    };
     let objects = match kind {
         crate::PolicyKind::Validate => objects,
-        _ => P::transform(ctx, &parsed, objects).map_err(RunError::Transform)?,
+        _ => {
+            let at = positions(&objects);
+            let mut all: Vec<Option<Object>> = objects.into_iter().map(Some).collect();
+            let sent = at.iter().filter_map(|&i| all[i].take()).collect();
+            let returned = P::transform(ctx, &parsed, sent).map_err(RunError::Transform)?;
+            given::splice(all, &at, returned.into_iter().map(Some).collect())
+                .into_iter()
+                .flatten()
+                .collect()
+        }
     };
     let violations = match kind {
         crate::PolicyKind::Transform => Vec::new(),
-        _ => P::validate(ctx, &parsed, &objects),
+        _ => {
+            let at = positions(&objects);
+            let sent: Vec<Object> = at.iter().map(|&i| objects[i].clone()).collect();
+            P::validate(ctx, &parsed, &sent)
+        }
     };
     Ok(Outcome {
         objects: objects.into_iter().map(Object::into_value).collect(),

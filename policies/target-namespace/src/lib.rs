@@ -179,6 +179,7 @@ impl Policy for TargetNamespace {
                 })
                 .to_string(),
             ),
+            kinds: None,
         }
     }
 

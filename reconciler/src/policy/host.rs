@@ -1,6 +1,6 @@
 //! The wasmtime host: engine, module loading and caches, per-call isolation, the pipeline.
 
-use super::bindings::{Policy, PolicyPre, kubectl_gitops::policy::types as wit};
+use super::bindings::{Policy, PolicyPre, kubectl_gitops::policy::types as wit, v0_1};
 use super::cache::{DiskCache, Miss, engine_hash};
 use super::sched::{PROBATION_FREE_SHARE, PROBATION_PAUSE, Turns};
 use super::slots::{Full, Slots};
@@ -13,6 +13,8 @@ use super::{
     PolicyKind, PolicyStep, Severity, Violation, builtin, output, tenancy,
 };
 use crate::api::FailurePolicy;
+use gitops_policy_sdk::GroupKind;
+use gitops_policy_sdk::given::{is_given, splice};
 use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, Lift, Linker, Lower,
-    TypedFunc,
+    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, InstancePre, Lift,
+    Linker, Lower, TypedFunc,
 };
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
@@ -31,6 +33,11 @@ use wasmtime::{
 
 /// The `metadata` export's operation name.
 const METADATA: &str = "metadata";
+/// The version of the WIT package `kubectl-gitops:policy` (`wit/policy.wit`) policies are built
+/// against today...
+const CONTRACT: &str = "0.2.0";
+/// ...and of the first one (`wit/v0.1.0/policy.wit`), whose components still load.
+const CONTRACT_V0_1: &str = "0.1.0";
 /// The longest deadline a policy call may be given.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the epoch ticker advances the engine's epoch (the deadline's granularity).
@@ -132,8 +139,20 @@ pub struct ModuleInfo {
     pub kind: PolicyKind,
     /// JSON Schema of its config, if it publishes one.
     pub config_schema: Option<String>,
+    /// The kinds of object it is given; `None` for every object.
+    pub kinds: Option<Vec<GroupKind>>,
+    /// The version of the WIT package it was built against.
+    pub contract: &'static str,
     /// sha256 (hex) of the component bytes.
     pub sha256: String,
+}
+
+impl ModuleInfo {
+    /// True if the policy is given `object` (its declared kinds; every object when none).
+    pub fn is_given(&self, object: &Value) -> bool {
+        let field = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or("");
+        is_given(self.kinds.as_deref(), field("apiVersion"), field("kind"))
+    }
 }
 
 /// The engine configuration of a host with `config`: pooling allocator, epoch interruption.
@@ -178,16 +197,17 @@ struct FailedLoad {
 
 /// A compiled, linked, pre-instantiated component.
 struct LoadedModule {
-    pre: PolicyPre<StoreState>,
-    /// The `transform` and `validate` exports (type-checked by `PolicyPre::new`), looked up
-    /// once instead of on every call.
+    pre: InstancePre<StoreState>,
+    /// The `validate-config`, `transform` and `validate` exports (type-checked by
+    /// `PolicyPre::new` of either contract), looked up once instead of on every call.
+    validate_config: ComponentExportIndex,
     transform: ComponentExportIndex,
     validate: ComponentExportIndex,
     info: ModuleInfo,
 }
 
 /// `transform(context, config, objects)`.
-type TransformParams<'a> = (&'a wit::Context, &'a str, &'a [String]);
+type TransformParams<'a> = (&'a wit::Context, &'a str, &'a [&'a str]);
 type TransformResults = (Result<Vec<String>, wit::PolicyError>,);
 /// `validate(context, config, objects)`.
 type ValidateParams<'a> = TransformParams<'a>;
@@ -195,7 +215,7 @@ type ValidateResults = (Vec<wit::Violation>,);
 
 /// One object a transform returned, as the host keeps it.
 enum Returned {
-    /// Byte-identical to the object at the same index of the step's input.
+    /// Byte-identical to the object at the same index of what the step was given.
     Same,
     /// New or changed: its text and its checked identity.
     Changed(String, ObjectRef),
@@ -285,6 +305,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// WASI interfaces a guest's standard library links against; all are backed by the deny-all
 /// context of [`StoreState`]. Anything else (sockets, http, ...) is refused at load.
 const GRANTED_IMPORTS: &[&str] = &[
+    "kubectl-gitops:policy/log@0.2.",
+    "kubectl-gitops:policy/types@0.2.",
     "kubectl-gitops:policy/log@0.1.",
     "kubectl-gitops:policy/types@0.1.",
     "wasi:cli/environment@0.2.",
@@ -328,6 +350,8 @@ impl PolicyHost {
         let mut linker = Linker::<StoreState>::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(engine_err)?;
         Policy::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
+        v0_1::Policy::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -770,20 +794,60 @@ impl PolicyHost {
             }
         }
         let pre = inner.linker.instantiate_pre(component).map_err(invalid)?;
-        let pre = PolicyPre::new(pre).map_err(invalid)?;
+        // The world's exports say which contract a component implements: a `metadata` of
+        // 0.1.0 lacks `kinds`.
+        let (metadata, contract) = match PolicyPre::new(pre.clone()) {
+            Ok(_) => {
+                let metadata = self.call(&pre, policy, tenant, METADATA, |instance, store| {
+                    Policy::new(&mut *store, instance)?.call_metadata(store)
+                })?;
+                (metadata, CONTRACT)
+            }
+            Err(current) => {
+                v0_1::PolicyPre::new(pre.clone()).map_err(|old| PolicyError::InvalidComponent {
+                    policy: policy.to_owned(),
+                    reason: format!(
+                        "it implements neither kubectl-gitops:policy@{CONTRACT} ({}) nor @{CONTRACT_V0_1} ({})",
+                        error_text(&current),
+                        error_text(&old)
+                    ),
+                })?;
+                let m = self.call(&pre, policy, tenant, METADATA, |instance, store| {
+                    v0_1::Policy::new(&mut *store, instance)?.call_metadata(store)
+                })?;
+                let kind = match m.kind {
+                    v0_1::kubectl_gitops::policy::types::PolicyKind::Transform => {
+                        wit::PolicyKind::Transform
+                    }
+                    v0_1::kubectl_gitops::policy::types::PolicyKind::Validate => {
+                        wit::PolicyKind::Validate
+                    }
+                    v0_1::kubectl_gitops::policy::types::PolicyKind::Both => wit::PolicyKind::Both,
+                };
+                let metadata = wit::Metadata {
+                    name: m.name,
+                    version: m.version,
+                    description: m.description,
+                    kind,
+                    config_schema: m.config_schema,
+                    kinds: None,
+                };
+                (metadata, CONTRACT_V0_1)
+            }
+        };
         let missing = |export: &str| PolicyError::InvalidComponent {
             policy: policy.to_owned(),
             reason: format!("no export {export:?}"),
         };
+        let validate_config = component
+            .get_export_index(None, "validate-config")
+            .ok_or_else(|| missing("validate-config"))?;
         let transform = component
             .get_export_index(None, "transform")
             .ok_or_else(|| missing("transform"))?;
         let validate = component
             .get_export_index(None, "validate")
             .ok_or_else(|| missing("validate"))?;
-        let metadata = self.call(&pre, policy, tenant, METADATA, |instance, store| {
-            Policy::new(&mut *store, instance)?.call_metadata(store)
-        })?;
         check_metadata(&metadata).map_err(|reason| PolicyError::InvalidComponent {
             policy: policy.to_owned(),
             reason: format!("its metadata {reason}"),
@@ -795,6 +859,7 @@ impl PolicyHost {
         };
         Ok(LoadedModule {
             pre,
+            validate_config,
             transform,
             validate,
             info: ModuleInfo {
@@ -803,6 +868,16 @@ impl PolicyHost {
                 description: metadata.description,
                 kind,
                 config_schema: metadata.config_schema,
+                kinds: metadata.kinds.map(|kinds| {
+                    kinds
+                        .into_iter()
+                        .map(|k| GroupKind {
+                            group: k.group,
+                            kind: k.kind,
+                        })
+                        .collect()
+                }),
+                contract,
                 sha256,
             },
         })
@@ -816,7 +891,7 @@ impl PolicyHost {
     /// (epoch interruption) and every host function it calls (`wasi.rs`).
     fn call<R>(
         &self,
-        pre: &PolicyPre<StoreState>,
+        pre: &InstancePre<StoreState>,
         policy: &str,
         tenant: &str,
         operation: &'static str,
@@ -895,7 +970,7 @@ impl PolicyHost {
             .map_err(|_| wasmtime::Error::from(Trap::Interrupt))
             .and_then(|turn| {
                 store.data_mut().turn = Some(turn);
-                pre.instance_pre().instantiate(&mut store)
+                pre.instantiate(&mut store)
             })
             .and_then(|instance| f(&instance, &mut store));
         // The turn is given back (or kept by this thread's pipeline) before anything else is
@@ -999,7 +1074,12 @@ impl PolicyHost {
             tenant,
             "validate-config",
             |instance, store| {
-                Policy::new(&mut *store, instance)?.call_validate_config(store, &config.to_owned())
+                let func = typed_export::<(&str,), (Result<(), wit::ConfigError>,)>(
+                    instance,
+                    store,
+                    &module.validate_config,
+                )?;
+                Ok(func.call(&mut *store, (config,))?.0)
             },
         )?;
         // A refused config is a failure of the tenant's: its time counts against the failure
@@ -1072,10 +1152,20 @@ impl PolicyHost {
             dry_run: ctx.dry_run,
         };
         let parallel = objects.len() >= PARALLEL_FROM;
-        let mut current = Documents {
-            texts: map_all(&objects, parallel, Value::to_string),
-            origins: (0..objects.len()).map(Origin::Input).collect(),
-        };
+        let mut current: Vec<Doc> = map_all(&objects, parallel, Value::to_string)
+            .into_iter()
+            .zip(&objects)
+            .enumerate()
+            .map(|(i, (text, value))| {
+                let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("");
+                Doc {
+                    text,
+                    origin: Origin::Input(i),
+                    api_version: field("apiVersion").to_owned(),
+                    kind: field("kind").to_owned(),
+                }
+            })
+            .collect();
         let tenancy = ctx
             .tenancy
             .as_ref()
@@ -1109,7 +1199,7 @@ impl PolicyHost {
             }
         }
         drop(tenancy);
-        let docs = &current.texts;
+        let docs = &current;
 
         // The validations are independent of each other, so with enough objects they run side
         // by side.
@@ -1119,6 +1209,10 @@ impl PolicyHost {
             .collect();
         let validate =
             |(_, step, module, config): &&(usize, &PolicyStep, Arc<LoadedModule>, String)| {
+                let sent: Vec<&str> = given_positions(docs, module.info.kinds.as_deref())
+                    .into_iter()
+                    .map(|i| docs[i].text.as_str())
+                    .collect();
                 self.call(
                     &module.pre,
                     &step.name,
@@ -1131,7 +1225,7 @@ impl PolicyHost {
                             &module.validate,
                         )?;
                         Ok(func
-                            .call(&mut *store, (&wit_ctx, config.as_str(), docs.as_slice()))?
+                            .call(&mut *store, (&wit_ctx, config.as_str(), sent.as_slice()))?
                             .0)
                     },
                 )
@@ -1140,11 +1234,9 @@ impl PolicyHost {
         // here (only the last text of an object matters, and it was checked with the same
         // parser and limits when it was returned), beside the validations.
         let returned: Vec<(usize, &String)> = current
-            .origins
             .iter()
-            .zip(&current.texts)
-            .filter_map(|(origin, text)| match origin {
-                Origin::Returned(position) => Some((*position, text)),
+            .filter_map(|doc| match doc.origin {
+                Origin::Returned(position) => Some((position, &doc.text)),
                 Origin::Input(_) => None,
             })
             .collect();
@@ -1190,8 +1282,8 @@ impl PolicyHost {
         }
         let mut parsed = parsed.into_iter();
         let mut originals: Vec<Option<Value>> = objects.into_iter().map(Some).collect();
-        let mut objects = Vec::with_capacity(current.origins.len());
-        for origin in &current.origins {
+        let mut objects = Vec::with_capacity(current.len());
+        for Doc { origin, .. } in &current {
             let value = match origin {
                 Origin::Input(i) => originals.get_mut(*i).and_then(Option::take),
                 Origin::Returned(_) => parsed.next().transpose()?,
@@ -1249,12 +1341,13 @@ impl PolicyHost {
         &self,
         call: &StepCall<'_>,
         tenancy: Option<&tenancy::Input<'_>>,
-        current: &mut Documents,
+        current: &mut Vec<Doc>,
     ) -> Result<(), PolicyError> {
         let policy = call.step.name.as_str();
         let module = call.module;
         let limits = &self.inner.config;
-        let texts = &current.texts;
+        let given = given_positions(current, module.info.kinds.as_deref());
+        let sent: Vec<&str> = given.iter().map(|&i| current[i].text.as_str()).collect();
         let out = self
             .call(
                 &module.pre,
@@ -1270,7 +1363,7 @@ impl PolicyHost {
                     Ok(func
                         .call(
                             &mut *store,
-                            (call.wit_ctx, call.config.as_str(), texts.as_slice()),
+                            (call.wit_ctx, call.config.as_str(), sent.as_slice()),
                         )?
                         .0)
                 },
@@ -1296,7 +1389,7 @@ impl PolicyHost {
             &out.iter().enumerate().collect::<Vec<_>>(),
             parallel,
             |(index, text)| {
-                if texts.get(*index) == Some(*text) {
+                if sent.get(*index) == Some(&text.as_str()) {
                     return Ok(None);
                 }
                 output::check(text)
@@ -1324,31 +1417,29 @@ impl PolicyHost {
             });
             input.check(changed, policy)?;
         }
-        // Every check passed: the unchanged objects move over from the step's input.
-        let mut next = Documents {
-            texts: Vec::with_capacity(returned.len()),
-            origins: Vec::with_capacity(returned.len()),
-        };
-        let mut previous: Vec<Option<Origin>> = std::mem::take(&mut current.origins)
-            .into_iter()
-            .map(Some)
-            .collect();
+        // Every check passed: the unchanged objects move over from the step's input, and what
+        // the policy returned takes the place of what it was given.
+        drop(sent);
+        let mut all: Vec<Option<Doc>> = std::mem::take(current).into_iter().map(Some).collect();
+        let mut next = Vec::with_capacity(returned.len());
         for (index, r) in returned.into_iter().enumerate() {
-            match r {
-                Returned::Same => {
-                    let origin = previous[index].take().ok_or_else(|| {
-                        PolicyError::Engine("pipeline lost track of an object".into())
-                    })?;
-                    next.texts.push(std::mem::take(&mut current.texts[index]));
-                    next.origins.push(origin);
-                }
-                Returned::Changed(text, _) => {
-                    next.texts.push(text);
-                    next.origins.push(Origin::Returned(call.position));
-                }
-            }
+            next.push(match r {
+                Returned::Same => given
+                    .get(index)
+                    .and_then(|&at| all.get_mut(at))
+                    .and_then(Option::take),
+                Returned::Changed(text, r) => Some(Doc {
+                    text,
+                    origin: Origin::Returned(call.position),
+                    api_version: r.api_version,
+                    kind: r.kind,
+                }),
+            });
         }
-        *current = next;
+        *current = splice(all, &given, next)
+            .into_iter()
+            .collect::<Option<Vec<Doc>>>()
+            .ok_or_else(|| PolicyError::Engine("pipeline lost track of an object".into()))?;
         Ok(())
     }
 }
@@ -1380,12 +1471,22 @@ where
         .typed::<P, R>(&*store)
 }
 
-/// The objects between two steps of a pipeline, as the JSON text the next step is given.
-struct Documents {
-    /// One JSON object per object.
-    texts: Vec<String>,
-    /// Where the value of each object comes from.
-    origins: Vec<Origin>,
+/// One object between two steps of a pipeline: the JSON text the next step is given, where
+/// its value comes from, and its kind (which policies are given it).
+struct Doc {
+    text: String,
+    origin: Origin,
+    api_version: String,
+    kind: String,
+}
+
+/// The positions in `docs` of the objects a policy that declared `kinds` is given.
+fn given_positions(docs: &[Doc], kinds: Option<&[GroupKind]>) -> Vec<usize> {
+    docs.iter()
+        .enumerate()
+        .filter(|(_, d)| is_given(kinds, &d.api_version, &d.kind))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The value of an object between two steps.
@@ -1539,10 +1640,16 @@ const MAX_NAME_BYTES: usize = 63;
 const MAX_DESCRIPTION_BYTES: usize = 1024;
 /// Largest config schema the metadata may give.
 const MAX_SCHEMA_BYTES: usize = 64 << 10;
+/// Most kinds the metadata may list.
+const MAX_KINDS: usize = 64;
+/// Longest API group the metadata may name (a DNS subdomain's length).
+const MAX_GROUP_BYTES: usize = 253;
 
 /// Checks `metadata` against what the WIT documents: the name is lowercase letters, digits
 /// and `-`; the version is semver; the description is one bounded line; the config schema,
-/// if any, is a JSON document that can be a JSON Schema (an object or a boolean).
+/// if any, is a JSON document that can be a JSON Schema (an object or a boolean); at most
+/// `MAX_KINDS` kinds, each a group (empty, or lowercase letters, digits, `-` and `.`) and a kind
+/// (a letter, then letters, digits and `-`; at most `MAX_NAME_BYTES`).
 fn check_metadata(metadata: &wit::Metadata) -> Result<(), String> {
     let shown = |s: &str| clip(s.to_owned(), 80);
     let name = &metadata.name;
@@ -1582,7 +1689,39 @@ fn check_metadata(metadata: &wit::Metadata) -> Result<(), String> {
             Err(e) => return Err(format!("config schema is not JSON: {e}")),
         }
     }
+    if let Some(kinds) = &metadata.kinds {
+        if kinds.len() > MAX_KINDS {
+            return Err(format!(
+                "lists {} kinds, over the limit of {MAX_KINDS}",
+                kinds.len()
+            ));
+        }
+        for k in kinds {
+            if !valid_group(&k.group) || !valid_kind(&k.kind) {
+                return Err(format!(
+                    "kind {:?} of group {:?} is not a valid group and kind",
+                    shown(&k.kind),
+                    shown(&k.group)
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// An API group: empty (the core group), or lowercase letters, digits, `-` and `.`.
+fn valid_group(group: &str) -> bool {
+    group.len() <= MAX_GROUP_BYTES
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// A kind: a letter, then letters, digits and `-`, at most `MAX_NAME_BYTES`.
+fn valid_kind(kind: &str) -> bool {
+    kind.len() <= MAX_NAME_BYTES
+        && kind.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[cfg(test)]
@@ -1708,6 +1847,10 @@ mod tests {
             version in prop_oneof![".{0,12}", "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"],
             description in ".{0,40}",
             schema in proptest::option::of(prop_oneof![".{0,20}", Just("{}".to_owned()), Just("true".to_owned())]),
+            kinds in proptest::option::of(prop::collection::vec(
+                (prop_oneof![".{0,8}", "[a-z0-9.-]{0,20}"], prop_oneof![".{0,8}", "[A-Za-z][A-Za-z0-9-]{0,62}"]),
+                0..70,
+            )),
         ) {
             let metadata = wit::Metadata {
                 name: name.clone(),
@@ -1715,6 +1858,7 @@ mod tests {
                 description: description.clone(),
                 kind: wit::PolicyKind::Both,
                 config_schema: schema.clone(),
+                kinds: kinds.clone().map(|kinds| kinds.into_iter().map(|(group, kind)| wit::GroupKind { group, kind }).collect()),
             };
             let valid_name = !name.is_empty()
                 && name.len() <= MAX_NAME_BYTES
@@ -1722,10 +1866,20 @@ mod tests {
             let valid_schema = schema.as_deref().is_none_or(|s| {
                 matches!(serde_json::from_str::<Value>(s), Ok(Value::Object(_) | Value::Bool(_)))
             });
+            let valid_kinds = kinds.as_ref().is_none_or(|kinds| {
+                kinds.len() <= MAX_KINDS
+                    && kinds.iter().all(|(group, kind)| {
+                        group.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                            && kind.len() <= MAX_NAME_BYTES
+                            && kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    })
+            });
             let expected = valid_name
                 && semver::Version::parse(&version).is_ok()
                 && !description.chars().any(char::is_control)
-                && valid_schema;
+                && valid_schema
+                && valid_kinds;
             prop_assert_eq!(check_metadata(&metadata).is_ok(), expected, "{:?}", metadata);
         }
     }

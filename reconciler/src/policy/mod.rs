@@ -1,5 +1,6 @@
 //! The policy stage: runs a Kustomization's build output through WebAssembly policy
-//! components (WIT package `kubectl-gitops:policy@0.1.0`, `wit/policy.wit`).
+//! components (WIT package `kubectl-gitops:policy@0.2.0`, `wit/policy.wit`; components built
+//! against `@0.1.0`, `wit/v0.1.0/policy.wit`, still load and are given every object).
 //!
 //! One [`PolicyHost`] per process owns the wasmtime engine, the caches of compiled components
 //! (memory and disk) and the epoch ticker thread. [`PolicyHost::run_pipeline`] runs an ordered
@@ -30,6 +31,7 @@ mod worker;
 pub use builtin::BUILTINS;
 pub use discovery::{ClusterScopes, KindScope, KindTable};
 pub use error::{PipelineError, PolicyError};
+pub use gitops_policy_sdk::GroupKind;
 pub use host::{HostConfig, ModuleInfo, PolicyHost};
 pub use manifests::{ManifestError, read_manifests};
 pub use structure::CodeLimits;
@@ -46,6 +48,15 @@ mod bindings {
         path: "../wit",
         world: "policy",
     });
+
+    /// The first contract, `kubectl-gitops:policy@0.1.0` (`wit/v0.1.0/policy.wit`). Its
+    /// `transform` and `validate` have the same types as today's; only `metadata` differs.
+    pub mod v0_1 {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "policy",
+        });
+    }
 }
 
 /// One step of a pipeline: a policy module with its configuration.

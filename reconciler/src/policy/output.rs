@@ -324,10 +324,7 @@ fn identify(document: &str) -> Result<ObjectRef, String> {
     .map_err(str::to_owned)
 }
 
-/// The API group of an `apiVersion` (`""` for the core group).
-pub(crate) fn group(api_version: &str) -> &str {
-    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
-}
+pub(crate) use gitops_policy_sdk::object::api_group as group;
 
 #[cfg(test)]
 mod tests {

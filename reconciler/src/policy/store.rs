@@ -3,6 +3,7 @@
 //! built for every call.
 
 use super::bindings::kubectl_gitops::policy::log;
+use super::bindings::v0_1::kubectl_gitops::policy as v0_1;
 use super::sched::Turn;
 use super::wasi::{self, Capture};
 use std::sync::Arc;
@@ -148,3 +149,19 @@ impl log::Host for StoreState {
 }
 
 impl super::bindings::kubectl_gitops::policy::types::Host for StoreState {}
+
+impl v0_1::log::Host for StoreState {
+    fn log(&mut self, level: v0_1::log::Level, message: String) {
+        use v0_1::log::Level as Old;
+        let level = match level {
+            Old::Trace => log::Level::Trace,
+            Old::Debug => log::Level::Debug,
+            Old::Info => log::Level::Info,
+            Old::Warn => log::Level::Warn,
+            Old::Error => log::Level::Error,
+        };
+        log::Host::log(self, level, message);
+    }
+}
+
+impl v0_1::types::Host for StoreState {}

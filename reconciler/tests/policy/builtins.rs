@@ -111,10 +111,27 @@ fn target_namespace_fixtures_as_wasm() {
 #[test]
 fn builtins_describe_themselves() {
     let host = host_with(|_| {});
-    for (name, kind) in [
-        ("image-pinning", PolicyKind::Both),
-        ("replica-bounds", PolicyKind::Both),
-        ("target-namespace", PolicyKind::Transform),
+    let pod_bearing = [
+        "Pod",
+        "Deployment.apps",
+        "StatefulSet.apps",
+        "DaemonSet.apps",
+        "ReplicaSet.apps",
+        "ReplicationController",
+        "Job.batch",
+        "CronJob.batch",
+    ];
+    let scalable = [
+        "Deployment.apps",
+        "StatefulSet.apps",
+        "ReplicaSet.apps",
+        "ReplicationController",
+        "HorizontalPodAutoscaler.autoscaling",
+    ];
+    for (name, kind, given) in [
+        ("image-pinning", PolicyKind::Both, Some(&pod_bearing[..])),
+        ("replica-bounds", PolicyKind::Both, Some(&scalable[..])),
+        ("target-namespace", PolicyKind::Transform, None),
     ] {
         let info = host
             .load(
@@ -130,6 +147,15 @@ fn builtins_describe_themselves() {
                 .is_some_and(|s| s.starts_with('{'))
         );
         assert_eq!(info.sha256.len(), 64);
+        assert_eq!(info.contract, "0.2.0");
+        let kinds: Option<Vec<String>> = info
+            .kinds
+            .map(|kinds| kinds.iter().map(ToString::to_string).collect());
+        assert_eq!(
+            kinds,
+            given.map(|g| g.iter().map(|k| k.to_string()).collect()),
+            "{name}"
+        );
     }
     let e = host
         .load(

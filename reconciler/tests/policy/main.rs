@@ -6,6 +6,7 @@ mod builtins;
 mod cache;
 mod compile;
 mod fuzz;
+mod given;
 mod hostile;
 mod python;
 #[path = "../../src/policy/strategies.rs"]

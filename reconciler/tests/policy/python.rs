@@ -40,6 +40,9 @@ fn python_policy_runs_in_the_same_host() {
         (info.name.as_str(), info.kind),
         ("require-labels", PolicyKind::Validate)
     );
+    // Built against the first contract (`wit/v0.1.0`): it declares no kinds and is given every
+    // object.
+    assert_eq!((info.contract, info.kinds), ("0.1.0", None));
 
     let mut labelled = objects();
     for o in &mut labelled {
