@@ -170,84 +170,26 @@ fn a_gigabyte_of_output_is_refused_at_the_cap_with_bounded_host_memory() {
 
 /// A policy component in WAT whose `transform` returns a list of 10,000,000 empty strings: the
 /// list header (80 MB of zero pages, never touched) is all there is in its memory. Its other
-/// exports are valid, so the host loads it like any policy.
-pub(crate) const TEN_MILLION_OBJECTS: &str = r#"
-(component
-  (core module $m
-    (memory (export "memory") 1300)
-    (global $next (mut i32) (i32.const 65536))
-    ;; A bump allocator below the list, for what the host passes in.
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p
-        (i32.and
-          (i32.add (global.get $next) (i32.sub (local.get 2) (i32.const 1)))
-          (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
-      (global.set $next (i32.add (local.get $p) (local.get 3)))
-      (if (i32.gt_u (global.get $next) (i32.const 4194304)) (then unreachable))
-      (local.get $p))
-    ;; Each export returns a pointer to its result, laid out by the data segments below.
-    (func (export "metadata") (result i32) (i32.const 256))
-    (func (export "validate-config") (param i32 i32) (result i32) (i32.const 640))
-    (func (export "transform")
-      (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (i32.const 512))
-    (func (export "validate")
-      (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (i32.const 768))
+/// exports are valid, so the host loads it like any policy. It implements `@0.1.0` (its
+/// metadata has no `kinds`).
+pub(crate) fn ten_million_objects() -> String {
+    wat_policy(
+        1300,
+        // Below the list.
+        (65536, 4194304),
+        r#"
     ;; metadata: name, version, description, kind transform, no schema
     (data (i32.const 256) "\00\04\00\00\0b\00\00\00\10\04\00\00\05\00\00\00\20\04\00\00\16\00\00\00")
     ;; transform: ok(list at 4 MiB with 10,000,000 elements)
     (data (i32.const 512) "\00\00\00\00\00\00\40\00\80\96\98\00")
     (data (i32.const 1024) "ten-million")
     (data (i32.const 1040) "0.0.0")
-    (data (i32.const 1056) "returns 10M empty docs")
-  )
-  (core instance $i (instantiate $m))
-  (alias core export $i "memory" (core memory $mem))
-  (alias core export $i "realloc" (core func $realloc))
-  (alias core export $i "metadata" (core func $c-metadata))
-  (alias core export $i "validate-config" (core func $c-validate-config))
-  (alias core export $i "transform" (core func $c-transform))
-  (alias core export $i "validate" (core func $c-validate))
-
-  (type $kind' (enum "transform" "validate" "both"))
-  (export $kind "policy-kind" (type $kind'))
-  (type $metadata' (record (field "name" string) (field "version" string)
-    (field "description" string) (field "kind" $kind) (field "config-schema" (option string))))
-  (export $metadata "metadata-record" (type $metadata'))
-  (type $context' (record (field "kustomization-namespace" string)
-    (field "kustomization-name" string) (field "source-revision" string)
-    (field "target-namespace" (option string)) (field "dry-run" bool)))
-  (export $context "context" (type $context'))
-  (type $object-ref' (record (field "api-version" string) (field "kind" string)
-    (field "namespace" (option string)) (field "name" string)))
-  (export $object-ref "object-ref" (type $object-ref'))
-  (type $config-error' (record (field "message" string) (field "path" (option string))))
-  (export $config-error "config-error" (type $config-error'))
-  (type $policy-error' (record (field "message" string) (field "object" (option $object-ref))))
-  (export $policy-error "policy-error" (type $policy-error'))
-  (type $severity' (enum "error" "warning"))
-  (export $severity "severity" (type $severity'))
-  (type $violation' (record (field "object" (option $object-ref)) (field "field" (option string))
-    (field "message" string) (field "severity" $severity)))
-  (export $violation "violation" (type $violation'))
-
-  (func $metadata (result $metadata) (canon lift (core func $c-metadata) (memory $mem)))
-  (export "metadata" (func $metadata))
-  (func $validate-config (param "config" string) (result (result (error $config-error)))
-    (canon lift (core func $c-validate-config) (memory $mem) (realloc $realloc)))
-  (export "validate-config" (func $validate-config))
-  (func $transform (param "context" $context) (param "config" string)
-    (param "objects" (list string)) (result (result (list string) (error $policy-error)))
-    (canon lift (core func $c-transform) (memory $mem) (realloc $realloc)))
-  (export "transform" (func $transform))
-  (func $validate (param "context" $context) (param "config" string)
-    (param "objects" (list string)) (result (list $violation))
-    (canon lift (core func $c-validate) (memory $mem) (realloc $realloc)))
-  (export "validate" (func $validate))
-)
-"#;
+    (data (i32.const 1056) "returns 10M empty docs")"#,
+        "",
+        r#"(field "name" string) (field "version" string) (field "description" string)
+    (field "kind" $kind) (field "config-schema" (option string))"#,
+    )
+}
 
 #[test]
 fn ten_million_objects_are_refused_before_the_host_allocates_them() {
@@ -261,7 +203,7 @@ fn ten_million_objects_are_refused_before_the_host_allocates_them() {
     let host = host_with(|c| c.memory_limit = 128 << 20);
     let e = refused_within_bounds(
         &host,
-        wat_step("ten-million", TEN_MILLION_OBJECTS),
+        wat_step("ten-million", &ten_million_objects()),
         192 << 20,
     );
     assert!(

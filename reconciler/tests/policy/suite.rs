@@ -5,7 +5,7 @@
 //! overdue compilation is left behind, and that the process RSS grew by less than
 //! [`MAX_RSS_GROWTH`]. The table is printed (`cargo test ... suite -- --nocapture`).
 
-use crate::hostile::TEN_MILLION_OBJECTS;
+use crate::hostile::ten_million_objects;
 use crate::support::*;
 use gitops_reconciler::api::FailurePolicy;
 use gitops_reconciler::policy::{
@@ -54,12 +54,13 @@ fn case(name: &'static str, step: PolicyStep, expect: Expect) -> Case {
     }
 }
 
-/// The policy component of [`TEN_MILLION_OBJECTS`] with another metadata name and version
+/// The policy component of [`ten_million_objects`] with another metadata name and version
 /// (each at most 16 bytes).
 fn metadata_component(name: &str, version: &str) -> Vec<u8> {
     // Its memory made small enough for the pool (the transform that needs 80 MB is never
     // called: loading fails at the metadata).
-    let wat = TEN_MILLION_OBJECTS
+    let original = ten_million_objects();
+    let wat = original
         .replace(
             r#"(memory (export "memory") 1300)"#,
             r#"(memory (export "memory") 100)"#,
@@ -74,7 +75,7 @@ fn metadata_component(name: &str, version: &str) -> Vec<u8> {
         )
         .replace(r#""ten-million""#, &format!("{name:?}"))
         .replace(r#""0.0.0""#, &format!("{version:?}"));
-    assert_ne!(wat, TEN_MILLION_OBJECTS);
+    assert_ne!(wat, original);
     wat::parse_str(wat).expect("valid WAT")
 }
 
