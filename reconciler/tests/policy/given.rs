@@ -147,3 +147,33 @@ fn builtins_edit_what_they_are_given_in_place() {
         .collect();
     assert_eq!(names, [("image-pinning", Some("web"))]);
 }
+
+/// A component whose `metadata` record is neither contract's is refused at load, with why it is
+/// not each of them.
+#[test]
+fn a_component_of_neither_contract_is_refused_naming_both() {
+    let host = host_with(|_| {});
+    let wat = wat_policy(
+        1,
+        (4096, 65536),
+        "",
+        "",
+        r#"(field "name" string) (field "version" string) (field "description" string)
+    (field "kind" $kind) (field "owner" string)"#,
+    );
+    let step = bytes_step("other", wat::parse_str(wat).expect("valid WAT"));
+    let e = host.load("other", &step.module).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            gitops_reconciler::policy::PolicyError::InvalidComponent { .. }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("it implements neither kubectl-gitops:policy@0.2.0 (")
+            && text.contains(") nor @0.1.0 ("),
+        "{text}"
+    );
+}
