@@ -17,6 +17,7 @@
 //! Prints, per figure: measured, goal, and the ratio to the goal (or to the native baseline).
 
 use gitops_policy_sdk::bindings::kubectl_gitops::policy::types as wit;
+use gitops_policy_sdk::object::Identity;
 use gitops_policy_sdk::{Object, Policy, PolicyKind, Value, given, glue, json, testing};
 use gitops_reconciler::api::FailurePolicy;
 use gitops_reconciler::policy::{HostConfig, ModuleSource, PolicyContext, PolicyHost, PolicyStep};
@@ -88,29 +89,18 @@ fn wit_context() -> wit::Context {
 /// them from its metadata). The bench's transforms keep every object's kind and place, so the
 /// input's kinds hold at every step.
 fn given_to<P: Policy>(objects: &[Value]) -> Vec<usize> {
-    let kinds = P::metadata().kinds;
-    let field = |o: &Value, key: &str| o.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-    (0..objects.len())
-        .filter(|&i| {
-            given::is_given(
-                kinds.as_deref(),
-                &field(&objects[i], "apiVersion"),
-                &field(&objects[i], "kind"),
-            )
-        })
-        .collect()
+    given::positions(
+        P::metadata().kinds.as_deref(),
+        objects.iter().map(|o| (o.api_version(), o.kind())),
+    )
 }
 
 /// `transform` of `P` natively on the documents it is given, spliced back as the host does.
 fn native_transform<P: Policy>(objects: &[Value], config: &str, docs: Vec<String>) -> Vec<String> {
-    let at = given_to::<P>(objects);
-    let mut all: Vec<Option<String>> = docs.into_iter().map(Some).collect();
-    let sent = at.iter().filter_map(|&i| all[i].take()).collect();
-    let out = glue::transform::<P>(wit_context(), config, sent).expect("transform");
-    given::splice(all, &at, out.into_iter().map(Some).collect())
-        .into_iter()
-        .flatten()
-        .collect()
+    given::transform_given(docs, &given_to::<P>(objects), |sent| {
+        glue::transform::<P>(wit_context(), config, sent)
+    })
+    .expect("transform")
 }
 
 /// `validate` of `P` natively on the documents it is given.

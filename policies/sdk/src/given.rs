@@ -9,6 +9,39 @@ pub fn is_given(kinds: Option<&[GroupKind]>, api_version: &str, kind: &str) -> b
     kinds.is_none_or(|kinds| kinds.iter().any(|k| k.matches(api_version, kind)))
 }
 
+/// The positions of the objects a policy that declared `kinds` is given, among objects of
+/// these `(apiVersion, kind)`.
+pub fn positions<'a>(
+    kinds: Option<&[GroupKind]>,
+    identities: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<usize> {
+    identities
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (api_version, kind))| is_given(kinds, api_version, kind))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// `transform` run on the objects of `all` at `given` (see [`positions`]), and what it returns
+/// spliced into their places (see [`splice`]).
+pub fn transform_given<T, E>(
+    all: Vec<T>,
+    given: &[usize],
+    transform: impl FnOnce(Vec<T>) -> Result<Vec<T>, E>,
+) -> Result<Vec<T>, E> {
+    let mut all: Vec<Option<T>> = all.into_iter().map(Some).collect();
+    let sent = given
+        .iter()
+        .filter_map(|&i| all.get_mut(i).and_then(Option::take))
+        .collect();
+    let returned = transform(sent)?;
+    Ok(splice(all, given, returned.into_iter().map(Some).collect())
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
 /// The objects after a transform: `all`, where the objects at `given` (the ascending positions
 /// of the objects the policy was given) are replaced, place by place, with what it `returned`;
 /// the rest of `returned` goes after the last of those places (at the end when it was given
@@ -50,6 +83,30 @@ mod tests {
         assert!(!is_given(Some(&kinds), "apps/v1", "Pod"));
         assert!(!is_given(Some(&kinds), "v1", "ConfigMap"));
         assert!(!is_given(Some(&[]), "v1", "Pod"));
+    }
+
+    #[test]
+    fn a_transform_of_the_given_objects_is_spliced_back() {
+        let all = vec!["a", "B", "c", "D"];
+        let given = positions(
+            Some(&[GroupKind::new("", "Big")]),
+            all.iter().map(|o| {
+                (
+                    "v1",
+                    if o.to_uppercase() == **o {
+                        "Big"
+                    } else {
+                        "Small"
+                    },
+                )
+            }),
+        );
+        assert_eq!(given, [1, 3]);
+        let out = transform_given(all, &given, |sent| {
+            assert_eq!(sent, ["B", "D"]);
+            Ok::<_, ()>(vec!["X", "Y", "Z"])
+        });
+        assert_eq!(out, Ok(vec!["a", "X", "c", "Y", "Z"]));
     }
 
     #[test]

@@ -52,22 +52,15 @@ pub fn run<P: Policy>(
         .into_iter()
         .map(|v| Object::from_json(v.to_string()).unwrap_or_else(|_| Object::from(v)))
         .collect();
-    let positions = |objects: &[Object]| -> Vec<usize> {
-        (0..objects.len())
-            .filter(|&i| given::is_given(kinds, objects[i].api_version(), objects[i].kind()))
-            .collect()
+    let positions = |objects: &[Object]| {
+        given::positions(kinds, objects.iter().map(|o| (o.api_version(), o.kind())))
     };
     let objects = match kind {
         crate::PolicyKind::Validate => objects,
         _ => {
             let at = positions(&objects);
-            let mut all: Vec<Option<Object>> = objects.into_iter().map(Some).collect();
-            let sent = at.iter().filter_map(|&i| all[i].take()).collect();
-            let returned = P::transform(ctx, &parsed, sent).map_err(RunError::Transform)?;
-            given::splice(all, &at, returned.into_iter().map(Some).collect())
-                .into_iter()
-                .flatten()
-                .collect()
+            given::transform_given(objects, &at, |sent| P::transform(ctx, &parsed, sent))
+                .map_err(RunError::Transform)?
         }
     };
     let violations = match kind {

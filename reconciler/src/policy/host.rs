@@ -14,7 +14,8 @@ use super::{
 };
 use crate::api::FailurePolicy;
 use gitops_policy_sdk::GroupKind;
-use gitops_policy_sdk::given::{is_given, splice};
+use gitops_policy_sdk::given::{self, splice};
+use gitops_policy_sdk::object::Identity;
 use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -150,8 +151,7 @@ pub struct ModuleInfo {
 impl ModuleInfo {
     /// True if the policy is given `object` (its declared kinds; every object when none).
     pub fn is_given(&self, object: &Value) -> bool {
-        let field = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or("");
-        is_given(self.kinds.as_deref(), field("apiVersion"), field("kind"))
+        given::is_given(self.kinds.as_deref(), object.api_version(), object.kind())
     }
 }
 
@@ -1156,14 +1156,11 @@ impl PolicyHost {
             .into_iter()
             .zip(&objects)
             .enumerate()
-            .map(|(i, (text, value))| {
-                let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("");
-                Doc {
-                    text,
-                    origin: Origin::Input(i),
-                    api_version: field("apiVersion").to_owned(),
-                    kind: field("kind").to_owned(),
-                }
+            .map(|(i, (text, value))| Doc {
+                text,
+                origin: Origin::Input(i),
+                api_version: value.api_version().to_owned(),
+                kind: value.kind().to_owned(),
             })
             .collect();
         let tenancy = ctx
@@ -1482,11 +1479,11 @@ struct Doc {
 
 /// The positions in `docs` of the objects a policy that declared `kinds` is given.
 fn given_positions(docs: &[Doc], kinds: Option<&[GroupKind]>) -> Vec<usize> {
-    docs.iter()
-        .enumerate()
-        .filter(|(_, d)| is_given(kinds, &d.api_version, &d.kind))
-        .map(|(i, _)| i)
-        .collect()
+    given::positions(
+        kinds,
+        docs.iter()
+            .map(|d| (d.api_version.as_str(), d.kind.as_str())),
+    )
 }
 
 /// The value of an object between two steps.
